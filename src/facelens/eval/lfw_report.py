@@ -1,0 +1,168 @@
+"""Run the lfw protocol end to end: extract (cached), score every variant, report, save."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens.eval.lfw import (
+    FUSION_GRID,
+    build_protocol,
+    facelens_features,
+    fuse,
+    pair_scores,
+    pairs_accuracy,
+    peer_features,
+    roc,
+    run_all,
+    stack,
+    tar_at_far,
+)
+from facelens.matching.operating_points import FARS, far_key
+
+Progress = Callable[[str, int], Callable[[int], None]]
+"""progress(label, total) -> advance(n): the CLI passes a Rich progress bar."""
+
+
+def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], cache: Path,
+            workers: int, progress: Progress | None) -> dict[Path, dict[str, Any]]:
+    store = cache / f"{kind}.pkl"
+    known: dict[Path, dict[str, Any]] = pickle.loads(store.read_bytes()) if store.is_file() else {}
+    todo = [f for f in dict.fromkeys(files) if f not in known]
+    if todo:
+        advance = progress(f"{kind}: {len(todo)} images", len(todo)) if progress else None
+        known.update(zip(todo, run_all(fn, todo, workers, advance), strict=True))
+        cache.mkdir(parents=True, exist_ok=True)
+        store.write_bytes(pickle.dumps(known))
+    return known
+
+
+def _summary(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
+    return {"tar_at_far": tar_at_far(genuine, impostor), "genuine_pairs": len(genuine),
+            "impostor_pairs": len(impostor)}
+
+
+def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = Path("out/eval"),
+             max_per_person: int = 8, singles: int = 1000, seed: int = 0,
+             progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (report, curves): the JSON report and the ROC points for plotting."""
+    proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
+    pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
+    feats = _cached("facelens", facelens_features, proto.files + pair_files, cache, workers,
+                    progress)
+    rows = [feats[f] for f in proto.files]
+    embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
+    missing = np.isnan(embeddings["sface"][:, 0])
+
+    # Choose the fusion weight by TAR at FAR 1e-4 (the acceptance target), ties → mean TAR.
+    def fusion_quality(w: float) -> tuple[float, float]:
+        g, i = pair_scores(fuse(embeddings["sface-flip"], embeddings["dlib"], w), proto.labels)
+        tars = tar_at_far(g, i)
+        return tars[far_key(1e-4)]["tar"], float(np.mean([v["tar"] for v in tars.values()]))
+
+    weight = max(FUSION_GRID, key=fusion_quality)
+    embeddings["fusion"] = fuse(embeddings["sface-flip"], embeddings["dlib"], weight)
+
+    variants: dict[str, Any] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, emb in embeddings.items():
+        g, i = pair_scores(emb, proto.labels)
+        variants[name] = _summary(g, i)
+        curves[name] = roc(g, i)
+        pairs_emb = [(_vec(feats[a], name, weight), _vec(feats[b], name, weight), same)
+                     for a, b, same in proto.pairs]
+        if pairs_emb:
+            threshold = variants[name]["tar_at_far"][far_key(1e-3)]["threshold"]
+            variants[name]["lfw_pairs"] = pairs_accuracy(pairs_emb, threshold)
+
+    timing = {stage: float(np.median([r[stage] for r in rows if stage in r]))
+              for stage in ("decode", "detect", "align", "embed")}
+    report: dict[str, Any] = {
+        "root": str(root), "images": len(proto.files), "identities": int(proto.labels.max() + 1),
+        "protocol": {"max_per_person": max_per_person, "singles": singles, "seed": seed},
+        "failure_to_acquire": float(missing.mean()), "faces_not_found": int(missing.sum()),
+        "second_chance_detections": sum(r.get("detector") == "centerface" for r in rows),
+        "median_seconds_per_stage": timing,
+        "seconds_per_image_sface_flip": sum(timing.values()) + timing["embed"],
+        "fusion_weight": weight, "variants": variants,
+    }
+    if peer:
+        peer_feats = _cached("peer", peer_features, proto.files + pair_files, cache, workers,
+                             progress)
+        prow = [peer_feats[f] for f in proto.files]
+        pemb = stack(prow, "peer", 128)
+        g, i = pair_scores(pemb, proto.labels, euclidean=True)
+        report["peer"] = _summary(g, i) | {
+            "name": "face_recognition 1.3.0 (dlib HOG, upsample 1, ResNet, euclidean)",
+            "failure_to_acquire": float(np.isnan(pemb[:, 0]).mean()),
+            "seconds_per_image": float(np.median([r["seconds"] for r in prow])),
+        }
+        curves["face_recognition (peer)"] = roc(g, i)
+        if proto.pairs:
+            pp = [(_vec(peer_feats[a], "peer", 0), _vec(peer_feats[b], "peer", 0), same)
+                  for a, b, same in proto.pairs]
+            t = report["peer"]["tar_at_far"][far_key(1e-3)]["threshold"]
+            report["peer"]["lfw_pairs"] = pairs_accuracy(pp, -t, euclidean=True) | {}
+    return report, curves
+
+
+def _vec(feature: dict[str, Any], name: str, weight: float) -> np.ndarray:
+    if name == "fusion":
+        if "sface-flip" not in feature:
+            return np.full(256, np.nan, np.float32)
+        return fuse(feature["sface-flip"][None], feature["dlib"][None], weight)[0]
+    return np.asarray(feature.get(name, np.full(128, np.nan)), np.float32)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, (fars, tars) in curves.items():
+        ax.semilogx(fars, tars, label=name)
+    for far in FARS:
+        ax.axvline(far, color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="false accept rate", ylabel="true accept rate", ylim=(0.8, 1.0),
+           title="lfw-dev, all-vs-all")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_calibration(report: dict[str, Any], package_data: Path) -> None:
+    """Write the operating points and the measured accuracy the model cards show."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    embedders = {
+        name: {"thresholds": {k: v["threshold"] for k, v in r["tar_at_far"].items()},
+               "tar": {k: v["tar"] for k, v in r["tar_at_far"].items()},
+               "impostor_pairs": r["impostor_pairs"], "genuine_pairs": r["genuine_pairs"]}
+        for name, r in report["variants"].items()}
+    points = {"source": f"lfw-dev all-vs-all, {stamp}", "fusion_weight": report["fusion_weight"],
+              "embedders": embedders}
+    (package_data / "operating_points.json").write_text(json.dumps(points, indent=1) + "\n")
+
+    def line(name: str) -> str:
+        t = report["variants"][name]["tar_at_far"]
+        return (f"lfw-dev all-vs-all ({stamp}): TAR " + " / ".join(
+            f"{t[far_key(f)]['tar']:.3f}" for f in FARS[1:]) + " at FAR 1e-3 / 1e-4 / 1e-5")
+
+    fta = f"{report['faces_not_found']} of {report['images']} lfw-dev images without a face"
+    measured = {"created": stamp, "models": {
+        "sface": line("sface") + f"; flip-averaged: {line('sface-flip').split(': ', 1)[1]}",
+        "dlib-resnet": line("dlib"),
+        "yunet": f"{fta} (CenterFace second chance found "
+                 f"{report['second_chance_detections']})",
+    }}
+    (package_data / "measured.json").write_text(json.dumps(measured, indent=1) + "\n")
+

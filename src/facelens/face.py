@@ -1,0 +1,142 @@
+"""The records that flow through facelens: one `Face` per detected face, one `Verdict` per 1:1 check.
+
+Stages add fields to a `Face` (quality, embedding, attributes); none reaches back up.
+Coordinates are image pixels of the decoded, EXIF-upright image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Landmark order (the 5-point convention of YuNet, CenterFace and the ArcFace template):
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "right_mouth", "left_mouth")
+"""The subject's right eye is the one on the image's left."""
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How usable a face is for recognition, with the measurements behind the score."""
+
+    score: float
+    """0 (useless) … 1 (ideal): the product of the per-cue scores below."""
+    interocular_px: float
+    sharpness: float
+    """Variance of the Laplacian on the aligned 112×112 grey crop (higher is sharper)."""
+    yaw: float
+    pitch: float
+    roll: float
+    """Head pose in degrees, estimated from the 5 landmarks (coarse: ±10° on yaw and pitch)."""
+    brightness: float
+    """Mean grey level of the aligned crop, 0…255."""
+    reasons: tuple[str, ...] = ()
+    """Human-readable problems, e.g. ("too small", "blurred"). Empty when the face is fine."""
+
+    @property
+    def acceptable(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 3),
+            "interocular_px": round(self.interocular_px, 1),
+            "sharpness": round(self.sharpness, 1),
+            "yaw": round(self.yaw, 1),
+            "pitch": round(self.pitch, 1),
+            "roll": round(self.roll, 1),
+            "brightness": round(self.brightness, 1),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """Opt-in estimates. Nothing else is ever inferred (see README: what we decline to build)."""
+
+    age: float
+    age_error: float | None
+    """The age model's typical (mean absolute) error in years, None while nobody has measured it."""
+    sex: str
+    """Perceived sex as the model sees it: "female" or "male"."""
+    sex_confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "age": round(self.age, 1),
+            "age_error": self.age_error,
+            "sex": self.sex,
+            "sex_confidence": round(self.sex_confidence, 3),
+        }
+
+
+@dataclass
+class Face:
+    """One detected face."""
+
+    box: np.ndarray
+    """(4,) float32: x1, y1, x2, y2."""
+    landmarks: np.ndarray
+    """(5, 2) float32 in `LANDMARK_NAMES` order."""
+    score: float
+    """Detector confidence, 0…1."""
+    detector: str
+    quality: Quality | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    """L2-normalised float32 vector, made by `embedder`."""
+    embedder: str | None = None
+    attributes: Attributes | None = None
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    def to_dict(self, *, with_embedding: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "box": [round(float(v), 1) for v in self.box],
+            "landmarks": {n: [round(float(x), 1), round(float(y), 1)]
+                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)},
+            "score": round(self.score, 4),
+            "detector": self.detector,
+        }
+        if self.quality is not None:
+            out["quality"] = self.quality.to_dict()
+        if self.attributes is not None:
+            out["attributes"] = self.attributes.to_dict()
+        if self.embedder is not None:
+            out["embedder"] = self.embedder
+        if with_embedding and self.embedding is not None:
+            out["embedding"] = [round(float(v), 6) for v in self.embedding]
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer of a 1:1 check, with the operating point that decided it."""
+
+    match: bool
+    score: float
+    """Similarity of the two faces (cosine, or the fused score), higher is more alike."""
+    threshold: float
+    far: float
+    """The false-accept rate of the operating point used."""
+    embedder: str
+    operating_point: str
+    """Where the threshold comes from, e.g. "sface-flip @ FAR 1e-03: 0.4012 (lfw-dev, 4.2M impostor pairs)"."""
+    faces: tuple[Face, Face]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "match": self.match,
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "far": self.far,
+            "embedder": self.embedder,
+            "operating_point": self.operating_point,
+            "faces": [f.to_dict() for f in self.faces],
+        }

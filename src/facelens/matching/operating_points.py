@@ -1,0 +1,70 @@
+"""Calibrated operating points: the threshold that gives a target false-accept rate.
+
+Thresholds come from `facelens eval lfw ROOT --save`: the impostor scores of the lfw-dev
+all-vs-all protocol, stored as package data (src/facelens/data/operating_points.json) with
+the pair counts behind them. Callers ask for a FAR, never for a raw threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from facelens.errors import FacelensError
+
+FARS = (1e-2, 1e-3, 1e-4, 1e-5)
+_FILE = "operating_points.json"
+
+
+def far_key(far: float) -> str:
+    return f"{far:.0e}"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    embedder: str
+    far: float
+    threshold: float
+    impostor_pairs: int
+    source: str
+
+    def describe(self) -> str:
+        return (f"{self.embedder} @ FAR {far_key(self.far)}: threshold {self.threshold:.4f} "
+                f"({self.source}, {self.impostor_pairs:,} impostor pairs)")
+
+
+def threshold_at_far(impostor_scores: np.ndarray, far: float) -> float:
+    """The smallest threshold t with (#impostors scoring > t) / n <= far."""
+    scores = np.sort(np.asarray(impostor_scores, np.float64))[::-1]
+    allowed = int(np.floor(far * len(scores)))
+    if allowed >= len(scores):
+        return float(scores[-1])
+    return float(scores[allowed])
+
+
+@lru_cache(maxsize=1)
+def calibration() -> dict[str, Any]:
+    data = resources.files("facelens.data").joinpath(_FILE)
+    if not data.is_file():
+        return {}
+    return dict(json.loads(data.read_text()))
+
+
+def operating_point(embedder: str, far: float) -> OperatingPoint:
+    """The calibrated point for `embedder` at the largest calibrated FAR not above `far`."""
+    table = calibration().get("embedders", {}).get(embedder)
+    if not table:
+        raise FacelensError(f"embedder {embedder!r} has no calibrated thresholds; "
+                            "run `facelens eval lfw ROOT --save`")
+    usable = [f for f in FARS if f <= far * (1 + 1e-9) and far_key(f) in table["thresholds"]]
+    if not usable:
+        raise FacelensError(f"FAR {far:g} is stricter than any calibrated point "
+                            f"({', '.join(table['thresholds'])})")
+    chosen = max(usable)
+    return OperatingPoint(embedder, chosen, float(table["thresholds"][far_key(chosen)]),
+                          int(table["impostor_pairs"]), calibration().get("source", "lfw-dev"))

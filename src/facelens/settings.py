@@ -1,0 +1,57 @@
+"""All configuration in one typed object: `FACELENS_*` environment variables, then an optional
+TOML file (path in `FACELENS_CONFIG`, default ./facelens.toml), then the defaults below."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Detector = Literal["yunet", "centerface"]
+Embedder = Literal["sface", "sface-flip", "dlib", "fusion"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACELENS_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    detector: Detector = "yunet"
+    embedder: Embedder = "sface-flip"
+    detect_threshold: float = Field(0.6, ge=0.05, le=0.99)
+    detect_max_side: int = Field(1920, ge=320)
+    """Images larger than this are scanned in overlapping tiles of this size, not shrunk,
+    so a 40-px face in a 4K frame is still seen at its native size."""
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    min_interocular_px: float = 20.0
+    min_sharpness: float = 25.0
+    max_yaw: float = 40.0
+    max_pitch: float = 30.0
+    fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
+    """Weight of the SFace score in the fused score (overwritten by calibration data)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("FACELENS_CONFIG", "facelens.toml"))
+        return (init_settings, env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,199 @@
+"""Turn any image input (path, bytes, array, PIL image) into a uint8 RGB array, or fail cleanly.
+
+Every bad input raises BadImageError with a one-line message; limits are checked before any
+pixel is decoded, so a hostile file costs a header parse, not gigabytes of memory.
+"""
+
+import io
+import os
+import re
+import stat
+import struct
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from facelens.errors import BadImageError
+
+ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO"})
+
+# What PIL raises on malformed data (its plugins are not consistent about it).
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,
+               TypeError, ZeroDivisionError, Image.DecompressionBombError)  # fmt: skip
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    formats: frozenset[str] = ALLOWED_FORMATS,
+) -> np.ndarray:
+    """Return a C-contiguous uint8 (H, W, 3) RGB copy of `source`; raise BadImageError if bad."""
+    if isinstance(source, np.ndarray):
+        return _from_array(source, max_pixels)
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, max_pixels)
+        return _from_pil(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        _check_bytes(len(data), max_bytes)
+    elif isinstance(source, str | os.PathLike):
+        data = _read_file(source, max_bytes)
+    else:
+        raise BadImageError(f"cannot read an image from a {type(source).__name__}")
+    return _decode(data, max_pixels, formats)
+
+
+def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    name = os.fsdecode(path)
+    shown = name if name.isprintable() else repr(name)  # keep the message on one line
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise BadImageError(f"is a directory, not an image: {shown}")
+        # Only regular files: a FIFO or /dev/zero has no meaningful size to check up front.
+        if not stat.S_ISREG(st.st_mode):
+            raise BadImageError(f"not a regular file: {shown}")
+        _check_bytes(st.st_size, max_bytes)
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # +1: notice a file that grew after the stat
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise BadImageError(f"no such file: {shown}") from e
+    except (OSError, ValueError) as e:  # permissions, NUL in the path, I/O errors
+        raise BadImageError(f"cannot read {shown}: {_why(e)}") from e
+    _check_bytes(len(data), max_bytes)
+    return data
+
+
+def _decode(data: bytes, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
+    Image.init()
+    # Only the allowed plugins get to parse the bytes: less attack surface than trying all 40.
+    known = sorted(f for f in formats if f in Image.OPEN)
+    try:
+        img = Image.open(io.BytesIO(data), formats=known)  # lazy: reads the header only
+    except Image.UnidentifiedImageError as e:
+        sniffed = _sniff(data)
+        if sniffed is None:
+            raise BadImageError("not an image (or an unsupported format)") from e
+        if sniffed not in formats:
+            raise _unsupported(sniffed, formats) from e
+        raise BadImageError(f"truncated or corrupt {sniffed} header") from e
+    except Image.DecompressionBombError as e:
+        # PIL's own guard (over 2 * Image.MAX_IMAGE_PIXELS) fired in open(), before our check.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        shown = f"{int(found[1]) / 1e6:.1f} MP" if found else "too large"
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise BadImageError(f"image is {shown}, over the {limit / 1e6:g} MP limit") from e
+    except _PIL_ERRORS as e:
+        raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
+    with img:
+        # jpeg_factory may hand back MPO for JPEG (or JPEG for MPO), so check what we got.
+        if img.format not in formats:
+            raise _unsupported(str(img.format), formats)
+        _check_pixels(img.size, max_pixels)
+        return _from_pil(img)
+
+
+def _from_pil(img: Image.Image) -> np.ndarray:
+    try:
+        img.load()  # truncated files raise here, as long as LOAD_TRUNCATED_IMAGES stays False
+        upright = ImageOps.exif_transpose(img)  # a new image: the caller's is never modified
+    except _PIL_ERRORS as e:
+        raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
+    try:
+        return _pil_to_rgb(upright)
+    except _PIL_ERRORS as e:
+        raise BadImageError(f"cannot convert {img.mode} image to RGB: {_why(e)}") from e
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode == "F":
+        return _to_rgb(np.rint(np.clip(np.asarray(img), 0, 255)).astype(np.uint8))
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # PIL's convert("L") clips 16-bit grey at 255 (32768 -> 255), so scale it ourselves.
+        grey16 = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        return _to_rgb((grey16 >> 8).astype(np.uint8))
+    if img.has_transparency_data:  # RGBA, LA, PA, or a P/L/RGB image with a tRNS colour
+        return _over_white(np.asarray(img.convert("RGBA")))
+    return np.array(img.convert("RGB"), dtype=np.uint8)  # L, 1, P, CMYK, YCbCr, LAB, HSV, ...
+
+
+def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))):
+        raise BadImageError(f"array shape {arr.shape} is not (H, W) or (H, W, 1|3|4)")
+    if arr.size == 0:
+        raise BadImageError(f"empty image array of shape {arr.shape}")
+    _check_pixels((arr.shape[1], arr.shape[0]), max_pixels)
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind == "u" and size == 1:
+        pixels = arr
+    elif kind == "u" and size == 2:
+        pixels = (arr >> 8).astype(np.uint8)
+    elif kind == "f":
+        lo, hi = float(arr.min()), float(arr.max())
+        # 0..255 floats (a common slip) would all turn white; NaN fails this test too.
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise BadImageError(f"float image values must lie in [0, 1], found {lo:g}..{hi:g}")
+        pixels = np.rint(arr * 255).astype(np.uint8)
+    else:
+        raise BadImageError(f"unsupported array dtype {arr.dtype} (accepted: uint8, uint16, float)")
+    return _to_rgb(pixels)
+
+
+def _to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA -> fresh (H, W, 3) array."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if pixels.shape[2] == 4:
+        return _over_white(pixels)
+    return np.array(pixels, dtype=np.uint8, order="C")  # copy: never share the caller's memory
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    # Over white, not black: transparent backgrounds (logos, scans, cut-outs) are usually light.
+    rgb, alpha = rgba[:, :, :3].astype(np.uint16), rgba[:, :, 3:].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _sniff(data: bytes) -> str | None:
+    """Name a format from its magic number alone (no plugin parses the data): for messages only."""
+    accepts = ((fmt, Image.OPEN[fmt][1]) for fmt in Image.ID)
+    return next((fmt for fmt, accept in accepts if accept and accept(data[:16])), None)
+
+
+def _check_bytes(n: int, max_bytes: int) -> None:
+    # Bytes are usually an uploaded file, so both inputs speak of a "file".
+    if n == 0:
+        raise BadImageError("empty file")
+    if n > max_bytes:
+        raise BadImageError(f"file is {_size(n)}, over the {_size(max_bytes)} limit")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    # Our own check, independent of Image.MAX_IMAGE_PIXELS, which any library may set to None.
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise BadImageError(f"image is {w}x{h}: no pixels")
+    if w * h > max_pixels:
+        raise BadImageError(
+            f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit"
+        )
+
+
+def _unsupported(fmt: str, formats: frozenset[str]) -> BadImageError:
+    return BadImageError(f"unsupported format {fmt} (accepted: {', '.join(sorted(formats))})")
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes" if n < 2**20 else f"{n / 2**20:.1f}".removesuffix(".0") + " MB"
+
+
+def _why(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__  # one line, never empty

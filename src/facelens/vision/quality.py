@@ -1,0 +1,74 @@
+"""Per-face quality: size, sharpness, pose and exposure → one score in [0, 1] and reasons.
+
+Pose comes from the 5 landmarks only (no 3D model), so it is coarse: good enough to refuse a
+face turned away, not to measure angles precisely.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facelens.face import Face, Quality
+from facelens.vision.align import TEMPLATE, align, align_matrix
+
+# Where the nose sits between the eye line (0) and the mouth line (1) on a frontal face.
+_FRONTAL_NOSE_DROP = (TEMPLATE[2, 1] - TEMPLATE[:2, 1].mean()) / (
+    TEMPLATE[3:, 1].mean() - TEMPLATE[:2, 1].mean())
+
+
+def _ramp(value: float, bad: float, good: float) -> float:
+    """0 at `bad`, 1 at `good`, linear between (works in either direction)."""
+    return float(np.clip((value - bad) / (good - bad), 0.0, 1.0))
+
+
+def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from 5 landmarks, measured in the de-rotated face frame."""
+    eye_r, eye_l, nose, mouth_r, mouth_l = np.asarray(landmarks, np.float64)
+    dx, dy = eye_l - eye_r
+    roll = float(np.degrees(np.arctan2(dy, dx)))
+    # Undo roll and scale with the alignment transform, then compare with the template.
+    m = align_matrix(landmarks)
+    pts = np.column_stack([landmarks, np.ones(5)]) @ m.T
+    eye_mid, mouth_mid = pts[:2].mean(0), pts[3:].mean(0)
+    half_span = max(abs(pts[1, 0] - pts[0, 0]) / 2, 1e-6)
+    yaw = float(np.degrees(np.arcsin(np.clip((pts[2, 0] - eye_mid[0]) / half_span, -1, 1))))
+    drop = (pts[2, 1] - eye_mid[1]) / max(mouth_mid[1] - eye_mid[1], 1e-6)
+    pitch = float(np.degrees(np.arcsin(np.clip((drop - _FRONTAL_NOSE_DROP) * 2.5, -1, 1))))
+    return yaw, pitch, roll
+
+
+def assess(rgb: np.ndarray, face: Face, *, min_interocular_px: float = 20.0,
+           min_sharpness: float = 25.0, max_yaw: float = 40.0,
+           max_pitch: float = 30.0) -> Quality:
+    """Measure one face and say what, if anything, makes it a poor sample."""
+    landmarks = face.landmarks
+    interocular = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+    yaw, pitch, roll = head_pose(landmarks)
+    grey = cv2.cvtColor(align(rgb, landmarks), cv2.COLOR_RGB2GRAY)
+    centre = grey[24:104, 20:92]  # skin and features, little background
+    # Sharpness is judged at the face's own resolution: a small face upsampled to 112 px
+    # is blurred by the upsampling, which is a size problem, reported as such.
+    sharpness = float(cv2.Laplacian(centre, cv2.CV_64F).var())
+    brightness = float(centre.mean())
+
+    reasons = []
+    if interocular < min_interocular_px:
+        reasons.append(f"too small (eyes {interocular:.0f} px apart, need {min_interocular_px:.0f})")
+    if sharpness < min_sharpness:
+        reasons.append("blurred")
+    if abs(yaw) > max_yaw:
+        reasons.append(f"turned away (yaw {yaw:+.0f}°)")
+    if abs(pitch) > max_pitch:
+        reasons.append(f"looking up or down (pitch {pitch:+.0f}°)")
+    if brightness < 40:
+        reasons.append("too dark")
+    elif brightness > 215:
+        reasons.append("overexposed")
+
+    score = (_ramp(interocular, min_interocular_px * 0.5, min_interocular_px * 2)
+             * _ramp(sharpness, min_sharpness * 0.4, min_sharpness * 3)
+             * _ramp(abs(yaw), 70, 15) * _ramp(abs(pitch), 50, 15)
+             * _ramp(abs(brightness - 128), 110, 60))
+    return Quality(score=score, interocular_px=interocular, sharpness=sharpness, yaw=yaw,
+                   pitch=pitch, roll=roll, brightness=brightness, reasons=tuple(reasons))
