@@ -213,7 +213,7 @@ def pairs_accuracy(pair_emb: list[tuple[np.ndarray, np.ndarray, bool]], threshol
 
     scores = np.array([score(a, b) for a, b, _ in pair_emb])
     same = np.array([s for _, _, s in pair_emb])
-    folds = np.array_split(np.arange(len(scores)), 10)
+    folds = [f for f in np.array_split(np.arange(len(scores)), 10) if len(f)]
     accs = []
     finite = scores[np.isfinite(scores)]
     candidates = np.unique(np.concatenate([finite, [np.inf]]))

@@ -24,7 +24,7 @@ from facelens.eval.lfw import (
     stack,
     tar_at_far,
 )
-from facelens.matching.operating_points import FARS, far_key
+from facelens.matching.operating_points import FARS, far_key, threshold_at_far
 
 Progress = Callable[[str, int], Callable[[int], None]]
 """progress(label, total) -> advance(n): the CLI passes a Rich progress bar."""
@@ -46,6 +46,19 @@ def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], 
 def _summary(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
     return {"tar_at_far": tar_at_far(genuine, impostor), "genuine_pairs": len(genuine),
             "impostor_pairs": len(impostor)}
+
+
+def _tail(impostor: np.ndarray) -> dict[str, Any]:
+    """Thresholds at FARs down to ~10 impostors above, and a line in log10(FAR) through the
+    part from 1e-3 down (used to extrapolate open-set thresholds, see matching/open_set.py)."""
+    floor = 10.0 / len(impostor)
+    fars = [f for f in np.logspace(-1, -8, 29) if f >= floor]
+    points = [[float(f), threshold_at_far(impostor, f)] for f in fars]
+    fit = np.array([p for p in points if p[0] <= 1e-3])
+    if len(fit) < 3:  # too few impostor pairs to say anything about the tail
+        return {"tail": points, "tail_fit": None}
+    slope, intercept = np.polyfit(np.log10(fit[:, 0]), fit[:, 1], 1)
+    return {"tail": points, "tail_fit": [float(slope), float(intercept)]}
 
 
 def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = Path("out/eval"),
@@ -73,7 +86,7 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, emb in embeddings.items():
         g, i = pair_scores(emb, proto.labels)
-        variants[name] = _summary(g, i)
+        variants[name] = _summary(g, i) | _tail(i)
         curves[name] = roc(g, i)
         pairs_emb = [(_vec(feats[a], name, weight), _vec(feats[b], name, weight), same)
                      for a, b, same in proto.pairs]
@@ -146,7 +159,8 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
     embedders = {
         name: {"thresholds": {k: v["threshold"] for k, v in r["tar_at_far"].items()},
                "tar": {k: v["tar"] for k, v in r["tar_at_far"].items()},
-               "impostor_pairs": r["impostor_pairs"], "genuine_pairs": r["genuine_pairs"]}
+               "impostor_pairs": r["impostor_pairs"], "genuine_pairs": r["genuine_pairs"],
+               "tail": r["tail"], "tail_fit": r["tail_fit"]}
         for name, r in report["variants"].items()}
     points = {"source": f"lfw-dev all-vs-all, {stamp}", "fusion_weight": report["fusion_weight"],
               "embedders": embedders}

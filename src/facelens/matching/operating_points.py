@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, ModelMissingError
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 _FILE = "operating_points.json"
@@ -59,7 +59,7 @@ def operating_point(embedder: str, far: float) -> OperatingPoint:
     """The calibrated point for `embedder` at the largest calibrated FAR not above `far`."""
     table = calibration().get("embedders", {}).get(embedder)
     if not table:
-        raise FacelensError(f"embedder {embedder!r} has no calibrated thresholds; "
+        raise ModelMissingError(f"embedder {embedder!r} has no calibrated thresholds; "
                             "run `facelens eval lfw ROOT --save`")
     usable = [f for f in FARS if f <= far * (1 + 1e-9) and far_key(f) in table["thresholds"]]
     if not usable:

@@ -86,7 +86,7 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "32×32 dlib chip, padding 0.2", "≈97.3% on LFW (carrier's figure)"),
 )}
 
-_verified: dict[Path, tuple[int, int]] = {}
+_verified: dict[tuple[Path, str], tuple[int, int]] = {}
 _verify_lock = threading.Lock()
 
 
@@ -105,13 +105,13 @@ def model_path(name: str) -> Path:
         raise ModelMissingError(f"model file {path} is missing: {card.install_hint}")
     stat = path.stat()
     with _verify_lock:
-        if _verified.get(path) != (stat.st_size, stat.st_mtime_ns):
+        if _verified.get((path, card.sha256)) != (stat.st_size, stat.st_mtime_ns):
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if digest != card.sha256:
                 raise ModelMissingError(
                     f"model file {path} fails its sha256 check ({digest[:12]}… != "
                     f"{card.sha256[:12]}…): reinstall with {card.install_hint}")
-            _verified[path] = (stat.st_size, stat.st_mtime_ns)
+            _verified[(path, card.sha256)] = (stat.st_size, stat.st_mtime_ns)
     return path
 
 

@@ -125,6 +125,8 @@ _detectors_lock = threading.Lock()
 
 def detector(name: str, threads: int = 2) -> YuNet | CenterFace:
     """The process-wide instance of a detector (sessions are shared, opened once)."""
+    if name not in ("yunet", "centerface"):
+        raise ValueError(f"unknown detector {name!r}: choose yunet or centerface")
     with _detectors_lock:
         if name not in DETECTORS:
             DETECTORS[name] = YuNet() if name == "yunet" else CenterFace(threads)

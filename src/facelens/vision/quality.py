@@ -15,6 +15,7 @@ from facelens.vision.align import TEMPLATE, align, align_matrix
 # Where the nose sits between the eye line (0) and the mouth line (1) on a frontal face.
 _FRONTAL_NOSE_DROP = (TEMPLATE[2, 1] - TEMPLATE[:2, 1].mean()) / (
     TEMPLATE[3:, 1].mean() - TEMPLATE[:2, 1].mean())
+_NOSE_DEPTH = 0.8
 
 
 def _ramp(value: float, bad: float, good: float) -> float:
@@ -32,9 +33,11 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     pts = np.column_stack([landmarks, np.ones(5)]) @ m.T
     eye_mid, mouth_mid = pts[:2].mean(0), pts[3:].mean(0)
     half_span = max(abs(pts[1, 0] - pts[0, 0]) / 2, 1e-6)
-    yaw = float(np.degrees(np.arcsin(np.clip((pts[2, 0] - eye_mid[0]) / half_span, -1, 1))))
+    # The nose tip stands ~0.8 half-eye-spans in front of the eyes: its sideways shift over
+    # the (foreshortened) half span is 0.8·tan(yaw); likewise for pitch over the face height.
+    yaw = float(np.degrees(np.arctan((pts[2, 0] - eye_mid[0]) / half_span / _NOSE_DEPTH)))
     drop = (pts[2, 1] - eye_mid[1]) / max(mouth_mid[1] - eye_mid[1], 1e-6)
-    pitch = float(np.degrees(np.arcsin(np.clip((drop - _FRONTAL_NOSE_DROP) * 2.5, -1, 1))))
+    pitch = float(np.degrees(np.arctan((drop - _FRONTAL_NOSE_DROP) / _NOSE_DEPTH * 2)))
     return yaw, pitch, roll
 
 

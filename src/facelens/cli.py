@@ -1,0 +1,234 @@
+"""`facelens …`: a thin Typer shell over the library.
+
+Exit codes: 0 ok / match · 1 no match or no face · 2 bad input · 3 model missing.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from facelens import api
+from facelens.errors import FacelensError
+from facelens.face import Face
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Open, self-hosted face recognition. Exit codes: 0 ok/match, "
+                       "1 no match or no face, 2 bad input, 3 model missing.")
+eval_app = typer.Typer(no_args_is_help=True, help="Accuracy harnesses.")
+app.add_typer(eval_app, name="eval")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pipe
+
+
+
+class DetectorName(str, Enum):
+    yunet = "yunet"
+    centerface = "centerface"
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn facelens errors into one stderr line and their exit code; never a traceback."""
+    try:
+        yield
+    except FacelensError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _emit(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=1) + "\n")
+
+
+def _face_table(faces: list[Face], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("#", "box", "score", "quality", "reasons", "age / sex"):
+        table.add_column(col)
+    for i, f in enumerate(faces):
+        q = f.quality
+        attrs = f.attributes
+        table.add_row(str(i), " ".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}",
+                      f"{q.score:.2f}" if q else "", ", ".join(q.reasons) if q else "",
+                      f"{attrs.age:.0f} / {attrs.sex}" if attrs else "")
+    return table
+
+
+def _draw(image: Path, faces: list[Face], target: Path) -> None:
+    from facelens.vision.decode import load_image
+    from facelens.vision.draw import draw_faces, save_rgb
+
+    save_rgb(target, draw_faces(load_image(image), faces))
+    err.print(f"drawn: {target}")
+
+
+def _faces_command(image: Path, faces: list[Face], as_json: bool, draw: Path | None) -> None:
+    if draw:
+        with _errors():
+            _draw(image, faces, draw)
+    if as_json:
+        _emit({"image": str(image), "faces": [f.to_dict() for f in faces]})
+    else:
+        out.print(_face_table(faces, f"{image}: {len(faces)} face(s)"))
+    if not faces:
+        raise typer.Exit(1)
+
+
+@app.command()
+def detect(image: Path, draw: Annotated[Path | None, typer.Option(
+               help="Write a copy with boxes, landmarks and quality.")] = None,
+           detector: Annotated[DetectorName, typer.Option(help="Which detector.")]
+           = DetectorName.yunet,
+           as_json: JsonFlag = False) -> None:
+    """Find faces: boxes, 5 landmarks, scores and quality."""
+    with _errors():
+        faces = api.detect(image, detector=detector.value)
+    _faces_command(image, faces, as_json, draw)
+
+
+@app.command()
+def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
+                help="Write a copy with boxes, landmarks, quality and attributes.")] = None,
+            as_json: JsonFlag = False) -> None:
+    """Detect faces with quality, age (with its typical error) and perceived sex."""
+    with _errors():
+        faces = api.analyze(image)
+    _faces_command(image, faces, as_json, draw)
+
+
+@app.command()
+def verify(a: Path, b: Path,
+           far: Annotated[float, typer.Option(help="False-accept rate of the decision.")] = 1e-3,
+           embedder: Annotated[str | None, typer.Option(
+               help="sface, sface-flip, dlib or fusion (default: settings)")] = None,
+           as_json: JsonFlag = False) -> None:
+    """Are A and B the same person? Exit 0 if they match, 1 if not (or no face)."""
+    with _errors():
+        verdict = api.verify(a, b, far=far, embedder=embedder)
+    if as_json:
+        _emit(verdict.to_dict())
+    else:
+        word = "[green]MATCH[/green]" if verdict.match else "[yellow]NO MATCH[/yellow]"
+        out.print(f"{word}  score {verdict.score:.4f}  (decided by {verdict.operating_point})")
+    raise typer.Exit(0 if verdict.match else 1)
+
+
+@app.command()
+def models(as_json: JsonFlag = False) -> None:
+    """Print a model card per model: task, source package, licence, accuracy."""
+    from facelens.models.registry import CARDS, ModelMissingError, model_path
+
+    cards = []
+    for card in CARDS.values():
+        info = card.to_dict()
+        try:
+            info["file"] = str(model_path(card.name))
+            info["status"] = "ok (sha256 checked)"
+        except ModelMissingError as e:
+            info["status"] = str(e)
+        cards.append(info)
+    if as_json:
+        _emit(cards)
+        return
+    for c in cards:
+        table = Table(title=c["name"], show_header=False, title_justify="left")
+        for key in ("task", "package", "version", "licence", "input_size", "published",
+                    "measured", "file", "sha256", "status"):
+            table.add_row(key, str(c[key]))
+        out.print(table)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        def start(label: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+        yield start
+
+
+@eval_app.command("lfw")
+def eval_lfw(root: Path,
+             plot: Annotated[Path | None, typer.Option(help="Write the ROC curves here.")] = None,
+             peer: Annotated[bool, typer.Option(help="Also run face_recognition.")] = False,
+             save: Annotated[bool, typer.Option(
+                 help="Store thresholds and measured accuracy as package data.")] = False,
+             workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
+             cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
+             = Path("out/eval"),
+             json_out: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+             as_json: JsonFlag = False) -> None:
+    """Verification accuracy, all-vs-all, on an LFW-layout folder (see docs/evaluation.md)."""
+    from facelens.eval.lfw_report import evaluate, plot_roc, save_calibration
+
+    if not root.is_dir():
+        err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
+        raise typer.Exit(2)
+    with _errors(), _progress() as progress:
+        report, curves = evaluate(root, peer=peer, workers=workers, cache=cache,
+                                  progress=progress)
+    if plot:
+        plot_roc(curves, plot)
+    if save:
+        save_calibration(report, Path(__file__).parent / "data")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    if as_json:
+        _emit(report)
+        return
+    out.print(lfw_table(report))
+
+
+def lfw_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"{report['root']}: {report['images']} images, "
+                        f"{report['faces_not_found']} without a face")
+    fars = ("1e-02", "1e-03", "1e-04", "1e-05")
+    for col in ("variant", *(f"TAR@{f}" for f in fars), "pairs.txt acc"):
+        table.add_column(col)
+    rows = dict(report["variants"])
+    if "peer" in report:
+        rows["face_recognition (peer)"] = report["peer"]
+    for name, r in rows.items():
+        acc = r.get("lfw_pairs", {}).get("accuracy_10fold")
+        table.add_row(name, *(f"{r['tar_at_far'][f]['tar']:.4f}" for f in fars),
+                      f"{acc:.4f}" if acc is not None else "")
+    return table
+
+
+@app.command()
+def bench(images: Annotated[Path | None, typer.Argument(
+              help="Folder of images (default: lfw-dev sample if present, else fixtures).")]
+          = None,
+          count: Annotated[int, typer.Option(help="Images to time.")] = 60,
+          peer: Annotated[bool, typer.Option(help="Time face_recognition too.")] = True,
+          json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")] = None
+          ) -> None:
+    """Median ms per stage, engine overhead over raw model time, throughput vs the peer."""
+    from facelens.eval.bench import run_bench
+
+    with _errors(), _progress() as progress:
+        report = run_bench(images, count=count, peer=peer, progress=progress)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    _emit(report)
+
+
+def main() -> None:
+    app()

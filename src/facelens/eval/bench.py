@@ -1,0 +1,148 @@
+"""`facelens bench`: where the time goes, measured on real images in one run.
+
+Reports median milliseconds per stage, the engine's wall time over the raw model-session time
+(overhead ratio: everything facelens adds around the networks), faces per second, and the
+verify path's throughput against the face_recognition library on the same images and cores.
+Figures are ratios against baselines measured in the same run, so they hold across machines.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens import api
+from facelens.errors import NoFaceError
+from facelens.settings import get_settings
+from facelens.vision.align import align_batch
+from facelens.vision.decode import load_image
+from facelens.vision.detect import detect_faces, detector
+from facelens.vision.embed import sface
+
+Progress = Callable[[str, int], Callable[[int], None]]
+TARGETS = {"verify_throughput_vs_peer": 10.0, "engine_overhead": 1.2}
+
+
+def pick_images(folder: Path | None, count: int, seed: int = 0) -> list[Path]:
+    """`count` images from `folder`, else from ../shared/data/lfw-dev, else the fixtures."""
+    candidates = [folder] if folder else [Path("../shared/data/lfw-dev"), Path("tests/fixtures")]
+    for root in candidates:
+        if root and root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg",
+                                                                               ".png"))
+            if files:
+                return sorted(random.Random(seed).sample(files, min(count, len(files))))
+    raise FileNotFoundError("no images to benchmark: pass a folder")
+
+
+def _ms(seconds: list[float]) -> float:
+    return round(float(np.median(seconds)) * 1000, 2)
+
+
+def _stages(files: list[Path], flip: bool, advance: Callable[[int], None]) -> dict[str, Any]:
+    s = get_settings()
+    stage: dict[str, list[float]] = {k: [] for k in
+                                     ("decode", "detect", "align", "embed", "raw_models",
+                                      "engine")}
+    faces_total = 0
+    yunet, embedder = detector("yunet"), sface(s.threads)
+    for path in files:
+        t0 = time.perf_counter()
+        rgb = load_image(path)
+        t1 = time.perf_counter()
+        faces = detect_faces(rgb, threshold=s.detect_threshold, max_side=s.detect_max_side)
+        t2 = time.perf_counter()
+        chips = align_batch(rgb, np.stack([f.landmarks for f in faces])) if faces else None
+        t3 = time.perf_counter()
+        if chips is not None:
+            embedder(chips, flip=flip)
+        t4 = time.perf_counter()
+        # The same networks called bare: YuNet's session, then SFace's session run.
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        r0 = time.perf_counter()
+        session = yunet.session
+        session.setInputSize((bgr.shape[1], bgr.shape[0]))
+        session.detect(bgr)
+        r1 = time.perf_counter()
+        if chips is not None:
+            embedder.raw(np.concatenate([chips, chips[:, :, ::-1]]) if flip else chips)
+        r2 = time.perf_counter()
+        # The engine as users call it: one API verb, decode to embeddings, quality included.
+        e0 = time.perf_counter()
+        embedded = api.embed(path)
+        e1 = time.perf_counter()
+        faces_total += len(embedded)
+        for key, value in zip(stage, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, r2 - r0, e1 - e0),
+                              strict=True):
+            stage[key].append(value)
+        advance(1)
+    return {
+        "median_ms": {k: _ms(v) for k, v in stage.items()},
+        "engine_overhead": round(sum(stage["engine"]) / sum(stage["raw_models"]), 3),
+        "faces_per_second": round(faces_total / sum(stage["engine"]), 2),
+        "images": len(files), "faces": faces_total,
+    }
+
+
+def _verify_throughput(pairs: list[tuple[Path, Path]], advance: Callable[[int], None]
+                       ) -> float:
+    t0 = time.perf_counter()
+    for a, b in pairs:
+        try:
+            api.verify(a, b)
+        except NoFaceError:
+            pass
+        advance(1)
+    return len(pairs) / (time.perf_counter() - t0)
+
+
+def _peer_throughput(pairs: list[tuple[Path, Path]], advance: Callable[[int], None]) -> float:
+    import face_recognition
+
+    def encode(path: Path) -> np.ndarray | None:
+        image = face_recognition.load_image_file(str(path))
+        found = face_recognition.face_encodings(image)
+        return found[0] if found else None
+
+    t0 = time.perf_counter()
+    for a, b in pairs:
+        ea, eb = encode(a), encode(b)
+        if ea is not None and eb is not None:
+            face_recognition.face_distance([ea], eb)
+        advance(1)
+    return len(pairs) / (time.perf_counter() - t0)
+
+
+def run_bench(folder: Path | None = None, *, count: int = 60, peer: bool = True,
+              progress: Progress | None = None) -> dict[str, Any]:
+    s = get_settings()
+    files = pick_images(folder, count)
+    start = progress or (lambda label, total: lambda n: None)
+    api.verify(files[0], files[0])  # warm up every session once, outside the timings
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "threads": s.threads, "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "embedder": s.embedder, "image_source": str(files[0].parent.parent),
+        "stages": _stages(files, s.embedder != "sface", start("stages", len(files))),
+    }
+    pairs = list(zip(files[::2], files[1::2], strict=False))
+    ours = _verify_throughput(pairs, start("verify", len(pairs)))
+    report["verify"] = {"pairs": len(pairs), "pairs_per_second": round(ours, 2)}
+    checks = {"engine_overhead": report["stages"]["engine_overhead"] <= TARGETS["engine_overhead"]}
+    if peer:
+        theirs = _peer_throughput(pairs, start("peer verify", len(pairs)))
+        ratio = ours / theirs
+        report["verify"] |= {"peer": "face_recognition 1.3.0 (HOG + ResNet)",
+                             "peer_pairs_per_second": round(theirs, 2),
+                             "throughput_ratio": round(ratio, 2)}
+        checks["verify_throughput_vs_peer"] = ratio >= TARGETS["verify_throughput_vs_peer"]
+    report["targets"] = TARGETS
+    report["targets_met"] = checks
+    return report

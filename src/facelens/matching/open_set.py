@@ -1,0 +1,63 @@
+"""Open-set 1:N decisions: a threshold that keeps false candidates rare however big the gallery.
+
+A query compared with N enrolled templates makes N impostor comparisons when the person is not
+enrolled. If each has false-accept probability f and they are independent, the chance that a
+query raises at least one false candidate (the false-positive identification rate, FPIR) is
+1 − (1 − f)^N. For a requested FPIR F we therefore use, per comparison,
+
+    f = 1 − (1 − F)^(1/N)        (≈ F / N)
+
+Assumptions, stated so they can be checked: comparisons are independent and impostor scores
+follow the lfw-dev impostor distribution the thresholds were fitted on. Galleries of look-alike
+relatives or one ethnicity-skewed population break the first; a camera far from LFW's news
+photos breaks the second. Below the smallest FAR lfw-dev can measure (~1/impostor pairs), the
+threshold is extrapolated linearly in log10(FAR) from the measured tail, which for light-tailed
+scores errs on the strict side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from facelens.errors import ModelMissingError
+from facelens.matching.operating_points import calibration
+
+
+def per_comparison_far(fpir: float, comparisons: int) -> float:
+    """The per-comparison FAR that keeps the per-query false-candidate rate at `fpir`."""
+    if not 0 < fpir < 1:
+        raise ValueError("FPIR must be in (0, 1)")
+    n = max(int(comparisons), 1)
+    return -math.expm1(math.log1p(-fpir) / n)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    far: float
+    extrapolated: bool
+
+    def describe(self, embedder: str, gallery_size: int, fpir: float) -> str:
+        how = "extrapolated from the lfw-dev tail" if self.extrapolated else "lfw-dev"
+        return (f"{embedder}: FPIR {fpir:g} over {gallery_size:,} templates → per-comparison "
+                f"FAR {self.far:.2e} → threshold {self.value:.4f} ({how})")
+
+
+def threshold_for_far(embedder: str, far: float) -> Threshold:
+    """Threshold at any FAR: log-interpolated between measured points, extrapolated below."""
+    table = calibration().get("embedders", {}).get(embedder)
+    if not table or not table.get("tail_fit"):
+        raise ModelMissingError(f"embedder {embedder!r} has no calibrated tail; "
+                            "run `facelens eval lfw ROOT --save`")
+    fars = np.array([p[0] for p in table["tail"]], np.float64)  # descending FAR
+    thresholds = np.array([p[1] for p in table["tail"]], np.float64)
+    x = np.log10(far)
+    lx = np.log10(fars)
+    if x >= lx[-1]:
+        value = float(np.interp(x, lx[::-1], thresholds[::-1]))
+        return Threshold(value, far, extrapolated=False)
+    slope, intercept = table["tail_fit"]
+    return Threshold(min(float(intercept + slope * x), 1.0), far, extrapolated=True)

@@ -1,0 +1,323 @@
+"""The engine on real models and real photos: detection (incl. tiling and odd image modes),
+alignment, embeddings, 1:1 verification, quality and attributes."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import facelens
+from facelens.errors import FacelensError, NoFaceError
+from facelens.face import Attributes, Face
+from facelens.settings import get_settings
+from facelens.vision.align import TEMPLATE, align, align_matrix, similarity_transform
+from facelens.vision.embed import EMBEDDERS
+
+Detected = Callable[..., list[Face]]
+LoadRgb = Callable[[str], np.ndarray]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union)
+
+
+def interocular(face: Face) -> float:
+    return float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
+
+
+def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+# --- detection --------------------------------------------------------------------------------
+
+
+def test_two_people(detected: Detected) -> None:
+    faces = detected("two_people.jpg")
+    assert len(faces) == 2
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        assert x2 - x1 > 50 and y2 - y1 > 50
+        assert f.landmarks.shape == (5, 2)
+        assert ((f.landmarks[:, 0] > x1) & (f.landmarks[:, 0] < x2)).all()
+        assert ((f.landmarks[:, 1] > y1) & (f.landmarks[:, 1] < y2)).all()
+        assert f.landmarks[0, 0] < f.landmarks[1, 0]  # subject's right eye on the image's left
+        assert f.score > 0.8
+        assert f.detector == "yunet"
+        assert f.quality is not None
+    # Obama on the left half, Biden on the right, best score first.
+    assert sorted(f.box[0] < 563 for f in faces) == [False, True]
+    assert faces[0].score >= faces[1].score
+
+
+@pytest.mark.parametrize("detector", ["yunet", "centerface"])
+def test_group_shot_big_faces_by_both_detectors(detected: Detected, detector: str) -> None:
+    faces = detected("obama_and_biden.jpg", detector)
+    big = [f for f in faces if interocular(f) > 60]
+    assert len(big) >= 2
+    assert all(f.detector == detector for f in faces)
+    assert all(f.quality is not None and f.quality.acceptable for f in big)
+    # They are two different people side by side, not one face found twice.
+    a, b = big[:2]
+    assert iou(a.box, b.box) == 0.0
+
+
+def test_small_faces_in_a_4k_frame_are_found_by_tiling(detected: Detected, load_rgb: LoadRgb
+                                                       ) -> None:
+    frame = np.random.default_rng(0).integers(100, 156, (2160, 3840, 3), dtype=np.uint8)
+    sources = [("two_people.jpg", f) for f in detected("two_people.jpg")]
+    sources.append(("obama.jpg", detected("obama.jpg")[0]))
+    # The middle face straddles the left edge of the third column of tiles (x = 1920).
+    places = [(400, 300), (1900, 1000), (3400, 1800)]
+    known = []
+    for (name, face), (px, py) in zip(sources, places, strict=True):
+        rgb = load_rgb(name)
+        x1, y1, x2, y2 = face.box
+        w, h = x2 - x1, y2 - y1
+        cx1, cy1 = int(max(0, x1 - w / 2)), int(max(0, y1 - h / 2))
+        cx2, cy2 = int(min(rgb.shape[1], x2 + w / 2)), int(min(rgb.shape[0], y2 + h / 2))
+        scale = 40 / w  # the face box becomes ~40 px wide
+        crop = rgb[cy1:cy2, cx1:cx2]
+        small = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA)
+        frame[py:py + small.shape[0], px:px + small.shape[1]] = small
+        known.append(np.array([px + (x1 - cx1) * scale, py + (y1 - cy1) * scale,
+                               px + (x2 - cx1) * scale, py + (y2 - cy1) * scale]))
+
+    assert max(frame.shape[:2]) > get_settings().detect_max_side  # the tiled path runs
+    faces = facelens.detect(frame)
+    for box in known:
+        assert max((iou(box, f.box) for f in faces), default=0.0) > 0.3, box
+    # Overlapping tiles and the shrunk whole-frame pass must merge into one hit per face.
+    assert len(faces) == 3
+
+
+# --- image variants of a real photo -----------------------------------------------------------
+
+
+def _variant(upright: Image.Image, kind: str) -> bytes:
+    up = upright
+    if kind == "grey":
+        return encode(up.convert("L"), "PNG")
+    if kind == "rgba":
+        alpha = Image.new("L", up.size, 0)
+        alpha.paste(255, (30, 30, up.width - 30, up.height - 30))  # transparent frame
+        rgba = up.convert("RGBA")
+        rgba.putalpha(alpha)
+        return encode(rgba, "PNG")
+    if kind == "grey16":
+        grey16 = Image.fromarray(np.asarray(up.convert("L")).astype(np.uint16) * 257)
+        assert grey16.mode == "I;16"
+        return encode(grey16, "PNG")
+    if kind == "cmyk":
+        return encode(up.convert("CMYK"), "JPEG", quality=95)
+    if kind == "exif6":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90° clockwise to display": store it turned counter-clockwise
+        return encode(up.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgba", "grey16", "cmyk", "exif6"])
+def test_image_variants_still_show_both_people(fixtures_dir: Path, detected: Detected, kind: str
+                                               ) -> None:
+    upright = Image.open(fixtures_dir / "two_people.jpg")
+    upright.load()
+    data = _variant(upright, kind)
+    if kind == "exif6":
+        assert Image.open(io.BytesIO(data)).size == (upright.height, upright.width)  # sideways
+    reference = detected("two_people.jpg")
+    faces = facelens.detect(data)
+    matched = []
+    for ref in reference:
+        best = max(faces, key=lambda f, r=ref: iou(r.box, f.box))
+        assert iou(ref.box, best.box) > 0.7, (kind, ref.box, [f.box for f in faces])
+        matched.append(best)
+        if kind == "exif6":  # same pixels up to JPEG noise: same boxes and landmarks
+            assert np.abs(best.box - ref.box).max() < 4
+            assert np.abs(best.landmarks - ref.landmarks).max() < 4
+    # Anything else found (YuNet sees a 9-px "face" in a sleeve of the grey copy) must be
+    # flagged by quality, so only the two people count as usable faces.
+    extras = [f for f in faces if not any(f is m for m in matched)]
+    assert all(f.quality is not None and not f.quality.acceptable for f in extras)
+
+
+# --- alignment --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_aligned_chip_puts_the_landmarks_on_the_template(load_rgb: LoadRgb, detected: Detected,
+                                                         index: int) -> None:
+    rgb = load_rgb("two_people.jpg")
+    face = detected("two_people.jpg")[index]
+    chip = align(rgb, face.landmarks)
+    assert chip.shape == (112, 112, 3) and chip.dtype == np.uint8
+    pad = 56  # a detector needs some context around a tight chip
+    padded = cv2.copyMakeBorder(chip, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found = facelens.detect(padded, quality=False)
+    assert found, "no face on the aligned chip"
+    error = np.linalg.norm(found[0].landmarks - pad - TEMPLATE, axis=1)
+    # Re-detection on a 112-px chip is itself noisy by a few px, the mouth corners most.
+    assert error[:2].max() < 4, error  # eyes
+    assert error.mean() < 4, error
+    assert error.max() < 7, error
+
+
+def test_similarity_transform_recovers_a_known_similarity() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        angle, scale = rng.uniform(-np.pi, np.pi), rng.uniform(0.2, 5.0)
+        shift = rng.uniform(-300, 300, 2)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        expected = np.column_stack([scale * rot, shift])
+        src = rng.uniform(0, 500, (5, 2))
+        dst = src @ (scale * rot).T + shift
+        matrix = similarity_transform(src, dst)
+        assert matrix.shape == (2, 3)
+        np.testing.assert_allclose(matrix, expected, rtol=1e-9, atol=1e-9)
+    # A mirrored target is not a similarity: the answer stays a rotation (no reflection).
+    mirrored = TEMPLATE * [-1, 1]
+    assert np.linalg.det(similarity_transform(TEMPLATE, mirrored)[:, :2]) > 0
+    # On the template itself, alignment is the identity.
+    np.testing.assert_allclose(align_matrix(TEMPLATE), np.eye(2, 3), atol=1e-9)
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+DIMS = {"sface": 128, "sface-flip": 128, "dlib": 128, "fusion": 256}
+
+
+def test_every_embedder_is_covered() -> None:
+    assert set(EMBEDDERS) == set(DIMS)
+
+
+@pytest.mark.parametrize("embedder", list(DIMS))
+def test_embeddings_unit_norm_and_batch_equals_single(load_rgb: LoadRgb, detected: Detected,
+                                                      embedder: str) -> None:
+    rgb = load_rgb("two_people.jpg")
+    faces = facelens.embed(rgb, detected("two_people.jpg"), embedder=embedder)
+    assert len(faces) == 2
+    batch = np.stack([f.embedding for f in faces])
+    assert batch.shape == (2, DIMS[embedder]) and batch.dtype == np.float32
+    assert np.isfinite(batch).all()
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert all(f.embedder == embedder for f in faces)
+    alone = np.stack([facelens.embed(rgb, [f], embedder=embedder)[0].embedding
+                      for f in detected("two_people.jpg")])
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+    assert float(batch[0] @ batch[1]) < 0.9  # Obama and Biden are not the same vector
+
+
+# --- verification (needs src/facelens/data/operating_points.json) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def verdicts(fixtures_dir: Path) -> dict[str, facelens.Verdict]:
+    """obama vs obama2 and obama vs biden at FAR 1e-3, from the image files."""
+    obama = fixtures_dir / "obama.jpg"
+    return {"same": facelens.verify(obama, fixtures_dir / "obama2.jpg", far=1e-3),
+            "different": facelens.verify(obama, fixtures_dir / "biden.jpg", far=1e-3)}
+
+
+def _check_verdict(verdict: facelens.Verdict, far: float) -> None:
+    from facelens.matching.operating_points import far_key
+
+    name = get_settings().embedder
+    assert verdict.embedder == name
+    assert verdict.far == pytest.approx(far)
+    assert f"{name} @ FAR {far_key(far)}" in verdict.operating_point
+    assert verdict.match == (verdict.score > verdict.threshold)
+
+
+@pytest.mark.parametrize("far", [1e-3, 1e-4])
+def test_verify_same_person_matches_and_another_does_not(verdicts: dict[str, facelens.Verdict],
+                                                         far: float) -> None:
+    if far == 1e-3:
+        same, different = verdicts["same"], verdicts["different"]
+    else:  # the embedded faces of the first verdicts, decided again at the stricter point
+        same = facelens.verify(*verdicts["same"].faces, far=far)
+        different = facelens.verify(*verdicts["different"].faces, far=far)
+    assert same.match, same
+    assert not different.match, different
+    _check_verdict(same, far)
+    _check_verdict(different, far)
+    assert same.score > different.score
+
+
+def test_verify_far_stricter_than_calibrated_is_refused(verdicts: dict[str, facelens.Verdict]
+                                                        ) -> None:
+    with pytest.raises(FacelensError, match="stricter than any calibrated point"):
+        facelens.verify(*verdicts["same"].faces, far=1e-7)
+
+
+def test_verify_without_a_face_raises_no_face_error(fixtures_dir: Path) -> None:
+    grey = encode(Image.new("RGB", (400, 300), (128, 128, 128)), "PNG")
+    with pytest.raises(NoFaceError, match="second image"):
+        facelens.verify(fixtures_dir / "obama.jpg", grey)
+
+
+# --- quality ----------------------------------------------------------------------------------
+
+
+def test_quality_flags_blur(load_rgb: LoadRgb, detected: Detected) -> None:
+    original = detected("obama.jpg")
+    assert len(original) == 1 and original[0].quality is not None
+    assert "blurred" not in original[0].quality.reasons
+    assert original[0].quality.acceptable
+    blurred = facelens.detect(cv2.GaussianBlur(load_rgb("obama.jpg"), (0, 0), 6))
+    assert len(blurred) == 1 and blurred[0].quality is not None
+    assert "blurred" in blurred[0].quality.reasons
+    assert blurred[0].quality.sharpness < original[0].quality.sharpness
+    assert blurred[0].quality.score < original[0].quality.score
+    for q in (original[0].quality, blurred[0].quality):
+        assert 0.0 <= q.score <= 1.0
+
+
+def test_quality_flags_a_small_face(load_rgb: LoadRgb, detected: Detected) -> None:
+    original = detected("obama.jpg")[0]
+    scale = 12 / interocular(original)
+    small = cv2.resize(load_rgb("obama.jpg"), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_AREA)
+    faces = facelens.detect(small)
+    assert len(faces) == 1 and faces[0].quality is not None
+    q = faces[0].quality
+    assert 8 < q.interocular_px < 16
+    assert any(r.startswith("too small") for r in q.reasons), q.reasons
+    assert 0.0 <= q.score < original.quality.score
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+
+def test_attributes_on_two_men(load_rgb: LoadRgb) -> None:
+    faces = facelens.analyze(load_rgb("two_people.jpg"))
+    assert len(faces) == 2
+    for f in faces:
+        a = f.attributes
+        assert a is not None
+        assert 30 <= a.age <= 80, a
+        assert a.sex == "male", a
+        assert 0.5 <= a.sex_confidence <= 1.0
+        assert a.age_error is None or a.age_error > 0
+    obama, biden = sorted(faces, key=lambda f: f.box[0])  # Obama left, Biden (older) right
+    assert biden.attributes.age > obama.attributes.age
+
+
+def test_attributes_are_opt_in_and_limited_to_age_and_sex(load_rgb: LoadRgb) -> None:
+    assert {f.name for f in dataclasses.fields(Attributes)} == {
+        "age", "age_error", "sex", "sex_confidence"}
+    faces = facelens.analyze(load_rgb("obama.jpg"), attributes=False)
+    assert faces and all(f.attributes is None for f in faces)

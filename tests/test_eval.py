@@ -1,0 +1,155 @@
+"""The LFW harness: thresholds at a FAR, the all-vs-all protocol, misses, and one small real
+run on ../shared/data/lfw-dev."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelens.eval.lfw import build_protocol, pair_scores, tar_at_far
+from facelens.matching.operating_points import far_key, threshold_at_far
+
+# --- threshold_at_far -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("far", [1e-1, 3e-2, 1e-2, 2.5e-3, 1e-3, 1e-4])
+def test_threshold_at_far_lets_through_exactly_floor_far_n(far: float) -> None:
+    scores = np.random.default_rng(3).normal(0.0, 0.1, 10_000)  # continuous: no ties
+    t = threshold_at_far(scores, far)
+    assert int((scores > t).sum()) == math.floor(far * len(scores))
+    # ... and it is the smallest such threshold: any lower score lets one more through.
+    assert int((scores >= t).sum()) == math.floor(far * len(scores)) + 1
+
+
+def test_threshold_at_far_edges() -> None:
+    scores = np.array([0.1, 0.5, 0.9, 0.3])
+    assert threshold_at_far(scores, 0.0) == 0.9  # nobody above the best impostor
+    assert threshold_at_far(scores, 1e-6) == 0.9
+    assert threshold_at_far(scores, 0.25) == 0.5  # one of four above
+    assert threshold_at_far(scores, 1.0) == 0.1
+
+
+def test_tar_at_far_uses_the_impostor_threshold() -> None:
+    impostor = np.linspace(0.0, 0.5, 1000)
+    genuine = np.array([0.2, 0.6, 0.7, 0.8])
+    out = tar_at_far(genuine, impostor, fars=(1e-2,))
+    assert out[far_key(1e-2)]["threshold"] == pytest.approx(threshold_at_far(impostor, 1e-2))
+    assert out[far_key(1e-2)]["tar"] == 0.75
+
+
+# --- build_protocol on a tiny LFW tree --------------------------------------------------------
+
+
+def _lfw_tree(root: Path, people: dict[str, list[Path]]) -> Path:
+    for name, sources in people.items():
+        folder = root / "images" / name
+        folder.mkdir(parents=True)
+        for i, src in enumerate(sources, 1):
+            (folder / f"{name}_{i:04d}.jpg").symlink_to(src)
+    return root
+
+
+def test_build_protocol_counts(fixtures_dir: Path, tmp_path: Path) -> None:
+    jpg = sorted(fixtures_dir.glob("*.jpg"))
+    root = _lfw_tree(tmp_path / "lfw", {
+        "Anna_A": jpg[:3], "Bert_B": jpg[3:5], "Cleo_C": jpg[5:6], "Dora_D": jpg[:1],
+        "Emil_E": jpg[1:2],
+    })
+    (root / "images" / "Emil_E" / "notes.txt").write_text("not a jpg")  # ignored
+    (root / "pairs.txt").write_text("2\nAnna_A\t1\t3\nAnna_A\t2\tBert_B\t1\n")
+
+    proto = build_protocol(root, singles=2, seed=0)
+    assert len(proto.files) == 3 + 2 + 2
+    assert all(f.suffix == ".jpg" and f.is_file() for f in proto.files)
+    assert proto.labels.tolist()[:5] == [0, 0, 0, 1, 1]
+    assert sorted(proto.labels.tolist()[5:]) == [2, 3]
+    assert [f.parent.name for f in proto.files[:5]] == ["Anna_A"] * 3 + ["Bert_B"] * 2
+    singles = {f.parent.name for f in proto.files[5:]}
+    assert len(singles) == 2 and singles <= {"Cleo_C", "Dora_D", "Emil_E"}
+    # The same seed chooses the same singles.
+    assert build_protocol(root, singles=2, seed=0).files == proto.files
+
+    genuine, impostor = pair_scores(np.eye(len(proto.files), 8, dtype=np.float32), proto.labels)
+    assert len(genuine) == 3 + 1
+    assert len(impostor) == 7 * 6 // 2 - 4
+
+    images = root / "images"
+    assert proto.pairs == [
+        (images / "Anna_A" / "Anna_A_0001.jpg", images / "Anna_A" / "Anna_A_0003.jpg", True),
+        (images / "Anna_A" / "Anna_A_0002.jpg", images / "Bert_B" / "Bert_B_0001.jpg", False),
+    ]
+
+    capped = build_protocol(root, max_per_person=2, singles=0)
+    assert capped.labels.tolist() == [0, 0, 1, 1]
+
+
+# --- pair_scores: a face not found ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("euclidean", [False, True])
+def test_a_missing_face_fails_genuine_pairs_and_rejects_impostors(euclidean: bool) -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(5, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[1] = np.nan  # image 1: no face found
+    labels = np.array([0, 0, 1, 1, 2])
+    genuine, impostor = pair_scores(emb, labels, euclidean=euclidean)
+    assert len(genuine) == 2 and len(impostor) == 8
+    # Genuine (0,1) involves the miss; (2,3) does not.
+    assert genuine[0] == -np.inf and np.isfinite(genuine[1])
+    # Impostors (1,2), (1,3), (1,4) involve the miss; the other five are real scores.
+    assert int(np.isneginf(impostor).sum()) == 3
+    assert int(np.isfinite(impostor).sum()) == 5
+    assert not np.isnan(genuine).any() and not np.isnan(impostor).any()
+    # At any threshold the miss fails its genuine pair and rejects its impostor pairs.
+    lowest = min(genuine[1], impostor[np.isfinite(impostor)].min()) - 1
+    assert not (genuine[0] > lowest)
+    assert (impostor > lowest).sum() == 5
+    tars = tar_at_far(genuine, impostor, fars=(1.0,))
+    assert tars[far_key(1.0)]["tar"] <= 0.5
+
+
+# --- a small real run on lfw-dev --------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. a NaN from an empty fold or slice
+def test_evaluate_on_a_small_lfw_dev_subset(shared_data: Path, tmp_path: Path) -> None:
+    from facelens.eval.lfw_report import evaluate
+
+    images = shared_data / "lfw-dev" / "images"
+    if not images.is_dir():
+        pytest.skip(f"../shared/data is absent: {images} not found")
+    people = sorted(p for p in images.iterdir() if p.is_dir())
+    counts = {p: sorted(p.glob("*.jpg")) for p in people}
+    multi = [p for p in people if 2 <= len(counts[p]) <= 4][:15]
+    single = [p for p in people if len(counts[p]) == 1][:10]
+    assert len(multi) == 15 and len(single) == 10
+    root = _lfw_tree(tmp_path / "lfw", {p.name: counts[p] for p in multi + single})
+    names = [p.name for p in multi[:7]]  # pairs.txt: 6 same-person and 6 different pairs
+    (root / "pairs.txt").write_text(
+        "1\t12\n" + "".join(f"{n}\t1\t2\n" for n in names[:6])
+        + "".join(f"{m}\t1\t{n}\t2\n" for m, n in pairwise(names)))
+
+    report, curves = evaluate(root, workers=1, cache=tmp_path / "cache", singles=10)
+
+    n_files = sum(len(counts[p]) for p in multi) + 10
+    assert report["images"] == n_files
+    assert report["identities"] == 25
+    assert report["faces_not_found"] == 0
+    flip = report["variants"]["sface-flip"]
+    genuine = sum(len(counts[p]) * (len(counts[p]) - 1) // 2 for p in multi)
+    assert flip["genuine_pairs"] == genuine
+    assert flip["impostor_pairs"] == n_files * (n_files - 1) // 2 - genuine
+    assert flip["tar_at_far"][far_key(1e-2)]["tar"] >= 0.95
+    assert flip["lfw_pairs"]["pairs"] == 12
+    assert flip["lfw_pairs"]["accuracy_10fold"] >= 0.9
+    assert set(report["variants"]) == {"sface", "sface-flip", "dlib", "fusion"}
+    assert 0.0 <= report["fusion_weight"] <= 1.0
+    assert set(curves) == set(report["variants"])
+    assert (tmp_path / "cache" / "facelens.pkl").is_file()  # the cache went where we said
