@@ -6,10 +6,10 @@ Exit codes: 0 ok / match · 1 no match or no face · 2 bad input · 3 model miss
 from __future__ import annotations
 
 import json
-from enum import Enum
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +33,7 @@ err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pi
 
 
 
-class DetectorName(str, Enum):
+class DetectorName(StrEnum):
     yunet = "yunet"
     centerface = "centerface"
 

@@ -1,4 +1,4 @@
-"""The records that flow through facelens: one `Face` per detected face, one `Verdict` per 1:1 check.
+"""The records that flow through facelens: a `Face` per detected face, a `Verdict` per 1:1 check.
 
 Stages add fields to a `Face` (quality, embedding, attributes); none reaches back up.
 Coordinates are image pixels of the decoded, EXIF-upright image.
@@ -127,12 +127,17 @@ class Verdict:
     """The false-accept rate of the operating point used."""
     embedder: str
     operating_point: str
-    """Where the threshold comes from, e.g. "sface-flip @ FAR 1e-03: 0.4012 (lfw-dev, 4.2M impostor pairs)"."""
+    """Where the threshold comes from, e.g.
+    "sface-flip @ FAR 1e-03: threshold 0.4012 (lfw-dev all-vs-all, 7,908,775 impostor pairs)"."""
     faces: tuple[Face, Face]
+    decided_by: str = ""
+    """Which scores decided: `embedder` itself, or "sface-flip" when the fusion cascade did
+    not need dlib (then `score` and `threshold` are sface-flip's and the cascade band edge)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "match": self.match,
+            "decided_by": self.decided_by or self.embedder,
             "score": round(self.score, 4),
             "threshold": round(self.threshold, 4),
             "far": self.far,

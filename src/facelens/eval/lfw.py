@@ -84,7 +84,7 @@ def facelens_features(path: Path) -> dict[str, Any]:
     from facelens.vision.align import align_batch
     from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
-    from facelens.vision.embed import DlibResNet, l2_normalize, shape5, sface
+    from facelens.vision.embed import DlibResNet, l2_normalize, sface, shape5
 
     t0 = time.perf_counter()
     rgb = load_image(path)
@@ -190,8 +190,9 @@ def pair_scores(emb: np.ndarray, labels: np.ndarray, *, euclidean: bool = False
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, fars: Iterable[float] = FARS
                ) -> dict[str, dict[str, float]]:
     out = {}
+    ordered = np.sort(impostor)[::-1]
     for far in fars:
-        t = threshold_at_far(impostor, far)
+        t = threshold_at_far(ordered, far, presorted=True)
         out[far_key(far)] = {"threshold": t, "tar": float(np.mean(genuine > t))}
     return out
 
@@ -199,7 +200,9 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, fars: Iterable[float] 
 def roc(genuine: np.ndarray, impostor: np.ndarray, points: int = 200
         ) -> tuple[np.ndarray, np.ndarray]:
     fars = np.logspace(np.log10(max(1.0 / len(impostor), 1e-6)), 0, points)
-    tars = np.array([np.mean(genuine > threshold_at_far(impostor, f)) for f in fars])
+    ordered = np.sort(impostor)[::-1]
+    tars = np.array([np.mean(genuine > threshold_at_far(ordered, f, presorted=True))
+                     for f in fars])
     return fars, tars
 
 

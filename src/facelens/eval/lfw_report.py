@@ -48,12 +48,41 @@ def _summary(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
             "impostor_pairs": len(impostor)}
 
 
+CASCADE_MARGIN = 0.02
+
+
+def cascade_bands(first: tuple[np.ndarray, np.ndarray], fused: tuple[np.ndarray, np.ndarray]
+                  ) -> dict[str, Any]:
+    """Per FAR, the band of sface-flip scores inside which the fused decision can differ.
+
+    Outside [low, high] every lfw-dev pair got the same decision from the fused score as from
+    sface-flip alone (plus a margin), so verify skips dlib there. Also reports the share of
+    genuine and impostor pairs that needed dlib."""
+    s_gen, s_imp = first
+    f_gen, f_imp = fused
+    out: dict[str, Any] = {}
+    ordered = np.sort(f_imp)[::-1]
+    for far in FARS:
+        t = threshold_at_far(ordered, far, presorted=True)
+        accepted = np.concatenate([s_gen[f_gen > t], s_imp[f_imp > t]])
+        rejected = np.concatenate([s_gen[f_gen <= t], s_imp[f_imp <= t]])
+        finite = rejected[np.isfinite(rejected)]
+        low = float(accepted.min()) - CASCADE_MARGIN
+        high = float(finite.max()) + CASCADE_MARGIN
+        out[far_key(far)] = {
+            "band": [low, high],
+            "genuine_needing_dlib": float(np.mean((s_gen >= low) & (s_gen <= high))),
+            "impostor_needing_dlib": float(np.mean((s_imp >= low) & (s_imp <= high)))}
+    return out
+
+
 def _tail(impostor: np.ndarray) -> dict[str, Any]:
     """Thresholds at FARs down to ~10 impostors above, and a line in log10(FAR) through the
     part from 1e-3 down (used to extrapolate open-set thresholds, see matching/open_set.py)."""
     floor = 10.0 / len(impostor)
     fars = [f for f in np.logspace(-1, -8, 29) if f >= floor]
-    points = [[float(f), threshold_at_far(impostor, f)] for f in fars]
+    ordered = np.sort(impostor)[::-1]
+    points = [[float(f), threshold_at_far(ordered, f, presorted=True)] for f in fars]
     fit = np.array([p for p in points if p[0] <= 1e-3])
     if len(fit) < 3:  # too few impostor pairs to say anything about the tail
         return {"tail": points, "tail_fit": None}
@@ -94,6 +123,9 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
             threshold = variants[name]["tar_at_far"][far_key(1e-3)]["threshold"]
             variants[name]["lfw_pairs"] = pairs_accuracy(pairs_emb, threshold)
 
+    variants["fusion"]["cascade"] = cascade_bands(
+        pair_scores(embeddings["sface-flip"], proto.labels), pair_scores(embeddings["fusion"],
+                                                                       proto.labels))
     timing = {stage: float(np.median([r[stage] for r in rows if stage in r]))
               for stage in ("decode", "detect", "align", "embed")}
     report: dict[str, Any] = {
@@ -161,6 +193,7 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
                "tar": {k: v["tar"] for k, v in r["tar_at_far"].items()},
                "impostor_pairs": r["impostor_pairs"], "genuine_pairs": r["genuine_pairs"],
                "tail": r["tail"], "tail_fit": r["tail_fit"]}
+        | ({"cascade": {k: v["band"] for k, v in r["cascade"].items()}} if "cascade" in r else {})
         for name, r in report["variants"].items()}
     points = {"source": f"lfw-dev all-vs-all, {stamp}", "fusion_weight": report["fusion_weight"],
               "embedders": embedders}

@@ -32,19 +32,22 @@ class OperatingPoint:
     threshold: float
     impostor_pairs: int
     source: str
+    cascade: tuple[float, float] | None = None
+    """For "fusion": sface-flip scores outside this band decide without dlib (see api.verify)."""
 
     def describe(self) -> str:
         return (f"{self.embedder} @ FAR {far_key(self.far)}: threshold {self.threshold:.4f} "
                 f"({self.source}, {self.impostor_pairs:,} impostor pairs)")
 
 
-def threshold_at_far(impostor_scores: np.ndarray, far: float) -> float:
-    """The smallest threshold t with (#impostors scoring > t) / n <= far."""
-    scores = np.sort(np.asarray(impostor_scores, np.float64))[::-1]
+def threshold_at_far(impostor_scores: np.ndarray, far: float, *,
+                     presorted: bool = False) -> float:
+    """The smallest threshold t with (#impostors scoring > t) / n <= far.
+
+    With `presorted`, `impostor_scores` must already be sorted in descending order."""
+    scores = impostor_scores if presorted else np.sort(np.asarray(impostor_scores))[::-1]
     allowed = int(np.floor(far * len(scores)))
-    if allowed >= len(scores):
-        return float(scores[-1])
-    return float(scores[allowed])
+    return float(scores[min(allowed, len(scores) - 1)])
 
 
 @lru_cache(maxsize=1)
@@ -66,5 +69,7 @@ def operating_point(embedder: str, far: float) -> OperatingPoint:
         raise FacelensError(f"FAR {far:g} is stricter than any calibrated point "
                             f"({', '.join(table['thresholds'])})")
     chosen = max(usable)
+    band = table.get("cascade", {}).get(far_key(chosen))
     return OperatingPoint(embedder, chosen, float(table["thresholds"][far_key(chosen)]),
-                          int(table["impostor_pairs"]), calibration().get("source", "lfw-dev"))
+                          int(table["impostor_pairs"]), calibration().get("source", "lfw-dev"),
+                          (float(band[0]), float(band[1])) if band else None)

@@ -22,10 +22,10 @@ def draw_faces(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
     for face in faces:
         ok = face.quality is None or face.quality.acceptable
         colour = _GOOD if ok else _POOR
-        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        x1, y1, x2, y2 = (round(v) for v in face.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
         for (x, y), mark in zip(face.landmarks, _MARKS, strict=True):
-            cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, mark, -1, cv2.LINE_AA)
+            cv2.circle(out, (round(x), round(y)), thick + 1, mark, -1, cv2.LINE_AA)
         lines = [f"det {face.score:.2f}"]
         if face.quality is not None:
             lines.append(f"q {face.quality.score:.2f}")

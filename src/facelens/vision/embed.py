@@ -66,7 +66,7 @@ class DlibShape5(LazyModel[dlib.shape_predictor]):
         predictor = self.session
         out = []
         for face in faces:
-            x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+            x1, y1, x2, y2 = (round(v) for v in face.box)
             shape = predictor(rgb, dlib.rectangle(x1, y1, x2, y2))
             out.append(dlib.get_face_chip(rgb, shape, size=size, padding=padding))
         return out

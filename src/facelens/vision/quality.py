@@ -25,8 +25,7 @@ def _ramp(value: float, bad: float, good: float) -> float:
 
 def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from 5 landmarks, measured in the de-rotated face frame."""
-    eye_r, eye_l, nose, mouth_r, mouth_l = np.asarray(landmarks, np.float64)
-    dx, dy = eye_l - eye_r
+    dx, dy = np.asarray(landmarks[1], np.float64) - landmarks[0]
     roll = float(np.degrees(np.arctan2(dy, dx)))
     # Undo roll and scale with the alignment transform, then compare with the template.
     m = align_matrix(landmarks)
@@ -57,7 +56,8 @@ def assess(rgb: np.ndarray, face: Face, *, min_interocular_px: float = 20.0,
 
     reasons = []
     if interocular < min_interocular_px:
-        reasons.append(f"too small (eyes {interocular:.0f} px apart, need {min_interocular_px:.0f})")
+        reasons.append(
+            f"too small (eyes {interocular:.0f} px apart, need {min_interocular_px:.0f})")
     if sharpness < min_sharpness:
         reasons.append("blurred")
     if abs(yaw) > max_yaw:

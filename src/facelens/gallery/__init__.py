@@ -1,0 +1,1 @@
+"""Galleries: enrolled faces, their metadata and the vector index that searches them."""

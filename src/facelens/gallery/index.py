@@ -1,0 +1,482 @@
+"""Vector index over L2-normalised face embeddings: one interface, three backends.
+
+Similarity is the inner product (cosine, since embeddings are unit length). Every backend answers
+`search(queries, k)` with (Q, k) float32 scores and int64 ids, best first; slots with no face hold
+id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
+
+- `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
+- `HNSWIndex`: usearch HNSW graph over float16 vectors; approximate, for large galleries.
+- `AutoIndex` / `make_index`: exact below `ANN_THRESHOLD` faces, moves itself to HNSW above it.
+- `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
+
+Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
+float32 nor its float16 bytes are in the index files (checked by tests/test_index.py).
+
+Why usearch, measured by `facelens.eval.search_bench` and its faiss twin (2 cores, 1M random unit
+vectors, 128-d):
+TODO numbers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
+
+Ids = npt.NDArray[np.int64]
+Vectors = npt.NDArray[np.float32]
+
+ANN_THRESHOLD = 20_000
+"""Faces above which `AutoIndex` leaves brute force for HNSW (brute force costs ~TODO ms then)."""
+_BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class VectorIndex(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None: ...
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Erase these ids (absent ones are ignored); returns how many were present."""
+        ...
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]: ...
+
+    def ids(self) -> Ids: ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Self: ...
+
+
+def _as_ids(ids: npt.ArrayLike) -> Ids:
+    out = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if out.size and out.min() < 0:
+        raise ValueError("ids must be non-negative (-1 marks an empty result slot)")
+    return out
+
+
+def _as_batch(ids: npt.ArrayLike, vectors: npt.ArrayLike, dim: int) -> tuple[Ids, Vectors]:
+    ids_ = _as_ids(ids)
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vecs.shape != (len(ids_), dim):
+        raise ValueError(f"vectors must be ({len(ids_)}, {dim}), got {vecs.shape}")
+    if len(np.unique(ids_)) != len(ids_):
+        raise ValueError("duplicate ids in one add() call")
+    return ids_, vecs
+
+
+def _as_queries(queries: npt.ArrayLike, dim: int, k: int) -> Vectors:
+    q = np.atleast_2d(np.ascontiguousarray(queries, dtype=np.float32))
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries must be (Q, {dim}), got {q.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return q
+
+
+def _no_results(n_queries: int, k: int) -> tuple[Vectors, Ids]:
+    return (np.full((n_queries, k), -np.inf, np.float32), np.full((n_queries, k), -1, np.int64))
+
+
+def top_k(scores: Vectors, k: int) -> tuple[Vectors, npt.NDArray[np.intp]]:
+    """Best-first top-k columns of each row of `scores` (k <= number of columns)."""
+    n = scores.shape[1]
+    cols = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    best = np.take_along_axis(scores, cols, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    return np.take_along_axis(best, order, axis=1), np.take_along_axis(cols, order, axis=1)
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it only if the block succeeds, so a crash
+    mid-save never leaves a torn index behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    with _atomic(path) as tmp, tmp.open("wb") as f:
+        write(f)
+
+
+class ExactIndex:
+    """Brute-force inner product over a float32 matrix; exact, and fastest below ~20k faces."""
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+        self._ids = np.empty(0, np.int64)
+        self._vectors = np.empty((0, dim), np.float32)
+        self._n = 0
+        self._row: dict[int, int] = {}
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        ids_, vecs = _as_batch(ids, vectors, self._dim)
+        self.remove(ids_)
+        end = self._n + len(ids_)
+        if end > len(self._ids):  # grow geometrically: one-face-at-a-time enrolment stays O(1)
+            cap = max(end, 2 * len(self._ids))
+            self._ids = np.concatenate([self._ids[:self._n], np.empty(cap - self._n, np.int64)])
+            grown = np.zeros((cap, self._dim), np.float32)
+            grown[:self._n] = self._vectors[:self._n]
+            self._vectors = grown
+        self._ids[self._n:end] = ids_
+        self._vectors[self._n:end] = vecs
+        self._row.update(zip(ids_.tolist(), range(self._n, end), strict=True))
+        self._n = end
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        removed = 0
+        for face in _as_ids(ids).tolist():
+            row = self._row.pop(face, None)
+            if row is None:
+                continue
+            last = self._n - 1
+            if row != last:  # move the last row into the hole to stay contiguous
+                self._vectors[row] = self._vectors[last]
+                self._ids[row] = self._ids[last]
+                self._row[int(self._ids[row])] = row
+            self._vectors[last] = 0  # why: an erased embedding must not linger in memory
+            self._n = last
+            removed += 1
+        return removed
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        q = _as_queries(queries, self._dim, k)
+        scores, ids = _no_results(len(q), k)
+        if self._n == 0:
+            return scores, ids
+        kk = min(k, self._n)
+        vectors = self._vectors[:self._n]
+        step = max(1, _BLOCK_BYTES // (4 * self._n))
+        for start in range(0, len(q), step):
+            block = slice(start, start + step)
+            best, rows = top_k(q[block] @ vectors.T, kk)
+            scores[block, :kk] = best
+            ids[block, :kk] = self._ids[rows]
+        return scores, ids
+
+    def ids(self) -> Ids:
+        return self._ids[:self._n].copy()
+
+    def vectors(self) -> Vectors:
+        """The stored vectors, row-aligned with `ids()`."""
+        return self._vectors[:self._n].copy()
+
+    def save(self, path: Path) -> None:
+        """One .npy of (id, vector) records, so the file is self-describing and `np.load`able."""
+        records = np.empty(self._n, [("id", "<i8"), ("vector", "<f4", (self._dim,))])
+        records["id"], records["vector"] = self._ids[:self._n], self._vectors[:self._n]
+        _write(path, lambda f: np.save(f, records, allow_pickle=False))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        records = np.load(path, allow_pickle=False)
+        index = cls(records.dtype["vector"].shape[0])
+        index.add(records["id"], records["vector"])
+        return index
+
+
+_SCRATCH_KEY = np.uint64(1 << 63)  # above every int64 id, so never a real face
+
+
+class HNSWIndex:
+    """usearch HNSW graph, inner-product metric, vectors stored as float16.
+
+    Scores come from the float16 copies (within ~1e-3 of the float32 inner product). Parameters:
+    `connectivity` (graph degree M), `expansion_add` (build beam), `expansion_search` (query beam,
+    raised to k when k is larger); `threads` 0 means every core.
+    """
+
+    def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 32,
+                 expansion_add: int = 64, expansion_search: int = 128, threads: int = 0) -> None:
+        from usearch.index import Index  # why lazy: small galleries never need the extension
+
+        self._index = Index(ndim=dim, metric="ip", dtype=dtype, connectivity=connectivity,
+                            expansion_add=expansion_add, expansion_search=expansion_search)
+        self._threads = threads
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.ndim)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        i = self._index
+        return {"dtype": str(i.dtype), "connectivity": i.connectivity,
+                "expansion_add": i.expansion_add, "expansion_search": i.expansion_search,
+                "simd": i.hardware_acceleration}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        ids_, vecs = _as_batch(ids, vectors, self.dim)
+        self.remove(ids_)
+        if len(ids_):
+            self._index.add(ids_.astype(np.uint64), vecs, threads=self._threads)
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        keys = np.unique(_as_ids(ids)).astype(np.uint64)
+        keys = keys[np.asarray(self._index.contains(keys), bool)] if len(keys) else keys
+        if not len(keys):
+            return 0
+        self._index.remove(keys)
+        # Why: usearch only tombstones a node and keeps its vector bytes, which save() would
+        # write out. Freed slots are reused first, so zero vectors added under scratch keys
+        # overwrite them; the scratch nodes are then tombstoned in turn.
+        scratch = _SCRATCH_KEY + np.arange(len(keys), dtype=np.uint64)
+        self._index.add(scratch, np.zeros((len(keys), self.dim), np.float32), threads=1)
+        self._index.remove(scratch)
+        return len(keys)
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        q = _as_queries(queries, self.dim, k)
+        if len(self) == 0:
+            return _no_results(len(q), k)
+        beam = self._index.expansion_search
+        self._index.expansion_search = max(beam, k)
+        try:
+            found = self._index.search(q, k, threads=self._threads)
+        finally:
+            self._index.expansion_search = beam
+        scores, ids = _no_results(len(q), k)
+        if len(q) == 1:  # usearch answers a single query with trimmed 1-d arrays
+            n = len(found.keys)
+            scores[0, :n], ids[0, :n] = 1.0 - found.distances, found.keys
+            return scores, ids
+        hit = np.arange(k) < found.counts[:, None]
+        scores[hit], ids[hit] = 1.0 - found.distances[hit], found.keys[hit]
+        return scores, ids
+
+    def ids(self) -> Ids:
+        return np.asarray(self._index.keys[:], dtype=np.int64)
+
+    def vectors(self, ids: npt.ArrayLike) -> Vectors:
+        """Stored (float16-rounded) vectors of present ids, as float32."""
+        keys = _as_ids(ids).astype(np.uint64)
+        return np.asarray(self._index.get(keys, dtype=np.float32), np.float32).reshape(-1, self.dim)
+
+    def save(self, path: Path) -> None:
+        with _atomic(path) as tmp:
+            self._index.save(str(tmp))
+
+    @classmethod
+    def load(cls, path: Path, *, expansion_search: int = 128, threads: int = 0) -> Self:
+        from usearch.index import Index
+
+        restored = Index.restore(str(path))
+        if restored is None:
+            raise ValueError(f"{path} is not a usearch index")
+        restored.expansion_search = expansion_search  # not stored in the file
+        index = cls.__new__(cls)
+        index._index, index._threads = restored, threads
+        return index
+
+
+class AutoIndex:
+    """Exact while the gallery holds at most `threshold` faces, HNSW once it grows past it.
+
+    The move rebuilds the graph from the exact index's vectors and then drops them, so no second
+    float32 copy is kept. A gallery that shrinks again stays on HNSW (no flip-flopping).
+    """
+
+    def __init__(self, dim: int, threshold: int = ANN_THRESHOLD,
+                 inner: ExactIndex | HNSWIndex | None = None) -> None:
+        self.threshold = threshold
+        self.inner: ExactIndex | HNSWIndex = inner if inner is not None else ExactIndex(dim)
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def approximate(self) -> bool:
+        return isinstance(self.inner, HNSWIndex)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        self.inner.add(ids, vectors)
+        if isinstance(self.inner, ExactIndex) and len(self.inner) > self.threshold:
+            exact, self.inner = self.inner, HNSWIndex(self.inner.dim)
+            self.inner.add(exact.ids(), exact.vectors())
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        return self.inner.remove(ids)
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        return self.inner.search(queries, k)
+
+    def ids(self) -> Ids:
+        return self.inner.ids()
+
+    def save(self, path: Path) -> None:
+        self.inner.save(path)
+
+    @classmethod
+    def load(cls, path: Path, threshold: int = ANN_THRESHOLD) -> Self:
+        with path.open("rb") as f:
+            exact = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        inner = ExactIndex.load(path) if exact else HNSWIndex.load(path)
+        return cls(inner.dim, threshold, inner)
+
+
+def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
+               threshold: int = ANN_THRESHOLD) -> AutoIndex:
+    """The index saved at `path` if there is one, else an empty one sized for `size_hint` faces
+    (starting on HNSW when the hint is above the threshold, to skip the later rebuild)."""
+    if path is not None and path.exists():
+        index = AutoIndex.load(path, threshold)
+        if index.dim != dim:
+            raise ValueError(f"{path} holds {index.dim}-d vectors, not {dim}-d")
+        return index
+    return AutoIndex(dim, threshold, HNSWIndex(dim) if size_hint > threshold else None)
+
+
+class MilvusIndex:
+    """The interface over Milvus: `uri` is a server ("http://host:19530") or a milvus-lite
+    directory path. Milvus owns the storage; `save(path)` makes it durable and writes a small
+    JSON descriptor (uri, collection, dim) that `load(path)` reconnects from."""
+
+    _batch = 5_000
+
+    def __init__(self, dim: int, uri: str, collection: str = "faces", *,
+                 ef: int = 128) -> None:
+        from pymilvus import MilvusClient  # why lazy: an optional, heavy dependency
+
+        self._dim, self._uri, self._name, self._ef = dim, uri, collection, ef
+        self._client = MilvusClient(uri)
+        self._dirty = False  # rows were deleted since the last purge
+        if not self._client.has_collection(collection):
+            self._create(collection)
+        else:
+            fields = self._client.describe_collection(collection)["fields"]
+            stored = next(f["params"]["dim"] for f in fields if f["name"] == "vector")
+            if int(stored) != dim:
+                raise ValueError(f"collection {collection!r} holds {stored}-d vectors")
+
+    def _create(self, name: str) -> None:
+        from pymilvus import DataType
+
+        schema = self._client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self._dim)
+        params = self._client.prepare_index_params()
+        params.add_index("vector", index_type="HNSW", metric_type="IP",
+                         params={"M": 32, "efConstruction": 64})
+        self._client.create_collection(name, schema=schema, index_params=params,
+                                       consistency_level="Strong")
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        rows = self._client.query(self._name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        ids_, vecs = _as_batch(ids, vectors, self._dim)
+        if self._client.get(self._name, ids=ids_.tolist(), output_fields=["id"]):
+            self._dirty = True  # an upsert deletes the old row
+        for start in range(0, len(ids_), self._batch):
+            chunk = slice(start, start + self._batch)
+            rows = [{"id": i, "vector": v} for i, v in zip(ids_[chunk].tolist(), vecs[chunk],
+                                                           strict=True)]
+            self._client.upsert(self._name, rows)
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        wanted = np.unique(_as_ids(ids)).tolist()
+        if not wanted:
+            return 0
+        present = [r["id"] for r in self._client.get(self._name, ids=wanted, output_fields=["id"])]
+        if present:
+            self._client.delete(self._name, ids=present)
+            self._dirty = True
+        return len(present)
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        q = _as_queries(queries, self._dim, k)
+        scores, ids = _no_results(len(q), k)
+        hits = self._client.search(self._name, data=list(q), limit=k, anns_field="vector",
+                                   output_fields=["id"],
+                                   search_params={"metric_type": "IP",
+                                                  "params": {"ef": max(self._ef, k)}})
+        for row, found in enumerate(hits):
+            for col, hit in enumerate(found):
+                scores[row, col], ids[row, col] = hit["distance"], hit["id"]
+        return scores, ids
+
+    def _rows(self, name: str, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        it = self._client.query_iterator(name, batch_size=self._batch, filter="",
+                                         output_fields=fields)
+        try:
+            while batch := it.next():
+                yield batch
+        finally:
+            it.close()
+
+    def ids(self) -> Ids:
+        found = [r["id"] for batch in self._rows(self._name, ["id"]) for r in batch]
+        return np.asarray(found, np.int64)
+
+    def _purge(self) -> None:
+        # Why: a Milvus delete only writes a tombstone; the row's vector stays in the segment
+        # files until a compaction that milvus-lite runs only once many files pile up. Copying
+        # the live rows into a fresh collection is what really erases the deleted ones.
+        fresh = f"{self._name}__purge"
+        if self._client.has_collection(fresh):
+            self._client.drop_collection(fresh)
+        self._create(fresh)
+        for batch in self._rows(self._name, ["id", "vector"]):
+            self._client.insert(fresh, batch)
+        self._client.drop_collection(self._name)
+        self._client.rename_collection(fresh, self._name)
+        self._client.load_collection(self._name)
+        self._dirty = False
+
+    def save(self, path: Path) -> None:
+        if self._dirty:
+            self._purge()
+        self._client.flush(self._name)
+        about = {"uri": self._uri, "collection": self._name, "dim": self._dim}
+        _write(path, lambda f: f.write(json.dumps(about).encode()))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        about = json.loads(path.read_text())
+        return cls(int(about["dim"]), about["uri"], about["collection"])
+
+    def close(self) -> None:
+        self._client.close()

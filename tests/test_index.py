@@ -1,0 +1,223 @@
+"""Vector index backends: exact answers, ANN recall, erasure on remove, persistence, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelens.gallery.index import (
+    AutoIndex,
+    ExactIndex,
+    HNSWIndex,
+    MilvusIndex,
+    VectorIndex,
+    make_index,
+)
+
+DIM = 64
+
+
+def unit(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def noisy(v: np.ndarray, seed: int = 1, sigma: float = 0.06) -> np.ndarray:
+    """Probes of enrolled faces: cosine ~0.8 to their source, like a second photo."""
+    q = v + np.random.default_rng(seed).normal(0, sigma, v.shape).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def brute(ids: np.ndarray, gallery: np.ndarray, queries: np.ndarray, k: int):
+    scores = queries @ gallery.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def files_under(*roots: Path) -> Iterator[bytes]:
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file():
+                yield path.read_bytes()
+
+
+@dataclass
+class Backend:
+    name: str
+    make: Callable[[int], VectorIndex]
+    storage: list[Path] = field(default_factory=list)  # files the backend writes besides save()
+
+
+def _milvus(tmp_path: Path) -> Backend:
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed")
+    db = tmp_path / "m.db"
+    try:
+        MilvusIndex(4, str(db), "probe").close()
+    except Exception as e:  # any failure to start milvus-lite is a skip, with its reason
+        pytest.skip(f"milvus-lite cannot start here: {type(e).__name__}: {e}")
+    return Backend("milvus", lambda dim: MilvusIndex(dim, str(db)), [db])
+
+
+@pytest.fixture(params=["exact", "hnsw", "auto", "milvus"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    match request.param:
+        case "exact":
+            return Backend("exact", ExactIndex)
+        case "hnsw":
+            return Backend("hnsw", HNSWIndex)
+        case "auto":  # a low threshold, so these small galleries cross it
+            return Backend("auto", lambda dim: AutoIndex(dim, threshold=300))
+        case _:
+            return _milvus(tmp_path)
+
+
+def test_exact_equals_brute_force() -> None:
+    gallery, ids = unit(2_000), np.arange(2_000) * 7 + 3
+    index = ExactIndex(DIM)
+    index.add(ids, gallery)
+    queries = np.vstack([noisy(gallery[:40]), unit(10, seed=5)])
+    for k in (1, 10, 2_000):
+        scores, found = index.search(queries, k)
+        want_scores, want_ids = brute(ids, gallery, queries, k)
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
+        # equal scores may come in either order; everything else must match exactly
+        assert (found == want_ids).mean() > 0.999
+        assert all(set(f) == set(w) for f, w in zip(found, want_ids, strict=True))
+
+
+def test_recall_at_5000(backend: Backend) -> None:
+    n = 5_000
+    gallery, ids = unit(n, 128), np.arange(n)
+    index = backend.make(128)
+    index.add(ids, gallery)
+    queries = np.vstack([noisy(gallery[:: n // 150], sigma=0.08), unit(50, 128, seed=9)])
+    scores, found = index.search(queries, 10)
+    want_scores, want = brute(ids, gallery, queries, 10)
+    recall1 = np.mean(found[:, 0] == want[:, 0])
+    recall10 = np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, want, strict=True)])
+    assert recall1 >= 0.99 and recall10 >= 0.95, (recall1, recall10)
+    hit = found == want
+    np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)  # float16 storage
+
+
+def test_remove_erases(backend: Backend, tmp_path: Path) -> None:
+    n = 1_000
+    gallery, ids = unit(n, seed=2), np.arange(n) + 100
+    index = backend.make(DIM)
+    index.add(ids, gallery)
+    path = tmp_path / "index.bin"
+    index.save(path)  # erasure must also reach what an earlier save wrote
+    gone = np.arange(0, n, 20)
+    assert index.remove(np.concatenate([ids[gone], [10**9]])) == len(gone)
+    assert index.remove(ids[gone]) == 0
+    assert len(index) == n - len(gone)
+    assert not set(index.ids().tolist()) & set(ids[gone].tolist())
+
+    _, found = index.search(gallery[gone], 50)
+    assert not np.isin(found, ids[gone]).any()
+
+    index.save(path)
+    blobs = list(files_under(path, *backend.storage))
+    assert any(gallery[1].tobytes() in b or gallery[1].astype(np.float16).tobytes() in b
+               for b in blobs), "a kept vector should be in the files, or this test proves nothing"
+    for row in gone:
+        for encoded in (gallery[row].tobytes(), gallery[row].astype(np.float16).tobytes()):
+            assert not any(encoded in b for b in blobs), f"removed vector {row} is still on disk"
+
+    _, found = type(index).load(path).search(gallery[gone], 50)
+    assert not np.isin(found, ids[gone]).any()
+
+
+def test_save_load_round_trip(backend: Backend, tmp_path: Path) -> None:
+    gallery = unit(800, seed=3)
+    index = backend.make(DIM)
+    index.add(np.arange(800), gallery)
+    path = tmp_path / "index.bin"
+    index.save(path)
+    loaded = type(index).load(path)
+    queries = np.vstack([noisy(gallery[:30]), unit(10, seed=4)])
+    assert loaded.dim == DIM and len(loaded) == 800
+    assert sorted(loaded.ids().tolist()) == list(range(800))
+    for got, want in zip(loaded.search(queries, 5), index.search(queries, 5), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_batch_equals_single_queries(backend: Backend) -> None:
+    gallery = unit(600, seed=6)
+    index = backend.make(DIM)
+    index.add(np.arange(600), gallery)
+    queries = np.vstack([noisy(gallery[:15]), unit(5, seed=7)])
+    scores, found = index.search(queries, 7)
+    for i, q in enumerate(queries):
+        one_scores, one_found = index.search(q[None], 7)
+        np.testing.assert_array_equal(one_found[0], found[i])
+        np.testing.assert_allclose(one_scores[0], scores[i], atol=1e-6)
+
+
+def test_empty_and_short_results(backend: Backend) -> None:
+    index = backend.make(DIM)
+    scores, found = index.search(unit(3), 4)
+    assert found.shape == scores.shape == (3, 4)
+    assert (found == -1).all() and np.isneginf(scores).all()
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+    assert len(index) == 0 and len(index.ids()) == 0
+
+    index.add([5, 9], unit(2))
+    scores, found = index.search(unit(1, seed=1), 4)
+    assert sorted(found[0, :2].tolist()) == [5, 9] and (found[0, 2:] == -1).all()
+    assert np.isfinite(scores[0, :2]).all() and np.isneginf(scores[0, 2:]).all()
+    index.remove([5, 9])
+    assert (index.search(unit(1), 2)[1] == -1).all()
+
+
+def test_add_replaces_present_ids(backend: Backend) -> None:
+    gallery = unit(400, seed=8)
+    index = backend.make(DIM)
+    index.add(np.arange(400), gallery)
+    fresh = unit(1, seed=99)
+    index.add([7], fresh)
+    assert len(index) == 400
+    _, found = index.search(np.vstack([fresh, gallery[7:8]]), 1)
+    assert found[0, 0] == 7 and found[1, 0] != 7
+
+
+def test_bad_input_is_rejected() -> None:
+    index = ExactIndex(DIM)
+    with pytest.raises(ValueError, match="non-negative"):
+        index.add([-1], unit(1))
+    with pytest.raises(ValueError, match="vectors must be"):
+        index.add([1, 2], unit(1))
+    with pytest.raises(ValueError, match="duplicate"):
+        index.add([1, 1], unit(2))
+    with pytest.raises(ValueError, match="queries must be"):
+        index.search(np.zeros((2, DIM + 1), np.float32), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(unit(1), 0)
+
+
+def test_auto_index_moves_to_hnsw_and_reloads(tmp_path: Path) -> None:
+    gallery = unit(1_200, seed=10)
+    index = AutoIndex(DIM, threshold=1_000)
+    index.add(np.arange(900), gallery[:900])
+    assert not index.approximate
+    index.add(np.arange(900, 1_200), gallery[900:])
+    assert index.approximate and len(index) == 1_200
+    assert (index.search(gallery[::100], 1)[1][:, 0] == np.arange(0, 1_200, 100)).all()
+
+    path = tmp_path / "gallery.idx"
+    index.save(path)
+    again = make_index(DIM, path=path, threshold=1_000)
+    assert again.approximate and len(again) == 1_200
+    with pytest.raises(ValueError, match="64-d"):
+        make_index(DIM * 2, path=path)
+
+    small = tmp_path / "small.idx"
+    exact = AutoIndex(DIM)
+    exact.add([1], gallery[:1])
+    exact.save(small)
+    assert not make_index(DIM, path=small).approximate
+    assert make_index(DIM, size_hint=50_000).approximate
