@@ -27,10 +27,12 @@ def _rgb(image: ImageSource) -> np.ndarray:
     return load_image(image)
 
 
-def _detect_rgb(rgb: np.ndarray, detector: str | None, quality: bool) -> list[Face]:
+def _detect_rgb(rgb: np.ndarray, detector: str | None, quality: bool,
+                second_chance: bool = False) -> list[Face]:
     s = get_settings()
     faces = detect_faces(rgb, name=detector or s.detector, threshold=s.detect_threshold,
-                         max_side=s.detect_max_side, threads=s.threads)
+                         max_side=s.detect_max_side, threads=s.threads,
+                         second_chance=second_chance)
     if quality:
         for face in faces:
             face.quality = assess(rgb, face, min_interocular_px=s.min_interocular_px,
@@ -59,14 +61,16 @@ def detect(image: ImageSource, *, detector: str | None = None, quality: bool = T
 
 
 def embed(image: ImageSource, faces: list[Face] | None = None, *,
-          embedder: str | None = None) -> list[Face]:
+          embedder: str | None = None, second_chance: bool = False) -> list[Face]:
     """Fill `embedding` (L2-normalised) on each face; detects first when `faces` is None.
 
-    Returns the faces; stack them with `np.stack([f.embedding for f in faces])`.
+    Returns the faces; stack them with `np.stack([f.embedding for f in faces])`. With
+    `second_chance`, an image where the detector finds nothing is searched again by the
+    other detector (for callers who know a face is there, like enrolment).
     """
     rgb = _rgb(image)
     if faces is None:
-        faces = _detect_rgb(rgb, None, quality=True)
+        faces = _detect_rgb(rgb, None, quality=True, second_chance=second_chance)
     _embed_rgb(rgb, faces, embedder)
     return faces
 
@@ -87,16 +91,10 @@ def main_face(faces: list[Face]) -> Face:
 
 
 def _main_face(rgb: np.ndarray, label: str) -> Face:
-    s = get_settings()
-    faces = detect_faces(rgb, name=s.detector, threshold=s.detect_threshold,
-                         max_side=s.detect_max_side, threads=s.threads, second_chance=True)
+    faces = _detect_rgb(rgb, None, quality=True, second_chance=True)
     if not faces:
         raise NoFaceError(f"{label}: no face found")
-    face = main_face(faces)
-    face.quality = assess(rgb, face, min_interocular_px=s.min_interocular_px,
-                          min_sharpness=s.min_sharpness, max_yaw=s.max_yaw,
-                          max_pitch=s.max_pitch)
-    return face
+    return main_face(faces)
 
 
 def _vector(face: Face, embedder: str) -> np.ndarray | None:

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELENS_", extra="ignore")
 
     data_dir: Path = Path("data")
+    """Database, master key (unless FACELENS_MASTER_KEY is set) and index files live here."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default: SQLite at data_dir/facelens.db. PostgreSQL works unchanged,
+    e.g. postgresql+psycopg://user@127.0.0.1:5432/facelens."""
     detector: Detector = "yunet"
     embedder: Embedder = "fusion"
     """The default is the most accurate on lfw-dev at FAR 1e-3 and 1e-4 (see README)."""

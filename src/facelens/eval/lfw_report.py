@@ -153,7 +153,7 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
             pp = [(_vec(peer_feats[a], "peer", 0), _vec(peer_feats[b], "peer", 0), same)
                   for a, b, same in proto.pairs]
             t = report["peer"]["tar_at_far"][far_key(1e-3)]["threshold"]
-            report["peer"]["lfw_pairs"] = pairs_accuracy(pp, -t, euclidean=True) | {}
+            report["peer"]["lfw_pairs"] = pairs_accuracy(pp, t, euclidean=True)
     return report, curves
 
 

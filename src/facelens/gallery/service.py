@@ -1,0 +1,432 @@
+"""Galleries and 1:N identification: consented enrolment, encrypted templates, open-set search.
+
+The database is the source of truth. Each gallery's vector index is a cache held in memory,
+persisted encrypted next to the database, and rebuilt from the (decrypted) templates whenever
+its ids disagree with the database's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from facelens.errors import FacelensError, NoFaceError
+from facelens.face import Face
+from facelens.gallery import index_store
+from facelens.gallery.crypto import (
+    ENV_KEY,
+    MasterKey,
+    load_master_key,
+    new_data_key,
+    read_key_file,
+    seal,
+    unseal,
+    write_key_file,
+)
+from facelens.gallery.db import checkpoint, database_url, open_engine, session_factory
+from facelens.gallery.index import AutoIndex
+from facelens.gallery.models import Consent, Gallery, NegativeExample, Subject, Template, utcnow
+from facelens.matching.open_set import per_comparison_far, threshold_for_far
+from facelens.matching.operating_points import operating_point
+from facelens.settings import Settings, get_settings
+from facelens.vision.decode import ImageSource, load_image
+
+LEGAL_BASES = frozenset({"consent", "contract", "legal-obligation", "vital-interest",
+                         "public-task", "legitimate-interest"})
+DIMS = {"sface": 128, "sface-flip": 128, "dlib": 128, "fusion": 256}
+
+
+class GalleryError(FacelensError):
+    """A gallery request that breaks a rule (no consent, unknown gallery, …); changes nothing."""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    purpose: str
+    legal_basis: str
+    recorded_by: str
+    expires_at: datetime | None = None
+    granted_at: datetime | None = None
+
+
+@dataclass
+class EnrolReport:
+    subject_id: str
+    name: str
+    templates: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(image, reason) for every image that gave no template."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject_id: str
+    name: str
+    score: float
+
+
+@dataclass
+class Identification:
+    face: Face
+    candidates: list[Candidate]
+    """Best first; empty means unknown."""
+    decision: str
+    """How the threshold was chosen (open-set formula, FPIR, gallery size)."""
+
+    @property
+    def unknown(self) -> bool:
+        return not self.candidates
+
+
+def _context(subject_id: str, kind: str) -> bytes:
+    return f"{kind}:{subject_id}".encode()
+
+
+class Galleries:
+    """All galleries of one facelens data directory (or database URL)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        data_dir = self.settings.data_dir
+        self.engine = open_engine(database_url(data_dir, self.settings.database_url))
+        self.sessions = session_factory(self.engine)
+        self.key_file = data_dir / "master.key"
+        self.master: MasterKey = load_master_key(self.key_file)
+        self._finish_rotation()
+        self.index_dir = data_dir / "index"
+        self._indexes: dict[int, AutoIndex] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ galleries
+    def create_gallery(self, name: str, purpose: str, *, embedder: str | None = None,
+                       retention_days: int = 3 * 365, keep_crops: bool = False) -> Gallery:
+        embedder = embedder or self.settings.embedder
+        if embedder not in DIMS:
+            raise GalleryError(f"unknown embedder {embedder!r}")
+        with self.sessions.begin() as s:
+            if s.scalar(sa.select(Gallery).where(Gallery.name == name)):
+                raise GalleryError(f"gallery {name!r} already exists")
+            gallery = Gallery(name=name, purpose=purpose, embedder=embedder,
+                              retention_days=retention_days, keep_crops=keep_crops)
+            s.add(gallery)
+        return gallery
+
+    def gallery(self, name: str, session: Session | None = None) -> Gallery:
+        with self.sessions() as own:
+            found = (session or own).scalar(sa.select(Gallery).where(Gallery.name == name))
+        if found is None:
+            raise GalleryError(f"no gallery named {name!r}")
+        return found
+
+    def list_galleries(self) -> list[tuple[Gallery, int]]:
+        with self.sessions() as s:
+            rows = s.execute(sa.select(Gallery, sa.func.count(Subject.id))
+                             .outerjoin(Subject).group_by(Gallery.id).order_by(Gallery.name))
+            return [(g, n) for g, n in rows]
+
+    def subjects(self, gallery_name: str) -> list[Subject]:
+        gallery = self.gallery(gallery_name)
+        with self.sessions() as s:
+            return list(s.scalars(sa.select(Subject).where(Subject.gallery_id == gallery.id)
+                                  .options(selectinload(Subject.consents),
+                                           selectinload(Subject.templates))
+                                  .order_by(Subject.display_name)))
+
+    def remove_gallery(self, name: str) -> None:
+        gallery = self.gallery(name)
+        for subject in self.subjects(name):
+            self.delete_subject(subject.id)
+        with self.sessions.begin() as s:
+            s.execute(sa.delete(Gallery).where(Gallery.id == gallery.id))
+        index_store.remove(self.index_dir, gallery.id)
+        self._indexes.pop(gallery.id, None)
+        checkpoint(self.engine)
+
+    # ------------------------------------------------------------------ enrolment
+    def enroll(self, gallery_name: str, name: str, images: list[ImageSource], *,
+               consent: ConsentRecord, external_id: str | None = None,
+               watch_reason: str | None = None, watch_expires: datetime | None = None
+               ) -> EnrolReport:
+        """Enrol one person from one or more images, all in one transaction.
+
+        Refused without a lawful basis; watchlist galleries also need a reason and an expiry.
+        Images with no face, several faces or a poor-quality face are skipped with the reason;
+        if none is usable the subject is not created.
+        """
+        from facelens import api
+
+        gallery = self.gallery(gallery_name)
+        if consent.legal_basis not in LEGAL_BASES:
+            raise GalleryError(f"legal basis {consent.legal_basis!r} is not one of "
+                               f"{', '.join(sorted(LEGAL_BASES))}")
+        if not consent.purpose or not consent.recorded_by:
+            raise GalleryError("a consent record needs a purpose and who recorded it")
+        if gallery.is_watchlist and (not watch_reason or watch_expires is None):
+            raise GalleryError(f"gallery {gallery_name!r} is a watchlist: every entry needs "
+                               "a reason and an expiry")
+        vectors, qualities, skipped = [], [], []
+        for image in images:
+            label = str(image) if isinstance(image, (str, Path)) else f"image {len(skipped)}"
+            try:
+                faces = api.embed(image, embedder=gallery.embedder, second_chance=True)
+            except FacelensError as e:
+                skipped.append((label, str(e)))
+                continue
+            usable = [f for f in faces if f.quality and f.quality.acceptable]
+            if not faces:
+                skipped.append((label, "no face found"))
+            elif len(faces) > 1 and len(usable) != 1:
+                skipped.append((label, f"{len(faces)} faces: enrol from a photo of one person"))
+            elif not usable:
+                assert faces[0].quality is not None
+                skipped.append((label, "poor face: " + ", ".join(faces[0].quality.reasons)))
+            else:
+                face = usable[0]
+                assert face.embedding is not None and face.quality is not None
+                vectors.append(face.embedding)
+                qualities.append(face.quality.score)
+        if not vectors:
+            reasons = "; ".join(f"{img}: {why}" for img, why in skipped) or "no images"
+            raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
+
+        subject_id = str(uuid.uuid4())
+        data_key = new_data_key()
+        with self.sessions.begin() as s:
+            subject = Subject(id=subject_id, gallery_id=gallery.id, display_name=name,
+                              external_id=external_id, attributes={},
+                              wrapped_key=self.master.wrap(data_key, subject_id),
+                              key_id=self.master.id, watch_reason=watch_reason,
+                              watch_expires=watch_expires)
+            subject.consents.append(Consent(
+                purpose=consent.purpose, legal_basis=consent.legal_basis,
+                recorded_by=consent.recorded_by, expires_at=consent.expires_at,
+                granted_at=consent.granted_at or utcnow()))
+            for vector, quality in zip(vectors, qualities, strict=True):
+                subject.templates.append(Template(
+                    embedder=gallery.embedder, quality=quality,
+                    vector=seal(data_key, np.asarray(vector, np.float32).tobytes(),
+                                _context(subject_id, "template"))))
+            s.add(subject)
+            s.flush()
+            ids = np.array([t.id for t in subject.templates], np.int64)
+        with self._lock:
+            index = self._index(gallery)
+            index.add(ids, np.stack(vectors))
+            self._save_index(gallery, index)
+        return EnrolReport(subject_id, name, len(vectors), skipped)
+
+    # ------------------------------------------------------------------ identification
+    def identify(self, gallery_name: str, image: ImageSource, *, far: float = 1e-3,
+                 top_k: int = 5) -> list[Identification]:
+        """Who is each face in `image`? Candidates above the open-set threshold, or unknown.
+
+        `far` is the chance, per face searched, that anyone not enrolled gets a candidate
+        (FPIR); the per-comparison threshold follows from it and the gallery size
+        (matching/open_set.py)."""
+        from facelens import api
+
+        gallery = self.gallery(gallery_name)
+        rgb = load_image(image)
+        faces = api.embed(rgb, embedder=gallery.embedder)
+        if not faces:
+            return []
+        with self._lock:
+            index = self._index(gallery)
+            size = len(index)
+            threshold = threshold_for_far(gallery.embedder, per_comparison_far(far, size or 1))
+            scores, ids = index.search(np.stack([f.embedding for f in faces]),
+                                       min(max(top_k * 4, 16), max(size, 1)))
+        results = []
+        with self.sessions() as s:
+            for face, row_scores, row_ids in zip(faces, scores, ids, strict=True):
+                results.append(Identification(
+                    face, self._candidates(s, face, row_scores, row_ids, threshold.value,
+                                           top_k),
+                    threshold.describe(gallery.embedder, size, far)))
+        return results
+
+    def _candidates(self, s: Session, face: Face, scores: np.ndarray, ids: np.ndarray,
+                    threshold: float, top_k: int) -> list[Candidate]:
+        keep = (ids >= 0) & (scores > threshold)
+        if not keep.any():
+            return []
+        rows = dict(s.execute(sa.select(Template.id, Subject)
+                              .join(Subject, Template.subject_id == Subject.id)
+                              .where(Template.id.in_(ids[keep].tolist()))).tuples().all())
+        best: dict[str, Candidate] = {}
+        for score, template_id in zip(scores[keep], ids[keep], strict=True):
+            subject = rows.get(int(template_id))
+            if subject is None or subject.id in best:  # max over a subject's templates
+                continue
+            if self._rejected(s, subject, face):
+                continue
+            best[subject.id] = Candidate(subject.id, subject.display_name, float(score))
+        return sorted(best.values(), key=lambda c: -c.score)[:top_k]
+
+    def _rejected(self, s: Session, subject: Subject, face: Face) -> bool:
+        """True if a reviewer said this face is not `subject` (a stored negative example)."""
+        negatives = s.scalars(sa.select(NegativeExample.vector)
+                              .where(NegativeExample.subject_id == subject.id)).all()
+        if not negatives:
+            return False
+        assert face.embedding is not None and face.embedder is not None
+        data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+        same = operating_point(face.embedder, 1e-3).threshold
+        return any(float(np.frombuffer(unseal(data_key, blob, _context(subject.id, "negative")),
+                                       np.float32) @ face.embedding) > same
+                   for blob in negatives)
+
+    def not_this_person(self, subject_id: str, face: Face) -> None:
+        """Record that `face` (as returned by identify) is not `subject_id`."""
+        if face.embedding is None:
+            raise GalleryError("the face carries no embedding")
+        with self.sessions.begin() as s:
+            subject = s.get(Subject, subject_id)
+            if subject is None:
+                raise GalleryError(f"no subject {subject_id}")
+            data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+            s.add(NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
+                                  vector=seal(data_key, face.embedding.astype(np.float32)
+                                              .tobytes(), _context(subject_id, "negative"))))
+
+    # ------------------------------------------------------------------ deletion, retention
+    def delete_subject(self, subject_id: str) -> None:
+        """Crypto-shred: the wrapped key and templates go, the vectors leave the index."""
+        with self.sessions.begin() as s:
+            subject = s.get(Subject, subject_id)
+            if subject is None:
+                raise GalleryError(f"no subject {subject_id}")
+            gallery = s.get(Gallery, subject.gallery_id)
+            assert gallery is not None
+            ids = np.array([t.id for t in subject.templates], np.int64)
+            s.delete(subject)
+        with self._lock:
+            index = self._index(gallery)
+            index.remove(ids)
+            self._save_index(gallery, index)
+        checkpoint(self.engine)
+
+    def purge(self, now: datetime | None = None) -> list[str]:
+        """Delete subjects whose consent or watchlist entry expired, or who have not been seen
+        for their gallery's retention period. Returns the deleted subject ids."""
+        now = now or datetime.now(UTC)
+        doomed = []
+        with self.sessions() as s:
+            for subject, gallery in s.execute(sa.select(Subject, Gallery).join(Gallery)):
+                consents = s.scalars(sa.select(Consent).where(Consent.subject_id == subject.id))
+                valid = [c for c in consents if c.expires_at is None or _aware(c.expires_at) > now]
+                stale = _aware(subject.last_seen_at) < now - timedelta(days=gallery.retention_days)
+                expired = subject.watch_expires is not None and _aware(subject.watch_expires) <= now
+                if not valid or stale or expired:
+                    doomed.append(subject.id)
+        for subject_id in doomed:
+            self.delete_subject(subject_id)
+        return doomed
+
+    # ------------------------------------------------------------------ model change, keys
+    def change_embedder(self, gallery_name: str, embedder: str) -> list[Subject]:
+        """Switch a gallery's model. Returns the subjects that must re-enrol: those with no
+        template of the new model (crops are kept only where the gallery was set to)."""
+        if embedder not in DIMS:
+            raise GalleryError(f"unknown embedder {embedder!r}")
+        gallery = self.gallery(gallery_name)
+        with self.sessions.begin() as s:
+            s.execute(sa.update(Gallery).where(Gallery.id == gallery.id)
+                      .values(embedder=embedder))
+        with self._lock:
+            self._indexes.pop(gallery.id, None)
+        stale = [subject for subject in self.subjects(gallery_name)
+                 if not any(t.embedder == embedder for t in subject.templates)]
+        self._index(self.gallery(gallery_name))
+        return stale
+
+    def rotate_master_key(self) -> str:
+        """Re-wrap every subject's data key under a new master key; returns the new key id.
+
+        Crash-safe: the new key is written beside the old one first, the database is re-wrapped
+        in one transaction, then the new key file replaces the old (see _finish_rotation)."""
+        if self.master.source == ENV_KEY:
+            raise GalleryError(f"the master key comes from {ENV_KEY}: rotate by setting a new "
+                               "key file instead (unset the variable), or re-wrap offline")
+        new = MasterKey(new_data_key(), str(self.key_file))
+        pending = self.key_file.with_name(self.key_file.name + ".next")
+        write_key_file(pending, new.key)
+        with self.sessions.begin() as s:
+            for subject in s.scalars(sa.select(Subject)):
+                data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+                subject.wrapped_key = new.wrap(data_key, subject.id)
+                subject.key_id = new.id
+        os.replace(pending, self.key_file)
+        self.master = new
+        with self._lock:
+            for gallery_id, index in self._indexes.items():
+                index_store.save(self.index_dir, gallery_id, new.derive("index"), index)
+        checkpoint(self.engine)
+        return new.id
+
+    def _finish_rotation(self) -> None:
+        """After a crash mid-rotation: keep whichever key the database is wrapped with."""
+        pending = self.key_file.with_name(self.key_file.name + ".next")
+        if not pending.exists() or self.master.source == ENV_KEY:
+            return
+        candidate = MasterKey(read_key_file(pending), str(self.key_file))
+        with self.sessions() as s:
+            used = s.scalar(sa.select(Subject.key_id).limit(1))
+        if used == candidate.id:
+            os.replace(pending, self.key_file)
+            self.master = candidate
+        else:
+            pending.unlink()
+
+    # ------------------------------------------------------------------ the index cache
+    def _decrypted_templates(self, gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = [], []
+        with self.sessions() as s:
+            for subject in s.scalars(sa.select(Subject).where(Subject.gallery_id == gallery.id)
+                                     .options(selectinload(Subject.templates))):
+                data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+                for t in subject.templates:
+                    if t.embedder == gallery.embedder:
+                        ids.append(t.id)
+                        vectors.append(np.frombuffer(unseal(data_key, t.vector, _context(
+                            subject.id, "template")), np.float32))
+        dim = DIMS[gallery.embedder]
+        return (np.array(ids, np.int64),
+                np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
+
+    def _index(self, gallery: Gallery) -> AutoIndex:
+        """The gallery's index: from memory, else from its encrypted file, checked against the
+        database and rebuilt from the templates when they disagree."""
+        if gallery.id in self._indexes:
+            return self._indexes[gallery.id]
+        key = self.master.derive("index")
+        dim = DIMS[gallery.embedder]
+        index = index_store.load(self.index_dir, gallery.id, key, dim)
+        with self.sessions() as s:
+            truth = set(s.scalars(sa.select(Template.id).join(Subject)
+                                  .where(Subject.gallery_id == gallery.id,
+                                         Template.embedder == gallery.embedder)))
+        if index is None or set(index.ids().tolist()) != truth:
+            ids, vectors = self._decrypted_templates(gallery)
+            index = AutoIndex(dim)
+            if len(ids):
+                index.add(ids, vectors)
+            self._save_index(gallery, index)
+        self._indexes[gallery.id] = index
+        return index
+
+    def _save_index(self, gallery: Gallery, index: AutoIndex) -> None:
+        index_store.save(self.index_dir, gallery.id, self.master.derive("index"), index)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
