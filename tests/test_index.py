@@ -221,3 +221,22 @@ def test_auto_index_moves_to_hnsw_and_reloads(tmp_path: Path) -> None:
     exact.save(small)
     assert not make_index(DIM, path=small).approximate
     assert make_index(DIM, size_hint=50_000).approximate
+
+
+def test_hnsw_rebuilds_once_dead_nodes_pile_up(tmp_path: Path) -> None:
+    gallery = unit(1_000, seed=11)
+    index = HNSWIndex(DIM)
+    index.add(np.arange(1_000), gallery)
+    full = tmp_path / "full.idx"
+    index.save(full)
+    index.remove(np.arange(0, 1_000, 2))
+    index.add([0], gallery[:1])  # re-enrol one: a new node, the old one stays dead
+    path = tmp_path / "hnsw.idx"
+    index.save(path)  # 500 of 1,001 nodes dead: saved as a fresh graph of the 501 live ones
+    assert path.stat().st_size < 0.6 * full.stat().st_size
+    loaded = HNSWIndex.load(path)
+    assert len(loaded) == 501
+    assert sorted(loaded.ids().tolist()) == [0, *range(1, 1_000, 2)]
+    _, found = loaded.search(gallery, 1)
+    np.testing.assert_array_equal(found[1::2, 0], np.arange(1, 1_000, 2))
+    assert found[0, 0] == 0

@@ -6,21 +6,16 @@ Exit codes: 0 ok / match · 1 no match or no face · 2 bad input · 3 model miss
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from facelens import api
-from facelens.errors import FacelensError
+from facelens import api, cli_gallery
+from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
 from facelens.face import Face
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,31 +23,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "1 no match or no face, 2 bad input, 3 model missing.")
 eval_app = typer.Typer(no_args_is_help=True, help="Accuracy harnesses.")
 app.add_typer(eval_app, name="eval")
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pipe
-
+app.add_typer(cli_gallery.gallery_app, name="gallery")
+app.add_typer(cli_gallery.keys_app, name="keys")
+app.command()(cli_gallery.enroll)
+app.command("enroll-folder")(cli_gallery.enroll_folder)
+app.command()(cli_gallery.identify)
 
 
 class DetectorName(StrEnum):
     yunet = "yunet"
     centerface = "centerface"
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Turn facelens errors into one stderr line and their exit code; never a traceback."""
-    try:
-        yield
-    except FacelensError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-        raise typer.Exit(e.exit_code) from None
-
-
-def _emit(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=1) + "\n")
 
 
 def _face_table(faces: list[Face], title: str) -> Table:
@@ -78,10 +58,10 @@ def _draw(image: Path, faces: list[Face], target: Path) -> None:
 
 def _faces_command(image: Path, faces: list[Face], as_json: bool, draw: Path | None) -> None:
     if draw:
-        with _errors():
+        with errors():
             _draw(image, faces, draw)
     if as_json:
-        _emit({"image": str(image), "faces": [f.to_dict() for f in faces]})
+        emit({"image": str(image), "faces": [f.to_dict() for f in faces]})
     else:
         out.print(_face_table(faces, f"{image}: {len(faces)} face(s)"))
     if not faces:
@@ -95,7 +75,7 @@ def detect(image: Path, draw: Annotated[Path | None, typer.Option(
            = DetectorName.yunet,
            as_json: JsonFlag = False) -> None:
     """Find faces: boxes, 5 landmarks, scores and quality."""
-    with _errors():
+    with errors():
         faces = api.detect(image, detector=detector.value)
     _faces_command(image, faces, as_json, draw)
 
@@ -105,7 +85,7 @@ def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
                 help="Write a copy with boxes, landmarks, quality and attributes.")] = None,
             as_json: JsonFlag = False) -> None:
     """Detect faces with quality, age (with its typical error) and perceived sex."""
-    with _errors():
+    with errors():
         faces = api.analyze(image)
     _faces_command(image, faces, as_json, draw)
 
@@ -117,10 +97,10 @@ def verify(a: Path, b: Path,
                help="sface, sface-flip, dlib or fusion (default: settings)")] = None,
            as_json: JsonFlag = False) -> None:
     """Are A and B the same person? Exit 0 if they match, 1 if not (or no face)."""
-    with _errors():
+    with errors():
         verdict = api.verify(a, b, far=far, embedder=embedder)
     if as_json:
-        _emit(verdict.to_dict())
+        emit(verdict.to_dict())
     else:
         word = "[green]MATCH[/green]" if verdict.match else "[yellow]NO MATCH[/yellow]"
         out.print(f"{word}  score {verdict.score:.4f}  (decided by {verdict.operating_point})")
@@ -142,7 +122,7 @@ def models(as_json: JsonFlag = False) -> None:
             info["status"] = str(e)
         cards.append(info)
     if as_json:
-        _emit(cards)
+        emit(cards)
         return
     for c in cards:
         table = Table(title=c["name"], show_header=False, title_justify="left")
@@ -150,16 +130,6 @@ def models(as_json: JsonFlag = False) -> None:
                     "measured", "file", "sha256", "status"):
             table.add_row(key, str(c[key]))
         out.print(table)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
-        def start(label: str, total: int) -> Callable[[int], None]:
-            task = bar.add_task(label, total=total)
-            return lambda n: bar.advance(task, n)
-        yield start
 
 
 @eval_app.command("lfw")
@@ -179,9 +149,9 @@ def eval_lfw(root: Path,
     if not root.is_dir():
         err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
         raise typer.Exit(2)
-    with _errors(), _progress() as progress:
+    with errors(), progress() as start:
         report, curves = evaluate(root, peer=peer, workers=workers, cache=cache,
-                                  progress=progress)
+                                  progress=start)
     if plot:
         plot_roc(curves, plot)
     if save:
@@ -190,7 +160,7 @@ def eval_lfw(root: Path,
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
     if as_json:
-        _emit(report)
+        emit(report)
         return
     out.print(lfw_table(report))
 
@@ -222,12 +192,12 @@ def bench(images: Annotated[Path | None, typer.Argument(
     """Median ms per stage, engine overhead over raw model time, throughput vs the peer."""
     from facelens.eval.bench import run_bench
 
-    with _errors(), _progress() as progress:
-        report = run_bench(images, count=count, peer=peer, progress=progress)
+    with errors(), progress() as start:
+        report = run_bench(images, count=count, peer=peer, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
-    _emit(report)
+    emit(report)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ MATED_SHARE = 0.8
 MATED_COSINE = 0.7
 _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and memory stays flat
 _SINGLE_QUERIES = 30  # probes timed one at a time for the latency figures
+EF_SWEEP = (32, 64, 256, 512)
 
 
 def _rss() -> int:
@@ -128,6 +129,17 @@ def run_search_bench(n: int = 1_000_000, dim: int = 128, queries: int = 1000, k:
     ann_stats = _build(ann, gallery, bar("hnsw: build", n))
     found, ann_speed = _timed_search(ann, probes, k, bar("hnsw: search", queries))
 
+    sweep = []  # the speed/recall trade-off of the query beam on the same graph
+    default_ef = ann.expansion_search
+    for ef in EF_SWEEP:
+        ann.expansion_search = ef
+        swept, speed = _timed_search(ann, probes, k, bar(f"hnsw: search ef={ef}", queries))
+        sweep.append({"expansion_search": ef, "batch_ms_per_query": speed["batch_ms_per_query"],
+                      "speedup": round(speed["qps"] / exact_speed["qps"], 1),
+                      "recall@1": _recall(swept, truth, slice(None), 1),
+                      "recall@1_mated": _recall(swept, truth, slice(0, mated), 1)})
+    ann.expansion_search = default_ef
+
     raw = 4 * dim
     memory = max(ann_stats["rss_bytes_per_face"], ann_stats["file_bytes_per_face"])
     ann_result: dict[str, Any] = {
@@ -138,6 +150,7 @@ def run_search_bench(n: int = 1_000_000, dim: int = 128, queries: int = 1000, k:
         "recall@1_unmated": _recall(found, truth, slice(mated, None), 1),
         f"recall@{k}": _recall(found, truth, slice(None), k),
         f"recall@{k}_mated": _recall(found, truth, slice(0, mated), k),
+        "ef_sweep": sweep,
     }
     measured = {
         "speedup": round(ann_speed["qps"] / exact_speed["qps"], 1),

@@ -206,100 +206,142 @@ class ExactIndex:
         return index
 
 
-_SCRATCH_KEY = np.uint64(1 << 63)  # above every int64 id, so never a real face
-
-
 class HNSWIndex:
-    """usearch HNSW graph, inner-product metric, vectors stored as float16.
+    """faiss HNSW graph (`IndexHNSWSQ`) over float16 vectors, inner-product metric.
 
-    Scores come from the float16 copies (within ~1e-3 of the float32 inner product). Parameters:
-    `connectivity` (graph degree M), `expansion_add` (build beam), `expansion_search` (query beam,
-    raised to k when k is larger); `threads` 0 means every core.
+    Scores come from the float16 copies (within ~1e-3 of the float32 inner product). faiss graphs
+    are append-only, so `remove` marks the node dead (a bitmap selector keeps it out of every
+    search) and zeroes its stored float16 code at once; `save` rebuilds the graph without dead
+    nodes once they pass a quarter of it, so re-enrolment churn cannot grow it for ever.
+    Parameters: `connectivity` (M, links per node; 2M on the base layer), `expansion_add`
+    (efConstruction) and `expansion_search` (efSearch, raised to k when k is larger).
     """
 
-    def __init__(self, dim: int, *, dtype: str = "f16", connectivity: int = 32,
-                 expansion_add: int = 64, expansion_search: int = 128, threads: int = 0) -> None:
-        from usearch.index import Index  # why lazy: small galleries never need the extension
+    _magic = b"FLHNSW1\n"
 
-        self._index = Index(ndim=dim, metric="ip", dtype=dtype, connectivity=connectivity,
-                            expansion_add=expansion_add, expansion_search=expansion_search)
-        self._threads = threads
+    def __init__(self, dim: int, *, connectivity: int = 32, expansion_add: int = 40,
+                 expansion_search: int = 128) -> None:
+        import faiss  # why lazy: small galleries never need it
+
+        self._index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, connectivity,
+                                        faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = expansion_add
+        self._index.hnsw.efSearch = expansion_search
+        self._labels = np.empty(0, np.int64)  # graph node -> face id, -1 once removed
+        self._row: dict[int, int] = {}
+        self._live_bits: npt.NDArray[np.uint8] | None = None  # selector bitmap; None: stale
 
     @property
     def dim(self) -> int:
-        return int(self._index.ndim)
+        return int(self._index.d)
+
+    @property
+    def expansion_search(self) -> int:
+        return int(self._index.hnsw.efSearch)
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        self._index.hnsw.efSearch = value
 
     @property
     def params(self) -> dict[str, Any]:
-        i = self._index
-        return {"dtype": str(i.dtype), "connectivity": i.connectivity,
-                "expansion_add": i.expansion_add, "expansion_search": i.expansion_search,
-                "simd": i.hardware_acceleration}
+        hnsw = self._index.hnsw
+        return {"backend": "faiss IndexHNSWSQ fp16", "connectivity": hnsw.nb_neighbors(1),
+                "expansion_add": hnsw.efConstruction, "expansion_search": hnsw.efSearch}
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._row)
+
+    def _storage(self) -> Any:
+        import faiss
+
+        return faiss.downcast_index(self._index.storage)
+
+    def _codes(self) -> npt.NDArray[np.uint8]:
+        """Writable view of the stored float16 codes, one row per graph node."""
+        import faiss
+
+        storage = self._storage()
+        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
+        return flat.reshape(-1, storage.code_size)
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         ids_, vecs = _as_batch(ids, vectors, self.dim)
         self.remove(ids_)
-        if len(ids_):
-            self._index.add(ids_.astype(np.uint64), vecs, threads=self._threads)
+        if not len(ids_):
+            return
+        first = self._index.ntotal
+        self._index.add(vecs)
+        self._labels = np.concatenate([self._labels, ids_])
+        self._row.update(zip(ids_.tolist(), range(first, first + len(ids_)), strict=True))
+        self._live_bits = None
 
     def remove(self, ids: npt.ArrayLike) -> int:
-        keys = np.unique(_as_ids(ids)).astype(np.uint64)
-        keys = keys[np.asarray(self._index.contains(keys), bool)] if len(keys) else keys
-        if not len(keys):
-            return 0
-        self._index.remove(keys)
-        # Why: usearch only tombstones a node and keeps its vector bytes, which save() would
-        # write out. Freed slots are reused first, so zero vectors added under scratch keys
-        # overwrite them; the scratch nodes are then tombstoned in turn.
-        scratch = _SCRATCH_KEY + np.arange(len(keys), dtype=np.uint64)
-        self._index.add(scratch, np.zeros((len(keys), self.dim), np.float32), threads=1)
-        self._index.remove(scratch)
-        return len(keys)
+        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        if rows:
+            self._labels[rows] = -1
+            self._codes()[rows] = 0  # why: the erased face's bytes go now, not at a rebuild
+            self._live_bits = None
+        return len(rows)
 
     def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        import faiss
+
         q = _as_queries(queries, self.dim, k)
-        if len(self) == 0:
+        if not self._row:
             return _no_results(len(q), k)
-        beam = self._index.expansion_search
-        self._index.expansion_search = max(beam, k)
-        try:
-            found = self._index.search(q, k, threads=self._threads)
-        finally:
-            self._index.expansion_search = beam
-        scores, ids = _no_results(len(q), k)
-        if len(q) == 1:  # usearch answers a single query with trimmed 1-d arrays
-            n = len(found.keys)
-            scores[0, :n], ids[0, :n] = 1.0 - found.distances, found.keys
-            return scores, ids
-        hit = np.arange(k) < found.counts[:, None]
-        scores[hit], ids[hit] = 1.0 - found.distances[hit], found.keys[hit]
-        return scores, ids
+        params = faiss.SearchParametersHNSW(efSearch=max(self.expansion_search, k))
+        if len(self._row) < len(self._labels):  # dead nodes: let the search skip them
+            if self._live_bits is None:
+                self._live_bits = np.packbits(self._labels >= 0, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(len(self._labels),
+                                                faiss.swig_ptr(self._live_bits))
+        scores, rows = self._index.search(q, k, params=params)
+        hit = rows >= 0
+        return (np.where(hit, scores, -np.inf).astype(np.float32),
+                np.where(hit, self._labels[rows], -1))
 
     def ids(self) -> Ids:
-        return np.asarray(self._index.keys[:], dtype=np.int64)
+        return self._labels[self._labels >= 0]
 
-    def vectors(self, ids: npt.ArrayLike) -> Vectors:
-        """Stored (float16-rounded) vectors of present ids, as float32."""
-        keys = _as_ids(ids).astype(np.uint64)
-        return np.asarray(self._index.get(keys, dtype=np.float32), np.float32).reshape(-1, self.dim)
+    def _rebuild(self) -> None:
+        live = np.flatnonzero(self._labels >= 0)
+        fresh = HNSWIndex(self.dim, connectivity=self._index.hnsw.nb_neighbors(1),
+                          expansion_add=self._index.hnsw.efConstruction,
+                          expansion_search=self.expansion_search)
+        fresh.add(self._labels[live], self._storage().sa_decode(self._codes()[live]))
+        self._index, self._labels, self._row = fresh._index, fresh._labels, fresh._row
+        self._live_bits = None
 
     def save(self, path: Path) -> None:
-        with _atomic(path) as tmp:
-            self._index.save(str(tmp))
+        """A magic line, the node -> id array (.npy), then the faiss index bytes (.npy)."""
+        import faiss
+
+        if len(self._labels) - len(self._row) > len(self._labels) // 4:
+            self._rebuild()
+        blob = faiss.serialize_index(self._index)
+
+        def write(f: BinaryIO) -> None:
+            f.write(self._magic)
+            np.save(f, self._labels, allow_pickle=False)
+            np.save(f, blob, allow_pickle=False)
+
+        _write(path, write)
 
     @classmethod
-    def load(cls, path: Path, *, expansion_search: int = 128, threads: int = 0) -> Self:
-        from usearch.index import Index
+    def load(cls, path: Path) -> Self:
+        import faiss
 
-        restored = Index.restore(str(path))
-        if restored is None:
-            raise ValueError(f"{path} is not a usearch index")
-        restored.expansion_search = expansion_search  # not stored in the file
+        with path.open("rb") as f:
+            if f.read(len(cls._magic)) != cls._magic:
+                raise ValueError(f"{path} is not a facelens HNSW index")
+            labels = np.load(f, allow_pickle=False)
+            blob = np.load(f, allow_pickle=False)
         index = cls.__new__(cls)
-        index._index, index._threads = restored, threads
+        index._index = faiss.deserialize_index(blob)  # already the concrete IndexHNSWSQ
+        index._labels = labels
+        index._row = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
+        index._live_bits = None
         return index
 
 

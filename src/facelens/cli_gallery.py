@@ -1,0 +1,194 @@
+"""`facelens gallery …`, `enroll`, `enroll-folder`, `identify`, `keys rotate`: thin shells over
+facelens.gallery.service.Galleries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
+
+if TYPE_CHECKING:
+    from facelens.gallery.service import ConsentRecord, Galleries
+
+gallery_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and purge galleries.")
+keys_app = typer.Typer(no_args_is_help=True, help="Master key management.")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+Consent = Annotated[str, typer.Option(
+    help="Lawful basis: consent, contract, legal-obligation, vital-interest, public-task, "
+         "legitimate-interest.")]
+RecordedBy = Annotated[str, typer.Option(help="Who recorded the consent.")]
+ConsentDays = Annotated[int | None, typer.Option(help="Consent expires after N days.")]
+
+
+def _galleries() -> Galleries:
+    """Imported on use: detect/verify need not load the database stack."""
+    from facelens.gallery.service import Galleries
+
+    return Galleries()
+
+
+def _consent(basis: str, purpose: str, recorded_by: str, days: int | None) -> ConsentRecord:
+    from facelens.gallery.service import ConsentRecord
+
+    expires = datetime.now(UTC) + timedelta(days=days) if days else None
+    return ConsentRecord(purpose=purpose, legal_basis=basis, recorded_by=recorded_by,
+                         expires_at=expires)
+
+
+@gallery_app.command("create")
+def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door")],
+           embedder: Annotated[str | None, typer.Option(help="Default: settings.")] = None,
+           retention_days: int = 3 * 365, keep_crops: bool = False,
+           as_json: JsonFlag = False) -> None:
+    """Create a gallery."""
+    with errors():
+        g = _galleries().create_gallery(name, purpose, embedder=embedder,
+                                       retention_days=retention_days, keep_crops=keep_crops)
+    emit({"name": g.name, "purpose": g.purpose, "embedder": g.embedder}) if as_json else \
+        out.print(f"created gallery {g.name} ({g.purpose}, {g.embedder})")
+
+
+@gallery_app.command("list")
+def list_(as_json: JsonFlag = False) -> None:
+    """List galleries with their subject counts."""
+    with errors():
+        rows = _galleries().list_galleries()
+    if as_json:
+        emit([{"name": g.name, "purpose": g.purpose, "embedder": g.embedder, "subjects": n}
+              for g, n in rows])
+        return
+    table = Table("gallery", "purpose", "embedder", "subjects", "retention (days)")
+    for g, n in rows:
+        table.add_row(g.name, g.purpose, g.embedder, str(n), str(g.retention_days))
+    out.print(table)
+
+
+@gallery_app.command("show")
+def show(name: str, as_json: JsonFlag = False) -> None:
+    """Subjects of a gallery with their templates, consent and expiry."""
+    with errors():
+        subjects = _galleries().subjects(name)
+    rows = [{"id": s.id, "name": s.display_name, "templates": len(s.templates),
+             "legal_basis": ", ".join(c.legal_basis for c in s.consents),
+             "consent_expires": ", ".join(str(c.expires_at or "never") for c in s.consents),
+             "watch_expires": str(s.watch_expires or "")} for s in subjects]
+    if as_json:
+        emit(rows)
+        return
+    table = Table(*rows[0].keys()) if rows else Table("no subjects")
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    out.print(table)
+
+
+@gallery_app.command("remove")
+def remove(name: str, subject: Annotated[str | None, typer.Option(
+               help="Remove only this subject id (else the whole gallery).")] = None) -> None:
+    """Delete a subject (crypto-shredded) or a whole gallery."""
+    with errors():
+        galleries = _galleries()
+        if subject:
+            galleries.delete_subject(subject)
+        else:
+            galleries.remove_gallery(name)
+    err.print(f"removed {subject or name}")
+
+
+@gallery_app.command("purge")
+def purge(as_json: JsonFlag = False) -> None:
+    """Delete subjects whose consent expired or who were not seen within the retention."""
+    with errors():
+        removed = _galleries().purge()
+    emit({"removed": removed}) if as_json else out.print(f"purged {len(removed)} subject(s)")
+
+
+def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "consent",
+           purpose: Annotated[str, typer.Option(help="Purpose the consent covers.")] = "",
+           recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
+           external_id: str | None = None,
+           watch_reason: Annotated[str | None, typer.Option(help="Watchlists only.")] = None,
+           watch_days: Annotated[int | None, typer.Option(help="Watchlists only.")] = None,
+           as_json: JsonFlag = False) -> None:
+    """Enrol one person from one or more photos (refused without a lawful basis)."""
+    with errors():
+        galleries = _galleries()
+        g = galleries.gallery(gallery)
+        report = galleries.enroll(
+            gallery, name, list(images),
+            consent=_consent(consent, purpose or g.purpose, recorded_by, consent_days),
+            external_id=external_id, watch_reason=watch_reason,
+            watch_expires=datetime.now(UTC) + timedelta(days=watch_days) if watch_days else None)
+    result = {"subject_id": report.subject_id, "name": name, "templates": report.templates,
+              "skipped": [{"image": i, "reason": r} for i, r in report.skipped]}
+    emit(result) if as_json else out.print(result)
+
+
+def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
+                  recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
+                  as_json: JsonFlag = False) -> None:
+    """Enrol every sub-folder of FOLDER as one person (its name = the folder's name)."""
+    people = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not people:
+        err.print(f"error: {folder} has no sub-folders (one per person)")
+        raise typer.Exit(2)
+    enrolled, skipped = [], []
+    with errors(), progress() as start:
+        galleries = _galleries()
+        g = galleries.gallery(gallery)
+        advance = start(f"enrolling into {gallery}", len(people))
+        for person in people:
+            images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                report = galleries.enroll(gallery, person.name, list(images), consent=_consent(
+                    consent, g.purpose, recorded_by, consent_days))
+                enrolled.append({"name": person.name, "subject_id": report.subject_id,
+                                 "templates": report.templates})
+                skipped += [{"image": i, "reason": r} for i, r in report.skipped]
+            except Exception as e:  # one bad person must not stop the folder
+                skipped.append({"image": str(person), "reason": str(e)})
+            advance(1)
+    result = {"enrolled": enrolled, "skipped": skipped}
+    if as_json:
+        emit(result)
+        return
+    out.print(f"enrolled {len(enrolled)} of {len(people)} people")
+    for s in skipped:
+        out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
+
+
+def identify(gallery: str, image: Path,
+             far: Annotated[float, typer.Option(
+                 help="Chance per searched face that someone not enrolled is named.")] = 1e-3,
+             top_k: int = 5, as_json: JsonFlag = False) -> None:
+    """Who is in IMAGE? Candidates above the open-set threshold, or unknown. Exit 1 if no
+    face is identified."""
+    with errors():
+        results = _galleries().identify(gallery, image, far=far, top_k=top_k)
+    rows = [{"box": [round(float(v)) for v in r.face.box],
+             "result": "unknown" if r.unknown else r.candidates[0].name,
+             "candidates": [{"subject_id": c.subject_id, "name": c.name,
+                             "score": round(c.score, 4)} for c in r.candidates],
+             "decision": r.decision} for r in results]
+    if as_json:
+        emit({"image": str(image), "faces": rows})
+    else:
+        for r in rows:
+            out.print(f"{r['box']}: [bold]{r['result']}[/bold]  ({r['decision']})")
+        if not rows:
+            out.print("no face found")
+    if not any(not r.unknown for r in results):
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def rotate() -> None:
+    """Re-wrap every subject's key under a new master key (crash-safe)."""
+    with errors():
+        new_id = _galleries().rotate_master_key()
+    out.print(f"master key rotated; new key id {new_id}")
