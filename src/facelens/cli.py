@@ -165,6 +165,27 @@ def eval_lfw(root: Path,
     out.print(lfw_table(report))
 
 
+@eval_app.command("identify")
+def eval_identify(root: Path,
+                  embedder: Annotated[str, typer.Option(help="Which embedding to search.")]
+                  = "fusion",
+                  workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
+                  cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
+                  = Path("out/eval"),
+                  json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
+                  = None) -> None:
+    """Open-set 1:N identification on an LFW-layout folder: rank-1, FNIR at FPIR."""
+    from facelens.eval.identify_eval import evaluate_identification
+
+    with errors(), progress() as start:
+        report = evaluate_identification(root, embedder=embedder, workers=workers, cache=cache,
+                                         progress=start)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report)
+
+
 def lfw_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"{report['root']}: {report['images']} images, "
                         f"{report['faces_not_found']} without a face")
@@ -181,22 +202,47 @@ def lfw_table(report: dict[str, Any]) -> Table:
     return table
 
 
-@app.command()
-def bench(images: Annotated[Path | None, typer.Argument(
+bench_app = typer.Typer(invoke_without_command=True,
+                        help="Speed benchmarks (JSON); ratios against baselines in the same run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback()
+def bench(ctx: typer.Context,
+          images: Annotated[Path | None, typer.Option(
               help="Folder of images (default: lfw-dev sample if present, else fixtures).")]
           = None,
           count: Annotated[int, typer.Option(help="Images to time.")] = 60,
           peer: Annotated[bool, typer.Option(help="Time face_recognition too.")] = True,
           json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")] = None
           ) -> None:
-    """Median ms per stage, engine overhead over raw model time, throughput vs the peer."""
+    """Engine: median ms per stage, overhead over raw model time, verify throughput vs peer."""
+    if ctx.invoked_subcommand:
+        return
     from facelens.eval.bench import run_bench
 
     with errors(), progress() as start:
         report = run_bench(images, count=count, peer=peer, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    _write_json(report, json_out)
+
+
+@bench_app.command("search")
+def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.")] = 1_000_000,
+                 dim: int = 128, queries: int = 1000,
+                 json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                 = None) -> None:
+    """Vector search on synthetic unit vectors: ANN vs numpy brute force, recall, memory."""
+    from facelens.eval.search_bench import run_search_bench
+
+    with errors(), progress() as start:
+        report = run_search_bench(n=n, dim=dim, queries=queries, progress=start)
+    _write_json(report, json_out)
+
+
+def _write_json(report: dict[str, Any], target: Path | None) -> None:
+    if target:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(report, indent=1) + "\n")
     emit(report)
 
 

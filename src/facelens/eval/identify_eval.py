@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from facelens.eval.lfw import build_protocol, facelens_features, stack
+from facelens.eval.lfw import build_protocol, facelens_features, fuse, stack
 from facelens.eval.lfw_report import Progress, _cached
 from facelens.matching.open_set import per_comparison_far, threshold_for_far
+from facelens.matching.operating_points import calibration
 
 FPIRS = (1e-2, 1e-3)
 
@@ -54,7 +55,12 @@ def evaluate_identification(root: Path, *, embedder: str = "sface-flip", workers
                             seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
     feats = _cached("facelens", facelens_features, proto.files, cache, workers, progress)
-    emb = stack([feats[f] for f in proto.files], embedder, 128)
+    rows = [feats[f] for f in proto.files]
+    if embedder == "fusion":
+        weight = float(calibration()["fusion_weight"])
+        emb = fuse(stack(rows, "sface-flip", 128), stack(rows, "dlib", 128), weight)
+    else:
+        emb = stack(rows, embedder, 128)
     labels = proto.labels
     counts = np.bincount(labels)
     first = np.r_[True, labels[1:] != labels[:-1]]

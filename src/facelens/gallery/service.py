@@ -216,10 +216,10 @@ class Galleries:
                                 _context(subject_id, "template"))))
             s.add(subject)
             s.flush()
-            ids = np.array([t.id for t in subject.templates], np.int64)
+            index_id = min(t.id for t in subject.templates)
         with self._lock:
             index = self._index(gallery)
-            index.add(ids, np.stack(vectors))
+            index.add(np.array([index_id], np.int64), _centroid(vectors)[None])
             self._save_index(gallery, index)
         return EnrolReport(subject_id, name, len(vectors), skipped)
 
@@ -264,7 +264,7 @@ class Galleries:
         best: dict[str, Candidate] = {}
         for score, template_id in zip(scores[keep], ids[keep], strict=True):
             subject = rows.get(int(template_id))
-            if subject is None or subject.id in best:  # max over a subject's templates
+            if subject is None or subject.id in best:
                 continue
             if self._rejected(s, subject, face):
                 continue
@@ -387,17 +387,21 @@ class Galleries:
             pending.unlink()
 
     # ------------------------------------------------------------------ the index cache
-    def _decrypted_templates(self, gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
+    def _decrypted_centroids(self, gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
+        """One vector per subject (the normalised mean of its templates), keyed by the
+        subject's first template id."""
         ids, vectors = [], []
         with self.sessions() as s:
             for subject in s.scalars(sa.select(Subject).where(Subject.gallery_id == gallery.id)
                                      .options(selectinload(Subject.templates))):
+                templates = [t for t in subject.templates if t.embedder == gallery.embedder]
+                if not templates:
+                    continue
                 data_key = self.master.unwrap(subject.wrapped_key, subject.id)
-                for t in subject.templates:
-                    if t.embedder == gallery.embedder:
-                        ids.append(t.id)
-                        vectors.append(np.frombuffer(unseal(data_key, t.vector, _context(
-                            subject.id, "template")), np.float32))
+                ids.append(min(t.id for t in templates))
+                vectors.append(_centroid([np.frombuffer(unseal(
+                    data_key, t.vector, _context(subject.id, "template")), np.float32)
+                    for t in templates]))
         dim = DIMS[gallery.embedder]
         return (np.array(ids, np.int64),
                 np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
@@ -411,11 +415,12 @@ class Galleries:
         dim = DIMS[gallery.embedder]
         index = index_store.load(self.index_dir, gallery.id, key, dim)
         with self.sessions() as s:
-            truth = set(s.scalars(sa.select(Template.id).join(Subject)
+            truth = set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
                                   .where(Subject.gallery_id == gallery.id,
-                                         Template.embedder == gallery.embedder)))
+                                         Template.embedder == gallery.embedder)
+                                  .group_by(Template.subject_id)))
         if index is None or set(index.ids().tolist()) != truth:
-            ids, vectors = self._decrypted_templates(gallery)
+            ids, vectors = self._decrypted_centroids(gallery)
             index = AutoIndex(dim)
             if len(ids):
                 index.add(ids, vectors)
@@ -425,6 +430,13 @@ class Galleries:
 
     def _save_index(self, gallery: Gallery, index: AutoIndex) -> None:
         index_store.save(self.index_dir, gallery.id, self.master.derive("index"), index)
+
+
+def _centroid(vectors: list[np.ndarray]) -> np.ndarray:
+    """A subject's search vector: the normalised mean of its templates. Measured on lfw-dev
+    (2 templates per person, docs/decisions.md) it beats max-over-templates on FNIR."""
+    mean = np.mean(np.stack(vectors).astype(np.float32), axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
 def _aware(moment: datetime) -> datetime:
