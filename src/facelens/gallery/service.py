@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
@@ -172,11 +173,12 @@ class Galleries:
         if gallery.is_watchlist and (not watch_reason or watch_expires is None):
             raise GalleryError(f"gallery {gallery_name!r} is a watchlist: every entry needs "
                                "a reason and an expiry")
-        vectors, qualities, skipped = [], [], []
-        for image in images:
-            label = str(image) if isinstance(image, (str, Path)) else f"image {len(skipped)}"
+        vectors, qualities, crops, skipped = [], [], [], []
+        for number, image in enumerate(images):
+            label = str(image) if isinstance(image, (str, Path)) else f"image {number}"
             try:
-                faces = api.embed(image, embedder=gallery.embedder, second_chance=True)
+                rgb = load_image(image)
+                faces = api.embed(rgb, embedder=gallery.embedder, second_chance=True)
             except FacelensError as e:
                 skipped.append((label, str(e)))
                 continue
@@ -193,6 +195,7 @@ class Galleries:
                 assert face.embedding is not None and face.quality is not None
                 vectors.append(face.embedding)
                 qualities.append(face.quality.score)
+                crops.append(enrolment_crop(rgb, face) if gallery.keep_crops else None)
         if not vectors:
             reasons = "; ".join(f"{img}: {why}" for img, why in skipped) or "no images"
             raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
@@ -209,11 +212,12 @@ class Galleries:
                 purpose=consent.purpose, legal_basis=consent.legal_basis,
                 recorded_by=consent.recorded_by, expires_at=consent.expires_at,
                 granted_at=consent.granted_at or utcnow()))
-            for vector, quality in zip(vectors, qualities, strict=True):
+            for vector, quality, crop in zip(vectors, qualities, crops, strict=True):
                 subject.templates.append(Template(
                     embedder=gallery.embedder, quality=quality,
                     vector=seal(data_key, np.asarray(vector, np.float32).tobytes(),
-                                _context(subject_id, "template"))))
+                                _context(subject_id, "template")),
+                    crop=seal(data_key, crop, _context(subject_id, "crop")) if crop else None))
             s.add(subject)
             s.flush()
             index_id = min(t.id for t in subject.templates)
@@ -344,9 +348,36 @@ class Galleries:
         with self._lock:
             self._indexes.pop(gallery.id, None)
         stale = [subject for subject in self.subjects(gallery_name)
-                 if not any(t.embedder == embedder for t in subject.templates)]
+                 if not any(t.embedder == embedder for t in subject.templates)
+                 and not self._reembed_from_crops(subject, embedder)]
         self._index(self.gallery(gallery_name))
         return stale
+
+    def _reembed_from_crops(self, subject: Subject, embedder: str) -> bool:
+        """New templates from the subject's kept enrolment crops; False if none worked."""
+        from facelens import api
+
+        crops = [t.crop for t in subject.templates if t.crop]
+        if not crops:
+            return False
+        data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+        added = []
+        for blob in crops:
+            crop = unseal(data_key, blob, _context(subject.id, "crop"))
+            faces = api.embed(crop, embedder=embedder, second_chance=True)
+            if faces:
+                face = api.main_face(faces)
+                assert face.embedding is not None
+                added.append(Template(
+                    embedder=embedder, quality=face.quality.score if face.quality else 0.0,
+                    vector=seal(data_key, face.embedding.astype(np.float32).tobytes(),
+                                _context(subject.id, "template")), crop=blob))
+        if added:
+            with self.sessions.begin() as s:
+                for template in added:
+                    template.subject_id = subject.id
+                    s.add(template)
+        return bool(added)
 
     def rotate_master_key(self) -> str:
         """Re-wrap every subject's data key under a new master key; returns the new key id.
@@ -430,6 +461,25 @@ class Galleries:
 
     def _save_index(self, gallery: Gallery, index: AutoIndex) -> None:
         index_store.save(self.index_dir, gallery.id, self.master.derive("index"), index)
+
+
+def enrolment_crop(rgb: np.ndarray, face: Face) -> bytes:
+    """The face with a wide margin (so another detector can find it again), at most 320 px,
+    as PNG bytes: what a gallery that keeps crops re-embeds from when its model changes."""
+    x1, y1, x2, y2 = face.box
+    margin = 0.6 * max(x2 - x1, y2 - y1)
+    h, w = rgb.shape[:2]
+    left, top = int(max(x1 - margin, 0)), int(max(y1 - margin, 0))
+    right, bottom = int(min(x2 + margin, w)), int(min(y2 + margin, h))
+    crop = rgb[top:bottom, left:right]
+    scale = min(1.0, 320 / max(crop.shape[:2]))
+    if scale < 1:
+        crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(crop[:, :, ::-1]))
+    if not ok:
+        raise GalleryError("could not encode the enrolment crop")
+    return png.tobytes()
 
 
 def _centroid(vectors: list[np.ndarray]) -> np.ndarray:

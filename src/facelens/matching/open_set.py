@@ -42,7 +42,7 @@ class Threshold:
 
     def describe(self, embedder: str, gallery_size: int, fpir: float) -> str:
         how = "extrapolated from the lfw-dev tail" if self.extrapolated else "lfw-dev"
-        return (f"{embedder}: FPIR {fpir:g} over {gallery_size:,} templates → per-comparison "
+        return (f"{embedder}: FPIR {fpir:g} over {gallery_size:,} subjects → per-comparison "
                 f"FAR {self.far:.2e} → threshold {self.value:.4f} ({how})")
 
 
