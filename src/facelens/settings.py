@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; default: SQLite at data_dir/facelens.db. PostgreSQL works unchanged,
     e.g. postgresql+psycopg://user@127.0.0.1:5432/facelens."""
+    milvus_uri: str | None = None
+    """Search galleries in Milvus instead of the embedded index: a server URL
+    (http://host:19530) or a milvus-lite file path. Needs `pip install facelens[milvus]`."""
     detector: Detector = "yunet"
     embedder: Embedder = "fusion"
     """The default is the most accurate on lfw-dev at FAR 1e-3 and 1e-4 (see README)."""

@@ -33,7 +33,7 @@ from facelens.gallery.crypto import (
     write_key_file,
 )
 from facelens.gallery.db import checkpoint, database_url, open_engine, session_factory
-from facelens.gallery.index import AutoIndex
+from facelens.gallery.index import AutoIndex, MilvusIndex, VectorIndex
 from facelens.gallery.models import Consent, Gallery, NegativeExample, Subject, Template, utcnow
 from facelens.matching.open_set import per_comparison_far, threshold_for_far
 from facelens.matching.operating_points import operating_point
@@ -103,7 +103,7 @@ class Galleries:
         self.master: MasterKey = load_master_key(self.key_file)
         self._finish_rotation()
         self.index_dir = data_dir / "index"
-        self._indexes: dict[int, AutoIndex] = {}
+        self._indexes: dict[int, VectorIndex] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ galleries
@@ -399,7 +399,8 @@ class Galleries:
         self.master = new
         with self._lock:
             for gallery_id, index in self._indexes.items():
-                index_store.save(self.index_dir, gallery_id, new.derive("index"), index)
+                if isinstance(index, AutoIndex):
+                    index_store.save(self.index_dir, gallery_id, new.derive("index"), index)
         checkpoint(self.engine)
         return new.id
 
@@ -437,14 +438,17 @@ class Galleries:
         return (np.array(ids, np.int64),
                 np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
 
-    def _index(self, gallery: Gallery) -> AutoIndex:
-        """The gallery's index: from memory, else from its encrypted file, checked against the
-        database and rebuilt from the templates when they disagree."""
+    def _index(self, gallery: Gallery) -> VectorIndex:
+        """The gallery's index: from memory, else from Milvus or its encrypted file, checked
+        against the database and rebuilt from the templates when they disagree."""
         if gallery.id in self._indexes:
             return self._indexes[gallery.id]
-        key = self.master.derive("index")
         dim = DIMS[gallery.embedder]
-        index = index_store.load(self.index_dir, gallery.id, key, dim)
+        index: VectorIndex | None
+        if self.settings.milvus_uri:
+            index = MilvusIndex(dim, self.settings.milvus_uri, _milvus_collection(gallery))
+        else:
+            index = index_store.load(self.index_dir, gallery.id, self.master.derive("index"), dim)
         with self.sessions() as s:
             truth = set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
                                   .where(Subject.gallery_id == gallery.id,
@@ -452,15 +456,22 @@ class Galleries:
                                   .group_by(Template.subject_id)))
         if index is None or set(index.ids().tolist()) != truth:
             ids, vectors = self._decrypted_centroids(gallery)
-            index = AutoIndex(dim)
+            if isinstance(index, MilvusIndex):
+                index.remove(index.ids())
+            else:
+                index = AutoIndex(dim)
             if len(ids):
                 index.add(ids, vectors)
             self._save_index(gallery, index)
         self._indexes[gallery.id] = index
         return index
 
-    def _save_index(self, gallery: Gallery, index: AutoIndex) -> None:
-        index_store.save(self.index_dir, gallery.id, self.master.derive("index"), index)
+    def _save_index(self, gallery: Gallery, index: VectorIndex) -> None:
+        if isinstance(index, AutoIndex):
+            index_store.save(self.index_dir, gallery.id, self.master.derive("index"), index)
+        else:  # Milvus keeps the vectors; saving purges deleted rows from its files
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            index.save(self.index_dir / f"gallery-{gallery.id}.milvus.json")
 
 
 def enrolment_crop(rgb: np.ndarray, face: Face) -> bytes:
@@ -487,6 +498,10 @@ def _centroid(vectors: list[np.ndarray]) -> np.ndarray:
     (2 templates per person, docs/decisions.md) it beats max-over-templates on FNIR."""
     mean = np.mean(np.stack(vectors).astype(np.float32), axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def _milvus_collection(gallery: Gallery) -> str:
+    return f"facelens_g{gallery.id}_{gallery.embedder.replace('-', '_')}"
 
 
 def _aware(moment: datetime) -> datetime:
