@@ -16,6 +16,7 @@ import base64
 import hashlib
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -35,13 +36,14 @@ import sqlalchemy as sa
 from PIL import Image
 
 import facelens
-from facelens.errors import FacelensError, NoFaceError
+from facelens.errors import NoFaceError
 from facelens.gallery import index_store
 from facelens.gallery.crypto import (
     ENV_KEY,
     MasterKey,
     MasterKeyError,
     new_data_key,
+    seal,
     unseal,
     write_key_file,
 )
@@ -266,11 +268,13 @@ def test_unusable_images_are_skipped_with_the_reason(opened: Callable[..., Galle
     g = opened(tmp_path / "data")
     g.create_gallery("door", "staff-door", embedder="sface-flip")
 
-    report = g.enroll("door", "obama", [no_face, fixtures_dir / "obama2.jpg", turned, two],
-                      consent=CONSENT)
+    suit_pixels = np.asarray(Image.open(no_face))  # an in-memory image is named by position
+    report = g.enroll("door", "obama", [no_face, fixtures_dir / "obama2.jpg", turned, two,
+                                        suit_pixels], consent=CONSENT)
     assert report.templates == 1
     reasons = dict(report.skipped)
-    assert set(reasons) == {str(no_face), str(turned), str(two)}
+    assert set(reasons) == {str(no_face), str(turned), str(two), "image 4"}
+    assert reasons["image 4"] == "no face found"
     assert reasons[str(no_face)] == "no face found"
     assert reasons[str(turned)].startswith("poor face: ") and "turned away" in reasons[str(turned)]
     assert reasons[str(two)].startswith("2 faces")
@@ -335,8 +339,8 @@ def test_delete_subject_leaves_no_trace(opened: Callable[..., Galleries], copy_d
             secrets_ += [(f"{gallery} sealed template {t.id}", t.vector)
                          for t in subject.templates]
             first = min(t.id for t in subject.templates)
-            vectors |= {k: v for k, v in plaintexts(g, gallery).items()
-                        if k.startswith(f"{gallery}/obama/") or k == f"{gallery}/index vector {first}"}
+            mine = (f"{gallery}/obama/", f"{gallery}/index vector {first}")
+            vectors |= {k: v for k, v in plaintexts(g, gallery).items() if k.startswith(mine)}
     assert len(vectors) == 4, vectors.keys()  # per gallery: the template and the index vector
     before = data_files(copy_dir)
     for label, blob in secrets_:  # the control: before the deletion they are on disk
@@ -422,11 +426,12 @@ def test_kill_9_mid_enrolment_leaves_no_half_enrolled_subject(
             proc = subprocess.Popen([sys.executable, "-u", "-c", CHILD, str(data_dir),
                                      str(round_), *images],
                                     stdout=subprocess.PIPE, stderr=err, bufsize=0)
+        seen: list[str] = []
         try:
-            _read_until(proc, "ready", 120, stderr)
+            seen += _read_until(proc, "ready", 120, stderr)
             if marker != "ready":
                 for _ in range(round_):  # round 1 waits for 1 commit, round 2 for 2
-                    _read_until(proc, marker, 60, stderr)
+                    seen += _read_until(proc, marker, 60, stderr)
             time.sleep(delay)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -436,9 +441,9 @@ def test_kill_9_mid_enrolment_leaves_no_half_enrolled_subject(
                 proc.wait()
         assert proc.returncode == -signal.SIGKILL, stderr.read_text()[-2000:]
         assert proc.stdout is not None
-        rest = proc.stdout.read().decode().split("\n")
+        seen += proc.stdout.read().decode().split("\n")
         proc.stdout.close()
-        committed += [line.split()[1] for line in rest if line.startswith("committed")]
+        committed += [line.split()[1] for line in seen if line.startswith("committed")]
 
         where = f"round {round_}, killed {delay:.3f} s after {marker!r}"
         g = opened(data_dir)
@@ -538,7 +543,7 @@ def test_identify_names_enrolled_people_and_leaves_others_unknown(enrolled: Enro
     assert obama2.candidates[0].score > threshold.value
     for r in (obama2, *strangers):
         assert "FPIR 0.001" in r.decision, r.decision
-        assert "over 2 templates" in r.decision, r.decision
+        assert re.search(r"\bover 2 (subjects|templates)\b", r.decision), r.decision
         assert f"threshold {threshold.value:.4f}" in r.decision, r.decision
         assert r.decision.startswith("fusion:"), r.decision
 
@@ -565,9 +570,6 @@ def test_not_this_person_removes_a_false_candidate(opened: Callable[..., Galleri
         g.not_this_person(str(uuid.uuid4()), face.face)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: a negative example rejects every probe within "
-                   "the FAR-1e-3 threshold of it, so rejecting obama2.jpg for obama also rejects "
-                   "obama.jpg, the enrolment photo itself (service.Galleries._rejected)")
 def test_not_this_person_on_a_true_match_spares_the_subjects_other_photos(
         opened: Callable[..., Galleries], copy_dir: Path, fixtures_dir: Path) -> None:
     g = opened(copy_dir)
@@ -614,9 +616,22 @@ def test_rotate_master_key(opened: Callable[..., Galleries], copy_dir: Path,
 
     reopened = opened(copy_dir)
     assert reopened.master.id == new_id
-    for gallery in GALLERIES:  # the index files were re-sealed under the new key, not rebuilt
-        assert index_file_ids(reopened, gallery) == db_index_ids(reopened, gallery)
+    # flip's index (in memory at the rotation) was re-sealed under the new key, not rebuilt.
+    assert index_file_ids(reopened, "flip") == db_index_ids(reopened, "flip")
     assert _results(reopened.identify("flip", probe)) == before
+
+
+def test_rotation_leaves_no_index_file_under_the_old_key(opened: Callable[..., Galleries],
+                                                         copy_dir: Path) -> None:
+    g = opened(copy_dir)  # nothing loaded yet: a fresh process running `facelens keys rotate`
+    old = g.master
+    g.rotate_master_key()
+    readable_with_old = []
+    for gallery in GALLERIES:
+        gid = g.gallery(gallery).id
+        if index_store.load(g.index_dir, gid, old.derive("index"), DIMS[GALLERIES[gallery]]):
+            readable_with_old.append(gallery)
+    assert readable_with_old == []
 
 
 def test_crash_before_rewrap_keeps_the_old_key(opened: Callable[..., Galleries], copy_dir: Path,
@@ -656,38 +671,25 @@ def test_crash_after_rewrap_adopts_the_new_key(opened: Callable[..., Galleries],
     assert index_file_ids(g, "flip") == db_index_ids(g, "flip")
 
 
-def test_wrong_master_key_is_a_clean_error_and_changes_nothing(
+def test_wrong_master_key_is_refused_at_open_and_changes_nothing(
         opened: Callable[..., Galleries], copy_dir: Path, fixtures_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(copy_dir)
     monkeypatch.setenv(ENV_KEY, base64.b64encode(new_data_key()).decode())
-    g = opened(copy_dir)  # opening does not check the key: the first decryption does
-    with pytest.raises(FacelensError) as caught:
-        g.identify("flip", fixtures_dir / "obama2.jpg")
-    assert type(caught.value) is MasterKeyError
-    assert "wrong master key" in str(caught.value) and "\n" not in str(caught.value)
-    with pytest.raises(MasterKeyError):
-        g.not_this_person(subject_id(g, "flip", "obama"),
-                          facelens.embed(fixtures_dir / "obama2.jpg", embedder="sface-flip")[0])
-    with pytest.raises(GalleryError, match=ENV_KEY):
-        g.rotate_master_key()
-    g.engine.dispose()
+    with pytest.raises(MasterKeyError) as caught:  # checked at open: nothing can be enrolled
+        open_galleries(copy_dir)
+    assert "does not match" in str(caught.value) and "\n" not in str(caught.value)
     assert snapshot(copy_dir) == before
-
-
-@pytest.mark.xfail(strict=True, reason="src bug: with a wrong master key enroll() commits the "
-                   "subject (wrapped under the wrong key) and only then fails rebuilding the "
-                   "index, so the gallery no longer opens with the right key either")
-def test_wrong_master_key_cannot_enrol(opened: Callable[..., Galleries], copy_dir: Path,
-                                       fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_KEY, base64.b64encode(new_data_key()).decode())
-    g = opened(copy_dir)
-    with pytest.raises(MasterKeyError):
-        g.enroll("flip", "intruder", [fixtures_dir / "obama2.jpg"], consent=CONSENT)
-    assert subject_count(g) == 4
     monkeypatch.delenv(ENV_KEY)
     (face,) = opened(copy_dir).identify("flip", fixtures_dir / "obama2.jpg")
     assert names(face) == ["obama"]
+
+
+def test_missing_key_file_for_existing_data_is_refused(copy_dir: Path) -> None:
+    (copy_dir / "master.key").unlink()
+    with pytest.raises(MasterKeyError):
+        open_galleries(copy_dir).engine.dispose()
+    assert not (copy_dir / "master.key").exists()
 
 
 # --------------------------------------------------------------------------- 9. key file mode
@@ -751,9 +753,6 @@ def test_purge_removes_expired_and_stale_subjects_only(opened: Callable[..., Gal
     assert g.purge() == []
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: identify() never updates Subject.last_seen_at, "
-                   "so purge() deletes people retention_days after enrolment however often "
-                   "they are seen")
 def test_identify_marks_the_subject_seen(opened: Callable[..., Galleries], copy_dir: Path,
                                          fixtures_dir: Path) -> None:
     g = opened(copy_dir)
@@ -779,12 +778,40 @@ def test_change_embedder_asks_everyone_to_re_enrol(opened: Callable[..., Galleri
     assert g.gallery("flip").embedder == "sface"
     (face,) = g.identify("flip", fixtures_dir / "obama.jpg")
     assert face.unknown
-    assert face.decision.startswith("sface:") and "over 0 templates" in face.decision
+    assert face.decision.startswith("sface:")
+    assert re.search(r"\bover 0 (subjects|templates)\b", face.decision), face.decision
     assert index_file_ids(g, "flip") == db_index_ids(g, "flip") == set()
     # The old templates stay (re-enrolment replaces them); the other gallery is untouched.
     assert all(len(s.templates) == 1 for s in g.subjects("flip"))
     (other,) = g.identify("fusion", fixtures_dir / "obama.jpg")
     assert names(other) == ["obama"]
+
+
+def test_change_embedder_re_embeds_from_kept_crops(opened: Callable[..., Galleries],
+                                                   tmp_path: Path, fixtures_dir: Path) -> None:
+    data_dir = tmp_path / "data"
+    g = opened(data_dir)
+    g.create_gallery("crops", "staff-door", embedder="sface-flip", keep_crops=True)
+    obama = g.enroll("crops", "obama", [fixtures_dir / "obama.jpg"], consent=CONSENT).subject_id
+    with g.sessions() as s:
+        subject = s.get(Subject, obama)
+        assert subject is not None
+        (template,) = subject.templates
+        assert template.crop is not None
+        png = unseal(g.master.unwrap(subject.wrapped_key, obama), template.crop,
+                     f"crop:{obama}".encode())
+    assert png.startswith(b"\x89PNG")
+    runs = [png[i:i + 64] for i in range(0, len(png) - 64, 64)]
+    files = data_files(data_dir)
+    assert not [r for r in runs if any(r in data for data in files.values())], \
+        "plaintext crop bytes on disk"
+
+    assert g.change_embedder("crops", "sface") == []
+    assert sorted(t.embedder for t in g.subjects("crops")[0].templates) == [
+        "sface", "sface-flip"]
+    (face,) = g.identify("crops", fixtures_dir / "obama2.jpg")
+    assert names(face) == ["obama"] and face.decision.startswith("sface:")
+    assert index_file_ids(g, "crops") == db_index_ids(g, "crops")
 
 
 # --------------------------------------------------------------------------- 12. index cache
@@ -819,16 +846,52 @@ def test_index_follows_rows_changed_behind_its_back(opened: Callable[..., Galler
     g = opened(copy_dir)
     obama, biden = subject_id(g, "flip", "obama"), subject_id(g, "flip", "biden")
     before = index_file_ids(g, "flip")
-    with g.sessions.begin() as s:  # tamper: drop biden's template, duplicate obama's
+    assert before == db_index_ids(g, "flip") and len(before) == 2
+    copy_id = str(uuid.uuid4())
+    with g.sessions.begin() as s:  # tamper: a copy of obama appears, biden's template goes
+        source = s.get(Subject, obama)
+        assert source is not None
+        (template,) = source.templates
+        plain = unseal(g.master.unwrap(source.wrapped_key, obama), template.vector,
+                       f"template:{obama}".encode())
+        data_key = new_data_key()
+        twin = Subject(id=copy_id, gallery_id=source.gallery_id, display_name="obama-copy",
+                       attributes={}, wrapped_key=g.master.wrap(data_key, copy_id),
+                       key_id=g.master.id)
+        twin.consents.append(Consent(purpose="staff-door", legal_basis="consent",
+                                     recorded_by="test-suite"))
+        twin.templates.append(Template(embedder="sface-flip", quality=template.quality,
+                                       vector=seal(data_key, plain,
+                                                   f"template:{copy_id}".encode())))
+        s.add(twin)
+        s.flush()  # the twin's id is taken before biden's row goes: no id reuse here
         s.execute(sa.delete(Template).where(Template.subject_id == biden))
-        (original,) = s.scalars(sa.select(Template).where(Template.subject_id == obama))
-        s.add(Template(subject_id=obama, embedder=original.embedder, quality=original.quality,
-                       vector=original.vector))
     g.engine.dispose()
 
     g = opened(copy_dir)
     truth = db_index_ids(g, "flip")
     assert truth != before and len(truth) == 2
-    results = g.identify("flip", fixtures_dir / "two_people.jpg")
-    assert sorted(n for r in results for n in names(r)) == ["obama"]
+    faces = g.identify("flip", fixtures_dir / "two_people.jpg")
+    assert sorted(tuple(sorted(names(r))) for r in faces) == [(), ("obama", "obama-copy")]
     assert index_file_ids(g, "flip") == truth
+
+
+def test_two_processes_on_one_data_dir_never_confuse_people(
+        opened: Callable[..., Galleries], copy_dir: Path, fixtures_dir: Path) -> None:
+    server = opened(copy_dir)  # e.g. an API server, index in memory
+    two_people = fixtures_dir / "two_people.jpg"
+    assert sorted(names(r)[0] for r in server.identify("flip", two_people)) == ["biden", "obama"]
+    cli = opened(copy_dir)  # meanwhile `facelens gallery remove` and `facelens enroll`
+    biden = subject_id(cli, "flip", "biden")
+    with cli.sessions() as s:
+        biden_template = s.scalar(sa.select(Template.id).where(Template.subject_id == biden))
+    cli.delete_subject(biden)
+    carol = cli.enroll("flip", "carol", [fixtures_dir / "obama2.jpg"], consent=CONSENT)
+    with cli.sessions() as s:
+        reused = s.scalar(sa.select(Template.id).where(Template.subject_id == carol.subject_id))
+    assert reused > biden_template  # ids are never reused (AUTOINCREMENT)
+
+    found = {tuple(sorted(names(r))) for r in server.identify("flip", two_people)}
+    # biden's face is unknown now; carol was enrolled from an obama photo, so she may
+    # only ever stand next to obama, never on biden's face
+    assert found == {("carol", "obama"), ()}, found

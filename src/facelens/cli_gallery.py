@@ -94,7 +94,7 @@ def remove(name: str, subject: Annotated[str | None, typer.Option(
     with errors():
         galleries = _galleries()
         if subject:
-            galleries.delete_subject(subject)
+            galleries.delete_subject(subject, name)
         else:
             galleries.remove_gallery(name)
     err.print(f"removed {subject or name}")

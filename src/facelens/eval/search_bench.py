@@ -14,24 +14,29 @@ built, next to its file size per face, against the raw float32 vector (4·dim by
 from __future__ import annotations
 
 import gc
+import json
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from facelens.gallery.index import ExactIndex, HNSWIndex, VectorIndex
 
 Progress = Callable[[str, int], Callable[[int], None]]
+Data = Literal["face-like", "uniform"]
 TARGETS = {"speedup": 100.0, "recall@1_mated": 0.99, "memory_ratio": 1.6}
 MATED_SHARE = 0.8
 MATED_COSINE = 0.7
 _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and memory stays flat
 _SINGLE_QUERIES = 30  # probes timed one at a time for the latency figures
 EF_SWEEP = (32, 64, 256, 512)
+_SPECTRUM = "embedding_spectrum.json"
 
 
 def _rss() -> int:
@@ -42,26 +47,55 @@ def _rss() -> int:
     return 0
 
 
-def _unit(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
-    v = rng.standard_normal((rows, dim), dtype=np.float32)
+def measure_spectrum(cache: Path, embedder: str = "sface-flip") -> dict[str, Any]:
+    """Covariance eigenvalues (descending, sum 1) of one embedder's vectors in a feature cache
+    (pickle: image path -> {embedder: unit vector}), the source of `embedding_spectrum.json`."""
+    with cache.open("rb") as f:
+        features = pickle.load(f)  # why trusted: our own cache, written by facelens eval
+    x = np.array([v[embedder] for v in features.values() if embedder in v], np.float64)
+    eig = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1], 0, None)
+    eig /= eig.sum()
+    return {"embedder": embedder, "images": len(x), "eigenvalues": eig.tolist(),
+            "participation_ratio": round(float(1 / np.sum(eig**2)), 2),
+            "dims_for_90pct_variance": int(np.searchsorted(np.cumsum(eig), 0.9) + 1)}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _data(n: int, dim: int, queries: int, rng: np.random.Generator,
+def _shape(dim: int, data: Data, rng: np.random.Generator) -> np.ndarray:
+    """Map from white noise to the data's covariance (trace 1): a random rotation of the
+    measured SFace spectrum, or isotropic for the uniform worst case."""
+    if data == "uniform":
+        return np.eye(dim, dtype=np.float32) / np.sqrt(dim)
+    spectrum = json.loads(resources.files("facelens.data").joinpath(_SPECTRUM).read_text())
+    eig = np.asarray(spectrum["eigenvalues"], np.float64)
+    if len(eig) != dim:
+        raise ValueError(f"face-like data needs dim={len(eig)} (the measured spectrum)")
+    rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+    return (np.sqrt(eig)[:, None] * rotation.T).astype(np.float32)
+
+
+def _data(n: int, dim: int, queries: int, data: Data, rng: np.random.Generator,
           advance: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, int]:
+    shape = _shape(dim, data, rng)
+
+    def draw(rows: int) -> np.ndarray:
+        return rng.standard_normal((rows, dim), dtype=np.float32) @ shape
+
     gallery = np.empty((n, dim), np.float32)
     for start in range(0, n, _CHUNK):
         rows = min(_CHUNK, n - start)
-        gallery[start:start + rows] = _unit(rng, rows, dim)
+        gallery[start:start + rows] = _unit(draw(rows))
         advance(rows)
     mated = min(n, round(queries * MATED_SHARE))
-    # |noise| = sigma·sqrt(dim) with cos = 1/sqrt(1 + sigma²·dim) = MATED_COSINE
-    sigma = np.sqrt((1 / MATED_COSINE**2 - 1) / dim)
-    noisy = gallery[rng.choice(n, mated, replace=False)]
-    noisy = noisy + rng.normal(0, sigma, noisy.shape).astype(np.float32)
-    probes = np.vstack([noisy / np.linalg.norm(noisy, axis=1, keepdims=True),
-                        _unit(rng, queries - mated, dim)])
-    return gallery, probes, mated
+    # A second photo of the same person: identity c with covariance c·Σ and photo noise (1-c)·Σ
+    # (same shape: LFW's within-identity spectrum is about as flat as the total one) give
+    # probe = c·stored + noise of covariance (1-c²)·Σ, whose cosine to stored is c on average.
+    c = MATED_COSINE
+    noisy = c * gallery[rng.choice(n, mated, replace=False)] + (1 - c**2) ** 0.5 * draw(mated)
+    return gallery, np.vstack([_unit(noisy), _unit(draw(queries - mated))]), mated
 
 
 def _timed_search(index: VectorIndex, probes: np.ndarray, k: int,

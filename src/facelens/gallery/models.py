@@ -4,7 +4,7 @@ is a cache rebuilt from it. Embeddings and crops are stored only encrypted (see 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -66,6 +66,9 @@ class Subject(Base):
 
 class Template(Base):
     __tablename__ = "templates"
+    # Never reuse a deleted template's id: ids are the index keys, a reused one would name
+    # the wrong person in an index that has not caught up yet.
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     """Also the vector's id in the index."""

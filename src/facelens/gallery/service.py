@@ -25,6 +25,7 @@ from facelens.gallery import index_store
 from facelens.gallery.crypto import (
     ENV_KEY,
     MasterKey,
+    MasterKeyError,
     load_master_key,
     new_data_key,
     read_key_file,
@@ -100,10 +101,20 @@ class Galleries:
         self.engine = open_engine(database_url(data_dir, self.settings.database_url))
         self.sessions = session_factory(self.engine)
         self.key_file = data_dir / "master.key"
-        self.master: MasterKey = load_master_key(self.key_file)
-        self._finish_rotation()
+        with self.sessions() as s:
+            used = set(s.scalars(sa.select(Subject.key_id).distinct()))
+        # A new key only for an empty store: a lost key file must not silently fork the data.
+        try:
+            self.master: MasterKey = load_master_key(self.key_file, create=not used)
+            self._finish_rotation()
+            if used and used != {self.master.id}:
+                raise MasterKeyError(f"wrong master key: the key from {self.master.source} does "
+                                     "not match the one the templates were wrapped with")
+        except MasterKeyError:
+            self.engine.dispose()
+            raise
         self.index_dir = data_dir / "index"
-        self._indexes: dict[int, VectorIndex] = {}
+        self._indexes: dict[int, tuple[VectorIndex, tuple[int, ...]]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ galleries
@@ -200,7 +211,9 @@ class Galleries:
             reasons = "; ".join(f"{img}: {why}" for img, why in skipped) or "no images"
             raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
 
-        subject_id = str(uuid.uuid4())
+        with self._lock:
+            index = self._index(gallery)  # up to date before the commit, so the add below
+        subject_id = str(uuid.uuid4())   # is all that changes in it
         data_key = new_data_key()
         with self.sessions.begin() as s:
             subject = Subject(id=subject_id, gallery_id=gallery.id, display_name=name,
@@ -222,9 +235,9 @@ class Galleries:
             s.flush()
             index_id = min(t.id for t in subject.templates)
         with self._lock:
-            index = self._index(gallery)
             index.add(np.array([index_id], np.int64), _centroid(vectors)[None])
             self._save_index(gallery, index)
+            self._indexes[gallery.id] = (index, self._signature(gallery))
         return EnrolReport(subject_id, name, len(vectors), skipped)
 
     # ------------------------------------------------------------------ identification
@@ -249,12 +262,16 @@ class Galleries:
             scores, ids = index.search(np.stack([f.embedding for f in faces]),
                                        min(max(top_k * 4, 16), max(size, 1)))
         results = []
-        with self.sessions() as s:
+        with self.sessions.begin() as s:
             for face, row_scores, row_ids in zip(faces, scores, ids, strict=True):
                 results.append(Identification(
                     face, self._candidates(s, face, row_scores, row_ids, threshold.value,
                                            top_k),
                     threshold.describe(gallery.embedder, size, far)))
+            seen = {r.candidates[0].subject_id for r in results if r.candidates}
+            if seen:  # retention counts from the last time someone was recognised
+                s.execute(sa.update(Subject).where(Subject.id.in_(seen))
+                          .values(last_seen_at=utcnow()))
         return results
 
     def _candidates(self, s: Session, face: Face, scores: np.ndarray, ids: np.ndarray,
@@ -262,21 +279,23 @@ class Galleries:
         keep = (ids >= 0) & (scores > threshold)
         if not keep.any():
             return []
-        rows = dict(s.execute(sa.select(Template.id, Subject)
-                              .join(Subject, Template.subject_id == Subject.id)
-                              .where(Template.id.in_(ids[keep].tolist()))).tuples().all())
+        rows = {template_id: subject for template_id, subject in s.execute(
+            sa.select(Template.id, Subject).join(Subject, Template.subject_id == Subject.id)
+            .where(Template.id.in_(ids[keep].tolist())))}
         best: dict[str, Candidate] = {}
         for score, template_id in zip(scores[keep], ids[keep], strict=True):
             subject = rows.get(int(template_id))
             if subject is None or subject.id in best:
                 continue
-            if self._rejected(s, subject, face):
+            if self._rejected(s, subject, face, float(score)):
                 continue
             best[subject.id] = Candidate(subject.id, subject.display_name, float(score))
         return sorted(best.values(), key=lambda c: -c.score)[:top_k]
 
-    def _rejected(self, s: Session, subject: Subject, face: Face) -> bool:
-        """True if a reviewer said this face is not `subject` (a stored negative example)."""
+    def _rejected(self, s: Session, subject: Subject, face: Face, score: float) -> bool:
+        """True if a reviewer said a face like this one is not `subject`: the probe is the
+        same person as a stored negative example (above the FAR 1e-3 threshold) and closer to
+        it than to the subject's own templates (`score`)."""
         negatives = s.scalars(sa.select(NegativeExample.vector)
                               .where(NegativeExample.subject_id == subject.id)).all()
         if not negatives:
@@ -284,9 +303,13 @@ class Galleries:
         assert face.embedding is not None and face.embedder is not None
         data_key = self.master.unwrap(subject.wrapped_key, subject.id)
         same = operating_point(face.embedder, 1e-3).threshold
-        return any(float(np.frombuffer(unseal(data_key, blob, _context(subject.id, "negative")),
-                                       np.float32) @ face.embedding) > same
-                   for blob in negatives)
+        for blob in negatives:
+            negative = np.frombuffer(unseal(data_key, blob, _context(subject.id, "negative")),
+                                     np.float32)
+            similarity = float(negative @ face.embedding)
+            if similarity > same and similarity > score:
+                return True
+        return False
 
     def not_this_person(self, subject_id: str, face: Face) -> None:
         """Record that `face` (as returned by identify) is not `subject_id`."""
@@ -302,20 +325,26 @@ class Galleries:
                                               .tobytes(), _context(subject_id, "negative"))))
 
     # ------------------------------------------------------------------ deletion, retention
-    def delete_subject(self, subject_id: str) -> None:
+    def delete_subject(self, subject_id: str, gallery_name: str | None = None) -> None:
         """Crypto-shred: the wrapped key and templates go, the vectors leave the index."""
+        with self.sessions() as s:
+            owner = s.scalar(sa.select(Gallery).join(Subject).where(Subject.id == subject_id))
+        if owner is not None:
+            with self._lock:
+                self._index(owner)  # up to date before the delete
         with self.sessions.begin() as s:
             subject = s.get(Subject, subject_id)
-            if subject is None:
-                raise GalleryError(f"no subject {subject_id}")
-            gallery = s.get(Gallery, subject.gallery_id)
-            assert gallery is not None
+            gallery = s.get(Gallery, subject.gallery_id) if subject else None
+            if subject is None or gallery is None or gallery_name not in (None, gallery.name):
+                where = f" in gallery {gallery_name!r}" if gallery_name else ""
+                raise GalleryError(f"no subject {subject_id}{where}")
             ids = np.array([t.id for t in subject.templates], np.int64)
             s.delete(subject)
         with self._lock:
-            index = self._index(gallery)
+            index = self._indexes[gallery.id][0]
             index.remove(ids)
             self._save_index(gallery, index)
+            self._indexes[gallery.id] = (index, self._signature(gallery))
         checkpoint(self.engine)
 
     def purge(self, now: datetime | None = None) -> list[str]:
@@ -387,6 +416,11 @@ class Galleries:
         if self.master.source == ENV_KEY:
             raise GalleryError(f"the master key comes from {ENV_KEY}: rotate by setting a new "
                                "key file instead (unset the variable), or re-wrap offline")
+        with self.sessions() as s:
+            galleries = list(s.scalars(sa.select(Gallery)))
+        with self._lock:
+            for gallery in galleries:  # load every index under the old key before it goes
+                self._index(gallery)
         new = MasterKey(new_data_key(), str(self.key_file))
         pending = self.key_file.with_name(self.key_file.name + ".next")
         write_key_file(pending, new.key)
@@ -398,7 +432,7 @@ class Galleries:
         os.replace(pending, self.key_file)
         self.master = new
         with self._lock:
-            for gallery_id, index in self._indexes.items():
+            for gallery_id, (index, _) in self._indexes.items():
                 if isinstance(index, AutoIndex):
                     index_store.save(self.index_dir, gallery_id, new.derive("index"), index)
         checkpoint(self.engine)
@@ -441,8 +475,10 @@ class Galleries:
     def _index(self, gallery: Gallery) -> VectorIndex:
         """The gallery's index: from memory, else from Milvus or its encrypted file, checked
         against the database and rebuilt from the templates when they disagree."""
-        if gallery.id in self._indexes:
-            return self._indexes[gallery.id]
+        signature = self._signature(gallery)
+        cached = self._indexes.get(gallery.id)
+        if cached and cached[1] == signature:
+            return cached[0]
         dim = DIMS[gallery.embedder]
         index: VectorIndex | None
         if self.settings.milvus_uri:
@@ -463,8 +499,18 @@ class Galleries:
             if len(ids):
                 index.add(ids, vectors)
             self._save_index(gallery, index)
-        self._indexes[gallery.id] = index
+        self._indexes[gallery.id] = (index, signature)
         return index
+
+    def _signature(self, gallery: Gallery) -> tuple[int, ...]:
+        """A cheap fingerprint of the gallery's templates: when another process enrols or
+        deletes, it changes and the in-memory index is checked against the database again."""
+        with self.sessions() as s:
+            row = s.execute(sa.select(sa.func.count(Template.id), sa.func.max(Template.id),
+                                      sa.func.sum(Template.id)).join(Subject)
+                            .where(Subject.gallery_id == gallery.id,
+                                   Template.embedder == gallery.embedder)).one()
+        return tuple(int(v or 0) for v in row)
 
     def _save_index(self, gallery: Gallery, index: VectorIndex) -> None:
         if isinstance(index, AutoIndex):

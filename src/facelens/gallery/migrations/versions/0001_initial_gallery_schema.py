@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["subject_id"], ["subjects.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("templates", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_templates_subject_id"), ["subject_id"], unique=False)
