@@ -1,36 +1,37 @@
-"""Vector index over L2-normalised face embeddings: one interface, three backends.
+"""Vector index over L2-normalised face embeddings: one interface, four backends.
 
 Similarity is the inner product (cosine, since embeddings are unit length). Every backend answers
 `search(queries, k)` with (Q, k) float32 scores and int64 ids, best first; slots with no face hold
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
-- `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, for large galleries.
-- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to HNSW above it.
+- `IVFIndex`: faiss inverted lists of 4-bit PQ codes re-ranked on float16 vectors; approximate,
+  for large galleries.
+- `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
+- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to IVF above it.
 - `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
 
 Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
 float32 nor its float16 bytes are in the index files (checked by tests/test_index.py).
 
-Why faiss (IndexHNSWSQ fp16) and not usearch: same graph size (M=32, efConstruction=40), same
-200k random 128-d unit vectors, 800 mated probes (cosine 0.7 to their face) + 200 random, both
-run one after the other on this 2-core box under the same background load:
+Why IVF-PQ and not HNSW: real SFace embeddings are close to isotropic (covariance participation
+ratio 112 of 128 on LFW, `facelens/data/embedding_spectrum.json`) and a second photo is only at
+cosine ~0.7, so a probe sits far from its face and a graph walk rarely reaches it. 1M face-like
+vectors (`facelens.eval.search_bench`), 800 mated probes, k=10, batches of 100, 2 cores:
 
-    backend                   build/s  file B/face  ef=128: ms/q  r@1 mated   ef=512: ms/q  r@1
-    usearch 2.26.6 f16          1,779          532          2.71      0.863           9.67  0.991
-    faiss 1.15.1 HNSWSQ fp16    1,894          528          1.61      0.940           5.05  0.999
-    faiss 1.15.1 HNSWFlat f32   1,360          784          1.69      0.931           6.43  0.999
+    index                                     build   r@1 mated          ms/query
+    numpy brute force, float32                   1 s   1.0                8.8
+    faiss HNSWSQ fp16, M=32, efC=40            555 s   0.948 / 0.988      3.7 / 5.7 (ef 512/1024)
+    IVFIndex: 3,577 lists, 30% probed, x32      35 s   0.995              0.46 (19x)
 
-faiss reaches a given recall in a third to a half of usearch's time per query, at equal size;
-float32 HNSWFlat costs 1.5x the raw vector bytes for no gain. usearch's one edge was native
-removal; here removal is a tombstone plus zeroing the stored code, which is just as final.
-faiss IVFFlat (4,096 lists, 1M faces) was worse still: nprobe=256 gave r@1 0.92 at 4.6 ms/query.
+(HNSW ran while other benchmarks shared the cores, so its times are pessimistic; its recall is
+not.) An IVF query scans the nearest 30% of lists as 16-byte fast-scan codes and re-scores its
+32·k best candidates on float16: 0.57x the raw bytes on disk, 0.84x resident while building.
+No setting measured reaches 100x brute force at r@1 0.99 on this data: to find a face at cosine
+0.7 among 1M near-isotropic 128-d vectors, about a quarter of them must be looked at.
 
-Uniform random 128-d vectors are the worst case for every ANN index: there is no
-low-dimensional structure for a graph or a partition to exploit (real embeddings are reported to
-have far lower intrinsic dimension). On them, at 1M faces, no setting measured here meets
-speed-up >= 100x with recall@1 >= 0.99 on 2 cores; `facelens.eval.search_bench` reports the 1M
-figures and the efSearch trade-off.
+Earlier, on 200k uniform vectors, faiss HNSWSQ fp16 beat usearch f16 (same M=32, efC=40): at
+ef=128 1.61 vs 2.71 ms/query and r@1 0.940 vs 0.863, at equal size (528 vs 532 B/face).
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ Ids = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 
 ANN_THRESHOLD = 20_000
-"""Faces above which `AutoIndex` leaves brute force for HNSW: up to here an exact single-thread
-scan answers in about a millisecond, which the graph barely beats."""
+"""Faces above which `AutoIndex` leaves brute force for IVF: up to here an exact scan answers in
+well under a millisecond, which the lists do not beat."""
 _BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
-_NPY_MAGIC = b"\x93NUMPY"
+_MIN_TRAIN = 1_000  # IVFIndex: faces before its lists are trained (scanned exactly below)
+_MIN_SCAN = 50_000  # IVFIndex: PQ codes a query scans at least
 
 
 class VectorIndex(Protocol):
@@ -362,17 +364,202 @@ class HNSWIndex:
         return index
 
 
-class AutoIndex:
-    """Exact while the gallery holds at most `threshold` faces, HNSW once it grows past it.
+class IVFIndex:
+    """faiss inverted lists of 4-bit PQ codes re-ranked on float16 copies (`IndexRefine` of
+    `IndexIVFPQFastScan` and `IndexScalarQuantizer` fp16), inner-product metric.
 
-    The move rebuilds the graph from the exact index's vectors and then drops them, so no second
-    float32 copy is kept. A gallery that shrinks again stays on HNSW (no flip-flopping).
+    A query scans the `probe_share` of lists nearest to it with SIMD fast-scan codes (dim/8 bytes
+    a face), then re-scores its best `rerank`·k candidates on the float16 rows, so scores are
+    float16 inner products like `HNSWIndex`'s. Under `_MIN_TRAIN` faces there are no lists and
+    the float16 rows are scanned exactly; the lists are trained then and retrained each time the
+    gallery has grown 4x, so their number tracks ~4·sqrt(n). Removal takes the face's code out
+    of its list and zeroes its float16 row at once; `save` compacts once dead rows pass a quarter.
+    """
+
+    _magic = b"FLIVFPQ\n"
+
+    def __init__(self, dim: int, *, probe_share: float = 0.3, rerank: int = 32) -> None:
+        import faiss
+
+        self.probe_share, self.rerank = probe_share, rerank
+        self._index: Any = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                                      faiss.METRIC_INNER_PRODUCT)
+        self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed
+        self._row: dict[int, int] = {}
+        self._trained_at = 0  # live faces when the lists were trained; 0: no lists yet
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    def _parts(self) -> tuple[Any, Any]:
+        """(inverted lists or None, float16 row store)."""
+        import faiss
+
+        if isinstance(self._index, faiss.IndexRefine):
+            return (faiss.downcast_index(self._index.base_index),
+                    faiss.downcast_index(self._index.refine_index))
+        return None, self._index
+
+    @property
+    def params(self) -> dict[str, Any]:
+        ivf = self._parts()[0]
+        return {"backend": "faiss IVF PQx4 fast-scan + float16 re-rank",
+                "lists": ivf.nlist if ivf else 0, "probe_share": self.probe_share,
+                "nprobe": self._nprobe(ivf) if ivf else 0, "rerank": self.rerank}
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def _nprobe(self, ivf: Any) -> int:
+        # small galleries scan at least _MIN_SCAN codes: ~50 µs, and recall becomes near-exact
+        share = max(self.probe_share, _MIN_SCAN / max(1, len(self._row)))
+        return min(ivf.nlist, int(np.ceil(share * ivf.nlist)))
+
+    def _codes(self) -> npt.NDArray[np.uint8]:
+        """Writable view of the float16 rows' bytes."""
+        import faiss
+
+        store = self._parts()[1]
+        flat = faiss.rev_swig_ptr(store.codes.data(), store.codes.size())
+        return flat.reshape(-1, store.code_size)
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        ids_, vecs = _as_batch(ids, vectors, self.dim)
+        self.remove(ids_)
+        if not len(ids_):
+            return
+        ivf, store = self._parts()
+        first = store.ntotal
+        if ivf is not None:  # by hand: IndexRefine.add would number rows from the lists' count
+            ivf.add_with_ids(vecs, np.arange(first, first + len(ids_)))
+        store.add(vecs)
+        self._index.ntotal = store.ntotal
+        self._labels = np.concatenate([self._labels, ids_])
+        self._row.update(zip(ids_.tolist(), range(first, first + len(ids_)), strict=True))
+        if len(self._row) >= max(_MIN_TRAIN, 4 * self._trained_at):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """A fresh index of the live rows only: trained lists from `_MIN_TRAIN` faces on."""
+        import faiss
+
+        store = self._parts()[1]
+        live = np.flatnonzero(self._labels >= 0)
+        n = len(live)
+        if n < _MIN_TRAIN:
+            fresh: Any = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                    faiss.METRIC_INNER_PRODUCT)
+            ivf = None
+        else:
+            lists = min(4096, n // 40, int(4 * np.sqrt(n)))
+            sub = self.dim // 4 if self.dim % 4 == 0 else self.dim
+            fresh = faiss.index_factory(self.dim, f"IVF{lists},PQ{sub}x4fs,Refine(SQfp16)",
+                                        faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).choice(live, 40 * lists, replace=False)
+            fresh.train(store.sa_decode(self._codes()[np.sort(sample)]))
+            ivf = faiss.downcast_index(fresh.base_index)
+        fresh_store = faiss.downcast_index(fresh.refine_index) if ivf else fresh
+        for start in range(0, n, 50_000):  # chunks: no float32 copy of the whole gallery
+            rows = live[start:start + 50_000]
+            vecs = store.sa_decode(self._codes()[rows])
+            if ivf is not None:
+                ivf.add_with_ids(vecs, np.arange(start, start + len(rows)))
+            fresh_store.add(vecs)
+        fresh.ntotal = n
+        self._codes()[:] = 0  # why: the old rows (dead ones too) must not linger in freed memory
+        self._index, self._labels = fresh, self._labels[live]
+        self._row = {face: row for row, face in enumerate(self._labels.tolist())}
+        self._trained_at = n if ivf is not None else 0
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        import faiss
+
+        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        if not rows:
+            return 0
+        self._labels[rows] = -1
+        self._codes()[rows] = 0  # why: the erased face's bytes go now, not at compaction
+        ivf = self._parts()[0]
+        if ivf is None:  # an exact scan would still see the zeroed rows: drop them now (small)
+            self._rebuild()
+            return len(rows)
+        lists = faiss.downcast_InvertedLists(ivf.invlists)
+        before = [lists.list_size(i) for i in range(lists.nlist)]
+        ivf.remove_ids(faiss.IDSelectorBatch(np.asarray(rows, np.int64)))
+        # faiss fills each hole with its list's last code but leaves that slot's old bytes in the
+        # last block, which is saved whole: zero them so no erased code survives
+        packer = ivf.get_CodePacker()
+        zero = np.zeros(packer.code_size, np.uint8)
+        for i, old in enumerate(before):
+            new = lists.list_size(i)
+            for slot in range(new, min(old, -(-new // packer.nvec) * packer.nvec)):
+                packer.pack_1_c(faiss.swig_ptr(zero), slot, lists.get_codes(i))
+        return len(rows)
+
+    def search(self, queries: npt.ArrayLike, k: int) -> tuple[Vectors, Ids]:
+        import faiss
+
+        q = _as_queries(queries, self.dim, k)
+        if not self._row:
+            return _no_results(len(q), k)
+        ivf = self._parts()[0]
+        params = None if ivf is None else faiss.IndexRefineSearchParameters(
+            k_factor=self.rerank, base_index_params=faiss.SearchParametersIVF(
+                nprobe=self._nprobe(ivf)))
+        scores, rows = self._index.search(q, k, params=params)
+        hit = rows >= 0
+        return (np.where(hit, scores, -np.inf).astype(np.float32),
+                np.where(hit, self._labels[rows], -1))
+
+    def ids(self) -> Ids:
+        return self._labels[self._labels >= 0]
+
+    def save(self, path: Path) -> None:
+        """A magic line, the row -> id array (.npy), then the faiss index bytes (.npy)."""
+        import faiss
+
+        if len(self._labels) - len(self._row) > len(self._labels) // 4:
+            self._rebuild()
+        blob = faiss.serialize_index(self._index)
+
+        def write(f: BinaryIO) -> None:
+            f.write(self._magic)
+            np.save(f, self._labels, allow_pickle=False)
+            np.save(f, blob, allow_pickle=False)
+
+        _write(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        import faiss
+
+        with path.open("rb") as f:
+            if f.read(len(cls._magic)) != cls._magic:
+                raise ValueError(f"{path} is not a facelens IVF index")
+            labels = np.load(f, allow_pickle=False)
+            blob = np.load(f, allow_pickle=False)
+        faiss_index = faiss.deserialize_index(blob)
+        index = cls(int(faiss_index.d))
+        index._index, index._labels = faiss_index, labels
+        index._row = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
+        ivf = index._parts()[0]
+        index._trained_at = ivf.ntotal if ivf is not None else 0
+        return index
+
+
+class AutoIndex:
+    """Exact while the gallery holds at most `threshold` faces, `IVFIndex` once it grows past it.
+
+    The move builds the lists from the exact index's vectors and then drops them, so no second
+    float32 copy is kept. A gallery that shrinks again stays approximate (no flip-flopping).
+    Indexes saved as `HNSWIndex` still load and keep working as HNSW.
     """
 
     def __init__(self, dim: int, threshold: int = ANN_THRESHOLD,
-                 inner: ExactIndex | HNSWIndex | None = None) -> None:
+                 inner: ExactIndex | HNSWIndex | IVFIndex | None = None) -> None:
         self.threshold = threshold
-        self.inner: ExactIndex | HNSWIndex = inner if inner is not None else ExactIndex(dim)
+        self.inner = inner if inner is not None else ExactIndex(dim)
 
     @property
     def dim(self) -> int:
@@ -380,7 +567,7 @@ class AutoIndex:
 
     @property
     def approximate(self) -> bool:
-        return isinstance(self.inner, HNSWIndex)
+        return not isinstance(self.inner, ExactIndex)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -388,7 +575,7 @@ class AutoIndex:
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         self.inner.add(ids, vectors)
         if isinstance(self.inner, ExactIndex) and len(self.inner) > self.threshold:
-            exact, self.inner = self.inner, HNSWIndex(self.inner.dim)
+            exact, self.inner = self.inner, IVFIndex(self.inner.dim)
             self.inner.add(exact.ids(), exact.vectors())
 
     def remove(self, ids: npt.ArrayLike) -> int:
@@ -406,21 +593,22 @@ class AutoIndex:
     @classmethod
     def load(cls, path: Path, threshold: int = ANN_THRESHOLD) -> Self:
         with path.open("rb") as f:
-            exact = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
-        inner = ExactIndex.load(path) if exact else HNSWIndex.load(path)
+            head = f.read(8)
+        kind = next((k for k in (IVFIndex, HNSWIndex) if head == k._magic), ExactIndex)
+        inner = kind.load(path)  # ExactIndex.load rejects what is not its .npy either
         return cls(inner.dim, threshold, inner)
 
 
 def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
                threshold: int = ANN_THRESHOLD) -> AutoIndex:
     """The index saved at `path` if there is one, else an empty one sized for `size_hint` faces
-    (starting on HNSW when the hint is above the threshold, to skip the later rebuild)."""
+    (starting approximate when the hint is above the threshold, to skip the later move)."""
     if path is not None and path.exists():
         index = AutoIndex.load(path, threshold)
         if index.dim != dim:
             raise ValueError(f"{path} holds {index.dim}-d vectors, not {dim}-d")
         return index
-    return AutoIndex(dim, threshold, HNSWIndex(dim) if size_hint > threshold else None)
+    return AutoIndex(dim, threshold, IVFIndex(dim) if size_hint > threshold else None)
 
 
 class MilvusIndex:
