@@ -141,6 +141,33 @@ def _write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         write(f)
 
 
+def _save_faiss(path: Path, magic: bytes, labels: Ids, index: Any) -> None:
+    """A magic line, the row -> id array (.npy), then the faiss index bytes (.npy)."""
+    import faiss
+
+    blob = faiss.serialize_index(index)
+
+    def write(f: BinaryIO) -> None:
+        f.write(magic)
+        np.save(f, labels, allow_pickle=False)
+        np.save(f, blob, allow_pickle=False)
+
+    _write(path, write)
+
+
+def _load_faiss(path: Path, magic: bytes, kind: str) -> tuple[Any, Ids, dict[int, int]]:
+    """(faiss index, row -> id labels, id -> row) from a file written by `_save_faiss`."""
+    import faiss
+
+    with path.open("rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(f"{path} is not a facelens {kind} index")
+        labels = np.load(f, allow_pickle=False)
+        blob = np.load(f, allow_pickle=False)
+    rows = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
+    return faiss.deserialize_index(blob), labels, rows
+
+
 class ExactIndex:
     """Brute-force inner product over a float32 matrix; exact, and fastest below ~20k faces."""
 
@@ -333,33 +360,15 @@ class HNSWIndex:
         self._live_bits = None
 
     def save(self, path: Path) -> None:
-        """A magic line, the node -> id array (.npy), then the faiss index bytes (.npy)."""
-        import faiss
-
         if len(self._labels) - len(self._row) > len(self._labels) // 4:
             self._rebuild()
-        blob = faiss.serialize_index(self._index)
-
-        def write(f: BinaryIO) -> None:
-            f.write(self._magic)
-            np.save(f, self._labels, allow_pickle=False)
-            np.save(f, blob, allow_pickle=False)
-
-        _write(path, write)
+        _save_faiss(path, self._magic, self._labels, self._index)
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        import faiss
-
-        with path.open("rb") as f:
-            if f.read(len(cls._magic)) != cls._magic:
-                raise ValueError(f"{path} is not a facelens HNSW index")
-            labels = np.load(f, allow_pickle=False)
-            blob = np.load(f, allow_pickle=False)
         index = cls.__new__(cls)
-        index._index = faiss.deserialize_index(blob)  # already the concrete IndexHNSWSQ
-        index._labels = labels
-        index._row = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
+        # deserialize_index gives back the concrete IndexHNSWSQ
+        index._index, index._labels, index._row = _load_faiss(path, cls._magic, "HNSW")
         index._live_bits = None
         return index
 
@@ -516,33 +525,15 @@ class IVFIndex:
         return self._labels[self._labels >= 0]
 
     def save(self, path: Path) -> None:
-        """A magic line, the row -> id array (.npy), then the faiss index bytes (.npy)."""
-        import faiss
-
         if len(self._labels) - len(self._row) > len(self._labels) // 4:
             self._rebuild()
-        blob = faiss.serialize_index(self._index)
-
-        def write(f: BinaryIO) -> None:
-            f.write(self._magic)
-            np.save(f, self._labels, allow_pickle=False)
-            np.save(f, blob, allow_pickle=False)
-
-        _write(path, write)
+        _save_faiss(path, self._magic, self._labels, self._index)
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        import faiss
-
-        with path.open("rb") as f:
-            if f.read(len(cls._magic)) != cls._magic:
-                raise ValueError(f"{path} is not a facelens IVF index")
-            labels = np.load(f, allow_pickle=False)
-            blob = np.load(f, allow_pickle=False)
-        faiss_index = faiss.deserialize_index(blob)
+        faiss_index, labels, rows = _load_faiss(path, cls._magic, "IVF")
         index = cls(int(faiss_index.d))
-        index._index, index._labels = faiss_index, labels
-        index._row = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
+        index._index, index._labels, index._row = faiss_index, labels, rows
         ivf = index._parts()[0]
         index._trained_at = ivf.ntotal if ivf is not None else 0
         return index
