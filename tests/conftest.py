@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import copy
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 SHARED_DATA = REPO.parent / "shared" / "data"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -91,3 +95,33 @@ def detected(load_rgb: Callable[[str], np.ndarray], _detections: dict[tuple[str,
         return copy.deepcopy(_detections[key])
 
     return get
+
+
+@dataclass(frozen=True)
+class Postgres:
+    url: str
+    schema: str
+    admin: sa.Engine
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A fresh schema in the `test` database, dropped afterwards; skips if PostgreSQL is down."""
+    try:
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
+                                 connect_args={"connect_timeout": 3})
+        with admin.connect() as c:
+            c.exec_driver_sql("SELECT 1")
+    except (sa.exc.OperationalError, ImportError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        pytest.skip(f"PostgreSQL unreachable at 127.0.0.1:5432 (user postgres, db test): {reason}")
+    schema = f"facelens_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield Postgres(f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}", schema, admin)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql("SET lock_timeout = '10s'")
+            c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()

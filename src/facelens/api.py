@@ -103,8 +103,9 @@ def _vector(face: Face, embedder: str) -> np.ndarray | None:
         return None
     if face.embedder == embedder:
         return face.embedding
-    if face.embedder == "fusion" and embedder == "sface-flip":
-        return face.embedding[:128] / np.sqrt(fusion_weight())
+    if face.embedder == "fusion" and embedder == "sface-flip":  # its first half, rescaled
+        part = face.embedding[:128]
+        return part / max(float(np.linalg.norm(part)), 1e-12)
     return None
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens import api, cli_gallery
+from facelens import api, cli_gallery, cli_service
 from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
 from facelens.face import Face
 
@@ -24,7 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 eval_app = typer.Typer(no_args_is_help=True, help="Accuracy harnesses.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(cli_gallery.gallery_app, name="gallery")
-app.add_typer(cli_gallery.keys_app, name="keys")
+app.add_typer(cli_service.keys_app, name="keys")
+app.add_typer(cli_service.audit_app, name="audit")
+app.command()(cli_service.serve)
 app.command()(cli_gallery.enroll)
 app.command("enroll-folder")(cli_gallery.enroll_folder)
 app.command()(cli_gallery.identify)

@@ -1,4 +1,4 @@
-"""`facelens gallery …`, `enroll`, `enroll-folder`, `identify`, `keys rotate`: thin shells over
+"""`facelens gallery …`, `enroll`, `enroll-folder`, `identify`: thin shells over
 facelens.gallery.service.Galleries."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from facelens.gallery.service import ConsentRecord, Galleries
 
 gallery_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and purge galleries.")
-keys_app = typer.Typer(no_args_is_help=True, help="Master key management.")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 Consent = Annotated[str, typer.Option(
@@ -58,7 +57,7 @@ def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door
 def list_(as_json: JsonFlag = False) -> None:
     """List galleries with their subject counts."""
     with errors():
-        rows = _galleries().list_galleries()
+        rows = _galleries().listgalleries()
     if as_json:
         emit([{"name": g.name, "purpose": g.purpose, "embedder": g.embedder, "subjects": n}
               for g, n in rows])
@@ -184,11 +183,3 @@ def identify(gallery: str, image: Path,
             out.print("no face found")
     if not any(not r.unknown for r in results):
         raise typer.Exit(1)
-
-
-@keys_app.command("rotate")
-def rotate() -> None:
-    """Re-wrap every subject's key under a new master key (crash-safe)."""
-    with errors():
-        new_id = _galleries().rotate_master_key()
-    out.print(f"master key rotated; new key id {new_id}")

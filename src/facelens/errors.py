@@ -25,3 +25,21 @@ class ModelMissingError(FacelensError):
     """A model file is absent or fails its sha256 check; the message names what to install."""
 
     exit_code = 3
+
+
+class UnsupportedImageError(BadImageError):
+    """A well-formed file in a format the caller does not accept (e.g. GIF where JPEG/PNG/WebP)."""
+
+
+class ImageTooLargeError(BadImageError):
+    """Over the byte or pixel limit (checked before any pixel is decoded)."""
+
+
+class NotFoundError(FacelensError):
+    """The gallery, subject, event or key named does not exist."""
+
+    exit_code = 1
+
+
+class ConflictError(FacelensError):
+    """The thing to create exists already."""

@@ -46,6 +46,26 @@ class Settings(BaseSettings):
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
     """Weight of the SFace score in the fused score (overwritten by calibration data)."""
 
+    # The REST service (facelens serve).
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    attributes: bool = True
+    """Whether /v1/analyze may estimate age and perceived sex."""
+    max_body_mb: float = Field(10.0, gt=0)
+    max_image_mp: float = Field(40.0, gt=0)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    """Inference threads of the service: one per core."""
+    queue: int = Field(8, ge=0)
+    """Requests that may wait for an inference thread; beyond that the API answers 429."""
+    rate_per_minute: float = Field(600.0, gt=0)
+    rate_burst: int = Field(60, ge=1)
+    lockout_failures: int = Field(5, ge=1)
+    """Failed verifications of one subject by one key, within lockout_window_s, that lock
+    the pair out for lockout_s."""
+    lockout_window_s: float = 600.0
+    lockout_s: float = 900.0
+    purge_interval_h: float = Field(24.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from facelens.errors import FacelensError, NoFaceError
+from facelens.errors import ConflictError, FacelensError, NoFaceError, NotFoundError
 from facelens.face import Face
 from facelens.gallery import index_store
 from facelens.gallery.crypto import (
@@ -48,6 +48,14 @@ DIMS = {"sface": 128, "sface-flip": 128, "dlib": 128, "fusion": 256}
 
 class GalleryError(FacelensError):
     """A gallery request that breaks a rule (no consent, unknown gallery, …); changes nothing."""
+
+
+class GalleryNotFound(GalleryError, NotFoundError):
+    """No such gallery or subject."""
+
+
+class GalleryExists(GalleryError, ConflictError):
+    """A gallery of that name exists."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,9 @@ class Identification:
     """Best first; empty means unknown."""
     decision: str
     """How the threshold was chosen (open-set formula, FPIR, gallery size)."""
+    embedder: str = ""
+    comparisons: int = 1
+    """Gallery size searched: what a confidence band is computed over."""
 
     @property
     def unknown(self) -> bool:
@@ -125,7 +136,7 @@ class Galleries:
             raise GalleryError(f"unknown embedder {embedder!r}")
         with self.sessions.begin() as s:
             if s.scalar(sa.select(Gallery).where(Gallery.name == name)):
-                raise GalleryError(f"gallery {name!r} already exists")
+                raise GalleryExists(f"gallery {name!r} already exists")
             gallery = Gallery(name=name, purpose=purpose, embedder=embedder,
                               retention_days=retention_days, keep_crops=keep_crops)
             s.add(gallery)
@@ -135,7 +146,7 @@ class Galleries:
         with self.sessions() as own:
             found = (session or own).scalar(sa.select(Gallery).where(Gallery.name == name))
         if found is None:
-            raise GalleryError(f"no gallery named {name!r}")
+            raise GalleryNotFound(f"no gallery named {name!r}")
         return found
 
     def list_galleries(self) -> list[tuple[Gallery, int]]:
@@ -151,6 +162,31 @@ class Galleries:
                                   .options(selectinload(Subject.consents),
                                            selectinload(Subject.templates))
                                   .order_by(Subject.display_name)))
+
+    def subject(self, subject_id: str) -> Subject:
+        """One subject with its gallery, consents and templates."""
+        with self.sessions() as s:
+            found = s.scalar(sa.select(Subject).where(Subject.id == subject_id)
+                             .options(selectinload(Subject.consents),
+                                      selectinload(Subject.templates),
+                                      selectinload(Subject.gallery)))
+        if found is None:
+            raise GalleryNotFound(f"no subject {subject_id}")
+        return found
+
+    def subject_face(self, subject_id: str) -> Face:
+        """The subject as a `Face` for api.verify: its search vector (the centroid of its
+        templates of the gallery's model) as the embedding; no box or landmarks."""
+        subject = self.subject(subject_id)
+        embedder = subject.gallery.embedder
+        data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+        vectors = [np.frombuffer(unseal(data_key, t.vector, _context(subject.id, "template")),
+                                 np.float32) for t in subject.templates if t.embedder == embedder]
+        if not vectors:
+            raise GalleryError(f"subject {subject_id} has no {embedder} template: re-enrol")
+        return Face(box=np.zeros(4, np.float32), landmarks=np.zeros((5, 2), np.float32),
+                    score=1.0, detector="gallery", embedding=_centroid(vectors),
+                    embedder=embedder)
 
     def remove_gallery(self, name: str) -> None:
         gallery = self.gallery(name)
@@ -267,7 +303,8 @@ class Galleries:
                 results.append(Identification(
                     face, self._candidates(s, face, row_scores, row_ids, threshold.value,
                                            top_k),
-                    threshold.describe(gallery.embedder, size, far)))
+                    threshold.describe(gallery.embedder, size, far), gallery.embedder,
+                    max(size, 1)))
             seen = {r.candidates[0].subject_id for r in results if r.candidates}
             if seen:  # retention counts from the last time someone was recognised
                 s.execute(sa.update(Subject).where(Subject.id.in_(seen))
@@ -318,7 +355,7 @@ class Galleries:
         with self.sessions.begin() as s:
             subject = s.get(Subject, subject_id)
             if subject is None:
-                raise GalleryError(f"no subject {subject_id}")
+                raise GalleryNotFound(f"no subject {subject_id}")
             data_key = self.master.unwrap(subject.wrapped_key, subject.id)
             s.add(NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
                                   vector=seal(data_key, face.embedding.astype(np.float32)
@@ -337,7 +374,7 @@ class Galleries:
             gallery = s.get(Gallery, subject.gallery_id) if subject else None
             if subject is None or gallery is None or gallery_name not in (None, gallery.name):
                 where = f" in gallery {gallery_name!r}" if gallery_name else ""
-                raise GalleryError(f"no subject {subject_id}{where}")
+                raise GalleryNotFound(f"no subject {subject_id}{where}")
             ids = np.array([t.id for t in subject.templates], np.int64)
             s.delete(subject)
         with self._lock:

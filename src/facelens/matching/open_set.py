@@ -61,3 +61,17 @@ def threshold_for_far(embedder: str, far: float) -> Threshold:
         return Threshold(value, far, extrapolated=False)
     slope, intercept = table["tail_fit"]
     return Threshold(min(float(intercept + slope * x), 1.0), far, extrapolated=True)
+
+
+BANDS = (("high", 1e-4), ("medium", 1e-3), ("low", 1e-2))
+"""Confidence bands: the strictest FPIR (or, for 1:1, FAR) whose threshold a score clears."""
+
+
+def confidence_band(embedder: str, score: float, comparisons: int = 1
+                    ) -> tuple[str, float | None]:
+    """("high", 1e-4) if `score` would still be a candidate at FPIR 1e-4 over `comparisons`
+    comparisons (1 for a 1:1 check), and so on down to ("none", None)."""
+    for name, fpir in BANDS:
+        if score > threshold_for_far(embedder, per_comparison_far(fpir, comparisons)).value:
+            return name, fpir
+    return "none", None

@@ -13,7 +13,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps
 
-from facelens.errors import BadImageError
+from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
 
 ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
 
@@ -88,7 +88,7 @@ def _decode(data: bytes, max_pixels: int, formats: frozenset[str]) -> np.ndarray
         found = re.search(r"\((\d+) pixels\)", str(e))
         shown = f"{int(found[1]) / 1e6:.1f} MP" if found else "too large"
         limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise BadImageError(f"image is {shown}, over the {limit / 1e6:g} MP limit") from e
+        raise ImageTooLargeError(f"image is {shown}, over the {limit / 1e6:g} MP limit") from e
     except _PIL_ERRORS as e:
         raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
     with img:
@@ -173,7 +173,7 @@ def _check_bytes(n: int, max_bytes: int) -> None:
     if n == 0:
         raise BadImageError("empty file")
     if n > max_bytes:
-        raise BadImageError(f"file is {_size(n)}, over the {_size(max_bytes)} limit")
+        raise ImageTooLargeError(f"file is {_size(n)}, over the {_size(max_bytes)} limit")
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -182,13 +182,14 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if w <= 0 or h <= 0:
         raise BadImageError(f"image is {w}x{h}: no pixels")
     if w * h > max_pixels:
-        raise BadImageError(
+        raise ImageTooLargeError(
             f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit"
         )
 
 
 def _unsupported(fmt: str, formats: frozenset[str]) -> BadImageError:
-    return BadImageError(f"unsupported format {fmt} (accepted: {', '.join(sorted(formats))})")
+    accepted = ", ".join(sorted(formats))
+    return UnsupportedImageError(f"unsupported format {fmt} (accepted: {accepted})")
 
 
 def _size(n: int) -> str:

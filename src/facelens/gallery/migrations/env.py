@@ -2,6 +2,8 @@
 
 from alembic import context
 
+import facelens.events.models
+import facelens.service.models  # noqa: F401  (their tables join Base.metadata)
 from facelens.gallery.models import Base
 
 connection = context.config.attributes["connection"]

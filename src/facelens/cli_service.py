@@ -1,0 +1,119 @@
+"""`facelens serve`, `facelens keys …` (API keys and the master key), `facelens audit verify`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from facelens.cli_common import JsonFlag, emit, err, errors, out
+
+if TYPE_CHECKING:
+    from facelens.service.state import ServiceState
+
+keys_app = typer.Typer(no_args_is_help=True,
+                       help="API keys (create, list, revoke) and the master key (rotate).")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+
+
+def _state() -> ServiceState:
+    """Imported on use: the engine's commands need not load the web stack."""
+    from facelens.service.state import ServiceState
+    from facelens.settings import get_settings
+
+    return ServiceState.open(get_settings())
+
+
+@keys_app.command("create")
+def create_key(name: str,
+               scope: Annotated[list[str], typer.Option(help="Repeat for several scopes: "
+                                "admin, detect, enrol, identify, verify, events, metrics, "
+                                "export, scores.")],
+               as_json: JsonFlag = False) -> None:
+    """Make an API key. It is printed once and never stored in the clear."""
+    with errors():
+        state = _state()
+        made, key = state.keys.create(name, scope)
+        state.audit.record("cli", "key.create", "ok", key_id=made.id, scopes=sorted(made.scopes))
+    if as_json:
+        emit({"id": made.id, "name": made.name, "scopes": sorted(made.scopes), "key": key})
+    else:
+        err.print(f"key {made.id} ({', '.join(sorted(made.scopes))}) — shown once, store it now:")
+        print(key)
+
+
+@keys_app.command("list")
+def list_keys(as_json: JsonFlag = False) -> None:
+    """List API keys (ids, names, scopes; never the keys)."""
+    with errors():
+        rows = _state().keys.list()
+    if as_json:
+        emit([{"id": k.id, "name": k.name, "scopes": k.scopes, "created_at": k.created_at,
+               "revoked_at": k.revoked_at} for k in rows])
+        return
+    table = Table("id", "name", "scopes", "created", "revoked")
+    for k in rows:
+        table.add_row(k.id, k.name, ", ".join(k.scopes), str(k.created_at)[:19],
+                      str(k.revoked_at or "")[:19])
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: str) -> None:
+    """Revoke an API key at once."""
+    with errors():
+        state = _state()
+        state.keys.revoke(key_id)
+        state.audit.record("cli", "key.revoke", "ok", key_id=key_id)
+    out.print(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def rotate() -> None:
+    """Re-wrap every subject's key under a new master key (crash-safe)."""
+    with errors():
+        state = _state()
+        new_id = state.galleries.rotate_master_key()
+        state.audit.record("cli", "masterkey.rotate", "ok", key_id=new_id)
+    out.print(f"master key rotated; new key id {new_id}")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Check the audit log's hash chain; exit 1 if a row was edited, removed or reordered."""
+    with errors():
+        check = _state().audit.verify()
+    if as_json:
+        emit({"ok": check.ok, "entries": check.entries, "broken_at": check.broken_at,
+              "reason": check.reason})
+    else:
+        (out if check.ok else err).print(
+            f"audit log {'intact' if check.ok else 'TAMPERED'}: {check.entries} entries "
+            f"verified; {check.reason}" + ("" if check.ok else f" (row {check.broken_at})"))
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.0.0.1).")] = None,
+          port: Annotated[int | None, typer.Option(help="Default: settings (8000).")] = None
+          ) -> None:
+    """Run the REST API and the web console. The first start prints a new admin key once."""
+    import uvicorn
+
+    from facelens.service.app import create_app
+    from facelens.settings import get_settings
+
+    settings = get_settings()
+    with errors():
+        state = _state()
+        if not state.keys.any_active():
+            made, key = state.keys.create("admin (first start)", ["admin"])
+            state.audit.record("service", "key.create", "ok", key_id=made.id, scopes=["admin"])
+            # stdout, once, never the log: the only copy of the key the operator will get
+            print(f"\nfacelens: no API key existed, so an admin key was made. Store it now; "
+                  f"it is not shown again:\n\n    {key}\n", flush=True)
+        state.close()
+    host, port = host or settings.host, port or settings.port
+    err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -1,0 +1,78 @@
+"""The FastAPI application: API under /v1, console under /console, /healthz, /metrics.
+
+    uvicorn --factory facelens.service.app:create_app     (or: facelens serve)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from facelens import __version__
+from facelens.service import routes_admin, routes_faces, routes_galleries
+from facelens.service.http import BodyLimit, install_error_handlers, install_metrics
+from facelens.service.state import ServiceState
+from facelens.settings import Settings, get_settings
+
+log = logging.getLogger("facelens.service")
+STATIC = resources.files("facelens.web") / "static"
+
+
+async def _purge_daily(state: ServiceState) -> None:
+    """The retention rule, applied at start and then every purge_interval_h hours."""
+    while True:
+        try:
+            deleted = await asyncio.get_running_loop().run_in_executor(
+                None, state.galleries.purge)
+            state.audit.record("service", "purge", "ok", deleted=len(deleted))
+        except Exception:  # keep the loop alive; the next run retries
+            log.exception("retention purge failed")
+        await asyncio.sleep(state.settings.purge_interval_h * 3600)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState.open(settings)
+        app.state.facelens = state
+        purge = asyncio.create_task(_purge_daily(state))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            state.close()
+
+    app = FastAPI(title="facelens", version=__version__, lifespan=lifespan,
+                  description="Open, self-hosted face recognition. Every route but /healthz "
+                              "needs an API key (Authorization: Bearer fl_…).")
+    install_error_handlers(app)
+    install_metrics(app)
+    app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
+    app.include_router(routes_faces.router)
+    app.include_router(routes_galleries.router)
+    app.include_router(routes_admin.router)
+
+    @app.get("/healthz", tags=["admin"], summary="Liveness: answers without a key")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # The console is a static shell (no data in it); every call it makes carries the key.
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    @app.get("/console/", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
+    return app

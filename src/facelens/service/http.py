@@ -1,0 +1,166 @@
+"""HTTP plumbing: JSON errors with stable codes, the body-size guard, Prometheus metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facelens.errors import (
+    BadImageError,
+    ConflictError,
+    FacelensError,
+    ImageTooLargeError,
+    ModelMissingError,
+    NoFaceError,
+    NotFoundError,
+    UnsupportedImageError,
+)
+from facelens.service.limits import Overloaded
+
+log = logging.getLogger("facelens.service")
+
+# Most specific first: the first matching class decides the status and code.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (ImageTooLargeError, 413, "image_too_large"),
+    (UnsupportedImageError, 415, "unsupported_media_type"),
+    (BadImageError, 422, "bad_image"),
+    (NoFaceError, 422, "no_face"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (ModelMissingError, 503, "model_missing"),
+    (FacelensError, 400, "rule_violation"),
+]
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, e: ApiError) -> JSONResponse:
+        return error_response(e.status, e.code, e.message, e.headers)
+
+    @app.exception_handler(FacelensError)
+    async def _facelens(_: Request, e: FacelensError) -> JSONResponse:
+        status, code = next((s, c) for cls, s, c in _STATUS if isinstance(e, cls))
+        return error_response(status, code, str(e))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, e: Overloaded) -> JSONResponse:
+        metrics(app)["rejected"].inc()
+        return error_response(429, "overloaded", f"busy ({e}); retry shortly",
+                              {"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error_response(422, "validation_error",
+                              f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
+        log.error("internal error: %s", type(e).__name__, exc_info=e)
+        return error_response(500, "internal", "internal error; the server log has details")
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"),
+                              str(e.detail), getattr(e, "headers", None))
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413: by Content-Length before reading, and by
+    counting as it streams (chunked uploads carry no length)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen, exceeded = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                exceeded = True
+                raise _TooLarge
+            return message
+
+        async def unless_exceeded(message: Message) -> None:
+            if not exceeded:  # the app's own error for the aborted body is replaced below
+                await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, counted, unless_exceeded)
+        if exceeded:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "body_too_large",
+                                  f"request body over the {self.limit / 2**20:g} MB limit",
+                                  {"Connection": "close"})
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Per-app registry (several apps may live in one test process)."""
+    registry = CollectorRegistry()
+    app.state.metrics = {
+        "registry": registry,
+        "requests": Counter("facelens_requests", "HTTP requests", ["route", "status"],
+                            registry=registry),
+        "latency": Histogram("facelens_request_seconds", "HTTP latency", ["route"],
+                             registry=registry),
+        "pending": Gauge("facelens_inference_pending", "Requests running or queued for "
+                         "inference", registry=registry),
+        "rejected": Counter("facelens_overload_rejections", "Requests refused with 429 "
+                            "because the inference queue was full", registry=registry),
+    }
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        label = getattr(route, "path", "unmatched")
+        m = metrics(app)
+        m["requests"].labels(label, str(response.status_code)).inc()
+        m["latency"].labels(label).observe(time.perf_counter() - start)
+        return response
+
+
+def metrics(app: FastAPI) -> dict[str, Any]:
+    return app.state.metrics  # type: ignore[no-any-return]

@@ -1,0 +1,100 @@
+"""API keys with scopes, stored hashed. A key is `fl_<id>_<secret>`; only sha256(key) is kept,
+and the whole key is shown once, when it is made."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from facelens.errors import FacelensError, NotFoundError
+from facelens.gallery.models import utcnow
+from facelens.service.models import ApiKey
+
+SCOPES = {
+    "admin": "everything, including galleries, keys and the audit log",
+    "detect": "detect and analyze",
+    "enrol": "read galleries, enrol and delete subjects",
+    "identify": "read galleries, identify, 'not this person'",
+    "verify": "1:1 verification",
+    "events": "read and review events",
+    "metrics": "Prometheus /metrics",
+    "export": "may receive embeddings",
+    "scores": "may receive raw scores and thresholds",
+}
+
+
+class ScopeError(FacelensError):
+    """A key request that cannot be honoured (unknown scope, empty name)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a request."""
+
+    id: str
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, *scopes: str) -> bool:
+        return "admin" in self.scopes or any(s in self.scopes for s in scopes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.id}:{self.name}"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def create(self, name: str, scopes: list[str]) -> tuple[Principal, str]:
+        """Make a key; returns it in full (the only time it is ever visible)."""
+        unknown = sorted(set(scopes) - SCOPES.keys())
+        if unknown or not scopes:
+            raise ScopeError(f"unknown scope(s) {', '.join(unknown) or '(none given)'}; "
+                            f"choose from {', '.join(SCOPES)}")
+        if not name.strip():
+            raise ScopeError("a key needs a name")
+        key_id = secrets.token_hex(6)
+        key = f"fl_{key_id}_{secrets.token_urlsafe(32)}"
+        with self.sessions.begin() as s:
+            s.add(ApiKey(id=key_id, name=name.strip(), scopes=sorted(set(scopes)),
+                         secret_hash=_digest(key)))
+        return Principal(key_id, name.strip(), frozenset(scopes)), key
+
+    def authenticate(self, key: str) -> Principal | None:
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != "fl":
+            return None
+        with self.sessions() as s:
+            row = s.get(ApiKey, parts[1])
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.secret_hash, _digest(key)):
+            return None
+        return Principal(row.id, row.name, frozenset(row.scopes))
+
+    def list(self) -> list[ApiKey]:
+        with self.sessions() as s:
+            return list(s.scalars(sa.select(ApiKey).order_by(ApiKey.created_at)))
+
+    def any_active(self) -> bool:
+        with self.sessions() as s:
+            return s.scalar(sa.select(sa.func.count(ApiKey.id))
+                            .where(ApiKey.revoked_at.is_(None))) > 0
+
+    def revoke(self, key_id: str) -> None:
+        with self.sessions.begin() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                raise NotFoundError(f"no active key {key_id}")
+            row.revoked_at = utcnow()

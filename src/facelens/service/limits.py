@@ -1,0 +1,98 @@
+"""Back-pressure and abuse limits, all in memory (per process):
+
+- `InferencePool`: inference runs on a fixed number of threads; at most `queue` requests wait.
+  Beyond that the request is refused at once (429), so the event loop, and `/healthz`, never
+  wait behind a pile-up and the service recovers as soon as the pile drains.
+- `RateLimiter`: a token bucket per API key.
+- `Lockout`: repeated failed verifications of one subject by one key lock that pair out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Overloaded(Exception):
+    """The inference queue is full."""
+
+
+class InferencePool:
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers = workers
+        self.capacity = workers + queue
+        self.pending = 0
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facelens-infer")
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        if self.pending >= self.capacity:  # single-threaded event loop: no race here
+            raise Overloaded(f"{self.pending} requests in progress or queued")
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self.pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RateLimiter:
+    """`per_minute` requests per key on average, bursts up to `burst`."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> float:
+        """0 if allowed now, else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate if self.rate else 60.0
+
+
+class Lockout:
+    """`failures` failed checks within `window_s` lock a (key, subject) pair for `lock_s`."""
+
+    def __init__(self, failures: int, window_s: float, lock_s: float) -> None:
+        self.failures, self.window_s, self.lock_s = failures, window_s, lock_s
+        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._locked: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def locked_for(self, pair: tuple[str, str]) -> float:
+        with self._lock:
+            left = self._locked.get(pair, 0.0) - time.monotonic()
+            if left <= 0:
+                self._locked.pop(pair, None)
+            return max(left, 0.0)
+
+    def failed(self, pair: tuple[str, str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            fails = self._fails[pair]
+            fails.append(now)
+            while fails and fails[0] < now - self.window_s:
+                fails.popleft()
+            if len(fails) >= self.failures:
+                self._locked[pair] = now + self.lock_s
+                fails.clear()
+
+    def succeeded(self, pair: tuple[str, str]) -> None:
+        with self._lock:
+            self._fails.pop(pair, None)

@@ -1,0 +1,134 @@
+"""/v1/me, /v1/keys, /v1/audit, /v1/events, /metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from facelens.events.models import Event
+from facelens.service.http import metrics
+from facelens.service.keys import Principal
+from facelens.service.security import requires, service
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get("/v1/me", summary="The calling key: id, name, scopes")
+def me(principal: Principal = requires()) -> dict[str, Any]:
+    return {"id": principal.id, "name": principal.name, "scopes": sorted(principal.scopes)}
+
+
+class NewKey(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] = Field(min_length=1)
+
+
+@router.get("/v1/keys")
+def list_keys(request: Request, _: Principal = requires("admin")) -> list[dict[str, Any]]:
+    return [{"id": k.id, "name": k.name, "scopes": k.scopes, "created_at": k.created_at,
+             "revoked_at": k.revoked_at} for k in service(request).keys.list()]
+
+
+@router.post("/v1/keys", status_code=201, summary="Make a key; the key is shown only here")
+def create_key(request: Request, body: NewKey,
+               principal: Principal = requires("admin")) -> dict[str, Any]:
+    state = service(request)
+    made, key = state.keys.create(body.name, body.scopes)
+    state.audit.record(principal.label, "key.create", "ok", key_id=made.id,
+                       scopes=sorted(made.scopes))
+    return {"id": made.id, "name": made.name, "scopes": sorted(made.scopes), "key": key}
+
+
+@router.delete("/v1/keys/{key_id}", status_code=204)
+def revoke_key(request: Request, key_id: str,
+               principal: Principal = requires("admin")) -> Response:
+    state = service(request)
+    state.keys.revoke(key_id)
+    state.audit.record(principal.label, "key.revoke", "ok", key_id=key_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/audit")
+def audit_entries(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  _: Principal = requires("admin")) -> list[dict[str, Any]]:
+    return [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action,
+             "gallery": e.gallery, "subject": e.subject, "outcome": e.outcome,
+             "detail": e.detail, "hash": e.hash}
+            for e in service(request).audit.entries(limit)]
+
+
+@router.get("/v1/audit/verify", summary="Check the hash chain of the audit log")
+def audit_verify(request: Request, _: Principal = requires("admin")) -> dict[str, Any]:
+    check = service(request).audit.verify()
+    return {"ok": check.ok, "entries": check.entries, "broken_at": check.broken_at,
+            "reason": check.reason}
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "camera": event.camera, "at": event.at, "gallery": event.gallery,
+            "subject_id": event.subject_id, "subject_name": event.subject_name,
+            "confidence": event.confidence, "status": event.status,
+            "has_snapshot": event.snapshot is not None, "reviewed_by": event.reviewed_by,
+            "reviewed_at": event.reviewed_at, "details": event.details}
+
+
+@router.get("/v1/events", tags=["events"])
+def list_events(request: Request,
+                status: Literal["unconfirmed", "confirmed", "dismissed"] | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                _: Principal = requires("events")) -> list[dict[str, Any]]:
+    return [event_payload(e) for e in service(request).events.list(status, limit)]
+
+
+@router.get("/v1/events/{event_id}", tags=["events"])
+def get_event(request: Request, event_id: int,
+              _: Principal = requires("events")) -> dict[str, Any]:
+    return event_payload(service(request).events.get(event_id))
+
+
+@router.get("/v1/events/{event_id}/snapshot", tags=["events"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def event_snapshot(request: Request, event_id: int,
+                   _: Principal = requires("events")) -> Response:
+    return Response(service(request).events.snapshot(event_id), media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store"})
+
+
+def _review(request: Request, event_id: int, status: str, principal: Principal
+            ) -> dict[str, Any]:
+    state = service(request)
+    event = state.events.review(event_id, status, principal.label)
+    state.audit.record(principal.label, f"event.{status[:-2]}", "ok", subject=event.subject_id,
+                       event=event_id)
+    return event_payload(event)
+
+
+@router.post("/v1/events/{event_id}/confirm", tags=["events"])
+def confirm_event(request: Request, event_id: int,
+                  principal: Principal = requires("events")) -> dict[str, Any]:
+    return _review(request, event_id, "confirmed", principal)
+
+
+@router.post("/v1/events/{event_id}/dismiss", tags=["events"])
+def dismiss_event(request: Request, event_id: int,
+                  principal: Principal = requires("events")) -> dict[str, Any]:
+    return _review(request, event_id, "dismissed", principal)
+
+
+@router.delete("/v1/events/{event_id}", tags=["events"], status_code=204)
+def delete_event(request: Request, event_id: int,
+                 principal: Principal = requires("events")) -> Response:
+    state = service(request)
+    state.events.delete(event_id)
+    state.audit.record(principal.label, "event.delete", "ok", event=event_id)
+    return Response(status_code=204)
+
+
+@router.get("/metrics", tags=["admin"], responses={200: {"content": {"text/plain": {}}}})
+def prometheus(request: Request, _: Principal = requires("metrics")) -> Response:
+    m = metrics(request.app)
+    m["pending"].set(service(request).pool.pending)
+    return Response(generate_latest(m["registry"]), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,198 @@
+"""/v1/galleries, /v1/subjects: gallery and subject CRUD, enrolment, identification."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel, Field
+
+from facelens import api
+from facelens.errors import NoFaceError
+from facelens.gallery.models import Gallery, Subject
+from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
+from facelens.matching.open_set import confidence_band
+from facelens.service.keys import Principal
+from facelens.service.routes_faces import Far, read_upload
+from facelens.service.security import requires, service
+
+router = APIRouter(prefix="/v1", tags=["galleries"])
+
+
+class NewGallery(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.-]+$")
+    purpose: str = Field(min_length=1, max_length=100,
+                         description="e.g. staff-door; purposes starting with 'watchlist' "
+                                     "need a reason and an expiry per entry")
+    embedder: str | None = None
+    retention_days: int = Field(3 * 365, ge=1)
+    keep_crops: bool = False
+
+
+def gallery_payload(gallery: Gallery, subjects: int | None = None) -> dict[str, Any]:
+    out = {"name": gallery.name, "purpose": gallery.purpose, "embedder": gallery.embedder,
+           "retention_days": gallery.retention_days, "keep_crops": gallery.keep_crops,
+           "created_at": gallery.created_at}
+    return out if subjects is None else {**out, "subjects": subjects}
+
+
+def subject_payload(subject: Subject) -> dict[str, Any]:
+    return {"id": subject.id, "name": subject.display_name, "external_id": subject.external_id,
+            "templates": len(subject.templates),
+            "consents": [{"purpose": c.purpose, "legal_basis": c.legal_basis,
+                          "granted_at": c.granted_at, "expires_at": c.expires_at,
+                          "recorded_by": c.recorded_by} for c in subject.consents],
+            "watch_reason": subject.watch_reason, "watch_expires": subject.watch_expires,
+            "created_at": subject.created_at, "last_seen_at": subject.last_seen_at}
+
+
+@router.get("/galleries")
+def list_galleries(request: Request, _: Principal = requires("enrol", "identify")
+                   ) -> list[dict[str, Any]]:
+    return [gallery_payload(g, n) for g, n in service(request).galleries.list_galleries()]
+
+
+@router.post("/galleries", status_code=201)
+def create_gallery(request: Request, body: NewGallery,
+                   principal: Principal = requires("admin")) -> dict[str, Any]:
+    state = service(request)
+    gallery = state.galleries.create_gallery(body.name, body.purpose, embedder=body.embedder,
+                                             retention_days=body.retention_days,
+                                             keep_crops=body.keep_crops)
+    state.audit.record(principal.label, "gallery.create", "ok", gallery=gallery.name,
+                       purpose=gallery.purpose, embedder=gallery.embedder)
+    return gallery_payload(gallery, 0)
+
+
+@router.get("/galleries/{name}")
+def get_gallery(request: Request, name: str,
+                _: Principal = requires("enrol", "identify")) -> dict[str, Any]:
+    state = service(request)
+    return gallery_payload(state.galleries.gallery(name), len(state.galleries.subjects(name)))
+
+
+@router.delete("/galleries/{name}", status_code=204)
+def delete_gallery(request: Request, name: str,
+                   principal: Principal = requires("admin")) -> Response:
+    state = service(request)
+    state.galleries.remove_gallery(name)
+    state.audit.record(principal.label, "gallery.delete", "ok", gallery=name)
+    return Response(status_code=204)
+
+
+@router.get("/galleries/{name}/subjects")
+def list_subjects(request: Request, name: str,
+                  _: Principal = requires("enrol", "identify")) -> list[dict[str, Any]]:
+    return [subject_payload(s) for s in service(request).galleries.subjects(name)]
+
+
+def _moment(day: date | None) -> datetime | None:
+    return datetime.combine(day, time.max, UTC) if day else None
+
+
+@router.post("/galleries/{name}/subjects", status_code=201,
+             summary="Enrol one person from one or more photos, with a consent record")
+async def enrol(request: Request, name: str,
+                subject_name: Annotated[str, Form(alias="name", min_length=1, max_length=200)],
+                images: Annotated[list[UploadFile], File()],
+                legal_basis: Annotated[str, Form()],
+                consent_purpose: Annotated[str, Form(min_length=1)],
+                recorded_by: Annotated[str, Form(min_length=1)],
+                consent_expires: Annotated[date | None, Form()] = None,
+                external_id: Annotated[str | None, Form()] = None,
+                watch_reason: Annotated[str | None, Form()] = None,
+                watch_expires: Annotated[date | None, Form()] = None,
+                principal: Principal = requires("enrol")) -> dict[str, Any]:
+    state = service(request)
+    uploads = [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
+    consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
+                            recorded_by=recorded_by, expires_at=_moment(consent_expires))
+
+    def work() -> EnrolReport:
+        rgbs = [state.decode(data) for _, data in uploads]  # any bad file refuses them all
+        return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent,
+                                      external_id=external_id, watch_reason=watch_reason,
+                                      watch_expires=_moment(watch_expires))
+
+    try:
+        report = await state.pool.run(work)
+    except Exception as e:
+        state.audit.record(principal.label, "enrol", type(e).__name__, gallery=name)
+        raise
+    state.audit.record(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
+                       templates=report.templates, legal_basis=legal_basis)
+    labels = {f"image {i}": filename for i, (filename, _) in enumerate(uploads)}
+    return {"subject_id": report.subject_id, "name": report.name,
+            "templates": report.templates,
+            "skipped": [{"image": labels.get(img, img), "reason": why}
+                        for img, why in report.skipped]}
+
+
+@router.get("/subjects/{subject_id}")
+def get_subject(request: Request, subject_id: str,
+                _: Principal = requires("enrol", "identify")) -> dict[str, Any]:
+    subject = service(request).galleries.subject(subject_id)
+    return {**subject_payload(subject), "gallery": subject.gallery.name}
+
+
+@router.delete("/subjects/{subject_id}", status_code=204,
+               summary="Delete a subject: its key is destroyed (crypto-shredding)")
+def delete_subject(request: Request, subject_id: str,
+                   principal: Principal = requires("enrol")) -> Response:
+    state = service(request)
+    state.galleries.delete_subject(subject_id)
+    state.audit.record(principal.label, "subject.delete", "ok", subject=subject_id)
+    return Response(status_code=204)
+
+
+def identification_payload(found: Identification, principal: Principal) -> dict[str, Any]:
+    candidates = []
+    for c in found.candidates:
+        band, fpir = confidence_band(found.embedder, c.score, found.comparisons)
+        item: dict[str, Any] = {"subject_id": c.subject_id, "name": c.name,
+                                "confidence": band, "fpir_at_most": fpir}
+        if principal.allows("scores"):
+            item["score"] = round(c.score, 4)
+        candidates.append(item)
+    return {"face": found.face.to_dict(), "unknown": found.unknown, "candidates": candidates}
+
+
+@router.post("/galleries/{name}/identify", summary="Who is each face? Candidates or unknown")
+async def identify(request: Request, name: str, image: Annotated[UploadFile, File()],
+                   far: Far = 1e-3, top_k: Annotated[int, Form(ge=1, le=50)] = 5,
+                   principal: Principal = requires("identify")) -> dict[str, Any]:
+    state, data = service(request), await read_upload(image)
+
+    def work() -> list[Identification]:
+        return state.galleries.identify(name, state.decode(data), far=far, top_k=top_k)
+
+    try:
+        found = await state.pool.run(work)
+    except Exception as e:
+        state.audit.record(principal.label, "identify", type(e).__name__, gallery=name)
+        raise
+    named = [f.candidates[0].subject_id for f in found if f.candidates]
+    state.audit.record(principal.label, "identify", f"{len(named)}/{len(found)} known",
+                       gallery=name, far=far, subjects=named)
+    return {"gallery": name, "decision": found[0].decision if found else "no face found",
+            "faces": [identification_payload(f, principal) for f in found]}
+
+
+@router.post("/subjects/{subject_id}/not-this-person", status_code=204,
+             summary="A reviewer's correction: this face is not that subject")
+async def not_this_person(request: Request, subject_id: str,
+                          image: Annotated[UploadFile, File()],
+                          principal: Principal = requires("identify")) -> Response:
+    state, data = service(request), await read_upload(image)
+
+    def work() -> None:
+        subject = state.galleries.subject(subject_id)
+        faces = api.embed(state.decode(data), embedder=subject.gallery.embedder)
+        if not faces:
+            raise NoFaceError("no face found")
+        state.galleries.not_this_person(subject_id, api.main_face(faces))
+
+    await state.pool.run(work)
+    state.audit.record(principal.label, "not_this_person", "ok", subject=subject_id)
+    return Response(status_code=204)

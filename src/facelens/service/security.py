@@ -1,0 +1,50 @@
+"""Who is calling: API keys from `Authorization: Bearer …` or `X-API-Key`, checked for scope
+and rate on every route but /healthz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from facelens.service.http import ApiError
+from facelens.service.keys import Principal
+from facelens.service.state import ServiceState
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer fl_…")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def service(request: Request) -> ServiceState:
+    return request.app.state.facelens  # type: ignore[no-any-return]
+
+
+def requires(*scopes: str) -> Any:
+    """A dependency: the caller's Principal if its key holds one of `scopes` (admin holds all);
+    any valid key when `scopes` is empty."""
+
+    async def principal(request: Request,
+                        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+                        header: str | None = Security(_header)) -> Principal:
+        state = service(request)
+        key = bearer.credentials if bearer else header
+        if not key:
+            raise ApiError(401, "unauthorized", "an API key is required "
+                           "(Authorization: Bearer fl_… or X-API-Key)",
+                           {"WWW-Authenticate": "Bearer"})
+        found = state.keys.authenticate(key)
+        if found is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked API key",
+                           {"WWW-Authenticate": "Bearer"})
+        if scopes and not found.allows(*scopes):
+            raise ApiError(403, "forbidden",
+                           f"this key lacks the {' or '.join(scopes)} scope")
+        wait = state.limiter.allow(found.id)
+        if wait:
+            raise ApiError(429, "rate_limited", "too many requests for this key",
+                           {"Retry-After": str(max(1, round(wait)))})
+        request.state.principal = found
+        return found
+
+    return Depends(principal)

@@ -1,0 +1,49 @@
+"""Everything one service process holds: the stores, the inference pool and the limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facelens.events.store import EventStore
+from facelens.gallery.service import Galleries
+from facelens.service.audit import AuditLog
+from facelens.service.keys import KeyStore
+from facelens.service.limits import InferencePool, Lockout, RateLimiter
+from facelens.settings import Settings
+from facelens.vision.decode import load_image
+
+API_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    galleries: Galleries
+    keys: KeyStore
+    audit: AuditLog
+    events: EventStore
+    pool: InferencePool
+    limiter: RateLimiter
+    lockout: Lockout
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServiceState:
+        galleries = Galleries(settings)
+        return cls(settings, galleries, KeyStore(galleries.sessions),
+                   AuditLog(galleries.sessions, settings.data_dir / "audit.head"),
+                   EventStore(galleries),
+                   InferencePool(settings.workers, settings.queue),
+                   RateLimiter(settings.rate_per_minute, settings.rate_burst),
+                   Lockout(settings.lockout_failures, settings.lockout_window_s,
+                           settings.lockout_s))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
+        return load_image(data, max_pixels=int(self.settings.max_image_mp * 1e6),
+                          formats=API_FORMATS)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.galleries.engine.dispose()

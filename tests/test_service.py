@@ -1,0 +1,354 @@
+"""The REST service, in-process (FastAPI's TestClient) on real models and photos: the whole
+flow on SQLite and on PostgreSQL, auth on every route, least disclosure, the audit chain,
+lockout, rate limits and overload. Hostile uploads against a real server are in
+test_service_server.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from facelens.gallery.service import ConsentRecord
+from facelens.service.app import create_app
+from facelens.service.keys import SCOPES
+from facelens.service.state import ServiceState
+from facelens.settings import Settings
+
+CLI = Path(sys.executable).with_name("facelens")
+CONSENT_FORM = {"legal_basis": "consent", "consent_purpose": "door access",
+                "recorded_by": "reception"}
+
+
+@dataclass
+class Served:
+    client: TestClient
+    state: ServiceState
+    keys: dict[str, str]
+    """scope -> a key holding only that scope (plus "identify+scores")."""
+    fixtures: Path
+
+    def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+    def upload(self, name: str, field: str = "image") -> dict[str, Any]:
+        return {field: (name, (self.fixtures / name).read_bytes(), "image/jpeg")}
+
+    def enrol(self, gallery: str, person: str, image: str) -> str:
+        r = self.client.post(f"/v1/galleries/{gallery}/subjects", headers=self.auth("enrol"),
+                             files=[("images", (image, (self.fixtures / image).read_bytes(),
+                                                "image/jpeg"))],
+                             data={"name": person, **CONSENT_FORM})
+        assert r.status_code == 201, r.text
+        return str(r.json()["subject_id"])
+
+
+@contextmanager
+def _serve(settings: Settings, fixtures: Path) -> Iterator[Served]:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        state: ServiceState = app.state.facelens
+        keys = {scope: state.keys.create(f"only-{scope}", [scope])[1] for scope in SCOPES}
+        keys["identify+scores"] = state.keys.create("scores", ["identify", "scores"])[1]
+        yield Served(client, state, keys, fixtures)
+
+
+def _settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, **{"rate_burst": 10_000, "rate_per_minute": 1e6,
+                                          **overrides})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path, fixtures_dir: Path
+           ) -> Iterator[Served]:
+    url = request.getfixturevalue("postgres").url if request.param == "postgresql" else None
+    with _serve(_settings(tmp_path / "data", database_url=url), fixtures_dir) as s:
+        yield s
+
+
+@pytest.fixture
+def lite(tmp_path: Path, fixtures_dir: Path) -> Iterator[Served]:
+    with _serve(_settings(tmp_path / "data"), fixtures_dir) as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- the whole flow
+def test_enrol_identify_verify_review_delete(served: Served) -> None:
+    c, admin = served.client, served.auth("admin")
+    assert served.state.galleries.engine.dialect.name in ("sqlite", "postgresql")
+    r = c.post("/v1/galleries", headers=admin, json={"name": "door", "purpose": "staff-door"})
+    assert r.status_code == 201 and r.json()["embedder"] == "fusion"
+    assert c.post("/v1/galleries", headers=admin,
+                  json={"name": "door", "purpose": "x"}).json()["error"]["code"] == "conflict"
+    obama = served.enrol("door", "obama", "obama.jpg")
+    biden = served.enrol("door", "biden", "biden.jpg")
+
+    subjects = c.get("/v1/galleries/door/subjects", headers=served.auth("identify")).json()
+    assert sorted(s["name"] for s in subjects) == ["biden", "obama"]
+    assert subjects[0]["consents"][0]["legal_basis"] == "consent"
+
+    found = c.post("/v1/galleries/door/identify", headers=served.auth("identify"),
+                   files=served.upload("two_people.jpg")).json()
+    names = sorted(f["candidates"][0]["name"] for f in found["faces"] if not f["unknown"])
+    assert names == ["biden", "obama"]
+    for face in found["faces"]:
+        assert face["candidates"][0]["confidence"] in ("high", "medium", "low")
+        assert "score" not in face["candidates"][0] and "embedding" not in face["face"]
+
+    same = c.post("/v1/verify", headers=served.auth("verify"),
+                  files=served.upload("obama2.jpg"), data={"subject_id": obama}).json()
+    other = c.post("/v1/verify", headers=served.auth("verify"),
+                   files=served.upload("obama2.jpg"), data={"subject_id": biden}).json()
+    assert same["match"] and not other["match"] and other["confidence"] == "none"
+    pair = c.post("/v1/verify", headers=served.auth("verify"),
+                  files={**served.upload("obama.jpg", "image_a"),
+                         **served.upload("obama2.jpg", "image_b")}).json()
+    assert pair["match"] and "score" not in pair and pair["operating_point"]
+
+    # an event about obama, reviewed by a person; snapshots come back decrypted
+    event = served.state.events.record("front-door", obama, "high", snapshot_jpeg=b"\xff\xd8jpeg")
+    listed = c.get("/v1/events?status=unconfirmed", headers=served.auth("events")).json()
+    assert [e["id"] for e in listed] == [event.id] and listed[0]["subject_name"] == "obama"
+    snap = c.get(f"/v1/events/{event.id}/snapshot", headers=served.auth("events"))
+    assert snap.content == b"\xff\xd8jpeg" and snap.headers["content-type"] == "image/jpeg"
+    confirmed = c.post(f"/v1/events/{event.id}/confirm", headers=served.auth("events")).json()
+    assert confirmed["status"] == "confirmed" and confirmed["reviewed_by"].endswith("only-events")
+
+    # deleting obama shreds him and his events; he is unknown from then on
+    assert c.delete(f"/v1/subjects/{obama}", headers=served.auth("enrol")).status_code == 204
+    assert c.get(f"/v1/subjects/{obama}", headers=admin).status_code == 404
+    assert c.get("/v1/events", headers=served.auth("events")).json() == []
+    again = c.post("/v1/galleries/door/identify", headers=served.auth("identify"),
+                   files=served.upload("obama2.jpg")).json()
+    assert [f["unknown"] for f in again["faces"]] == [True]
+
+    assert c.delete("/v1/galleries/door", headers=admin).status_code == 204
+    assert c.get("/v1/galleries", headers=admin).json() == []
+    check = c.get("/v1/audit/verify", headers=admin).json()
+    assert check["ok"], check
+    actions = [e["action"] for e in c.get("/v1/audit?limit=1000", headers=admin).json()]
+    for needed in ("enrol", "identify", "verify", "subject.delete", "gallery.delete",
+                   "event.confirm"):
+        assert needed in actions
+
+
+def test_engine_routes_and_error_codes(lite: Served) -> None:
+    c, detect = lite.client, lite.auth("detect")
+    r = c.post("/v1/analyze", headers=detect, files=lite.upload("two_people.jpg")).json()
+    assert len(r["faces"]) == 2 and all(f["attributes"]["sex"] for f in r["faces"])
+    assert {"right_eye", "left_eye"} <= set(r["faces"][0]["landmarks"])
+    plain = c.post("/v1/detect", headers=detect, files=lite.upload("obama.jpg")).json()
+    assert len(plain["faces"]) == 1 and "attributes" not in plain["faces"][0]
+    blank = c.post("/v1/verify", headers=lite.auth("verify"),
+                   files={"image_a": ("a.png", _blank_png(), "image/png"),
+                          **lite.upload("obama.jpg", "image_b")})
+    assert (blank.status_code, blank.json()["error"]["code"]) == (422, "no_face")
+    half = c.post("/v1/verify", headers=lite.auth("verify"), files=lite.upload("obama.jpg"))
+    assert (half.status_code, half.json()["error"]["code"]) == (400, "bad_request")
+    missing = c.post("/v1/galleries/nope/identify", headers=lite.auth("identify"),
+                     files=lite.upload("obama.jpg"))
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    no_consent = c.post("/v1/galleries", headers=lite.auth("admin"),
+                        json={"name": "w", "purpose": "watchlist-missing"})
+    assert no_consent.status_code == 201
+    refused = c.post("/v1/galleries/w/subjects", headers=lite.auth("enrol"),
+                     files=[("images", ("o.jpg", (lite.fixtures / "obama.jpg").read_bytes(),
+                                        "image/jpeg"))],
+                     data={"name": "x", **CONSENT_FORM})  # a watchlist entry needs a reason
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "rule_violation")
+    assert lite.state.galleries.subjects("w") == []
+
+
+def _blank_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- auth on every route
+def _calls(openapi: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for path, methods in openapi["paths"].items():
+        for method in methods:
+            yield method.upper(), path.replace("{name}", "door").replace(
+                "{subject_id}", "00000000-0000-0000-0000-000000000000").replace(
+                "{event_id}", "1").replace("{key_id}", "abc")
+
+
+def test_every_route_but_health_needs_a_key_with_the_right_scope(lite: Served) -> None:
+    c = lite.client
+    spec = c.get("/openapi.json").json()
+    calls = list(_calls(spec))
+    assert len(calls) >= 25, "the walk should see the whole API"
+    assert ("GET", "/healthz") in calls and c.get("/healthz").status_code == 200
+    revoked = lite.state.keys.create("gone", ["admin"])
+    lite.state.keys.revoke(revoked[0].id)
+    for method, path in calls:
+        if path == "/healthz":
+            continue
+        for bad in (None, "fl_nothing_here", revoked[1]):
+            headers = {"Authorization": f"Bearer {bad}"} if bad else {}
+            r = c.request(method, path, headers=headers)
+            assert r.status_code == 401, (method, path, bad, r.text)
+            assert r.json()["error"]["code"] == "unauthorized"
+        if path == "/v1/me":
+            continue  # any valid key may ask who it is
+        wrong = "detect" if path == "/metrics" else "metrics"  # a metrics key reads /metrics only
+        r = c.request(method, path, headers=lite.auth(wrong))
+        assert r.status_code == 403, (method, path, wrong, r.text)
+        assert r.json()["error"]["code"] == "forbidden"
+
+
+def test_least_disclosure(lite: Served) -> None:
+    c = lite.client
+    c.post("/v1/galleries", headers=lite.auth("admin"), json={"name": "door", "purpose": "door"})
+    lite.enrol("door", "obama", "obama.jpg")
+    plain = c.post("/v1/galleries/door/identify", headers=lite.auth("identify"),
+                   files=lite.upload("obama2.jpg")).json()["faces"][0]["candidates"][0]
+    scored = c.post("/v1/galleries/door/identify", headers=lite.auth("identify+scores"),
+                    files=lite.upload("obama2.jpg")).json()["faces"][0]["candidates"][0]
+    assert "score" not in plain and 0 < scored["score"] <= 1
+    assert plain["confidence"] == scored["confidence"]
+    for scope in ("detect", "identify", "verify", "enrol"):
+        assert c.post("/v1/embed", headers=lite.auth(scope),
+                      files=lite.upload("obama.jpg")).status_code == 403
+    exported = c.post("/v1/embed", headers=lite.auth("export"),
+                      files=lite.upload("obama.jpg")).json()["faces"][0]
+    assert len(exported["embedding"]) == 256 and exported["embedder"] == "fusion"
+    for route in ("/v1/detect", "/v1/analyze"):
+        face = c.post(route, headers=lite.auth("detect"), files=lite.upload("obama.jpg")).json()
+        assert "embedding" not in face["faces"][0]
+    listed = c.get("/v1/keys", headers=lite.auth("admin")).json()
+    assert listed and all("key" not in k and "secret_hash" not in k for k in listed)
+
+
+# --------------------------------------------------------------------------- audit chain
+def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path,
+                                                    repo_root: Path) -> None:
+    c, admin = lite.client, lite.auth("admin")
+    for name in ("a", "b", "c", "d"):
+        c.post("/v1/galleries", headers=admin, json={"name": name, "purpose": "door"})
+    check = c.get("/v1/audit/verify", headers=admin).json()
+    assert check["ok"] and check["entries"] >= 3
+
+    def cli_verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CLI), "audit", "verify", "--json"],
+                              env={**os.environ, "FACELENS_DATA_DIR": str(tmp_path / "data")},
+                              capture_output=True, text=True, cwd=repo_root, timeout=120)
+
+    assert cli_verify().returncode == 0
+    engine = lite.state.galleries.engine
+    with engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT id FROM audit_log WHERE gallery = 'b'")).scalar_one()
+        conn.execute(sa.text("UPDATE audit_log SET outcome = 'denied' WHERE id = :i"), {"i": row})
+    edited = c.get("/v1/audit/verify", headers=admin).json()
+    assert not edited["ok"] and edited["broken_at"] == row
+    result = cli_verify()
+    assert result.returncode == 1 and json.loads(result.stdout)["broken_at"] == row
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_log SET outcome = 'ok' WHERE id = :i"), {"i": row})
+    assert c.get("/v1/audit/verify", headers=admin).json()["ok"]
+    with engine.begin() as conn:  # quietly dropping the newest row is caught by the head file
+        last = conn.execute(sa.text("SELECT max(id) FROM audit_log")).scalar_one()
+        conn.execute(sa.text("DELETE FROM audit_log WHERE id = :i"), {"i": last})
+    tail = c.get("/v1/audit/verify", headers=admin).json()
+    assert not tail["ok"] and tail["broken_at"] == -1
+    with engine.begin() as conn:  # and a row from the middle breaks the chain at its successor
+        conn.execute(sa.text("DELETE FROM audit_log WHERE id = :i"), {"i": row})
+    middle = c.get("/v1/audit/verify", headers=admin).json()
+    assert not middle["ok"] and middle["broken_at"] == row + 1
+
+
+# --------------------------------------------------------------------------- limits
+def test_failed_verifications_lock_the_pair_out(tmp_path: Path, fixtures_dir: Path) -> None:
+    settings = _settings(tmp_path / "data", lockout_failures=2, lockout_s=600)
+    with _serve(settings, fixtures_dir) as s:
+        c = s.client
+        c.post("/v1/galleries", headers=s.auth("admin"), json={"name": "pay", "purpose": "pay"})
+        obama = s.enrol("pay", "obama", "obama.jpg")
+        attempt = {"files": s.upload("biden.jpg"), "data": {"subject_id": obama}}
+        codes = [c.post("/v1/verify", headers=s.auth("verify"), **attempt).status_code
+                 for _ in range(3)]
+        assert codes == [200, 200, 423]
+        locked = c.post("/v1/verify", headers=s.auth("verify"), files=s.upload("obama2.jpg"),
+                        data={"subject_id": obama})
+        assert locked.status_code == 423 and int(locked.headers["Retry-After"]) > 0
+        # another key (another caller) is not locked out of that subject
+        other = c.post("/v1/verify", headers=s.auth("admin"), files=s.upload("obama2.jpg"),
+                       data={"subject_id": obama})
+        assert other.status_code == 200 and other.json()["match"]
+
+
+def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", rate_burst=3, rate_per_minute=1)
+    with _serve(settings, fixtures_dir) as s:
+        codes = [s.client.get("/v1/me", headers=s.auth("detect")).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = s.client.get("/v1/me", headers=s.auth("detect"))
+        assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+        assert s.client.get("/v1/me", headers=s.auth("verify")).status_code == 200  # own bucket
+
+
+def test_overload_answers_429_fast_and_recovers(tmp_path: Path, fixtures_dir: Path) -> None:
+    settings = _settings(tmp_path / "data", workers=1, queue=1)
+    with _serve(settings, fixtures_dir) as s:
+        results: list[int] = []
+
+        def call() -> None:
+            r = s.client.post("/v1/analyze", headers=s.auth("detect"),
+                              files=s.upload("two_people.jpg"))
+            results.append(r.status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        health = [s.client.get("/healthz").status_code for _ in range(5)]
+        for t in threads:
+            t.join()
+        assert health == [200] * 5
+        assert results.count(429) >= 1 and results.count(200) >= 2, results
+        assert set(results) <= {200, 429}
+        after = s.client.post("/v1/analyze", headers=s.auth("detect"),
+                              files=s.upload("two_people.jpg"))
+        assert after.status_code == 200  # recovered by itself
+
+
+# --------------------------------------------------------------------------- retention
+def test_service_start_purges_expired_consent(tmp_path: Path, fixtures_dir: Path) -> None:
+    settings = _settings(tmp_path / "data")
+    state = ServiceState.open(settings)
+    state.galleries.create_gallery("door", "door", embedder="sface-flip")
+    past = datetime.now(UTC) - timedelta(days=1)
+    kept = state.galleries.enroll("door", "obama", [fixtures_dir / "obama.jpg"],
+                                  consent=ConsentRecord("door", "consent", "test"))
+    state.galleries.enroll("door", "biden", [fixtures_dir / "biden.jpg"],
+                           consent=ConsentRecord("door", "consent", "test", expires_at=past))
+    state.close()
+    with _serve(settings, fixtures_dir) as s:
+        admin = s.auth("admin")
+        deadline = time.monotonic() + 30  # the purge runs in the background at start
+        while True:
+            subjects = s.client.get("/v1/galleries/door/subjects", headers=admin).json()
+            if len(subjects) < 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [x["id"] for x in subjects] == [kept.subject_id]
+        purges = [e for e in s.client.get("/v1/audit", headers=admin).json()
+                  if e["action"] == "purge"]
+        assert purges and json.loads(purges[0]["detail"])["deleted"] == 1
