@@ -241,6 +241,22 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
     _write_json(report, json_out)
 
 
+@bench_app.command("service")
+def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of people.")]
+                  = Path("../shared/data/lfw-dev/images"),
+                  people: Annotated[int, typer.Option(help="Gallery size.")] = 40,
+                  overload_s: Annotated[float, typer.Option(help="Overload duration.")] = 20.0,
+                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                  = None) -> None:
+    """HTTP identify throughput vs the library in-process; 429s, /healthz p99 and recovery
+    under 4x overload."""
+    from facelens.eval.service_bench import run_service_bench
+
+    with errors(), progress() as start:
+        report = run_service_bench(lfw, people=people, overload_s=overload_s, progress=start)
+    _write_json(report, json_out)
+
+
 def _write_json(report: dict[str, Any], target: Path | None) -> None:
     if target:
         target.parent.mkdir(parents=True, exist_ok=True)

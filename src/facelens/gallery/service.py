@@ -201,13 +201,14 @@ class Galleries:
     # ------------------------------------------------------------------ enrolment
     def enroll(self, gallery_name: str, name: str, images: list[ImageSource], *,
                consent: ConsentRecord, external_id: str | None = None,
-               watch_reason: str | None = None, watch_expires: datetime | None = None
-               ) -> EnrolReport:
+               watch_reason: str | None = None, watch_expires: datetime | None = None,
+               labels: list[str] | None = None) -> EnrolReport:
         """Enrol one person from one or more images, all in one transaction.
 
         Refused without a lawful basis; watchlist galleries also need a reason and an expiry.
-        Images with no face, several faces or a poor-quality face are skipped with the reason;
-        if none is usable the subject is not created.
+        Images with no face, several faces or a poor-quality face are skipped with the reason
+        (named by `labels`, e.g. upload file names, if given); if none is usable the subject
+        is not created.
         """
         from facelens import api
 
@@ -222,7 +223,8 @@ class Galleries:
                                "a reason and an expiry")
         vectors, qualities, crops, skipped = [], [], [], []
         for number, image in enumerate(images):
-            label = str(image) if isinstance(image, (str, Path)) else f"image {number}"
+            label = (labels[number] if labels else
+                     str(image) if isinstance(image, (str, Path)) else f"image {number}")
             try:
                 rgb = load_image(image)
                 faces = api.embed(rgb, embedder=gallery.embedder, second_chance=True)

@@ -17,7 +17,13 @@ from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
 from facelens.service import routes_admin, routes_faces, routes_galleries
-from facelens.service.http import BodyLimit, install_error_handlers, install_metrics
+from facelens.service.http import (
+    Admission,
+    BodyLimit,
+    install_error_handlers,
+    install_metrics,
+)
+from facelens.service.limits import InferencePool
 from facelens.service.state import ServiceState
 from facelens.settings import Settings, get_settings
 
@@ -35,6 +41,11 @@ async def _purge_daily(state: ServiceState) -> None:
         except Exception:  # keep the loop alive; the next run retries
             log.exception("retention purge failed")
         await asyncio.sleep(state.settings.purge_interval_h * 3600)
+
+
+def _pool(app: FastAPI) -> InferencePool | None:
+    state = getattr(app.state, "facelens", None)  # None until the lifespan has opened it
+    return state.pool if state else None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
+    app.add_middleware(Admission, pool=lambda: _pool(app))
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
     app.include_router(routes_admin.router)

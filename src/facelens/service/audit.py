@@ -10,6 +10,7 @@ root user who rewrites the whole chain and the head file together.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -51,29 +52,36 @@ class AuditLog:
 
     def record(self, actor: str, action: str, outcome: str, *, gallery: str | None = None,
                subject: str | None = None, **detail: Any) -> None:
-        with self._lock, self.sessions.begin() as s:
-            if s.bind is not None and s.bind.dialect.name == "postgresql":
-                s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-            last = s.execute(sa.select(AuditEntry.id, AuditEntry.hash)
-                             .order_by(AuditEntry.id.desc()).limit(1)).first()
-            # The id is chosen here, not by the database, because the hash covers it; two
-            # writers that race for it collide on the primary key instead of forking the chain.
-            entry = AuditEntry(id=(last.id if last else 0) + 1,
-                               at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                               actor=actor, action=action, gallery=gallery, subject=subject,
-                               outcome=outcome, prev_hash=last.hash if last else GENESIS,
-                               detail=json.dumps(detail, sort_keys=True, default=str))
-            entry.hash = _row_hash(entry.prev_hash, entry)
-            s.add(entry)
-            count = s.scalar(sa.select(sa.func.count(AuditEntry.id)))
-            head = {"entries": count, "hash": entry.hash, "id": entry.id}
-        self._write_head(head)
+        with self._lock:  # the head file is written in the same order as the rows
+            with self.sessions.begin() as s:
+                if s.bind is not None and s.bind.dialect.name == "postgresql":
+                    s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+                last = s.execute(sa.select(AuditEntry.id, AuditEntry.hash)
+                                 .order_by(AuditEntry.id.desc()).limit(1)).first()
+                # The id is chosen here, not by the database, because the hash covers it: two
+                # writers that race for it collide on the primary key, never fork the chain.
+                entry = AuditEntry(id=(last.id if last else 0) + 1,
+                                   at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                                   actor=actor, action=action, gallery=gallery, subject=subject,
+                                   outcome=outcome, prev_hash=last.hash if last else GENESIS,
+                                   detail=json.dumps(detail, sort_keys=True, default=str))
+                entry.hash = _row_hash(entry.prev_hash, entry)
+                s.add(entry)
+                head = {"entries": entry.id, "hash": entry.hash}  # ids run 1, 2, 3, …
+            self._write_head(head)
 
     def _write_head(self, head: dict[str, Any]) -> None:
+        """Replace the head file unless another process already wrote a newer head."""
         self.head_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.head_file.with_name(self.head_file.name + ".tmp")
-        tmp.write_text(json.dumps(head))
-        os.replace(tmp, self.head_file)
+        with open(self.head_file.with_name(self.head_file.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.head_file.exists():
+                current = json.loads(self.head_file.read_text() or "{}")
+                if current.get("entries", 0) >= head["entries"]:
+                    return
+            tmp = self.head_file.with_name(self.head_file.name + ".tmp")
+            tmp.write_text(json.dumps(head))
+            os.replace(tmp, self.head_file)
 
     def entries(self, limit: int = 100) -> list[AuditEntry]:
         with self.sessions() as s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,7 @@ from facelens.errors import (
     NotFoundError,
     UnsupportedImageError,
 )
-from facelens.service.limits import Overloaded
+from facelens.service.limits import InferencePool, Overloaded
 
 log = logging.getLogger("facelens.service")
 
@@ -135,6 +136,30 @@ class _TooLarge(Exception):
     pass
 
 
+INFERENCE_ROUTES = ("/detect", "/analyze", "/embed", "/verify", "/identify", "/subjects",
+                    "/not-this-person")
+
+
+class Admission:
+    """Refuse inference requests with 429 while the pool is full, before their bodies are
+    read or their keys looked up: an overloaded server spends almost nothing on what it
+    cannot serve, so /healthz and the requests it can serve stay fast."""
+
+    def __init__(self, app: ASGIApp, pool: Callable[[], InferencePool | None]) -> None:
+        self.app, self.pool = app, pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pool = self.pool() if scope["type"] == "http" else None
+        if (pool is not None and pool.full and scope["method"] == "POST"
+                and scope["path"].endswith(INFERENCE_ROUTES)):
+            metrics_of(scope)["rejected"].inc()
+            response = error_response(429, "overloaded", f"busy ({pool.pending} requests in "
+                                      "progress or queued); retry shortly", {"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install_metrics(app: FastAPI) -> None:
     """Per-app registry (several apps may live in one test process)."""
     registry = CollectorRegistry()
@@ -164,3 +189,7 @@ def install_metrics(app: FastAPI) -> None:
 
 def metrics(app: FastAPI) -> dict[str, Any]:
     return app.state.metrics  # type: ignore[no-any-return]
+
+
+def metrics_of(scope: Scope) -> dict[str, Any]:
+    return metrics(scope["app"])

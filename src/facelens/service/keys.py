@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -53,8 +55,14 @@ def _digest(key: str) -> str:
 
 
 class KeyStore:
+    CACHE_S = 5.0
+    """How long an answer is reused: a key revoked by another process stops working within
+    this time (at once in this process)."""
+
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self._cache: dict[str, tuple[Principal | None, float]] = {}
+        self._lock = threading.Lock()
 
     def create(self, name: str, scopes: list[str]) -> tuple[Principal, str]:
         """Make a key; returns it in full (the only time it is ever visible)."""
@@ -72,6 +80,19 @@ class KeyStore:
         return Principal(key_id, name.strip(), frozenset(scopes)), key
 
     def authenticate(self, key: str) -> Principal | None:
+        digest, now = _digest(key), time.monotonic()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached and cached[1] > now:
+            return cached[0]
+        found = self._lookup(key, digest)
+        with self._lock:
+            if len(self._cache) > 10_000:  # unknown keys must not grow it without bound
+                self._cache.clear()
+            self._cache[digest] = (found, now + self.CACHE_S)
+        return found
+
+    def _lookup(self, key: str, digest: str) -> Principal | None:
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "fl":
             return None
@@ -79,7 +100,7 @@ class KeyStore:
             row = s.get(ApiKey, parts[1])
         if row is None or row.revoked_at is not None:
             return None
-        if not hmac.compare_digest(row.secret_hash, _digest(key)):
+        if not hmac.compare_digest(row.secret_hash, digest):
             return None
         return Principal(row.id, row.name, frozenset(row.scopes))
 
@@ -98,3 +119,5 @@ class KeyStore:
             if row is None or row.revoked_at is not None:
                 raise NotFoundError(f"no active key {key_id}")
             row.revoked_at = utcnow()
+        with self._lock:
+            self._cache.clear()

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -29,10 +31,15 @@ class InferencePool:
         self.workers = workers
         self.capacity = workers + queue
         self.pending = 0
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facelens-infer")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facelens-infer",
+                                            initializer=lower_thread_priority)
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= self.capacity
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self.pending >= self.capacity:  # single-threaded event loop: no race here
+        if self.full:  # single-threaded event loop: no race here
             raise Overloaded(f"{self.pending} requests in progress or queued")
         self.pending += 1
         try:
@@ -42,6 +49,13 @@ class InferencePool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def lower_thread_priority() -> None:
+    """Inference threads (and the runtime threads they start, which inherit it) yield the CPU
+    to the event loop: a saturated machine still answers /healthz and 429s at once."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class RateLimiter:

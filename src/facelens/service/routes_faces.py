@@ -98,7 +98,7 @@ async def verify(request: Request,
     if subject_id and image is not None:
         pair = (principal.id, subject_id)
         if (left := state.lockout.locked_for(pair)) > 0:
-            state.audit.record(principal.label, "verify", "locked", subject=subject_id)
+            await state.audited(principal.label, "verify", "locked", subject=subject_id)
             raise ApiError(423, "verification_locked",
                            f"too many failed verifications of this subject; retry in "
                            f"{left:.0f} s", {"Retry-After": str(round(left) + 1)})
@@ -119,10 +119,10 @@ async def verify(request: Request,
     try:
         verdict = await state.pool.run(work)
     except FacelensError as e:
-        state.audit.record(principal.label, "verify", type(e).__name__, subject=subject_id)
+        await state.audited(principal.label, "verify", type(e).__name__, subject=subject_id)
         raise
     if pair is not None:
         (state.lockout.succeeded if verdict.match else state.lockout.failed)(pair)
-    state.audit.record(principal.label, "verify", "match" if verdict.match else "no_match",
+    await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                        subject=subject_id, far=far)
     return verdict_payload(verdict, principal)

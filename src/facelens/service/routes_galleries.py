@@ -113,20 +113,19 @@ async def enrol(request: Request, name: str,
         rgbs = [state.decode(data) for _, data in uploads]  # any bad file refuses them all
         return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent,
                                       external_id=external_id, watch_reason=watch_reason,
-                                      watch_expires=_moment(watch_expires))
+                                      watch_expires=_moment(watch_expires),
+                                      labels=[filename for filename, _ in uploads])
 
     try:
         report = await state.pool.run(work)
     except Exception as e:
-        state.audit.record(principal.label, "enrol", type(e).__name__, gallery=name)
+        await state.audited(principal.label, "enrol", type(e).__name__, gallery=name)
         raise
-    state.audit.record(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
+    await state.audited(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
                        templates=report.templates, legal_basis=legal_basis)
-    labels = {f"image {i}": filename for i, (filename, _) in enumerate(uploads)}
     return {"subject_id": report.subject_id, "name": report.name,
             "templates": report.templates,
-            "skipped": [{"image": labels.get(img, img), "reason": why}
-                        for img, why in report.skipped]}
+            "skipped": [{"image": img, "reason": why} for img, why in report.skipped]}
 
 
 @router.get("/subjects/{subject_id}")
@@ -170,10 +169,10 @@ async def identify(request: Request, name: str, image: Annotated[UploadFile, Fil
     try:
         found = await state.pool.run(work)
     except Exception as e:
-        state.audit.record(principal.label, "identify", type(e).__name__, gallery=name)
+        await state.audited(principal.label, "identify", type(e).__name__, gallery=name)
         raise
     named = [f.candidates[0].subject_id for f in found if f.candidates]
-    state.audit.record(principal.label, "identify", f"{len(named)}/{len(found)} known",
+    await state.audited(principal.label, "identify", f"{len(named)}/{len(found)} known",
                        gallery=name, far=far, subjects=named)
     return {"gallery": name, "decision": found[0].decision if found else "no face found",
             "faces": [identification_payload(f, principal) for f in found]}
@@ -194,5 +193,5 @@ async def not_this_person(request: Request, subject_id: str,
         state.galleries.not_this_person(subject_id, api.main_face(faces))
 
     await state.pool.run(work)
-    state.audit.record(principal.label, "not_this_person", "ok", subject=subject_id)
+    await state.audited(principal.label, "not_this_person", "ok", subject=subject_id)
     return Response(status_code=204)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
@@ -43,6 +45,10 @@ class ServiceState:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
         return load_image(data, max_pixels=int(self.settings.max_image_mp * 1e6),
                           formats=API_FORMATS)
+
+    async def audited(self, actor: str, action: str, outcome: str, **fields: Any) -> None:
+        """audit.record off the event loop (a database commit waits for the disk)."""
+        await run_in_threadpool(self.audit.record, actor, action, outcome, **fields)
 
     def close(self) -> None:
         self.pool.shutdown()

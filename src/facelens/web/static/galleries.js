@@ -1,0 +1,163 @@
+// Galleries page (list, create) and one gallery's page (subjects, delete, enrol).
+import { api, enc } from "./api.js";
+import { $, busy, el, emptyRow, fmtDate, fmtDay, showError, showNotice } from "./ui.js";
+import { capturedImages, clearCaptures, setupWebcam, stopWebcam } from "./webcam.js";
+
+let current = null; // name of the gallery on show
+
+// ------------------------------------------------------------------ list and create
+export async function showGalleries() {
+  const tbody = $("#galleries-table tbody");
+  let galleries;
+  try {
+    galleries = await api("/v1/galleries");
+  } catch (e) {
+    tbody.replaceChildren();
+    showError(e.message);
+    return;
+  }
+  if (galleries.length === 0) {
+    tbody.replaceChildren(emptyRow(4, "galleries-empty", "No galleries yet."));
+    return;
+  }
+  const row = (g) => el("tr", { dataset: { testid: `gallery-${g.name}` } },
+    el("td", {}, el("a", { href: `#/galleries/${enc(g.name)}` }, g.name)),
+    el("td", {}, g.purpose),
+    el("td", {}, g.embedder),
+    el("td", { class: "num" }, g.subjects));
+  tbody.replaceChildren(...galleries.map(row));
+}
+
+async function createGallery(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = {
+    name: $("#gallery-name").value.trim(),
+    purpose: $("#gallery-purpose").value.trim(),
+  };
+  await busy($("#create-gallery"), async () => {
+    const gallery = await api("/v1/galleries", { method: "POST", json: body });
+    form.reset();
+    await showGalleries();
+    showNotice(`Gallery ${gallery.name} created.`);
+  });
+}
+
+// ------------------------------------------------------------------ one gallery
+export async function showGallery(name) {
+  if (current !== name) resetEnrol(); // a half-filled form stays while in the same gallery
+  current = name;
+  $("#enrol-result").hidden = true;
+  $("#gallery-title").textContent = `Gallery ${name}`;
+  $("#gallery-info").textContent = "";
+  try {
+    const gallery = await api(`/v1/galleries/${enc(name)}`);
+    $("#gallery-info").textContent =
+      `Purpose: ${gallery.purpose} · embedder ${gallery.embedder} · ` +
+      `retention ${gallery.retention_days} days · created ${fmtDate(gallery.created_at)}`;
+  } catch (e) {
+    $("#subjects-table tbody").replaceChildren();
+    showError(e.message);
+    return;
+  }
+  await loadSubjects();
+}
+
+// Leaving the gallery page: the webcam goes off.
+export function leaveGallery() {
+  stopWebcam();
+}
+
+// A subject may hold several consent records: their values, comma-separated.
+function consents(subject, field, format = (v) => v) {
+  const values = (subject.consents || []).map((c) => c[field]).filter(Boolean);
+  return values.length ? values.map(format).join(", ") : "—";
+}
+
+async function loadSubjects() {
+  const tbody = $("#subjects-table tbody");
+  let subjects;
+  try {
+    subjects = await api(`/v1/galleries/${enc(current)}/subjects`);
+  } catch (e) {
+    tbody.replaceChildren();
+    showError(e.message);
+    return;
+  }
+  if (subjects.length === 0) {
+    tbody.replaceChildren(emptyRow(7, "subjects-empty", "No subjects yet."));
+    return;
+  }
+  const row = (s) => el("tr", { dataset: { testid: `subject-${s.id}`, name: s.name } },
+    el("td", { class: "subject-name" }, s.name),
+    el("td", { class: "num" }, s.templates),
+    el("td", {}, consents(s, "legal_basis")),
+    el("td", {}, consents(s, "expires_at", fmtDay)),
+    el("td", {}, fmtDay(s.watch_expires)),
+    el("td", {}, fmtDate(s.last_seen_at)),
+    el("td", {}, el("button", {
+      type: "button", class: "danger", dataset: { testid: `delete-${s.name}` },
+      "aria-label": `Delete ${s.name}`, onclick: (e) => deleteSubject(s, e.target),
+    }, "Delete")));
+  tbody.replaceChildren(...subjects.map(row));
+}
+
+async function deleteSubject(subject, button) {
+  if (!confirm(`Delete ${subject.name} and all their templates? This cannot be undone.`)) return;
+  await busy(button, async () => {
+    await api(`/v1/subjects/${enc(subject.id)}`, { method: "DELETE" });
+    await loadSubjects();
+    showNotice(`${subject.name} deleted.`);
+  });
+}
+
+// ------------------------------------------------------------------ enrol
+function resetEnrol() {
+  $("#enrol-form").reset();
+  clearCaptures();
+  $("#enrol-result").hidden = true;
+}
+
+function enrolForm() {
+  const form = new FormData();
+  const fields = ["name", "legal_basis", "consent_purpose", "recorded_by", "consent_expires",
+    "watch_reason", "watch_expires"];
+  for (const field of fields) {
+    const value = $(`#enrol-form [name="${field}"]`).value.trim();
+    if (value) form.append(field, value);
+  }
+  for (const file of $("#enrol-images").files) form.append("images", file, file.name);
+  for (const { blob, name } of capturedImages()) form.append("images", blob, name);
+  return form;
+}
+
+async function enrol(event) {
+  event.preventDefault();
+  const form = enrolForm();
+  if (!form.has("images")) {
+    showError("Add at least one photo: choose files or capture from the webcam.");
+    return;
+  }
+  $("#enrol-result").hidden = true;
+  await busy($("#enrol-submit"), async () => {
+    const report = await api(`/v1/galleries/${enc(current)}/subjects`, { method: "POST", form });
+    const skipped = report.skipped || [];
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+    $("#enrol-summary").textContent =
+      `Enrolled ${report.name} with ${plural(report.templates, "template")}` +
+      (skipped.length ? `; ${plural(skipped.length, "image")} skipped:` : ".");
+    const items = skipped.map((s) => el("li", {}, `${s.image}: ${s.reason}`));
+    $("#enrol-skipped").replaceChildren(...items);
+    $("#enrol-result").hidden = false;
+    $("#enrol-form").reset();
+    clearCaptures();
+    stopWebcam();
+    await loadSubjects();
+  });
+}
+
+export function setupGalleries() {
+  $("#create-gallery-form").addEventListener("submit", createGallery);
+  $("#enrol-form").addEventListener("submit", enrol);
+  setupWebcam();
+}

@@ -1,0 +1,73 @@
+// Small DOM helpers shared by the pages: element builder, alert/notice, date formatting.
+export const $ = (selector) => document.querySelector(selector);
+
+// el("td", {class: "x", dataset: {testid: "y"}}, "text", child) -> element; text is never HTML.
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name in node && typeof value !== "string") node[name] = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+// showError("message") or showError(["first", "second"]): the API's error.message, as given.
+export function showError(messages) {
+  const box = $("#alert");
+  const list = Array.isArray(messages) ? messages : [messages];
+  box.replaceChildren(...list.map((m) => el("p", {}, m)));
+  box.hidden = false;
+  $("#notice").hidden = true;
+}
+
+export function showNotice(message) {
+  const box = $("#notice");
+  box.textContent = message;
+  box.hidden = false;
+  $("#alert").hidden = true;
+}
+
+export function clearMessages() {
+  $("#alert").hidden = true;
+  $("#alert").replaceChildren();
+  $("#notice").hidden = true;
+  $("#notice").textContent = "";
+}
+
+// Runs an async action with its button disabled; an error goes to the alert box.
+export async function busy(button, action) {
+  if (button) button.disabled = true;
+  try {
+    return await action();
+  } catch (e) {
+    showError(e.message);
+    return undefined;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// A moment, in the viewer's time zone.
+export function fmtDate(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+}
+
+// An expiry day: the service stores the end of that day in UTC, so it is shown in UTC.
+export function fmtDay(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleDateString(undefined, { timeZone: "UTC" });
+}
+
+// One table row with one cell across `columns`: "No subjects yet." and the like.
+export const emptyRow = (columns, testid, text) =>
+  el("tr", {}, el("td", { colSpan: columns, class: "empty", dataset: { testid } }, text));
