@@ -35,6 +35,7 @@ test: $(STAMP) $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/facelens bench --json-out out/bench.json
 	$(BIN)/facelens bench search --n 1000000 --json-out out/bench-search.json
+	$(BIN)/facelens bench service --json-out out/bench-service.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
