@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens import api, cli_gallery, cli_service
+from facelens import api, cli_gallery, cli_service, cli_video
 from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
 from facelens.face import Face
 
@@ -27,6 +27,8 @@ app.add_typer(cli_gallery.gallery_app, name="gallery")
 app.add_typer(cli_service.keys_app, name="keys")
 app.add_typer(cli_service.audit_app, name="audit")
 app.command()(cli_service.serve)
+app.command()(cli_video.watch)
+eval_app.command("watch")(cli_video.eval_watch)
 app.command()(cli_gallery.enroll)
 app.command("enroll-folder")(cli_gallery.enroll_folder)
 app.command()(cli_gallery.identify)
@@ -129,7 +131,7 @@ def models(as_json: JsonFlag = False) -> None:
     for c in cards:
         table = Table(title=c["name"], show_header=False, title_justify="left")
         for key in ("task", "package", "version", "licence", "input_size", "published",
-                    "measured", "file", "sha256", "status"):
+                    "measured", "runtime", "file", "sha256", "status"):
             table.add_row(key, str(c[key]))
         out.print(table)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from facelens.gallery.models import Base, utcnow
 
-STATUSES = ("unconfirmed", "confirmed", "dismissed")
+EventStatus = Literal["unconfirmed", "confirmed", "dismissed", "suppressed"]
+STATUSES: tuple[str, ...] = get_args(EventStatus)
+"""suppressed: stored for review but never alerted (e.g. a face that moved as a poster)."""
 
 
 class Event(Base):
@@ -29,6 +31,24 @@ class Event(Base):
     """Unconfirmed until a person confirms or dismisses it in the console."""
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     """JPEG, sealed with the subject's data key (so it is shredded with the subject)."""
+    frame: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """JPEG of the whole frame with every other face blurred, sealed like the snapshot."""
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reviewed_by: Mapped[str | None] = mapped_column(String(120), default=None)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Camera(Base):
+    """A camera the service watches (seeded from the settings file, managed over the API)."""
+
+    __tablename__ = "cameras"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1000))
+    """A video file, rtsp:// or http(s):// stream, or /dev/videoN."""
+    galleries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    fps: Mapped[float] = mapped_column(Float, default=10.0)
+    motion: Mapped[bool] = mapped_column(Boolean, default=False)
+    cooldown_s: Mapped[float] = mapped_column(Float, default=60.0)
+    far: Mapped[float] = mapped_column(Float, default=1e-3)

@@ -5,6 +5,7 @@ Snapshots are sealed with the subject's data key, so deleting the subject shreds
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,8 +17,8 @@ from facelens.gallery.models import Subject, utcnow
 from facelens.gallery.service import Galleries
 
 
-def _context(event_subject: str) -> bytes:
-    return f"snapshot:{event_subject}".encode()
+def _context(subject_id: str, kind: str = "snapshot") -> bytes:
+    return f"{kind}:{subject_id}".encode()
 
 
 class EventStore:
@@ -26,21 +27,32 @@ class EventStore:
         self.sessions = galleries.sessions
 
     def record(self, camera: str, subject_id: str, confidence: str, *,
-               snapshot_jpeg: bytes | None = None, **details: Any) -> Event:
+               snapshot_jpeg: bytes | None = None, frame_jpeg: bytes | None = None,
+               status: str = "unconfirmed", **details: Any) -> Event:
         """Store one sighting of an enrolled subject (never of anyone else)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
         with self.sessions.begin() as s:
             subject = s.get(Subject, subject_id)
             if subject is None:
                 raise NotFoundError(f"no subject {subject_id}")
-            sealed = None
-            if snapshot_jpeg:
-                data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
-                sealed = seal(data_key, snapshot_jpeg, _context(subject.id))
+            data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
             event = Event(camera=camera, gallery=subject.gallery.name, subject_id=subject.id,
                           subject_name=subject.display_name, confidence=confidence,
-                          snapshot=sealed, details=details)
+                          status=status, details=details,
+                          snapshot=seal(data_key, snapshot_jpeg, _context(subject.id))
+                          if snapshot_jpeg else None,
+                          frame=seal(data_key, frame_jpeg, _context(subject.id, "frame"))
+                          if frame_jpeg else None)
             s.add(event)
         return event
+
+    def expire_unconfirmed(self, older_than_days: float) -> int:
+        """Delete unconfirmed (and suppressed) events older than the retention period."""
+        cutoff = utcnow() - timedelta(days=older_than_days)
+        with self.sessions.begin() as s:
+            return int(s.execute(sa.delete(Event).where(
+                Event.status.in_(("unconfirmed", "suppressed")), Event.at < cutoff)).rowcount)
 
     def list(self, status: str | None = None, limit: int = 100) -> list[Event]:
         query = sa.select(Event).order_by(Event.at.desc()).limit(limit)
@@ -56,19 +68,21 @@ class EventStore:
             raise NotFoundError(f"no event {event_id}")
         return event
 
-    def snapshot(self, event_id: int) -> bytes:
+    def image(self, event_id: int, kind: str = "snapshot") -> bytes:
+        """The event's best-shot crop ("snapshot") or blurred whole frame ("frame"), JPEG."""
         with self.sessions() as s:
             event = s.get(Event, event_id)
-            if event is None or event.snapshot is None:
-                raise NotFoundError(f"event {event_id} has no snapshot")
+            blob = getattr(event, kind) if event is not None else None
+            if event is None or blob is None:
+                raise NotFoundError(f"event {event_id} has no {kind}")
             subject = s.get(Subject, event.subject_id)
             assert subject is not None  # the foreign key cascades
             data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
-            return unseal(data_key, event.snapshot, _context(subject.id))
+            return unseal(data_key, blob, _context(subject.id, kind))
 
     def review(self, event_id: int, status: str, reviewer: str) -> Event:
-        if status not in STATUSES[1:]:
-            raise ValueError(f"review status must be one of {STATUSES[1:]}")
+        if status not in ("confirmed", "dismissed"):
+            raise ValueError("a review confirms or dismisses")
         with self.sessions.begin() as s:
             event = s.get(Event, event_id)
             if event is None:

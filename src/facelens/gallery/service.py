@@ -289,10 +289,18 @@ class Galleries:
         from facelens import api
 
         gallery = self.gallery(gallery_name)
-        rgb = load_image(image)
-        faces = api.embed(rgb, embedder=gallery.embedder)
+        faces = api.embed(load_image(image), embedder=gallery.embedder)
+        return self.match(gallery_name, faces, far=far, top_k=top_k)
+
+    def match(self, gallery_name: str, faces: list[Face], *, far: float = 1e-3,
+              top_k: int = 5) -> list[Identification]:
+        """identify() for faces embedded already (by the gallery's embedder), e.g. the best
+        shot of a camera track."""
+        gallery = self.gallery(gallery_name)
         if not faces:
             return []
+        if any(f.embedding is None or f.embedder != gallery.embedder for f in faces):
+            raise GalleryError(f"faces must carry {gallery.embedder} embeddings")
         with self._lock:
             index = self._index(gallery)
             size = len(index)

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
-from facelens.service import routes_admin, routes_faces, routes_galleries
+from facelens.service import routes_admin, routes_cameras, routes_faces, routes_galleries
 from facelens.service.http import (
     Admission,
     BodyLimit,
@@ -32,12 +32,16 @@ STATIC = resources.files("facelens.web") / "static"
 
 
 async def _purge_daily(state: ServiceState) -> None:
-    """The retention rule, applied at start and then every purge_interval_h hours."""
+    """The retention rules (subjects; unconfirmed alerts), applied at start and then every
+    purge_interval_h hours."""
     while True:
         try:
-            deleted = await asyncio.get_running_loop().run_in_executor(
-                None, state.galleries.purge)
-            state.audit.record("service", "purge", "ok", deleted=len(deleted))
+            loop = asyncio.get_running_loop()
+            deleted = await loop.run_in_executor(None, state.galleries.purge)
+            expired = await loop.run_in_executor(None, state.events.expire_unconfirmed,
+                                                 state.settings.event_retention_days)
+            state.audit.record("service", "purge", "ok", deleted=len(deleted),
+                               expired_events=expired)
         except Exception:  # keep the loop alive; the next run retries
             log.exception("retention purge failed")
         await asyncio.sleep(state.settings.purge_interval_h * 3600)
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState.open(settings)
         app.state.facelens = state
         purge = asyncio.create_task(_purge_daily(state))
+        state.cameras.start()
         try:
             yield
         finally:
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_cameras.router)
 
     @app.get("/healthz", tags=["admin"], summary="Liveness: answers without a key")
     async def healthz() -> dict[str, str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from facelens.events.models import Event
+from facelens.events.models import Event, EventStatus
 from facelens.service.http import metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
@@ -71,13 +71,14 @@ def event_payload(event: Event) -> dict[str, Any]:
     return {"id": event.id, "camera": event.camera, "at": event.at, "gallery": event.gallery,
             "subject_id": event.subject_id, "subject_name": event.subject_name,
             "confidence": event.confidence, "status": event.status,
-            "has_snapshot": event.snapshot is not None, "reviewed_by": event.reviewed_by,
+            "has_snapshot": event.snapshot is not None, "has_frame": event.frame is not None,
+            "reviewed_by": event.reviewed_by,
             "reviewed_at": event.reviewed_at, "details": event.details}
 
 
 @router.get("/v1/events", tags=["events"])
 def list_events(request: Request,
-                status: Literal["unconfirmed", "confirmed", "dismissed"] | None = None,
+                status: EventStatus | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 _: Principal = requires("events")) -> list[dict[str, Any]]:
     return [event_payload(e) for e in service(request).events.list(status, limit)]
@@ -93,7 +94,17 @@ def get_event(request: Request, event_id: int,
             responses={200: {"content": {"image/jpeg": {}}}})
 def event_snapshot(request: Request, event_id: int,
                    _: Principal = requires("events")) -> Response:
-    return Response(service(request).events.snapshot(event_id), media_type="image/jpeg",
+    """The matched person's best shot."""
+    return Response(service(request).events.image(event_id), media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store"})
+
+
+@router.get("/v1/events/{event_id}/frame", tags=["events"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def event_frame(request: Request, event_id: int,
+                _: Principal = requires("events")) -> Response:
+    """The whole frame, every face but the matched one blurred."""
+    return Response(service(request).events.image(event_id, "frame"), media_type="image/jpeg",
                     headers={"Cache-Control": "no-store"})
 
 

@@ -14,6 +14,7 @@ from facelens.service.audit import AuditLog
 from facelens.service.keys import KeyStore
 from facelens.service.limits import InferencePool, Lockout, RateLimiter
 from facelens.settings import Settings
+from facelens.video.manager import CameraManager
 from facelens.vision.decode import load_image
 
 API_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
@@ -29,17 +30,20 @@ class ServiceState:
     pool: InferencePool
     limiter: RateLimiter
     lockout: Lockout
+    cameras: CameraManager
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
         galleries = Galleries(settings)
+        events = EventStore(galleries)
         return cls(settings, galleries, KeyStore(galleries.sessions),
                    AuditLog(galleries.sessions, settings.data_dir / "audit.head"),
-                   EventStore(galleries),
+                   events,
                    InferencePool(settings.workers, settings.queue),
                    RateLimiter(settings.rate_per_minute, settings.rate_burst),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
-                           settings.lockout_s))
+                           settings.lockout_s),
+                   CameraManager(settings, galleries, events))
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
@@ -51,5 +55,6 @@ class ServiceState:
         await run_in_threadpool(self.audit.record, actor, action, outcome, **fields)
 
     def close(self) -> None:
+        self.cameras.close()
         self.pool.shutdown()
         self.galleries.engine.dispose()

@@ -52,3 +52,20 @@ def save_rgb(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
         raise BadImageError(f"could not write {path}")
+
+
+def draw_labels(rgb: np.ndarray, labels: list[tuple[np.ndarray, str, bool]]) -> np.ndarray:
+    """A copy of `rgb` with a box and a label per (box, text, named) — camera views."""
+    out = rgb.copy()
+    thick = max(1, round(max(rgb.shape[:2]) / 500))
+    scale = max(0.4, max(rgb.shape[:2]) / 1400)
+    for box, text, named in labels:
+        colour = _GOOD if named else (200, 200, 200)
+        x1, y1, x2, y2 = (round(v) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        y = max(y1 - 4, h + 4)
+        cv2.rectangle(out, (x1, y - h - 4), (x1 + w + 4, y + 2), colour, -1)
+        cv2.putText(out, text, (x1 + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    thick, cv2.LINE_AA)
+    return out

@@ -1,0 +1,106 @@
+"""`facelens watch SOURCE --gallery G [--out annotated.mp4]` and `facelens eval watch`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facelens.cli_common import JsonFlag, emit, err, errors, out
+
+
+def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
+                                                     "or /dev/videoN.")],
+          gallery: Annotated[list[str], typer.Option(help="Gallery to match (repeatable).")],
+          camera: Annotated[str, typer.Option(help="Camera name on events.")] = "cli",
+          fps: Annotated[float | None, typer.Option(help="Frames per second to process "
+                                                         "(default: every frame).")] = None,
+          far: Annotated[float, typer.Option(help="FPIR per searched face.")] = 1e-3,
+          cooldown: Annotated[float, typer.Option(help="Seconds between alerts for one "
+                                                       "person.")] = 60.0,
+          motion: Annotated[bool, typer.Option(help="Skip still frames.")] = False,
+          out_video: Annotated[Path | None, typer.Option(
+              "--out", help="Write an annotated video (boxes, names, track ids).")] = None,
+          as_json: JsonFlag = False) -> None:
+    """Watch a video or stream for the people in GALLERY; print alerts as they happen.
+    Alerts are stored as events (and sent to configured webhooks/MQTT); faces that match
+    nothing are never written anywhere."""
+    from facelens.events.store import EventStore
+    from facelens.gallery.service import Galleries
+    from facelens.settings import get_settings
+    from facelens.video.camera import alert_recorder, sinks_from
+    from facelens.video.source import VideoSource
+    from facelens.video.watch import Alert, Watcher
+    from facelens.video.writer import AnnotatedWriter
+
+    settings = get_settings()
+    with errors():
+        galleries = Galleries(settings)
+        sink = sinks_from(settings)
+        store = alert_recorder(EventStore(galleries), sink)
+
+        def on_alert(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
+            event_id = store(alert, snapshot, frame)
+            alert.event_id = event_id
+            if as_json:
+                emit(alert.payload())
+            else:
+                flag = f"  [yellow]{alert.flagged}: stored, not alerted[/yellow]" \
+                    if alert.flagged else ""
+                out.print(f"{alert.time:8.2f}s  {alert.camera}  [bold]{alert.name}[/bold] "
+                          f"({alert.confidence})  track #{alert.track_id}  event "
+                          f"{event_id}{flag}")
+            return event_id
+
+        watcher = Watcher(camera, galleries, gallery, far=far, cooldown_s=cooldown,
+                          motion=motion, on_alert=on_alert)
+        source = VideoSource(source, fps=fps)
+        writer = AnnotatedWriter(out_video, fps or 30.0) if out_video else None
+        started, last = time.perf_counter(), 0.0
+        try:
+            for frame in source.frames():
+                watcher.process(frame)
+                if writer:
+                    writer.write(frame.rgb, watcher.labels)
+                last = frame.time
+            watcher.finish(last)
+        except KeyboardInterrupt:
+            err.print("stopped")
+        finally:
+            if writer:
+                writer.close()
+            sink.close()
+    s = watcher.stats
+    took = time.perf_counter() - started
+    err.print(f"{s.frames} frames, {s.detections} faces detected, {s.tracks} tracks, "
+              f"{s.embeddings} embeddings; {took:.1f} s for {last:.1f} s of video"
+              + (f"; annotated video: {out_video}" if out_video else ""))
+
+
+def eval_watch(video: Path,
+               enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
+               fps: Annotated[float | None, typer.Option(help="Pipeline frame rate (default: "
+                                                              "every frame).")] = None,
+               json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+               = None) -> None:
+    """The camera pipeline vs identifying every face in every frame: alerts, embeddings per
+    detection, identity recall of both, speed against real time."""
+    import json
+
+    from facelens.cli_common import progress
+    from facelens.eval.watch_eval import run_watch_eval
+
+    people = {}
+    for item in enrol:
+        name, _, photo = item.partition("=")
+        if not photo:
+            raise typer.BadParameter(f"--enrol {item!r}: use NAME=PHOTO")
+        people[name] = Path(photo)
+    with errors(), progress() as start:
+        report = run_watch_eval(video, people, fps=fps, progress=start)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report)

@@ -1,0 +1,94 @@
+"""/v1/cameras: add, change (galleries, enable/disable, rate), remove; live previews."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from facelens.errors import NotFoundError
+from facelens.service.keys import Principal
+from facelens.service.security import requires, service
+from facelens.settings import CameraConfig
+
+router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
+BOUNDARY = "facelensframe"
+
+
+class CameraChange(BaseModel):
+    source: str | None = None
+    galleries: list[str] | None = None
+    enabled: bool | None = None
+    fps: float | None = Field(None, gt=0, le=60)
+    motion: bool | None = None
+    cooldown_s: float | None = Field(None, ge=0)
+    far: float | None = Field(None, ge=1e-5, le=1e-1)
+
+
+@router.get("")
+def list_cameras(request: Request, _: Principal = requires("events")) -> list[dict[str, Any]]:
+    return service(request).cameras.describe()
+
+
+@router.post("", status_code=201)
+def add_camera(request: Request, body: CameraConfig,
+               principal: Principal = requires("admin")) -> dict[str, Any]:
+    state = service(request)
+    state.cameras.add(body)
+    state.audit.record(principal.label, "camera.add", "ok", camera=body.name,
+                       galleries=body.galleries)
+    return state.cameras.describe(body.name)[0]
+
+
+@router.patch("/{name}")
+def change_camera(request: Request, name: str, body: CameraChange,
+                  principal: Principal = requires("admin")) -> dict[str, Any]:
+    state = service(request)
+    changes = body.model_dump(exclude_none=True)
+    state.cameras.update(name, changes)
+    state.audit.record(principal.label, "camera.change", "ok", camera=name, **changes)
+    return state.cameras.describe(name)[0]
+
+
+@router.delete("/{name}", status_code=204)
+def remove_camera(request: Request, name: str,
+                  principal: Principal = requires("admin")) -> Response:
+    state = service(request)
+    state.cameras.remove(name)
+    state.audit.record(principal.label, "camera.remove", "ok", camera=name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/preview.jpg", responses={200: {"content": {"image/jpeg": {}}}})
+def preview_frame(request: Request, name: str, _: Principal = requires("events")) -> Response:
+    """The latest processed frame with boxes and labels (held in memory only)."""
+    preview = service(request).cameras.runner(name).preview
+    if preview is None:
+        raise NotFoundError(f"camera {name!r} has no frame yet")
+    return Response(preview, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+MJPEG = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+
+
+@router.get("/{name}/preview.mjpeg", responses={200: {"content": {MJPEG: {}}}})
+async def preview_stream(request: Request, name: str,
+                         _: Principal = requires("events")) -> StreamingResponse:
+    """MJPEG of the processed frames (for players that send X-API-Key)."""
+    runner = service(request).cameras.runner(name)
+
+    async def frames() -> AsyncIterator[bytes]:
+        last = None
+        while runner.alive and not await request.is_disconnected():
+            jpeg = runner.preview
+            if jpeg is not None and jpeg is not last:
+                last = jpeg
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+            await asyncio.sleep(0.05)
+
+    return StreamingResponse(frames(), media_type=MJPEG)

@@ -1,0 +1,1 @@
+"""Cameras: sources → sampled frames → tracked faces → best shots → watchlist alerts."""

@@ -1,0 +1,102 @@
+"""Run cameras: each in its own thread, source → Watcher → events stored and delivered."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.events.sinks import Fanout, MqttSink, Sink, WebhookSink
+from facelens.events.store import EventStore
+from facelens.gallery.service import Galleries
+from facelens.settings import CameraConfig, Settings
+from facelens.video.source import SourceError, VideoSource
+from facelens.video.watch import Alert, Watcher
+from facelens.vision.draw import draw_labels
+
+log = logging.getLogger("facelens.video")
+
+
+def sinks_from(settings: Settings) -> Fanout:
+    sinks: list[Sink] = [WebhookSink(h.url, h.secret) for h in settings.webhooks]
+    if settings.mqtt_url:
+        sinks.append(MqttSink(settings.mqtt_url, prefix=settings.mqtt_prefix))
+    return Fanout(sinks)
+
+
+def alert_recorder(events: EventStore, sink: Sink | None
+                   ) -> Callable[[Alert, bytes, bytes], int | None]:
+    """The Watcher's on_alert: store the event (sealed pictures), then deliver it unless it
+    was flagged (a poster is kept for review, not announced)."""
+
+    def record(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
+        event = events.record(alert.camera, alert.subject_id, alert.confidence,
+                              snapshot_jpeg=snapshot, frame_jpeg=frame,
+                              status="suppressed" if alert.flagged else "unconfirmed",
+                              track=alert.track_id, video_time=alert.time,
+                              flagged=alert.flagged)
+        if sink is not None and not alert.flagged:
+            sink.send({**alert.payload(), "event_id": event.id,
+                       "at": event.at.isoformat(), "status": event.status})
+        return event.id
+
+    return record
+
+
+class CameraRunner:
+    def __init__(self, config: CameraConfig, galleries: Galleries, events: EventStore,
+                 sink: Sink | None) -> None:
+        self.config, self.galleries = config, galleries
+        self.on_alert = alert_recorder(events, sink)
+        self.stop_event = threading.Event()
+        self.status = "starting"
+        self.alerts = 0
+        self.preview: bytes | None = None
+        """The latest processed frame with boxes and labels, JPEG (memory only)."""
+        self.source: VideoSource | None = None
+        self._thread = threading.Thread(target=self._run, name=f"camera-{config.name}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        c = self.config
+        try:
+            watcher = Watcher(c.name, self.galleries, c.galleries, far=c.far,
+                              cooldown_s=c.cooldown_s, motion=c.motion, on_alert=self.on_alert)
+            self.source = VideoSource(c.source, fps=c.fps, stop=self.stop_event)
+            self.status = "running"
+            last_time = 0.0
+            for frame in self.source.frames():
+                self.alerts += len(watcher.process(frame))
+                self._show(frame.rgb, watcher)
+                last_time = frame.time
+            self.alerts += len(watcher.finish(last_time))
+            self.status = "stopped" if self.stop_event.is_set() else "ended"
+        except (SourceError, Exception) as e:  # a camera's failure must not take others down
+            self.status = f"error: {e}"
+            log.error("camera %s stopped: %s", c.name, type(e).__name__)
+
+    def _show(self, rgb: np.ndarray, watcher: Watcher) -> None:
+        drawn = draw_labels(rgb, watcher.labels)
+        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(drawn[:, :, ::-1]),
+                                [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if ok:
+            self.preview = jpeg.tobytes()  # one reference swap: readers never see half
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.config.model_dump(), "status": self.status, "alerts": self.alerts,
+                "reconnects": self.source.reconnects if self.source else 0}

@@ -1,0 +1,110 @@
+"""The service's cameras: stored in the database (seeded from the settings file), one
+CameraRunner per enabled camera, changed at run time over /v1/cameras."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+
+from facelens.errors import ConflictError, NotFoundError
+from facelens.events.models import Camera
+from facelens.events.sinks import Fanout
+from facelens.events.store import EventStore
+from facelens.gallery.service import Galleries
+from facelens.settings import CameraConfig, Settings
+from facelens.video.camera import CameraRunner, sinks_from
+
+FIELDS = tuple(CameraConfig.model_fields)
+
+
+def _config(row: Camera) -> CameraConfig:
+    return CameraConfig(**{f: getattr(row, f) for f in FIELDS})
+
+
+class CameraManager:
+    def __init__(self, settings: Settings, galleries: Galleries, events: EventStore) -> None:
+        self.settings, self.galleries, self.events = settings, galleries, events
+        self.sink: Fanout | None = None
+        self.runners: dict[str, CameraRunner] = {}
+        self._lock = threading.Lock()
+        with galleries.sessions.begin() as s:
+            known = set(s.scalars(sa.select(Camera.name)))
+            for seed in settings.cameras:
+                if seed.name not in known:
+                    s.add(Camera(**seed.model_dump()))
+
+    def configs(self) -> list[CameraConfig]:
+        with self.galleries.sessions() as s:
+            return [_config(row) for row in s.scalars(sa.select(Camera).order_by(Camera.name))]
+
+    def start(self) -> None:
+        self.sink = sinks_from(self.settings)  # connects to brokers: only when cameras run
+        for config in self.configs():
+            self._restart(config)
+
+    def _restart(self, config: CameraConfig | None, name: str | None = None) -> None:
+        with self._lock:
+            old = self.runners.pop(name or (config.name if config else ""), None)
+            if old:
+                old.stop()
+            if config and config.enabled:
+                for gallery in config.galleries:
+                    self.galleries.gallery(gallery)  # unknown gallery: refuse, loudly
+                runner = CameraRunner(config, self.galleries, self.events, self.sink)
+                self.runners[config.name] = runner
+                runner.start()
+
+    def add(self, config: CameraConfig) -> None:
+        for gallery in config.galleries:
+            self.galleries.gallery(gallery)
+        with self.galleries.sessions.begin() as s:
+            if s.get(Camera, config.name):
+                raise ConflictError(f"camera {config.name!r} exists")
+            s.add(Camera(**config.model_dump()))
+        self._restart(config)
+
+    def update(self, name: str, changes: dict[str, Any]) -> CameraConfig:
+        with self.galleries.sessions.begin() as s:
+            row = s.get(Camera, name)
+            if row is None:
+                raise NotFoundError(f"no camera {name!r}")
+            config = CameraConfig(**{**_config(row).model_dump(), **changes})
+            for gallery in config.galleries:
+                self.galleries.gallery(gallery)
+            for field in FIELDS:
+                setattr(row, field, getattr(config, field))
+        self._restart(config)
+        return config
+
+    def remove(self, name: str) -> None:
+        with self.galleries.sessions.begin() as s:
+            if not s.execute(sa.delete(Camera).where(Camera.name == name)).rowcount:
+                raise NotFoundError(f"no camera {name!r}")
+        self._restart(None, name)
+
+    def describe(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for config in self.configs():
+            if name and config.name != name:
+                continue
+            runner = self.runners.get(config.name)
+            out.append(runner.describe() if runner else
+                       {**config.model_dump(), "status": "disabled" if not config.enabled
+                        else "stopped", "alerts": 0, "reconnects": 0})
+        if name and not out:
+            raise NotFoundError(f"no camera {name!r}")
+        return out
+
+    def runner(self, name: str) -> CameraRunner:
+        runner = self.runners.get(name)
+        if runner is None:
+            raise NotFoundError(f"camera {name!r} is not running")
+        return runner
+
+    def close(self) -> None:
+        for name in list(self.runners):
+            self._restart(None, name)
+        if self.sink:
+            self.sink.close()

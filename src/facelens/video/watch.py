@@ -1,0 +1,267 @@
+"""One camera's pipeline: detect → track → keep each track's best shot → embed it once (again
+only for a clearly better shot) → match against the camera's galleries → one alert per
+(track, subject), de-duplicated per person per camera by a cool-down.
+
+Privacy: faces that match nothing live only in memory, for as long as their track does; no
+crop, embedding, frame or log line about them is ever written. An alert stores the matched
+person's best shot and the frame with every other face blurred, both sealed with that
+person's key (events/store.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens import api
+from facelens.face import Face
+from facelens.gallery.service import Galleries
+from facelens.matching.open_set import confidence_band
+from facelens.video.poster import PlanarityEvidence
+from facelens.video.source import Frame
+from facelens.video.tracker import IouTracker, Track
+
+log = logging.getLogger("facelens.video")
+
+
+@dataclass
+class Alert:
+    camera: str
+    subject_id: str
+    name: str
+    gallery: str
+    confidence: str
+    time: float
+    track_id: int
+    flagged: str | None = None
+    """"poster" when the face moved as a flat picture: stored, but raises no normal alert."""
+    event_id: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Shot:
+    quality: float
+    crop: np.ndarray
+    face: Face
+    """The face in the crop's coordinates."""
+    frame: np.ndarray
+    others: list[np.ndarray]
+    """The boxes of every other face in `frame`: blurred in the stored frame."""
+
+
+@dataclass
+class _TrackState:
+    poster: PlanarityEvidence = field(default_factory=PlanarityEvidence)
+    observations: int = 0
+    first_time: float = 0.0
+    last_tick: int = -1
+    best: _Shot | None = None
+    embedded_quality: float | None = None
+    embeds: int = 0
+    match: tuple[str, str, str, str] | None = None
+    """(subject id, name, gallery, confidence band)."""
+    alerted: bool = False
+
+
+@dataclass
+class WatchStats:
+    frames: int = 0
+    skipped_still: int = 0
+    detections: int = 0
+    embeddings: int = 0
+    tracks: int = 0
+
+
+class Watcher:
+    def __init__(self, camera: str, galleries: Galleries, gallery_names: list[str], *,
+                 far: float = 1e-3, cooldown_s: float = 60.0, min_observations: int = 3,
+                 reembed_margin: float = 0.15, max_embeds: int = 3, motion: bool = False,
+                 patience_s: float = 3.0,
+                 on_alert: Callable[[Alert, bytes, bytes], int | None] | None = None) -> None:
+        self.camera, self.galleries, self.gallery_names = camera, galleries, gallery_names
+        self.far, self.cooldown_s, self.min_observations = far, cooldown_s, min_observations
+        self.reembed_margin, self.max_embeds, self.motion = reembed_margin, max_embeds, motion
+        self.patience_s = patience_s
+        self.on_alert = on_alert
+        """Stores/delivers an alert (snapshot JPEG, blurred frame JPEG); returns an event id."""
+        self.embedders = sorted({galleries.gallery(g).embedder for g in gallery_names})
+        self.tracker = IouTracker()
+        self.stats = WatchStats()
+        self.labels: list[tuple[np.ndarray, str, bool]] = []
+        """(box, label, named) per face of the latest frame: what an annotated view draws."""
+        self.frame_tracks: list[tuple[int, np.ndarray]] = []
+        """(track id, box) per face of the latest frame."""
+        self.named: dict[int, str] = {}
+        """Track id -> the subject id it was last matched to (ids only, for evaluation)."""
+        self._last_alert: dict[str, float] = {}
+        self._previous_grey: np.ndarray | None = None
+        self._previous_small: np.ndarray | None = None
+        self._tick = 0
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame) -> list[Alert]:
+        self.stats.frames += 1
+        grey = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+        if self.motion and self._still(grey) and not self.tracker.tracks:
+            self.stats.skipped_still += 1
+            self.labels, self.frame_tracks = [], []
+            return []
+        faces = api.detect(frame.rgb)
+        self.stats.detections += len(faces)
+        seen, ended = self.tracker.update(faces, self._tick)
+        alerts = []
+        for track in seen:
+            state = self._observe(track, frame, grey, faces)
+            self._maybe_embed(track, state)
+            if state.match and not state.alerted and self._sure(state, frame.time):
+                alerts.extend(self._alert(track, state, frame.time))
+        alerts.extend(self._end(ended, frame.time))
+        self.labels = [self._label(t) for t in seen]
+        self.frame_tracks = [(t.id, t.box) for t in seen]
+        self._previous_grey = grey
+        self._tick += 1
+        return alerts
+
+    def finish(self, time: float) -> list[Alert]:
+        """The source ended: close every track (short tracks may still alert)."""
+        return self._end(self.tracker.flush(), time)
+
+    def _still(self, grey: np.ndarray) -> bool:
+        small = cv2.resize(grey, (160, 90), interpolation=cv2.INTER_AREA)
+        previous, self._previous_small = self._previous_small, small
+        if previous is None:
+            return False
+        changed = np.count_nonzero(cv2.absdiff(small, previous) > 20) / small.size
+        return changed < 0.002
+
+    def _observe(self, track: Track, frame: Frame, grey: np.ndarray, faces: list[Face]
+                 ) -> _TrackState:
+        state = track.state.setdefault("watch", _TrackState())
+        if state.observations == 0:
+            self.stats.tracks += 1
+            state.first_time = frame.time
+        state.observations += 1
+        consecutive = state.last_tick == self._tick - 1
+        state.poster.observe(self._previous_grey if consecutive else None, grey, track.box)
+        state.last_tick = self._tick
+        quality = track.face.quality.score if track.face.quality else 0.0
+        if state.best is None or quality > state.best.quality:
+            crop, face = _crop(frame.rgb, track.face)
+            others = [f.box for f in faces if f is not track.face]
+            state.best = _Shot(quality, crop, face, frame.rgb, others)
+        return state
+
+    def _maybe_embed(self, track: Track, state: _TrackState) -> None:
+        best = state.best
+        assert best is not None
+        better = (state.embedded_quality is not None and state.embeds < self.max_embeds
+                  and best.quality >= state.embedded_quality + self.reembed_margin)
+        if state.embeds and not better:
+            return
+        state.embedded_quality, state.embeds = best.quality, state.embeds + 1
+        found: list[tuple[float, tuple[str, str, str, str]]] = []
+        for embedder in self.embedders:
+            face = dataclasses.replace(best.face, embedding=None, embedder=None)
+            api.embed(best.crop, [face], embedder=embedder)
+            self.stats.embeddings += 1
+            for name in self.gallery_names:
+                if self.galleries.gallery(name).embedder != embedder:
+                    continue
+                (result,) = self.galleries.match(name, [face], far=self.far, top_k=1)
+                if result.candidates:
+                    top = result.candidates[0]
+                    band, _ = confidence_band(embedder, top.score, result.comparisons)
+                    found.append((top.score, (top.subject_id, top.name, name, band)))
+        if found:
+            state.match = max(found)[1]
+            self.named[track.id] = state.match[0]
+        elif state.match and not state.alerted:
+            state.match = None  # a clearer shot no longer supports the earlier match
+            self.named.pop(track.id, None)
+
+    def _sure(self, state: _TrackState, time: float) -> bool:
+        """Enough seen to alert: the poster check has decided, or has had `patience_s` to
+        (a face too small for it never gets a verdict and must not wait forever). Tracks that
+        end sooner alert when they end."""
+        return state.observations >= self.min_observations and (
+            state.poster.decided or time - state.first_time >= self.patience_s)
+
+    def _end(self, ended: list[Track], time: float) -> list[Alert]:
+        alerts = []
+        for track in ended:
+            state = track.state.get("watch")
+            if state and state.match and not state.alerted and state.observations >= 2:
+                alerts.extend(self._alert(track, state, time))
+            track.state.clear()  # the track's frames and crops leave memory with it
+        return alerts
+
+    def _alert(self, track: Track, state: _TrackState, time: float) -> list[Alert]:
+        assert state.match is not None and state.best is not None
+        state.alerted = True
+        subject_id, name, gallery, band = state.match
+        flagged = "poster" if state.poster.planar else None
+        if flagged is None:
+            last = self._last_alert.get(subject_id)
+            if last is not None and time - last < self.cooldown_s:
+                return []  # the same person on this camera, within the cool-down
+            self._last_alert[subject_id] = time
+        alert = Alert(self.camera, subject_id, name, gallery, band, round(time, 2), track.id,
+                      flagged)
+        if self.on_alert:
+            alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
+                                           _jpeg(_blur_others(state.best)))
+        return [alert]
+
+    def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
+        state: _TrackState | None = track.state.get("watch")
+        if state and state.match:
+            tag = " (poster?)" if state.poster.planar else ""
+            return track.box, f"#{track.id} {state.match[1]}{tag}", True
+        return track.box, f"#{track.id}", False
+
+
+def _crop(rgb: np.ndarray, face: Face, margin: float = 0.6) -> tuple[np.ndarray, Face]:
+    """The face with a margin (alignment needs context), and the face in crop coordinates."""
+    x1, y1, x2, y2 = face.box
+    pad = margin * max(x2 - x1, y2 - y1)
+    h, w = rgb.shape[:2]
+    left, top = int(max(x1 - pad, 0)), int(max(y1 - pad, 0))
+    right, bottom = int(min(x2 + pad, w)), int(min(y2 + pad, h))
+    offset = np.array([left, top], np.float32)
+    shifted = dataclasses.replace(face, box=face.box - np.tile(offset, 2),
+                                  landmarks=face.landmarks - offset)
+    return rgb[top:bottom, left:right].copy(), shifted
+
+
+def _blur_others(shot: _Shot) -> np.ndarray:
+    """The best shot's frame with every face but the matched one blurred beyond recognition."""
+    out = shot.frame.copy()
+    h, w = out.shape[:2]
+    for box in shot.others:
+        x1, y1, x2, y2 = np.round(box).astype(int).tolist()
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if x2 > x1 and y2 > y1:
+            small = cv2.resize(out[y1:y2, x1:x2], (max(1, (x2 - x1) // 12),
+                                                   max(1, (y2 - y1) // 12)),
+                               interpolation=cv2.INTER_AREA)
+            out[y1:y2, x1:x2] = cv2.GaussianBlur(
+                cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST),
+                (0, 0), 3)
+    return out
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
