@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,26 @@ from pydantic_settings import (
 
 Detector = Literal["yunet", "centerface"]
 Embedder = Literal["sface", "sface-flip", "dlib", "fusion"]
+Runtime = Literal["openvino", "onnxruntime"]
+
+
+class WebhookConfig(BaseModel):
+    url: str
+    secret: str = Field(repr=False)
+    """Signs each body (HMAC-SHA256, header X-Facelens-Signature); never logged."""
+
+
+class CameraConfig(BaseModel):
+    name: str = Field(pattern=r"^[\w.-]+$", max_length=100)
+    source: str
+    """A video file, rtsp:// or http(s):// stream, or /dev/videoN."""
+    galleries: list[str] = []
+    enabled: bool = True
+    fps: float = Field(10.0, gt=0, le=60)
+    motion: bool = False
+    """Skip detection while nothing moves and no face is being tracked."""
+    cooldown_s: float = Field(60.0, ge=0)
+    far: float = Field(1e-3, ge=1e-5, le=1e-1)
 
 
 class Settings(BaseSettings):
@@ -39,6 +59,9 @@ class Settings(BaseSettings):
     """Images larger than this are scanned in overlapping tiles of this size, not shrunk,
     so a 40-px face in a 4K frame is still seen at its native size."""
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    runtime: Runtime = "openvino"
+    """What runs SFace: OpenVINO (bf16 where the CPU has it, else fp32) or onnxruntime (fp32).
+    Both run the same folded graph; see docs/decisions.md for speed and parity."""
     min_interocular_px: float = 20.0
     min_sharpness: float = 25.0
     max_yaw: float = 40.0
@@ -65,6 +88,16 @@ class Settings(BaseSettings):
     lockout_window_s: float = 600.0
     lockout_s: float = 900.0
     purge_interval_h: float = Field(24.0, gt=0)
+
+    # Cameras and event delivery.
+    cameras: list[CameraConfig] = []
+    """Seeded into the database at service start; then managed over /v1/cameras."""
+    event_retention_days: float = Field(30.0, gt=0)
+    """Unconfirmed (and suppressed) alerts are deleted after this long."""
+    webhooks: list[WebhookConfig] = []
+    mqtt_url: str | None = None
+    """e.g. mqtt://127.0.0.1:1883: alerts go to <mqtt_prefix>/<camera>/events."""
+    mqtt_prefix: str = "facelens"
 
     @classmethod
     def settings_customise_sources(
