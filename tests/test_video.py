@@ -337,18 +337,21 @@ def test_cameras_are_managed_over_the_api(tmp_path: Path, shared_data: Path) -> 
         bad = c.post("/v1/cameras", headers=auth,
                      json={"name": "x", "source": clip_path, "galleries": ["nope"]})
         assert bad.status_code == 404
-        made = c.post("/v1/cameras", headers=auth, json={"name": "stage", "source": clip_path,
-                                                         "galleries": ["watch"], "fps": 10})
-        assert made.status_code == 201, made.text
+        for name in ("stage", "balcony"):  # two cameras in one process, each its own thread
+            made = c.post("/v1/cameras", headers=auth, json={
+                "name": name, "source": clip_path, "galleries": ["watch"], "fps": 10})
+            assert made.status_code == 201, made.text
         assert c.post("/v1/cameras", headers=auth, json={"name": "stage", "source": "x"}
                       ).status_code == 409
-        _wait_for(lambda: c.get("/v1/cameras", headers=auth).json()[0]["status"] == "ended",
-                  timeout=120)
-        camera = c.get("/v1/cameras", headers=auth).json()[0]
-        assert camera["alerts"] == 2 and camera["galleries"] == ["watch"]
+        _wait_for(lambda: {x["status"] for x in c.get("/v1/cameras", headers=auth).json()}
+                  == {"ended"}, timeout=180)
+        cameras = c.get("/v1/cameras", headers=auth).json()
+        assert [(x["name"], x["alerts"], x["galleries"]) for x in cameras] == [
+            ("balcony", 2, ["watch"]), ("stage", 2, ["watch"])]
         events = c.get("/v1/events", headers=auth).json()
-        assert sorted(e["subject_name"] for e in events) == sorted(STAGE)
-        assert all(e["camera"] == "stage" and e["has_frame"] for e in events)
+        assert sorted((e["camera"], e["subject_name"]) for e in events) == sorted(
+            (camera, name) for camera in ("balcony", "stage") for name in STAGE)
+        assert all(e["has_frame"] for e in events)
         frame = c.get(f"/v1/events/{events[0]['id']}/frame", headers=auth)
         assert frame.headers["content-type"] == "image/jpeg"
         assert frame.content[:3] == b"\xff\xd8\xff"
@@ -357,6 +360,44 @@ def test_cameras_are_managed_over_the_api(tmp_path: Path, shared_data: Path) -> 
         off = c.patch("/v1/cameras/stage", headers=auth, json={"enabled": False}).json()
         assert off["status"] == "disabled" and off["enabled"] is False
         assert c.delete("/v1/cameras/stage", headers=auth).status_code == 204
-        assert c.get("/v1/cameras", headers=auth).json() == []
+        assert [x["name"] for x in c.get("/v1/cameras", headers=auth).json()] == ["balcony"]
         actions = [e["action"] for e in c.get("/v1/audit", headers=auth).json()]
         assert {"camera.add", "camera.change", "camera.remove"} <= set(actions)
+
+
+def test_unconfirmed_alerts_expire_and_confirmed_ones_stay(stage: Stage) -> None:
+    subject = stage.galleries.subjects("watch")[0].id
+    old, kept, fresh = (stage.events.record("door", subject, "high") for _ in range(3))
+    stage.events.review(kept.id, "confirmed", "guard")
+    with stage.galleries.sessions.begin() as s:  # two of them happened 40 days ago
+        from facelens.events.models import Event
+
+        for event_id in (old.id, kept.id):
+            s.get(Event, event_id).at = datetime.now(UTC) - timedelta(days=40)
+    assert stage.events.expire_unconfirmed(30) == 1
+    assert sorted(e.id for e in stage.events.list()) == sorted([kept.id, fresh.id])
+
+
+def test_watch_cli_prints_alerts_and_writes_an_annotated_video(stage: Stage, shared_data: Path,
+                                                              tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import av
+
+    stage.galleries.engine.dispose()
+    target = tmp_path / "annotated.mp4"
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("facelens")), "watch",
+         str(shared_data / "video" / "short_hamilton_clip.mp4"), "--gallery", "watch",
+         "--camera", "stage", "--fps", "10", "--out", str(target), "--json"],
+        env={**os.environ, "FACELENS_DATA_DIR": str(stage.data_dir)}, capture_output=True,
+        text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    printed = [json.loads(line) for line in run.stdout.splitlines()]  # JSON Lines
+    assert sorted(a["name"] for a in printed) == sorted(STAGE)
+    with av.open(str(target)) as video:
+        stream = video.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (640, 360)
+        assert sum(1 for _ in video.decode(video=0)) >= 90  # 10 fps over ~9 s

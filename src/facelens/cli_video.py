@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from facelens.cli_common import JsonFlag, emit, err, errors, out
+from facelens.cli_common import emit, err, errors, out
 
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
@@ -23,7 +24,8 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
           motion: Annotated[bool, typer.Option(help="Skip still frames.")] = False,
           out_video: Annotated[Path | None, typer.Option(
               "--out", help="Write an annotated video (boxes, names, track ids).")] = None,
-          as_json: JsonFlag = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")]
+          = False) -> None:
     """Watch a video or stream for the people in GALLERY; print alerts as they happen.
     Alerts are stored as events (and sent to configured webhooks/MQTT); faces that match
     nothing are never written anywhere."""
@@ -44,8 +46,8 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
         def on_alert(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
             event_id = store(alert, snapshot, frame)
             alert.event_id = event_id
-            if as_json:
-                emit(alert.payload())
+            if as_json:  # one line per alert (JSON Lines): readable while the video runs
+                print(json.dumps(alert.payload()), flush=True)
             else:
                 flag = f"  [yellow]{alert.flagged}: stored, not alerted[/yellow]" \
                     if alert.flagged else ""
@@ -87,8 +89,6 @@ def eval_watch(video: Path,
                = None) -> None:
     """The camera pipeline vs identifying every face in every frame: alerts, embeddings per
     detection, identity recall of both, speed against real time."""
-    import json
-
     from facelens.cli_common import progress
     from facelens.eval.watch_eval import run_watch_eval
 
