@@ -84,6 +84,13 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
               "CC0-1.0 (Cydral Technology via dlib-models); carrier package MIT",
               "32×32 dlib chip, padding 0.2", "≈97.3% on LFW (carrier's figure)"),
+    ModelCard("facemesh", "468 dense 3-D face landmarks + face-presence score", "mediapipe",
+              "0.10.21", "mediapipe", "modules/face_landmark/face_landmark.tflite",
+              "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+              "Apache-2.0 (MediaPipe FaceMesh, Google)",
+              "192×192 RGB in [0, 1]: the face box enlarged 1.5×, square, eyes level",
+              "none verified here (Kartynnik et al. 2019 report an error comparable to "
+              "manual-annotation variance)"),
 )}
 
 _verified: dict[tuple[Path, str], tuple[int, int]] = {}
