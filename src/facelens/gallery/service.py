@@ -35,7 +35,15 @@ from facelens.gallery.crypto import (
 )
 from facelens.gallery.db import checkpoint, database_url, open_engine, session_factory
 from facelens.gallery.index import AutoIndex, MilvusIndex, VectorIndex
-from facelens.gallery.models import Consent, Gallery, NegativeExample, Subject, Template, utcnow
+from facelens.gallery.models import (
+    Consent,
+    Gallery,
+    NegativeExample,
+    Subject,
+    Template,
+    aware,
+    utcnow,
+)
 from facelens.matching.open_set import per_comparison_far, threshold_for_far
 from facelens.matching.operating_points import operating_point
 from facelens.settings import Settings, get_settings
@@ -402,9 +410,9 @@ class Galleries:
         with self.sessions() as s:
             for subject, gallery in s.execute(sa.select(Subject, Gallery).join(Gallery)):
                 consents = s.scalars(sa.select(Consent).where(Consent.subject_id == subject.id))
-                valid = [c for c in consents if c.expires_at is None or _aware(c.expires_at) > now]
-                stale = _aware(subject.last_seen_at) < now - timedelta(days=gallery.retention_days)
-                expired = subject.watch_expires is not None and _aware(subject.watch_expires) <= now
+                valid = [c for c in consents if c.expires_at is None or aware(c.expires_at) > now]
+                stale = aware(subject.last_seen_at) < now - timedelta(days=gallery.retention_days)
+                expired = subject.watch_expires is not None and aware(subject.watch_expires) <= now
                 if not valid or stale or expired:
                     doomed.append(subject.id)
         for subject_id in doomed:
@@ -596,7 +604,3 @@ def _centroid(vectors: list[np.ndarray]) -> np.ndarray:
 def _milvus_collection(gallery: Gallery) -> str:
     return f"facelens_g{gallery.id}_{gallery.embedder.replace('-', '_')}"
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from facelens.events.models import Event, EventStatus
+from facelens.gallery.models import aware
 from facelens.service.http import metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
@@ -28,8 +29,8 @@ class NewKey(BaseModel):
 
 @router.get("/v1/keys")
 def list_keys(request: Request, _: Principal = requires("admin")) -> list[dict[str, Any]]:
-    return [{"id": k.id, "name": k.name, "scopes": k.scopes, "created_at": k.created_at,
-             "revoked_at": k.revoked_at} for k in service(request).keys.list()]
+    return [{"id": k.id, "name": k.name, "scopes": k.scopes, "created_at": aware(k.created_at),
+             "revoked_at": aware(k.revoked_at)} for k in service(request).keys.list()]
 
 
 @router.post("/v1/keys", status_code=201, summary="Make a key; the key is shown only here")
@@ -68,12 +69,13 @@ def audit_verify(request: Request, _: Principal = requires("admin")) -> dict[str
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "camera": event.camera, "at": event.at, "gallery": event.gallery,
+    return {"id": event.id, "camera": event.camera, "at": aware(event.at),
+            "gallery": event.gallery,
             "subject_id": event.subject_id, "subject_name": event.subject_name,
             "confidence": event.confidence, "status": event.status,
             "has_snapshot": event.snapshot is not None, "has_frame": event.frame is not None,
             "reviewed_by": event.reviewed_by,
-            "reviewed_at": event.reviewed_at, "details": event.details}
+            "reviewed_at": aware(event.reviewed_at), "details": event.details}
 
 
 @router.get("/v1/events", tags=["events"])

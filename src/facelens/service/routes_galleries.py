@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from facelens import api
 from facelens.errors import NoFaceError
-from facelens.gallery.models import Gallery, Subject
+from facelens.gallery.models import Gallery, Subject, aware
 from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
 from facelens.matching.open_set import confidence_band
 from facelens.service.keys import Principal
@@ -33,7 +33,7 @@ class NewGallery(BaseModel):
 def gallery_payload(gallery: Gallery, subjects: int | None = None) -> dict[str, Any]:
     out = {"name": gallery.name, "purpose": gallery.purpose, "embedder": gallery.embedder,
            "retention_days": gallery.retention_days, "keep_crops": gallery.keep_crops,
-           "created_at": gallery.created_at}
+           "created_at": aware(gallery.created_at)}
     return out if subjects is None else {**out, "subjects": subjects}
 
 
@@ -41,10 +41,10 @@ def subject_payload(subject: Subject) -> dict[str, Any]:
     return {"id": subject.id, "name": subject.display_name, "external_id": subject.external_id,
             "templates": len(subject.templates),
             "consents": [{"purpose": c.purpose, "legal_basis": c.legal_basis,
-                          "granted_at": c.granted_at, "expires_at": c.expires_at,
+                          "granted_at": aware(c.granted_at), "expires_at": aware(c.expires_at),
                           "recorded_by": c.recorded_by} for c in subject.consents],
-            "watch_reason": subject.watch_reason, "watch_expires": subject.watch_expires,
-            "created_at": subject.created_at, "last_seen_at": subject.last_seen_at}
+            "watch_reason": subject.watch_reason, "watch_expires": aware(subject.watch_expires),
+            "created_at": aware(subject.created_at), "last_seen_at": aware(subject.last_seen_at)}
 
 
 @router.get("/galleries")

@@ -29,6 +29,15 @@ STILL_FITS, STILL = 90, 0.01
 """Static: this many observations without any point moving 1% of the face width."""
 
 
+def tracking_image(grey: np.ndarray) -> np.ndarray:
+    """Local contrast normalisation: features keep their look when the light changes (a lamp,
+    a passing shadow, a screen's brightness), which plain Lucas-Kanade cannot follow."""
+    image = grey.astype(np.float32)
+    mean = cv2.GaussianBlur(image, (0, 0), 6)
+    spread = np.sqrt(cv2.GaussianBlur((image - mean) ** 2, (0, 0), 6))
+    return np.clip(128 + 48 * (image - mean) / (spread + 4), 0, 255).astype(np.uint8)
+
+
 @dataclass
 class PlanarityEvidence:
     reference: np.ndarray | None = None
@@ -41,7 +50,8 @@ class PlanarityEvidence:
     def observe(self, previous_grey: np.ndarray | None, grey: np.ndarray, box: np.ndarray
                 ) -> None:
         """Follow the points from the previous processed frame into `grey` (the face at
-        `box`), fit the homography from the reference, and record its residual."""
+        `box`), fit the homography from the reference, and record its residual. Both images
+        come from tracking_image()."""
         width = float(box[2] - box[0])
         if self.current is not None and previous_grey is not None:
             moved, status, _ = cv2.calcOpticalFlowPyrLK(

@@ -1,11 +1,12 @@
 // Console shell: sign in/out, the header, and hash routes that show one page at a time.
 import { api, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js";
 import { setupAlerts, showAlerts } from "./alerts.js";
+import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, showError } from "./ui.js";
 
-const PAGES = ["signin", "galleries", "gallery", "try", "alerts"];
+const PAGES = ["signin", "galleries", "gallery", "try", "cameras", "alerts"];
 let me = null; // {id, name, scopes} of the signed-in key
 
 function showPage(name) {
@@ -36,6 +37,7 @@ function signOut(message) {
 // Shows the page the hash names. Messages are cleared by navigation (hashchange), not here.
 async function route() {
   leaveGallery(); // stops the webcam if it was on
+  leaveCameras(); // stops the status refresh and the live preview
   if (me === null) {
     showPage("signin");
     $("#api-key").focus();
@@ -49,6 +51,9 @@ async function route() {
   } else if (page === "try") {
     showPage("try");
     await showTry();
+  } else if (page === "cameras") {
+    showPage("cameras");
+    await showCameras();
   } else if (page === "alerts") {
     showPage("alerts");
     await showAlerts();
@@ -87,6 +92,7 @@ async function start() {
   $("#signout").addEventListener("click", () => signOut());
   setupGalleries();
   setupTry();
+  setupCameras();
   setupAlerts();
   window.addEventListener("hashchange", () => {
     clearMessages();

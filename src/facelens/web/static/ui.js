@@ -54,17 +54,24 @@ export async function busy(button, action) {
   }
 }
 
+// The service keeps moments in UTC, but some come back without an offset (SQLite drops it,
+// e.g. an event's "at"): a date-time with no Z or ±hh:mm is read as UTC, not as local time.
+function parseMoment(iso) {
+  const text = String(iso);
+  return new Date(/T[\d:.]+$/.test(text) ? `${text}Z` : text);
+}
+
 // A moment, in the viewer's time zone.
 export function fmtDate(iso) {
   if (!iso) return "—";
-  const d = new Date(iso);
+  const d = parseMoment(iso);
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
 // An expiry day: the service stores the end of that day in UTC, so it is shown in UTC.
 export function fmtDay(iso) {
   if (!iso) return "—";
-  const d = new Date(iso);
+  const d = parseMoment(iso);
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleDateString(undefined, { timeZone: "UTC" });
 }
 
