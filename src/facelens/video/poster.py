@@ -50,8 +50,9 @@ class PlanarityEvidence:
     def observe(self, previous_grey: np.ndarray | None, grey: np.ndarray, box: np.ndarray
                 ) -> None:
         """Follow the points from the previous processed frame into `grey` (the face at
-        `box`), fit the homography from the reference, and record its residual. Both images
-        come from tracking_image()."""
+        `box`), fit the homography from the reference, and record its residual. Cameras pass
+        plain grey frames (measured better on posters); liveness passes tracking_image()s,
+        whose attacks change the light."""
         width = float(box[2] - box[0])
         if self.current is not None and previous_grey is not None:
             moved, status, _ = cv2.calcOpticalFlowPyrLK(

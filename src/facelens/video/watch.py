@@ -23,7 +23,7 @@ from facelens import api
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.matching.open_set import confidence_band
-from facelens.video.poster import PlanarityEvidence, tracking_image
+from facelens.video.poster import PlanarityEvidence
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker, Track
 
@@ -124,7 +124,6 @@ class Watcher:
         if self._cut(frame.rgb):  # a new shot: nobody in it continues a track of the last one
             alerts.extend(self._end(self.tracker.flush(), frame.time))
             self._previous_grey = None
-        grey = tracking_image(grey)
         seen, ended = self.tracker.update(faces, self._tick)
         for track in seen:
             state = self._observe(track, frame, grey, faces)
