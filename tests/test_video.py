@@ -113,9 +113,9 @@ def _card(fixtures_dir: Path) -> tuple[np.ndarray, float]:
     return card, 110 / float(x2 - x1)  # the printed face ~110 px wide in the frame
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("seed", "step"), [(0, 3), (1, 3), (2, 1)])
 def test_a_poster_is_flagged_and_the_real_people_are_not(stage: Stage, fixtures_dir: Path,
-                                                         seed: int) -> None:
+                                                         seed: int, step: int) -> None:
     card, scale = _card(fixtures_dir)
     frames = poster_sequence(stage.frames[85:210], card, center=(520, 200), scale=scale,
                              sway=1.6, seed=seed)
@@ -129,7 +129,7 @@ def test_a_poster_is_flagged_and_the_real_people_are_not(stage: Stage, fixtures_
 
     watcher = Watcher("stage", stage.galleries, ["watch"],
                       on_alert=alert_recorder(stage.events, Collect()))
-    alerts = {a.name: a for a in _run(watcher, frames)}
+    alerts = {a.name: a for a in _run(watcher, frames, step)}  # 10 fps, or every frame
     assert alerts["biden"].flagged == "poster"
     assert alerts["lin-manuel-miranda"].flagged is None
     assert [p["name"] for p in delivered] == ["lin-manuel-miranda"]  # the poster is not announced
