@@ -72,17 +72,18 @@ def _settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def served(request: pytest.FixtureRequest, tmp_path: Path, fixtures_dir: Path
-           ) -> Iterator[Served]:
-    url = request.getfixturevalue("postgres").url if request.param == "postgresql" else None
-    with _serve(_settings(tmp_path / "data", database_url=url), fixtures_dir) as s:
-        yield s
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Every API test runs on the embedded store and on PostgreSQL (same code, same asserts)."""
+    return request.getfixturevalue("postgres").url if request.param == "postgresql" else None
 
 
 @pytest.fixture
-def lite(tmp_path: Path, fixtures_dir: Path) -> Iterator[Served]:
-    with _serve(_settings(tmp_path / "data"), fixtures_dir) as s:
+def served(tmp_path: Path, fixtures_dir: Path, db_url: str | None) -> Iterator[Served]:
+    with _serve(_settings(tmp_path / "data", database_url=db_url), fixtures_dir) as s:
         yield s
+
+
+lite = served
 
 
 # --------------------------------------------------------------------------- the whole flow
@@ -240,7 +241,8 @@ def test_least_disclosure(lite: Served) -> None:
 
 # --------------------------------------------------------------------------- audit chain
 def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path,
-                                                    repo_root: Path) -> None:
+                                                    repo_root: Path, db_url: str | None
+                                                    ) -> None:
     c, admin = lite.client, lite.auth("admin")
     for name in ("a", "b", "c", "d"):
         c.post("/v1/galleries", headers=admin, json={"name": name, "purpose": "door"})
@@ -249,7 +251,8 @@ def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path
 
     def cli_verify() -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(CLI), "audit", "verify", "--json"],
-                              env={**os.environ, "FACELENS_DATA_DIR": str(tmp_path / "data")},
+                              env={**os.environ, "FACELENS_DATA_DIR": str(tmp_path / "data"),
+                                   **({"FACELENS_DATABASE_URL": db_url} if db_url else {})},
                               capture_output=True, text=True, cwd=repo_root, timeout=120)
 
     assert cli_verify().returncode == 0
@@ -276,8 +279,10 @@ def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path
 
 
 # --------------------------------------------------------------------------- limits
-def test_failed_verifications_lock_the_pair_out(tmp_path: Path, fixtures_dir: Path) -> None:
-    settings = _settings(tmp_path / "data", lockout_failures=2, lockout_s=600)
+def test_failed_verifications_lock_the_pair_out(tmp_path: Path, fixtures_dir: Path,
+                                                db_url: str | None) -> None:
+    settings = _settings(tmp_path / "data", lockout_failures=2, lockout_s=600,
+                         database_url=db_url)
     with _serve(settings, fixtures_dir) as s:
         c = s.client
         c.post("/v1/galleries", headers=s.auth("admin"), json={"name": "pay", "purpose": "pay"})
@@ -295,8 +300,9 @@ def test_failed_verifications_lock_the_pair_out(tmp_path: Path, fixtures_dir: Pa
         assert other.status_code == 200 and other.json()["match"]
 
 
-def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", rate_burst=3, rate_per_minute=1)
+def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path, db_url: str | None) -> None:
+    settings = Settings(data_dir=tmp_path / "data", rate_burst=3, rate_per_minute=1,
+                        database_url=db_url)
     with _serve(settings, fixtures_dir) as s:
         codes = [s.client.get("/v1/me", headers=s.auth("detect")).status_code for _ in range(5)]
         assert codes == [200, 200, 200, 429, 429]
@@ -305,8 +311,9 @@ def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path) -> None:
         assert s.client.get("/v1/me", headers=s.auth("verify")).status_code == 200  # own bucket
 
 
-def test_overload_answers_429_fast_and_recovers(tmp_path: Path, fixtures_dir: Path) -> None:
-    settings = _settings(tmp_path / "data", workers=1, queue=1)
+def test_overload_answers_429_fast_and_recovers(tmp_path: Path, fixtures_dir: Path,
+                                                db_url: str | None) -> None:
+    settings = _settings(tmp_path / "data", workers=1, queue=1, database_url=db_url)
     with _serve(settings, fixtures_dir) as s:
         results: list[int] = []
 
@@ -330,8 +337,9 @@ def test_overload_answers_429_fast_and_recovers(tmp_path: Path, fixtures_dir: Pa
 
 
 # --------------------------------------------------------------------------- retention
-def test_service_start_purges_expired_consent(tmp_path: Path, fixtures_dir: Path) -> None:
-    settings = _settings(tmp_path / "data")
+def test_service_start_purges_expired_consent(tmp_path: Path, fixtures_dir: Path,
+                                               db_url: str | None) -> None:
+    settings = _settings(tmp_path / "data", database_url=db_url)
     state = ServiceState.open(settings)
     state.galleries.create_gallery("door", "door", embedder="sface-flip")
     past = datetime.now(UTC) - timedelta(days=1)
