@@ -7,6 +7,8 @@ its ids disagree with the database's.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 import uuid
@@ -196,6 +198,13 @@ class Galleries:
                     score=1.0, detector="gallery", embedding=_centroid(vectors),
                     embedder=embedder)
 
+    def check_pin(self, subject_id: str, pin: str | None) -> bool | None:
+        """True/False if the subject has a PIN and `pin` is/is not it; None if it has none."""
+        stored = (self.subject(subject_id).attributes or {}).get("pin")
+        if stored is None:
+            return None
+        return pin is not None and verify_pin(stored, pin)
+
     def remove_gallery(self, name: str) -> None:
         gallery = self.gallery(name)
         for subject in self.subjects(name):
@@ -210,13 +219,14 @@ class Galleries:
     def enroll(self, gallery_name: str, name: str, images: list[ImageSource], *,
                consent: ConsentRecord, external_id: str | None = None,
                watch_reason: str | None = None, watch_expires: datetime | None = None,
-               labels: list[str] | None = None) -> EnrolReport:
+               labels: list[str] | None = None, pin: str | None = None) -> EnrolReport:
         """Enrol one person from one or more images, all in one transaction.
 
         Refused without a lawful basis; watchlist galleries also need a reason and an expiry.
         Images with no face, several faces or a poor-quality face are skipped with the reason
         (named by `labels`, e.g. upload file names, if given); if none is usable the subject
-        is not created.
+        is not created. A `pin` (4–12 digits) becomes a second factor for door decisions; only
+        its scrypt hash is stored.
         """
         from facelens import api
 
@@ -226,6 +236,8 @@ class Galleries:
                                f"{', '.join(sorted(LEGAL_BASES))}")
         if not consent.purpose or not consent.recorded_by:
             raise GalleryError("a consent record needs a purpose and who recorded it")
+        if pin is not None and not (pin.isdigit() and 4 <= len(pin) <= 12):
+            raise GalleryError("a PIN is 4 to 12 digits")
         if gallery.is_watchlist and (not watch_reason or watch_expires is None):
             raise GalleryError(f"gallery {gallery_name!r} is a watchlist: every entry needs "
                                "a reason and an expiry")
@@ -263,7 +275,8 @@ class Galleries:
         data_key = new_data_key()
         with self.sessions.begin() as s:
             subject = Subject(id=subject_id, gallery_id=gallery.id, display_name=name,
-                              external_id=external_id, attributes={},
+                              external_id=external_id,
+                              attributes={"pin": hash_pin(pin)} if pin else {},
                               wrapped_key=self.master.wrap(data_key, subject_id),
                               key_id=self.master.id, watch_reason=watch_reason,
                               watch_expires=watch_expires)
@@ -573,6 +586,18 @@ class Galleries:
         else:  # Milvus keeps the vectors; saving purges deleted rows from its files
             self.index_dir.mkdir(parents=True, exist_ok=True)
             index.save(self.index_dir / f"gallery-{gallery.id}.milvus.json")
+
+
+def hash_pin(pin: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(pin.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_pin(stored: str, pin: str) -> bool:
+    _, salt, digest = stored.split("$")
+    candidate = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
+    return hmac.compare_digest(candidate.hex(), digest)
 
 
 def enrolment_crop(rgb: np.ndarray, face: Face) -> bytes:

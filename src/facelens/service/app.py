@@ -16,7 +16,13 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
-from facelens.service import routes_admin, routes_cameras, routes_faces, routes_galleries
+from facelens.service import (
+    routes_admin,
+    routes_cameras,
+    routes_faces,
+    routes_galleries,
+    routes_liveness,
+)
 from facelens.service.http import (
     Admission,
     BodyLimit,
@@ -78,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_galleries.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_cameras.router)
+    app.include_router(routes_liveness.router)
 
     @app.get("/healthz", tags=["admin"], summary="Liveness: answers without a key")
     async def healthz() -> dict[str, str]:

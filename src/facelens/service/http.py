@@ -25,6 +25,7 @@ from facelens.errors import (
     NotFoundError,
     UnsupportedImageError,
 )
+from facelens.liveness.sessions import SessionExpired, SessionRefused
 from facelens.service.limits import InferencePool, Overloaded
 
 log = logging.getLogger("facelens.service")
@@ -36,6 +37,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (BadImageError, 422, "bad_image"),
     (NoFaceError, 422, "no_face"),
     (NotFoundError, 404, "not_found"),
+    (SessionExpired, 410, "liveness_expired"),
+    (SessionRefused, 403, "liveness_refused"),
     (ConflictError, 409, "conflict"),
     (ModelMissingError, 503, "model_missing"),
     (FacelensError, 400, "rule_violation"),
@@ -137,7 +140,7 @@ class _TooLarge(Exception):
 
 
 INFERENCE_ROUTES = ("/detect", "/analyze", "/embed", "/verify", "/identify", "/subjects",
-                    "/not-this-person")
+                    "/not-this-person", "/door")
 
 
 class Admission:

@@ -27,6 +27,8 @@ SCOPES = {
     "metrics": "Prometheus /metrics",
     "export": "may receive embeddings",
     "scores": "may receive raw scores and thresholds",
+    "payment": "a marker, not a permission: this key's verify and door decisions need a "
+               "passed liveness session",
 }
 
 
@@ -44,6 +46,10 @@ class Principal:
 
     def allows(self, *scopes: str) -> bool:
         return "admin" in self.scopes or any(s in self.scopes for s in scopes)
+
+    @property
+    def needs_liveness(self) -> bool:
+        return "payment" in self.scopes
 
     @property
     def label(self) -> str:

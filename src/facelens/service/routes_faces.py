@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from facelens import api
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, NoFaceError
 from facelens.face import Face, Verdict
 from facelens.matching.open_set import confidence_band
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
+from facelens.service.state import ServiceState
 
 router = APIRouter(prefix="/v1", tags=["faces"])
 ACCEPTED_TYPES = {"image/jpeg", "image/png", "image/webp", "application/octet-stream"}
@@ -86,12 +88,33 @@ def verdict_payload(verdict: Verdict, principal: Principal) -> dict[str, Any]:
     return out
 
 
+def live_probe(state: ServiceState, principal: Principal, session_id: str | None,
+               rgb: np.ndarray, required: bool) -> None:
+    """Use up a passed liveness session on the face in `rgb` (it must be who passed it).
+    Refused when a session is required (payment gallery or key) and none is given."""
+    if session_id is None:
+        if required:
+            raise ApiError(403, "liveness_required", "this decision needs a passed liveness "
+                           "session (liveness_session): payment galleries and keys never "
+                           "decide on a still image")
+        return
+    faces = api.embed(rgb, embedder="sface")
+    face_vector = api.main_face(faces).embedding if faces else None
+    if face_vector is None:
+        raise NoFaceError("no face to match against the liveness session")
+    state.liveness.consume(session_id, principal.id, face_vector)
+
+
 @router.post("/verify", summary="Same person? Two images, or an image and an enrolled subject")
 async def verify(request: Request,
                  image_a: Annotated[UploadFile | None, File()] = None,
-                 image_b: Annotated[UploadFile | None, File()] = None,
+                 image_b: Annotated[UploadFile | None, File(
+                     description="With a liveness session: the live capture (selfie).")] = None,
                  image: Annotated[UploadFile | None, File()] = None,
                  subject_id: Annotated[str | None, Form()] = None,
+                 liveness_session: Annotated[str | None, Form(
+                     description="A passed session; required by payment galleries and "
+                                 "keys.")] = None,
                  far: Far = 1e-3,
                  principal: Principal = requires("verify")) -> dict[str, Any]:
     state = service(request)
@@ -105,24 +128,29 @@ async def verify(request: Request,
         data = await read_upload(image)
 
         def work() -> Verdict:
+            subject = state.galleries.subject(subject_id)
+            rgb = state.decode(data)
+            live_probe(state, principal, liveness_session, rgb, principal.needs_liveness
+                       or subject.gallery.purpose.startswith("payment"))
             subject_face = state.galleries.subject_face(subject_id)
-            return api.verify(subject_face, state.decode(data), far=far,
-                              embedder=subject_face.embedder)
+            return api.verify(subject_face, rgb, far=far, embedder=subject_face.embedder)
     elif image_a is not None and image_b is not None and not subject_id:
         a, b = await read_upload(image_a), await read_upload(image_b)
         pair = None
 
         def work() -> Verdict:
-            return api.verify(state.decode(a), state.decode(b), far=far)
+            selfie = state.decode(b)
+            live_probe(state, principal, liveness_session, selfie, principal.needs_liveness)
+            return api.verify(state.decode(a), selfie, far=far)
     else:
         raise ApiError(400, "bad_request", "send image_a and image_b, or image and subject_id")
     try:
         verdict = await state.pool.run(work)
-    except FacelensError as e:
+    except (FacelensError, ApiError) as e:
         await state.audited(principal.label, "verify", type(e).__name__, subject=subject_id)
         raise
     if pair is not None:
         (state.lockout.succeeded if verdict.match else state.lockout.failed)(pair)
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
-                       subject=subject_id, far=far)
+                        subject=subject_id, far=far, liveness=liveness_session)
     return verdict_payload(verdict, principal)

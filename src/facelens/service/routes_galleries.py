@@ -14,7 +14,7 @@ from facelens.gallery.models import Gallery, Subject, aware
 from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
 from facelens.matching.open_set import confidence_band
 from facelens.service.keys import Principal
-from facelens.service.routes_faces import Far, read_upload
+from facelens.service.routes_faces import Far, live_probe, read_upload
 from facelens.service.security import requires, service
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
@@ -103,6 +103,8 @@ async def enrol(request: Request, name: str,
                 external_id: Annotated[str | None, Form()] = None,
                 watch_reason: Annotated[str | None, Form()] = None,
                 watch_expires: Annotated[date | None, Form()] = None,
+                pin: Annotated[str | None, Form(description="4-12 digits: a second factor for "
+                                                            "door decisions")] = None,
                 principal: Principal = requires("enrol")) -> dict[str, Any]:
     state = service(request)
     uploads = [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
@@ -114,7 +116,7 @@ async def enrol(request: Request, name: str,
         return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent,
                                       external_id=external_id, watch_reason=watch_reason,
                                       watch_expires=_moment(watch_expires),
-                                      labels=[filename for filename, _ in uploads])
+                                      labels=[filename for filename, _ in uploads], pin=pin)
 
     try:
         report = await state.pool.run(work)
@@ -195,3 +197,40 @@ async def not_this_person(request: Request, subject_id: str,
     await state.pool.run(work)
     await state.audited(principal.label, "not_this_person", "ok", subject=subject_id)
     return Response(status_code=204)
+
+
+@router.post("/galleries/{name}/door", summary="Door: identify + liveness (+ PIN if enrolled)")
+async def door(request: Request, name: str, image: Annotated[UploadFile, File()],
+               liveness_session: Annotated[str, Form()],
+               pin: Annotated[str | None, Form()] = None, far: Far = 1e-3,
+               principal: Principal = requires("identify")) -> dict[str, Any]:
+    """Opens only for an enrolled person who just passed a liveness challenge with this face,
+    and who typed their PIN if they enrolled one."""
+    state, data = service(request), await read_upload(image)
+
+    def work() -> tuple[Identification | None, bool | None]:
+        rgb = state.decode(data)
+        found = state.galleries.identify(name, rgb, far=far, top_k=1)
+        best = max(found, key=lambda f: f.face.width) if found else None
+        live_probe(state, principal, liveness_session, rgb, True)
+        if best is None or best.unknown:
+            return best, None
+        return best, state.galleries.check_pin(best.candidates[0].subject_id, pin)
+
+    who, pin_ok = await state.pool.run(work)
+    reasons = []
+    if who is None or who.unknown:
+        reasons.append("not recognised")
+    elif state.lockout.locked_for(pair := (principal.id, who.candidates[0].subject_id)) > 0:
+        reasons.append("locked: too many wrong PINs")
+    elif pin_ok is False:
+        state.lockout.failed(pair)
+        reasons.append("wrong PIN")
+    opened = not reasons
+    subject = who.candidates[0].subject_id if who and not who.unknown else None
+    await state.audited(principal.label, "door", "open" if opened else "refused", gallery=name,
+                        subject=subject, reasons=reasons)
+    out: dict[str, Any] = {"open": opened, "reasons": reasons}
+    if who and not who.unknown:
+        out.update(identification_payload(who, principal)["candidates"][0])
+    return out

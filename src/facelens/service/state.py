@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
+from facelens.liveness.sessions import SessionStore
 from facelens.service.audit import AuditLog
 from facelens.service.keys import KeyStore
 from facelens.service.limits import InferencePool, Lockout, RateLimiter
@@ -31,6 +32,7 @@ class ServiceState:
     limiter: RateLimiter
     lockout: Lockout
     cameras: CameraManager
+    liveness: SessionStore
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
@@ -43,7 +45,7 @@ class ServiceState:
                    RateLimiter(settings.rate_per_minute, settings.rate_burst),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
                            settings.lockout_s),
-                   CameraManager(settings, galleries, events))
+                   CameraManager(settings, galleries, events), SessionStore())
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""

@@ -40,6 +40,9 @@ def tracking_image(grey: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PlanarityEvidence:
+    deformed: float = DEFORMED
+    plane_ratio: float = PLANE_RATIO
+    min_fits: int = MIN_FITS
     reference: np.ndarray | None = None
     """(N, 2) feature positions at the reference observation."""
     current: np.ndarray | None = None
@@ -54,7 +57,8 @@ class PlanarityEvidence:
         plain grey frames (measured better on posters); liveness passes tracking_image()s,
         whose attacks change the light."""
         width = float(box[2] - box[0])
-        if self.current is not None and previous_grey is not None:
+        if (self.current is not None and previous_grey is not None
+                and previous_grey.shape == grey.shape):
             moved, status, _ = cv2.calcOpticalFlowPyrLK(
                 previous_grey, grey, self.current.reshape(-1, 1, 2).astype(np.float32), None,
                 winSize=(15, 15), maxLevel=3)
@@ -85,11 +89,11 @@ class PlanarityEvidence:
     def informative(self) -> list[tuple[float, float, float]]:
         """Fits where the face changed shape (not only moved, scaled or turned in its own
         plane): only these can tell a flat card from a head."""
-        return [f for f in self.fits if f[1] >= DEFORMED]
+        return [f for f in self.fits if f[1] >= self.deformed]
 
     @property
     def decided(self) -> bool:
-        return len(self.informative) >= MIN_FITS or self.static
+        return len(self.informative) >= self.min_fits or self.static
 
     @property
     def static(self) -> bool:
@@ -101,8 +105,8 @@ class PlanarityEvidence:
         """True when the evidence says "a flat picture": still for long, or reshaped as a
         plane is reshaped (one homography explains it far better than any similarity)."""
         informative = self.informative
-        if len(informative) >= MIN_FITS:
-            return float(np.median([h / d for h, d, _ in informative])) < PLANE_RATIO
+        if len(informative) >= self.min_fits:
+            return float(np.median([h / d for h, d, _ in informative])) < self.plane_ratio
         return self.static
 
 
