@@ -48,12 +48,7 @@ def poster_sequence(backgrounds: list[np.ndarray], picture: np.ndarray, *,
         homography = plane_homography(w, h, yaw=yaw, pitch=pitch, roll=roll, scale=scale,
                                       center=(center[0] + shift[0], center[1] + shift[1]),
                                       focal=1.2 * background.shape[1])
-        size = (background.shape[1], background.shape[0])
-        warped = cv2.warpPerspective(picture, homography, size, flags=cv2.INTER_LINEAR)
-        mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), homography, size)
-        frame = background.copy()
-        frame[mask > 127] = warped[mask > 127]
-        frames.append(frame)
+        frames.append(_paste(background, picture, homography))
     return frames
 
 

@@ -25,12 +25,11 @@ import numpy as np
 
 from facelens import api
 from facelens.eval.attacks import print_attack, replay_attack
-from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, find_actions
+from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, find_actions, measure
 from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.video.source import VideoSource
 from facelens.video.tracker import IouTracker
 from facelens.vision.decode import load_image
-from facelens.vision.mesh import eye_aspect_ratio, face_meshes, head_pose
 
 Progress = Callable[[str, int], Callable[[int], None]]
 WINDOW, STRIDE, MIN_FACE_PX = 20, 10, 50
@@ -110,16 +109,9 @@ def run_liveness_eval(video: Path, lfw_root: Path, *, prints: int = 200,
     natural = []
     challenge_rng = random.Random(seed)
     for window, _ in windows:
-        ear, yaw = [], []
-        for rgb in window:
-            found = api.detect(rgb, quality=False)
-            if not found:
-                ear.append(np.nan)
-                yaw.append(np.nan)
-                continue
-            (mesh,) = face_meshes(rgb, [api.main_face(found)])
-            ear.append(eye_aspect_ratio(mesh))
-            yaw.append(head_pose(mesh)[0])
+        measured = [measure(rgb) for rgb in window]
+        ear = [eye for _, eye, _ in measured]
+        yaw = [turn for _, _, turn in measured]
         challenge = challenge_rng.sample(ACTIONS, k=3)
         performed = find_actions(np.array(ear, np.float32), np.array(yaw, np.float32),
                                  challenge)

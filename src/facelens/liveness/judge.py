@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from facelens import api
+from facelens.face import Face
 from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.matching.operating_points import operating_point
 from facelens.video.tracker import iou
@@ -81,23 +82,27 @@ def find_actions(ear: np.ndarray, yaw: np.ndarray, challenge: list[str]) -> dict
     return found
 
 
+def measure(rgb: np.ndarray) -> tuple[Face | None, float, float]:
+    """The frame's main face with its eye aspect ratio and yaw (NaN where no face or mesh)."""
+    faces = api.detect(rgb, quality=False)
+    if not faces:
+        return None, np.nan, np.nan
+    face = api.main_face(faces)
+    (mesh,) = face_meshes(rgb, [face])
+    if mesh.presence < 0.5:
+        return None, np.nan, np.nan
+    return face, eye_aspect_ratio(mesh), head_pose(mesh)[0]
+
+
 def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
     """Judge RGB `frames` (in order) against `challenge` (a list of ACTIONS)."""
     ear, yaw, boxes, kept, vectors = [], [], [], [], []
     for rgb in frames:
-        faces = api.detect(rgb, quality=False)
-        if not faces:
-            ear.append(np.nan)
-            yaw.append(np.nan)
+        face, eye, turn = measure(rgb)
+        ear.append(eye)
+        yaw.append(turn)
+        if face is None:
             continue
-        face = api.main_face(faces)
-        (mesh,) = face_meshes(rgb, [face])
-        if mesh.presence < 0.5:
-            ear.append(np.nan)
-            yaw.append(np.nan)
-            continue
-        ear.append(eye_aspect_ratio(mesh))
-        yaw.append(head_pose(mesh)[0])
         boxes.append(face.box)
         kept.append(rgb)
         if abs(yaw[-1]) <= FRONTAL_DEG:
