@@ -18,7 +18,7 @@ from pydantic_settings import (
 
 Detector = Literal["yunet", "centerface"]
 Embedder = Literal["sface", "sface-flip", "dlib", "fusion"]
-Runtime = Literal["openvino", "onnxruntime"]
+Runtime = Literal["openvino", "openvino-bf16", "onnxruntime"]
 
 
 class WebhookConfig(BaseModel):
@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     so a 40-px face in a 4K frame is still seen at its native size."""
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     runtime: Runtime = "openvino"
-    """What runs SFace: OpenVINO (bf16 where the CPU has it, else fp32) or onnxruntime (fp32).
-    Both run the same folded graph; see docs/decisions.md for speed and parity."""
+    """What runs SFace, all on the same folded graph: OpenVINO in fp32; OpenVINO in bf16 where
+    the CPU has it (fp32 elsewhere; faster, but scores move by ~1e-3, see docs/decisions.md);
+    or onnxruntime (fp32)."""
     min_interocular_px: float = 20.0
     min_sharpness: float = 25.0
     max_yaw: float = 40.0

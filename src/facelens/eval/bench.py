@@ -21,6 +21,7 @@ import numpy as np
 
 from facelens import api
 from facelens.errors import NoFaceError
+from facelens.models.base import runtime_label
 from facelens.settings import get_settings
 from facelens.vision.align import align_batch
 from facelens.vision.decode import load_image
@@ -129,6 +130,7 @@ def run_bench(folder: Path | None = None, *, count: int = 60, peer: bool = True,
         "machine": {"cpus": os.cpu_count(), "threads": s.threads,
                     "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
+        "sface_runtime": runtime_label(s.runtime),
         "image_source": str(files[0].parent.parent),
         "stages": _stages(files, start("stages", len(files))),
     }

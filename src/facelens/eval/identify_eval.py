@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from facelens.eval.lfw import build_protocol, facelens_features, fuse, stack
-from facelens.eval.lfw_report import Progress, _cached
+from facelens.eval.lfw_report import Progress, _cached, features_cache_kind
 from facelens.matching.open_set import per_comparison_far, threshold_for_far
 from facelens.matching.operating_points import calibration
 
@@ -54,7 +54,8 @@ def evaluate_identification(root: Path, *, embedder: str = "sface-flip", workers
                             cache: Path = Path("out/eval"), max_per_person: int = 8,
                             seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
-    feats = _cached("facelens", facelens_features, proto.files, cache, workers, progress)
+    feats = _cached(features_cache_kind(), facelens_features, proto.files, cache, workers,
+                    progress)
     rows = [feats[f] for f in proto.files]
     if embedder == "fusion":
         weight = float(calibration()["fusion_weight"])

@@ -30,6 +30,15 @@ Progress = Callable[[str, int], Callable[[int], None]]
 """progress(label, total) -> advance(n): the CLI passes a Rich progress bar."""
 
 
+def features_cache_kind() -> str:
+    """Cache name of facelens features: SFace's numbers depend on what runs it (settings.runtime
+    and, for OpenVINO, the precision), so each runtime keeps its own cache."""
+    from facelens.models.base import runtime_label
+    from facelens.settings import get_settings
+
+    return f"facelens-{runtime_label(get_settings().runtime)}"
+
+
 def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], cache: Path,
             workers: int, progress: Progress | None) -> dict[Path, dict[str, Any]]:
     store = cache / f"{kind}.pkl"
@@ -96,8 +105,8 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
     """Returns (report, curves): the JSON report and the ROC points for plotting."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
     pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
-    feats = _cached("facelens", facelens_features, proto.files + pair_files, cache, workers,
-                    progress)
+    kind = features_cache_kind()
+    feats = _cached(kind, facelens_features, proto.files + pair_files, cache, workers, progress)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     missing = np.isnan(embeddings["sface"][:, 0])
@@ -136,6 +145,7 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
         "median_seconds_per_stage": timing,
         "seconds_per_image_sface_flip": sum(timing.values()) + timing["embed"],
         "fusion_weight": weight, "variants": variants,
+        "sface_runtime": kind.removeprefix("facelens-"),
     }
     if peer:
         peer_feats = _cached("peer", peer_features, proto.files + pair_files, cache, workers,

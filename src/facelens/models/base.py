@@ -1,20 +1,25 @@
 """One small lazy, thread-safe holder for a model session (Immich's models/base.py is the model).
 
 The weights are located and checked, and the session opened, on first use only, once per
-process, however many threads ask at the same time.
+process, however many threads ask at the same time. Sessions are onnxruntime's, or OpenVINO's
+behind the same `run(None, feed)` call (`openvino_model`).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from abc import ABC, abstractmethod
+from functools import lru_cache
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
 from facelens.models.registry import model_path
+from facelens.settings import Runtime
 
 S = TypeVar("S")
 
@@ -66,3 +71,79 @@ def make_batch_dynamic(model: onnx.ModelProto, *, spatial: bool = False) -> onnx
             dims[3].dim_param = f"{value.name}_W"
     del model.graph.value_info[:]
     return model
+
+
+Precision = Literal["bf16", "f32"]
+
+
+@lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+@lru_cache(maxsize=1)
+def openvino_precision() -> Precision:
+    """bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else f32."""
+    capabilities = _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "bf16" if "BF16" in capabilities else "f32"
+
+
+def openvino_precision_for(runtime: Runtime) -> Precision | None:
+    """The OpenVINO inference precision of `runtime` (None: not an OpenVINO runtime)."""
+    if runtime == "openvino":
+        return "f32"
+    return openvino_precision() if runtime == "openvino-bf16" else None
+
+
+def runtime_label(runtime: Runtime) -> str:
+    """What computes the numbers under `runtime`: "openvino-f32", "openvino-bf16" (or f32 on
+    a CPU without bf16) or "onnxruntime"."""
+    precision = openvino_precision_for(runtime)
+    return f"openvino-{precision}" if precision else "onnxruntime"
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO CPU model called like an onnxruntime session: `run(None, feed)`.
+
+    An infer request holds its own buffers, so each call borrows one from a pool (a new one
+    when every request is busy) and returns it: concurrent callers never share a request.
+    """
+
+    def __init__(self, compiled: Any, precision: Precision) -> None:
+        self._compiled = compiled
+        self.precision = precision
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]
+            ) -> list[np.ndarray]:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            result = request.infer(feed)  # outputs are copied out (share_outputs=False)
+        finally:
+            self._idle.put(request)
+        outputs = self._compiled.outputs
+        if output_names is not None:
+            outputs = [o for name in output_names for o in outputs if name in o.get_names()]
+        return [np.asarray(result[o]) for o in outputs]
+
+
+def openvino_model(model: onnx.ModelProto, threads: int,
+                   precision: Precision | None = None) -> OpenVINOModel:
+    """An OpenVINO CPU model compiled from an in-memory ONNX graph (dynamic dims stay dynamic).
+
+    `precision` defaults to `openvino_precision()`. CPU pinning is off: on a shared machine, or
+    with several 1-thread worker processes, pinned threads pile onto the same core."""
+    core = _openvino_core()
+    chosen: Precision = precision or openvino_precision()
+    compiled = core.compile_model(core.read_model(model.SerializeToString()), "CPU", {
+        "INFERENCE_PRECISION_HINT": chosen,
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+    })
+    return OpenVINOModel(compiled, chosen)

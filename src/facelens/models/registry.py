@@ -43,6 +43,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["measured"] = measured_accuracy().get(self.name, "not measured yet")
+        out["runtime"] = runtime_of(self.name)
         return out
 
 
@@ -92,6 +93,28 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "none verified here (Kartynnik et al. 2019 report an error comparable to "
               "manual-annotation variance)"),
 )}
+
+RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxruntime, CPU, fp32",
+            "dlib-resnet": "dlib", "dlib-shape5": "dlib", "age": "onnxruntime, CPU, fp32",
+            "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU"}
+
+
+def runtime_of(name: str) -> str:
+    """What runs model `name` in this process; SFace's runtime is settings.runtime."""
+    if name != "sface":
+        return RUNTIMES.get(name, "unknown")
+    from importlib.metadata import version
+
+    from facelens.models.base import openvino_precision_for
+    from facelens.settings import get_settings
+
+    runtime = get_settings().runtime
+    switch = "settings.runtime / FACELENS_RUNTIME: openvino, openvino-bf16 or onnxruntime"
+    precision = openvino_precision_for(runtime)
+    if precision:
+        return f"OpenVINO {version('openvino')}, CPU, {precision} ({switch})"
+    return f"onnxruntime {version('onnxruntime')}, CPU, fp32 ({switch})"
+
 
 _verified: dict[tuple[Path, str], tuple[int, int]] = {}
 _verify_lock = threading.Lock()

@@ -17,8 +17,16 @@ import numpy as np
 import onnx
 
 from facelens.face import Face
-from facelens.models.base import LazyModel, make_batch_dynamic, onnx_session
+from facelens.models.base import (
+    LazyModel,
+    make_batch_dynamic,
+    onnx_session,
+    openvino_model,
+    openvino_precision_for,
+    runtime_label,
+)
 from facelens.models.onnx_fold import fold_quantized_weights
+from facelens.settings import Runtime, get_settings
 from facelens.vision.align import align_batch
 
 EMBEDDERS = ("sface", "sface-flip", "dlib", "fusion")
@@ -30,14 +38,26 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class SFace(LazyModel[object]):
+    """SFace on `runtime` (default: settings.runtime). Every runtime gets the same folded fp32
+    graph with a dynamic batch dimension, and both sessions are safe to call from many
+    threads at once."""
+
     name = "sface"
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, runtime: Runtime | None = None) -> None:
         super().__init__()
         self._threads = threads
+        self.runtime: Runtime = runtime or get_settings().runtime
+
+    @property
+    def label(self) -> str:
+        return runtime_label(self.runtime)
 
     def _open(self, path: Path) -> object:
         model = make_batch_dynamic(fold_quantized_weights(onnx.load(str(path))))
+        precision = openvino_precision_for(self.runtime)
+        if precision:
+            return openvino_model(model, self._threads, precision)
         return onnx_session(model, self._threads)
 
     def raw(self, chips: np.ndarray) -> np.ndarray:
@@ -90,18 +110,20 @@ class DlibResNet(LazyModel[dlib.face_recognition_model_v1]):
         return l2_normalize(np.array([np.array(v) for v in vectors]))
 
 
-_sface: SFace | None = None
+_sface: dict[Runtime, SFace] = {}
 _shape5 = DlibShape5()
 _dlib = DlibResNet()
 _instances_lock = threading.Lock()
 
 
-def sface(threads: int = 2) -> SFace:
-    global _sface
+def sface(threads: int = 2, runtime: Runtime | None = None) -> SFace:
+    """The process-wide SFace on `runtime` (default: settings.runtime); the first call per
+    runtime fixes its thread count."""
+    chosen: Runtime = runtime or get_settings().runtime
     with _instances_lock:
-        if _sface is None:
-            _sface = SFace(threads)
-        return _sface
+        if chosen not in _sface:
+            _sface[chosen] = SFace(threads, chosen)
+        return _sface[chosen]
 
 
 def shape5() -> DlibShape5:
