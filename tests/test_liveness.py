@@ -44,6 +44,8 @@ def test_natural_footage_does_not_answer_a_challenge(clip: list[np.ndarray]) -> 
     result = judge(clip[120:160], ["turn_left", "blink", "turn_right"])
     assert not result.passed and result.faces >= 30
     assert any("not performed" in r for r in result.reasons)
+    # one real person, singing and moving: not mistaken for two people, not flat, no moiré
+    assert result.reasons == [r for r in result.reasons if "not performed" in r]
     assert result.embedding is None  # nobody to hand on to a decision
 
 

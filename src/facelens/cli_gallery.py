@@ -57,7 +57,7 @@ def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door
 def list_(as_json: JsonFlag = False) -> None:
     """List galleries with their subject counts."""
     with errors():
-        rows = _galleries().listgalleries()
+        rows = _galleries().list_galleries()
     if as_json:
         emit([{"name": g.name, "purpose": g.purpose, "embedder": g.embedder, "subjects": n}
               for g, n in rows])

@@ -36,9 +36,7 @@ class ImageTooLargeError(BadImageError):
 
 
 class NotFoundError(FacelensError):
-    """The gallery, subject, event or key named does not exist."""
-
-    exit_code = 1
+    """The gallery, subject, event or key named does not exist (bad input: exit code 2)."""
 
 
 class ConflictError(FacelensError):

@@ -44,7 +44,8 @@ class Judgement:
     frames: int
     faces: int
     identity_min: float | None
-    """Lowest similarity of a frontal frame to the sequence's mean face (sface)."""
+    """Lowest similarity of a frontal frame to the sequence's mean face (sface); identity is
+    decided on the first half's mean face against the second half's."""
     passive: PassiveCues | None
     embedding: np.ndarray | None = field(default=None, repr=False)
     """The mean sface embedding of the frontal frames: who passed (kept in memory only)."""
@@ -125,11 +126,13 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
     identity_min, mean = None, None
     if vectors:
         stack = np.stack(vectors)
-        mean = stack.mean(axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        mean = _unit(stack.mean(axis=0))
         identity_min = float((stack @ mean).min())
+        # The person at the start against the person at the end, each averaged over its half:
+        # single low-resolution or turned frames dip far below the threshold on their own.
+        halves = np.array_split(stack, 2) if len(stack) > 1 else [stack, stack]
         same = operating_point("sface", 1e-3).threshold
-        if float((stack @ stack.T).min()) < same:
+        if float(_unit(halves[0].mean(axis=0)) @ _unit(halves[1].mean(axis=0))) < same:
             reasons.append("the face changed during the challenge (not one person throughout)")
     else:
         reasons.append("no frontal face to check identity on")
@@ -140,3 +143,7 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
         reasons.append("screen texture (moiré) on the face")
     return Judgement(not reasons, reasons, performed, len(frames), len(kept), identity_min,
                      passive, mean if not reasons else None)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)

@@ -3,10 +3,11 @@ import { api, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js"
 import { setupAlerts, showAlerts } from "./alerts.js";
 import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
+import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, showError } from "./ui.js";
 
-const PAGES = ["signin", "galleries", "gallery", "try", "cameras", "alerts"];
+const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts"];
 let me = null; // {id, name, scopes} of the signed-in key
 
 function showPage(name) {
@@ -38,6 +39,7 @@ function signOut(message) {
 async function route() {
   leaveGallery(); // stops the webcam if it was on
   leaveCameras(); // stops the status refresh and the live preview
+  leaveLiveness(); // stops a check under way and its camera
   if (me === null) {
     showPage("signin");
     $("#api-key").focus();
@@ -51,6 +53,9 @@ async function route() {
   } else if (page === "try") {
     showPage("try");
     await showTry();
+  } else if (page === "liveness") {
+    showPage("liveness");
+    showLiveness();
   } else if (page === "cameras") {
     showPage("cameras");
     await showCameras();
@@ -92,6 +97,7 @@ async function start() {
   $("#signout").addEventListener("click", () => signOut());
   setupGalleries();
   setupTry();
+  setupLiveness();
   setupCameras();
   setupAlerts();
   window.addEventListener("hashchange", () => {

@@ -1,4 +1,5 @@
 // Webcam capture for enrolment: getUserMedia -> <video> preview -> "Capture" -> JPEG Blob.
+// openCamera/closeCamera are shared with the liveness check (liveness.js).
 import { $, el, showError } from "./ui.js";
 
 let stream = null;
@@ -21,15 +22,47 @@ function removeCapture(i) {
   renderCaptures();
 }
 
-async function start() {
+// getUserMedia's refusals, in words a person can act on.
+function cameraMessage(e) {
+  switch (e && e.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "Webcam unavailable: permission to use the camera was denied. Allow the camera " +
+        "for this site (the camera icon in the address bar) and try again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "Webcam unavailable: no camera was found.";
+    case "NotReadableError":
+    case "AbortError":
+      return "Webcam unavailable: the camera could not start (another application may be " +
+        "using it).";
+    default:
+      return `Webcam unavailable: ${(e && e.message) || e}`;
+  }
+}
+
+// openCamera(videoConstraints) -> MediaStream, or throws an Error whose message says why not.
+export async function openCamera(video = true) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    showError("This browser offers no webcam here (it needs https or localhost).");
-    return;
+    throw new Error("This browser offers no webcam here (it needs https or localhost).");
   }
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    return await navigator.mediaDevices.getUserMedia({ video, audio: false });
   } catch (e) {
-    showError(`Webcam unavailable: ${e.message}`);
+    throw new Error(cameraMessage(e));
+  }
+}
+
+// Stops every track of a stream (the camera light goes off).
+export function closeCamera(media) {
+  if (media) for (const track of media.getTracks()) track.stop();
+}
+
+async function start() {
+  try {
+    stream = await openCamera();
+  } catch (e) {
+    showError(e.message);
     return;
   }
   const video = $("#webcam-video");
@@ -41,7 +74,7 @@ async function start() {
 }
 
 export function stopWebcam() {
-  if (stream) for (const track of stream.getTracks()) track.stop();
+  closeCamera(stream);
   stream = null;
   const video = $("#webcam-video");
   video.srcObject = null;
