@@ -401,3 +401,15 @@ def test_watch_cli_prints_alerts_and_writes_an_annotated_video(stage: Stage, sha
         stream = video.streams.video[0]
         assert (stream.codec_context.width, stream.codec_context.height) == (640, 360)
         assert sum(1 for _ in video.decode(video=0)) >= 90  # 10 fps over ~9 s
+
+
+def test_motion_gating_skips_still_empty_scenes(stage: Stage) -> None:
+    empty = cv2.GaussianBlur(stage.frames[0], (0, 0), 25)  # the stage, nobody recognisable
+    moving = [np.roll(empty, 40 * (i + 1), axis=1) for i in range(3)]
+    watcher = Watcher("hall", stage.galleries, ["watch"], motion=True)
+    for i, rgb in enumerate([empty] * 10 + moving + stage.frames[0:30:3]):
+        watcher.process(Frame(i, i / 10, rgb))
+    # still frames skip detection; motion and people are looked at
+    assert watcher.stats.skipped_still == 9
+    assert watcher.stats.frames - watcher.stats.skipped_still == 14
+    assert watcher.stats.detections > 0
