@@ -197,3 +197,32 @@ def test_payment_decisions_need_a_passed_session_used_once_by_that_person(
     opened = door("4321")
     assert opened["open"] and opened["name"] == "obama"
     assert not door(None)["open"]
+
+
+def test_an_answer_can_be_a_video_and_a_broken_one_is_refused(
+        service: tuple[TestClient, ServiceState, dict[str, str]], fixtures_dir: Path,
+        tmp_path: Path) -> None:
+    import av
+
+    client, _, keys = service
+    movie = tmp_path / "answer.mp4"
+    still = cv2.resize(load_image(fixtures_dir / "obama.jpg"), (320, 480))
+    with av.open(str(movie), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 480, "yuv420p"
+        for _ in range(200):  # 20 s: thinned to at most 90 frames, memory bounded
+            for packet in stream.encode(av.VideoFrame.from_ndarray(still, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    for payload, status in ((movie.read_bytes(), 200), (b"\x00\x00\x00 ftypisom junk", 422)):
+        session = client.post("/v1/liveness/sessions", headers=_auth(keys, "other")).json()
+        r = client.post(f"/v1/liveness/sessions/{session['id']}", headers=_auth(keys, "other"),
+                        data={"nonce": session["nonce"]},
+                        files={"video": ("a.mp4", payload, "video/mp4")})
+        assert r.status_code == status, r.text
+        after = client.get(f"/v1/liveness/sessions/{session['id']}",
+                           headers=_auth(keys, "other")).json()
+        assert after["state"] == "failed"  # judged or not, it cannot be answered again
+        if status == 200:
+            assert r.json()["result"]["frames"] == 90 and r.json()["result"]["faces"] == 90

@@ -18,22 +18,34 @@ from facelens.service.security import requires, service
 router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
 MAX_FRAMES = 90
 """Frames judged per answer (a longer video is sampled down to this many)."""
+MAX_DECODED = 1800
+"""Frames decoded at most (a minute at 30 fps): an answer is a few seconds long."""
 
 
 def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
-    """Decode an uploaded video (MP4, WebM, …) into at most MAX_FRAMES evenly spaced frames."""
+    """Decode an uploaded video (MP4, WebM, …) into at most MAX_FRAMES evenly spaced frames.
+    Memory stays bounded however long the video: the kept frames are thinned by half (and
+    the stride doubled) whenever they reach twice the limit; decoding stops at MAX_DECODED."""
+    kept: list[np.ndarray] = []
+    stride = 1
     try:
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.video[0]
             if stream.codec_context.width * stream.codec_context.height > limit_pixels:
                 raise BadImageError("video frames are over the pixel limit")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            for number, frame in enumerate(container.decode(stream)):
+                if number >= MAX_DECODED:
+                    break
+                if number % stride == 0:
+                    kept.append(frame.to_ndarray(format="rgb24"))
+                if len(kept) >= 2 * MAX_FRAMES:
+                    kept, stride = kept[::2], stride * 2
     except (av.FFmpegError, IndexError, ValueError) as e:
         raise BadImageError(f"not a readable video: {type(e).__name__}") from e
-    if len(frames) > MAX_FRAMES:
-        keep = np.linspace(0, len(frames) - 1, MAX_FRAMES).round().astype(int)
-        frames = [frames[i] for i in keep]
-    return frames
+    if len(kept) > MAX_FRAMES:
+        keep = np.linspace(0, len(kept) - 1, MAX_FRAMES).round().astype(int)
+        kept = [kept[i] for i in keep]
+    return kept
 
 
 @router.post("/sessions", status_code=201, summary="Start a challenge (expires in 3 minutes)")
