@@ -215,11 +215,14 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
             f"{t[far_key(f)]['tar']:.3f}" for f in FARS[1:]) + " at FAR 1e-3 / 1e-4 / 1e-5")
 
     fta = f"{report['faces_not_found']} of {report['images']} lfw-dev images without a face"
-    measured = {"created": stamp, "models": {
+    target = package_data / "measured.json"
+    # Other harnesses record their models here too (e.g. FaceMesh): keep what LFW does not own.
+    kept = json.loads(target.read_text()).get("models", {}) if target.exists() else {}
+    measured = {"created": stamp, "models": kept | {
         "sface": line("sface") + f"; flip-averaged: {line('sface-flip').split(': ', 1)[1]}",
         "dlib-resnet": line("dlib"),
         "yunet": f"{fta} (CenterFace second chance found "
                  f"{report['second_chance_detections']})",
     }}
-    (package_data / "measured.json").write_text(json.dumps(measured, indent=1) + "\n")
+    target.write_text(json.dumps(measured, indent=1) + "\n")
 
