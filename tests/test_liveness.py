@@ -226,3 +226,19 @@ def test_an_answer_can_be_a_video_and_a_broken_one_is_refused(
         assert after["state"] == "failed"  # judged or not, it cannot be answered again
         if status == 200:
             assert r.json()["result"]["frames"] == 90 and r.json()["result"]["faces"] == 90
+
+
+def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
+    """A small `facelens eval liveness`: real bona fide windows, rendered prints and replays."""
+    from facelens.eval.liveness_eval import run_liveness_eval
+
+    report = run_liveness_eval(shared_data / "video" / "short_hamilton_clip.mp4",
+                               shared_data / "lfw-dev" / "images", prints=6,
+                               replays_per_window=1, max_windows=6,
+                               progress=lambda _label, _total: (lambda _n: None))
+    assert report["bona_fide"]["windows"] == 6 and report["bona_fide"]["bpcer"] <= 1 / 6
+    prints = report["attacks"]["print"]
+    assert prints["attacks"] == 6 and prints["planarity_only"]["apcer"] <= 0.5
+    assert report["full_decision"]["print"]["accepted"] == 0  # a print cannot blink
+    assert report["attacks"]["replay"]["attacks"] == 6
+    assert "3D masks" in report["cannot_show"]
