@@ -252,7 +252,44 @@ class ExactIndex:
         return index
 
 
-class HNSWIndex:
+class _FaissRows:
+    """What the faiss-backed indexes share: float16 rows addressed by face id, erased in
+    place (the label becomes -1 and the row's bytes are zeroed at once)."""
+
+    _labels: Ids
+    """Row -> face id, -1 once removed."""
+    _row: dict[int, int]
+    """Face id -> row."""
+
+    def _store(self) -> Any:
+        """The faiss index holding the float16 rows (`codes`, `code_size`, `sa_decode`)."""
+        raise NotImplementedError
+
+    def _codes(self) -> npt.NDArray[np.uint8]:
+        """Writable view of the stored float16 rows' bytes, one row per face row."""
+        import faiss
+
+        store = self._store()
+        flat = faiss.rev_swig_ptr(store.codes.data(), store.codes.size())
+        return flat.reshape(-1, store.code_size)
+
+    def _append(self, ids: Ids, first: int) -> None:
+        self._labels = np.concatenate([self._labels, ids])
+        self._row.update(zip(ids.tolist(), range(first, first + len(ids)), strict=True))
+
+    def _forget(self, ids: npt.ArrayLike) -> list[int]:
+        """Erase these faces' rows; returns the rows (why now: not at the next rebuild)."""
+        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        if rows:
+            self._labels[rows] = -1
+            self._codes()[rows] = 0
+        return rows
+
+    def ids(self) -> Ids:
+        return self._labels[self._labels >= 0]
+
+
+class HNSWIndex(_FaissRows):
     """faiss HNSW graph (`IndexHNSWSQ`) over float16 vectors, inner-product metric.
 
     Scores come from the float16 copies (within ~1e-3 of the float32 inner product). faiss graphs
@@ -298,18 +335,10 @@ class HNSWIndex:
     def __len__(self) -> int:
         return len(self._row)
 
-    def _storage(self) -> Any:
+    def _store(self) -> Any:
         import faiss
 
         return faiss.downcast_index(self._index.storage)
-
-    def _codes(self) -> npt.NDArray[np.uint8]:
-        """Writable view of the stored float16 codes, one row per graph node."""
-        import faiss
-
-        storage = self._storage()
-        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
-        return flat.reshape(-1, storage.code_size)
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         ids_, vecs = _as_batch(ids, vectors, self.dim)
@@ -318,15 +347,12 @@ class HNSWIndex:
             return
         first = self._index.ntotal
         self._index.add(vecs)
-        self._labels = np.concatenate([self._labels, ids_])
-        self._row.update(zip(ids_.tolist(), range(first, first + len(ids_)), strict=True))
+        self._append(ids_, first)
         self._live_bits = None
 
     def remove(self, ids: npt.ArrayLike) -> int:
-        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        rows = self._forget(ids)
         if rows:
-            self._labels[rows] = -1
-            self._codes()[rows] = 0  # why: the erased face's bytes go now, not at a rebuild
             self._live_bits = None
         return len(rows)
 
@@ -347,15 +373,12 @@ class HNSWIndex:
         return (np.where(hit, scores, -np.inf).astype(np.float32),
                 np.where(hit, self._labels[rows], -1))
 
-    def ids(self) -> Ids:
-        return self._labels[self._labels >= 0]
-
     def _rebuild(self) -> None:
         live = np.flatnonzero(self._labels >= 0)
         fresh = HNSWIndex(self.dim, connectivity=self._index.hnsw.nb_neighbors(1),
                           expansion_add=self._index.hnsw.efConstruction,
                           expansion_search=self.expansion_search)
-        fresh.add(self._labels[live], self._storage().sa_decode(self._codes()[live]))
+        fresh.add(self._labels[live], self._store().sa_decode(self._codes()[live]))
         self._index, self._labels, self._row = fresh._index, fresh._labels, fresh._row
         self._live_bits = None
 
@@ -373,7 +396,7 @@ class HNSWIndex:
         return index
 
 
-class IVFIndex:
+class IVFIndex(_FaissRows):
     """faiss inverted lists of 4-bit PQ codes re-ranked on float16 copies (`IndexRefine` of
     `IndexIVFPQFastScan` and `IndexScalarQuantizer` fp16), inner-product metric.
 
@@ -425,13 +448,8 @@ class IVFIndex:
         share = max(self.probe_share, _MIN_SCAN / max(1, len(self._row)))
         return min(ivf.nlist, int(np.ceil(share * ivf.nlist)))
 
-    def _codes(self) -> npt.NDArray[np.uint8]:
-        """Writable view of the float16 rows' bytes."""
-        import faiss
-
-        store = self._parts()[1]
-        flat = faiss.rev_swig_ptr(store.codes.data(), store.codes.size())
-        return flat.reshape(-1, store.code_size)
+    def _store(self) -> Any:
+        return self._parts()[1]
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         ids_, vecs = _as_batch(ids, vectors, self.dim)
@@ -444,8 +462,7 @@ class IVFIndex:
             ivf.add_with_ids(vecs, np.arange(first, first + len(ids_)))
         store.add(vecs)
         self._index.ntotal = store.ntotal
-        self._labels = np.concatenate([self._labels, ids_])
-        self._row.update(zip(ids_.tolist(), range(first, first + len(ids_)), strict=True))
+        self._append(ids_, first)
         if len(self._row) >= max(_MIN_TRAIN, 4 * self._trained_at):
             self._rebuild()
 
@@ -453,7 +470,7 @@ class IVFIndex:
         """A fresh index of the live rows only: trained lists from `_MIN_TRAIN` faces on."""
         import faiss
 
-        store = self._parts()[1]
+        store = self._store()
         live = np.flatnonzero(self._labels >= 0)
         n = len(live)
         if n < _MIN_TRAIN:
@@ -484,11 +501,9 @@ class IVFIndex:
     def remove(self, ids: npt.ArrayLike) -> int:
         import faiss
 
-        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        rows = self._forget(ids)
         if not rows:
             return 0
-        self._labels[rows] = -1
-        self._codes()[rows] = 0  # why: the erased face's bytes go now, not at compaction
         ivf = self._parts()[0]
         if ivf is None:  # an exact scan would still see the zeroed rows: drop them now (small)
             self._rebuild()
@@ -520,9 +535,6 @@ class IVFIndex:
         hit = rows >= 0
         return (np.where(hit, scores, -np.inf).astype(np.float32),
                 np.where(hit, self._labels[rows], -1))
-
-    def ids(self) -> Ids:
-        return self._labels[self._labels >= 0]
 
     def save(self, path: Path) -> None:
         if len(self._labels) - len(self._row) > len(self._labels) // 4:
