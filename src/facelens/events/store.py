@@ -12,13 +12,9 @@ import sqlalchemy as sa
 
 from facelens.errors import NotFoundError
 from facelens.events.models import STATUSES, Event
-from facelens.gallery.crypto import seal, unseal
+from facelens.gallery.crypto import context, seal, unseal
 from facelens.gallery.models import Subject, utcnow
 from facelens.gallery.service import Galleries
-
-
-def _context(subject_id: str, kind: str = "snapshot") -> bytes:
-    return f"{kind}:{subject_id}".encode()
 
 
 class EventStore:
@@ -40,9 +36,9 @@ class EventStore:
             event = Event(camera=camera, gallery=subject.gallery.name, subject_id=subject.id,
                           subject_name=subject.display_name, confidence=confidence,
                           status=status, details=details,
-                          snapshot=seal(data_key, snapshot_jpeg, _context(subject.id))
+                          snapshot=seal(data_key, snapshot_jpeg, context("snapshot", subject.id))
                           if snapshot_jpeg else None,
-                          frame=seal(data_key, frame_jpeg, _context(subject.id, "frame"))
+                          frame=seal(data_key, frame_jpeg, context("frame", subject.id))
                           if frame_jpeg else None)
             s.add(event)
         return event
@@ -78,7 +74,7 @@ class EventStore:
             subject = s.get(Subject, event.subject_id)
             assert subject is not None  # the foreign key cascades
             data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
-            return unseal(data_key, blob, _context(subject.id, kind))
+            return unseal(data_key, blob, context(kind, subject.id))
 
     def review(self, event_id: int, status: str, reviewer: str) -> Event:
         if status not in ("confirmed", "dismissed"):

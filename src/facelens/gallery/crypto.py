@@ -30,6 +30,12 @@ class MasterKeyError(FacelensError):
     """The master key is missing, malformed, too widely readable, or wrong for this data."""
 
 
+def context(kind: str, owner: object) -> bytes:
+    """The associated data that binds a sealed blob to what it is and whose (e.g. a template
+    of one subject): a blob copied onto another row or kind fails to unseal."""
+    return f"{kind}:{owner}".encode()
+
+
 def seal(key: bytes, plaintext: bytes, context: bytes) -> bytes:
     """nonce ‖ AES-256-GCM(plaintext); `context` is authenticated, binding blob to its row."""
     nonce = secrets.token_bytes(NONCE_BYTES)

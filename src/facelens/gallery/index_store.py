@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from facelens.gallery.crypto import seal, unseal
+from facelens.gallery.crypto import context, seal, unseal
 from facelens.gallery.index import AutoIndex
 
 _RAM = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
@@ -20,16 +20,12 @@ def _path(index_dir: Path, gallery_id: int) -> Path:
     return index_dir / f"gallery-{gallery_id}.idx"
 
 
-def _context(gallery_id: int) -> bytes:
-    return f"index:{gallery_id}".encode()
-
-
 def save(index_dir: Path, gallery_id: int, key: bytes, index: AutoIndex) -> None:
     index_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=_RAM) as scratch:
         plain = Path(scratch) / "index"
         index.save(plain)
-        blob = seal(key, plain.read_bytes(), _context(gallery_id))
+        blob = seal(key, plain.read_bytes(), context("index", gallery_id))
     target = _path(index_dir, gallery_id)
     tmp = target.with_suffix(".tmp")
     with open(tmp, "wb") as f:
@@ -45,7 +41,7 @@ def load(index_dir: Path, gallery_id: int, key: bytes, dim: int) -> AutoIndex | 
     if not target.is_file():
         return None
     try:
-        plain_bytes = unseal(key, target.read_bytes(), _context(gallery_id))
+        plain_bytes = unseal(key, target.read_bytes(), context("index", gallery_id))
         with tempfile.TemporaryDirectory(dir=_RAM) as scratch:
             plain = Path(scratch) / "index"
             plain.write_bytes(plain_bytes)

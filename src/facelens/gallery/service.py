@@ -28,6 +28,7 @@ from facelens.gallery.crypto import (
     ENV_KEY,
     MasterKey,
     MasterKeyError,
+    context,
     load_master_key,
     new_data_key,
     read_key_file,
@@ -109,10 +110,6 @@ class Identification:
         return not self.candidates
 
 
-def _context(subject_id: str, kind: str) -> bytes:
-    return f"{kind}:{subject_id}".encode()
-
-
 class Galleries:
     """All galleries of one facelens data directory (or database URL)."""
 
@@ -190,7 +187,7 @@ class Galleries:
         subject = self.subject(subject_id)
         embedder = subject.gallery.embedder
         data_key = self.master.unwrap(subject.wrapped_key, subject.id)
-        vectors = [np.frombuffer(unseal(data_key, t.vector, _context(subject.id, "template")),
+        vectors = [np.frombuffer(unseal(data_key, t.vector, context("template", subject.id)),
                                  np.float32) for t in subject.templates if t.embedder == embedder]
         if not vectors:
             raise GalleryError(f"subject {subject_id} has no {embedder} template: re-enrol")
@@ -288,8 +285,8 @@ class Galleries:
                 subject.templates.append(Template(
                     embedder=gallery.embedder, quality=quality,
                     vector=seal(data_key, np.asarray(vector, np.float32).tobytes(),
-                                _context(subject_id, "template")),
-                    crop=seal(data_key, crop, _context(subject_id, "crop")) if crop else None))
+                                context("template", subject_id)),
+                    crop=seal(data_key, crop, context("crop", subject_id)) if crop else None))
             s.add(subject)
             s.flush()
             index_id = min(t.id for t in subject.templates)
@@ -372,7 +369,7 @@ class Galleries:
         data_key = self.master.unwrap(subject.wrapped_key, subject.id)
         same = operating_point(face.embedder, 1e-3).threshold
         for blob in negatives:
-            negative = np.frombuffer(unseal(data_key, blob, _context(subject.id, "negative")),
+            negative = np.frombuffer(unseal(data_key, blob, context("negative", subject.id)),
                                      np.float32)
             similarity = float(negative @ face.embedding)
             if similarity > same and similarity > score:
@@ -390,7 +387,7 @@ class Galleries:
             data_key = self.master.unwrap(subject.wrapped_key, subject.id)
             s.add(NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
                                   vector=seal(data_key, face.embedding.astype(np.float32)
-                                              .tobytes(), _context(subject_id, "negative"))))
+                                              .tobytes(), context("negative", subject_id))))
 
     # ------------------------------------------------------------------ deletion, retention
     def delete_subject(self, subject_id: str, gallery_name: str | None = None) -> None:
@@ -460,7 +457,7 @@ class Galleries:
         data_key = self.master.unwrap(subject.wrapped_key, subject.id)
         added = []
         for blob in crops:
-            crop = unseal(data_key, blob, _context(subject.id, "crop"))
+            crop = unseal(data_key, blob, context("crop", subject.id))
             faces = api.embed(crop, embedder=embedder, second_chance=True)
             if faces:
                 face = api.main_face(faces)
@@ -468,7 +465,7 @@ class Galleries:
                 added.append(Template(
                     embedder=embedder, quality=face.quality.score if face.quality else 0.0,
                     vector=seal(data_key, face.embedding.astype(np.float32).tobytes(),
-                                _context(subject.id, "template")), crop=blob))
+                                context("template", subject.id)), crop=blob))
         if added:
             with self.sessions.begin() as s:
                 for template in added:
@@ -534,7 +531,7 @@ class Galleries:
                 data_key = self.master.unwrap(subject.wrapped_key, subject.id)
                 ids.append(min(t.id for t in templates))
                 vectors.append(_centroid([np.frombuffer(unseal(
-                    data_key, t.vector, _context(subject.id, "template")), np.float32)
+                    data_key, t.vector, context("template", subject.id)), np.float32)
                     for t in templates]))
         dim = DIMS[gallery.embedder]
         return (np.array(ids, np.int64),
