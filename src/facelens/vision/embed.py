@@ -138,7 +138,11 @@ def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str = "sface-flip"
     if not faces:
         return np.zeros((0, 256 if embedder == "fusion" else 128), np.float32)
     parts = []
-    if embedder != "dlib":
+    if embedder == "fusion" and all(f.embedder == "sface-flip" for f in faces):
+        # The fused vector's first half is the sface-flip embedding: reuse the one the faces
+        # carry (verify's cascade computed it), so only dlib runs.
+        parts.append(np.stack([f.embedding for f in faces if f.embedding is not None]))
+    elif embedder != "dlib":
         chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
         parts.append(sface(threads)(chips, flip=embedder != "sface"))
     if embedder in ("dlib", "fusion"):
