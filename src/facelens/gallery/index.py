@@ -260,6 +260,8 @@ class _FaissRows:
     """Row -> face id, -1 once removed."""
     _row: dict[int, int]
     """Face id -> row."""
+    _index: Any
+    _magic: bytes
 
     def _store(self) -> Any:
         """The faiss index holding the float16 rows (`codes`, `code_size`, `sa_decode`)."""
@@ -287,6 +289,16 @@ class _FaissRows:
 
     def ids(self) -> Ids:
         return self._labels[self._labels >= 0]
+
+    def _rebuild(self) -> None:
+        """Rebuild from the live rows only."""
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        """Compact first once dead rows pass a quarter, so churn cannot grow the file."""
+        if len(self._labels) - len(self._row) > len(self._labels) // 4:
+            self._rebuild()
+        _save_faiss(path, self._magic, self._labels, self._index)
 
 
 class HNSWIndex(_FaissRows):
@@ -381,11 +393,6 @@ class HNSWIndex(_FaissRows):
         fresh.add(self._labels[live], self._store().sa_decode(self._codes()[live]))
         self._index, self._labels, self._row = fresh._index, fresh._labels, fresh._row
         self._live_bits = None
-
-    def save(self, path: Path) -> None:
-        if len(self._labels) - len(self._row) > len(self._labels) // 4:
-            self._rebuild()
-        _save_faiss(path, self._magic, self._labels, self._index)
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -535,11 +542,6 @@ class IVFIndex(_FaissRows):
         hit = rows >= 0
         return (np.where(hit, scores, -np.inf).astype(np.float32),
                 np.where(hit, self._labels[rows], -1))
-
-    def save(self, path: Path) -> None:
-        if len(self._labels) - len(self._row) > len(self._labels) // 4:
-            self._rebuild()
-        _save_faiss(path, self._magic, self._labels, self._index)
 
     @classmethod
     def load(cls, path: Path) -> Self:

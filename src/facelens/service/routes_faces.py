@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,44 +38,39 @@ def faces_payload(rgb_shape: tuple[int, ...], faces: list[Face], *,
             "faces": [f.to_dict(with_embedding=with_embedding) for f in faces]}
 
 
-@router.post("/detect", summary="Find faces: boxes, 5 landmarks, quality")
-async def detect(request: Request, image: Annotated[UploadFile, File()],
-                 _: Principal = requires("detect")) -> dict[str, Any]:
+async def _faces(request: Request, image: UploadFile,
+                 find: Callable[[np.ndarray], list[Face]], *,
+                 with_embedding: bool = False) -> dict[str, Any]:
+    """Decode the upload and run `find` on it, both on the inference pool."""
     state, data = service(request), await read_upload(image)
 
     def work() -> dict[str, Any]:
         rgb = state.decode(data)
-        return faces_payload(rgb.shape, api.detect(rgb))
+        return faces_payload(rgb.shape, find(rgb), with_embedding=with_embedding)
 
     return await state.pool.run(work)
+
+
+@router.post("/detect", summary="Find faces: boxes, 5 landmarks, quality")
+async def detect(request: Request, image: Annotated[UploadFile, File()],
+                 _: Principal = requires("detect")) -> dict[str, Any]:
+    return await _faces(request, image, api.detect)
 
 
 @router.post("/analyze", summary="Faces with quality and (opt-in) age and perceived sex")
 async def analyze(request: Request, image: Annotated[UploadFile, File()],
                   attributes: Annotated[bool, Form()] = True,
                   _: Principal = requires("detect")) -> dict[str, Any]:
-    state, data = service(request), await read_upload(image)
-    if attributes and not state.settings.attributes:
+    if attributes and not service(request).settings.attributes:
         raise ApiError(403, "forbidden", "age and sex estimation is disabled on this server "
                        "(FACELENS_ATTRIBUTES=false)")
-
-    def work() -> dict[str, Any]:
-        rgb = state.decode(data)
-        return faces_payload(rgb.shape, api.analyze(rgb, attributes=attributes))
-
-    return await state.pool.run(work)
+    return await _faces(request, image, lambda rgb: api.analyze(rgb, attributes=attributes))
 
 
 @router.post("/embed", summary="Faces with their embeddings (export scope only)")
 async def embed(request: Request, image: Annotated[UploadFile, File()],
                 _: Principal = requires("export")) -> dict[str, Any]:
-    state, data = service(request), await read_upload(image)
-
-    def work() -> dict[str, Any]:
-        rgb = state.decode(data)
-        return faces_payload(rgb.shape, api.embed(rgb), with_embedding=True)
-
-    return await state.pool.run(work)
+    return await _faces(request, image, api.embed, with_embedding=True)
 
 
 def verdict_payload(verdict: Verdict, principal: Principal) -> dict[str, Any]:
