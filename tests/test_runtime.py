@@ -120,7 +120,7 @@ def test_both_runtimes_verify_the_fixture_pairs(fixtures_dir: Path, runtime: str
 
 
 def test_runtime_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().runtime == "openvino"
+    assert Settings().runtime == "openvino-bf16"
     for name in RUNTIMES:
         monkeypatch.setenv("FACELENS_RUNTIME", name)
         assert Settings().runtime == name
@@ -163,3 +163,21 @@ def test_vectors_from_either_runtime_compare_with_each_other(
             same_runtime = float(ort(obama, flip=True)[0] @ ort(other, flip=True)[0])
             cross = float(ov(obama, flip=True)[0] @ ort(other, flip=True)[0])
             assert abs(cross - same_runtime) < (1e-4 if runtime == "openvino" else 0.01)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, indirect=True)
+def test_each_precision_decides_on_its_own_calibration(runtime: str) -> None:
+    """bf16 scores sit ~1e-3 from fp32 ones, enough to move tail thresholds: a process on
+    bf16 reads thresholds fitted on bf16 scores, fp32 and onnxruntime share theirs."""
+    from facelens.matching.operating_points import calibration, calibration_file, operating_point
+
+    label = runtime_label(runtime)  # type: ignore[arg-type]
+    table = calibration()
+    assert table, f"no calibration shipped for {label}"
+    assert label in table["source"] or (label == "onnxruntime" and "f32" in table["source"])
+    point = operating_point("fusion", 1e-4)
+    assert point.cascade is not None and point.cascade[0] < point.cascade[1]
+    if label == "openvino-bf16":
+        assert calibration_file(label) != calibration_file("openvino-f32")
+    else:
+        assert calibration_file(label) == calibration_file("openvino-f32")

@@ -16,6 +16,7 @@ from facelens.errors import NoFaceError
 from facelens.face import Face, Verdict
 from facelens.matching.operating_points import calibration, operating_point
 from facelens.settings import get_settings
+from facelens.vision.align import align_batch
 from facelens.vision.attributes import estimate_attributes
 from facelens.vision.decode import ImageSource, load_image
 from facelens.vision.detect import detect_faces
@@ -28,17 +29,21 @@ def _rgb(image: ImageSource) -> np.ndarray:
 
 
 def _detect_rgb(rgb: np.ndarray, detector: str | None, quality: bool,
-                second_chance: bool = False) -> list[Face]:
+                second_chance: bool = False) -> tuple[list[Face], np.ndarray | None]:
+    """Faces, and with `quality` their aligned chips too: quality judges the chip SFace
+    embeds, so it is cut once and handed on."""
     s = get_settings()
     faces = detect_faces(rgb, name=detector or s.detector, threshold=s.detect_threshold,
                          max_side=s.detect_max_side, threads=s.threads,
                          second_chance=second_chance)
-    if quality:
-        for face in faces:
-            face.quality = assess(rgb, face, min_interocular_px=s.min_interocular_px,
-                                  min_sharpness=s.min_sharpness, max_yaw=s.max_yaw,
-                                  max_pitch=s.max_pitch)
-    return faces
+    if not quality or not faces:
+        return faces, None
+    chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
+    for face, chip in zip(faces, chips, strict=True):
+        face.quality = assess(rgb, face, chip=chip, min_interocular_px=s.min_interocular_px,
+                              min_sharpness=s.min_sharpness, max_yaw=s.max_yaw,
+                              max_pitch=s.max_pitch)
+    return faces, chips
 
 
 def fusion_weight() -> float:
@@ -46,10 +51,11 @@ def fusion_weight() -> float:
     return float(calibration().get("fusion_weight", get_settings().fusion_weight))
 
 
-def _embed_rgb(rgb: np.ndarray, faces: list[Face], embedder: str | None) -> None:
+def _embed_rgb(rgb: np.ndarray, faces: list[Face], embedder: str | None,
+               chips: np.ndarray | None = None) -> None:
     s = get_settings()
     embed_faces(rgb, faces, embedder or s.embedder, fusion_weight=fusion_weight(),
-                threads=s.threads)
+                threads=s.threads, chips=chips)
 
 
 def detect(image: ImageSource, *, detector: str | None = None, quality: bool = True) -> list[Face]:
@@ -57,7 +63,7 @@ def detect(image: ImageSource, *, detector: str | None = None, quality: bool = T
 
     `detector` is "yunet" (fast, the default) or "centerface" (small and crowded faces).
     """
-    return _detect_rgb(_rgb(image), detector, quality)
+    return _detect_rgb(_rgb(image), detector, quality)[0]
 
 
 def embed(image: ImageSource, faces: list[Face] | None = None, *,
@@ -69,9 +75,10 @@ def embed(image: ImageSource, faces: list[Face] | None = None, *,
     other detector (for callers who know a face is there, like enrolment).
     """
     rgb = _rgb(image)
+    chips = None
     if faces is None:
-        faces = _detect_rgb(rgb, None, quality=True, second_chance=second_chance)
-    _embed_rgb(rgb, faces, embedder)
+        faces, chips = _detect_rgb(rgb, None, quality=True, second_chance=second_chance)
+    _embed_rgb(rgb, faces, embedder, chips)
     return faces
 
 
@@ -79,7 +86,7 @@ def analyze(image: ImageSource, *, attributes: bool = True, detector: str | None
             ) -> list[Face]:
     """Detect faces with quality and, unless `attributes=False`, age and perceived sex."""
     rgb = _rgb(image)
-    faces = _detect_rgb(rgb, detector, quality=True)
+    faces, _ = _detect_rgb(rgb, detector, quality=True)
     if attributes:
         estimate_attributes(rgb, faces)
     return faces
@@ -87,14 +94,20 @@ def analyze(image: ImageSource, *, attributes: bool = True, detector: str | None
 
 def main_face(faces: list[Face]) -> Face:
     """The face a 1:1 check is about: the largest one (ID photos and selfies show one person)."""
-    return max(faces, key=lambda f: f.width * f.height)
+    return faces[_main_index(faces)]
 
 
-def _main_face(rgb: np.ndarray, label: str) -> Face:
-    faces = _detect_rgb(rgb, None, quality=True, second_chance=True)
-    if not faces:
+def _main_index(faces: list[Face]) -> int:
+    return max(range(len(faces)), key=lambda i: faces[i].width * faces[i].height)
+
+
+def _main_face(rgb: np.ndarray, label: str) -> tuple[Face, np.ndarray]:
+    """The main face of `rgb` and its aligned chip."""
+    faces, chips = _detect_rgb(rgb, None, quality=True, second_chance=True)
+    if not faces or chips is None:
         raise NoFaceError(f"{label}: no face found")
-    return main_face(faces)
+    main = _main_index(faces)
+    return faces[main], chips[main]
 
 
 def _vector(face: Face, embedder: str) -> np.ndarray | None:
@@ -114,36 +127,38 @@ def verify(a: ImageSource | Face, b: ImageSource | Face, *, far: float = 1e-3,
     """Are `a` and `b` the same person? Decided at a calibrated false-accept rate `far`.
 
     `a` and `b` are images (the largest face of each is used) or Faces from an earlier call.
-    The verdict names the operating point that decided. With the "fusion" embedder, dlib is
-    consulted only when the sface-flip score falls in the calibrated band where the two can
-    disagree (on lfw-dev ~6% of genuine pairs at FAR 1e-3); elsewhere sface-flip decides.
+    The verdict names the operating point that decided. With the "fusion" embedder, plain
+    SFace (one pass per face) decides alone outside the calibrated band of its scores where
+    the fused decision can differ from it; inside (a few % of lfw-dev pairs, see README) the
+    mirror pass and dlib run and the fused score decides.
     """
     name = embedder or get_settings().embedder
     point = operating_point(name, far)
-    probes: list[tuple[Face, np.ndarray | None]] = []
+    probes: list[tuple[Face, np.ndarray | None, np.ndarray | None]] = []  # face, rgb, chip
     for item, label in ((a, "first image"), (b, "second image")):
         if isinstance(item, Face):
-            probes.append((item, None))
+            probes.append((item, None, None))
         else:
             rgb = _rgb(item)
-            probes.append((_main_face(rgb, label), rgb))
-    (fa, _), (fb, _) = probes
+            face, chip = _main_face(rgb, label)
+            probes.append((face, rgb, chip))
+    (fa, _, _), (fb, _, _) = probes
 
     def vectors(embedder_name: str) -> list[np.ndarray] | None:
-        for face, rgb in probes:
+        for face, rgb, chip in probes:
             if _vector(face, embedder_name) is None and rgb is not None:
-                _embed_rgb(rgb, [face], embedder_name)
-        found = [_vector(face, embedder_name) for face, _ in probes]
+                _embed_rgb(rgb, [face], embedder_name, None if chip is None else chip[None])
+        found = [_vector(face, embedder_name) for face, _, _ in probes]
         return None if any(v is None for v in found) else found  # type: ignore[return-value]
 
-    if name == "fusion" and point.cascade and (first := vectors("sface-flip")):
+    if name == "fusion" and point.cascade and (first := vectors("sface")):
         score = float(first[0] @ first[1])
         low, high = point.cascade
         if not low <= score <= high:
             return Verdict(score > high, score, high if score > high else low, point.far, name,
-                           f"{point.describe()}; decided by sface-flip alone "
+                           f"{point.describe()}; decided by sface alone "
                            f"({score:.4f} outside the cascade band [{low:.3f}, {high:.3f}])",
-                           (fa, fb), decided_by="sface-flip")
+                           (fa, fb), decided_by="sface")
     final = vectors(name)
     if final is None:
         raise ValueError(f"a Face passed to verify carries no {name} embedding; pass the image")

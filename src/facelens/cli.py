@@ -217,7 +217,9 @@ def bench(ctx: typer.Context,
           images: Annotated[Path | None, typer.Option(
               help="Folder of images (default: lfw-dev sample if present, else fixtures).")]
           = None,
-          count: Annotated[int, typer.Option(help="Images to time.")] = 60,
+          count: Annotated[int, typer.Option(help="Images to time stage by stage.")] = 60,
+          pairs: Annotated[int, typer.Option(
+              help="Verify pairs to time (half one person, half two).")] = 100,
           peer: Annotated[bool, typer.Option(help="Time face_recognition too.")] = True,
           json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")] = None
           ) -> None:
@@ -227,7 +229,8 @@ def bench(ctx: typer.Context,
     from facelens.eval.bench import run_bench
 
     with errors(), progress() as start:
-        report = run_bench(images, count=count, peer=peer, progress=start)
+        report = run_bench(images, count=count, pairs_count=pairs, peer=peer,
+                           progress=start)
     _write_json(report, json_out)
 
 

@@ -131,8 +131,8 @@ class Verdict:
     "sface-flip @ FAR 1e-03: threshold 0.4012 (lfw-dev all-vs-all, 7,908,775 impostor pairs)"."""
     faces: tuple[Face, Face]
     decided_by: str = ""
-    """Which scores decided: `embedder` itself, or "sface-flip" when the fusion cascade did
-    not need dlib (then `score` and `threshold` are sface-flip's and the cascade band edge)."""
+    """Which scores decided: `embedder` itself, or "sface" when the fusion cascade did not
+    need the fused score (then `score` and `threshold` are plain SFace's and the band edge)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

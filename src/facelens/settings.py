@@ -59,10 +59,11 @@ class Settings(BaseSettings):
     """Images larger than this are scanned in overlapping tiles of this size, not shrunk,
     so a 40-px face in a 4K frame is still seen at its native size."""
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    runtime: Runtime = "openvino"
-    """What runs SFace, all on the same folded graph: OpenVINO in fp32; OpenVINO in bf16 where
-    the CPU has it (fp32 elsewhere; faster, but scores move by ~1e-3, see docs/decisions.md);
-    or onnxruntime (fp32)."""
+    runtime: Runtime = "openvino-bf16"
+    """What runs SFace, all on the same folded graph: OpenVINO in bf16 where the CPU computes
+    it natively (the default; fp32 elsewhere), OpenVINO in fp32, or onnxruntime (fp32). bf16
+    scores sit ~1e-3 from fp32 ones, so each precision has its own calibrated thresholds
+    (docs/decisions.md)."""
     min_interocular_px: float = 20.0
     min_sharpness: float = 25.0
     max_yaw: float = 40.0

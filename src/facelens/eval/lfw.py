@@ -84,7 +84,7 @@ def facelens_features(path: Path) -> dict[str, Any]:
     from facelens.vision.align import align_batch
     from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
-    from facelens.vision.embed import DlibResNet, l2_normalize, sface, shape5
+    from facelens.vision.embed import DlibResNet, l2_normalize, mirrored, sface, shape5
 
     t0 = time.perf_counter()
     rgb = load_image(path)
@@ -98,7 +98,7 @@ def facelens_features(path: Path) -> dict[str, Any]:
     chips = align_batch(rgb, face.landmarks[None])
     t3 = time.perf_counter()
     model = sface(threads=1)
-    raw = model.raw(np.concatenate([chips, chips[:, :, ::-1]]))
+    raw = model.raw(np.concatenate([chips, mirrored(chips)]))
     t4 = time.perf_counter()
     plain, mirrored = l2_normalize(raw[:1]), l2_normalize(raw[1:])
     out["sface"] = plain[0]

@@ -24,19 +24,29 @@ from facelens.eval.lfw import (
     stack,
     tar_at_far,
 )
-from facelens.matching.operating_points import FARS, far_key, threshold_at_far
+from facelens.matching.operating_points import (
+    FARS,
+    calibration_file,
+    far_key,
+    threshold_at_far,
+)
 
 Progress = Callable[[str, int], Callable[[int], None]]
 """progress(label, total) -> advance(n): the CLI passes a Rich progress bar."""
 
 
-def features_cache_kind() -> str:
-    """Cache name of facelens features: SFace's numbers depend on what runs it (settings.runtime
-    and, for OpenVINO, the precision), so each runtime keeps its own cache."""
+def sface_runtime() -> str:
     from facelens.models.base import runtime_label
     from facelens.settings import get_settings
 
-    return f"facelens-{runtime_label(get_settings().runtime)}"
+    return runtime_label(get_settings().runtime)
+
+
+def features_cache_kind() -> str:
+    """Cache name of facelens features: SFace's numbers depend on what runs it (settings.runtime
+    and, for OpenVINO, the precision), so each runtime keeps its own cache; dlib's ResNet runs
+    in OpenVINO fp32 (earlier caches came from dlib itself)."""
+    return f"facelens-{sface_runtime()}-dlib-openvino"
 
 
 def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], cache: Path,
@@ -62,11 +72,11 @@ CASCADE_MARGIN = 0.02
 
 def cascade_bands(first: tuple[np.ndarray, np.ndarray], fused: tuple[np.ndarray, np.ndarray]
                   ) -> dict[str, Any]:
-    """Per FAR, the band of sface-flip scores inside which the fused decision can differ.
+    """Per FAR, the band of plain sface scores inside which the fused decision can differ.
 
     Outside [low, high] every lfw-dev pair got the same decision from the fused score as from
-    sface-flip alone (plus a margin), so verify skips dlib there. Also reports the share of
-    genuine and impostor pairs that needed dlib."""
+    plain sface alone (plus a margin), so verify runs the mirror pass and dlib only inside.
+    Also reports the share of genuine and impostor pairs that needed them."""
     s_gen, s_imp = first
     f_gen, f_imp = fused
     out: dict[str, Any] = {}
@@ -133,8 +143,8 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
             variants[name]["lfw_pairs"] = pairs_accuracy(pairs_emb, threshold)
 
     variants["fusion"]["cascade"] = cascade_bands(
-        pair_scores(embeddings["sface-flip"], proto.labels), pair_scores(embeddings["fusion"],
-                                                                       proto.labels))
+        pair_scores(embeddings["sface"], proto.labels), pair_scores(embeddings["fusion"],
+                                                                  proto.labels))
     timing = {stage: float(np.median([r[stage] for r in rows if stage in r]))
               for stage in ("decode", "detect", "align", "embed")}
     report: dict[str, Any] = {
@@ -145,7 +155,7 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
         "median_seconds_per_stage": timing,
         "seconds_per_image_sface_flip": sum(timing.values()) + timing["embed"],
         "fusion_weight": weight, "variants": variants,
-        "sface_runtime": kind.removeprefix("facelens-"),
+        "sface_runtime": sface_runtime(),
     }
     if peer:
         peer_feats = _cached("peer", peer_features, proto.files + pair_files, cache, workers,
@@ -205,13 +215,15 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
                "tail": r["tail"], "tail_fit": r["tail_fit"]}
         | ({"cascade": {k: v["band"] for k, v in r["cascade"].items()}} if "cascade" in r else {})
         for name, r in report["variants"].items()}
-    points = {"source": f"lfw-dev all-vs-all, {stamp}", "fusion_weight": report["fusion_weight"],
+    points = {"source": f"lfw-dev all-vs-all, {stamp}, {report['sface_runtime']}",
+              "fusion_weight": report["fusion_weight"],
               "embedders": embedders}
-    (package_data / "operating_points.json").write_text(json.dumps(points, indent=1) + "\n")
+    (package_data / calibration_file(report["sface_runtime"])).write_text(
+        json.dumps(points, indent=1) + "\n")
 
     def line(name: str) -> str:
         t = report["variants"][name]["tar_at_far"]
-        return (f"lfw-dev all-vs-all ({stamp}): TAR " + " / ".join(
+        return (f"lfw-dev all-vs-all ({stamp}, {report['sface_runtime']}): TAR " + " / ".join(
             f"{t[far_key(f)]['tar']:.3f}" for f in FARS[1:]) + " at FAR 1e-3 / 1e-4 / 1e-5")
 
     fta = f"{report['faces_not_found']} of {report['images']} lfw-dev images without a face"

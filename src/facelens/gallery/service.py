@@ -610,7 +610,7 @@ def enrolment_crop(rgb: np.ndarray, face: Face) -> bytes:
     if scale < 1:
         crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
                           interpolation=cv2.INTER_AREA)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(crop[:, :, ::-1]))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     if not ok:
         raise GalleryError("could not encode the enrolment crop")
     return png.tobytes()

@@ -1,8 +1,11 @@
 """Calibrated operating points: the threshold that gives a target false-accept rate.
 
 Thresholds come from `facelens eval lfw ROOT --save`: the impostor scores of the lfw-dev
-all-vs-all protocol, stored as package data (src/facelens/data/operating_points.json) with
+all-vs-all protocol, stored as package data (src/facelens/data/operating_points*.json) with
 the pair counts behind them. Callers ask for a FAR, never for a raw threshold.
+
+Each SFace precision has its own file: bf16 moves scores by ~1e-3, enough to pass ~2% more
+impostors than an fp32 threshold allows at FAR 1e-4, so bf16 is calibrated on its own scores.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 from facelens.errors import FacelensError, ModelMissingError
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
-_FILE = "operating_points.json"
+_FILES = {"openvino-bf16": "operating_points-bf16.json"}
+_F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
 
 
 def far_key(far: float) -> str:
@@ -33,7 +37,7 @@ class OperatingPoint:
     impostor_pairs: int
     source: str
     cascade: tuple[float, float] | None = None
-    """For "fusion": sface-flip scores outside this band decide without dlib (see api.verify)."""
+    """For "fusion": plain sface scores outside this band decide alone (see api.verify)."""
 
     def describe(self) -> str:
         return (f"{self.embedder} @ FAR {far_key(self.far)}: threshold {self.threshold:.4f} "
@@ -50,9 +54,23 @@ def threshold_at_far(impostor_scores: np.ndarray, far: float, *,
     return float(scores[min(allowed, len(scores) - 1)])
 
 
-@lru_cache(maxsize=1)
+def calibration_file(label: str) -> str:
+    """The package-data file holding the operating points of a runtime label
+    (`facelens.models.base.runtime_label`)."""
+    return _FILES.get(label, _F32_FILE)
+
+
 def calibration() -> dict[str, Any]:
-    data = resources.files("facelens.data").joinpath(_FILE)
+    """The calibration of the SFace runtime this process uses (settings.runtime)."""
+    from facelens.models.base import runtime_label
+    from facelens.settings import get_settings
+
+    return _load(calibration_file(runtime_label(get_settings().runtime)))
+
+
+@lru_cache(maxsize=4)
+def _load(name: str) -> dict[str, Any]:
+    data = resources.files("facelens.data").joinpath(name)
     if not data.is_file():
         return {}
     return dict(json.loads(data.read_text()))

@@ -69,7 +69,7 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
     ModelCard("dlib-resnet", "face embedding, 128-d", "face_recognition_models", "0.3.0",
               "face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat",
               "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-              "CC0-1.0 (weights, Davis King); dlib runtime Boost-1.0",
+              "CC0-1.0 (weights, Davis King)",
               "150×150 chip from dlib's 5-point predictor", "LFW 99.38%"),
     ModelCard("dlib-shape5", "5-point landmarks for dlib chips", "face_recognition_models",
               "0.3.0", "face_recognition_models", "models/shape_predictor_5_face_landmarks.dat",
@@ -95,7 +95,9 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
 )}
 
 RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxruntime, CPU, fp32",
-            "dlib-resnet": "dlib", "dlib-shape5": "dlib", "age": "onnxruntime, CPU, fp32",
+            "dlib-resnet": "OpenVINO, CPU, fp32 (graph rebuilt from dlib's .dat, "
+                           "facelens/models/dlib_net.py)",
+            "dlib-shape5": "dlib", "age": "onnxruntime, CPU, fp32",
             "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU"}
 
 

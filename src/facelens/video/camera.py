@@ -92,7 +92,7 @@ class CameraRunner:
 
     def _show(self, rgb: np.ndarray, watcher: Watcher) -> None:
         drawn = draw_labels(rgb, watcher.labels)
-        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(drawn[:, :, ::-1]),
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
                                 [cv2.IMWRITE_JPEG_QUALITY, 75])
         if ok:
             self.preview = jpeg.tobytes()  # one reference swap: readers never see half

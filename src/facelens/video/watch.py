@@ -277,7 +277,7 @@ def _blur_others(shot: _Shot) -> np.ndarray:
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]),
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                             [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise ValueError("JPEG encoding failed")

@@ -14,22 +14,19 @@ TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama 1991) mapping src (N,2) onto dst (N,2).
 
-    Returns the 2×3 matrix for cv2.warpAffine.
+    In 2-D the rotation-and-scale part is [[a, -b], [b, a]], and Umeyama's solution reduces
+    to two dot products (no SVD; reflections cannot arise). Returns the 2×3 matrix for
+    cv2.warpAffine.
     """
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[-1] = -1  # a reflection is not a similarity: flip the weakest axis back
-    rotation = u @ np.diag(sign) @ vt
-    scale = (sig * sign).sum() / s.var(0).sum()
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = mu_d - scale * rotation @ mu_s
+    norm = max(float((s * s).sum()), 1e-12)
+    a = float((s * d).sum()) / norm
+    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / norm
+    matrix = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    matrix[:, 2] = mu_d - matrix[:, :2] @ mu_s
     return matrix
 
 

@@ -11,7 +11,7 @@ import stat
 import struct
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
 
@@ -61,7 +61,11 @@ def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
             raise BadImageError(f"not a regular file: {shown}")
         _check_bytes(st.st_size, max_bytes)
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)  # +1: notice a file that grew after the stat
+            # Sized from the stat, not max_bytes: read(n) allocates n bytes up front, 50 MB
+            # for every small photo. +1: notice a file that grew after the stat.
+            data = f.read(min(st.st_size, max_bytes) + 1)
+        if len(data) > st.st_size:
+            raise BadImageError(f"file changed while being read: {shown}")
     except (FileNotFoundError, NotADirectoryError) as e:
         raise BadImageError(f"no such file: {shown}") from e
     except (OSError, ValueError) as e:  # permissions, NUL in the path, I/O errors
@@ -102,7 +106,10 @@ def _decode(data: bytes, max_pixels: int, formats: frozenset[str]) -> np.ndarray
 def _from_pil(img: Image.Image) -> np.ndarray:
     try:
         img.load()  # truncated files raise here, as long as LOAD_TRUNCATED_IMAGES stays False
-        upright = ImageOps.exif_transpose(img)  # a new image: the caller's is never modified
+        # exif_transpose returns a new image (the caller's is never modified); skipped when
+        # there is nothing to turn, as it copies every pixel even then.
+        turned = img.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
+        upright = ImageOps.exif_transpose(img) if turned else img
     except _PIL_ERRORS as e:
         raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
     try:
@@ -120,6 +127,8 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
         return _to_rgb((grey16 >> 8).astype(np.uint8))
     if img.has_transparency_data:  # RGBA, LA, PA, or a P/L/RGB image with a tRNS colour
         return _over_white(np.asarray(img.convert("RGBA")))
+    if img.mode == "RGB":
+        return np.array(img, dtype=np.uint8)  # a copy: writable, never the caller's pixels
     return np.array(img.convert("RGB"), dtype=np.uint8)  # L, 1, P, CMYK, YCbCr, LAB, HSV, ...
 
 

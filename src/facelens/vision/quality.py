@@ -40,14 +40,15 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-def assess(rgb: np.ndarray, face: Face, *, min_interocular_px: float = 20.0,
-           min_sharpness: float = 25.0, max_yaw: float = 40.0,
-           max_pitch: float = 30.0) -> Quality:
-    """Measure one face and say what, if anything, makes it a poor sample."""
+def assess(rgb: np.ndarray, face: Face, *, chip: np.ndarray | None = None,
+           min_interocular_px: float = 20.0, min_sharpness: float = 25.0,
+           max_yaw: float = 40.0, max_pitch: float = 30.0) -> Quality:
+    """Measure one face and say what, if anything, makes it a poor sample. `chip` is the
+    face's 112×112 aligned chip when the caller has cut it already."""
     landmarks = face.landmarks
     interocular = float(np.linalg.norm(landmarks[1] - landmarks[0]))
     yaw, pitch, roll = head_pose(landmarks)
-    grey = cv2.cvtColor(align(rgb, landmarks), cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(align(rgb, landmarks) if chip is None else chip, cv2.COLOR_RGB2GRAY)
     centre = grey[24:104, 20:92]  # skin and features, little background
     # Sharpness is judged at the face's own resolution: a small face upsampled to 112 px
     # is blurred by the upsampling, which is a size problem, reported as such.

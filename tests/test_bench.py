@@ -1,0 +1,55 @@
+"""`facelens bench` (engine): the pairs it times and the shape of its report, on the fixtures.
+Speed targets live in the report's `targets_met`, never in a test's pass/fail."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facelens.eval.bench import verify_pairs
+
+
+@pytest.fixture(scope="module")
+def people(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LFW-layout folder: one sub-folder per person."""
+    root = tmp_path_factory.mktemp("people")
+    for person, names in {"obama": ["obama.jpg", "obama2.jpg"], "biden": ["biden.jpg"],
+                          "kit": ["kit_with_rose.jpg"]}.items():
+        (root / person).mkdir()
+        for name in names:
+            shutil.copy(fixtures_dir / name, root / person / name)
+    return root
+
+
+def test_verify_pairs_are_half_one_person_half_two(people: Path) -> None:
+    pairs = verify_pairs(people, 10)
+    assert len(pairs) == 10
+    same = [a.parent == b.parent for a, b in pairs]
+    assert same == [True] * 5 + [False] * 5
+    assert all(a != b for a, b in pairs)
+    assert verify_pairs(people, 10) == pairs  # seeded: every run times the same pairs
+
+
+def test_bench_reports_stages_overhead_and_verify_throughput(people: Path, repo_root: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cli = Path(sys.executable).with_name("facelens")
+    run = subprocess.run([str(cli), "bench", "--images", str(people), "--count", "4",
+                          "--pairs", "4", "--no-peer", "--json-out", str(out)],
+                         cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    stages = report["stages"]
+    assert stages["images"] == 4 and stages["faces"] >= 4
+    assert len(stages["engine_overhead_per_round"]) == stages["rounds"]
+    assert stages["engine_overhead"] > 1.0  # the engine does more than its networks
+    assert all(stages["median_ms"][k] > 0 for k in ("decode", "detect", "embed"))
+    speeds = report["verify"]["pairs_per_second"]
+    assert set(speeds) == {"fusion", "sface-flip", "sface"} and min(speeds.values()) > 0
+    assert report["verify"]["pairs"] == 4
+    assert "verify_throughput_vs_peer" not in report["targets_met"]  # no peer, no claim
