@@ -171,6 +171,12 @@ def test_engine_routes_and_error_codes(lite: Served) -> None:
                      data={"name": "x", **CONSENT_FORM})  # a watchlist entry needs a reason
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "rule_violation")
     assert lite.state.galleries.subjects("w") == []
+    # /metrics counts every answered request by route template and status.
+    text = c.get("/metrics", headers=lite.auth("metrics")).text
+    for label in ('route="/v1/detect",status="200"', 'route="/v1/verify",status="422"',
+                  'route="/v1/galleries/{name}/identify",status="404"'):
+        assert f"facelens_requests_total{{{label}}}" in text, label
+    assert 'facelens_request_seconds_count{route="/v1/analyze"}' in text
 
 
 def _blank_png() -> bytes:

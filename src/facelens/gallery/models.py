@@ -34,6 +34,9 @@ class Gallery(Base):
     retention_days: Mapped[int] = mapped_column(Integer, default=3 * 365)
     keep_crops: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped in the same transaction as every change to the gallery's templates or model:
+    a process holding the index in memory re-checks it only when this moved."""
 
     subjects: Mapped[list[Subject]] = relationship(back_populates="gallery",
                                                    cascade="all, delete-orphan")

@@ -132,7 +132,7 @@ class Galleries:
             self.engine.dispose()
             raise
         self.index_dir = data_dir / "index"
-        self._indexes: dict[int, tuple[VectorIndex, tuple[int, ...]]] = {}
+        self._indexes: dict[int, tuple[VectorIndex, int]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ galleries
@@ -268,7 +268,8 @@ class Galleries:
 
         with self._lock:
             index = self._index(gallery)  # up to date before the commit, so the add below
-        subject_id = str(uuid.uuid4())   # is all that changes in it
+            synced = self._indexes[gallery.id][1]  # is all that changes in it
+        subject_id = str(uuid.uuid4())
         data_key = new_data_key()
         with self.sessions.begin() as s:
             subject = Subject(id=subject_id, gallery_id=gallery.id, display_name=name,
@@ -288,12 +289,13 @@ class Galleries:
                                 context("template", subject_id)),
                     crop=seal(data_key, crop, context("crop", subject_id)) if crop else None))
             s.add(subject)
+            version = _bump(s, gallery.id)
             s.flush()
             index_id = min(t.id for t in subject.templates)
         with self._lock:
             index.add(np.array([index_id], np.int64), _centroid(vectors)[None])
             self._save_index(gallery, index)
-            self._indexes[gallery.id] = (index, self._signature(gallery))
+            self._remember(gallery.id, index, synced, version)
         return EnrolReport(subject_id, name, len(vectors), skipped)
 
     # ------------------------------------------------------------------ identification
@@ -394,9 +396,11 @@ class Galleries:
         """Crypto-shred: the wrapped key and templates go, the vectors leave the index."""
         with self.sessions() as s:
             owner = s.scalar(sa.select(Gallery).join(Subject).where(Subject.id == subject_id))
+        synced = -1
         if owner is not None:
             with self._lock:
                 self._index(owner)  # up to date before the delete
+                synced = self._indexes[owner.id][1]
         with self.sessions.begin() as s:
             subject = s.get(Subject, subject_id)
             gallery = s.get(Gallery, subject.gallery_id) if subject else None
@@ -405,11 +409,12 @@ class Galleries:
                 raise GalleryNotFound(f"no subject {subject_id}{where}")
             ids = np.array([t.id for t in subject.templates], np.int64)
             s.delete(subject)
+            version = _bump(s, gallery.id)
         with self._lock:
             index = self._indexes[gallery.id][0]
             index.remove(ids)
             self._save_index(gallery, index)
-            self._indexes[gallery.id] = (index, self._signature(gallery))
+            self._remember(gallery.id, index, synced, version)
         checkpoint(self.engine)
 
     def purge(self, now: datetime | None = None) -> list[str]:
@@ -438,7 +443,7 @@ class Galleries:
         gallery = self.gallery(gallery_name)
         with self.sessions.begin() as s:
             s.execute(sa.update(Gallery).where(Gallery.id == gallery.id)
-                      .values(embedder=embedder))
+                      .values(embedder=embedder, version=Gallery.version + 1))
         with self._lock:
             self._indexes.pop(gallery.id, None)
         stale = [subject for subject in self.subjects(gallery_name)
@@ -471,6 +476,7 @@ class Galleries:
                 for template in added:
                     template.subject_id = subject.id
                     s.add(template)
+                _bump(s, subject.gallery_id)
         return bool(added)
 
     def rotate_master_key(self) -> str:
@@ -567,15 +573,20 @@ class Galleries:
         self._indexes[gallery.id] = (index, signature)
         return index
 
-    def _signature(self, gallery: Gallery) -> tuple[int, ...]:
-        """A cheap fingerprint of the gallery's templates: when another process enrols or
-        deletes, it changes and the in-memory index is checked against the database again."""
+    def _remember(self, gallery_id: int, index: VectorIndex, synced: int, version: int
+                  ) -> None:
+        """Keep `index` as current at `version` if our own change is the only one since it
+        was checked (at `synced`); else another process changed the gallery in between and
+        the next use checks the index against the database again."""
+        self._indexes[gallery_id] = (index, version if version == synced + 1 else -1)
+
+    def _signature(self, gallery: Gallery) -> int:
+        """The gallery's version (one primary-key read, whatever its size): when any process
+        enrols, deletes or switches the model it moves, and the in-memory index is checked
+        against the database again."""
         with self.sessions() as s:
-            row = s.execute(sa.select(sa.func.count(Template.id), sa.func.max(Template.id),
-                                      sa.func.sum(Template.id)).join(Subject)
-                            .where(Subject.gallery_id == gallery.id,
-                                   Template.embedder == gallery.embedder)).one()
-        return tuple(int(v or 0) for v in row)
+            return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery.id))
+                       or 0)
 
     def _save_index(self, gallery: Gallery, index: VectorIndex) -> None:
         if isinstance(index, AutoIndex):
@@ -583,6 +594,14 @@ class Galleries:
         else:  # Milvus keeps the vectors; saving purges deleted rows from its files
             self.index_dir.mkdir(parents=True, exist_ok=True)
             index.save(self.index_dir / f"gallery-{gallery.id}.milvus.json")
+
+
+def _bump(s: Session, gallery_id: int) -> int:
+    """Move the gallery's version, in the transaction that changes its templates; returns
+    the new version."""
+    s.execute(sa.update(Gallery).where(Gallery.id == gallery_id)
+              .values(version=Gallery.version + 1))
+    return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery_id)) or 0)
 
 
 def hash_pin(pin: str) -> str:

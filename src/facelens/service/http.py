@@ -178,16 +178,35 @@ def install_metrics(app: FastAPI) -> None:
                             "because the inference queue was full", registry=registry),
     }
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Any:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        m = metrics(app)
-        m["requests"].labels(label, str(response.status_code)).inc()
-        m["latency"].labels(label).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(Measure)
+
+
+class Measure:
+    """Requests and latency per route, for /metrics. Plain ASGI: `@app.middleware("http")`
+    (BaseHTTPMiddleware) adds a task and two memory streams to every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            label = getattr(scope.get("route"), "path", "unmatched")  # set by the router
+            m = metrics_of(scope)
+            m["requests"].labels(label, str(status)).inc()
+            m["latency"].labels(label).observe(time.perf_counter() - start)
 
 
 def metrics(app: FastAPI) -> dict[str, Any]:
