@@ -100,9 +100,9 @@ def facelens_features(path: Path) -> dict[str, Any]:
     model = sface(threads=1)
     raw = model.raw(np.concatenate([chips, mirrored(chips)]))
     t4 = time.perf_counter()
-    plain, mirrored = l2_normalize(raw[:1]), l2_normalize(raw[1:])
+    plain, flipped = l2_normalize(raw[:1]), l2_normalize(raw[1:])
     out["sface"] = plain[0]
-    out["sface-flip"] = l2_normalize(plain + mirrored)[0]
+    out["sface-flip"] = l2_normalize(plain + flipped)[0]
     out["dlib"] = _dlib_model(DlibResNet)(shape5().chips(rgb, [face], 150, 0.25))[0]
     out.update(align=t3 - t2, embed=(t4 - t3) / 2, detector=face.detector)
     return out

@@ -443,7 +443,8 @@ class Galleries:
         gallery = self.gallery(gallery_name)
         with self.sessions.begin() as s:
             s.execute(sa.update(Gallery).where(Gallery.id == gallery.id)
-                      .values(embedder=embedder, version=Gallery.version + 1))
+                      .values(embedder=embedder))
+            _bump(s, gallery.id)
         with self._lock:
             self._indexes.pop(gallery.id, None)
         stale = [subject for subject in self.subjects(gallery_name)
@@ -599,9 +600,8 @@ class Galleries:
 def _bump(s: Session, gallery_id: int) -> int:
     """Move the gallery's version, in the transaction that changes its templates; returns
     the new version."""
-    s.execute(sa.update(Gallery).where(Gallery.id == gallery_id)
-              .values(version=Gallery.version + 1))
-    return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery_id)) or 0)
+    return int(s.scalar(sa.update(Gallery).where(Gallery.id == gallery_id)
+                        .values(version=Gallery.version + 1).returning(Gallery.version)) or 0)
 
 
 def hash_pin(pin: str) -> str:

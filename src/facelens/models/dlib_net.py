@@ -182,7 +182,7 @@ def read_dlib_resnet(path: Path) -> tuple[np.ndarray, list[_Layer]]:
 
 
 class _Graph:
-    """Accumulates ONNX nodes and initialisers while tracking each value's (C, H, W)."""
+    """Accumulates ONNX nodes and initialisers (the caller tracks each value's shape)."""
 
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
