@@ -13,6 +13,7 @@ from facelens.gallery.index import (
     AutoIndex,
     ExactIndex,
     HNSWIndex,
+    IVFIndex,
     MilvusIndex,
     VectorIndex,
     make_index,
@@ -199,7 +200,7 @@ def test_bad_input_is_rejected() -> None:
         index.search(unit(1), 0)
 
 
-def test_auto_index_moves_to_hnsw_and_reloads(tmp_path: Path) -> None:
+def test_auto_index_moves_to_ivf_and_reloads(tmp_path: Path) -> None:
     gallery = unit(1_200, seed=10)
     index = AutoIndex(DIM, threshold=1_000)
     index.add(np.arange(900), gallery[:900])
@@ -221,6 +222,42 @@ def test_auto_index_moves_to_hnsw_and_reloads(tmp_path: Path) -> None:
     exact.save(small)
     assert not make_index(DIM, path=small).approximate
     assert make_index(DIM, size_hint=50_000).approximate
+
+
+def _rows_per_partition(index: IVFIndex) -> list[np.ndarray]:
+    """The store rows filed in each partition's lists, sorted."""
+    import faiss
+
+    ivf = index._parts()[0]
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    cells = ivf.nlist // IVFIndex.TABLES
+    parts = []
+    for t in range(IVFIndex.TABLES):
+        rows = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(t * cells, (t + 1) * cells) if lists.list_size(i)]
+        parts.append(np.sort(np.concatenate(rows)))
+    return parts
+
+
+def test_ivf_files_every_face_once_in_each_partition(tmp_path: Path) -> None:
+    """The lists are made at 1,000 faces; faces added later are filed into one list of every
+    partition too, and a removed face leaves all of them, before and after a save."""
+    gallery = unit(2_000, 128, seed=12)
+    index = IVFIndex(128)
+    index.add(np.arange(2_000), gallery)
+    live = np.arange(2_000)
+    for rows in _rows_per_partition(index):
+        np.testing.assert_array_equal(rows, live)  # rows = ids here: added in order
+    index.remove(np.arange(0, 2_000, 10))
+    path = tmp_path / "ivf.idx"
+    index.save(path)
+    loaded = IVFIndex.load(path)  # not compacted: a tenth dead is under the quarter
+    kept = np.setdiff1d(live, np.arange(0, 2_000, 10))
+    for rows in _rows_per_partition(loaded):
+        np.testing.assert_array_equal(rows, kept)
+    probed = kept[::37]
+    _, found = loaded.search(noisy(gallery[probed], sigma=0.08), 1)
+    np.testing.assert_array_equal(found[:, 0], probed)
 
 
 def test_hnsw_rebuilds_once_dead_nodes_pile_up(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ Similarity is the inner product (cosine, since embeddings are unit length). Ever
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
-- `IVFIndex`: faiss inverted lists of 4-bit PQ codes re-ranked on float16 vectors; approximate,
-  for large galleries.
+- `IVFIndex`: 12 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
+  approximate, for large galleries.
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
 - `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to IVF above it.
 - `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
@@ -14,21 +14,24 @@ id -1 and score -inf. Ids are non-negative int64; adding an id that is present r
 Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
 float32 nor its float16 bytes are in the index files (checked by tests/test_index.py).
 
-Why IVF-PQ and not HNSW: real SFace embeddings are close to isotropic (covariance participation
-ratio 112 of 128 on LFW, `facelens/data/embedding_spectrum.json`) and a second photo is only at
-cosine ~0.7, so a probe sits far from its face and a graph walk rarely reaches it. 1M face-like
-vectors (`facelens.eval.search_bench`), 800 mated probes, k=10, batches of 100, 2 cores:
+Why several IVF partitions, and not HNSW or one partition: real SFace embeddings are close to
+isotropic (covariance participation ratio 112 of 128 on LFW, `data/embedding_spectrum.json`)
+and a second photo is only at cosine ~0.7, so a probe sits far from its face: a graph walk rarely
+reaches it, and one partition must be probed at ~30% to keep it. Independent partitions each
+miss it independently, so 12 of them probed at ~1% of their lists keep it as often while
+scanning ~10x fewer codes. 1M face-like vectors (`facelens bench search`), 800 mated probes, k=10,
+batches of 100, 2 cores, medians of alternating rounds:
 
     index                                     build   r@1 mated          ms/query
-    numpy brute force, float32                   1 s   1.0                8.8
+    numpy brute force, float32                   3 s   1.0                10.0
     faiss HNSWSQ fp16, M=32, efC=40            555 s   0.948 / 0.988      3.7 / 5.7 (ef 512/1024)
-    IVFIndex: 3,577 lists, 30% probed, x32      35 s   0.995              0.46 (19x)
+    one partition: 3,577 lists, 30% probed      35 s   0.995              0.46 (19x)
+    IVFIndex: 12 x 447 lists, 1% probed         38 s   0.994              0.18 (54x)
 
 (HNSW ran while other benchmarks shared the cores, so its times are pessimistic; its recall is
-not.) An IVF query scans the nearest 30% of lists as 16-byte fast-scan codes and re-scores its
-32·k best candidates on float16: 0.57x the raw bytes on disk, 0.84x resident while building.
-No setting measured reaches 100x brute force at r@1 0.99 on this data: to find a face at cosine
-0.7 among 1M near-isotropic 128-d vectors, about a quarter of them must be looked at.
+not.) 1.09x the raw bytes on disk, 1.46x resident. 100x brute force at r@1 0.99 is not reached:
+at 0.18 ms a query, ~0.1 ms is the fast-scan of ~120k codes and ~0.04 ms finding the nearest of
+5,364 lists (docs/decisions.md).
 
 Earlier, on 200k uniform vectors, faiss HNSWSQ fp16 beat usearch f16 (same M=32, efC=40): at
 ef=128 1.61 vs 2.71 ms/query and r@1 0.940 vs 0.863, at equal size (528 vs 532 B/face).
@@ -36,11 +39,12 @@ ef=128 1.61 vs 2.71 ms/query and r@1 0.940 vs 0.863, at equal size (528 vs 532 B
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, Self
 
@@ -56,6 +60,7 @@ well under a millisecond, which the lists do not beat."""
 _BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
 _MIN_TRAIN = 1_000  # IVFIndex: faces before its lists are trained (scanned exactly below)
 _MIN_SCAN = 50_000  # IVFIndex: PQ codes a query scans at least
+_DEEP_RERANK = 32  # IVFIndex: its re-rank factor once _MIN_SCAN makes the scan near-exhaustive
 
 
 class VectorIndex(Protocol):
@@ -110,6 +115,30 @@ def _no_results(n_queries: int, k: int) -> tuple[Vectors, Ids]:
     return (np.full((n_queries, k), -np.inf, np.float32), np.full((n_queries, k), -1, np.int64))
 
 
+def _return_freed_memory() -> None:
+    """Hand the heap freed by a rebuild back to the OS: glibc keeps it otherwise, and the old
+    index's hundreds of megabytes would stay resident (a no-op without glibc)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _distinct(scores: Vectors, rows: Ids, k: int) -> tuple[Vectors, Ids]:
+    """The best k of each query's (score, row) results with every row's repeats dropped."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    ranked = np.take_along_axis(rows, order, axis=1)
+    repeat = np.zeros(rows.shape, bool)
+    np.put_along_axis(repeat, order[:, 1:], (ranked[:, 1:] == ranked[:, :-1])
+                      & (ranked[:, 1:] >= 0), axis=1)
+    scores = np.where(repeat | (rows < 0), -np.inf, scores).astype(np.float32)
+    if scores.shape[1] < k:  # fewer results than asked: empty slots
+        pad = k - scores.shape[1]
+        scores = np.hstack([scores, np.full((len(rows), pad), -np.inf, np.float32)])
+        rows = np.hstack([rows, np.full((len(rows), pad), -1, np.int64)])
+    best, cols = top_k(scores, k)
+    kept = np.take_along_axis(rows, cols, axis=1)
+    return best, np.where(np.isfinite(best), kept, -1)
+
+
 def top_k(scores: Vectors, k: int) -> tuple[Vectors, npt.NDArray[np.intp]]:
     """Best-first top-k columns of each row of `scores` (k <= number of columns)."""
     n = scores.shape[1]
@@ -155,7 +184,7 @@ def _save_faiss(path: Path, magic: bytes, labels: Ids, index: Any) -> None:
     _write(path, write)
 
 
-def _load_faiss(path: Path, magic: bytes, kind: str) -> tuple[Any, Ids, dict[int, int]]:
+def _load_faiss(path: Path, magic: bytes, kind: str) -> tuple[Any, Ids, _RowMap]:
     """(faiss index, row -> id labels, id -> row) from a file written by `_save_faiss`."""
     import faiss
 
@@ -164,8 +193,7 @@ def _load_faiss(path: Path, magic: bytes, kind: str) -> tuple[Any, Ids, dict[int
             raise ValueError(f"{path} is not a facelens {kind} index")
         labels = np.load(f, allow_pickle=False)
         blob = np.load(f, allow_pickle=False)
-    rows = {face: row for row, face in enumerate(labels.tolist()) if face >= 0}
-    return faiss.deserialize_index(blob), labels, rows
+    return faiss.deserialize_index(blob), labels, _RowMap(labels)
 
 
 class ExactIndex:
@@ -252,13 +280,46 @@ class ExactIndex:
         return index
 
 
+class _RowMap:
+    """Face id -> row as two int64 arrays sorted by id: 16 bytes a face, where a dict of
+    Python ints costs ~110 (a fifth of the ANN index at a million faces)."""
+
+    def __init__(self, labels: Ids | None = None) -> None:
+        """From row -> id labels (-1: a dead row), or empty."""
+        live = np.flatnonzero(labels >= 0) if labels is not None else np.empty(0, np.int64)
+        ids = labels[live] if labels is not None else np.empty(0, np.int64)
+        order = np.argsort(ids, kind="stable")
+        self._ids, self._rows = ids[order], live[order].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, ids: Ids, first: int) -> None:
+        """Map `ids` (distinct, none mapped yet) to rows first, first + 1, …"""
+        order = np.argsort(ids, kind="stable")
+        at = np.searchsorted(self._ids, ids[order])
+        self._ids = np.insert(self._ids, at, ids[order])
+        self._rows = np.insert(self._rows, at, first + order)
+
+    def pop(self, ids: Ids) -> list[int]:
+        """Unmap whichever of `ids` are mapped; their rows."""
+        if not len(self._ids):
+            return []
+        wanted = np.unique(ids)
+        at = np.minimum(np.searchsorted(self._ids, wanted), len(self._ids) - 1)
+        at = at[self._ids[at] == wanted]
+        rows = self._rows[at].tolist()
+        self._ids, self._rows = np.delete(self._ids, at), np.delete(self._rows, at)
+        return rows
+
+
 class _FaissRows:
     """What the faiss-backed indexes share: float16 rows addressed by face id, erased in
     place (the label becomes -1 and the row's bytes are zeroed at once)."""
 
     _labels: Ids
     """Row -> face id, -1 once removed."""
-    _row: dict[int, int]
+    _row: _RowMap
     """Face id -> row."""
     _index: Any
     _magic: bytes
@@ -277,11 +338,11 @@ class _FaissRows:
 
     def _append(self, ids: Ids, first: int) -> None:
         self._labels = np.concatenate([self._labels, ids])
-        self._row.update(zip(ids.tolist(), range(first, first + len(ids)), strict=True))
+        self._row.add(ids, first)
 
     def _forget(self, ids: npt.ArrayLike) -> list[int]:
         """Erase these faces' rows; returns the rows (why now: not at the next rebuild)."""
-        rows = [self._row.pop(face) for face in set(_as_ids(ids).tolist()) if face in self._row]
+        rows = self._row.pop(_as_ids(ids))
         if rows:
             self._labels[rows] = -1
             self._codes()[rows] = 0
@@ -323,7 +384,7 @@ class HNSWIndex(_FaissRows):
         self._index.hnsw.efConstruction = expansion_add
         self._index.hnsw.efSearch = expansion_search
         self._labels = np.empty(0, np.int64)  # graph node -> face id, -1 once removed
-        self._row: dict[int, int] = {}
+        self._row = _RowMap()
         self._live_bits: npt.NDArray[np.uint8] | None = None  # selector bitmap; None: stale
 
     @property
@@ -372,7 +433,7 @@ class HNSWIndex(_FaissRows):
         import faiss
 
         q = _as_queries(queries, self.dim, k)
-        if not self._row:
+        if not len(self._row):
             return _no_results(len(q), k)
         params = faiss.SearchParametersHNSW(efSearch=max(self.expansion_search, k))
         if len(self._row) < len(self._labels):  # dead nodes: let the search skip them
@@ -404,28 +465,36 @@ class HNSWIndex(_FaissRows):
 
 
 class IVFIndex(_FaissRows):
-    """faiss inverted lists of 4-bit PQ codes re-ranked on float16 copies (`IndexRefine` of
-    `IndexIVFPQFastScan` and `IndexScalarQuantizer` fp16), inner-product metric.
+    """Several independent partitions of the gallery (multi-table IVF), each face's 4-bit PQ
+    code filed once in each, re-ranked on float16 copies; inner-product metric.
 
-    A query scans the `probe_share` of lists nearest to it with SIMD fast-scan codes (dim/8 bytes
-    a face), then re-scores its best `rerank`·k candidates on the float16 rows, so scores are
-    float16 inner products like `HNSWIndex`'s. Under `_MIN_TRAIN` faces there are no lists and
-    the float16 rows are scanned exactly; the lists are trained then and retrained each time the
-    gallery has grown 4x, so their number tracks ~4·sqrt(n). Removal takes the face's code out
-    of its list and zeroes its float16 row at once; `save` compacts once dead rows pass a quarter.
+    One faiss `IndexIVFPQFastScan` holds all `TABLES` partitions as one set of lists: partition
+    t owns lists t·K … t·K+K−1, whose centroids are K random gallery faces of its own. A query
+    scans its `probe_share` of lists nearest to it (over all partitions) with SIMD fast-scan
+    codes, then re-scores its best candidates, duplicates dropped, on the float16 rows, so
+    scores are float16 inner products like `HNSWIndex`'s. Why several partitions: on
+    near-isotropic embeddings one partition must be probed at ~30% to keep a face at cosine 0.7,
+    while each of 12 partitions probed at ~1% misses it independently (docs/decisions.md).
+    Under `_MIN_TRAIN` faces there are no lists and the float16 rows are scanned exactly; the
+    lists are made then and remade each time the gallery has grown 4x (K ≈ sqrt(n)/2). Removal
+    takes the face's codes out of every list and zeroes its float16 row at once; `save` compacts
+    once dead rows pass a quarter. Not safe for a search concurrent with `add` (which files
+    codes by swapping the lists' quantizer): callers serialise them, as the gallery does.
     """
 
-    _magic = b"FLIVFPQ\n"
+    _magic = b"FLIVFMT\n"
+    TABLES = 12
 
-    def __init__(self, dim: int, *, probe_share: float = 0.3, rerank: int = 32) -> None:
+    def __init__(self, dim: int, *, probe_share: float = 0.01, rerank: int = 4) -> None:
         import faiss
 
         self.probe_share, self.rerank = probe_share, rerank
         self._index: Any = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
                                                       faiss.METRIC_INNER_PRODUCT)
         self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed
-        self._row: dict[int, int] = {}
-        self._trained_at = 0  # live faces when the lists were trained; 0: no lists yet
+        self._row = _RowMap()
+        self._trained_at = 0  # live faces when the lists were made; 0: no lists yet
+        self._fillers: list[Any] = []  # per partition: its centroids, ids = global list ids
 
     @property
     def dim(self) -> int:
@@ -443,7 +512,8 @@ class IVFIndex(_FaissRows):
     @property
     def params(self) -> dict[str, Any]:
         ivf = self._parts()[0]
-        return {"backend": "faiss IVF PQx4 fast-scan + float16 re-rank",
+        return {"backend": f"faiss multi-table IVF ({self.TABLES} partitions) PQx4 fast-scan "
+                           "+ float16 re-rank",
                 "lists": ivf.nlist if ivf else 0, "probe_share": self.probe_share,
                 "nprobe": self._nprobe(ivf) if ivf else 0, "rerank": self.rerank}
 
@@ -452,7 +522,7 @@ class IVFIndex(_FaissRows):
 
     def _nprobe(self, ivf: Any) -> int:
         # small galleries scan at least _MIN_SCAN codes: ~50 µs, and recall becomes near-exact
-        share = max(self.probe_share, _MIN_SCAN / max(1, len(self._row)))
+        share = max(self.probe_share, _MIN_SCAN / max(1, self.TABLES * len(self._row)))
         return min(ivf.nlist, int(np.ceil(share * ivf.nlist)))
 
     def _store(self) -> Any:
@@ -466,44 +536,74 @@ class IVFIndex(_FaissRows):
         ivf, store = self._parts()
         first = store.ntotal
         if ivf is not None:  # by hand: IndexRefine.add would number rows from the lists' count
-            ivf.add_with_ids(vecs, np.arange(first, first + len(ids_)))
+            self._file(ivf, vecs, np.arange(first, first + len(ids_)))
         store.add(vecs)
         self._index.ntotal = store.ntotal
         self._append(ids_, first)
         if len(self._row) >= max(_MIN_TRAIN, 4 * self._trained_at):
             self._rebuild()
 
+    def _file(self, ivf: Any, vecs: Vectors, rows: Ids) -> None:
+        """File each vector's code in its nearest list of every partition: faiss assigns with
+        the lists' quantizer, so it is swapped for one partition's centroids at a time."""
+        import faiss
+
+        if not self._fillers:
+            cells = ivf.nlist // self.TABLES
+            centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+            for t in range(self.TABLES):
+                part = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+                part.add_with_ids(centroids[t * cells:(t + 1) * cells],
+                                  np.arange(t * cells, (t + 1) * cells, dtype=np.int64))
+                self._fillers.append(part)
+        quantizer, owned = ivf.quantizer, ivf.own_fields
+        ivf.own_fields = False
+        try:
+            for part in self._fillers:
+                ivf.quantizer = part
+                ivf.add_with_ids(vecs, rows)
+        finally:
+            ivf.quantizer, ivf.own_fields = quantizer, owned
+
     def _rebuild(self) -> None:
-        """A fresh index of the live rows only: trained lists from `_MIN_TRAIN` faces on."""
+        """A fresh index of the live rows only: lists from `_MIN_TRAIN` faces on."""
         import faiss
 
         store = self._store()
         live = np.flatnonzero(self._labels >= 0)
         n = len(live)
-        if n < _MIN_TRAIN:
-            fresh: Any = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
-                                                    faiss.METRIC_INNER_PRODUCT)
-            ivf = None
-        else:
-            lists = min(4096, n // 40, int(4 * np.sqrt(n)))
+        rng = np.random.default_rng(0)
+        ivf = None
+        fresh_store = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                 faiss.METRIC_INNER_PRODUCT)
+        fresh: Any = fresh_store
+        if n >= _MIN_TRAIN:
+            cells = max(8, round(np.sqrt(n) / 2))
+            centroids = faiss.IndexFlatIP(self.dim)  # each partition: random faces of its own
+            for _ in range(self.TABLES):
+                centroids.add(store.sa_decode(self._codes()[np.sort(rng.choice(live, cells,
+                                                                                replace=False))]))
             sub = self.dim // 4 if self.dim % 4 == 0 else self.dim
-            fresh = faiss.index_factory(self.dim, f"IVF{lists},PQ{sub}x4fs,Refine(SQfp16)",
-                                        faiss.METRIC_INNER_PRODUCT)
-            sample = np.random.default_rng(0).choice(live, 40 * lists, replace=False)
-            fresh.train(store.sa_decode(self._codes()[np.sort(sample)]))
-            ivf = faiss.downcast_index(fresh.base_index)
-        fresh_store = faiss.downcast_index(fresh.refine_index) if ivf else fresh
+            coded = faiss.IndexIVFPQ(centroids, self.dim, self.TABLES * cells, sub, 4,
+                                     faiss.METRIC_INNER_PRODUCT)
+            coded.by_residual = False  # one code for a face, whichever list holds it
+            sample = np.sort(rng.choice(live, min(n, 65_536), replace=False))
+            coded.train(store.sa_decode(self._codes()[sample]))  # the PQ only: lists are set
+            ivf = faiss.IndexIVFPQFastScan(coded, 32)
+            fresh = faiss.IndexRefine(ivf, fresh_store)
+        self._fillers = []
         for start in range(0, n, 50_000):  # chunks: no float32 copy of the whole gallery
             rows = live[start:start + 50_000]
             vecs = store.sa_decode(self._codes()[rows])
             if ivf is not None:
-                ivf.add_with_ids(vecs, np.arange(start, start + len(rows)))
+                self._file(ivf, vecs, np.arange(start, start + len(rows)))
             fresh_store.add(vecs)
         fresh.ntotal = n
         self._codes()[:] = 0  # why: the old rows (dead ones too) must not linger in freed memory
         self._index, self._labels = fresh, self._labels[live]
-        self._row = {face: row for row, face in enumerate(self._labels.tolist())}
+        self._row = _RowMap(self._labels)
         self._trained_at = n if ivf is not None else 0
+        _return_freed_memory()
 
     def remove(self, ids: npt.ArrayLike) -> int:
         import faiss
@@ -532,13 +632,29 @@ class IVFIndex(_FaissRows):
         import faiss
 
         q = _as_queries(queries, self.dim, k)
-        if not self._row:
+        if not len(self._row):
             return _no_results(len(q), k)
         ivf = self._parts()[0]
-        params = None if ivf is None else faiss.IndexRefineSearchParameters(
-            k_factor=self.rerank, base_index_params=faiss.SearchParametersIVF(
-                nprobe=self._nprobe(ivf)))
-        scores, rows = self._index.search(q, k, params=params)
+        if ivf is None:
+            scores, rows = self._index.search(q, k)
+        else:
+            nprobe = self._nprobe(ivf)
+            # A face is met once in each partition whose probed lists hold it: `met` times on
+            # average, more for faces near the query. Ask for `repeats`·k results so that k
+            # distinct faces survive dropping the repeats, from about rerank·k distinct
+            # candidates.
+            # Where the _MIN_SCAN floor widened the scan (small galleries) the re-rank is
+            # deepened alike: both are cheap there, and answers become near-exact.
+            share = nprobe / ivf.nlist
+            rerank = min(_DEEP_RERANK, self.rerank * share / self.probe_share)
+            met = max(1.0, self.TABLES * share)
+            repeats = min(self.TABLES, int(np.ceil(met + 2)))
+            wanted = min(len(self._labels), k * repeats)
+            params = faiss.IndexRefineSearchParameters(
+                k_factor=max(1.0, rerank * met / repeats),
+                base_index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+            scores, rows = self._index.search(q, wanted, params=params)
+            scores, rows = _distinct(scores, rows, k)
         hit = rows >= 0
         return (np.where(hit, scores, -np.inf).astype(np.float32),
                 np.where(hit, self._labels[rows], -1))
@@ -549,7 +665,7 @@ class IVFIndex(_FaissRows):
         index = cls(int(faiss_index.d))
         index._index, index._labels, index._row = faiss_index, labels, rows
         ivf = index._parts()[0]
-        index._trained_at = ivf.ntotal if ivf is not None else 0
+        index._trained_at = ivf.ntotal // cls.TABLES if ivf is not None else 0
         return index
 
 
