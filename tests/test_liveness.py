@@ -241,4 +241,8 @@ def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
     assert prints["attacks"] == 6 and prints["planarity_only"]["apcer"] <= 0.5
     assert report["full_decision"]["print"]["accepted"] == 0  # a print cannot blink
     assert report["attacks"]["replay"]["attacks"] == 6
+    other = report["full_decision"]["bona_fide_rejected_by_the_checks_other_than_the_actions"]
+    assert other["all_windows"]["windows"] == 6
+    assert other["answer_like_windows"]["windows"] <= 6
+    assert other["answer_like_windows"]["rejected"] <= other["all_windows"]["rejected"] <= 6
     assert "3D masks" in report["cannot_show"]

@@ -16,6 +16,7 @@ injected into the video stream, and people or cameras unlike the clip's.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,17 @@ import numpy as np
 
 from facelens import api
 from facelens.eval.attacks import print_attack, replay_attack
-from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, find_actions, judge, measure
+from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, judge
 from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.video.source import VideoSource
-from facelens.video.tracker import IouTracker
+from facelens.video.tracker import IouTracker, iou
 from facelens.vision.decode import load_image
+from facelens.vision.quality import head_pose
 
 Progress = Callable[[str, int], Callable[[int], None]]
 WINDOW, STRIDE, MIN_FACE_PX = 20, 10, 50
 MIN_PRESENT = 0.8
+ANSWER_YAW = 30.0
 """A sequence is judged only if the face is found in this share of its frames."""
 
 
@@ -66,6 +69,20 @@ def judge_sequence(frames: list[np.ndarray]) -> PassiveCues | None:
     if len(kept) < MIN_PRESENT * len(frames):
         return None
     return passive_cues(kept, boxes)
+
+
+ANSWER_LIKE = (f"the tracked face is the frame's largest and within {ANSWER_YAW:.0f} degrees of "
+               "frontal (5-point pose) at the window's start, as someone answering a challenge "
+               "would be; the clip's profiles and turned-away audience members are not")
+
+
+def _answer_like(first: np.ndarray, tracked: np.ndarray) -> bool:
+    faces = api.detect(first, quality=False)
+    if not faces:
+        return False
+    main = api.main_face(faces)
+    same = float(iou(main.box[None], tracked[None])[0, 0]) > 0.5
+    return same and abs(head_pose(main.landmarks)[0]) <= ANSWER_YAW
 
 
 def _background(frames: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -109,16 +126,21 @@ def run_liveness_eval(video: Path, lfw_root: Path, *, prints: int = 200,
             advance(1)
 
     advance = progress("challenges vs natural footage", len(windows))
-    natural = []
+    natural: list[bool] = []
+    # Every check but the actions: what could still refuse a real person who did them.
+    other_checks = {"all": Counter[str](), "answer_like": Counter[str]()}
+    rejected_otherwise = {"all": 0, "answer_like": 0}
+    answer_like = 0
     challenge_rng = random.Random(seed)
-    for window, _ in windows:
-        measured = [measure(rgb) for rgb in window]
-        ear = [eye for _, eye, _ in measured]
-        yaw = [turn for _, _, turn in measured]
-        challenge = challenge_rng.sample(ACTIONS, k=3)
-        performed = find_actions(np.array(ear, np.float32), np.array(yaw, np.float32),
-                                 challenge)
-        natural.append(all(at is not None for at in performed.values()))
+    for window, boxes in windows:
+        verdict = judge(window, challenge_rng.sample(ACTIONS, k=3))
+        natural.append(all(at is not None for at in verdict.performed.values()))
+        other = [r for r in verdict.reasons if not r.startswith(NOT_PERFORMED)]
+        groups = ("all", "answer_like") if _answer_like(window[0], boxes[0]) else ("all",)
+        answer_like += len(groups) == 2
+        for group in groups:
+            other_checks[group].update(other)
+            rejected_otherwise[group] += bool(other)
         advance(1)
 
     threshold = MOIRE_THRESHOLD  # the shipped operating point (liveness/judge.py)
@@ -160,7 +182,14 @@ def run_liveness_eval(video: Path, lfw_root: Path, *, prints: int = 200,
                       "apcer": round(sum(printed_full) / max(len(printed_full), 1), 4)},
             "replay": {"accepted": sum(replayed_full), "attacks": len(replayed_full),
                        "apcer": round(sum(replayed_full) / max(len(replayed_full), 1), 4)},
-            "bpcer": "not measured: no recordings of people answering challenges"},
+            "bpcer": "not measured: no recordings of people answering challenges",
+            "bona_fide_rejected_by_the_checks_other_than_the_actions": {
+                "all_windows": {"windows": len(windows), "rejected": rejected_otherwise["all"],
+                                "reasons": dict(other_checks["all"])},
+                "answer_like_windows": {
+                    "what": ANSWER_LIKE, "windows": answer_like,
+                    "rejected": rejected_otherwise["answer_like"],
+                    "reasons": dict(other_checks["answer_like"])}}},
         "active_challenge": {
             "replayed_natural_footage_passing_a_random_3_action_challenge":
                 f"{sum(natural)}/{len(natural)}",

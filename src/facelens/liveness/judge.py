@@ -30,6 +30,7 @@ MIN_PRESENT = 0.8
 CONTINUITY_IOU = 0.3
 """Consecutive frames must show the face where it was (IoU of boxes): a live answer is one
 continuous take, not a slideshow of different photos posed for each action."""
+NOT_PERFORMED = "not performed (in the asked order): "
 MOIRE_THRESHOLD = 7.0
 """Screen texture: above this moiré score a sequence counts as a replay. Bona fide windows of
 the Hamilton clip score 3.3–6.8 (`facelens eval liveness`, docs/liveness-eval.json)."""
@@ -122,7 +123,7 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
     performed = find_actions(np.array(ear, np.float32), np.array(yaw, np.float32), challenge)
     missing = [a for a, at in performed.items() if at is None]
     if missing:
-        reasons.append("not performed (in the asked order): " + ", ".join(missing))
+        reasons.append(NOT_PERFORMED + ", ".join(missing))
     identity_min, mean = None, None
     if vectors:
         stack = np.stack(vectors)
