@@ -36,8 +36,11 @@ from facelens.vision.quality import head_pose
 Progress = Callable[[str, int], Callable[[int], None]]
 WINDOW, STRIDE, MIN_FACE_PX = 20, 10, 50
 MIN_PRESENT = 0.8
-ANSWER_YAW = 30.0
 """A sequence is judged only if the face is found in this share of its frames."""
+ANSWER_YAW = 30.0
+ANSWER_LIKE = (f"the tracked face is the frame's largest and within {ANSWER_YAW:.0f} degrees of "
+               "frontal (5-point pose) at the window's start, as someone answering a challenge "
+               "would be; the clip's profiles and turned-away audience members are not")
 
 
 def face_windows(frames: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
@@ -69,11 +72,6 @@ def judge_sequence(frames: list[np.ndarray]) -> PassiveCues | None:
     if len(kept) < MIN_PRESENT * len(frames):
         return None
     return passive_cues(kept, boxes)
-
-
-ANSWER_LIKE = (f"the tracked face is the frame's largest and within {ANSWER_YAW:.0f} degrees of "
-               "frontal (5-point pose) at the window's start, as someone answering a challenge "
-               "would be; the clip's profiles and turned-away audience members are not")
 
 
 def _answer_like(first: np.ndarray, tracked: np.ndarray) -> bool:

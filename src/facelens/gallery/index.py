@@ -639,12 +639,10 @@ class IVFIndex(_FaissRows):
             scores, rows = self._index.search(q, k)
         else:
             nprobe = self._nprobe(ivf)
-            # A face is met once in each partition whose probed lists hold it: `met` times on
-            # average, more for faces near the query. Ask for `repeats`·k results so that k
-            # distinct faces survive dropping the repeats, from about rerank·k distinct
-            # candidates.
-            # Where the _MIN_SCAN floor widened the scan (small galleries) the re-rank is
-            # deepened alike: both are cheap there, and answers become near-exact.
+            # A face is met once in each partition whose probed lists hold it (`met` times on
+            # average, more near the query): ask for `repeats`·k results, so that k distinct
+            # faces survive dropping repeats, from about rerank·k distinct candidates. Where
+            # the _MIN_SCAN floor widened the scan (small galleries) the re-rank deepens alike.
             share = nprobe / ivf.nlist
             rerank = min(_DEEP_RERANK, self.rerank * share / self.probe_share)
             met = max(1.0, self.TABLES * share)
