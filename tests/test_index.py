@@ -258,6 +258,11 @@ def test_ivf_files_every_face_once_in_each_partition(tmp_path: Path) -> None:
     probed = kept[::37]
     _, found = loaded.search(noisy(gallery[probed], sigma=0.08), 1)
     np.testing.assert_array_equal(found[:, 0], probed)
+    newcomer = unit(1, 128, seed=13)  # enrolled after a restart: filed by the loaded lists
+    loaded.add([5_000], newcomer)
+    for rows in _rows_per_partition(loaded):
+        assert np.count_nonzero(rows == 2_000) == 1  # its row: after the 2,000 saved (dead too)
+    assert loaded.search(noisy(newcomer, sigma=0.08), 1)[1][0, 0] == 5_000
 
 
 def test_hnsw_rebuilds_once_dead_nodes_pile_up(tmp_path: Path) -> None:
