@@ -126,19 +126,19 @@ def run_liveness_eval(video: Path, lfw_root: Path, *, prints: int = 200,
     advance = progress("challenges vs natural footage", len(windows))
     natural: list[bool] = []
     # Every check but the actions: what could still refuse a real person who did them.
-    other_checks = {"all": Counter[str](), "answer_like": Counter[str]()}
-    rejected_otherwise = {"all": 0, "answer_like": 0}
-    answer_like = 0
+    other_checks: dict[str, dict[str, Any]] = {
+        group: {"windows": 0, "rejected": 0, "reasons": Counter[str]()}
+        for group in ("all_windows", "answer_like_windows")}
     challenge_rng = random.Random(seed)
     for window, boxes in windows:
         verdict = judge(window, challenge_rng.sample(ACTIONS, k=3))
         natural.append(all(at is not None for at in verdict.performed.values()))
         other = [r for r in verdict.reasons if not r.startswith(NOT_PERFORMED)]
-        groups = ("all", "answer_like") if _answer_like(window[0], boxes[0]) else ("all",)
-        answer_like += len(groups) == 2
-        for group in groups:
-            other_checks[group].update(other)
-            rejected_otherwise[group] += bool(other)
+        like = _answer_like(window[0], boxes[0])
+        for group in ("all_windows", "answer_like_windows")[:1 + like]:
+            other_checks[group]["windows"] += 1
+            other_checks[group]["rejected"] += bool(other)
+            other_checks[group]["reasons"].update(other)
         advance(1)
 
     threshold = MOIRE_THRESHOLD  # the shipped operating point (liveness/judge.py)
@@ -182,12 +182,9 @@ def run_liveness_eval(video: Path, lfw_root: Path, *, prints: int = 200,
                        "apcer": round(sum(replayed_full) / max(len(replayed_full), 1), 4)},
             "bpcer": "not measured: no recordings of people answering challenges",
             "bona_fide_rejected_by_the_checks_other_than_the_actions": {
-                "all_windows": {"windows": len(windows), "rejected": rejected_otherwise["all"],
-                                "reasons": dict(other_checks["all"])},
-                "answer_like_windows": {
-                    "what": ANSWER_LIKE, "windows": answer_like,
-                    "rejected": rejected_otherwise["answer_like"],
-                    "reasons": dict(other_checks["answer_like"])}}},
+                "all_windows": other_checks["all_windows"],
+                "answer_like_windows": {"what": ANSWER_LIKE,
+                                        **other_checks["answer_like_windows"]}}},
         "active_challenge": {
             "replayed_natural_footage_passing_a_random_3_action_challenge":
                 f"{sum(natural)}/{len(natural)}",

@@ -286,10 +286,10 @@ class _RowMap:
 
     def __init__(self, labels: Ids | None = None) -> None:
         """From row -> id labels (-1: a dead row), or empty."""
-        live = np.flatnonzero(labels >= 0) if labels is not None else np.empty(0, np.int64)
-        ids = labels[live] if labels is not None else np.empty(0, np.int64)
-        order = np.argsort(ids, kind="stable")
-        self._ids, self._rows = ids[order], live[order].astype(np.int64)
+        labels = np.empty(0, np.int64) if labels is None else labels
+        live = np.flatnonzero(labels >= 0)
+        order = np.argsort(labels[live], kind="stable")
+        self._ids, self._rows = labels[live][order], live[order].astype(np.int64)
 
     def __len__(self) -> int:
         return len(self._ids)
