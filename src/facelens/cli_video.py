@@ -106,21 +106,24 @@ def eval_watch(video: Path,
     emit(report)
 
 
-def eval_liveness(video: Annotated[Path, typer.Option(help="Real footage for bona fide "
-                                                           "sequences.")]
-                  = Path("../shared/data/video/short_hamilton_clip.mp4"),
+def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage for bona fide "
+                                                                 "sequences (repeatable).")]
+                  = [Path("../shared/data/video/short_hamilton_clip.mp4")],  # noqa: B006
                   lfw: Annotated[Path, typer.Option(help="Photos for print attacks.")]
                   = Path("../shared/data/lfw-dev/images"),
-                  prints: int = 200, replays_per_window: int = 4,
+                  footage: Annotated[bool, typer.Option(help="Add the registry footage "
+                                                             "(`make footage`).")] = True,
+                  prints: int = 200, replays_per_window: int = 2,
                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                   = None) -> None:
-    """Passive liveness cues vs synthetic print and replay attacks: APCER per attack type and
-    BPCER (ISO/IEC 30107-3 terms), with counts and what the set cannot show."""
+    """The liveness judge vs synthetic print and replay attacks, and on real actions: APCER
+    per attack type and BPCER (ISO/IEC 30107-3 terms), with counts and what the set cannot
+    show."""
     from facelens.cli_common import progress
     from facelens.eval.liveness_eval import run_liveness_eval
 
     with errors(), progress() as start:
-        report = run_liveness_eval(video, lfw, prints=prints,
+        report = run_liveness_eval(video, lfw, prints=prints, clips=None if footage else [],
                                    replays_per_window=replays_per_window, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
