@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -49,14 +50,14 @@ def real_actions(progress: Progress, clips: list[str]) -> dict[str, Any]:
     notes = footage.annotations()
     by_action: dict[str, dict[str, Any]] = {}
     per_clip: dict[str, dict[str, int]] = {}
-    free_windows = false_blinks = 0
     for name in clips:
         clip = notes["clips"][name]
         actions, free = _windows(clip)
-        frames = [f.rgb for f in VideoSource(str(footage.clip_path(name))).frames()]
+        source = VideoSource(str(footage.clip_path(name))).frames()
+        frames = [f.rgb for f in islice(source, clip["annotated_frames"][1] + WINDOW)]
         advance = progress(f"{name}: real actions", len(actions) + len(free))
-        counts = per_clip.setdefault(name, {"actions": 0, "found": 0, "blink_free_windows": 0,
-                                            "false_blinks": 0})
+        counts = per_clip[name] = {"actions": 0, "found": 0, "blink_free_windows": 0,
+                                   "false_blinks": 0}
         for action, at in actions:
             start = max(0, at - WINDOW // 2)
             verdict = judge(frames[start:start + WINDOW], [action])
@@ -71,17 +72,16 @@ def real_actions(progress: Progress, clips: list[str]) -> dict[str, Any]:
             advance(1)
         for start in free:
             verdict = judge(frames[start:start + WINDOW], ["blink"])
-            false_blinks += verdict.performed["blink"] is not None
             counts["blink_free_windows"] += 1
             counts["false_blinks"] += verdict.performed["blink"] is not None
             advance(1)
-        free_windows += len(free)
     blinks = by_action.get("blink", _tally())
     return {
         "annotation": notes["annotation"],
         "window_frames": WINDOW,
         "by_action": by_action,
         "per_clip": per_clip,
-        "blink_free": {"windows": free_windows, "blink_found": false_blinks},
+        "blink_free": {"windows": sum(c["blink_free_windows"] for c in per_clip.values()),
+                       "blink_found": sum(c["false_blinks"] for c in per_clip.values())},
         "blink_bpcer": round(1 - blinks["passed_whole_judge"] / max(blinks["annotated"], 1), 4),
     }

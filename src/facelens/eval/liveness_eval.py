@@ -111,15 +111,13 @@ def _live(c: PassiveCues | None, use_planar: bool = True, use_moire: bool = True
     return not ((use_planar and c.planar) or (use_moire and c.moire > MOIRE_THRESHOLD))
 
 
-def _rate(cues: list[PassiveCues | None], **cue: bool) -> dict[str, Any]:
-    accepted = sum(_live(c, **cue) for c in cues)
-    return {"accepted": accepted, "attacks": len(cues),
-            "apcer": round(accepted / max(len(cues), 1), 4)}
-
-
 def _count(passed: list[bool]) -> dict[str, Any]:
     return {"accepted": sum(passed), "attacks": len(passed),
             "apcer": round(sum(passed) / max(len(passed), 1), 4)}
+
+
+def _rate(cues: list[PassiveCues | None], **cue: bool) -> dict[str, Any]:
+    return _count([_live(c, **cue) for c in cues])
 
 
 class _Tally:
