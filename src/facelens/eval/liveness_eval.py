@@ -33,7 +33,7 @@ from facelens.eval.attacks import print_attack, replay_attack
 from facelens.eval.liveness_actions import real_actions
 from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, judge
 from facelens.liveness.passive import PassiveCues, passive_cues
-from facelens.video.source import VideoSource
+from facelens.video.source import VideoSource, evenly_spaced
 from facelens.video.tracker import IouTracker, iou
 from facelens.vision.decode import load_image
 from facelens.vision.quality import head_pose
@@ -67,13 +67,6 @@ def face_windows(frames: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[
             part = run[start:start + WINDOW]
             windows.append(([frames[i] for i, _ in part], [b for _, b in part]))
     return windows
-
-
-def _spread(items: list[Any], most: int) -> list[Any]:
-    """At most `most` of `items`, evenly spaced."""
-    if len(items) <= most:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
 
 
 def judge_sequence(frames: list[np.ndarray]) -> PassiveCues | None:
@@ -175,7 +168,7 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
         frames = [f.rgb for f in VideoSource(str(path)).frames()]
         if not backgrounds:  # print attacks are staged in the first clip's room
             backgrounds = [_background(frames, rng) for _ in range(8)]
-        windows = _spread(face_windows(frames), max_windows)
+        windows = evenly_spaced(face_windows(frames), max_windows)
         advance = progress(f"{name}: bona fide, natural answers, replays", len(windows))
         cues = []
         for window, boxes in windows:

@@ -135,16 +135,25 @@ def model_path(name: str) -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / card.file
     if not path.is_file():
         raise ModelMissingError(f"model file {path} is missing: {card.install_hint}")
+    digest = checked_digest(path, card.sha256)
+    if digest != card.sha256:
+        raise ModelMissingError(
+            f"model file {path} fails its sha256 check ({digest[:12]}… != "
+            f"{card.sha256[:12]}…): reinstall with {card.install_hint}")
+    return path
+
+
+def checked_digest(path: Path, sha256: str) -> str:
+    """The sha256 of `path`; a file that matched `sha256` is not hashed again until its size
+    or mtime changes."""
     stat = path.stat()
     with _verify_lock:
-        if _verified.get((path, card.sha256)) != (stat.st_size, stat.st_mtime_ns):
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != card.sha256:
-                raise ModelMissingError(
-                    f"model file {path} fails its sha256 check ({digest[:12]}… != "
-                    f"{card.sha256[:12]}…): reinstall with {card.install_hint}")
-            _verified[(path, card.sha256)] = (stat.st_size, stat.st_mtime_ns)
-    return path
+        if _verified.get((path, sha256)) == (stat.st_size, stat.st_mtime_ns):
+            return sha256
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest == sha256:
+            _verified[(path, sha256)] = (stat.st_size, stat.st_mtime_ns)
+        return digest
 
 
 def measured_accuracy() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from facelens.liveness.judge import Judgement, judge
 from facelens.service.keys import Principal
 from facelens.service.routes_faces import read_upload
 from facelens.service.security import requires, service
+from facelens.video.source import evenly_spaced
 
 router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
 MAX_FRAMES = 90
@@ -42,10 +43,7 @@ def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
                     kept, stride = kept[::2], stride * 2
     except (av.FFmpegError, IndexError, ValueError) as e:
         raise BadImageError(f"not a readable video: {type(e).__name__}") from e
-    if len(kept) > MAX_FRAMES:
-        keep = np.linspace(0, len(kept) - 1, MAX_FRAMES).round().astype(int)
-        kept = [kept[i] for i in keep]
-    return kept
+    return evenly_spaced(kept, MAX_FRAMES)
 
 
 @router.post("/sessions", status_code=201, summary="Start a challenge (expires in 3 minutes)")

@@ -12,11 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import av
 import numpy as np
 
 from facelens.errors import FacelensError
+
+T = TypeVar("T")
 
 log = logging.getLogger("facelens.video")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
@@ -34,6 +37,13 @@ class Frame:
     time: float
     """Seconds from the start of the source (or of watching, for live sources)."""
     rgb: np.ndarray
+
+
+def evenly_spaced(items: list[T], most: int) -> list[T]:
+    """At most `most` of `items`, evenly spaced, first and last kept."""
+    if len(items) <= most:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
 
 
 def is_live(uri: str) -> bool:
