@@ -251,7 +251,8 @@ def test_an_answer_can_be_a_video_and_a_broken_one_is_refused(
 
 def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
     """A small `facelens eval liveness`: real bona fide windows from the shared clip and (when
-    fetched) the car clip, rendered prints and replays, and the car clip's annotated blink."""
+    fetched) the car clip, rendered prints and replays, the shared clip's annotated turns and
+    the car clip's annotated blink."""
     from facelens.eval import footage
     from facelens.eval.liveness_eval import run_liveness_eval
 
@@ -272,9 +273,12 @@ def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
     assert other["all_windows"]["windows"] == report["bona_fide"]["windows"]
     assert other["answer_like_windows"]["rejected"] <= other["all_windows"]["rejected"]
     assert "3D masks" in report["cannot_show"]
-    if not clips:
-        pytest.skip("registry footage not fetched (`make footage`): real actions not run")
     actions = report["active_challenge"]["real_actions"]
+    # the shared clip's two natural right turns (yaw to -28 and -33 degrees) answer "turn_right"
+    assert actions["by_action"]["turn_right"]["found"] == 2
+    assert actions["not_held_out"]["actions"]["turn_right"]["annotated"] == 2
+    if not clips:
+        pytest.skip("registry footage not fetched (`make footage`): its real actions not run")
     blinks = actions["by_action"]["blink"]
     assert blinks["annotated"] == 1 and blinks["found"] == 1  # the car clip's frame-42 blink
     assert actions["blink_free"]["windows"] == actions["per_clip"]["carphone"][

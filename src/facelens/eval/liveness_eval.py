@@ -195,7 +195,7 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
         printed_full.append(judge(sequence, challenges.sample(ACTIONS, k=3)).passed)
         advance(1)
 
-    actions = real_actions(progress, clips) if clips else None
+    actions = real_actions(progress, clips, videos)
     return _report(tally, printed, printed_full, actions, bpcer_budget)
 
 
@@ -236,12 +236,13 @@ def _report(tally: _Tally, printed: list[PassiveCues | None], printed_full: list
         "active_challenge": {
             "replayed_natural_footage_passing_a_random_3_action_challenge":
                 f"{sum(tally.natural)}/{len(tally.natural)}",
-            "real_actions": actions or "registry footage not fetched (`make footage`)",
+            "real_actions": actions if actions["per_clip"]
+            else "no annotated footage (`make footage` fetches the registry clips)",
             "note": "nobody in the footage was asked for a challenge: the whole decision's "
                     "BPCER is estimated from real actions judged one at a time"},
         "cannot_show": ["real paper and real screens (attacks are rendered)", "3D masks",
                         "deepfakes injected into the video stream",
                         "people, lighting and cameras unlike the footage's (a stage and "
                         "its audience, one man on two webcams, one in a studio, one in a car)",
-                        "deliberate head turns: the footage holds only two natural ones"],
+                        "deliberate head turns: the footage holds only four natural ones"],
     }
