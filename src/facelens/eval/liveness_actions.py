@@ -32,7 +32,7 @@ HELD_OUT = ("actions from each clip's `held_out_from` frame on, annotated after 
 
 def _windows(clip: dict[str, Any]) -> tuple[list[tuple[str, int]], list[int]]:
     """([(action, centre frame)], [blink-free window starts]) of one annotated clip; no
-    blink-free windows where its blinks were not annotated."""
+    blink-free windows where its blinks were not annotated (no "blinks" key)."""
     blinks = clip.get("blinks")
     actions = [("blink", b) for b in blinks or ()]
     actions += [(action, t) for action, at in clip["turns"].items() for t in at]
@@ -40,7 +40,7 @@ def _windows(clip: dict[str, Any]) -> tuple[list[tuple[str, int]], list[int]]:
         return actions, []
     first, last = clip["annotated_frames"]
     busy = np.zeros(last, bool)
-    for b in clip["blinks"]:
+    for b in blinks:
         busy[max(0, b - CLEAR):b + CLEAR + 1] = True
     for start, end in clip["unclear"]:
         busy[max(0, start - CLEAR):end + CLEAR + 1] = True
