@@ -89,12 +89,9 @@ def real_actions(progress: Progress, clips: list[str],
             advance(1)
         for start in free:
             verdict = judge(frames[start:start + WINDOW], ["blink"])
-            false_blink = verdict.performed["blink"] is not None
-            counts["blink_free_windows"] += 1
-            counts["false_blinks"] += false_blink
-            in_set = by_set[_set(start, held_out_from)]
-            in_set["blink_free_windows"] += 1
-            in_set["false_blinks"] += false_blink
+            for tally in (counts, by_set[_set(start, held_out_from)]):
+                tally["blink_free_windows"] += 1
+                tally["false_blinks"] += verdict.performed["blink"] is not None
             advance(1)
     return {
         "annotation": notes["annotation"],
