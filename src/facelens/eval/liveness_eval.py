@@ -98,10 +98,11 @@ def _background(frames: list[np.ndarray], rng: np.random.Generator) -> np.ndarra
     return cv2.GaussianBlur(scene, (0, 0), 25)
 
 
-def _live(c: PassiveCues | None, use_planar: bool = True, use_moire: bool = True) -> bool:
+def _live(c: PassiveCues | None, use_planar: bool = True, use_moire: bool = True,
+          moire_threshold: float = MOIRE_THRESHOLD) -> bool:
     if c is None:
         return False
-    return not ((use_planar and c.planar) or (use_moire and c.moire > MOIRE_THRESHOLD))
+    return not ((use_planar and c.planar) or (use_moire and c.moire > moire_threshold))
 
 
 def _count(passed: list[bool]) -> dict[str, Any]:
@@ -200,7 +201,7 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
 
 
 def _report(tally: _Tally, printed: list[PassiveCues | None], printed_full: list[bool],
-            actions: dict[str, Any] | None, bpcer_budget: float) -> dict[str, Any]:
+            actions: dict[str, Any], bpcer_budget: float) -> dict[str, Any]:
     cues = tally.bona_fide
     rejected = sum(not _live(c) for c in cues)
     return {
@@ -217,8 +218,7 @@ def _report(tally: _Tally, printed: list[PassiveCues | None], printed_full: list
         "moire_sweep": [{"threshold": t,
                          "bona_fide_rejected": sum(c.moire > t for c in cues),
                          "replays_accepted_by_passive_cues": sum(
-                             c is not None and not c.planar and c.moire <= t
-                             for c in tally.replayed)}
+                             _live(c, moire_threshold=t) for c in tally.replayed)}
                         for t in MOIRE_SWEEP],
         "attacks": {
             kind: {**_rate(seq), "not_presented": sum(c is None for c in seq),
