@@ -282,3 +282,29 @@ def test_hnsw_rebuilds_once_dead_nodes_pile_up(tmp_path: Path) -> None:
     _, found = loaded.search(gallery, 1)
     np.testing.assert_array_equal(found[1::2, 0], np.arange(1, 1_000, 2))
     assert found[0, 0] == 0
+
+
+@pytest.mark.parametrize("embedder", ["fusion", "sface-flip"])
+def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
+    """The bench's synthetic gallery copies what was measured on LFW: the mean's norm, the
+    spread of centred vectors, and how close a second photo of a person is to the first."""
+    from facelens.eval.search_bench import _data, _stats
+
+    stats = _stats(embedder)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    gallery, probes, mates = _data(20_000, 2_500, "face-like", stats, rng, lambda _: None)
+    assert gallery.shape == (20_000, stats["dim"]) and len(mates) == 2_000
+    assert np.allclose(np.linalg.norm(gallery, axis=1), 1, atol=1e-5)
+    mean = gallery.mean(0)
+    assert abs(np.linalg.norm(mean) - stats["mean_norm"]) < 0.02
+    centred = gallery - mean
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    second = probes[:len(mates)] - mean
+    second /= np.linalg.norm(second, axis=1, keepdims=True)
+    genuine = np.sum(centred[mates] * second, axis=1)
+    median = stats["genuine_cosine_quantiles"][10]
+    assert abs(np.median(genuine) - median) < 0.03
+    strangers = np.sum(centred[:2_000] * centred[2_000:4_000], axis=1)
+    # two strangers: centred cosine ~0 with the spread of the measured spectrum's dimension
+    assert abs(strangers.mean()) < 0.01
+    assert abs(strangers.std() - stats["participation_ratio"] ** -0.5) < 0.01

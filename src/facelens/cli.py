@@ -40,6 +40,11 @@ class DetectorName(StrEnum):
     centerface = "centerface"
 
 
+class SearchEmbedder(StrEnum):
+    fusion = "fusion"
+    sface_flip = "sface-flip"
+
+
 def _face_table(faces: list[Face], title: str) -> Table:
     table = Table(title=title)
     for col in ("#", "box", "score", "quality", "reasons", "age / sex"):
@@ -236,14 +241,18 @@ def bench(ctx: typer.Context,
 
 @bench_app.command("search")
 def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.")] = 1_000_000,
-                 dim: int = 128, queries: int = 1000,
+                 embedder: Annotated[SearchEmbedder, typer.Option(
+                     help="Whose vectors to imitate: fusion (256-d, the default galleries') "
+                          "or sface-flip (128-d).")] = SearchEmbedder.fusion,
+                 queries: int = 1000,
                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                  = None) -> None:
     """Vector search on synthetic unit vectors: ANN vs numpy brute force, recall, memory."""
     from facelens.eval.search_bench import run_search_bench
 
     with errors(), progress() as start:
-        report = run_search_bench(n=n, dim=dim, queries=queries, progress=start)
+        report = run_search_bench(n=n, embedder=embedder.value,  # type: ignore[arg-type]
+                                  queries=queries, progress=start)
     _write_json(report, json_out)
 
 
