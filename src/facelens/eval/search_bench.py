@@ -49,7 +49,7 @@ _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and m
 _SINGLE_QUERIES = 30  # probes timed one at a time for the latency figures
 ROUNDS = 3  # alternating exact / ANN timing rounds
 # (probe_share, rerank) settings of IVFIndex timed beside its default on the same lists
-SWEEP = ((0.01, 16), (0.0125, 16), (0.02, 16), (0.015, 4), (0.015, 8), (0.015, 32))
+SWEEP = ((0.015, 16), (0.025, 16), (0.03, 16), (0.02, 4), (0.02, 8), (0.02, 32))
 UNIFORM_N = 200_000  # the uniform worst case's gallery: 1M would double the run
 _STATS = "embedding_spectrum.json"
 _QUANTILES = np.linspace(0, 1, 21)  # of the genuine cosines kept per embedder

@@ -5,7 +5,7 @@ Similarity is the inner product (cosine, since embeddings are unit length). Ever
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
-- `IVFIndex`: 12 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
+- `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
   approximate, for large galleries.
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
 - `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to IVF above it.
@@ -33,8 +33,9 @@ not.) Those vectors had no mean and every second photo at cosine 0.7. Copying wh
 instead (a common mean, second photos spread from 0.46 to 0.81 between the 5% and 95% points,
 and the default galleries' 256-d fused vectors) dropped that setting's r@1 to 0.91: the mate
 is lost in the 4-bit codes' noise, not in the lists. So codes now quantise 2 dimensions per
-4-bit sub-space (dim/4 bytes), 1.5% of lists are probed and 16·k candidates re-ranked: r@1 0.993
-at 12x numpy on 1M fused faces, 1.73x the raw bytes resident (docs/decisions.md).
+4-bit sub-space (dim/4 bytes), and to pay for the bigger codes there are 10 partitions, 2% of
+lists probed, 16·k candidates re-ranked: r@1 0.992 at 13x numpy on 1M fused faces, 1.55x the
+raw bytes resident (docs/decisions.md).
 
 Earlier, on 200k uniform vectors, faiss HNSWSQ fp16 beat usearch f16 (same M=32, efC=40): at
 ef=128 1.61 vs 2.71 ms/query and r@1 0.940 vs 0.863, at equal size (528 vs 532 B/face).
@@ -478,7 +479,9 @@ class IVFIndex(_FaissRows):
     codes, then re-scores its best candidates, duplicates dropped, on the float16 rows, so
     scores are float16 inner products like `HNSWIndex`'s. Why several partitions: on
     near-isotropic embeddings one partition must be probed at ~30% to keep a face at cosine 0.7,
-    while each of 12 partitions probed at ~1% misses it independently (docs/decisions.md).
+    while each of several partitions probed at 1–2% misses it independently. Why 2 dimensions
+    per 4-bit sub-space: with 4, a weak second photo's score drowns in the codes' noise
+    (docs/decisions.md).
     Under `_MIN_TRAIN` faces there are no lists and the float16 rows are scanned exactly; the
     lists are made then and remade each time the gallery has grown 4x (K ≈ sqrt(n)/2). Removal
     takes the face's codes out of every list and zeroes its float16 row at once; `save` compacts
@@ -487,9 +490,9 @@ class IVFIndex(_FaissRows):
     """
 
     _magic = b"FLIVFMT\n"
-    TABLES = 12
+    TABLES = 10
 
-    def __init__(self, dim: int, *, probe_share: float = 0.015, rerank: int = 16,
+    def __init__(self, dim: int, *, probe_share: float = 0.02, rerank: int = 16,
                  code_dims: int = 2) -> None:
         import faiss
 
