@@ -216,6 +216,13 @@ def test_auto_index_moves_to_ivf_and_reloads(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="64-d"):
         make_index(DIM * 2, path=path)
 
+    # a cache of the older 12-partition layout is refused (the gallery rebuilds it), never
+    # read with this layout's partition arithmetic
+    old = tmp_path / "old.idx"
+    old.write_bytes(b"FLIVFMT\n" + path.read_bytes()[8:])
+    with pytest.raises(ValueError):
+        make_index(DIM, path=old)
+
     small = tmp_path / "small.idx"
     exact = AutoIndex(DIM)
     exact.add([1], gallery[:1])

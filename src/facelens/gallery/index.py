@@ -489,7 +489,9 @@ class IVFIndex(_FaissRows):
     codes by swapping the lists' quantizer): callers serialise them, as the gallery does.
     """
 
-    _magic = b"FLIVFMT\n"
+    # "2": 10 partitions of 2-dim sub-space codes. A file of the 12-partition layout (FLIVFMT)
+    # no longer loads, so the gallery rebuilds that cache from the database.
+    _magic = b"FLIVFM2\n"
     TABLES = 10
 
     def __init__(self, dim: int, *, probe_share: float = 0.02, rerank: int = 16,
