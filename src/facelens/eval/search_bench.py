@@ -71,7 +71,7 @@ def measure_embeddings(cache: Path, fusion_weight: float) -> dict[str, Any]:
     """What the synthetic faces copy, per embedder, from a feature cache of an LFW-layout folder
     (pickle: image path -> {embedder: unit vector}, written by `facelens eval`): covariance
     eigenvalues of the centred vectors (descending, sum 1), the mean's norm, and quantiles of
-    the centred cosine between a person's first photo and each other one."""
+    the centred cosine between one photo of each person and each of their others."""
     with cache.open("rb") as f:
         features = pickle.load(f)  # why trusted: our own cache, written by facelens eval
     paths = [p for p, v in features.items() if "sface-flip" in v and "dlib" in v]
@@ -97,8 +97,7 @@ def measure_embeddings(cache: Path, fusion_weight: float) -> dict[str, Any]:
                      "mean_norm": round(float(np.linalg.norm(x.mean(0))), 4),
                      "genuine_pairs": len(pairs),
                      "genuine_cosine_quantiles": np.quantile(genuine, _QUANTILES).round(4).tolist()}
-    if "fusion" in out:
-        out["fusion"]["fusion_weight"] = fusion_weight
+    out["fusion"]["fusion_weight"] = fusion_weight
     return out
 
 
@@ -189,7 +188,7 @@ def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(float(np.median([r[key] for r in rounds])), 4) for key in rounds[0]}
 
 
-def _recall(found: np.ndarray, truth: np.ndarray, rows: slice, k: int) -> float:
+def _recall(found: np.ndarray, truth: np.ndarray, rows: slice | np.ndarray, k: int) -> float:
     hits = [len(np.intersect1d(f[:k], t[:k])) for f, t in zip(found[rows], truth[rows],
                                                                 strict=True)]
     return round(float(np.sum(hits)) / (len(hits) * k), 4) if hits else float("nan")
