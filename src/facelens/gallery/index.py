@@ -34,7 +34,7 @@ instead (a common mean, second photos spread from 0.46 to 0.81 between the 5% an
 and the default galleries' 256-d fused vectors) dropped that setting's r@1 to 0.91: the mate
 is lost in the 4-bit codes' noise, not in the lists. So codes now quantise 2 dimensions per
 4-bit sub-space (dim/4 bytes), and to pay for the bigger codes there are 10 partitions, 2% of
-lists probed, 16·k candidates re-ranked: r@1 0.992 at 13x numpy on 1M fused faces, 1.55x the
+lists probed, 16·k candidates re-ranked: r@1 0.992 at 12x numpy on 1M fused faces, 1.54x the
 raw bytes resident (docs/decisions.md).
 
 Earlier, on 200k uniform vectors, faiss HNSWSQ fp16 beat usearch f16 (same M=32, efC=40): at
@@ -65,6 +65,7 @@ well under a millisecond, which the lists do not beat (fused 256-d faces, batche
 _BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
 _MIN_TRAIN = 1_000  # IVFIndex: faces before its lists are trained (scanned exactly below)
 _MIN_SCAN = 50_000  # IVFIndex: PQ codes a query scans at least
+_FEW_QUERIES = 32  # IVFIndex: batches below this size use faiss's list-parallel kernel
 _DEEP_RERANK = 32  # IVFIndex: its re-rank factor once _MIN_SCAN makes the scan near-exhaustive
 
 
@@ -487,7 +488,8 @@ class IVFIndex(_FaissRows):
     lists are made then and remade each time the gallery has grown 4x (K ≈ sqrt(n)/2). Removal
     takes the face's codes out of every list and zeroes its float16 row at once; `save` compacts
     once dead rows pass a quarter. Not safe for a search concurrent with `add` (which files
-    codes by swapping the lists' quantizer): callers serialise them, as the gallery does.
+    codes by swapping the lists' quantizer) or with another search (each sets the fast-scan
+    kernel for its batch size): callers serialise them, as the gallery does.
     """
 
     # "2": 10 partitions of 2-dim sub-space codes. A file of the 12-partition layout (FLIVFMT)
@@ -651,6 +653,9 @@ class IVFIndex(_FaissRows):
             scores, rows = self._index.search(q, k)
         else:
             nprobe = self._nprobe(ivf)
+            # faiss's default fast-scan kernel gives a lone query one core; kernel 10 spreads
+            # its lists over all (1M fused faces: 1.6 against 2.9 ms) but loses from ~32 queries
+            ivf.implem = 10 if len(q) < _FEW_QUERIES else 0
             # A face is met once in each partition whose probed lists hold it (`met` times on
             # average, more near the query): ask for `repeats`·k results, so that k distinct
             # faces survive dropping repeats, from about rerank·k distinct candidates. Where
