@@ -472,7 +472,7 @@ class HNSWIndex(_FaissRows):
 
 class IVFIndex(_FaissRows):
     """Several independent partitions of the gallery (multi-table IVF), each face's 4-bit PQ
-    code (one 4-bit sub-quantiser per `code_dims` dimensions) filed once in each, re-ranked on
+    code (one 4-bit sub-quantiser per `CODE_DIMS` dimensions) filed once in each, re-ranked on
     float16 copies; inner-product metric.
 
     One faiss `IndexIVFPQFastScan` holds all `TABLES` partitions as one set of lists: partition
@@ -496,12 +496,12 @@ class IVFIndex(_FaissRows):
     # no longer loads, so the gallery rebuilds that cache from the database.
     _magic = b"FLIVFM2\n"
     TABLES = 10
+    CODE_DIMS = 2
 
-    def __init__(self, dim: int, *, probe_share: float = 0.02, rerank: int = 16,
-                 code_dims: int = 2) -> None:
+    def __init__(self, dim: int, *, probe_share: float = 0.02, rerank: int = 16) -> None:
         import faiss
 
-        self.probe_share, self.rerank, self.code_dims = probe_share, rerank, code_dims
+        self.probe_share, self.rerank = probe_share, rerank
         self._index: Any = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
                                                       faiss.METRIC_INNER_PRODUCT)
         self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed
@@ -526,7 +526,7 @@ class IVFIndex(_FaissRows):
     def params(self) -> dict[str, Any]:
         ivf = self._parts()[0]
         return {"backend": f"faiss multi-table IVF ({self.TABLES} partitions) "
-                           f"PQ{ivf.pq.M if ivf else self.dim // self.code_dims}x4 fast-scan "
+                           f"PQ{ivf.pq.M if ivf else self.dim // self.CODE_DIMS}x4 fast-scan "
                            "+ float16 re-rank",
                 "lists": ivf.nlist if ivf else 0, "probe_share": self.probe_share,
                 "nprobe": self._nprobe(ivf) if ivf else 0, "rerank": self.rerank}
@@ -597,7 +597,7 @@ class IVFIndex(_FaissRows):
             for _ in range(self.TABLES):
                 centroids.add(store.sa_decode(self._codes()[np.sort(rng.choice(live, cells,
                                                                                 replace=False))]))
-            sub = self.dim // self.code_dims if self.dim % self.code_dims == 0 else self.dim
+            sub = self.dim // self.CODE_DIMS if self.dim % self.CODE_DIMS == 0 else self.dim
             coded = faiss.IndexIVFPQ(centroids, self.dim, self.TABLES * cells, sub, 4,
                                      faiss.METRIC_INNER_PRODUCT)
             coded.by_residual = False  # one code for a face, whichever list holds it
