@@ -65,9 +65,10 @@ Ids = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 
 ANN_THRESHOLD = 30_000
-"""Faces above which `AutoIndex` leaves brute force for IVF: up to here an exact scan answers in
-well under a millisecond, which the lists do not beat (fused 256-d faces, batches of 100: exact
-0.08 against IVF 0.13 ms a query at 20k, 0.23 against 0.12 at 50k)."""
+"""Faces above which `AutoIndex` leaves brute force for an approximate index: up to here an exact
+scan answers in well under a millisecond, which the IVF lists do not beat (fused 256-d faces,
+batches of 100: exact 0.08 against IVF 0.13 ms a query at 20k, 0.23 against 0.12 at 50k). The
+AMX scan would win earlier, but nothing below this needs it."""
 _BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
 _MIN_TRAIN = 1_000  # IVFIndex: faces before its lists are trained (scanned exactly below)
 _MIN_SCAN = 50_000  # IVFIndex: PQ codes a query scans at least

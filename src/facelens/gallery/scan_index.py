@@ -103,6 +103,8 @@ def _packed_blocks(faces: int, code_dims: int) -> npt.NDArray[np.uint8]:
 
 
 class ScanIndex:
+    """Exhaustive 4-bit scan on AMX tiles with a float16 re-rank (module docstring: why, how)."""
+
     _magic = b"FLSCAN1\n"
     CODE_SHARE = 0.75  # of the principal axes coded (rounded up to a multiple of 64)
     SWEEP = ({"candidates": 8}, {"candidates": 16}, {"candidates": 64})

@@ -32,17 +32,21 @@ int fl_scan_enable(void) {
   return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
 }
 
-// Keep (value, row) if it beats the worst of this query's `keep` slots.
-static inline void keep_best(int32_t *score, int64_t *row, int keep, int32_t *floor,
-                             int *worst, int32_t value, int64_t face) {
-  score[*worst] = value;
-  row[*worst] = face;
-  int32_t low = score[0];
+// Put (value, face) in place of the worst of a query's `keep` slots, a min-heap on score (the
+// root is the worst); returns the new worst score.
+static inline int32_t keep_best(int32_t *score, int64_t *row, int keep, int32_t value,
+                                int64_t face) {
   int at = 0;
-  for (int i = 1; i < keep; i++)
-    if (score[i] < low) low = score[i], at = i;
-  *worst = at;
-  *floor = low;
+  for (;;) {
+    int child = 2 * at + 1;
+    if (child >= keep) break;
+    if (child + 1 < keep && score[child + 1] < score[child]) child++;
+    if (score[child] >= value) break;
+    score[at] = score[child], row[at] = row[child];
+    at = child;
+  }
+  score[at] = value, row[at] = face;
+  return score[0];
 }
 
 // No query has a floor yet / a padding query never takes a face: far from any score (|score|
@@ -56,7 +60,6 @@ static inline void keep_best(int32_t *score, int64_t *row, int keep, int32_t *fl
 typedef struct {
   int32_t *score, *floor, *start;
   int64_t *row;
-  int *worst;
   int keep;
 } best_faces;
 
@@ -95,8 +98,8 @@ static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
         const int64_t face = face0 + j;
         const int32_t value = c[i * 16 + j] + base[i];  // the floor may have risen since
         if (face < n && live[face] && value > best->floor[q]) {
-          keep_best(best->score + (int64_t)q * best->keep, best->row + (int64_t)q * best->keep,
-                    best->keep, &best->floor[q], &best->worst[q], value, face);
+          best->floor[q] = keep_best(best->score + (int64_t)q * best->keep,
+                                     best->row + (int64_t)q * best->keep, best->keep, value, face);
           _mm512_store_si512((void *)(best->start + q / 16 * 256 + q % 16 * 16),
                              _mm512_set1_epi32(-best->floor[q]));
         }
@@ -138,7 +141,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *li
     _tile_loadconfig(&cfg);
     best_faces best = {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nqpad),
                        aligned_alloc(64, sizeof(int32_t) * nqpad * 16),
-                       malloc(sizeof(int64_t) * nq * keep), calloc(nq, sizeof(int)), keep};
+                       malloc(sizeof(int64_t) * nq * keep), keep};
     for (int64_t i = 0; i < (int64_t)nq * keep; i++) best.score[i] = OPEN, best.row[i] = -1;
     for (int i = 0; i < nqpad; i++) {
       best.floor[i] = i < nq ? OPEN : SHUT;
@@ -196,7 +199,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *li
              sizeof(int64_t) * keep);
     }
     free(ring), free(g0);
-    free(best.score), free(best.floor), free(best.start), free(best.row), free(best.worst);
+    free(best.score), free(best.floor), free(best.start), free(best.row);
   }
 }
 
@@ -217,7 +220,8 @@ void fl_project(const float *queries, int nq, int dim, const float *axes, const 
       row[c] *= scale[c];
       top = fabsf(row[c]) > top ? fabsf(row[c]) : top;
     }
-    for (int c = 0; c < code_dims; c++) out[(int64_t)q * code_dims + c] = (int8_t)lrintf(row[c] * 127 / top);
+    for (int c = 0; c < code_dims; c++)
+      out[(int64_t)q * code_dims + c] = (int8_t)lrintf(row[c] * 127 / top);
   }
   free(row);
 }
