@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 # every machine; used only where the CPU has AMX, IVF lists elsewhere.
 KERNEL := src/facelens/gallery/scan_kernel.so
 $(KERNEL): src/facelens/gallery/scan_kernel.c
-	$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
+	@echo "$(CC) $< -> $@"
+	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
 		|| echo "scan kernel not built (this compiler has no AMX): large galleries use IVF lists"
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,
