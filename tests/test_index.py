@@ -330,12 +330,15 @@ def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
     assert abs(strangers.std() - stats["participation_ratio"] ** -0.5) < 0.01
 
 
-def test_scan_finds_every_face_itself() -> None:
-    """Odd sizes: 1,037 faces end in a half-filled, unpaired block; 1,037 queries are not a
-    multiple of the kernel's 32 rows."""
+@pytest.mark.parametrize("threads", [2, 5])
+def test_scan_finds_every_face_itself(threads: int) -> None:
+    """Odd sizes: 1,037 faces end in a half-filled block and an empty one (blocks come in
+    pairs); 1,037 queries are not a multiple of the kernel's 16-row tiles; 5 threads split the
+    blocks unevenly and find more candidates than are re-scored."""
     _scan()
     gallery = unit(1_037, 128, seed=20)
     index = ScanIndex(128)
+    index._threads = threads
     index.add(np.arange(1_037) * 3, gallery)
     scores, found = index.search(gallery, 2)
     np.testing.assert_array_equal(found[:, 0], np.arange(1_037) * 3)

@@ -258,6 +258,9 @@ class ScanIndex:
         lib.fl_scan_search(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._live),
                            _ptr(padded), len(q), keep, self._threads, _ptr(found_scores),
                            _ptr(rows))
+        if rows.shape[1] > 2 * keep:  # many threads: re-score only the best 2·keep codes
+            cols = np.argpartition(-found_scores, 2 * keep - 1, axis=1)[:, :2 * keep]
+            rows = np.ascontiguousarray(np.take_along_axis(rows, cols, axis=1))
         scores = np.empty(rows.shape, np.float32)
         lib.fl_rescore(_ptr(self._vectors), self._dim, _ptr(q), len(q), _ptr(rows),
                        rows.shape[1], _ptr(scores))
