@@ -117,7 +117,7 @@ class ScanIndex:
         self._dim, self.candidates = dim, candidates
         self._threads = len(os.sched_getaffinity(0))
         self._vectors = np.zeros((0, dim), np.float16)  # row -> float16 vector (capacity)
-        self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed
+        self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed (n rows)
         self._row = _RowMap()
         self._n = 0  # rows in use
         self._blocks = _packed_blocks(0, _LANES)  # 4-bit codes by row, the kernel's layout
@@ -137,11 +137,10 @@ class ScanIndex:
         return len(self._row)
 
     def ids(self) -> Ids:
-        return self._labels[:self._n][self._labels[:self._n] >= 0]
+        return self._labels[self._labels >= 0]
 
     def _fit(self, sample: Vectors) -> None:
         """Axes, 4-bit scales and code width from `sample` (identity axes under `_FIT_AT`)."""
-        self._code_dims = -(-round(self._dim * self.CODE_SHARE) // _LANES) * _LANES
         if len(sample) < _FIT_AT:
             self._code_dims = -(-self._dim // _LANES) * _LANES
             self._axes = np.eye(self._dim, self._code_dims, dtype=np.float32)
@@ -150,6 +149,7 @@ class ScanIndex:
             self._scale = np.full(self._code_dims, _CLIP / _LEVELS / np.sqrt(self._dim),
                                   np.float32)
         else:
+            self._code_dims = -(-round(self._dim * self.CODE_SHARE) // _LANES) * _LANES
             self._mean = sample.mean(axis=0)
             values, vectors = np.linalg.eigh(np.cov((sample - self._mean).T))
             axes = vectors[:, np.argsort(values)[::-1][:self._code_dims]].astype(np.float32)
@@ -162,11 +162,10 @@ class ScanIndex:
         self._repack()
 
     def _repack(self) -> None:
-        """Codes and live flags of every row, for the current axes and capacity."""
+        """Codes of every row, for the current axes and capacity."""
         capacity = len(self._vectors)
         self._blocks[:] = _ZERO  # why: old codes must not linger in freed memory either
         self._blocks = _packed_blocks(capacity, self._code_dims)
-        self._live = np.zeros(capacity, np.uint8)
         self._encode(np.arange(self._n))
 
     def _codes(self, vectors: Vectors) -> npt.NDArray[np.uint8]:
@@ -177,13 +176,12 @@ class ScanIndex:
         return tiles[:, :, :_BLOCK // 2] | (tiles[:, :, _BLOCK // 2:] << 4)
 
     def _encode(self, rows: npt.NDArray[np.int64]) -> None:
-        """(Re)write the codes and live flags of these rows from their float16 vectors."""
+        """(Re)write the codes of these rows from their float16 vectors."""
         for start in range(0, len(rows), 65_536):
             part = rows[start:start + 65_536]
             codes = self._codes(self._vectors[part].astype(np.float32))
             # face f -> block f//16, column f%16 of each tile's row pairs
             self._blocks[part // _BLOCK, :, :, part % _BLOCK, :] = codes
-            self._live[part] = self._labels[part] >= 0
 
     def _grow(self, rows: int) -> None:
         capacity = len(self._vectors)
@@ -194,11 +192,9 @@ class ScanIndex:
         vectors[:self._n] = self._vectors[:self._n]
         blocks = _packed_blocks(capacity, self._code_dims)
         blocks[:len(self._blocks)] = self._blocks
-        live = np.zeros(capacity, np.uint8)
-        live[:self._n] = self._live[:self._n]
         self._vectors[:] = 0  # why: the old copies must not linger in freed memory
         self._blocks[:] = _ZERO
-        self._vectors, self._blocks, self._live = vectors, blocks, live
+        self._vectors, self._blocks = vectors, blocks
         _return_freed_memory()
 
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
@@ -224,12 +220,11 @@ class ScanIndex:
             self._labels[at] = -1
             self._vectors[at] = 0
             self._blocks[at // _BLOCK, :, :, at % _BLOCK, :] = _ZERO
-            self._live[at] = 0
         return len(rows)
 
     def _compact(self, refit: bool = False) -> None:
         """Keep only live rows (and refit the axes on them if asked)."""
-        live = np.flatnonzero(self._labels[:self._n] >= 0)
+        live = np.flatnonzero(self._labels >= 0)
         kept = self._vectors[live]
         self._vectors[:] = 0
         self._vectors, self._labels, self._n = kept, self._labels[live], len(live)
@@ -255,7 +250,7 @@ class ScanIndex:
                        self._code_dims, _ptr(padded))
         found_scores = np.empty((len(q), self._threads * keep), np.int32)
         rows = np.empty((len(q), self._threads * keep), np.int64)
-        lib.fl_scan_search(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._live),
+        lib.fl_scan_search(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._labels),
                            _ptr(padded), len(q), keep, self._threads, _ptr(found_scores),
                            _ptr(rows))
         if rows.shape[1] > 2 * keep:  # many threads: re-score only the best 2·keep codes
@@ -284,7 +279,7 @@ class ScanIndex:
         def write(f: Any) -> None:
             f.write(self._magic)
             np.save(f, np.frombuffer(header, np.uint8), allow_pickle=False)
-            for array in (self._mean, self._axes, self._scale, self._labels[:self._n],
+            for array in (self._mean, self._axes, self._scale, self._labels,
                           self._vectors[:self._n]):
                 np.save(f, array, allow_pickle=False)
 

@@ -74,7 +74,7 @@ typedef struct {
 } scored_tiles;
 
 static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
-                  const uint8_t *live) {
+                  const int64_t *labels) {
   for (int h = 0; h < 2 * s->groups; h++) {
     const int64_t face0 = (s->b0 + (h & 1)) * 16;
     const int q0 = s->q0 + (h >> 1) * 16;
@@ -97,7 +97,7 @@ static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
         above &= above - 1;
         const int64_t face = face0 + j;
         const int32_t value = c[i * 16 + j] + base[i];  // the floor may have risen since
-        if (face < n && live[face] && value > best->floor[q]) {
+        if (face < n && labels[face] >= 0 && value > best->floor[q]) {
           best->floor[q] = keep_best(best->score + (int64_t)q * best->keep,
                                      best->row + (int64_t)q * best->keep, best->keep, value, face);
           _mm512_store_si512((void *)(best->start + q / 16 * 256 + q % 16 * 16),
@@ -122,10 +122,11 @@ static inline void unpack(const uint8_t *pair, int chunks, int8_t *out) {
   }
 }
 
-// Each of `nq` queries' best `keep` live faces per thread: out_score/out_row are
-// nq x (threads * keep), unsorted, row -1 where fewer faces were seen. `blocks` and `queries`
-// must be 64-byte aligned (a tile row across two cache lines halves the speed).
-void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *live,
+// Each of `nq` queries' best `keep` live faces (label >= 0; -1 is removed) per thread:
+// out_score/out_row are nq x (threads * keep), unsorted, row -1 where fewer faces were seen.
+// `blocks` and `queries` must be 64-byte aligned (a tile row across two cache lines halves
+// the speed).
+void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const int64_t *labels,
                     const int8_t *queries, int nq, int keep, int threads,
                     int32_t *out_score, int64_t *out_row) {
   const int tiles = dim / 64;
@@ -180,7 +181,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *li
             _tile_dpbssd(7, 1, 3);
           }
         }
-        if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, live);
+        if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, labels);
         _tile_stored(4, now->c[0], 64);
         _tile_stored(5, now->c[1], 64);
         if (now->groups == 2) {
@@ -190,7 +191,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const uint8_t *li
         pending = 1;
       }
     }
-    if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, live);
+    if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, labels);
     _tile_release();
     for (int q = 0; q < nq; q++) {
       memcpy(out_score + ((int64_t)q * nt + t) * keep, best.score + (int64_t)q * keep,
