@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The int8 scan of large galleries on AMX tiles (src/facelens/gallery/scan_index.py). Built on
-# every machine; used only where the CPU has AMX, IVF lists elsewhere.
+# The int8 scan of large galleries on AMX tiles or AVX-512 VNNI (src/facelens/gallery/
+# scan_index.py). Built on every machine; used where the CPU has either, IVF lists elsewhere.
 KERNEL := src/facelens/gallery/scan_kernel.so
 $(KERNEL): src/facelens/gallery/scan_kernel.c
 	@echo "$(CC) $< -> $@"
-	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
-		|| echo "scan kernel not built (this compiler has no AMX): large galleries use IVF lists"
+	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
+		|| echo "scan kernel not built (this compiler has no AMX or VNNI): large galleries use IVF lists"
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,
 # sha256-checked, kept under the venv (src/facelens/eval/footage.py).

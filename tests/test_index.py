@@ -65,10 +65,13 @@ def _milvus(tmp_path: Path) -> Backend:
     return Backend("milvus", lambda dim: MilvusIndex(dim, str(db)), [db])
 
 
-def _scan() -> Backend:
+def _scan(unit: str | None = None) -> Backend:
     if not scan_index.available():
-        pytest.skip("no AMX int8 tiles on this CPU (or scan_kernel.so not built): "
-                    "ScanIndex cannot run here")
+        pytest.skip("neither AMX int8 tiles nor AVX-512 VNNI on this CPU (or scan_kernel.so "
+                    "not built): ScanIndex cannot run here")
+    if unit is not None and unit not in scan_index.units():
+        pytest.skip(f"this CPU has no {unit.upper()}: the scan runs on "
+                    f"{', '.join(scan_index.units())} only")
     return Backend("scan", ScanIndex)
 
 
@@ -331,33 +334,38 @@ def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
 
 
 @pytest.mark.parametrize("threads", [2, 5])
-def test_scan_finds_every_face_itself(threads: int) -> None:
+@pytest.mark.parametrize("scan_unit", ["amx", "vnni"])
+def test_scan_finds_every_face_itself(threads: int, scan_unit: str) -> None:
     """Odd sizes: 1,037 faces end in a half-filled block and an empty one (blocks come in
-    pairs); 1,037 queries are not a multiple of the kernel's 16-row tiles; 5 threads split the
-    blocks unevenly and find more candidates than are re-scored."""
-    _scan()
-    gallery = unit(1_037, 128, seed=20)
-    index = ScanIndex(128)
-    index._threads = threads
-    index.add(np.arange(1_037) * 3, gallery)
-    scores, found = index.search(gallery, 2)
-    np.testing.assert_array_equal(found[:, 0], np.arange(1_037) * 3)
-    np.testing.assert_allclose(scores[:, 0], 1, atol=2e-3)
-    assert (found[:, 1] != found[:, 0]).all() and (scores[:, 1] < scores[:, 0]).all()
+    pairs); 1,037 queries are not a multiple of AMX's 16-row tiles nor of VNNI's groups of 8;
+    5 threads split the blocks unevenly and find more candidates than are re-scored; 128-d
+    and 256-d faces code 128 and 192 dimensions (2 and 3 AMX tiles)."""
+    _scan(scan_unit)
+    for dim in (128, 256):
+        gallery = unit(1_037, dim, seed=20)
+        index = ScanIndex(dim, unit=scan_unit)
+        index._threads = threads
+        index.add(np.arange(1_037) * 3, gallery)
+        assert index.params["backend"].startswith(f"4-bit {scan_unit.upper()} scan")
+        scores, found = index.search(gallery, 2)
+        np.testing.assert_array_equal(found[:, 0], np.arange(1_037) * 3)
+        np.testing.assert_allclose(scores[:, 0], 1, atol=2e-3)
+        assert (found[:, 1] != found[:, 0]).all() and (scores[:, 1] < scores[:, 0]).all()
 
 
-def test_scan_keeps_the_mates_of_face_like_vectors() -> None:
+@pytest.mark.parametrize("scan_unit", ["amx", "vnni"])
+def test_scan_keeps_the_mates_of_face_like_vectors(scan_unit: str) -> None:
     """On the bench's face-like fused vectors the scan codes 192 principal axes of 256 and
     still names every mate exact search names, with float16-exact scores."""
-    _scan()
+    _scan(scan_unit)
     from facelens.eval.search_bench import _data, _stats
 
     gallery, probes, mates = _data(30_000, 500, "face-like", _stats("fusion"),
                                    np.random.default_rng(1), lambda _: None)
-    index, exact = ScanIndex(256), ExactIndex(256)
+    index, exact = ScanIndex(256, unit=scan_unit), ExactIndex(256)
     for each in (index, exact):
         each.add(np.arange(len(gallery)), gallery)
-    assert index.params["backend"].startswith("4-bit AMX scan of 192 of 256")
+    assert index.params["backend"].startswith(f"4-bit {scan_unit.upper()} scan of 192 of 256")
     scores, found = index.search(probes, 10)
     want_scores, want = exact.search(probes, 10)
     named = np.flatnonzero(want[:len(mates), 0] == mates)
@@ -366,3 +374,18 @@ def test_scan_keeps_the_mates_of_face_like_vectors() -> None:
     assert np.mean(found[:, 0] == want[:, 0]) >= 0.98
     hit = found == want
     np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)
+
+
+def test_the_scan_finds_the_same_faces_on_amx_and_vnni() -> None:
+    """Both units rank by the same integer scores (VNNI's shifted by 8·Σq per query)."""
+    if set(scan_index.units()) != {"amx", "vnni"}:
+        pytest.skip(f"needs a CPU with both AMX and AVX-512 VNNI; this one has "
+                    f"{', '.join(scan_index.units()) or 'neither'}")
+    gallery = unit(5_000, 256, seed=21)
+    queries = np.vstack([noisy(gallery[:50]), unit(13, 256, seed=22)])
+    found = []
+    for scan_unit in ("amx", "vnni"):
+        index = ScanIndex(256, unit=scan_unit)
+        index.add(np.arange(5_000), gallery)
+        found.append(index.search(queries, 10)[1])
+    np.testing.assert_array_equal(found[0], found[1])

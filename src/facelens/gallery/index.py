@@ -5,13 +5,13 @@ Similarity is the inner product (cosine, since embeddings are unit length). Ever
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
-- `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles, re-ranked on
-  float16 vectors; approximate, for large galleries where the CPU has AMX.
+- `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
+  re-ranked on float16 vectors; approximate, for large galleries where the CPU has either.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
   approximate, for large galleries on other CPUs.
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
-- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to the scan (AMX)
-  or IVF above it (`large_index`).
+- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to the scan (AMX
+  or VNNI) or IVF above it (`large_index`).
 - `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
 
 Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
@@ -68,7 +68,7 @@ ANN_THRESHOLD = 30_000
 """Faces above which `AutoIndex` leaves brute force for an approximate index: up to here an exact
 scan answers in well under a millisecond, which the IVF lists do not beat (fused 256-d faces,
 batches of 100: exact 0.08 against IVF 0.13 ms a query at 20k, 0.23 against 0.12 at 50k). The
-AMX scan would win earlier, but nothing below this needs it."""
+int8 scan would win earlier, but nothing below this needs it."""
 _BLOCK_BYTES = 256 << 20  # score matrix per brute-force chunk: bounds memory at any gallery size
 _MIN_TRAIN = 1_000  # IVFIndex: faces before its lists are trained (scanned exactly below)
 _MIN_SCAN = 50_000  # IVFIndex: PQ codes a query scans at least
@@ -696,7 +696,7 @@ class IVFIndex(_FaissRows):
 
 
 class AutoIndex:
-    """Exact while the gallery holds at most `threshold` faces, `large_index` (the AMX scan, or
+    """Exact while the gallery holds at most `threshold` faces, `large_index` (the int8 scan, or
     IVF lists) once it grows past it.
 
     The move builds the approximate index from the exact index's vectors and then drops them,
@@ -763,8 +763,8 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
 
 
 def large_index(dim: int) -> ScanIndex | IVFIndex:
-    """The approximate index for galleries past the threshold: the int8 AMX scan where the CPU
-    has AMX (`scan_index.py`), else the IVF partitions."""
+    """The approximate index for galleries past the threshold: the int8 scan where the CPU
+    has AMX or AVX-512 VNNI (`scan_index.py`), else the IVF partitions."""
     from facelens.gallery import scan_index  # why here: it builds on this module
 
     return scan_index.ScanIndex(dim) if scan_index.available() else IVFIndex(dim)

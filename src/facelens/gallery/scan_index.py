@@ -1,5 +1,6 @@
-"""`ScanIndex`: every face's 4-bit code scored on the CPU's AMX tiles, the best candidates
-re-scored on float16 vectors. The large-gallery index where the CPU has AMX.
+"""`ScanIndex`: every face's 4-bit code scored on the CPU's AMX tiles (or, without them, with
+AVX-512 VNNI), the best candidates re-scored on float16 vectors. The large-gallery index where
+the CPU has either.
 
 Why a scan and not lists or a graph: face embeddings are near-isotropic (participation ratio
 ~110 in 256 dimensions) and a second photo sits at centred cosine 0.46–0.81 to the first, so
@@ -7,7 +8,8 @@ partitions must be probed widely and graph walks stop short (docs/decisions.md).
 engine makes scoring every face cheap instead: 100 queries against 1M faces are ~21 G int8
 multiply-adds, ~3 ms of TDPBSSD on 2 cores. What the scan pays beyond that is reading the
 codes (hence 4 bits, unpacked in L1) and checking each score against its query's running
-floor (one test per 16 x 16 tile in the common case); scan_kernel.c.
+floor (one test per 16 x 16 tile in the common case); scan_kernel.c. With VNNI instead of
+tiles the products are ~7x slower and are the whole cost (docs/decisions.md).
 
 Codes: vectors are centred on the gallery mean (a shift every score of a query shares, so the
 ranking is unchanged), rotated onto their principal axes and cut to the strongest
@@ -59,27 +61,37 @@ _CLIP = 2.5  # standard deviations of an axis coded before clipping (r@10 0.995 
 
 
 @cache
-def _kernel() -> ctypes.CDLL | None:
-    """The compiled scan, or None where it was not built or the CPU (or OS) has no AMX."""
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), "") if Path("/proc/cpuinfo").exists() else ""
-    if not {"amx_tile", "amx_int8", "avx512f", "avx512bw"} <= set(flags.split()) \
-            or not _KERNEL.exists():
+def _kernel() -> tuple[ctypes.CDLL, tuple[str, ...]] | None:
+    """The compiled scan and the units it can run on here, best first: "amx" (int8 tiles) and
+    "vnni" (AVX-512 VNNI); None where it was not built or the CPU has neither."""
+    flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), "").split()) \
+        if Path("/proc/cpuinfo").exists() else set()
+    if not {"avx512f", "avx512bw", "avx512vl"} <= flags or not _KERNEL.exists():
         return None
     lib = ctypes.CDLL(str(_KERNEL))  # a ctypes CDLL call releases the GIL while it runs
-    if lib.fl_scan_enable() != 0:
+    found = tuple(unit for unit, ok in (
+        ("amx", {"amx_tile", "amx_int8"} <= flags and lib.fl_scan_enable() == 0),
+        ("vnni", "avx512_vnni" in flags)) if ok)
+    if not found:
         return None
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.fl_scan_search.argtypes = [p, i64, ctypes.c_int, p, p, ctypes.c_int, ctypes.c_int,
-                                   ctypes.c_int, p, p]
-    lib.fl_rescore.argtypes = [p, ctypes.c_int, p, ctypes.c_int, p, ctypes.c_int, p]
-    lib.fl_project.argtypes = [p, ctypes.c_int, ctypes.c_int, p, p, ctypes.c_int, p]
-    return lib
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.fl_scan_search.argtypes = [p, i64, i32, p, p, i32, i32, i32, p, p]
+    lib.fl_scan_search_vnni.argtypes = lib.fl_scan_search.argtypes
+    lib.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
+    lib.fl_project.argtypes = [p, i32, i32, p, p, i32, p]
+    return lib, found
+
+
+def units() -> tuple[str, ...]:
+    """The units `ScanIndex` can run on here, best first (empty: it cannot run here)."""
+    kernel = _kernel()
+    return kernel[1] if kernel else ()
 
 
 def available() -> bool:
-    """Whether `ScanIndex` can run here (AMX int8 tiles and the built kernel)."""
-    return _kernel() is not None
+    """Whether `ScanIndex` can run here (AMX int8 tiles or AVX-512 VNNI, and the built kernel)."""
+    return bool(units())
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -103,18 +115,22 @@ def _packed_blocks(faces: int, code_dims: int) -> npt.NDArray[np.uint8]:
 
 
 class ScanIndex:
-    """Exhaustive 4-bit scan on AMX tiles with a float16 re-rank (module docstring: why, how)."""
+    """Exhaustive 4-bit scan on AMX tiles or AVX-512 VNNI with a float16 re-rank (module
+    docstring: why, how). `unit`: "amx" or "vnni", the best one here by default."""
 
     _magic = b"FLSCAN1\n"
     CODE_SHARE = 0.75  # of the principal axes coded (rounded up to a multiple of 64)
     SWEEP = ({"candidates": 8}, {"candidates": 16}, {"candidates": 64})
     """Settings `facelens bench search` times beside the default."""
 
-    def __init__(self, dim: int, *, candidates: int = 32) -> None:
-        if not available():
-            raise RuntimeError("ScanIndex needs a CPU with AMX int8 and the kernel built by "
-                               "`make setup` (src/facelens/gallery/scan_kernel.c)")
+    def __init__(self, dim: int, *, candidates: int = 32, unit: str | None = None) -> None:
+        here = units()
+        if not here or (unit is not None and unit not in here):
+            raise RuntimeError(f"ScanIndex needs a CPU with {unit or 'AMX int8 or AVX-512 VNNI'}"
+                               " and the kernel built by `make setup` "
+                               "(src/facelens/gallery/scan_kernel.c)")
         self._dim, self.candidates = dim, candidates
+        self._unit = unit or here[0]
         self._threads = len(os.sched_getaffinity(0))
         self._vectors = np.zeros((0, dim), np.float16)  # row -> float16 vector (capacity)
         self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed (n rows)
@@ -129,9 +145,9 @@ class ScanIndex:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"backend": f"4-bit AMX scan of {self._code_dims} of {self._dim} principal axes "
-                           "+ float16 re-rank", "candidates": self.candidates,
-                "threads": self._threads}
+        return {"backend": f"4-bit {self._unit.upper()} scan of {self._code_dims} of "
+                           f"{self._dim} principal axes + float16 re-rank",
+                "candidates": self.candidates, "threads": self._threads}
 
     def __len__(self) -> int:
         return len(self._row)
@@ -241,8 +257,9 @@ class ScanIndex:
         q = _as_queries(queries, self._dim, k)
         if not len(self._row):
             return _no_results(len(q), k)
-        lib = _kernel()
-        assert lib is not None  # checked when the index was made
+        kernel = _kernel()
+        assert kernel is not None  # checked when the index was made
+        lib = kernel[0]
         keep = max(self.candidates, k)
         # code · (q @ axes · scale) = (face − mean) @ axes · (q @ axes): the score less q · mean
         padded = _aligned((-(-len(q) // 16) * 16, self._code_dims), 0).view(np.int8)
@@ -250,9 +267,9 @@ class ScanIndex:
                        self._code_dims, _ptr(padded))
         found_scores = np.empty((len(q), self._threads * keep), np.int32)
         rows = np.empty((len(q), self._threads * keep), np.int64)
-        lib.fl_scan_search(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._labels),
-                           _ptr(padded), len(q), keep, self._threads, _ptr(found_scores),
-                           _ptr(rows))
+        scan = lib.fl_scan_search if self._unit == "amx" else lib.fl_scan_search_vnni
+        scan(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._labels), _ptr(padded),
+             len(q), keep, self._threads, _ptr(found_scores), _ptr(rows))
         if rows.shape[1] > 2 * keep:  # many threads: re-score only the best 2·keep codes
             cols = np.argpartition(-found_scores, 2 * keep - 1, axis=1)[:, :2 * keep]
             rows = np.ascontiguousarray(np.take_along_axis(rows, cols, axis=1))

@@ -108,17 +108,18 @@ static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
   }
 }
 
-// A pair of blocks from their 4-bit form into int8 tiles: `chunks` 64-byte chunks, chunk c
+// A pair of blocks from their 4-bit form into byte tiles: `chunks` 64-byte chunks, chunk c
 // being byte 64 * (c % 8) of the (c / 8)th tile, which carries that tile's values at the same
-// offset (low nibbles) and 512 further on (high nibbles).
-static inline void unpack(const uint8_t *pair, int chunks, int8_t *out) {
-  const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+// offset (low nibbles) and 512 further on (high nibbles). `bias` 8 gives int8 values -8..7
+// (the AMX product is signed x signed), 0 the stored 0..15 (VNNI's is unsigned x signed).
+static inline void unpack(const uint8_t *pair, int chunks, int8_t *out, int8_t bias) {
+  const __m512i low = _mm512_set1_epi8(0x0F), shift = _mm512_set1_epi8(bias);
   for (int c = 0; c < chunks; c++) {
     const __m512i x = _mm512_load_si512((const void *)(pair + c * 64));
     int8_t *at = out + c / 8 * 1024 + c % 8 * 64;
-    _mm512_store_si512((void *)at, _mm512_sub_epi8(_mm512_and_si512(x, low), eight));
+    _mm512_store_si512((void *)at, _mm512_sub_epi8(_mm512_and_si512(x, low), shift));
     _mm512_store_si512((void *)(at + 512),
-                       _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(x, 4), low), eight));
+                       _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(x, 4), low), shift));
   }
 }
 
@@ -155,7 +156,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const int64_t *la
     int pending = 0, step = 0;
     const int64_t first = pairs * t / nt, last = pairs * (t + 1) / nt;
     for (int64_t p = first; p < last; p++) {
-      unpack(blocks + p * 16 * dim, dim / 4, g0);
+      unpack(blocks + p * 16 * dim, dim / 4, g0, 8);
       for (int qg = 0; qg < nqpad; qg += 32, step++) {  // the pair's codes stay in L1
         scored_tiles *now = &ring[step & 1];
         now->q0 = qg, now->b0 = 2 * p;
@@ -201,6 +202,122 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const int64_t *la
     }
     free(ring), free(g0);
     free(best.score), free(best.floor), free(best.start), free(best.row);
+  }
+}
+
+// The same scan where the CPU has AVX-512 VNNI but no AMX. VPDPBUSD multiplies one layout row
+// of 16 faces' unsigned codes (the stored 0..15) by 4 int8 values of a query, so a score comes
+// out as sum((v + 8) * q): shifted alike for all of a query's faces, which leaves its ranking
+// alone. Products are the whole cost here (~7x those of the tiles).
+typedef struct {
+  int rows;              // code rows of 4 dimensions
+  const int32_t *words;  // the queries as 4-byte words, `rows` a query
+  const int64_t *labels;
+  int64_t n;
+  best_faces best;
+} vnni_scan;
+
+// A query's faces of one block whose score beats its floor, into its best.
+static void vnni_take(vnni_scan *s, __m512i score, int q, int64_t block) {
+  __mmask16 above = _mm512_cmpgt_epi32_mask(score, _mm512_set1_epi32(s->best.floor[q]));
+  if (!above) return;
+  int32_t value[16] __attribute__((aligned(64)));
+  _mm512_store_si512((void *)value, score);
+  int32_t *floor = s->best.floor + q;
+  while (above) {
+    const int j = __builtin_ctz(above);
+    above &= above - 1;
+    const int64_t face = block * 16 + j;
+    if (face < s->n && s->labels[face] >= 0 && value[j] > *floor)
+      *floor = keep_best(s->best.score + (int64_t)q * s->best.keep,
+                         s->best.row + (int64_t)q * s->best.keep, s->best.keep, value[j], face);
+  }
+}
+
+// One query against one block: four chains (one would wait on each product's latency).
+static __m512i vnni_block(const int8_t *codes, const int32_t *words, int rows) {
+  __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                  _mm512_setzero_si512()};
+  int r = 0;
+  for (; r + 4 <= rows; r += 4)
+    for (int u = 0; u < 4; u++)
+      a[u] = _mm512_dpbusd_epi32(a[u], _mm512_load_si512((const void *)(codes + (r + u) * 64)),
+                                 _mm512_set1_epi32(words[r + u]));
+  for (; r < rows; r++)
+    a[0] = _mm512_dpbusd_epi32(a[0], _mm512_load_si512((const void *)(codes + r * 64)),
+                               _mm512_set1_epi32(words[r]));
+  return _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+}
+
+// Eight queries from q0 against a pair of unpacked blocks (g0 = block b0, g1 = b0 + 1): 16
+// accumulators named one by one (gcc spills an array of them to the stack).
+#define VNNI_ROW(i)                                                      \
+  {                                                                      \
+    const __m512i w = _mm512_set1_epi32(words[(q0 + i) * s->rows + r]); \
+    x##i = _mm512_dpbusd_epi32(x##i, c0, w);                             \
+    y##i = _mm512_dpbusd_epi32(y##i, c1, w);                             \
+  }
+#define VNNI_OVER(i)                                                                         \
+  _mm512_max_epi32(_mm512_sub_epi32(x##i, _mm512_set1_epi32(s->best.floor[q0 + i])),         \
+                   _mm512_sub_epi32(y##i, _mm512_set1_epi32(s->best.floor[q0 + i])))
+#define VNNI_TAKE(i)                  \
+  vnni_take(s, x##i, q0 + i, b0);    \
+  vnni_take(s, y##i, q0 + i, b0 + 1);
+
+static void vnni_eight(vnni_scan *s, const int8_t *g0, const int8_t *g1, int q0, int64_t b0) {
+  const int32_t *words = s->words;
+  __m512i x0 = _mm512_setzero_si512(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0,
+          x7 = x0, y0 = x0, y1 = x0, y2 = x0, y3 = x0, y4 = x0, y5 = x0, y6 = x0, y7 = x0;
+  for (int r = 0; r < s->rows; r++) {
+    const __m512i c0 = _mm512_load_si512((const void *)(g0 + r * 64));
+    const __m512i c1 = _mm512_load_si512((const void *)(g1 + r * 64));
+    VNNI_ROW(0) VNNI_ROW(1) VNNI_ROW(2) VNNI_ROW(3)
+    VNNI_ROW(4) VNNI_ROW(5) VNNI_ROW(6) VNNI_ROW(7)
+  }
+  // the common case: no face of either block above any of the eight floors
+  const __m512i over = _mm512_max_epi32(
+      _mm512_max_epi32(_mm512_max_epi32(VNNI_OVER(0), VNNI_OVER(1)),
+                       _mm512_max_epi32(VNNI_OVER(2), VNNI_OVER(3))),
+      _mm512_max_epi32(_mm512_max_epi32(VNNI_OVER(4), VNNI_OVER(5)),
+                       _mm512_max_epi32(VNNI_OVER(6), VNNI_OVER(7))));
+  if (!_mm512_cmpgt_epi32_mask(over, _mm512_setzero_si512())) return;
+  VNNI_TAKE(0) VNNI_TAKE(1) VNNI_TAKE(2) VNNI_TAKE(3)
+  VNNI_TAKE(4) VNNI_TAKE(5) VNNI_TAKE(6) VNNI_TAKE(7)
+}
+
+// As fl_scan_search (same arguments and output), on VNNI; scores are the shifted ones.
+void fl_scan_search_vnni(const uint8_t *blocks, int64_t n, int dim, const int64_t *labels,
+                         const int8_t *queries, int nq, int keep, int threads,
+                         int32_t *out_score, int64_t *out_row) {
+  const int64_t pairs = (n + 31) / 32;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    vnni_scan s = {dim / 4, (const int32_t *)queries, labels, n,
+                   {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nq), NULL,
+                    malloc(sizeof(int64_t) * nq * keep), keep}};
+    for (int64_t i = 0; i < (int64_t)nq * keep; i++) s.best.score[i] = OPEN, s.best.row[i] = -1;
+    for (int q = 0; q < nq; q++) s.best.floor[q] = OPEN;
+    int8_t *g0 = aligned_alloc(64, 32 * dim), *g1 = g0 + 16 * dim;
+    const int64_t first = pairs * t / nt, last = pairs * (t + 1) / nt;
+    for (int64_t p = first; p < last; p++) {
+      unpack(blocks + p * 16 * dim, dim / 4, g0, 0);
+      int q = 0;
+      for (; q + 8 <= nq; q += 8) vnni_eight(&s, g0, g1, q, 2 * p);
+      for (; q < nq; q++) {  // the queries past the last eight, one at a time
+        const int32_t *w = s.words + (int64_t)q * s.rows;
+        vnni_take(&s, vnni_block(g0, w, s.rows), q, 2 * p);
+        vnni_take(&s, vnni_block(g1, w, s.rows), q, 2 * p + 1);
+      }
+    }
+    for (int q = 0; q < nq; q++) {
+      memcpy(out_score + ((int64_t)q * nt + t) * keep, s.best.score + (int64_t)q * keep,
+             sizeof(int32_t) * keep);
+      memcpy(out_row + ((int64_t)q * nt + t) * keep, s.best.row + (int64_t)q * keep,
+             sizeof(int64_t) * keep);
+    }
+    free(g0);
+    free(s.best.score), free(s.best.floor), free(s.best.row);
   }
 }
 
