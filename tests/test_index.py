@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelens.gallery import scan_index
+from facelens.gallery import index_store, scan_index
 from facelens.gallery.index import (
     AutoIndex,
     ExactIndex,
@@ -17,6 +17,7 @@ from facelens.gallery.index import (
     IVFIndex,
     MilvusIndex,
     VectorIndex,
+    large_index,
     make_index,
 )
 from facelens.gallery.scan_index import ScanIndex
@@ -389,3 +390,21 @@ def test_the_scan_finds_the_same_faces_on_amx_and_vnni() -> None:
         index.add(np.arange(5_000), gallery)
         found.append(index.search(queries, 10)[1])
     np.testing.assert_array_equal(found[0], found[1])
+
+
+def test_a_saved_index_of_another_kind_than_this_machine_builds_is_rebuilt(
+        tmp_path: Path) -> None:
+    """An IVF cache saved before the scan could run here (or on another CPU) is `outdated`
+    where the scan runs, so the store hands back nothing and the gallery rebuilds it from the
+    database; the kind this machine builds loads as it is."""
+    gallery, key = unit(1_200, seed=23), bytes(range(32))
+    for gallery_id, inner in enumerate((IVFIndex(DIM), large_index(DIM))):
+        saved = AutoIndex(DIM, threshold=300, inner=inner)
+        saved.add(np.arange(1_200), gallery)
+        index_store.save(tmp_path, gallery_id, key, saved)
+    ivf, large = (index_store.load(tmp_path, gallery_id, key, DIM) for gallery_id in (0, 1))
+    assert large is not None and not large.outdated and len(large) == 1_200
+    if scan_index.available():
+        assert ivf is None
+    else:
+        assert ivf is not None and not ivf.outdated and len(ivf) == 1_200

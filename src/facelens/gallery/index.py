@@ -701,7 +701,8 @@ class AutoIndex:
 
     The move builds the approximate index from the exact index's vectors and then drops them,
     so no second float32 copy is kept. A gallery that shrinks again stays approximate (no
-    flip-flopping). Saved indexes load as the kind they were saved as (IVF and HNSW too).
+    flip-flopping). Saved indexes load as the kind they were saved as (IVF and HNSW too), and
+    say when that is `outdated`.
     """
 
     def __init__(self, dim: int, threshold: int = ANN_THRESHOLD,
@@ -716,6 +717,12 @@ class AutoIndex:
     @property
     def approximate(self) -> bool:
         return not isinstance(self.inner, ExactIndex)
+
+    @property
+    def outdated(self) -> bool:
+        """Approximate but not of the kind this machine builds now (say an IVF cache saved
+        before the scan could run here): a cache worth rebuilding from the database."""
+        return self.approximate and not isinstance(self.inner, large_index_kind())
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -762,12 +769,17 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
     return AutoIndex(dim, threshold, large_index(dim) if size_hint > threshold else None)
 
 
-def large_index(dim: int) -> ScanIndex | IVFIndex:
+def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
     """The approximate index for galleries past the threshold: the int8 scan where the CPU
     has AMX or AVX-512 VNNI (`scan_index.py`), else the IVF partitions."""
     from facelens.gallery import scan_index  # why here: it builds on this module
 
-    return scan_index.ScanIndex(dim) if scan_index.available() else IVFIndex(dim)
+    return scan_index.ScanIndex if scan_index.available() else IVFIndex
+
+
+def large_index(dim: int) -> ScanIndex | IVFIndex:
+    """An empty index of `large_index_kind`."""
+    return large_index_kind()(dim)
 
 
 class MilvusIndex:

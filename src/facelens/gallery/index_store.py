@@ -36,7 +36,7 @@ def save(index_dir: Path, gallery_id: int, key: bytes, index: AutoIndex) -> None
 
 
 def load(index_dir: Path, gallery_id: int, key: bytes, dim: int) -> AutoIndex | None:
-    """The saved index, or None if absent, unreadable or of another dimension."""
+    """The saved index, or None if absent, unreadable, of another dimension or `outdated`."""
     target = _path(index_dir, gallery_id)
     if not target.is_file():
         return None
@@ -48,7 +48,7 @@ def load(index_dir: Path, gallery_id: int, key: bytes, dim: int) -> AutoIndex | 
             index = AutoIndex.load(plain)
     except Exception:  # a cache: anything wrong with it means "rebuild from the database"
         return None
-    return index if index.dim == dim else None
+    return index if index.dim == dim and not index.outdated else None
 
 
 def remove(index_dir: Path, gallery_id: int) -> None:
