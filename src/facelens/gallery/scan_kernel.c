@@ -55,13 +55,48 @@ static inline int32_t keep_best(int32_t *score, int64_t *row, int keep, int32_t 
 #define SHUT (INT32_MAX / 2)
 
 // One thread's running best `keep` faces of every query. `floor` is each query's worst kept
-// score; `start` holds, per 16 queries, the 16 x 16 tile each product starts from: row i is
-// -floor of query i, so a score above its query's floor comes out positive.
+// score; `start` (used by the AMX scan) holds, per 16 queries, the 16 x 16 tile each product
+// starts from: row i is -floor of query i, so a score above its query's floor comes out
+// positive. Queries from nq to nqpad are padding, whose floor no face passes.
 typedef struct {
   int32_t *score, *floor, *start;
   int64_t *row;
   int keep;
 } best_faces;
+
+static best_faces best_open(int nq, int nqpad, int keep) {
+  best_faces best = {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nqpad),
+                     aligned_alloc(64, sizeof(int32_t) * nqpad * 16),
+                     malloc(sizeof(int64_t) * nq * keep), keep};
+  for (int64_t i = 0; i < (int64_t)nq * keep; i++) best.score[i] = OPEN, best.row[i] = -1;
+  for (int i = 0; i < nqpad; i++) {
+    best.floor[i] = i < nq ? OPEN : SHUT;
+    for (int j = 0; j < 16; j++) best.start[i * 16 + j] = -best.floor[i];
+  }
+  return best;
+}
+
+// Keeps `face` among query q's best if it is live and beats the floor; 1 if it was kept.
+static inline int best_take(best_faces *best, int q, int64_t face, int32_t value, int64_t n,
+                            const int64_t *labels) {
+  if (face >= n || labels[face] < 0 || value <= best->floor[q]) return 0;
+  best->floor[q] = keep_best(best->score + (int64_t)q * best->keep,
+                             best->row + (int64_t)q * best->keep, best->keep, value, face);
+  return 1;
+}
+
+// Thread t's best faces into its columns of the output (fl_scan_search says how), then freed.
+static void best_close(best_faces *best, int nq, int t, int nt, int32_t *out_score,
+                       int64_t *out_row) {
+  const int keep = best->keep;
+  for (int q = 0; q < nq; q++) {
+    memcpy(out_score + ((int64_t)q * nt + t) * keep, best->score + (int64_t)q * keep,
+           sizeof(int32_t) * keep);
+    memcpy(out_row + ((int64_t)q * nt + t) * keep, best->row + (int64_t)q * keep,
+           sizeof(int64_t) * keep);
+  }
+  free(best->score), free(best->floor), free(best->start), free(best->row);
+}
 
 // Scores less floors of up to 32 queries (from q0) x 32 faces (blocks b0, b0 + 1) in four
 // 16 x 16 tiles (c[0]: queries 0-15 x b0, c[1]: 0-15 x b0 + 1, c[2], c[3]: queries 16-31),
@@ -95,14 +130,10 @@ static void offer(const scored_tiles *s, best_faces *best, int nq, int64_t n,
       while (above) {
         const int j = __builtin_ctz(above);
         above &= above - 1;
-        const int64_t face = face0 + j;
-        const int32_t value = c[i * 16 + j] + base[i];  // the floor may have risen since
-        if (face < n && labels[face] >= 0 && value > best->floor[q]) {
-          best->floor[q] = keep_best(best->score + (int64_t)q * best->keep,
-                                     best->row + (int64_t)q * best->keep, best->keep, value, face);
+        // the value again: the floor may have risen since the product started from it
+        if (best_take(best, q, face0 + j, c[i * 16 + j] + base[i], n, labels))
           _mm512_store_si512((void *)(best->start + q / 16 * 256 + q % 16 * 16),
                              _mm512_set1_epi32(-best->floor[q]));
-        }
       }
     }
   }
@@ -141,14 +172,7 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const int64_t *la
     cfg.palette_id = 1;
     for (int i = 0; i < 8; i++) cfg.rows[i] = 16, cfg.colsb[i] = 64;
     _tile_loadconfig(&cfg);
-    best_faces best = {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nqpad),
-                       aligned_alloc(64, sizeof(int32_t) * nqpad * 16),
-                       malloc(sizeof(int64_t) * nq * keep), keep};
-    for (int64_t i = 0; i < (int64_t)nq * keep; i++) best.score[i] = OPEN, best.row[i] = -1;
-    for (int i = 0; i < nqpad; i++) {
-      best.floor[i] = i < nq ? OPEN : SHUT;
-      for (int j = 0; j < 16; j++) best.start[i * 16 + j] = -best.floor[i];
-    }
+    best_faces best = best_open(nq, nqpad, keep);
     // Two sets of tiles: the last step's scores are offered while this step's products run
     // on the tile unit, and are read only after their stores have long landed.
     scored_tiles *ring = aligned_alloc(64, 2 * sizeof(scored_tiles));
@@ -194,14 +218,8 @@ void fl_scan_search(const uint8_t *blocks, int64_t n, int dim, const int64_t *la
     }
     if (pending) offer(&ring[(step + 1) & 1], &best, nq, n, labels);
     _tile_release();
-    for (int q = 0; q < nq; q++) {
-      memcpy(out_score + ((int64_t)q * nt + t) * keep, best.score + (int64_t)q * keep,
-             sizeof(int32_t) * keep);
-      memcpy(out_row + ((int64_t)q * nt + t) * keep, best.row + (int64_t)q * keep,
-             sizeof(int64_t) * keep);
-    }
+    best_close(&best, nq, t, nt, out_score, out_row);
     free(ring), free(g0);
-    free(best.score), free(best.floor), free(best.start), free(best.row);
   }
 }
 
@@ -223,14 +241,10 @@ static void vnni_take(vnni_scan *s, __m512i score, int q, int64_t block) {
   if (!above) return;
   int32_t value[16] __attribute__((aligned(64)));
   _mm512_store_si512((void *)value, score);
-  int32_t *floor = s->best.floor + q;
   while (above) {
     const int j = __builtin_ctz(above);
     above &= above - 1;
-    const int64_t face = block * 16 + j;
-    if (face < s->n && s->labels[face] >= 0 && value[j] > *floor)
-      *floor = keep_best(s->best.score + (int64_t)q * s->best.keep,
-                         s->best.row + (int64_t)q * s->best.keep, s->best.keep, value[j], face);
+    best_take(&s->best, q, block * 16 + j, value[j], s->n, s->labels);
   }
 }
 
@@ -293,11 +307,7 @@ void fl_scan_search_vnni(const uint8_t *blocks, int64_t n, int dim, const int64_
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    vnni_scan s = {dim / 4, (const int32_t *)queries, labels, n,
-                   {malloc(sizeof(int32_t) * nq * keep), malloc(sizeof(int32_t) * nq), NULL,
-                    malloc(sizeof(int64_t) * nq * keep), keep}};
-    for (int64_t i = 0; i < (int64_t)nq * keep; i++) s.best.score[i] = OPEN, s.best.row[i] = -1;
-    for (int q = 0; q < nq; q++) s.best.floor[q] = OPEN;
+    vnni_scan s = {dim / 4, (const int32_t *)queries, labels, n, best_open(nq, nq, keep)};
     int8_t *g0 = aligned_alloc(64, 32 * dim), *g1 = g0 + 16 * dim;
     const int64_t first = pairs * t / nt, last = pairs * (t + 1) / nt;
     for (int64_t p = first; p < last; p++) {
@@ -310,14 +320,8 @@ void fl_scan_search_vnni(const uint8_t *blocks, int64_t n, int dim, const int64_
         vnni_take(&s, vnni_block(g1, w, s.rows), q, 2 * p + 1);
       }
     }
-    for (int q = 0; q < nq; q++) {
-      memcpy(out_score + ((int64_t)q * nt + t) * keep, s.best.score + (int64_t)q * keep,
-             sizeof(int32_t) * keep);
-      memcpy(out_row + ((int64_t)q * nt + t) * keep, s.best.row + (int64_t)q * keep,
-             sizeof(int64_t) * keep);
-    }
+    best_close(&s.best, nq, t, nt, out_score, out_row);
     free(g0);
-    free(s.best.score), free(s.best.floor), free(s.best.row);
   }
 }
 
