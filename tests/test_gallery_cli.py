@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 CLI = Path(sys.executable).with_name("facelens")
 PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
@@ -134,6 +135,32 @@ def test_enroll_without_recorded_by_is_refused(knn_copy: Path, fixtures_dir: Pat
     assert run.returncode == 2
     assert "legal basis" in one_line_error(run)
     assert subjects_in_db(knn_copy) == before
+
+
+def test_enroll_folder_refuses_a_bad_consent_at_once_and_fails_on_a_person_it_skips(
+        tmp_path: Path, fixtures_dir: Path) -> None:
+    """Without --recorded-by nobody is tried (exit 2, not "enrolled 0 of 2" and exit 0); a
+    sub-folder whose photos hold no face is reported while the others are enrolled, exit 1."""
+    data_dir, people = tmp_path / "data", tmp_path / "people"
+    data_dir.mkdir()
+    created = facelens("gallery", "create", "G", "--purpose", "staff-door", data_dir=data_dir)
+    assert created.returncode == 0, created.stderr
+    (people / "obama").mkdir(parents=True)
+    shutil.copy(fixtures_dir / "obama.jpg", people / "obama")
+    (people / "nobody").mkdir()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(people / "nobody" / "grey.jpg")
+    run = facelens("enroll-folder", "G", people, data_dir=data_dir)
+    assert run.returncode == 2
+    assert "recorded" in one_line_error(run)
+    assert subjects_in_db(data_dir) == {}
+    run = facelens("enroll-folder", "G", people, "--recorded-by", "test-suite", "--json",
+                   data_dir=data_dir)
+    assert run.returncode == 1, run.stderr
+    report = as_json(run)
+    assert [e["name"] for e in report["enrolled"]] == ["obama"]
+    assert [s["image"] for s in report["skipped"]] == [str(people / "nobody")]
+    assert "no face found" in report["skipped"][0]["reason"]
+    assert list(subjects_in_db(data_dir)) == ["obama"]
 
 
 def test_gallery_list_and_show_json(knn: Knn) -> None:

@@ -131,21 +131,25 @@ def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "cons
 def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
                   recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
                   as_json: JsonFlag = False) -> None:
-    """Enrol every sub-folder of FOLDER as one person (its name = the folder's name)."""
+    """Enrol every sub-folder of FOLDER as one person (its name = the folder's name). Exit 1
+    if a person could not be enrolled (the report says why), 2 before any work on a bad
+    consent record or folder."""
     people = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not people:
         err.print(f"error: {folder} has no sub-folders (one per person)")
         raise typer.Exit(2)
     enrolled, skipped = [], []
-    with errors(), progress() as start:
+    with errors():
         galleries = _galleries()
         g = galleries.gallery(gallery)
+        record = _consent(consent, g.purpose, recorded_by, consent_days)
+        record.check()  # the same for every person: refuse once, not once a person
+    with errors(), progress() as start:
         advance = start(f"enrolling into {gallery}", len(people))
         for person in people:
             images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             try:
-                report = galleries.enroll(gallery, person.name, list(images), consent=_consent(
-                    consent, g.purpose, recorded_by, consent_days))
+                report = galleries.enroll(gallery, person.name, list(images), consent=record)
                 enrolled.append({"name": person.name, "subject_id": report.subject_id,
                                  "templates": report.templates})
                 skipped += [{"image": i, "reason": r} for i, r in report.skipped]
@@ -155,10 +159,12 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
     result = {"enrolled": enrolled, "skipped": skipped}
     if as_json:
         emit(result)
-        return
-    out.print(f"enrolled {len(enrolled)} of {len(people)} people")
-    for s in skipped:
-        out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
+    else:
+        out.print(f"enrolled {len(enrolled)} of {len(people)} people")
+        for s in skipped:
+            out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
+    if len(enrolled) < len(people):
+        raise typer.Exit(1)
 
 
 def identify(gallery: str, image: Path,

@@ -77,6 +77,14 @@ class ConsentRecord:
     expires_at: datetime | None = None
     granted_at: datetime | None = None
 
+    def check(self) -> None:
+        """Refuse (GalleryError) a record that could not justify an enrolment."""
+        if self.legal_basis not in LEGAL_BASES:
+            raise GalleryError(f"legal basis {self.legal_basis!r} is not one of "
+                               f"{', '.join(sorted(LEGAL_BASES))}")
+        if not self.purpose or not self.recorded_by:
+            raise GalleryError("a consent record needs a purpose and who recorded it")
+
 
 @dataclass
 class EnrolReport:
@@ -228,11 +236,7 @@ class Galleries:
         from facelens import api
 
         gallery = self.gallery(gallery_name)
-        if consent.legal_basis not in LEGAL_BASES:
-            raise GalleryError(f"legal basis {consent.legal_basis!r} is not one of "
-                               f"{', '.join(sorted(LEGAL_BASES))}")
-        if not consent.purpose or not consent.recorded_by:
-            raise GalleryError("a consent record needs a purpose and who recorded it")
+        consent.check()
         if pin is not None and not (pin.isdigit() and 4 <= len(pin) <= 12):
             raise GalleryError("a PIN is 4 to 12 digits")
         if gallery.is_watchlist and (not watch_reason or watch_expires is None):
