@@ -19,13 +19,19 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The int8 scan of large galleries on AMX tiles or AVX-512 VNNI (src/facelens/gallery/
-# scan_index.py). Built on every machine; used where the CPU has either, IVF lists elsewhere.
-KERNEL := src/facelens/gallery/scan_kernel.so
-$(KERNEL): src/facelens/gallery/scan_kernel.c
+# The scans of large galleries (src/facelens/gallery/scan_index.py, sign_index.py), built on
+# every machine: the int8 scan on AMX tiles or AVX-512 VNNI, and the sign scan and float16
+# re-rank on AVX2 (its own library, so no AVX-512 code reaches a CPU without it). IVF lists
+# where the CPU has neither.
+KERNEL := src/facelens/gallery/scan_kernel.so src/facelens/gallery/scan_avx2.so
+src/facelens/gallery/scan_kernel.so: src/facelens/gallery/scan_kernel.c
 	@echo "$(CC) $< -> $@"
-	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mf16c -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
-		|| echo "scan kernel not built (this compiler has no AMX or VNNI): large galleries use IVF lists"
+	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
+		|| echo "int8 scan not built (this compiler has no AMX or VNNI)"
+src/facelens/gallery/scan_avx2.so: src/facelens/gallery/scan_avx2.c
+	@echo "$(CC) $< -> $@"
+	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $< \
+		|| echo "AVX2 scan not built: large galleries use IVF lists"
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,
 # sha256-checked, kept under the venv (src/facelens/eval/footage.py).

@@ -53,3 +53,28 @@ def test_bench_reports_stages_overhead_and_verify_throughput(people: Path, repo_
     assert set(speeds) == {"fusion", "sface-flip", "sface"} and min(speeds.values()) > 0
     assert report["verify"]["pairs"] == 4
     assert "verify_throughput_vs_peer" not in report["targets_met"]  # no peer, no claim
+
+
+def test_bench_search_times_the_index_asked_for_or_refuses_it(tmp_path: Path) -> None:
+    """`--index` picks the ANN index compared with numpy; one this CPU cannot run is refused
+    with exit 2 before any work."""
+    from facelens.gallery.scan_index import ScanIndex
+    from facelens.gallery.sign_index import SignScanIndex
+
+    cli = Path(sys.executable).with_name("facelens")
+    for kind, cls in (("sign", SignScanIndex), ("scan", ScanIndex)):
+        out = tmp_path / f"{kind}.json"
+        run = subprocess.run([str(cli), "bench", "search", "--n", "40000", "--queries", "200",
+                              "--index", kind, "--json-out", str(out)],
+                             capture_output=True, text=True, timeout=600)
+        if not cls.runs_here():
+            assert run.returncode == 2 and f"this CPU has no {cls.NEEDS}" in run.stderr
+            assert not out.exists()
+            continue
+        assert run.returncode == 0, run.stderr
+        report = json.loads(out.read_text())
+        for part in (report, report["uniform_worst_case"]):
+            assert part["n"] == 40_000 and part["queries"] == 200
+            assert ("sign scan" in part["ann"]["params"]["backend"]) == (kind == "sign")
+            assert part["ann"]["recall@1_mate_first"] >= 0.99
+            assert part["exact"]["qps"] > 0 and part["ann"]["qps"] > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelens.gallery import index_store, scan_index
+from facelens.gallery import index_store, scan_index, sign_index
 from facelens.gallery.index import (
     AutoIndex,
     ExactIndex,
@@ -18,9 +18,11 @@ from facelens.gallery.index import (
     MilvusIndex,
     VectorIndex,
     large_index,
+    large_index_kind,
     make_index,
 )
 from facelens.gallery.scan_index import ScanIndex
+from facelens.gallery.sign_index import SignScanIndex
 
 DIM = 64
 
@@ -67,16 +69,19 @@ def _milvus(tmp_path: Path) -> Backend:
 
 
 def _scan(unit: str | None = None) -> Backend:
-    if not scan_index.available():
-        pytest.skip("neither AMX int8 tiles nor AVX-512 VNNI on this CPU (or scan_kernel.so "
-                    "not built): ScanIndex cannot run here")
+    """The 4-bit scan (on `unit` or the best here), or the sign scan for unit "avx2"; a skip
+    where it cannot run."""
+    kind = SignScanIndex if unit == "avx2" else ScanIndex
+    if not kind.runs_here():
+        pytest.skip(f"this CPU has no {kind.NEEDS} (or scan_*.so not built): {kind.__name__} "
+                    "cannot run here")
     if unit is not None and unit not in scan_index.units():
         pytest.skip(f"this CPU has no {unit.upper()}: the scan runs on "
                     f"{', '.join(scan_index.units())} only")
-    return Backend("scan", ScanIndex)
+    return Backend(unit or "scan", lambda dim: kind(dim, unit=unit))
 
 
-@pytest.fixture(params=["exact", "hnsw", "ivf", "scan", "auto", "milvus"])
+@pytest.fixture(params=["exact", "hnsw", "ivf", "scan", "sign", "auto", "milvus"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     match request.param:
         case "exact":
@@ -87,6 +92,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             return Backend("ivf", IVFIndex)
         case "scan":
             return _scan()
+        case "sign":
+            return _scan("avx2")
         case "auto":  # a low threshold, so these small galleries cross it
             return Backend("auto", lambda dim: AutoIndex(dim, threshold=300))
         case _:
@@ -335,19 +342,21 @@ def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
 
 
 @pytest.mark.parametrize("threads", [2, 5])
-@pytest.mark.parametrize("scan_unit", ["amx", "vnni"])
+@pytest.mark.parametrize("scan_unit", ["amx", "vnni", "avx2"])
 def test_scan_finds_every_face_itself(threads: int, scan_unit: str) -> None:
     """Odd sizes: 1,037 faces end in a half-filled block and an empty one (blocks come in
-    pairs); 1,037 queries are not a multiple of AMX's 16-row tiles nor of VNNI's groups of 8;
-    5 threads split the blocks unevenly and find more candidates than are re-scored; 128-d
-    and 256-d faces code 128 and 192 dimensions (2 and 3 AMX tiles)."""
-    _scan(scan_unit)
-    for dim in (128, 256):
+    pairs; the sign scan's blocks of 256 end part-filled); 1,037 queries are not a multiple of
+    AMX's 16-row tiles nor of VNNI's groups of 8; 5 threads split the blocks unevenly and find
+    more candidates than are re-scored; 128-d and 256-d faces code 128 and 192 dimensions (2
+    and 3 AMX tiles), and the sign scan fills 256 bits from 128 or 64 dimensions."""
+    scan = _scan(scan_unit)
+    for dim in (64, 128, 256) if scan_unit == "avx2" else (128, 256):
         gallery = unit(1_037, dim, seed=20)
-        index = ScanIndex(dim, unit=scan_unit)
+        index = scan.make(dim)
+        assert isinstance(index, ScanIndex)
         index._threads = threads
         index.add(np.arange(1_037) * 3, gallery)
-        assert index.params["backend"].startswith(f"4-bit {scan_unit.upper()} scan")
+        assert scan_unit.upper() in index.params["backend"]
         scores, found = index.search(gallery, 2)
         np.testing.assert_array_equal(found[:, 0], np.arange(1_037) * 3)
         np.testing.assert_allclose(scores[:, 0], 1, atol=2e-3)
@@ -404,7 +413,65 @@ def test_a_saved_index_of_another_kind_than_this_machine_builds_is_rebuilt(
         index_store.save(tmp_path, gallery_id, key, saved)
     ivf, large = (index_store.load(tmp_path, gallery_id, key, DIM) for gallery_id in (0, 1))
     assert large is not None and not large.outdated and len(large) == 1_200
-    if scan_index.available():
+    if large_index_kind() is not IVFIndex:
         assert ivf is None
     else:
         assert ivf is not None and not ivf.outdated and len(ivf) == 1_200
+
+
+def test_sign_scan_keeps_each_querys_nearest_codes() -> None:
+    """The AVX2 kernel's Hamming distances equal numpy's on the stored codes, and a thread
+    keeps exactly the `keep` nearest (ties at the last distance aside), never a removed face;
+    queries whose rarer bit is either kind, so both ways of counting run."""
+    _scan("avx2")
+    gallery = unit(3_000, 256, seed=24)
+    index = SignScanIndex(256)
+    index._threads = 1
+    index.add(np.arange(3_000), gallery)
+    index.remove(np.arange(0, 3_000, 7))
+    queries = np.vstack([noisy(gallery[:40], sigma=0.05), unit(40, 256, seed=25)])
+    keep = 64
+    scores = np.empty((len(queries), keep), np.int32)
+    rows = np.empty((len(queries), keep), np.int64)
+    index._candidates(queries, keep, scores, rows)
+
+    # the codes from the stored float16 rows, the query bits as the kernel got them
+    codes = (index._vectors[:3_000].astype(np.float32) - index._mean) @ index._axes > 0
+    asked = sign_index.sign_queries(index, queries)
+    bits = np.zeros((len(queries), 256), bool)
+    for q, (at, ones) in enumerate(zip(asked["at"], asked["ones"], strict=True)):
+        bits[q, at[at < 256]] = True
+        bits[q] ^= not ones  # `at` lists the rarer kind of bit
+    assert set(asked["ones"].tolist()) == {0, 1}
+    np.testing.assert_array_equal(bits.sum(axis=1), asked["n1"])
+    values = (queries - index._mean) @ index._axes  # the same signs, up to rounding near 0
+    assert (bits == (values > 0))[np.abs(values) > 1e-5].all()
+    live = np.flatnonzero(np.arange(3_000) % 7 != 0)
+    for q in range(len(queries)):
+        h = np.count_nonzero(codes != bits[q], axis=1)
+        assert (rows[q] >= 0).all() and np.isin(rows[q], live).all()
+        np.testing.assert_array_equal(-scores[q], h[rows[q]])
+        assert -scores[q].min() <= np.sort(h[live])[keep - 1]
+
+
+@pytest.mark.parametrize("embedder", ["fusion", "sface-flip"])
+def test_sign_scan_keeps_the_mates_of_face_like_vectors(embedder: str) -> None:
+    """On the bench's face-like vectors the 256 sign bits keep every mate exact search names
+    (fused vectors: ~210 axes with spread plus rotations of them; SFace: 128 axes plus 128
+    rotated), with float16-exact scores."""
+    _scan("avx2")
+    from facelens.eval.search_bench import _data, _stats
+
+    stats = _stats(embedder)
+    gallery, probes, mates = _data(30_000, 500, "face-like", stats, np.random.default_rng(1),
+                                   lambda _: None)
+    index, exact = SignScanIndex(stats["dim"]), ExactIndex(stats["dim"])
+    for each in (index, exact):
+        each.add(np.arange(len(gallery)), gallery)
+    scores, found = index.search(probes, 10)
+    want_scores, want = exact.search(probes, 10)
+    named = np.flatnonzero(want[:len(mates), 0] == mates)
+    assert len(named) > 0.85 * len(mates)
+    assert np.mean(found[named, 0] == mates[named]) >= 0.99
+    hit = found == want
+    np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)

@@ -45,6 +45,13 @@ class SearchEmbedder(StrEnum):
     sface_flip = "sface-flip"
 
 
+class SearchIndex(StrEnum):
+    auto = "auto"
+    scan = "scan"
+    sign = "sign"
+    ivf = "ivf"
+
+
 def _face_table(faces: list[Face], title: str) -> Table:
     table = Table(title=title)
     for col in ("#", "box", "score", "quality", "reasons", "age / sex"):
@@ -245,6 +252,10 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
                      help="Whose vectors to imitate: fusion (256-d, the default galleries') "
                           "or sface-flip (128-d).")] = SearchEmbedder.fusion,
                  queries: int = 1000,
+                 index: Annotated[SearchIndex, typer.Option(
+                     help="The ANN index: auto (what large galleries use on this CPU), scan "
+                          "(4-bit, AMX or AVX-512 VNNI), sign (AVX2) or ivf.")]
+                 = SearchIndex.auto,
                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                  = None) -> None:
     """Vector search on synthetic unit vectors: ANN vs numpy brute force, recall, memory."""
@@ -252,7 +263,8 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
 
     with errors(), progress() as start:
         report = run_search_bench(n=n, embedder=embedder.value,  # type: ignore[arg-type]
-                                  queries=queries, progress=start)
+                                  queries=queries, progress=start,
+                                  kind=index.value)  # type: ignore[arg-type]
     _write_json(report, json_out)
 
 

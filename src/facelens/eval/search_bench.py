@@ -38,11 +38,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facelens.gallery.index import ExactIndex, VectorIndex, large_index
+from facelens.errors import FacelensError
+from facelens.gallery.index import ExactIndex, IVFIndex, VectorIndex, large_index
+from facelens.gallery.scan_index import ScanIndex
+from facelens.gallery.sign_index import SignScanIndex
 
 Progress = Callable[[str, int], Callable[[int], None]]
 Data = Literal["face-like", "uniform"]
 Embedder = Literal["fusion", "sface-flip"]
+Kind = Literal["auto", "scan", "sign", "ivf"]
+_KINDS: dict[str, type[ScanIndex] | type[IVFIndex]] = {
+    "scan": ScanIndex, "sign": SignScanIndex, "ivf": IVFIndex}
 TARGETS = {"speedup": 100.0, "recall@1_mate_first": 0.99, "memory_ratio": 1.6}
 MATED_SHARE = 0.8
 _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and memory stays flat
@@ -192,8 +198,20 @@ def _recall(found: np.ndarray, truth: np.ndarray, rows: slice | np.ndarray, k: i
     return round(float(np.sum(hits)) / (len(hits) * k), 4) if hits else float("nan")
 
 
+def _ann(kind: Kind, dim: int) -> VectorIndex:
+    """An empty index of `kind`: "auto" is what a gallery past the exact threshold uses on
+    this machine; the others let two kinds be compared on one machine."""
+    if kind == "auto":
+        return large_index(dim)
+    cls = _KINDS[kind]
+    if issubclass(cls, ScanIndex) and not cls.runs_here():
+        raise FacelensError(f"--index {kind}: this CPU has no {cls.NEEDS} (or the kernels "
+                            "were not built by `make setup`)")
+    return cls(dim)
+
+
 def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: int,
-         bar: Progress) -> dict[str, Any]:
+         bar: Progress, kind: Kind = "auto") -> dict[str, Any]:
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     dim = stats["dim"]
@@ -202,7 +220,7 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
 
     exact = ExactIndex(dim)
     exact_stats = _build(exact, gallery, bar("exact: add", n))
-    ann = large_index(dim)  # what a gallery past the exact threshold uses on this machine
+    ann = _ann(kind, dim)
     ann_stats = _build(ann, gallery, bar("ann: build", n))
     # The cores' speed drifts (other load, memory bandwidth) by up to 2x over a minute, so the
     # two are timed in alternating rounds and each keeps its median.
@@ -274,21 +292,23 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
 
 def run_search_bench(n: int = 1_000_000, embedder: Embedder = "fusion", queries: int = 1000,
                      k: int = 10, seed: int = 0, progress: Progress | None = None,
-                     data: Data = "face-like", uniform_n: int = UNIFORM_N) -> dict[str, Any]:
-    """Build exact and ANN indexes on synthetic faces shaped like `embedder`'s, time them and
-    score ANN against exact; face-like runs also report a `uniform_n`-face uniform worst case
-    (0: skip it)."""
+                     data: Data = "face-like", uniform_n: int = UNIFORM_N,
+                     kind: Kind = "auto") -> dict[str, Any]:
+    """Build exact and ANN (`kind`, see `_ann`) indexes on synthetic faces shaped like
+    `embedder`'s, time them and score ANN against exact; face-like runs also report a
+    `uniform_n`-face uniform worst case (0: skip it)."""
     def bar(label: str, total: int) -> Callable[[int], None]:
         return progress(label, total) if progress else (lambda _: None)
 
     started = time.perf_counter()
     stats = _stats(embedder)
-    report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar)}
+    _ann(kind, 4)  # refused before any work where this CPU cannot run it
+    report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar, kind)}
     report["measured_on_lfw"] = {key: stats[key] for key in (
         "images", "participation_ratio", "dims_for_90pct_variance", "mean_norm",
         "genuine_pairs", "genuine_cosine_quantiles")}
     if data == "face-like" and uniform_n:
         report["uniform_worst_case"] = _run(min(n, uniform_n), queries, k, "uniform", stats,
-                                            seed, bar)
+                                            seed, bar, kind)
     return {**report, "cpus": os.cpu_count(), "targets": TARGETS,
             "elapsed_s": round(time.perf_counter() - started, 1)}

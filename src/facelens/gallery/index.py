@@ -7,11 +7,13 @@ id -1 and score -inf. Ids are non-negative int64; adding an id that is present r
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
 - `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
   re-ranked on float16 vectors; approximate, for large galleries where the CPU has either.
+- `SignScanIndex` (sign_index.py): every face's 256 sign bits scanned with AVX2, the nearest
+  by Hamming distance re-ranked on float16 vectors; for large galleries on other x86-64 CPUs.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
-  approximate, for large galleries on other CPUs.
+  approximate, for large galleries on CPUs without AVX2 (or without the built kernels).
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
-- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to the scan (AMX
-  or VNNI) or IVF above it (`large_index`).
+- `AutoIndex` / `make_index`: exact up to `ANN_THRESHOLD` faces, moves itself to the best
+  index this CPU runs above it (`large_index`).
 - `MilvusIndex`: the same interface over a Milvus server or a milvus-lite file, for scale-out.
 
 Removal is erasure: a removed face never comes back from `search`, and after `save()` neither its
@@ -722,7 +724,7 @@ class AutoIndex:
     def outdated(self) -> bool:
         """Approximate but not of the kind this machine builds now (say an IVF cache saved
         before the scan could run here): a cache worth rebuilding from the database."""
-        return self.approximate and not isinstance(self.inner, large_index_kind())
+        return self.approximate and type(self.inner) is not large_index_kind()
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -750,8 +752,9 @@ class AutoIndex:
         with path.open("rb") as f:
             head = f.read(8)
         from facelens.gallery.scan_index import ScanIndex
+        from facelens.gallery.sign_index import SignScanIndex
 
-        kinds: tuple[type[Any], ...] = (ScanIndex, IVFIndex, HNSWIndex)
+        kinds: tuple[type[Any], ...] = (ScanIndex, SignScanIndex, IVFIndex, HNSWIndex)
         kind = next((k for k in kinds if head == k._magic), ExactIndex)
         inner = kind.load(path)  # ExactIndex.load rejects what is not its .npy either
         return cls(inner.dim, threshold, inner)
@@ -771,10 +774,13 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
 
 def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
     """The approximate index for galleries past the threshold: the int8 scan where the CPU
-    has AMX or AVX-512 VNNI (`scan_index.py`), else the IVF partitions."""
-    from facelens.gallery import scan_index  # why here: it builds on this module
+    has AMX or AVX-512 VNNI (`scan_index.py`), else the sign scan where it has AVX2
+    (`sign_index.py`), else the IVF partitions."""
+    # why here: both build on this module
+    from facelens.gallery.scan_index import ScanIndex
+    from facelens.gallery.sign_index import SignScanIndex
 
-    return scan_index.ScanIndex if scan_index.available() else IVFIndex
+    return next((kind for kind in (ScanIndex, SignScanIndex) if kind.runs_here()), IVFIndex)
 
 
 def large_index(dim: int) -> ScanIndex | IVFIndex:

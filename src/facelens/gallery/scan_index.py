@@ -50,7 +50,8 @@ from facelens.gallery.index import (
     top_k,
 )
 
-_KERNEL = Path(__file__).with_name("scan_kernel.so")  # built by `make setup`
+_KERNEL = Path(__file__).with_name("scan_kernel.so")  # AMX / VNNI scan, built by `make setup`
+_AVX2 = Path(__file__).with_name("scan_avx2.so")  # sign scan and the shared float16 re-rank
 _FIT_AT = 1_000  # faces before the principal axes are fitted (identity axes below)
 _FIT_SAMPLE = 65_536  # faces the axes and scales are fitted on
 _LANES = 64  # code dimensions come in tiles of 64 bytes
@@ -61,37 +62,37 @@ _CLIP = 2.5  # standard deviations of an axis coded before clipping (r@10 0.995 
 
 
 @cache
-def _kernel() -> tuple[ctypes.CDLL, tuple[str, ...]] | None:
-    """The compiled scan and the units it can run on here, best first: "amx" (int8 tiles) and
-    "vnni" (AVX-512 VNNI); None where it was not built or the CPU has neither."""
+def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]:
+    """(the AMX/VNNI scan, the AVX2 library, the units that can run here, best first):
+    "amx" (int8 tiles), "vnni" (AVX-512 VNNI), "avx2" (the sign scan, sign_index.py). A
+    library is None where it was not built or this CPU cannot run it."""
     flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("flags")), "").split()) \
         if Path("/proc/cpuinfo").exists() else set()
-    if not {"avx512f", "avx512bw", "avx512vl"} <= flags or not _KERNEL.exists():
-        return None
-    lib = ctypes.CDLL(str(_KERNEL))  # a ctypes CDLL call releases the GIL while it runs
-    found = tuple(unit for unit, ok in (
-        ("amx", {"amx_tile", "amx_int8"} <= flags and lib.fl_scan_enable() == 0),
-        ("vnni", "avx512_vnni" in flags)) if ok)
-    if not found:
-        return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.fl_scan_search.argtypes = [p, i64, i32, p, p, i32, i32, i32, p, p]
-    lib.fl_scan_search_vnni.argtypes = lib.fl_scan_search.argtypes
-    lib.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
-    lib.fl_project.argtypes = [p, i32, i32, p, p, i32, p]
-    return lib, found
+    avx2 = None
+    if {"avx2", "fma", "f16c", "popcnt"} <= flags and _AVX2.exists():
+        avx2 = ctypes.CDLL(str(_AVX2))  # a ctypes CDLL call releases the GIL while it runs
+        avx2.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
+        avx2.fl_sign_search.argtypes = [p, i64, p, p, i32, i32, i32, p, p]
+        avx2.fl_sign_queries.argtypes = [p, i32, i32, p, p, p]
+    scan = None
+    if avx2 is not None and {"avx512f", "avx512bw", "avx512vl"} <= flags and _KERNEL.exists():
+        scan = ctypes.CDLL(str(_KERNEL))
+        scan.fl_scan_search.argtypes = [p, i64, i32, p, p, i32, i32, i32, p, p]
+        scan.fl_scan_search_vnni.argtypes = scan.fl_scan_search.argtypes
+        scan.fl_project.argtypes = [p, i32, i32, p, p, i32, p]
+    found = tuple(unit for unit, ok in (
+        ("amx", scan is not None and {"amx_tile", "amx_int8"} <= flags
+         and scan.fl_scan_enable() == 0),
+        ("vnni", scan is not None and "avx512_vnni" in flags),
+        ("avx2", avx2 is not None)) if ok)
+    return scan, avx2, found
 
 
 def units() -> tuple[str, ...]:
-    """The units `ScanIndex` can run on here, best first (empty: it cannot run here)."""
-    kernel = _kernel()
-    return kernel[1] if kernel else ()
-
-
-def available() -> bool:
-    """Whether `ScanIndex` can run here (AMX int8 tiles or AVX-512 VNNI, and the built kernel)."""
-    return bool(units())
+    """The units a scan index can run on here, best first (empty: neither can run here)."""
+    return _kernels()[2]
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -116,27 +117,42 @@ def _packed_blocks(faces: int, code_dims: int) -> npt.NDArray[np.uint8]:
 
 class ScanIndex:
     """Exhaustive 4-bit scan on AMX tiles or AVX-512 VNNI with a float16 re-rank (module
-    docstring: why, how). `unit`: "amx" or "vnni", the best one here by default."""
+    docstring: why, how). `unit`: "amx" or "vnni", the best one here by default.
+
+    The code layout is four methods (`_blank`, `_encode`, `_erase`, `_candidates`) and the
+    axes' choice (`_code_axes`); SignScanIndex (sign_index.py) swaps them for 1-bit codes."""
 
     _magic = b"FLSCAN1\n"
+    UNITS = ("amx", "vnni")
+    NEEDS = "AMX int8 or AVX-512 VNNI"
+    _FILL = _ZERO  # a blank code byte
     CODE_SHARE = 0.75  # of the principal axes coded (rounded up to a multiple of 64)
-    SWEEP = ({"candidates": 8}, {"candidates": 16}, {"candidates": 64})
+    CANDIDATES = 32
+    SWEEP: tuple[dict[str, Any], ...] = (
+        {"candidates": 8}, {"candidates": 16}, {"candidates": 64})
     """Settings `facelens bench search` times beside the default."""
 
-    def __init__(self, dim: int, *, candidates: int = 32, unit: str | None = None) -> None:
-        here = units()
+    @classmethod
+    def runs_here(cls) -> bool:
+        """Whether this CPU has one of the index's units and its kernel was built."""
+        return any(unit in units() for unit in cls.UNITS)
+
+    def __init__(self, dim: int, *, candidates: int | None = None,
+                 unit: str | None = None) -> None:
+        here = [u for u in units() if u in self.UNITS]
         if not here or (unit is not None and unit not in here):
-            raise RuntimeError(f"ScanIndex needs a CPU with {unit or 'AMX int8 or AVX-512 VNNI'}"
-                               " and the kernel built by `make setup` "
-                               "(src/facelens/gallery/scan_kernel.c)")
-        self._dim, self.candidates = dim, candidates
+            raise RuntimeError(f"{type(self).__name__} needs a CPU with {unit or self.NEEDS}"
+                               " and the kernels built by `make setup` "
+                               "(src/facelens/gallery/scan_*.c)")
+        self._dim = dim
+        self.candidates = candidates or self.CANDIDATES
         self._unit = unit or here[0]
         self._threads = len(os.sched_getaffinity(0))
         self._vectors = np.zeros((0, dim), np.float16)  # row -> float16 vector (capacity)
         self._labels = np.empty(0, np.int64)  # row -> face id, -1 once removed (n rows)
         self._row = _RowMap()
         self._n = 0  # rows in use
-        self._blocks = _packed_blocks(0, _LANES)  # 4-bit codes by row, the kernel's layout
+        self._blocks = np.empty(0, np.uint8)  # codes by row, in the kernel's layout (_fit)
         self._fit(np.zeros((0, dim), np.float32))
 
     @property
@@ -156,32 +172,47 @@ class ScanIndex:
         return self._labels[self._labels >= 0]
 
     def _fit(self, sample: Vectors) -> None:
-        """Axes, 4-bit scales and code width from `sample` (identity axes under `_FIT_AT`)."""
+        """Mean, axes and scales from `sample` of the gallery's faces (identity axes under
+        `_FIT_AT`); the next fit is due when the gallery has grown 4x."""
         if len(sample) < _FIT_AT:
-            self._code_dims = -(-self._dim // _LANES) * _LANES
-            self._axes = np.eye(self._dim, self._code_dims, dtype=np.float32)
             self._mean = np.zeros(self._dim, np.float32)
+            self._code_axes(np.eye(self._dim, dtype=np.float32), None)
+        else:
+            self._mean = sample.mean(axis=0)
+            values, vectors = np.linalg.eigh(np.cov((sample - self._mean).T))
+            axes = vectors[:, np.argsort(values)[::-1]].astype(np.float32)
+            self._code_axes(axes, sample - self._mean)
+        # why the gallery's size, not the sample's: the sample is capped, so 4x the sample
+        # would call for a refit (and a re-coding of every face) at each add past 262k faces
+        self._fitted_at = self._n
+        self._repack()
+
+    def _code_axes(self, axes: Vectors, centred: Vectors | None) -> None:
+        """`_axes`, `_scale`, `_code_dims` from the principal axes (dim x dim, strongest
+        first) and the centred sample they came from (None: identity axes, no sample)."""
+        if centred is None:
+            self._code_dims = -(-self._dim // _LANES) * _LANES
             # unit vectors: about 1/sqrt(dim) on each axis
             self._scale = np.full(self._code_dims, _CLIP / _LEVELS / np.sqrt(self._dim),
                                   np.float32)
         else:
             self._code_dims = -(-round(self._dim * self.CODE_SHARE) // _LANES) * _LANES
-            self._mean = sample.mean(axis=0)
-            values, vectors = np.linalg.eigh(np.cov((sample - self._mean).T))
-            axes = vectors[:, np.argsort(values)[::-1][:self._code_dims]].astype(np.float32)
-            self._axes = np.zeros((self._dim, self._code_dims), np.float32)
-            self._axes[:, :axes.shape[1]] = axes
-            spread = ((sample - self._mean) @ self._axes).std(axis=0)
+        self._axes = np.zeros((self._dim, self._code_dims), np.float32)
+        kept = axes[:, :self._code_dims]
+        self._axes[:, :kept.shape[1]] = kept
+        if centred is not None:
+            spread = (centred @ self._axes).std(axis=0)
             # a clipped tail value only ranks its face a little low; the re-rank is exact
             self._scale = np.maximum(spread * _CLIP / _LEVELS, 1e-6).astype(np.float32)
-        self._fitted_at = len(sample)
-        self._repack()
+
+    def _blank(self, capacity: int) -> npt.NDArray[np.uint8]:
+        """Blank codes for `capacity` faces in the kernel's layout."""
+        return _packed_blocks(capacity, self._code_dims)
 
     def _repack(self) -> None:
         """Codes of every row, for the current axes and capacity."""
-        capacity = len(self._vectors)
-        self._blocks[:] = _ZERO  # why: old codes must not linger in freed memory either
-        self._blocks = _packed_blocks(capacity, self._code_dims)
+        self._blocks[:] = self._FILL  # why: old codes must not linger in freed memory either
+        self._blocks = self._blank(len(self._vectors))
         self._encode(np.arange(self._n))
 
     def _codes(self, vectors: Vectors) -> npt.NDArray[np.uint8]:
@@ -206,10 +237,10 @@ class ScanIndex:
         capacity = max(rows, capacity + capacity // 2, _BLOCK)
         vectors = np.zeros((capacity, self._dim), np.float16)
         vectors[:self._n] = self._vectors[:self._n]
-        blocks = _packed_blocks(capacity, self._code_dims)
+        blocks = self._blank(capacity)
         blocks[:len(self._blocks)] = self._blocks
         self._vectors[:] = 0  # why: the old copies must not linger in freed memory
-        self._blocks[:] = _ZERO
+        self._blocks[:] = self._FILL
         self._vectors, self._blocks = vectors, blocks
         _return_freed_memory()
 
@@ -235,8 +266,12 @@ class ScanIndex:
             at = np.asarray(rows, np.int64)
             self._labels[at] = -1
             self._vectors[at] = 0
-            self._blocks[at // _BLOCK, :, :, at % _BLOCK, :] = _ZERO
+            self._erase(at)
         return len(rows)
+
+    def _erase(self, rows: npt.NDArray[np.int64]) -> None:
+        """Blank the codes of these rows."""
+        self._blocks[rows // _BLOCK, :, :, rows % _BLOCK, :] = _ZERO
 
     def _compact(self, refit: bool = False) -> None:
         """Keep only live rows (and refit the axes on them if asked)."""
@@ -257,25 +292,18 @@ class ScanIndex:
         q = _as_queries(queries, self._dim, k)
         if not len(self._row):
             return _no_results(len(q), k)
-        kernel = _kernel()
-        assert kernel is not None  # checked when the index was made
-        lib = kernel[0]
         keep = max(self.candidates, k)
-        # code · (q @ axes · scale) = (face − mean) @ axes · (q @ axes): the score less q · mean
-        padded = _aligned((-(-len(q) // 16) * 16, self._code_dims), 0).view(np.int8)
-        lib.fl_project(_ptr(q), len(q), self._dim, _ptr(self._axes), _ptr(self._scale),
-                       self._code_dims, _ptr(padded))
         found_scores = np.empty((len(q), self._threads * keep), np.int32)
         rows = np.empty((len(q), self._threads * keep), np.int64)
-        scan = lib.fl_scan_search if self._unit == "amx" else lib.fl_scan_search_vnni
-        scan(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._labels), _ptr(padded),
-             len(q), keep, self._threads, _ptr(found_scores), _ptr(rows))
+        self._candidates(q, keep, found_scores, rows)
         if rows.shape[1] > 2 * keep:  # many threads: re-score only the best 2·keep codes
             cols = np.argpartition(-found_scores, 2 * keep - 1, axis=1)[:, :2 * keep]
             rows = np.ascontiguousarray(np.take_along_axis(rows, cols, axis=1))
         scores = np.empty(rows.shape, np.float32)
-        lib.fl_rescore(_ptr(self._vectors), self._dim, _ptr(q), len(q), _ptr(rows),
-                       rows.shape[1], _ptr(scores))
+        avx2 = _kernels()[1]
+        assert avx2 is not None  # checked when the index was made
+        avx2.fl_rescore(_ptr(self._vectors), self._dim, _ptr(q), len(q), _ptr(rows),
+                        rows.shape[1], _ptr(scores))
         kk = min(k, rows.shape[1])
         best, cols = top_k(scores, kk)
         found = np.take_along_axis(rows, cols, axis=1)
@@ -284,6 +312,20 @@ class ScanIndex:
         out_scores[:, :kk] = np.where(hit, best, -np.inf)
         out_ids[:, :kk] = np.where(hit, self._labels[np.maximum(found, 0)], -1)
         return out_scores, out_ids
+
+    def _candidates(self, q: Vectors, keep: int, scores: npt.NDArray[np.int32],
+                    rows: npt.NDArray[np.int64]) -> None:
+        """Each query's best `keep` rows per thread by their codes into `rows` (-1: none),
+        with the codes' scores (higher is nearer) in `scores`."""
+        scan = _kernels()[0]
+        assert scan is not None  # checked when the index was made
+        # code · (q @ axes · scale) = (face − mean) @ axes · (q @ axes): the score less q · mean
+        padded = _aligned((-(-len(q) // 16) * 16, self._code_dims), 0).view(np.int8)
+        scan.fl_project(_ptr(q), len(q), self._dim, _ptr(self._axes), _ptr(self._scale),
+                        self._code_dims, _ptr(padded))
+        kernel = scan.fl_scan_search if self._unit == "amx" else scan.fl_scan_search_vnni
+        kernel(_ptr(self._blocks), self._n, self._code_dims, _ptr(self._labels), _ptr(padded),
+               len(q), keep, self._threads, _ptr(scores), _ptr(rows))
 
     def save(self, path: Path) -> None:
         """A magic line, a JSON header, then the axes, scales, labels and float16 rows (.npy);

@@ -347,28 +347,3 @@ void fl_project(const float *queries, int nq, int dim, const float *axes, const 
   }
   free(row);
 }
-
-// Inner products of each query with its candidate rows' float16 vectors (-inf for row -1).
-void fl_rescore(const uint16_t *vectors, int dim, const float *queries, int nq,
-                const int64_t *rows, int per_query, float *out) {
-#pragma omp parallel for schedule(static)
-  for (int q = 0; q < nq; q++) {
-    const float *x = queries + (int64_t)q * dim;
-    for (int c = 0; c < per_query; c++) {
-      const int64_t r = rows[(int64_t)q * per_query + c];
-      if (r < 0) {
-        out[(int64_t)q * per_query + c] = -__builtin_inff();
-        continue;
-      }
-      const uint16_t *v = vectors + r * dim;
-      __m512 acc = _mm512_setzero_ps();
-      int d = 0;
-      for (; d + 16 <= dim; d += 16)
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d))),
-                              _mm512_loadu_ps(x + d), acc);
-      float sum = _mm512_reduce_add_ps(acc);
-      for (; d < dim; d++) sum += _cvtsh_ss(v[d]) * x[d];
-      out[(int64_t)q * per_query + c] = sum;
-    }
-  }
-}
