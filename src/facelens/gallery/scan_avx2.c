@@ -37,11 +37,11 @@ typedef __m256i V;
     low = _mm256_xor_si256(u_, c);                                               \
   }
 
-// Adds 16 words (the block's words at `at`) into the running ones/twos/fours/eights planes and
+// Adds 16 words (the block's words at byte offsets `at`) into the running ones/twos/fours/eights planes and
 // returns the carry into the sixteens plane.
 static inline V add16(const V *block, const uint16_t *at, V *ones, V *twos, V *fours,
                       V *eights) {
-#define W(k) _mm256_load_si256(block + at[k])
+#define W(k) _mm256_load_si256((const V *)((const char *)block + at[k]))
   V twos_a, twos_b, fours_a, fours_b, eights_a, eights_b, sixteens;
   CSA(twos_a, *ones, *ones, W(0), W(1));
   CSA(twos_b, *ones, *ones, W(2), W(3));
@@ -62,8 +62,9 @@ static inline V add16(const V *block, const uint16_t *at, V *ones, V *twos, V *f
 #undef W
 }
 
-// A query: the directions of the smaller of its 0-bit and 1-bit sets, padded with ZERO_WORD
-// to `groups` of 16; `ones` is 1 when that set is the 1-bits; `n1` its count of 1-bits.
+// A query: the directions of the smaller of its 0-bit and 1-bit sets, as byte offsets of
+// their words in a block (32 x direction: no shift per load), padded with ZERO_WORD's to
+// `groups` of 16; `ones` is 1 when that set is the 1-bits; `n1` its count of 1-bits.
 typedef struct {
   uint16_t at[MAX_SET];
   int32_t groups, ones, n1;
@@ -171,9 +172,42 @@ static inline V block_distances(const V *block, const sign_query *q, int limit, 
   return below;
 }
 
+// Offers the faces of blocks from, from + step, ... (< to) to each query's candidates.
+static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to, int64_t step,
+                        int64_t n, const int64_t *labels, const sign_query *queries, int nq,
+                        candidates *best, int32_t *limit) {
+  for (int64_t b = from; b < to; b += step) {
+    const V *block = (const V *)(blocks + b * WORDS * 32);
+    for (int q = 0; q < nq; q++) {
+      V d[11];
+      const V below = block_distances(block, queries + q, limit[q], d);
+      if (__builtin_expect(_mm256_testz_si256(below, below), 1)) continue;
+      uint64_t mask[4], plane[11][4];
+      _mm256_storeu_si256((V *)mask, below);
+      for (int k = 0; k < 11; k++) _mm256_storeu_si256((V *)plane[k], d[k]);
+      for (int w = 0; w < 4; w++)
+        for (; mask[w]; mask[w] &= mask[w] - 1) {
+          const int j = w * 64 + __builtin_ctzll(mask[w]);
+          const int64_t face = b * 256 + j;
+          const int h = bits_at(plane, 11, j) - 1024 + queries[q].n1;
+          // the limit may have fallen since this block's mask was made
+          if (face < n && labels[face] >= 0 && h < limit[q])
+            limit[q] = candidates_take(best + q, limit[q], face, h);
+        }
+    }
+  }
+}
+
 // Each of `nq` queries' best `keep` live faces (label >= 0) per thread, fewest bits unlike its
 // own first: out_score/out_row are nq x (threads * keep), score -h, unsorted; row -1 (score
 // INT32_MIN) where fewer were seen. `blocks` must be 32-byte aligned.
+//
+// A thread's limit ends near the keep-th smallest distance of its faces, but starting from
+// none it is taken past ~keep * ln(faces / keep) times. So a first pass over every
+// SEED_EVERY-th block keeps 3 * keep / SEED_EVERY faces a query, and the scan starts from the
+// limit that leaves: a quantile ~3x the final one, above it but for a chance of ~1e-6 (and
+// then a query gets fewer candidates, the nearest ones still).
+#define SEED_EVERY 32
 void fl_sign_search(const uint8_t *blocks, int64_t n, const int64_t *labels,
                     const sign_query *queries, int nq, int keep, int threads,
                     int32_t *out_score, int64_t *out_row) {
@@ -183,28 +217,16 @@ void fl_sign_search(const uint8_t *blocks, int64_t n, const int64_t *labels,
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     candidates *best = malloc(sizeof(candidates) * nq);
     int32_t *limit = malloc(sizeof(int32_t) * nq);  // apart from `best`: read every block
-    for (int q = 0; q < nq; q++) candidates_open(best + q, keep), limit[q] = LIMIT_TOP;
+    for (int q = 0; q < nq; q++) limit[q] = LIMIT_TOP;
     const int64_t first = nblocks * t / nt, last = nblocks * (t + 1) / nt;
-    for (int64_t b = first; b < last; b++) {
-      const V *block = (const V *)(blocks + b * WORDS * 32);
-      for (int q = 0; q < nq; q++) {
-        V d[11];
-        const V below = block_distances(block, queries + q, limit[q], d);
-        if (__builtin_expect(_mm256_testz_si256(below, below), 1)) continue;
-        uint64_t mask[4], plane[11][4];
-        _mm256_storeu_si256((V *)mask, below);
-        for (int k = 0; k < 11; k++) _mm256_storeu_si256((V *)plane[k], d[k]);
-        for (int w = 0; w < 4; w++)
-          for (; mask[w]; mask[w] &= mask[w] - 1) {
-            const int j = w * 64 + __builtin_ctzll(mask[w]);
-            const int64_t face = b * 256 + j;
-            const int h = bits_at(plane, 11, j) - 1024 + queries[q].n1;
-            // the limit may have fallen since this block's mask was made
-            if (face < n && labels[face] >= 0 && h < limit[q])
-              limit[q] = candidates_take(best + q, limit[q], face, h);
-          }
-      }
+    const int seed_keep = 3 * keep / SEED_EVERY > 8 ? 3 * keep / SEED_EVERY : 8;
+    if ((last - first) / SEED_EVERY >= 4 * seed_keep / 256 + 4) {  // enough faces to seed from
+      for (int q = 0; q < nq; q++) candidates_open(best + q, seed_keep);
+      scan_blocks(blocks, first, last, SEED_EVERY, n, labels, queries, nq, best, limit);
+      for (int q = 0; q < nq; q++) free(best[q].face), free(best[q].h);
     }
+    for (int q = 0; q < nq; q++) candidates_open(best + q, keep);
+    scan_blocks(blocks, first, last, 1, n, labels, queries, nq, best, limit);
     for (int q = 0; q < nq; q++)
       candidates_close(best + q, limit[q], out_score + ((int64_t)q * nt + t) * keep,
                        out_row + ((int64_t)q * nt + t) * keep);
@@ -230,9 +252,9 @@ void fl_sign_queries(const float *queries, int nq, int dim, const float *mean, c
     s->ones = n1 <= 128, s->n1 = n1;
     int len = 0;
     for (int c = 0; c < 256; c++)
-      if ((value[c] > 0) == s->ones) s->at[len++] = (uint16_t)c;
+      if ((value[c] > 0) == s->ones) s->at[len++] = (uint16_t)(c * 32);
     s->groups = (len + 15) / 16;
-    for (; len < MAX_SET; len++) s->at[len] = ZERO_WORD;
+    for (; len < MAX_SET; len++) s->at[len] = ZERO_WORD * 32;
   }
 }
 

@@ -29,7 +29,7 @@ BITS = 256  # sign bits a face
 _FACES = 256  # faces a block
 _WORDS = 266  # 32-byte words a block: 256 directions, 9 count planes, one of zeros
 _FLAT = 1e-3  # an axis with less spread than this share of the strongest one's is not coded
-_SET = 128  # scan_avx2.c's sign_query: directions of the rarer bit, padded
+_SET = 128  # scan_avx2.c's sign_query: byte offsets of the rarer bit's words, padded
 _QUERY = np.dtype([("at", np.uint16, _SET), ("groups", np.int32), ("ones", np.int32),
                    ("n1", np.int32)])
 
@@ -108,9 +108,9 @@ class SignScanIndex(ScanIndex):
 
 
 def sign_queries(index: SignScanIndex, q: Vectors) -> npt.NDArray[np.void]:
-    """The queries as the kernel takes them (`_QUERY`: the directions of each one's rarer
-    kind of bit, which kind, and its count of 1-bits), made in C: a numpy product here would
-    wake BLAS threads that spin on the scan's cores."""
+    """The queries as the kernel takes them (`_QUERY`: where in a block the words of each
+    one's rarer kind of bit lie, which kind, and its count of 1-bits), made in C: a numpy
+    product here would wake BLAS threads that spin on the scan's cores."""
     avx2 = _kernels()[1]
     assert avx2 is not None  # checked when the index was made
     queries = np.empty(len(q), _QUERY)
