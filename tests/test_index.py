@@ -475,3 +475,17 @@ def test_sign_scan_keeps_the_mates_of_face_like_vectors(embedder: str) -> None:
     assert np.mean(found[named, 0] == mates[named]) >= 0.99
     hit = found == want
     np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)
+
+
+def test_sign_scan_fills_k_when_threads_keep_more_than_they_hold() -> None:
+    """5 threads over 1,037 faces hold at most 256 each, so with 300 kept a thread most of
+    their slots are empty: those must rank below every face when the threads' finds are cut
+    to the best 2·keep (not wrap around when negated, which handed back -1 ids)."""
+    _scan("avx2")
+    gallery = unit(1_037, 256, seed=26)
+    index = SignScanIndex(256)
+    index._threads = 5
+    index.add(np.arange(1_037), gallery)
+    found = index.search(noisy(gallery[::50]), 300)[1]
+    assert (found >= 0).all() and all(len(set(row)) == 300 for row in found)
+    np.testing.assert_array_equal(found[:, 0], np.arange(0, 1_037, 50))

@@ -107,14 +107,17 @@ static int candidates_take(candidates *c, int limit, int64_t face, int h) {
   return limit;
 }
 
-// The best `keep` (fewer where fewer were seen: row -1, score INT32_MIN) as score -h, then freed.
+// No face: a score below any -h, and negatable (scan_index.py ranks threads' finds by -score).
+#define NO_SCORE (INT32_MIN / 2)
+
+// The best `keep` (fewer where fewer were seen: row -1, score NO_SCORE) as score -h, then freed.
 static void candidates_close(candidates *c, int limit, int32_t *score, int64_t *row) {
   int out = 0;
   for (int pass = 0; pass < 2; pass++)  // below limit - 1 first, then ties at limit - 1
     for (int i = 0; i < c->len && out < c->keep; i++)
       if (pass == 0 ? c->h[i] < limit - 1 : c->h[i] == limit - 1)
         score[out] = -c->h[i], row[out++] = c->face[i];
-  for (; out < c->keep; out++) score[out] = INT32_MIN, row[out] = -1;
+  for (; out < c->keep; out++) score[out] = NO_SCORE, row[out] = -1;
   free(c->face), free(c->h);
 }
 
@@ -200,7 +203,7 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to, int64_t
 
 // Each of `nq` queries' best `keep` live faces (label >= 0) per thread, fewest bits unlike its
 // own first: out_score/out_row are nq x (threads * keep), score -h, unsorted; row -1 (score
-// INT32_MIN) where fewer were seen. `blocks` must be 32-byte aligned.
+// NO_SCORE) where fewer were seen. `blocks` must be 32-byte aligned.
 //
 // A thread's limit ends near the keep-th smallest distance of its faces, but starting from
 // none it is taken past ~keep * ln(faces / keep) times. So a first pass over every
