@@ -66,7 +66,8 @@ class SignScanIndex(ScanIndex):
             spread = (centred @ axes).std(axis=0)
             # why: on an axis with next to no spread a sign is the float16 rounding of the
             # stored row, i.e. noise (fused vectors span ~210 of 256 dimensions)
-            strong = axes[:, spread > _FLAT * spread[0]]
+            spread_out = spread > _FLAT * spread[0]
+            strong = axes[:, spread_out] if spread_out.any() else axes  # all faces alike
         span, rng = strong.shape[1], np.random.default_rng(0)
         rotations = [strong @ np.linalg.qr(rng.standard_normal((span, span)))[0]
                      for _ in range(-(-max(0, BITS - span) // span))]
