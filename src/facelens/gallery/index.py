@@ -698,8 +698,8 @@ class IVFIndex(_FaissRows):
 
 
 class AutoIndex:
-    """Exact while the gallery holds at most `threshold` faces, `large_index` (the int8 scan, or
-    IVF lists) once it grows past it.
+    """Exact while the gallery holds at most `threshold` faces, `large_index` (one of the
+    scans, or IVF lists) once it grows past it.
 
     The move builds the approximate index from the exact index's vectors and then drops them,
     so no second float32 copy is kept. A gallery that shrinks again stays approximate (no
