@@ -198,16 +198,18 @@ def _recall(found: np.ndarray, truth: np.ndarray, rows: slice | np.ndarray, k: i
     return round(float(np.sum(hits)) / (len(hits) * k), 4) if hits else float("nan")
 
 
+def _refuse_if_not_here(kind: Kind) -> None:
+    """A clear error where this CPU cannot run the scan `kind` names."""
+    cls = _KINDS.get(kind)
+    if cls is not None and issubclass(cls, ScanIndex) and not cls.runs_here():
+        raise FacelensError(f"--index {kind}: this CPU has no {cls.NEEDS} (or the kernels "
+                            "were not built by `make setup`)")
+
+
 def _ann(kind: Kind, dim: int) -> VectorIndex:
     """An empty index of `kind`: "auto" is what a gallery past the exact threshold uses on
     this machine; the others let two kinds be compared on one machine."""
-    if kind == "auto":
-        return large_index(dim)
-    cls = _KINDS[kind]
-    if issubclass(cls, ScanIndex) and not cls.runs_here():
-        raise FacelensError(f"--index {kind}: this CPU has no {cls.NEEDS} (or the kernels "
-                            "were not built by `make setup`)")
-    return cls(dim)
+    return large_index(dim) if kind == "auto" else _KINDS[kind](dim)
 
 
 def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: int,
@@ -302,7 +304,7 @@ def run_search_bench(n: int = 1_000_000, embedder: Embedder = "fusion", queries:
 
     started = time.perf_counter()
     stats = _stats(embedder)
-    _ann(kind, 4)  # refused before any work where this CPU cannot run it
+    _refuse_if_not_here(kind)  # before any work
     report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar, kind)}
     report["measured_on_lfw"] = {key: stats[key] for key in (
         "images", "participation_ratio", "dims_for_90pct_variance", "mean_norm",
