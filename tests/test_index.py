@@ -388,7 +388,7 @@ def test_scan_keeps_the_mates_of_face_like_vectors(scan_unit: str) -> None:
 
 def test_the_scan_finds_the_same_faces_on_amx_and_vnni() -> None:
     """Both units rank by the same integer scores (VNNI's shifted by 8·Σq per query)."""
-    if set(scan_index.units()) != {"amx", "vnni"}:
+    if not {"amx", "vnni"} <= set(scan_index.units()):
         pytest.skip(f"needs a CPU with both AMX and AVX-512 VNNI; this one has "
                     f"{', '.join(scan_index.units()) or 'neither'}")
     gallery = unit(5_000, 256, seed=21)
