@@ -20,17 +20,18 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	touch $(STAMP)
 
 # The scans of large galleries (src/facelens/gallery/scan_index.py, sign_index.py), built on
-# every machine: the int8 scan on AMX tiles or AVX-512 VNNI, and the sign scan and float16
-# re-rank on AVX2 (its own library, so no AVX-512 code reaches a CPU without it). IVF lists
-# where the CPU has neither.
-KERNEL := src/facelens/gallery/scan_kernel.so src/facelens/gallery/scan_avx2.so
-src/facelens/gallery/scan_kernel.so: src/facelens/gallery/scan_kernel.c
-	@echo "$(CC) $< -> $@"
-	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $< -lm \
-		|| echo "int8 scan not built (this compiler has no AMX or VNNI)"
-src/facelens/gallery/scan_avx2.so: src/facelens/gallery/scan_avx2.c
-	@echo "$(CC) $< -> $@"
-	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $< \
+# every machine: the int8 scan on AMX tiles or AVX-512 VNNI and the sign scan on AVX-512 in
+# one library; the sign scan and float16 re-rank on AVX2 in another, so no AVX-512 code
+# reaches a CPU without it. IVF lists where the CPU has neither.
+GALLERY := src/facelens/gallery
+KERNEL := $(GALLERY)/scan_kernel.so $(GALLERY)/scan_avx2.so
+$(GALLERY)/scan_kernel.so: $(GALLERY)/scan_kernel.c $(GALLERY)/sign_scan.c $(GALLERY)/sign_scan.h
+	@echo "$(CC) $(filter %.c,$^) -> $@"
+	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) -lm \
+		|| echo "AVX-512 scans not built (this compiler has no AMX or VNNI)"
+$(GALLERY)/scan_avx2.so: $(GALLERY)/scan_avx2.c $(GALLERY)/sign_scan.c $(GALLERY)/sign_scan.h
+	@echo "$(CC) $(filter %.c,$^) -> $@"
+	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) \
 		|| echo "AVX2 scan not built: large galleries use IVF lists"
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,

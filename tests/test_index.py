@@ -69,9 +69,9 @@ def _milvus(tmp_path: Path) -> Backend:
 
 
 def _scan(unit: str | None = None) -> Backend:
-    """The 4-bit scan (on `unit` or the best here), or the sign scan for unit "avx2"; a skip
-    where it cannot run."""
-    kind = SignScanIndex if unit == "avx2" else ScanIndex
+    """The 4-bit scan (on `unit` or the best here), or the sign scan for its units ("avx512",
+    "avx2"); a skip where it cannot run."""
+    kind = SignScanIndex if unit in SignScanIndex.UNITS else ScanIndex
     if not kind.runs_here():
         pytest.skip(f"this CPU has no {kind.NEEDS} (or scan_*.so not built): {kind.__name__} "
                     "cannot run here")
@@ -81,7 +81,8 @@ def _scan(unit: str | None = None) -> Backend:
     return Backend(unit or "scan", lambda dim: kind(dim, unit=unit))
 
 
-@pytest.fixture(params=["exact", "hnsw", "ivf", "scan", "sign", "auto", "milvus"])
+@pytest.fixture(params=["exact", "hnsw", "ivf", "scan", "sign", "sign-avx512", "auto",
+                        "milvus"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     match request.param:
         case "exact":
@@ -94,6 +95,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             return _scan()
         case "sign":
             return _scan("avx2")
+        case "sign-avx512":
+            return _scan("avx512")
         case "auto":  # a low threshold, so these small galleries cross it
             return Backend("auto", lambda dim: AutoIndex(dim, threshold=300))
         case _:
@@ -342,15 +345,16 @@ def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
 
 
 @pytest.mark.parametrize("threads", [2, 5])
-@pytest.mark.parametrize("scan_unit", ["amx", "vnni", "avx2"])
+@pytest.mark.parametrize("scan_unit", ["amx", "vnni", "avx512", "avx2"])
 def test_scan_finds_every_face_itself(threads: int, scan_unit: str) -> None:
     """Odd sizes: 1,037 faces end in a half-filled block and an empty one (blocks come in
-    pairs; the sign scan's blocks of 256 end part-filled); 1,037 queries are not a multiple of
-    AMX's 16-row tiles nor of VNNI's groups of 8; 5 threads split the blocks unevenly and find
-    more candidates than are re-scored; 128-d and 256-d faces code 128 and 192 dimensions (2
-    and 3 AMX tiles), and the sign scan fills 256 bits from 128 or 64 dimensions."""
+    pairs; the sign scan's 3 blocks of 512 end part-filled, and 5 threads leave two with
+    none); 1,037 queries are not a multiple of AMX's 16-row tiles nor of VNNI's groups of 8;
+    5 threads split the blocks unevenly and find more candidates than are re-scored; 128-d
+    and 256-d faces code 128 and 192 dimensions (2 and 3 AMX tiles), and the sign scan fills
+    256 bits from 128 or 64 dimensions."""
     scan = _scan(scan_unit)
-    for dim in (64, 128, 256) if scan_unit == "avx2" else (128, 256):
+    for dim in (64, 128, 256) if scan_unit in SignScanIndex.UNITS else (128, 256):
         gallery = unit(1_037, dim, seed=20)
         index = scan.make(dim)
         assert isinstance(index, ScanIndex)
@@ -419,13 +423,14 @@ def test_a_saved_index_of_another_kind_than_this_machine_builds_is_rebuilt(
         assert ivf is not None and not ivf.outdated and len(ivf) == 1_200
 
 
-def test_sign_scan_keeps_each_querys_nearest_codes() -> None:
-    """The AVX2 kernel's Hamming distances equal numpy's on the stored codes, and a thread
-    keeps exactly the `keep` nearest (ties at the last distance aside), never a removed face;
+@pytest.mark.parametrize("scan_unit", SignScanIndex.UNITS)
+def test_sign_scan_keeps_each_querys_nearest_codes(scan_unit: str) -> None:
+    """The kernel's Hamming distances equal numpy's on the stored codes, and a thread keeps
+    exactly the `keep` nearest (ties at the last distance aside), never a removed face;
     queries whose rarer bit is either kind, so both ways of counting run."""
-    _scan("avx2")
+    _scan(scan_unit)
     gallery = unit(3_000, 256, seed=24)
-    index = SignScanIndex(256)
+    index = SignScanIndex(256, unit=scan_unit)
     index._threads = 1
     index.add(np.arange(3_000), gallery)
     index.remove(np.arange(0, 3_000, 7))
@@ -440,7 +445,8 @@ def test_sign_scan_keeps_each_querys_nearest_codes() -> None:
     asked = sign_index.sign_queries(index, queries)
     bits = np.zeros((len(queries), 256), bool)
     for q, (at, ones) in enumerate(zip(asked["at"], asked["ones"], strict=True)):
-        bits[q, at[at < 256 * 32] // 32] = True  # byte offsets of the directions' words
+        word = sign_index._FACES // 8  # `at` holds byte offsets of the directions' words
+        bits[q, at[at < 256 * word] // word] = True
         bits[q] ^= not ones  # `at` lists the rarer kind of bit
     assert set(asked["ones"].tolist()) == {0, 1}
     np.testing.assert_array_equal(bits.sum(axis=1), asked["n1"])
@@ -454,18 +460,19 @@ def test_sign_scan_keeps_each_querys_nearest_codes() -> None:
         assert -scores[q].min() <= np.sort(h[live])[keep - 1]
 
 
+@pytest.mark.parametrize("scan_unit", SignScanIndex.UNITS)
 @pytest.mark.parametrize("embedder", ["fusion", "sface-flip"])
-def test_sign_scan_keeps_the_mates_of_face_like_vectors(embedder: str) -> None:
+def test_sign_scan_keeps_the_mates_of_face_like_vectors(embedder: str, scan_unit: str) -> None:
     """On the bench's face-like vectors the 256 sign bits keep every mate exact search names
     (fused vectors: ~210 axes with spread plus rotations of them; SFace: 128 axes plus 128
     rotated), with float16-exact scores."""
-    _scan("avx2")
+    _scan(scan_unit)
     from facelens.eval.search_bench import _data, _stats
 
     stats = _stats(embedder)
     gallery, probes, mates = _data(30_000, 500, "face-like", stats, np.random.default_rng(1),
                                    lambda _: None)
-    index, exact = SignScanIndex(stats["dim"]), ExactIndex(stats["dim"])
+    index, exact = SignScanIndex(stats["dim"], unit=scan_unit), ExactIndex(stats["dim"])
     for each in (index, exact):
         each.add(np.arange(len(gallery)), gallery)
     scores, found = index.search(probes, 10)
@@ -477,13 +484,15 @@ def test_sign_scan_keeps_the_mates_of_face_like_vectors(embedder: str) -> None:
     np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)
 
 
-def test_sign_scan_fills_k_when_threads_keep_more_than_they_hold() -> None:
-    """5 threads over 1,037 faces hold at most 256 each, so with 300 kept a thread most of
-    their slots are empty: those must rank below every face when the threads' finds are cut
-    to the best 2·keep (not wrap around when negated, which handed back -1 ids)."""
-    _scan("avx2")
+@pytest.mark.parametrize("scan_unit", SignScanIndex.UNITS)
+def test_sign_scan_fills_k_when_threads_keep_more_than_they_hold(scan_unit: str) -> None:
+    """5 threads over 1,037 faces (3 blocks) hold 512, 512, 13 and none, so with 300 kept a
+    thread most of their slots are empty: those must rank below every face when the threads'
+    finds are cut to the best 2·keep (not wrap around when negated, which handed back -1
+    ids)."""
+    _scan(scan_unit)
     gallery = unit(1_037, 256, seed=26)
-    index = SignScanIndex(256)
+    index = SignScanIndex(256, unit=scan_unit)
     index._threads = 5
     index.add(np.arange(1_037), gallery)
     found = index.search(noisy(gallery[::50]), 300)[1]

@@ -6,9 +6,10 @@ id -1 and score -inf. Ids are non-negative int64; adding an id that is present r
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
 - `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
-  re-ranked on float16 vectors; approximate, for large galleries where the CPU has either.
-- `SignScanIndex` (sign_index.py): every face's 256 sign bits scanned with AVX2, the nearest
-  by Hamming distance re-ranked on float16 vectors; for large galleries on other x86-64 CPUs.
+  re-ranked on float16 vectors; approximate, for large galleries where the CPU has AMX.
+- `SignScanIndex` (sign_index.py): every face's 256 sign bits scanned with AVX-512 or AVX2,
+  the nearest by Hamming distance re-ranked on float16 vectors; for large galleries on other
+  x86-64 CPUs.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
   approximate, for large galleries on CPUs without AVX2 (or without the built kernels).
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
@@ -773,14 +774,17 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
 
 
 def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
-    """The approximate index for galleries past the threshold: the int8 scan where the CPU
-    has AMX or AVX-512 VNNI (`scan_index.py`), else the sign scan where it has AVX2
-    (`sign_index.py`), else the IVF partitions."""
+    """The approximate index for galleries past the threshold: the 4-bit scan where the CPU
+    has AMX (`scan_index.py`), else the sign scan where it has AVX-512 or AVX2
+    (`sign_index.py`), else the IVF partitions. Not the 4-bit scan on VNNI: on one CPU the
+    AVX-512 sign scan ran 2.4x faster than it (docs/decisions.md)."""
     # why here: both build on this module
-    from facelens.gallery.scan_index import ScanIndex
+    from facelens.gallery.scan_index import ScanIndex, units
     from facelens.gallery.sign_index import SignScanIndex
 
-    return next((kind for kind in (ScanIndex, SignScanIndex) if kind.runs_here()), IVFIndex)
+    if "amx" in units():
+        return ScanIndex
+    return SignScanIndex if SignScanIndex.runs_here() else IVFIndex
 
 
 def large_index(dim: int) -> ScanIndex | IVFIndex:

@@ -1,6 +1,6 @@
 """`ScanIndex`: every face's 4-bit code scored on the CPU's AMX tiles (or, without them, with
 AVX-512 VNNI), the best candidates re-scored on float16 vectors. The large-gallery index where
-the CPU has either.
+the CPU has AMX; with VNNI alone the AVX-512 sign scan (sign_index.py) is faster and is used.
 
 Why a scan and not lists or a graph: face embeddings are near-isotropic (participation ratio
 ~110 in 256 dimensions) and a second photo sits at centred cosine 0.46–0.81 to the first, so
@@ -50,7 +50,7 @@ from facelens.gallery.index import (
     top_k,
 )
 
-_KERNEL = Path(__file__).with_name("scan_kernel.so")  # AMX / VNNI scan, built by `make setup`
+_KERNEL = Path(__file__).with_name("scan_kernel.so")  # AMX, VNNI and AVX-512 sign scans
 _AVX2 = Path(__file__).with_name("scan_avx2.so")  # sign scan and the shared float16 re-rank
 _FIT_AT = 1_000  # faces before the principal axes are fitted (identity axes below)
 _FIT_SAMPLE = 65_536  # faces the axes and scales are fitted on
@@ -63,9 +63,10 @@ _CLIP = 2.5  # standard deviations of an axis coded before clipping (r@10 0.995 
 
 @cache
 def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]:
-    """(the AMX/VNNI scan, the AVX2 library, the units that can run here, best first):
-    "amx" (int8 tiles), "vnni" (AVX-512 VNNI), "avx2" (the sign scan, sign_index.py). A
-    library is None where it was not built or this CPU cannot run it."""
+    """(the AVX-512 library, the AVX2 library, the units that can run here, best first):
+    "amx" (int8 tiles), "vnni" (AVX-512 VNNI), then the sign scan's (sign_index.py)
+    "avx512" and "avx2". A library is None where it was not built or this CPU cannot run
+    it."""
     flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("flags")), "").split()) \
         if Path("/proc/cpuinfo").exists() else set()
@@ -74,7 +75,7 @@ def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]
     if {"avx2", "fma", "f16c", "popcnt"} <= flags and _AVX2.exists():
         avx2 = ctypes.CDLL(str(_AVX2))  # a ctypes CDLL call releases the GIL while it runs
         avx2.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
-        avx2.fl_sign_search.argtypes = [p, i64, p, p, i32, i32, i32, p, p]
+        avx2.fl_sign_search_avx2.argtypes = [p, i64, p, p, i32, i32, i32, p, p]
         avx2.fl_sign_queries.argtypes = [p, i32, i32, p, p, p]
     scan = None
     if avx2 is not None and {"avx512f", "avx512bw", "avx512vl"} <= flags and _KERNEL.exists():
@@ -82,10 +83,12 @@ def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]
         scan.fl_scan_search.argtypes = [p, i64, i32, p, p, i32, i32, i32, p, p]
         scan.fl_scan_search_vnni.argtypes = scan.fl_scan_search.argtypes
         scan.fl_project.argtypes = [p, i32, i32, p, p, i32, p]
+        scan.fl_sign_search_avx512.argtypes = avx2.fl_sign_search_avx2.argtypes
     found = tuple(unit for unit, ok in (
         ("amx", scan is not None and {"amx_tile", "amx_int8"} <= flags
          and scan.fl_scan_enable() == 0),
         ("vnni", scan is not None and "avx512_vnni" in flags),
+        ("avx512", scan is not None),
         ("avx2", avx2 is not None)) if ok)
     return scan, avx2, found
 

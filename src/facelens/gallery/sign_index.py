@@ -1,16 +1,15 @@
-"""`SignScanIndex`: every face's 256 sign bits scanned with AVX2, the nearest by Hamming distance
-re-ranked on float16 vectors. The large-gallery index where the CPU has AVX2 but neither AMX nor
-AVX-512 VNNI (most laptops, AMD before Zen 4).
+"""`SignScanIndex`: every face's 256 sign bits scanned with AVX-512 or AVX2, the nearest by
+Hamming distance re-ranked on float16 vectors.
 
 Why signs: on the bench's face-like vectors (`facelens bench search`), the signs of a face's
 centred vector on the principal axes keep the mate exact search names among a thread's 256
 nearest of 500k faces by Hamming distance (docs/decisions.md). Only axes that carry spread
 are used (fused 256-d vectors span ~210 dimensions; on the rest a sign is float16 rounding),
 and where fewer than 256 do (those, or 128-d SFace vectors), the other bits are directions
-of fixed random rotations within their span. A face is 32 bytes of codes, and AVX2 counts
-the bits of 256 faces at once with bitwise adders (scan_avx2.c), over only the half of the
-directions where the query's bits are the rarer kind; the per-face count of 1-bits is
-stored, which gives the other half.
+of fixed random rotations within their span. A face is 32 bytes of codes, and the scan
+counts the bits of 512 faces (AVX-512) or 256 (AVX2) at once with bitwise adders
+(sign_scan.c), over only the half of the directions where the query's bits are the rarer
+kind; the per-face count of 1-bits is stored, which gives the other half.
 
 Everything else (ids, float16 rows, fitting, compaction, files) is `ScanIndex`'s.
 """
@@ -26,36 +25,38 @@ from facelens.gallery.index import Vectors
 from facelens.gallery.scan_index import ScanIndex, _aligned, _kernels, _ptr
 
 BITS = 256  # sign bits a face
-_FACES = 256  # faces a block
-_WORDS = 266  # 32-byte words a block: 256 directions, 9 count planes, one of zeros
+_FACES = 512  # faces a block (sign_scan.h)
+_WORDS = 266  # 64-byte words a block: 256 directions, 9 count planes, one of zeros
 _FLAT = 1e-3  # an axis with less spread than this share of the strongest one's is not coded
-_SET = 128  # scan_avx2.c's sign_query: byte offsets of the rarer bit's words, padded
+_SET = 128  # sign_scan.h's sign_query: byte offsets of the rarer bit's words, padded
 _QUERY = np.dtype([("at", np.uint16, _SET), ("groups", np.int32), ("ones", np.int32),
                    ("n1", np.int32)])
 
 
 def _planes(bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
-    """(faces <= 256, n) bits -> (n, 32) bytes: bit j of word i is face j's bit i."""
+    """(faces <= 512, n) bits -> (n, 64) bytes: bit j of word i is face j's bit i."""
     padded = np.zeros((_FACES, bits.shape[1]), bool)
     padded[:len(bits)] = bits
     return np.packbits(padded.T, axis=1, bitorder="little")
 
 
 class SignScanIndex(ScanIndex):
-    """Exhaustive scan of 256-bit sign codes on AVX2, nearest by Hamming distance, with a
-    float16 re-rank (module docstring: why). `candidates`: faces a thread keeps per query."""
+    """Exhaustive scan of 256-bit sign codes on AVX-512 or AVX2 (`unit`: "avx512" or
+    "avx2", the best one here by default), nearest by Hamming distance, with a float16
+    re-rank (module docstring: why). `candidates`: faces a thread keeps per query."""
 
     _magic = b"FLSIGN1\n"
-    UNITS = ("avx2",)
-    NEEDS = "AVX2"
+    UNITS = ("avx512", "avx2")
+    NEEDS = "AVX-512 or AVX2"
     _FILL = 0
     CANDIDATES = 256
     SWEEP = ({"candidates": 64}, {"candidates": 128}, {"candidates": 512})
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"backend": f"{BITS}-bit sign scan (AVX2) of {self._dim}-d vectors + float16 "
-                           "re-rank", "candidates": self.candidates, "threads": self._threads}
+        return {"backend": f"{BITS}-bit sign scan ({self._unit.upper()}) of {self._dim}-d "
+                           "vectors + float16 re-rank",
+                "candidates": self.candidates, "threads": self._threads}
 
     def _code_axes(self, axes: Vectors, centred: Vectors | None) -> None:
         """The strongest 256 principal axes that carry the faces' spread; where fewer do, all
@@ -78,7 +79,7 @@ class SignScanIndex(ScanIndex):
 
     def _blank(self, capacity: int) -> npt.NDArray[np.uint8]:
         blocks = -(-capacity // _FACES)
-        return _aligned((blocks, _WORDS, 32), 0)
+        return _aligned((blocks, _WORDS, _FACES // 8), 0)
 
     def _encode(self, rows: npt.NDArray[np.int64]) -> None:
         """(Re)write the codes of every block holding one of these rows, from its float16
@@ -101,11 +102,13 @@ class SignScanIndex(ScanIndex):
 
     def _candidates(self, q: Vectors, keep: int, scores: npt.NDArray[np.int32],
                     rows: npt.NDArray[np.int64]) -> None:
-        avx2 = _kernels()[1]
-        assert avx2 is not None  # checked when the index was made
+        avx512, avx2, _ = _kernels()
         queries = sign_queries(self, q)
-        avx2.fl_sign_search(_ptr(self._blocks), self._n, _ptr(self._labels), _ptr(queries),
-                            len(q), keep, self._threads, _ptr(scores), _ptr(rows))
+        library = avx512 if self._unit == "avx512" else avx2
+        assert library is not None  # checked when the index was made
+        getattr(library, f"fl_sign_search_{self._unit}")(
+            _ptr(self._blocks), self._n, _ptr(self._labels), _ptr(queries), len(q), keep,
+            self._threads, _ptr(scores), _ptr(rows))
 
 
 def sign_queries(index: SignScanIndex, q: Vectors) -> npt.NDArray[np.void]:
