@@ -254,7 +254,7 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
                  queries: int = 1000,
                  index: Annotated[SearchIndex, typer.Option(
                      help="The ANN index: auto (what large galleries use on this CPU), scan "
-                          "(4-bit, AMX or AVX-512 VNNI), sign (AVX2) or ivf.")]
+                          "(4-bit, AMX or AVX-512 VNNI), sign (AVX-512 or AVX2) or ivf.")]
                  = SearchIndex.auto,
                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                  = None) -> None:
