@@ -7,9 +7,9 @@ id -1 and score -inf. Ids are non-negative int64; adding an id that is present r
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
 - `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
   re-ranked on float16 vectors; approximate, for large galleries where the CPU has AMX.
-- `SignScanIndex` (sign_index.py): every face's 256 sign bits scanned with AVX-512 or AVX2,
-  the nearest by Hamming distance re-ranked on float16 vectors; for large galleries on other
-  x86-64 CPUs.
+- `SignScanIndex` (sign_index.py): every face's 256 sign bits, a filter on each query's 64
+  strongest scanned with AVX-512 or AVX2, the nearest of the faces it passes by a weighted
+  Hamming distance re-ranked on float16 vectors; for large galleries on other x86-64 CPUs.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
   approximate, for large galleries on CPUs without AVX2 (or without the built kernels).
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.

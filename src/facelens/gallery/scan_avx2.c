@@ -9,27 +9,54 @@
 
 #include "sign_scan.h"
 
+// Puts the `top` largest of value[order[0..n-1]] first in `order` (any order among them).
+static void largest_first(const float *value, uint8_t *order, int n, int top) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {  // quickselect on the middle element
+    const float pivot = value[order[(lo + hi) / 2]];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (value[order[i]] > pivot) i++;
+      while (value[order[j]] < pivot) j--;
+      if (i <= j) {
+        const uint8_t swap = order[i];
+        order[i++] = order[j], order[j--] = swap;
+      }
+    }
+    if (top - 1 <= j) hi = j;
+    else if (top - 1 >= i) lo = i;
+    else break;
+  }
+}
+
 // Queries as sign_query: centred on `mean`, projected on the 256 directions (`axes`, dim x 256
-// row-major), each direction's sign a bit.
+// row-major), each direction's sign a bit, the STRONG largest |projection| its filter's; the
+// filter's `pass` is set by the caller.
 void fl_sign_queries(const float *queries, int nq, int dim, const float *mean, const float *axes,
                      sign_query *out) {
-  float value[256];
+  float value[DIRECTIONS], size[DIRECTIONS];
+  uint8_t order[DIRECTIONS];
   for (int q = 0; q < nq; q++) {
     memset(value, 0, sizeof value);
     for (int i = 0; i < dim; i++) {
       const float x = queries[(int64_t)q * dim + i] - mean[i];
-      const float *a = axes + (int64_t)i * 256;
-      for (int c = 0; c < 256; c++) value[c] += x * a[c];
+      const float *a = axes + (int64_t)i * DIRECTIONS;
+      for (int c = 0; c < DIRECTIONS; c++) value[c] += x * a[c];
     }
-    int n1 = 0;
-    for (int c = 0; c < 256; c++) n1 += value[c] > 0;
     sign_query *s = out + q;
-    s->ones = n1 <= 128, s->n1 = n1;
-    int len = 0;
-    for (int c = 0; c < 256; c++)
-      if ((value[c] > 0) == s->ones) s->at[len++] = (uint16_t)(c * WORD_BYTES);
-    s->groups = (len + 15) / 16;
-    for (; len < MAX_SET; len++) s->at[len] = ZERO_WORD * WORD_BYTES;
+    memset(s->bits, 0, sizeof s->bits);
+    for (int c = 0; c < DIRECTIONS; c++) {
+      s->bits[c / 64] |= (uint64_t)(value[c] > 0) << (c % 64);
+      size[c] = __builtin_fabsf(value[c]), order[c] = (uint8_t)c;
+    }
+    largest_first(size, order, DIRECTIONS, STRONG);
+    memset(s->strong, 0, sizeof s->strong);
+    for (int k = 0; k < STRONG; k++) {  // a 1-bit query is unlike the faces' inverted bits
+      const int c = order[k];
+      s->at[k] = (uint16_t)((value[c] > 0 ? INVERTED + c : c) * WORD_BYTES);
+      s->strong[c / 64] |= 1ULL << (c % 64);
+    }
+    s->pass = STRONG, s->unused = 0;
   }
 }
 

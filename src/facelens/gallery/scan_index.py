@@ -75,7 +75,7 @@ def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]
     if {"avx2", "fma", "f16c", "popcnt"} <= flags and _AVX2.exists():
         avx2 = ctypes.CDLL(str(_AVX2))  # a ctypes CDLL call releases the GIL while it runs
         avx2.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
-        avx2.fl_sign_search_avx2.argtypes = [p, i64, p, p, i32, i32, i32, p, p]
+        avx2.fl_sign_search_avx2.argtypes = [p, i64, p, i32, i32, i32, p, p]
         avx2.fl_sign_queries.argtypes = [p, i32, i32, p, p, p]
     scan = None
     if avx2 is not None and {"avx512f", "avx512bw", "avx512vl"} <= flags and _KERNEL.exists():
@@ -129,6 +129,7 @@ class ScanIndex:
     UNITS = ("amx", "vnni")
     NEEDS = "AMX int8 or AVX-512 VNNI"
     _FILL = _ZERO  # a blank code byte
+    _FITTED = ("_mean", "_axes", "_scale")  # what `_fit` makes, saved with the rows
     CODE_SHARE = 0.75  # of the principal axes coded (rounded up to a multiple of 64)
     CANDIDATES = 32
     SWEEP: tuple[dict[str, Any], ...] = (
@@ -331,8 +332,8 @@ class ScanIndex:
                len(q), keep, self._threads, _ptr(scores), _ptr(rows))
 
     def save(self, path: Path) -> None:
-        """A magic line, a JSON header, then the axes, scales, labels and float16 rows (.npy);
-        the codes are re-made from the rows at load."""
+        """A magic line, a JSON header, then the fitted arrays (`_FITTED`), labels and float16
+        rows (.npy); the codes are re-made from the rows at load."""
         if self._n - len(self._row) > self._n // 4:
             self._compact()
         header = json.dumps({"dim": self._dim, "candidates": self.candidates,
@@ -341,7 +342,7 @@ class ScanIndex:
         def write(f: Any) -> None:
             f.write(self._magic)
             np.save(f, np.frombuffer(header, np.uint8), allow_pickle=False)
-            for array in (self._mean, self._axes, self._scale, self._labels,
+            for array in (*(getattr(self, name) for name in self._FITTED), self._labels,
                           self._vectors[:self._n]):
                 np.save(f, array, allow_pickle=False)
 
@@ -353,11 +354,12 @@ class ScanIndex:
             if f.read(len(cls._magic)) != cls._magic:
                 raise ValueError(f"{path} is not a facelens scan index")
             header = json.loads(np.load(f, allow_pickle=False).tobytes())
-            mean, axes, scale, labels, vectors = (np.load(f, allow_pickle=False)
-                                                  for _ in range(5))
+            fitted = [np.load(f, allow_pickle=False) for _ in cls._FITTED]
+            labels, vectors = (np.load(f, allow_pickle=False) for _ in range(2))
         index = cls(int(header["dim"]), candidates=int(header["candidates"]))
-        index._mean, index._axes, index._scale = mean, axes, scale
-        index._code_dims, index._fitted_at = axes.shape[1], int(header["fitted_at"])
+        for name, array in zip(cls._FITTED, fitted, strict=True):
+            setattr(index, name, array)
+        index._code_dims, index._fitted_at = index._axes.shape[1], int(header["fitted_at"])
         index._vectors, index._labels, index._n = vectors, labels, len(labels)
         index._row = _RowMap(labels)
         index._repack()
