@@ -423,6 +423,23 @@ def test_a_saved_index_of_another_kind_than_this_machine_builds_is_rebuilt(
         assert ivf is not None and not ivf.outdated and len(ivf) == 1_200
 
 
+def test_a_sign_index_of_the_earlier_layout_is_rebuilt(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign index saved by the version before the filter (magic FLSIGN1, no `_passing`)
+    is not read: the store hands back nothing and the gallery rebuilds it from the
+    database."""
+    _scan("avx2" if "avx2" in scan_index.units() else "avx512")
+    saved = AutoIndex(DIM, threshold=300, inner=SignScanIndex(DIM))
+    saved.add(np.arange(1_200), unit(1_200, seed=27))
+    with monkeypatch.context() as patch:
+        patch.setattr(SignScanIndex, "_magic", b"FLSIGN1\n")
+        index_store.save(tmp_path, 0, bytes(range(32)), saved)
+    assert index_store.load(tmp_path, 0, bytes(range(32)), DIM) is None
+    index_store.save(tmp_path, 0, bytes(range(32)), saved)
+    loaded = index_store.load(tmp_path, 0, bytes(range(32)), DIM)
+    assert loaded is not None and len(loaded) == 1_200
+
+
 @pytest.mark.parametrize("scan_unit", SignScanIndex.UNITS)
 def test_sign_scan_keeps_each_querys_nearest_codes(scan_unit: str) -> None:
     """The kernel agrees with numpy on the stored codes: each query's bits and its STRONG

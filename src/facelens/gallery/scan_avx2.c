@@ -34,9 +34,10 @@ static void largest_first(const float *value, uint8_t *order, int n, int top) {
 // filter's `pass` is set by the caller.
 void fl_sign_queries(const float *queries, int nq, int dim, const float *mean, const float *axes,
                      sign_query *out) {
-  float value[DIRECTIONS], size[DIRECTIONS];
-  uint8_t order[DIRECTIONS];
+#pragma omp parallel for schedule(static)
   for (int q = 0; q < nq; q++) {
+    float value[DIRECTIONS], size[DIRECTIONS];
+    uint8_t order[DIRECTIONS];
     memset(value, 0, sizeof value);
     for (int i = 0; i < dim; i++) {
       const float x = queries[(int64_t)q * dim + i] - mean[i];
