@@ -150,17 +150,13 @@ class SignScanIndex(ScanIndex):
             faces = np.arange(block * _FACES, min((block + 1) * _FACES, self._n))
             vectors = self._vectors[faces].astype(np.float32)
             bits = (vectors - self._mean) @ self._axes > 0
-            live = self._labels[faces] >= 0
             codes = self._blocks[block, _CODES:].reshape(_FACES, _CODE)
             codes[:] = 0
-            codes[:len(faces)][live] = np.packbits(bits[live], axis=1, bitorder="little")
-            inverted = ~bits
-            bits[~live] = inverted[~live] = True  # not there: unlike every query
-            self._blocks[block, :_PLANES] = np.vstack([_planes(bits), _planes(inverted)]
-                                                      ).ravel()
-            there = np.zeros(_FACES, bool)
-            there[:len(faces)] = live
+            codes[:len(faces)] = np.packbits(bits, axis=1, bitorder="little")
+            self._blocks[block, :_PLANES] = np.vstack([_planes(bits), _planes(~bits)]).ravel()
+            there = np.arange(_FACES) < len(faces)
             self._blocks[block, _LIVE] = np.packbits(there, bitorder="little")
+            self._erase(faces[self._labels[faces] < 0])
 
     def _erase(self, rows: npt.NDArray[np.int64]) -> None:
         """Mark these faces not there: both bits set on every direction (unlike every
