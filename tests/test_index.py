@@ -474,7 +474,8 @@ def test_sign_scan_keeps_each_querys_nearest_codes(scan_unit: str) -> None:
     for q in range(len(queries)):
         directions = np.flatnonzero(strong[q])
         assert len(directions) == sign_index.STRONG
-        assert np.abs(values[q, directions]).min() >= np.sort(np.abs(values[q]))[-64] - 1e-6
+        strongest = np.sort(np.abs(values[q]))[-sign_index.STRONG]
+        assert np.abs(values[q, directions]).min() >= strongest - 1e-6
         at = asked["at"][q] // word  # the words of faces unlike the query: inverted for 1-bits
         np.testing.assert_array_equal(np.sort(at % 256), directions)
         np.testing.assert_array_equal(at >= 256, bits[q, at % 256])
