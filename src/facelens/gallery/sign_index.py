@@ -119,14 +119,12 @@ class SignScanIndex(ScanIndex):
         t = 0..STRONG: the first fitted faces taken as queries of the next ones."""
         asked, filtered = _PASSING_SAMPLE
         asked = min(asked, len(centred) // 4)
-        values = centred[:asked] @ self._axes
-        faces = np.where(centred[asked:asked + filtered] @ self._axes > 0, 1.0, -1.0)
-        weights = np.zeros_like(values)
-        strongest = np.argpartition(-np.abs(values), STRONG - 1, axis=1)[:, :STRONG]
-        np.put_along_axis(weights, strongest, 1.0, axis=1)
-        # unlike bits on a query's set T: (|T| - sum over T of face sign x query sign) / 2
-        unlike = np.rint((STRONG - faces @ (weights * np.sign(values)).T) / 2).astype(int)
-        counts = np.bincount(unlike.ravel(), minlength=STRONG + 1)[:STRONG + 1]
+        # the queries as the kernel makes them, so that these are its filter's shares
+        queries = sign_queries(self, centred[:asked] + self._mean)
+        faces = np.packbits(centred[asked:asked + filtered] @ self._axes > 0, axis=1,
+                            bitorder="little").view(np.uint64)
+        unlike = np.bitwise_count((faces[:, None] ^ queries["bits"]) & queries["strong"])
+        counts = np.bincount(unlike.sum(axis=2).ravel(), minlength=STRONG + 1)[:STRONG + 1]
         return np.cumsum(counts) / counts.sum()
 
     def _pass(self, keep: int) -> int:
