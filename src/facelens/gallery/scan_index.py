@@ -65,7 +65,7 @@ _CLIP = 2.5  # standard deviations of an axis coded before clipping (r@10 0.995 
 def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]:
     """(the AVX-512 library, the AVX2 library, the units that can run here, best first):
     "amx" (int8 tiles), "vnni" (AVX-512 VNNI), then the sign scan's (sign_index.py)
-    "avx512" and "avx2". A library is None where it was not built or this CPU cannot run
+    "avx512" (with VPOPCNTDQ: Ice Lake, Zen 4 and later) and "avx2". A library is None where it was not built or this CPU cannot run
     it."""
     flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("flags")), "").split()) \
@@ -88,7 +88,7 @@ def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]
         ("amx", scan is not None and {"amx_tile", "amx_int8"} <= flags
          and scan.fl_scan_enable() == 0),
         ("vnni", scan is not None and "avx512_vnni" in flags),
-        ("avx512", scan is not None),
+        ("avx512", scan is not None and "avx512_vpopcntdq" in flags),
         ("avx2", avx2 is not None)) if ok)
     return scan, avx2, found
 

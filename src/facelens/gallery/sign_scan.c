@@ -11,10 +11,10 @@
 //   five operations on 256). A direction where the query's projection is large is one where
 //   a second photo of the same face rarely differs, so few strangers pass (~1%) and nearly
 //   every mate does (docs/decisions.md);
-// - the faces that pass get their full count from their 32-byte codes (POPCNT), a bit unlike
-//   the query's counting STRONG_WEIGHT on its strongest directions and 1 elsewhere: a ranking
-//   closer to the float one than plain Hamming, so that fewer candidates keep the nearest
-//   (docs/decisions.md).
+// - the faces that pass get their full count from their 32-byte codes (VPOPCNTQ on AVX-512,
+//   POPCNT on AVX2), a bit unlike the query's counting STRONG_WEIGHT on its strongest
+//   directions and 1 elsewhere: a ranking closer to the float one than plain Hamming, so that
+//   fewer candidates keep the nearest (docs/decisions.md).
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -33,7 +33,6 @@ typedef __m512i V;
 #define AND _mm512_and_si512
 #define OR _mm512_or_si512
 #define ANDNOT _mm512_andnot_si512  // ~a & b
-#define NONZERO_WORDS(v) ((unsigned)_mm512_test_epi64_mask(v, v))  // a bit per 64-bit word
 // Carry-save adder: (high, low) = a + b + c, bitwise: parity, then the majority from b, c
 // and the parity (0xD4: b & c | (b ^ c) & ~parity), so that neither VPTERNLOG needs a copy
 // of a register it overwrites (the copies cost as much as the adders).
@@ -43,6 +42,35 @@ typedef __m512i V;
     low = _mm512_ternarylogic_epi64(a, b_, c_, 0x96);                            \
     high = _mm512_ternarylogic_epi64(b_, c_, low, 0xD4);                         \
   }
+#pragma GCC target("avx512vpopcntdq")  // the full count (scan_index.py checks the CPU has it)
+// A query as the full count takes it: its bits twice, and which bits each half counts.
+typedef struct {
+  __m512i bits, counted;
+} count_query;
+static inline count_query count_query_of(const sign_query *q) {
+  const __m256i bits = _mm256_loadu_si256((const __m256i *)q->bits);
+  const __m256i strong = _mm256_loadu_si256((const __m256i *)q->strong);
+  return (count_query){_mm512_broadcast_i64x4(bits),
+                       _mm512_inserti64x4(_mm512_set1_epi64(-1), strong, 1)};
+}
+// Appends the nonzero 64-face words of `below` to held[listed..], their faces' first at
+// first + 64 · word; returns the new count (up to 8 entries past it are written).
+static inline int list_words(V below, int first, uint64_t *held, int32_t *start, int listed) {
+  const __mmask8 nonzero = _mm512_test_epi64_mask(below, below);
+  const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(first),
+                                      _mm256_setr_epi32(0, 64, 128, 192, 256, 320, 384, 448));
+  _mm512_storeu_si512(held + listed, _mm512_maskz_compress_epi64(nonzero, below));
+  _mm256_storeu_si256((__m256i *)(start + listed), _mm256_maskz_compress_epi32(nonzero, at));
+  return listed + __builtin_popcount(nonzero);
+}
+// A face's bits unlike the query's, those on its strong directions counted STRONG_WEIGHT
+// times: one VPOPCNTQ of [unlike, unlike on the strong directions], the second half doubled.
+_Static_assert(STRONG_WEIGHT == 3, "the second half is added to itself once");
+static inline int weighted_unlike(const uint64_t *code, const count_query *q) {
+  const __m512i face = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)code));
+  __m512i n = _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(face, q->bits, q->counted, 0x28));
+  return (int)_mm512_reduce_add_epi64(_mm512_mask_add_epi64(n, 0xF0, n, n));
+}
 #else
 typedef __m256i V;
 #define SIGN_SEARCH fl_sign_search_avx2
@@ -53,14 +81,38 @@ typedef __m256i V;
 #define AND _mm256_and_si256
 #define OR _mm256_or_si256
 #define ANDNOT _mm256_andnot_si256  // ~a & b
-#define NONZERO_WORDS(v) \
-  (~(unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, ZERO()))) & 15u)
 #define CSA(high, low, a, b, c)                                                  \
   {                                                                              \
     const V a_ = (a), b_ = (b), c_ = (c), u_ = XOR(a_, b_);                      \
     high = OR(AND(a_, b_), AND(u_, c_));                                         \
     low = XOR(u_, c_);                                                           \
   }
+// The same three on AVX2, in scalar code (POPCNT).
+typedef struct {
+  uint64_t bits[DIRECTIONS / 64], strong[DIRECTIONS / 64];
+} count_query;
+static inline count_query count_query_of(const sign_query *q) {
+  count_query c;
+  memcpy(c.bits, q->bits, sizeof c.bits), memcpy(c.strong, q->strong, sizeof c.strong);
+  return c;
+}
+static inline int list_words(V below, int first, uint64_t *held, int32_t *start, int listed) {
+  uint64_t word[4];
+  _mm256_storeu_si256((V *)word, below);
+  for (int w = 0; w < 4; w++) held[listed] = word[w], start[listed] = first + 64 * w,
+                              listed += word[w] != 0;
+  return listed;
+}
+// A face's bits unlike the query's, those on its strong directions counted STRONG_WEIGHT times.
+static inline int weighted_unlike(const uint64_t *code, const count_query *q) {
+  int all = 0, strong = 0;
+  for (int k = 0; k < DIRECTIONS / 64; k++) {
+    const uint64_t unlike = code[k] ^ q->bits[k];
+    all += __builtin_popcountll(unlike);
+    strong += __builtin_popcountll(unlike & q->strong[k]);
+  }
+  return all + (STRONG_WEIGHT - 1) * strong;
+}
 #endif
 
 #define HALVES (WORD_BYTES / (int)sizeof(V))  // registers a word
@@ -173,11 +225,19 @@ static inline V passed(const char *base, const sign_query *q) {
 
 // Offers the faces of blocks from .. to - 1 that pass each query's filter to its candidates.
 // A block's filters run for all queries first and its full counts after, so that the counts
-// find the block's codes in L1 (~10% faster than each query's count after its filter).
+// find the block's codes in L1 (~10% faster than each query's count after its filter). The
+// faces that pass are listed first, almost without branches, then counted in one loop: a
+// loop per query or word ends in a branch the CPU cannot foresee, and those cost more than
+// the counts.
 static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
                         const sign_query *queries, int nq, candidates *best, int32_t *limit) {
-  V *passing = aligned_alloc(64, sizeof(V) * HALVES * nq);  // each query's faces that pass
-  unsigned *words = malloc(sizeof(unsigned) * nq);  // and which of its 8 words hold any
+  // the 64-face words holding any face that passed, with where their faces start (query
+  // << 9 | face); then those faces, one int each (the same, plus the face's bit)
+  uint64_t *held = malloc(sizeof(uint64_t) * (8 * nq + 8));
+  int32_t *start = malloc(sizeof(int32_t) * (8 * nq + 8));
+  int32_t *face = malloc(sizeof(int32_t) * (FACES * nq + 1));
+  count_query *counted = aligned_alloc(64, sizeof(count_query) * nq);
+  for (int q = 0; q < nq; q++) counted[q] = count_query_of(queries + q);
   // the lines of the next block a query fetches while it runs on this one: in a batch a 1/nq
   // share of the whole block each (together, all of it); alone (lines > STRONG), its own words
   const int lines = (WORDS + nq - 1) / nq;
@@ -185,8 +245,8 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
     const char *block = (const char *)(blocks + b * WORDS * WORD_BYTES);
     const char *next = b + 1 < to ? block + WORDS * WORD_BYTES : block;
     const char *codes = block + CODES * WORD_BYTES;
+    int listed = 0, found = 0;
     for (int q = 0; q < nq; q++) {
-      words[q] = 0;
       // why: the words a query reads jump by its directions, which the prefetchers miss
       if (lines > STRONG) {
         for (int k = 0; k < STRONG; k++) _mm_prefetch(next + queries[q].at[k], _MM_HINT_T0);
@@ -198,34 +258,24 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
       for (int half = 0; half < HALVES; half++) {
         const V below = AND(passed(block + half * sizeof(V), queries + q),
                             LOAD(block + LIVE * WORD_BYTES + half * sizeof(V)));
-        passing[q * HALVES + half] = below;
-        words[q] |= NONZERO_WORDS(below) << half * (int)(sizeof(V) / 8);
+        listed = list_words(below, q << 9 | half * (int)sizeof(V) * 8, held, start, listed);
       }
     }
-    for (int q = 0; q < nq; q++) {
-      const sign_query *query = queries + q;
-      uint64_t *mask = (uint64_t *)(passing + q * HALVES);
-      // one loop over the faces that passed, whichever words hold them: its end is the one
-      // branch the CPU cannot foresee (a loop per word ended in a mispredicted branch about
-      // once a face)
-      for (unsigned left = words[q]; left;) {
-        const int w = __builtin_ctz(left);
-        const int j = w * 64 + __builtin_ctzll(mask[w]);
-        mask[w] &= mask[w] - 1;
-        left ^= (unsigned)(mask[w] == 0) << w;
-        const uint64_t *code = (const uint64_t *)(codes + j * CODE_BYTES);
-        int all = 0, strong = 0;
-        for (int k = 0; k < DIRECTIONS / 64; k++) {
-          const uint64_t unlike = code[k] ^ query->bits[k];
-          all += __builtin_popcountll(unlike);
-          strong += __builtin_popcountll(unlike & query->strong[k]);
-        }
-        const int h = all + (STRONG_WEIGHT - 1) * strong;
-        if (h < limit[q]) limit[q] = candidates_take(best + q, limit[q], b * FACES + j, h);
-      }
+    for (int i = 0; i < listed; i++) {
+      uint64_t m = held[i];
+      // a word holds one or two faces but for 1 in ~20 (at ~1% passing); past its last face
+      // an entry is written but not counted
+      face[found++] = start[i] | __builtin_ctzll(m), m &= m - 1;
+      face[found] = start[i] | __builtin_ctzll(m | 1ULL << 63), found += m != 0, m &= m - 1;
+      for (; m; m &= m - 1) face[found++] = start[i] | __builtin_ctzll(m);
+    }
+    for (int f = 0; f < found; f++) {
+      const int q = face[f] >> 9, j = face[f] & (FACES - 1);
+      const int h = weighted_unlike((const uint64_t *)(codes + j * CODE_BYTES), counted + q);
+      if (h < limit[q]) limit[q] = candidates_take(best + q, limit[q], b * FACES + j, h);
     }
   }
-  free(passing), free(words);
+  free(held), free(start), free(face), free(counted);
 }
 
 // Each of `nq` queries' best `keep` faces (of those there, sign_scan.h) per thread among those
