@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelens.gallery import index as index_module
 from facelens.gallery import index_store, scan_index, sign_index
 from facelens.gallery.index import (
     AutoIndex,
@@ -428,10 +427,8 @@ def test_a_sign_index_of_the_earlier_layout_is_rebuilt(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A sign index saved by the version before the filter (magic FLSIGN1, no `_passing`)
     is not read: the store hands back nothing and the gallery rebuilds it from the
-    database. Where the machine builds the 4-bit scan instead (AMX), it plays a sign-scan
-    host, or the current layout would be `outdated` too."""
+    database."""
     _scan("avx2" if "avx2" in scan_index.units() else "avx512")
-    monkeypatch.setattr(index_module, "large_index_kind", lambda: SignScanIndex)
     saved = AutoIndex(DIM, threshold=300, inner=SignScanIndex(DIM))
     saved.add(np.arange(1_200), unit(1_200, seed=27))
     with monkeypatch.context() as patch:
