@@ -5,11 +5,12 @@ Similarity is the inner product (cosine, since embeddings are unit length). Ever
 id -1 and score -inf. Ids are non-negative int64; adding an id that is present replaces its vector.
 
 - `ExactIndex`: numpy brute force, exact; the default while a gallery is small.
-- `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
-  re-ranked on float16 vectors; approximate, for large galleries where the CPU has AMX.
 - `SignScanIndex` (sign_index.py): every face's 256 sign bits, a filter on each query's 64
   strongest scanned with AVX-512 or AVX2, the nearest of the faces it passes by a weighted
-  Hamming distance re-ranked on float16 vectors; for large galleries on other x86-64 CPUs.
+  Hamming distance re-ranked on float16 vectors; approximate, for large galleries on x86-64.
+- `ScanIndex` (scan_index.py): every face's 4-bit code scored on AMX tiles (or AVX-512 VNNI),
+  re-ranked on float16 vectors; approximate, no longer chosen (slower than the sign scan on
+  AMX CPUs too), kept for comparison and as the sign scan's base.
 - `IVFIndex`: 10 independent faiss partitions of 4-bit PQ codes re-ranked on float16 vectors;
   approximate, for large galleries on CPUs without AVX2 (or without the built kernels).
 - `HNSWIndex`: faiss HNSW graph over float16 vectors; approximate, kept for saved indexes.
@@ -774,16 +775,14 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
 
 
 def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
-    """The approximate index for galleries past the threshold: the 4-bit scan where the CPU
-    has AMX (`scan_index.py`), else the sign scan where it has AVX-512 or AVX2
-    (`sign_index.py`), else the IVF partitions. Not the 4-bit scan on VNNI: on one CPU the
-    AVX-512 sign scan ran 2.4x faster than it (docs/decisions.md)."""
-    # why here: both build on this module
-    from facelens.gallery.scan_index import ScanIndex, units
+    """The approximate index for galleries past the threshold: the sign scan where the CPU
+    has AVX-512 (with VPOPCNTDQ) or AVX2 (`sign_index.py`), else the IVF partitions. Not the
+    4-bit scan, even on AMX: on an AMX CPU the AVX-512 sign scan ran 106-111x numpy in
+    batches against the AMX scan's 64-83x, and a lone query 0.6 ms against 5
+    (docs/decisions.md); the 4-bit scan's recall@10 is higher."""
+    # why here: it builds on this module
     from facelens.gallery.sign_index import SignScanIndex
 
-    if "amx" in units():
-        return ScanIndex
     return SignScanIndex if SignScanIndex.runs_here() else IVFIndex
 
 

@@ -1,6 +1,7 @@
 """`ScanIndex`: every face's 4-bit code scored on the CPU's AMX tiles (or, without them, with
-AVX-512 VNNI), the best candidates re-scored on float16 vectors. The large-gallery index where
-the CPU has AMX; with VNNI alone the AVX-512 sign scan (sign_index.py) is faster and is used.
+AVX-512 VNNI), the best candidates re-scored on float16 vectors. No longer the large-gallery
+index anywhere: the sign scan (sign_index.py), built on this class, is faster on AMX CPUs too
+(docs/decisions.md); `facelens bench search --index scan` still times it.
 
 Why a scan and not lists or a graph: face embeddings are near-isotropic (participation ratio
 ~110 in 256 dimensions) and a second photo sits at centred cosine 0.46–0.81 to the first, so
