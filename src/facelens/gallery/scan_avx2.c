@@ -61,24 +61,26 @@ void fl_sign_queries(const float *queries, int nq, int dim, const float *mean, c
   }
 }
 
-// Inner products of each query with its candidate rows' float16 vectors (-inf for row -1).
+// Each query's k best candidates by the inner product with their float16 rows, best first:
+// out_score/out_row are nq x k (score -inf, row -1 where fewer than k rows are >= 0).
 #define AHEAD 32  // candidates fetched ahead
 void fl_rescore(const uint16_t *vectors, int dim, const float *queries, int nq,
-                const int64_t *rows, int per_query, float *out) {
+                const int64_t *rows, int per_query, int k, float *out_score, int64_t *out_row) {
 #pragma omp parallel for schedule(static)
   for (int q = 0; q < nq; q++) {
     const float *x = queries + (int64_t)q * dim;
+    const int64_t *row = rows + (int64_t)q * per_query;
+    float *best = out_score + (int64_t)q * k;
+    int64_t *best_row = out_row + (int64_t)q * k;
+    for (int i = 0; i < k; i++) best[i] = -__builtin_inff(), best_row[i] = -1;
     for (int c = 0; c < per_query; c++) {
       // rows lie anywhere in memory: fetch a few candidates ahead, not one miss at a time
-      const int64_t ahead = c + AHEAD < per_query ? rows[(int64_t)q * per_query + c + AHEAD] : -1;
+      const int64_t ahead = c + AHEAD < per_query ? row[c + AHEAD] : -1;
       if (ahead >= 0)
         for (int line = 0; line < dim * 2; line += 64)
           _mm_prefetch((const char *)(vectors + ahead * dim) + line, _MM_HINT_T0);
-      const int64_t r = rows[(int64_t)q * per_query + c];
-      if (r < 0) {
-        out[(int64_t)q * per_query + c] = -__builtin_inff();
-        continue;
-      }
+      const int64_t r = row[c];
+      if (r < 0) continue;
       const uint16_t *v = vectors + r * dim;
       __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
       int d = 0;
@@ -93,7 +95,10 @@ void fl_rescore(const uint16_t *vectors, int dim, const float *queries, int nq,
       float sum = 0;
       for (int i = 0; i < 8; i++) sum += lanes[i];
       for (; d < dim; d++) sum += _cvtsh_ss(v[d]) * x[d];
-      out[(int64_t)q * per_query + c] = sum;
+      if (sum <= best[k - 1]) continue;
+      int i = k - 1;  // insertion into the sorted k best (k is small: a search's top k)
+      for (; i > 0 && best[i - 1] < sum; i--) best[i] = best[i - 1], best_row[i] = best_row[i - 1];
+      best[i] = sum, best_row[i] = r;
     }
   }
 }

@@ -48,7 +48,6 @@ from facelens.gallery.index import (
     _return_freed_memory,
     _RowMap,
     _write,
-    top_k,
 )
 
 _KERNEL = Path(__file__).with_name("scan_kernel.so")  # AMX, VNNI and AVX-512 sign scans
@@ -66,8 +65,8 @@ _CLIP = 2.5  # standard deviations of an axis coded before clipping (r@10 0.995 
 def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]:
     """(the AVX-512 library, the AVX2 library, the units that can run here, best first):
     "amx" (int8 tiles), "vnni" (AVX-512 VNNI), then the sign scan's (sign_index.py)
-    "avx512" (with VPOPCNTDQ: Ice Lake, Zen 4 and later) and "avx2". A library is None where it was not built or this CPU cannot run
-    it."""
+    "avx512" (with VPOPCNTDQ: Ice Lake, Zen 4 and later) and "avx2". A library is None where
+    it was not built or this CPU cannot run it."""
     flags = set(next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("flags")), "").split()) \
         if Path("/proc/cpuinfo").exists() else set()
@@ -75,7 +74,7 @@ def _kernels() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None, tuple[str, ...]]
     avx2 = None
     if {"avx2", "fma", "f16c", "popcnt"} <= flags and _AVX2.exists():
         avx2 = ctypes.CDLL(str(_AVX2))  # a ctypes CDLL call releases the GIL while it runs
-        avx2.fl_rescore.argtypes = [p, i32, p, i32, p, i32, p]
+        avx2.fl_rescore.argtypes = [p, i32, p, i32, p, i32, i32, p, p]
         avx2.fl_sign_search_avx2.argtypes = [p, i64, p, i32, i32, i32, p, p]
         avx2.fl_sign_queries.argtypes = [p, i32, i32, p, p, p]
     scan = None
@@ -304,18 +303,15 @@ class ScanIndex:
         if rows.shape[1] > 2 * keep:  # many threads: re-score only the best 2·keep codes
             cols = np.argpartition(-found_scores, 2 * keep - 1, axis=1)[:, :2 * keep]
             rows = np.ascontiguousarray(np.take_along_axis(rows, cols, axis=1))
-        scores = np.empty(rows.shape, np.float32)
+        kk = min(k, rows.shape[1])
+        best, found = np.empty((len(q), kk), np.float32), np.empty((len(q), kk), np.int64)
         avx2 = _kernels()[1]
         assert avx2 is not None  # checked when the index was made
         avx2.fl_rescore(_ptr(self._vectors), self._dim, _ptr(q), len(q), _ptr(rows),
-                        rows.shape[1], _ptr(scores))
-        kk = min(k, rows.shape[1])
-        best, cols = top_k(scores, kk)
-        found = np.take_along_axis(rows, cols, axis=1)
+                        rows.shape[1], kk, _ptr(best), _ptr(found))
         out_scores, out_ids = _no_results(len(q), k)
-        hit = np.isfinite(best)
-        out_scores[:, :kk] = np.where(hit, best, -np.inf)
-        out_ids[:, :kk] = np.where(hit, self._labels[np.maximum(found, 0)], -1)
+        out_scores[:, :kk] = best
+        out_ids[:, :kk] = np.where(found >= 0, self._labels[np.maximum(found, 0)], -1)
         return out_scores, out_ids
 
     def _candidates(self, q: Vectors, keep: int, scores: npt.NDArray[np.int32],
