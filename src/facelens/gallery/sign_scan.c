@@ -9,7 +9,7 @@
 //   strongest directions each face is unlike it, with bitwise adders across registers
 //   (Harley-Seal; with AVX-512 a carry-save adder is two VPTERNLOGs on 512 faces instead of
 //   five operations on 256). A direction where the query's projection is large is one where
-//   a second photo of the same face rarely differs, so few strangers pass (~1%) and nearly
+//   a second photo of the same face rarely differs, so few strangers pass (~0.5%) and nearly
 //   every mate does (docs/decisions.md);
 // - the faces that pass get their full count from their 32-byte codes (VPOPCNTQ on AVX-512,
 //   POPCNT on AVX2), a bit unlike the query's counting STRONG_WEIGHT on its strongest
@@ -263,8 +263,8 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
     }
     for (int i = 0; i < listed; i++) {
       uint64_t m = held[i];
-      // a word holds one or two faces but for 1 in ~20 (at ~1% passing); past its last face
-      // an entry is written but not counted
+      // a word holds one or two faces but for ~1 in 20 at 1% passing (fewer at 0.5%); past
+      // its last face an entry is written but not counted
       face[found++] = start[i] | __builtin_ctzll(m), m &= m - 1;
       face[found] = start[i] | __builtin_ctzll(m | 1ULL << 63), found += m != 0, m &= m - 1;
       for (; m; m &= m - 1) face[found++] = start[i] | __builtin_ctzll(m);
