@@ -78,3 +78,8 @@ def test_bench_search_times_the_index_asked_for_or_refuses_it(tmp_path: Path) ->
             assert ("sign scan" in part["ann"]["params"]["backend"]) == (kind == "sign")
             assert part["ann"]["recall@1_mate_first"] >= 0.99
             assert part["exact"]["qps"] > 0 and part["ann"]["qps"] > 0
+        # identification's answers (the best face above the open-set threshold, or unknown)
+        agree = report["ann"]["answers_agree"]
+        assert set(agree) == {"fpir_0.01", "fpir_0.001"}
+        assert all(a["named_by_exact"] > 0 and a["agree"] >= 0.99 for a in agree.values())
+        assert "answers_agree" not in report["uniform_worst_case"]["ann"]  # no threshold there

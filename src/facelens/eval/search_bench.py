@@ -15,7 +15,10 @@ stored face's by a cosine drawn from the measured genuine quantiles; the rest ar
 identities (nobody enrolled). Recall is measured against the exact top-k. The recall target is
 on mated probes whose exact top-1 is their own face: where exact search itself answers with a
 stranger (a weak second photo; every unmated probe), that stranger is far below any decision
-threshold and missing it changes no answer (both are still reported).
+threshold and missing it changes no answer (both are still reported). `answers_agree` checks
+that: the share of probes that identification would answer alike through both indexes (the
+best face if it clears the open-set threshold for FPIR 1e-2 or 1e-3 at the gallery's size,
+else unknown).
 
 Speed-up compares batch throughput (queries per second) on the same cores, each the median of
 alternating rounds; single-query latencies are reported too. Memory per face is the index's
@@ -42,6 +45,7 @@ from facelens.errors import FacelensError
 from facelens.gallery.index import ExactIndex, IVFIndex, VectorIndex, large_index
 from facelens.gallery.scan_index import ScanIndex
 from facelens.gallery.sign_index import SignScanIndex
+from facelens.matching.open_set import per_comparison_far, threshold_for_far
 
 Progress = Callable[[str, int], Callable[[int], None]]
 Data = Literal["face-like", "uniform"]
@@ -145,17 +149,19 @@ def _data(n: int, queries: int, data: Data, stats: dict[str, Any], rng: np.rando
     return gallery, probes, mates
 
 
-def _timed_search(index: VectorIndex, probes: np.ndarray, k: int,
-                  advance: Callable[[int], None]) -> tuple[np.ndarray, dict[str, float]]:
+def _timed_search(index: VectorIndex, probes: np.ndarray, k: int, advance: Callable[[int], None]
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(ids found, each probe's best score, speed)."""
     step = 100
-    found = np.empty((len(probes), k), np.int64)
+    found, best = np.empty((len(probes), k), np.int64), np.empty(len(probes), np.float32)
     # Untimed first: the other index's worker threads (BLAS, OpenMP) spin for a while after
     # their last job and would steal the cores from this one's first batches.
     time.sleep(0.5)
     index.search(probes[:step], k)
     t0 = time.perf_counter()
     for start in range(0, len(probes), step):
-        found[start:start + step] = index.search(probes[start:start + step], k)[1]
+        scores, found[start:start + step] = index.search(probes[start:start + step], k)
+        best[start:start + step] = scores[:, 0]
         advance(min(step, len(probes) - start))
     batch = time.perf_counter() - t0
     singles = []
@@ -163,7 +169,7 @@ def _timed_search(index: VectorIndex, probes: np.ndarray, k: int,
         t0 = time.perf_counter()
         index.search(probe[None], k)
         singles.append(time.perf_counter() - t0)
-    return found, {"batch_ms_per_query": round(batch / len(probes) * 1e3, 4),
+    return found, best, {"batch_ms_per_query": round(batch / len(probes) * 1e3, 4),
                    "qps": round(len(probes) / batch, 1),
                    "single_query_ms": round(float(np.median(singles)) * 1e3, 4)}
 
@@ -212,8 +218,26 @@ def _ann(kind: Kind, dim: int) -> VectorIndex:
     return large_index(dim) if kind == "auto" else _KINDS[kind](dim)
 
 
+def _answers_agree(embedder: Embedder, n: int, exact: tuple[np.ndarray, np.ndarray],
+                   ann: tuple[np.ndarray, np.ndarray]) -> dict[str, dict[str, float]]:
+    """How often identification over `n` faces would answer as with exact search: the best
+    face if its score clears the open-set threshold for FPIR 1e-2 or 1e-3 (calibrated on
+    lfw-dev for `embedder`), else unknown. Only faces above the threshold change an answer,
+    which is why a stranger missed far below it does not."""
+    agree = {}
+    for fpir in (1e-2, 1e-3):
+        threshold = threshold_for_far(embedder, per_comparison_far(fpir, n)).value
+        answers = [np.where(best >= threshold, ids, -1) for ids, best in (exact, ann)]
+        agree[f"fpir_{fpir:g}"] = {"threshold": round(threshold, 4),
+                                   "named_by_exact": int(np.sum(answers[0] >= 0)),
+                                   "agree": round(float(np.mean(answers[0] == answers[1])), 4)}
+    return agree
+
+
 def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: int,
-         bar: Progress, kind: Kind = "auto") -> dict[str, Any]:
+         bar: Progress, kind: Kind = "auto", embedder: Embedder | None = None
+         ) -> dict[str, Any]:
+    """One bench on `data`; `embedder` (face-like data only) adds `_answers_agree`."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     dim = stats["dim"]
@@ -228,9 +252,11 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
     # two are timed in alternating rounds and each keeps its median.
     exact_rounds, ann_rounds = [], []
     for round_ in range(1, ROUNDS + 1):
-        truth, speed = _timed_search(exact, probes, k, bar(f"exact: search {round_}", queries))
+        truth, truth_best, speed = _timed_search(exact, probes, k,
+                                                 bar(f"exact: search {round_}", queries))
         exact_rounds.append(speed)
-        found, speed = _timed_search(ann, probes, k, bar(f"ann: search {round_}", queries))
+        found, found_best, speed = _timed_search(ann, probes, k,
+                                                 bar(f"ann: search {round_}", queries))
         ann_rounds.append(speed)
     exact_speed, ann_speed = _median(exact_rounds), _median(ann_rounds)
     del exact
@@ -243,7 +269,7 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
         for key, value in setting.items():
             setattr(ann, key, value)
         label = "ann: " + ", ".join(f"{key} {value}" for key, value in setting.items())
-        swept, speed = _timed_search(ann, probes, k, bar(label, queries))
+        swept, _, speed = _timed_search(ann, probes, k, bar(label, queries))
         sweep.append({key: value for key, value in ann.params.items() if key != "backend"}
                      | {"batch_ms_per_query": speed["batch_ms_per_query"],
                         "speedup": round(speed["qps"] / exact_speed["qps"], 1),
@@ -267,6 +293,9 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
         f"recall@{k}_mated": _recall(found, truth, slice(0, mated), k),
         "sweep": sweep,
     }
+    if embedder is not None:
+        ann_result["answers_agree"] = _answers_agree(embedder, n, (truth[:, 0], truth_best),
+                                                     (found[:, 0], found_best))
     measured = {
         "speedup": round(ann_speed["qps"] / exact_speed["qps"], 1),
         "speedup_single_query": round(exact_speed["single_query_ms"]
@@ -305,7 +334,8 @@ def run_search_bench(n: int = 1_000_000, embedder: Embedder = "fusion", queries:
     started = time.perf_counter()
     stats = _stats(embedder)
     _refuse_if_not_here(kind)  # before any work
-    report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar, kind)}
+    report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar, kind,
+                                           embedder if data == "face-like" else None)}
     report["measured_on_lfw"] = {key: stats[key] for key in (
         "images", "participation_ratio", "dims_for_90pct_variance", "mean_norm",
         "genuine_pairs", "genuine_cosine_quantiles")}
