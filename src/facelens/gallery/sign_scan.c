@@ -87,7 +87,7 @@ typedef __m256i V;
     high = OR(AND(a_, b_), AND(u_, c_));                                         \
     low = XOR(u_, c_);                                                           \
   }
-// The same three on AVX2, in scalar code (POPCNT).
+// The same three on AVX2, in scalar code.
 typedef struct {
   uint64_t bits[DIRECTIONS / 64], strong[DIRECTIONS / 64];
 } count_query;
@@ -231,10 +231,11 @@ static inline V passed(const char *base, const sign_query *q) {
 // the counts.
 static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
                         const sign_query *queries, int nq, candidates *best, int32_t *limit) {
-  // the 64-face words holding any face that passed, with where their faces start (query
-  // << 9 | face); then those faces, one int each (the same, plus the face's bit)
-  uint64_t *held = malloc(sizeof(uint64_t) * (8 * nq + 8));
-  int32_t *start = malloc(sizeof(int32_t) * (8 * nq + 8));
+  // the 64-face words holding any face that passed, with where their faces start (query *
+  // FACES + face); then those faces, one int each (the same, plus the face's bit)
+  const int words = FACES / 64 * nq;
+  uint64_t *held = malloc(sizeof(uint64_t) * (words + 8));
+  int32_t *start = malloc(sizeof(int32_t) * (words + 8));
   int32_t *face = malloc(sizeof(int32_t) * (FACES * nq + 1));
   count_query *counted = aligned_alloc(64, sizeof(count_query) * nq);
   for (int q = 0; q < nq; q++) counted[q] = count_query_of(queries + q);
@@ -258,7 +259,7 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
       for (int half = 0; half < HALVES; half++) {
         const V below = AND(passed(block + half * sizeof(V), queries + q),
                             LOAD(block + LIVE * WORD_BYTES + half * sizeof(V)));
-        listed = list_words(below, q << 9 | half * (int)sizeof(V) * 8, held, start, listed);
+        listed = list_words(below, q * FACES + half * (int)sizeof(V) * 8, held, start, listed);
       }
     }
     for (int i = 0; i < listed; i++) {
@@ -270,7 +271,7 @@ static void scan_blocks(const uint8_t *blocks, int64_t from, int64_t to,
       for (; m; m &= m - 1) face[found++] = start[i] | __builtin_ctzll(m);
     }
     for (int f = 0; f < found; f++) {
-      const int q = face[f] >> 9, j = face[f] & (FACES - 1);
+      const int q = face[f] / FACES, j = face[f] % FACES;
       const int h = weighted_unlike((const uint64_t *)(codes + j * CODE_BYTES), counted + q);
       if (h < limit[q]) limit[q] = candidates_take(best + q, limit[q], b * FACES + j, h);
     }
