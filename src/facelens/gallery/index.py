@@ -777,7 +777,7 @@ def make_index(dim: int, size_hint: int = 0, path: Path | None = None,
 def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
     """The approximate index for galleries past the threshold: the sign scan where the CPU
     has AVX-512 (with VPOPCNTDQ) or AVX2 (`sign_index.py`), else the IVF partitions. Not the
-    4-bit scan, even on AMX: on an AMX CPU the AVX-512 sign scan ran 104-115x numpy in
+    4-bit scan, even on AMX: on an AMX CPU the AVX-512 sign scan ran 94-115x numpy in
     batches against the AMX scan's 64-83x, and a lone query 0.6 ms against 5
     (docs/decisions.md); the 4-bit scan's recall@10 is higher."""
     # why here: it builds on this module
