@@ -16,7 +16,7 @@ import numpy as np
 
 from facelens.eval.lfw import build_protocol, facelens_features, fuse, stack
 from facelens.eval.lfw_report import Progress, _cached, features_cache_kind
-from facelens.matching.open_set import per_comparison_far, threshold_for_far
+from facelens.matching.open_set import open_set_threshold
 from facelens.matching.operating_points import calibration
 
 FPIRS = (1e-2, 1e-3)
@@ -74,7 +74,7 @@ def evaluate_identification(root: Path, *, embedder: str = "sface-flip", workers
     m_score, hit = report.pop("_mated")
     predicted = {}
     for fpir in FPIRS:
-        t = threshold_for_far(embedder, per_comparison_far(fpir, int(enrol.sum())))
+        t = open_set_threshold(embedder, fpir, int(enrol.sum()))
         predicted[f"{fpir:.0e}"] = {
             "threshold": t.value, "extrapolated": t.extrapolated,
             "measured_fpir": float(np.mean(n_scores > t.value)),

@@ -45,7 +45,7 @@ from facelens.errors import FacelensError
 from facelens.gallery.index import ExactIndex, IVFIndex, VectorIndex, large_index
 from facelens.gallery.scan_index import ScanIndex
 from facelens.gallery.sign_index import SignScanIndex
-from facelens.matching.open_set import per_comparison_far, threshold_for_far
+from facelens.matching.open_set import open_set_threshold
 
 Progress = Callable[[str, int], Callable[[int], None]]
 Data = Literal["face-like", "uniform"]
@@ -226,7 +226,7 @@ def _answers_agree(embedder: Embedder, n: int, exact: tuple[np.ndarray, np.ndarr
     which is why a stranger missed far below it does not."""
     agree = {}
     for fpir in (1e-2, 1e-3):
-        threshold = threshold_for_far(embedder, per_comparison_far(fpir, n)).value
+        threshold = open_set_threshold(embedder, fpir, n).value
         answers = [np.where(best >= threshold, ids, -1) for ids, best in (exact, ann)]
         agree[f"fpir_{fpir:g}"] = {"threshold": round(threshold, 4),
                                    "named_by_exact": int(np.sum(answers[0] >= 0)),

@@ -47,7 +47,7 @@ from facelens.gallery.models import (
     aware,
     utcnow,
 )
-from facelens.matching.open_set import per_comparison_far, threshold_for_far
+from facelens.matching.open_set import open_set_threshold
 from facelens.matching.operating_points import operating_point
 from facelens.settings import Settings, get_settings
 from facelens.vision.decode import ImageSource, load_image
@@ -328,7 +328,7 @@ class Galleries:
         with self._lock:
             index = self._index(gallery)
             size = len(index)
-            threshold = threshold_for_far(gallery.embedder, per_comparison_far(far, size or 1))
+            threshold = open_set_threshold(gallery.embedder, far, size or 1)
             scores, ids = index.search(np.stack([f.embedding for f in faces]),
                                        min(max(top_k * 4, 16), max(size, 1)))
         results = []

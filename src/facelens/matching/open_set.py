@@ -63,6 +63,12 @@ def threshold_for_far(embedder: str, far: float) -> Threshold:
     return Threshold(min(float(intercept + slope * x), 1.0), far, extrapolated=True)
 
 
+def open_set_threshold(embedder: str, fpir: float, comparisons: int) -> Threshold:
+    """The threshold that keeps a query's chance of any false candidate among `comparisons`
+    comparisons at `fpir`: the per-comparison FAR above, then `threshold_for_far`."""
+    return threshold_for_far(embedder, per_comparison_far(fpir, comparisons))
+
+
 BANDS = (("high", 1e-4), ("medium", 1e-3), ("low", 1e-2))
 """Confidence bands: the strictest FPIR (or, for 1:1, FAR) whose threshold a score clears."""
 
@@ -72,6 +78,6 @@ def confidence_band(embedder: str, score: float, comparisons: int = 1
     """("high", 1e-4) if `score` would still be a candidate at FPIR 1e-4 over `comparisons`
     comparisons (1 for a 1:1 check), and so on down to ("none", None)."""
     for name, fpir in BANDS:
-        if score > threshold_for_far(embedder, per_comparison_far(fpir, comparisons)).value:
+        if score > open_set_threshold(embedder, fpir, comparisons).value:
             return name, fpir
     return "none", None
