@@ -19,17 +19,17 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The scans of large galleries (src/facelens/gallery/scan_index.py, sign_index.py), built on
+# The scans of large galleries (src/facelens/index/scan.py, sign.py), built on
 # every machine: the int8 scan on AMX tiles or AVX-512 VNNI and the sign scan on AVX-512 in
 # one library; the sign scan and float16 re-rank on AVX2 in another, so no AVX-512 code
 # reaches a CPU without it. IVF lists where the CPU has neither.
-GALLERY := src/facelens/gallery
-KERNEL := $(GALLERY)/scan_kernel.so $(GALLERY)/scan_avx2.so
-$(GALLERY)/scan_kernel.so: $(GALLERY)/scan_kernel.c $(GALLERY)/sign_scan.c $(GALLERY)/sign_scan.h
+INDEX := src/facelens/index
+KERNEL := $(INDEX)/scan_kernel.so $(INDEX)/scan_avx2.so
+$(INDEX)/scan_kernel.so: $(INDEX)/scan_kernel.c $(INDEX)/sign_scan.c $(INDEX)/sign_scan.h
 	@echo "$(CC) $(filter %.c,$^) -> $@"
 	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) -lm \
 		|| echo "AVX-512 scans not built (this compiler has no AMX or VNNI)"
-$(GALLERY)/scan_avx2.so: $(GALLERY)/scan_avx2.c $(GALLERY)/sign_scan.c $(GALLERY)/sign_scan.h
+$(INDEX)/scan_avx2.so: $(INDEX)/scan_avx2.c $(INDEX)/sign_scan.c $(INDEX)/sign_scan.h
 	@echo "$(CC) $(filter %.c,$^) -> $@"
 	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) \
 		|| echo "AVX2 scan not built: large galleries use IVF lists"
@@ -54,6 +54,7 @@ run: $(STAMP) $(KERNEL)
 
 test: $(STAMP) $(KERNEL) $(CHROMIUM) $(FOOTAGE)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) $(KERNEL)

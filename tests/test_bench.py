@@ -58,8 +58,8 @@ def test_bench_reports_stages_overhead_and_verify_throughput(people: Path, repo_
 def test_bench_search_times_the_index_asked_for_or_refuses_it(tmp_path: Path) -> None:
     """`--index` picks the ANN index compared with numpy; one this CPU cannot run is refused
     with exit 2 before any work."""
-    from facelens.gallery.scan_index import ScanIndex
-    from facelens.gallery.sign_index import SignScanIndex
+    from facelens.index.scan import ScanIndex
+    from facelens.index.sign import SignScanIndex
 
     cli = Path(sys.executable).with_name("facelens")
     for kind, cls in (("sign", SignScanIndex), ("scan", ScanIndex)):

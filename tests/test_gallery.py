@@ -39,17 +39,6 @@ from PIL import Image
 import facelens
 from facelens.errors import NoFaceError
 from facelens.gallery import index_store
-from facelens.gallery.crypto import (
-    ENV_KEY,
-    MasterKey,
-    MasterKeyError,
-    new_data_key,
-    seal,
-    unseal,
-    write_key_file,
-)
-from facelens.gallery.index import AutoIndex, ExactIndex
-from facelens.gallery.models import Consent, Subject, Template
 from facelens.gallery.service import (
     DIMS,
     LEGAL_BASES,
@@ -58,8 +47,19 @@ from facelens.gallery.service import (
     GalleryError,
     Identification,
 )
+from facelens.index.indexes import AutoIndex, ExactIndex
 from facelens.matching.open_set import per_comparison_far, threshold_for_far
 from facelens.settings import Settings
+from facelens.store.crypto import (
+    ENV_KEY,
+    MasterKey,
+    MasterKeyError,
+    new_data_key,
+    seal,
+    unseal,
+    write_key_file,
+)
+from facelens.store.tables import Consent, Subject, Template
 
 CONSENT = ConsentRecord(purpose="staff-door", legal_basis="consent", recorded_by="test-suite")
 PEOPLE = {"obama": "obama.jpg", "biden": "biden.jpg"}

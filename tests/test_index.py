@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelens.gallery import index_store, scan_index, sign_index
-from facelens.gallery.index import (
+from facelens.gallery import index_store
+from facelens.index import scan as scan_index
+from facelens.index import sign as sign_index
+from facelens.index.indexes import (
     AutoIndex,
     ExactIndex,
     HNSWIndex,
@@ -21,8 +23,8 @@ from facelens.gallery.index import (
     large_index_kind,
     make_index,
 )
-from facelens.gallery.scan_index import ScanIndex
-from facelens.gallery.sign_index import SignScanIndex
+from facelens.index.scan import ScanIndex
+from facelens.index.sign import SignScanIndex
 
 DIM = 64
 

@@ -370,7 +370,7 @@ def test_unconfirmed_alerts_expire_and_confirmed_ones_stay(stage: Stage) -> None
     old, kept, fresh = (stage.events.record("door", subject, "high") for _ in range(3))
     stage.events.review(kept.id, "confirmed", "guard")
     with stage.galleries.sessions.begin() as s:  # two of them happened 40 days ago
-        from facelens.events.models import Event
+        from facelens.store.tables import Event
 
         for event_id in (old.id, kept.id):
             s.get(Event, event_id).at = datetime.now(UTC) - timedelta(days=40)

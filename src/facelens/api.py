@@ -10,12 +10,16 @@ records (see facelens.face) or a `Verdict`; bad input raises BadImageError, no f
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from facelens.errors import NoFaceError
 from facelens.face import Face, Verdict
-from facelens.matching.operating_points import calibration, operating_point
-from facelens.settings import get_settings
+from facelens.geometry import l2_normalize
+from facelens.matching.calibration import load_calibration
+from facelens.models.base import runtime_label
+from facelens.settings import Settings, get_settings
 from facelens.vision.align import align_batch
 from facelens.vision.attributes import estimate_attributes
 from facelens.vision.decode import ImageSource, load_image
@@ -24,38 +28,129 @@ from facelens.vision.embed import embed_faces
 from facelens.vision.quality import assess
 
 
-def _rgb(image: ImageSource) -> np.ndarray:
-    return load_image(image)
+class Engine:
+    """The engine under one `Settings`: every stage (detector, embedder, runtime, quality
+    limits, calibration) reads the settings handed to it here, never a global. The flat verbs
+    below use `default_engine()`, built from the environment; a service, a gallery or a test
+    builds its own `Engine(settings)`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.calibration = load_calibration(runtime_label(settings.runtime), settings.data_dir,
+                                            settings.calibration_file)
+
+    def fusion_weight(self) -> float:
+        """Weight of SFace in the fused score: the calibrated one if present, else the setting."""
+        return self.calibration.fusion_weight(self.settings.fusion_weight)
+
+    def detect_rgb(self, rgb: np.ndarray, *, detector: str | None = None, quality: bool = True,
+                   second_chance: bool = False) -> tuple[list[Face], np.ndarray | None]:
+        """Faces of a decoded image, and with `quality` their aligned chips too: quality
+        judges the chip SFace embeds, so it is cut once and handed on."""
+        s = self.settings
+        faces = detect_faces(rgb, name=detector or s.detector, threshold=s.detect_threshold,
+                             max_side=s.detect_max_side, threads=s.threads,
+                             second_chance=second_chance)
+        if not quality or not faces:
+            return faces, None
+        chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
+        for face, chip in zip(faces, chips, strict=True):
+            face.quality = assess(rgb, face, chip=chip, min_interocular_px=s.min_interocular_px,
+                                  min_sharpness=s.min_sharpness, max_yaw=s.max_yaw,
+                                  max_pitch=s.max_pitch)
+        return faces, chips
+
+    def embed_rgb(self, rgb: np.ndarray, faces: list[Face], *, embedder: str | None = None,
+                  chips: np.ndarray | None = None) -> None:
+        """Fill each face's embedding; `chips` are their aligned chips when already cut."""
+        embed_faces(rgb, faces, embedder or self.settings.embedder,
+                    fusion_weight=self.fusion_weight(), threads=self.settings.threads,
+                    chips=chips)
+
+    def detect(self, image: ImageSource, *, detector: str | None = None,
+               quality: bool = True) -> list[Face]:
+        """See `facelens.api.detect`."""
+        return self.detect_rgb(load_image(image), detector=detector, quality=quality)[0]
+
+    def embed(self, image: ImageSource, faces: list[Face] | None = None, *,
+              embedder: str | None = None, second_chance: bool = False) -> list[Face]:
+        """See `facelens.api.embed`."""
+        rgb = load_image(image)
+        chips = None
+        if faces is None:
+            faces, chips = self.detect_rgb(rgb, second_chance=second_chance)
+        self.embed_rgb(rgb, faces, embedder=embedder, chips=chips)
+        return faces
+
+    def analyze(self, image: ImageSource, *, attributes: bool = True,
+                detector: str | None = None) -> list[Face]:
+        """See `facelens.api.analyze`."""
+        rgb = load_image(image)
+        faces, _ = self.detect_rgb(rgb, detector=detector)
+        if attributes:
+            estimate_attributes(rgb, faces)
+        return faces
+
+    def _main_face(self, rgb: np.ndarray, label: str) -> tuple[Face, np.ndarray]:
+        """The main face of `rgb` and its aligned chip."""
+        faces, chips = self.detect_rgb(rgb, second_chance=True)
+        if not faces or chips is None:
+            raise NoFaceError(f"{label}: no face found")
+        main = _main_index(faces)
+        return faces[main], chips[main]
+
+    def verify(self, a: ImageSource | Face, b: ImageSource | Face, *, far: float = 1e-3,
+               embedder: str | None = None) -> Verdict:
+        """See `facelens.api.verify`."""
+        name = embedder or self.settings.embedder
+        point = self.calibration.operating_point(name, far)
+        probes: list[tuple[Face, np.ndarray | None, np.ndarray | None]] = []  # face, rgb, chip
+        for item, label in ((a, "first image"), (b, "second image")):
+            if isinstance(item, Face):
+                probes.append((item, None, None))
+            else:
+                rgb = load_image(item)
+                face, chip = self._main_face(rgb, label)
+                probes.append((face, rgb, chip))
+        (fa, _, _), (fb, _, _) = probes
+
+        def vectors(embedder_name: str) -> list[np.ndarray] | None:
+            for face, rgb, chip in probes:
+                if _vector(face, embedder_name) is None and rgb is not None:
+                    self.embed_rgb(rgb, [face], embedder=embedder_name,
+                                   chips=None if chip is None else chip[None])
+            found = [_vector(face, embedder_name) for face, _, _ in probes]
+            return None if any(v is None for v in found) else found  # type: ignore[return-value]
+
+        if name == "fusion" and point.cascade and (first := vectors("sface")):
+            score = float(first[0] @ first[1])
+            low, high = point.cascade
+            if not low <= score <= high:
+                return Verdict(score > high, score, high if score > high else low, point.far,
+                               name, f"{point.describe()}; decided by sface alone "
+                               f"({score:.4f} outside the cascade band [{low:.3f}, {high:.3f}])",
+                               (fa, fb), decided_by="sface")
+        final = vectors(name)
+        if final is None:
+            raise ValueError(f"a Face passed to verify carries no {name} embedding; "
+                             "pass the image")
+        score = float(final[0] @ final[1])
+        return Verdict(score > point.threshold, score, point.threshold, point.far, name,
+                       point.describe(), (fa, fb), decided_by=name)
 
 
-def _detect_rgb(rgb: np.ndarray, detector: str | None, quality: bool,
-                second_chance: bool = False) -> tuple[list[Face], np.ndarray | None]:
-    """Faces, and with `quality` their aligned chips too: quality judges the chip SFace
-    embeds, so it is cut once and handed on."""
-    s = get_settings()
-    faces = detect_faces(rgb, name=detector or s.detector, threshold=s.detect_threshold,
-                         max_side=s.detect_max_side, threads=s.threads,
-                         second_chance=second_chance)
-    if not quality or not faces:
-        return faces, None
-    chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
-    for face, chip in zip(faces, chips, strict=True):
-        face.quality = assess(rgb, face, chip=chip, min_interocular_px=s.min_interocular_px,
-                              min_sharpness=s.min_sharpness, max_yaw=s.max_yaw,
-                              max_pitch=s.max_pitch)
-    return faces, chips
+_default_lock = threading.Lock()
+_default: Engine | None = None
 
 
-def fusion_weight() -> float:
-    """Weight of SFace in the fused score: the calibrated one if present, else the setting."""
-    return float(calibration().get("fusion_weight", get_settings().fusion_weight))
-
-
-def _embed_rgb(rgb: np.ndarray, faces: list[Face], embedder: str | None,
-               chips: np.ndarray | None = None) -> None:
-    s = get_settings()
-    embed_faces(rgb, faces, embedder or s.embedder, fusion_weight=fusion_weight(),
-                threads=s.threads, chips=chips)
+def default_engine() -> Engine:
+    """The engine of the flat verbs: built once from the environment's settings (the Python
+    API's entry point, like the CLI's and the server's)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Engine(get_settings())
+        return _default
 
 
 def detect(image: ImageSource, *, detector: str | None = None, quality: bool = True) -> list[Face]:
@@ -63,7 +158,7 @@ def detect(image: ImageSource, *, detector: str | None = None, quality: bool = T
 
     `detector` is "yunet" (fast, the default) or "centerface" (small and crowded faces).
     """
-    return _detect_rgb(_rgb(image), detector, quality)[0]
+    return default_engine().detect(image, detector=detector, quality=quality)
 
 
 def embed(image: ImageSource, faces: list[Face] | None = None, *,
@@ -74,22 +169,13 @@ def embed(image: ImageSource, faces: list[Face] | None = None, *,
     `second_chance`, an image where the detector finds nothing is searched again by the
     other detector (for callers who know a face is there, like enrolment).
     """
-    rgb = _rgb(image)
-    chips = None
-    if faces is None:
-        faces, chips = _detect_rgb(rgb, None, quality=True, second_chance=second_chance)
-    _embed_rgb(rgb, faces, embedder, chips)
-    return faces
+    return default_engine().embed(image, faces, embedder=embedder, second_chance=second_chance)
 
 
 def analyze(image: ImageSource, *, attributes: bool = True, detector: str | None = None
             ) -> list[Face]:
     """Detect faces with quality and, unless `attributes=False`, age and perceived sex."""
-    rgb = _rgb(image)
-    faces, _ = _detect_rgb(rgb, detector, quality=True)
-    if attributes:
-        estimate_attributes(rgb, faces)
-    return faces
+    return default_engine().analyze(image, attributes=attributes, detector=detector)
 
 
 def main_face(faces: list[Face]) -> Face:
@@ -101,15 +187,6 @@ def _main_index(faces: list[Face]) -> int:
     return max(range(len(faces)), key=lambda i: faces[i].width * faces[i].height)
 
 
-def _main_face(rgb: np.ndarray, label: str) -> tuple[Face, np.ndarray]:
-    """The main face of `rgb` and its aligned chip."""
-    faces, chips = _detect_rgb(rgb, None, quality=True, second_chance=True)
-    if not faces or chips is None:
-        raise NoFaceError(f"{label}: no face found")
-    main = _main_index(faces)
-    return faces[main], chips[main]
-
-
 def _vector(face: Face, embedder: str) -> np.ndarray | None:
     """`face`'s embedding by `embedder`, if it has one (a fused vector contains sface-flip's)."""
     if face.embedding is None:
@@ -117,8 +194,7 @@ def _vector(face: Face, embedder: str) -> np.ndarray | None:
     if face.embedder == embedder:
         return face.embedding
     if face.embedder == "fusion" and embedder == "sface-flip":  # its first half, rescaled
-        part = face.embedding[:128]
-        return part / max(float(np.linalg.norm(part)), 1e-12)
+        return l2_normalize(face.embedding[:128])
     return None
 
 
@@ -132,36 +208,4 @@ def verify(a: ImageSource | Face, b: ImageSource | Face, *, far: float = 1e-3,
     the fused decision can differ from it; inside (a few % of lfw-dev pairs, see README) the
     mirror pass and dlib run and the fused score decides.
     """
-    name = embedder or get_settings().embedder
-    point = operating_point(name, far)
-    probes: list[tuple[Face, np.ndarray | None, np.ndarray | None]] = []  # face, rgb, chip
-    for item, label in ((a, "first image"), (b, "second image")):
-        if isinstance(item, Face):
-            probes.append((item, None, None))
-        else:
-            rgb = _rgb(item)
-            face, chip = _main_face(rgb, label)
-            probes.append((face, rgb, chip))
-    (fa, _, _), (fb, _, _) = probes
-
-    def vectors(embedder_name: str) -> list[np.ndarray] | None:
-        for face, rgb, chip in probes:
-            if _vector(face, embedder_name) is None and rgb is not None:
-                _embed_rgb(rgb, [face], embedder_name, None if chip is None else chip[None])
-        found = [_vector(face, embedder_name) for face, _, _ in probes]
-        return None if any(v is None for v in found) else found  # type: ignore[return-value]
-
-    if name == "fusion" and point.cascade and (first := vectors("sface")):
-        score = float(first[0] @ first[1])
-        low, high = point.cascade
-        if not low <= score <= high:
-            return Verdict(score > high, score, high if score > high else low, point.far, name,
-                           f"{point.describe()}; decided by sface alone "
-                           f"({score:.4f} outside the cascade band [{low:.3f}, {high:.3f}])",
-                           (fa, fb), decided_by="sface")
-    final = vectors(name)
-    if final is None:
-        raise ValueError(f"a Face passed to verify carries no {name} embedding; pass the image")
-    score = float(final[0] @ final[1])
-    return Verdict(score > point.threshold, score, point.threshold, point.far, name,
-                   point.describe(), (fa, fb), decided_by=name)
+    return default_engine().verify(a, b, far=far, embedder=embedder)

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     min_sharpness: float = 25.0
     max_yaw: float = 40.0
     max_pitch: float = 30.0
+    calibration_file: Path | None = None
+    """Operating points to use instead of the ones saved under data_dir/calibration/ or
+    shipped in the package (matching/calibration.py)."""
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
     """Weight of the SFace score in the fused score (overwritten by calibration data)."""
 

@@ -81,10 +81,11 @@ def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
 
 def facelens_features(path: Path) -> dict[str, Any]:
     """All variants' embeddings of the face nearest the centre, with per-stage seconds."""
+    from facelens.geometry import l2_normalize
     from facelens.vision.align import align_batch
     from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
-    from facelens.vision.embed import DlibResNet, l2_normalize, mirrored, sface, shape5
+    from facelens.vision.embed import DlibResNet, mirrored, sface, shape5
 
     t0 = time.perf_counter()
     rgb = load_image(path)

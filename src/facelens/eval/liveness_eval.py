@@ -31,10 +31,11 @@ from facelens import api
 from facelens.eval import footage
 from facelens.eval.attacks import print_attack, replay_attack
 from facelens.eval.liveness_actions import real_actions
+from facelens.geometry import iou
 from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, judge
 from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.video.source import VideoSource, evenly_spaced
-from facelens.video.tracker import IouTracker, iou
+from facelens.video.tracker import IouTracker
 from facelens.vision.decode import load_image
 from facelens.vision.quality import head_pose
 

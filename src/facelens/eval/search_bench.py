@@ -42,9 +42,9 @@ from typing import Any, Literal
 import numpy as np
 
 from facelens.errors import FacelensError
-from facelens.gallery.index import ExactIndex, IVFIndex, VectorIndex, large_index
-from facelens.gallery.scan_index import ScanIndex
-from facelens.gallery.sign_index import SignScanIndex
+from facelens.index import ExactIndex, IVFIndex, VectorIndex, large_index
+from facelens.index.scan import ScanIndex
+from facelens.index.sign import SignScanIndex
 from facelens.matching.open_set import open_set_threshold
 
 Progress = Callable[[str, int], Callable[[int], None]]

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from facelens.gallery.service import ConsentRecord, Galleries
+from facelens.geometry import iou
 from facelens.settings import Settings
 from facelens.video.source import VideoSource
-from facelens.video.tracker import iou
 from facelens.video.watch import Watcher
 
 Progress = Any

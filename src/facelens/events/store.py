@@ -11,10 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from facelens.errors import NotFoundError
-from facelens.events.models import STATUSES, Event
-from facelens.gallery.crypto import context, seal, unseal
-from facelens.gallery.models import Subject, utcnow
 from facelens.gallery.service import Galleries
+from facelens.store.crypto import context, seal, unseal
+from facelens.store.tables import STATUSES, Event, Subject, utcnow
 
 
 class EventStore:

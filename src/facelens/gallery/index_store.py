@@ -10,8 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from facelens.gallery.crypto import context, seal, unseal
-from facelens.gallery.index import AutoIndex
+from facelens.index import AutoIndex
+from facelens.store.crypto import context, seal, unseal
 
 _RAM = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
 

@@ -24,7 +24,12 @@ from sqlalchemy.orm import Session, selectinload
 from facelens.errors import ConflictError, FacelensError, NoFaceError, NotFoundError
 from facelens.face import Face
 from facelens.gallery import index_store
-from facelens.gallery.crypto import (
+from facelens.geometry import l2_normalize
+from facelens.index import AutoIndex, MilvusIndex, VectorIndex
+from facelens.matching.open_set import open_set_threshold
+from facelens.matching.operating_points import operating_point
+from facelens.settings import Settings, get_settings
+from facelens.store.crypto import (
     ENV_KEY,
     MasterKey,
     MasterKeyError,
@@ -36,9 +41,8 @@ from facelens.gallery.crypto import (
     unseal,
     write_key_file,
 )
-from facelens.gallery.db import checkpoint, database_url, open_engine, session_factory
-from facelens.gallery.index import AutoIndex, MilvusIndex, VectorIndex
-from facelens.gallery.models import (
+from facelens.store.db import checkpoint, database_url, open_engine, session_factory
+from facelens.store.tables import (
     Consent,
     Gallery,
     NegativeExample,
@@ -47,9 +51,6 @@ from facelens.gallery.models import (
     aware,
     utcnow,
 )
-from facelens.matching.open_set import open_set_threshold
-from facelens.matching.operating_points import operating_point
-from facelens.settings import Settings, get_settings
 from facelens.vision.decode import ImageSource, load_image
 
 LEGAL_BASES = frozenset({"consent", "contract", "legal-obligation", "vital-interest",
@@ -642,8 +643,7 @@ def enrolment_crop(rgb: np.ndarray, face: Face) -> bytes:
 def _centroid(vectors: list[np.ndarray]) -> np.ndarray:
     """A subject's search vector: the normalised mean of its templates. Measured on lfw-dev
     (2 templates per person, docs/decisions.md) it beats max-over-templates on FNIR."""
-    mean = np.mean(np.stack(vectors).astype(np.float32), axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return l2_normalize(np.mean(np.stack(vectors).astype(np.float32), axis=0))
 
 
 def _milvus_collection(gallery: Gallery) -> str:

@@ -14,9 +14,9 @@ import numpy as np
 
 from facelens import api
 from facelens.face import Face
+from facelens.geometry import iou, l2_normalize
 from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.matching.operating_points import operating_point
-from facelens.video.tracker import iou
 from facelens.vision.mesh import eye_aspect_ratio, face_meshes, head_pose
 
 ACTIONS = ("blink", "turn_left", "turn_right")
@@ -133,13 +133,14 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
     identity_min, mean = None, None
     if vectors:
         stack = np.stack(vectors)
-        mean = _unit(stack.mean(axis=0))
+        mean = l2_normalize(stack.mean(axis=0))
         identity_min = float((stack @ mean).min())
         # The person at the start against the person at the end, each averaged over its half:
         # single low-resolution or turned frames dip far below the threshold on their own.
         halves = np.array_split(stack, 2) if len(stack) > 1 else [stack, stack]
         same = operating_point("sface", 1e-3).threshold
-        if float(_unit(halves[0].mean(axis=0)) @ _unit(halves[1].mean(axis=0))) < same:
+        first, second = (l2_normalize(half.mean(axis=0)) for half in halves)
+        if float(first @ second) < same:
             reasons.append("the face changed during the challenge (not one person throughout)")
     else:
         reasons.append("no frontal face to check identity on")
@@ -151,6 +152,3 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
     return Judgement(not reasons, reasons, performed, len(frames), len(kept), identity_min,
                      passive, mean if not reasons else None)
 
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)

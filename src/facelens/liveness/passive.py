@@ -1,6 +1,6 @@
 """Passive cues over a short frame sequence of one face.
 
-- Planarity: the face's tracked features move as one plane (video/poster.py).
+- Planarity: the face's tracked features move as one plane (vision/planarity.py).
 - Screen texture: a face re-shown on a screen carries a periodic pattern (moiré between the
   screen's pixel grid and the camera's), which shows as isolated peaks in the spectrum of the
   face crop; skin, paper grain and compression noise do not.
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facelens.video.poster import PlanarityEvidence, tracking_image
+from facelens.vision.planarity import PlanarityEvidence, tracking_image
 
 CROP = 128
 DEFORMED, PLANE_RATIO, MIN_FITS = 0.01, 0.4, 3
 """Planarity for a liveness answer (a face held close to the camera, a second or two): finer
-deformations count than for cameras (video/poster.py), since a false "flat" here means a retry,
+deformations count than for cameras (vision/planarity.py), since a false "flat" here means a retry,
 not a missed alert. Measured: rendered prints 0.05–0.36 (one 0.58), bona fide ≥ 0.45."""
 
 

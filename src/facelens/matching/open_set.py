@@ -20,11 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from facelens.errors import ModelMissingError
-from facelens.matching.operating_points import calibration
-
 
 def per_comparison_far(fpir: float, comparisons: int) -> float:
     """The per-comparison FAR that keeps the per-query false-candidate rate at `fpir`."""
@@ -46,38 +41,7 @@ class Threshold:
                 f"FAR {self.far:.2e} → threshold {self.value:.4f} ({how})")
 
 
-def threshold_for_far(embedder: str, far: float) -> Threshold:
-    """Threshold at any FAR: log-interpolated between measured points, extrapolated below."""
-    table = calibration().get("embedders", {}).get(embedder)
-    if not table or not table.get("tail_fit"):
-        raise ModelMissingError(f"embedder {embedder!r} has no calibrated tail; "
-                            "run `facelens eval lfw ROOT --save`")
-    fars = np.array([p[0] for p in table["tail"]], np.float64)  # descending FAR
-    thresholds = np.array([p[1] for p in table["tail"]], np.float64)
-    x = np.log10(far)
-    lx = np.log10(fars)
-    if x >= lx[-1]:
-        value = float(np.interp(x, lx[::-1], thresholds[::-1]))
-        return Threshold(value, far, extrapolated=False)
-    slope, intercept = table["tail_fit"]
-    return Threshold(min(float(intercept + slope * x), 1.0), far, extrapolated=True)
-
-
-def open_set_threshold(embedder: str, fpir: float, comparisons: int) -> Threshold:
-    """The threshold that keeps a query's chance of any false candidate among `comparisons`
-    comparisons at `fpir`: the per-comparison FAR above, then `threshold_for_far`."""
-    return threshold_for_far(embedder, per_comparison_far(fpir, comparisons))
-
-
 BANDS = (("high", 1e-4), ("medium", 1e-3), ("low", 1e-2))
-"""Confidence bands: the strictest FPIR (or, for 1:1, FAR) whose threshold a score clears."""
+"""Confidence bands: the strictest FPIR (or, for 1:1, FAR) whose threshold a score clears
+(`Calibration.confidence_band`)."""
 
-
-def confidence_band(embedder: str, score: float, comparisons: int = 1
-                    ) -> tuple[str, float | None]:
-    """("high", 1e-4) if `score` would still be a candidate at FPIR 1e-4 over `comparisons`
-    comparisons (1 for a 1:1 check), and so on down to ("none", None)."""
-    for name, fpir in BANDS:
-        if score > open_set_threshold(embedder, fpir, comparisons).value:
-            return name, fpir
-    return "none", None

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from facelens.errors import FacelensError, NotFoundError
-from facelens.gallery.models import utcnow
-from facelens.service.models import ApiKey
+from facelens.store.tables import ApiKey, utcnow
 
 SCOPES = {
     "admin": "everything, including galleries, keys and the audit log",

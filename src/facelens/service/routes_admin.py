@@ -8,11 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from facelens.events.models import Event, EventStatus
-from facelens.gallery.models import aware
 from facelens.service.http import metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
+from facelens.store.tables import Event, EventStatus, aware
 
 router = APIRouter(tags=["admin"])
 

@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from facelens import api
 from facelens.errors import NoFaceError
-from facelens.gallery.models import Gallery, Subject, aware
 from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
 from facelens.matching.open_set import confidence_band
 from facelens.service.keys import Principal
 from facelens.service.routes_faces import Far, live_probe, read_upload
 from facelens.service.security import requires, service
+from facelens.store.tables import Gallery, Subject, aware
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
 

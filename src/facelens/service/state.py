@@ -11,10 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.liveness.sessions import SessionStore
-from facelens.service.audit import AuditLog
 from facelens.service.keys import KeyStore
 from facelens.service.limits import InferencePool, Lockout, RateLimiter
 from facelens.settings import Settings
+from facelens.store.audit import AuditLog
 from facelens.video.manager import CameraManager
 from facelens.vision.decode import load_image
 

@@ -9,11 +9,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from facelens.errors import ConflictError, NotFoundError
-from facelens.events.models import Camera
 from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
+from facelens.store.tables import Camera
 from facelens.video.camera import CameraRunner, sinks_from
 
 FIELDS = tuple(CameraConfig.model_fields)

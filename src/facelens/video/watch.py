@@ -22,10 +22,11 @@ import numpy as np
 from facelens import api
 from facelens.face import Face
 from facelens.gallery.service import Galleries
+from facelens.geometry import crop_with_margin
 from facelens.matching.open_set import confidence_band
-from facelens.video.poster import PlanarityEvidence
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker, Track
+from facelens.vision.planarity import PlanarityEvidence
 
 log = logging.getLogger("facelens.video")
 CUT_CORRELATION = 0.8
@@ -248,15 +249,10 @@ class Watcher:
 
 def _crop(rgb: np.ndarray, face: Face, margin: float = 0.6) -> tuple[np.ndarray, Face]:
     """The face with a margin (alignment needs context), and the face in crop coordinates."""
-    x1, y1, x2, y2 = face.box
-    pad = margin * max(x2 - x1, y2 - y1)
-    h, w = rgb.shape[:2]
-    left, top = int(max(x1 - pad, 0)), int(max(y1 - pad, 0))
-    right, bottom = int(min(x2 + pad, w)), int(min(y2 + pad, h))
-    offset = np.array([left, top], np.float32)
+    crop, offset = crop_with_margin(rgb, face.box, margin)
     shifted = dataclasses.replace(face, box=face.box - np.tile(offset, 2),
                                   landmarks=face.landmarks - offset)
-    return rgb[top:bottom, left:right].copy(), shifted
+    return crop, shifted
 
 
 def _blur_others(shot: _Shot) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from facelens.face import Face
+from facelens.geometry import l2_normalize
 from facelens.models.base import (
     LazyModel,
     OpenVINOModel,
@@ -33,11 +34,6 @@ from facelens.settings import Runtime, get_settings
 from facelens.vision.align import align_batch
 
 EMBEDDERS = ("sface", "sface-flip", "dlib", "fusion")
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def mirrored(chips: np.ndarray) -> np.ndarray:

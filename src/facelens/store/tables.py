@@ -1,12 +1,24 @@
-"""The gallery's tables (SQLAlchemy 2). The database is the source of truth; the vector index
-is a cache rebuilt from it. Embeddings and crops are stored only encrypted (see crypto.py)."""
+"""Every table facelens keeps (SQLAlchemy 2): galleries, subjects, templates, consents and
+negatives; events and cameras; API keys and the audit log. The database is the source of truth;
+the vector index is a cache rebuilt from it. Embeddings and crops are stored only encrypted
+(see crypto.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -123,3 +135,80 @@ class NegativeExample(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="negatives")
+
+
+EventStatus = Literal["unconfirmed", "confirmed", "dismissed", "suppressed"]
+STATUSES: tuple[str, ...] = get_args(EventStatus)
+"""suppressed: stored for review but never alerted (e.g. a face that moved as a poster)."""
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str] = mapped_column(String(100), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    gallery: Mapped[str] = mapped_column(String(100))
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"),
+                                            index=True)
+    """Events go with their subject: deleting (shredding) a person deletes their sightings."""
+    subject_name: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="unconfirmed", index=True)
+    """Unconfirmed until a person confirms or dismisses it in the console."""
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """JPEG, sealed with the subject's data key (so it is shredded with the subject)."""
+    frame: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """JPEG of the whole frame with every other face blurred, sealed like the snapshot."""
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reviewed_by: Mapped[str | None] = mapped_column(String(120), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Camera(Base):
+    """A camera the service watches (seeded from the settings file, managed over the API)."""
+
+    __tablename__ = "cameras"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1000))
+    """A video file, rtsp:// or http(s):// stream, or /dev/videoN."""
+    galleries: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    fps: Mapped[float] = mapped_column(Float, default=10.0)
+    motion: Mapped[bool] = mapped_column(Boolean, default=False)
+    cooldown_s: Mapped[float] = mapped_column(Float, default=60.0)
+    far: Mapped[float] = mapped_column(Float, default=1e-3)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The public part of the key (`fl_<id>_<secret>`), used to find the row."""
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the whole key: keys are 256-bit random, so a fast hash is enough."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class AuditEntry(Base):
+    """One audited action. `hash` = sha256(prev_hash ‖ canonical row); see store/audit.py."""
+
+    __tablename__ = "audit_log"
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[str] = mapped_column(String(40))
+    """ISO-8601 UTC, stored as text so the hashed value survives every database round trip."""
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(40))
+    gallery: Mapped[str | None] = mapped_column(String(100), default=None)
+    subject: Mapped[str | None] = mapped_column(String(36), default=None)
+    outcome: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    """Canonical JSON (sorted keys) of the action's parameters: never images or embeddings."""
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from facelens.service.models import AuditEntry
+from facelens.store.tables import AuditEntry
 
 GENESIS = "0" * 64
 _PG_LOCK = 0x66616365  # one advisory lock id: appends from several processes stay serial

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from facelens.cli_common import JsonFlag, emit, err, errors, out
+from facelens.cli.common import JsonFlag, emit, err, errors, out
 
 if TYPE_CHECKING:
     from facelens.service.state import ServiceState

@@ -63,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from facelens.gallery.scan_index import ScanIndex
+    from facelens.index.scan import ScanIndex
 
 Ids = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
@@ -753,8 +753,8 @@ class AutoIndex:
     def load(cls, path: Path, threshold: int = ANN_THRESHOLD) -> Self:
         with path.open("rb") as f:
             head = f.read(8)
-        from facelens.gallery.scan_index import ScanIndex
-        from facelens.gallery.sign_index import SignScanIndex
+        from facelens.index.scan import ScanIndex
+        from facelens.index.sign import SignScanIndex
 
         kinds: tuple[type[Any], ...] = (ScanIndex, SignScanIndex, IVFIndex, HNSWIndex)
         kind = next((k for k in kinds if head == k._magic), ExactIndex)
@@ -781,7 +781,7 @@ def large_index_kind() -> type[ScanIndex] | type[IVFIndex]:
     batches against the AMX scan's 64-83x, and a lone query 0.6 ms against 5
     (docs/decisions.md); the 4-bit scan's recall@10 is higher."""
     # why here: it builds on this module
-    from facelens.gallery.sign_index import SignScanIndex
+    from facelens.index.sign import SignScanIndex
 
     return SignScanIndex if SignScanIndex.runs_here() else IVFIndex
 

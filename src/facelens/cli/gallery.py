@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
+from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
 
 if TYPE_CHECKING:
     from facelens.gallery.service import ConsentRecord, Galleries

@@ -14,8 +14,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens import api, cli_gallery, cli_service, cli_video
-from facelens.cli_common import JsonFlag, emit, err, errors, out, progress
+from facelens import api
+from facelens.cli import gallery as cli_gallery
+from facelens.cli import service as cli_service
+from facelens.cli import video as cli_video
+from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
 from facelens.face import Face
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from facelens.gallery.index import Vectors
-from facelens.gallery.scan_index import ScanIndex, _aligned, _kernels, _ptr
+from facelens.index.indexes import Vectors
+from facelens.index.scan import ScanIndex, _aligned, _kernels, _ptr
 
 BITS = 256  # sign bits a face
 STRONG = 64  # directions the filter counts (sign_scan.h)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli_common import emit, err, errors, out
+from facelens.cli.common import emit, err, errors, out
 
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
@@ -89,7 +89,7 @@ def eval_watch(video: Path,
                = None) -> None:
     """The camera pipeline vs identifying every face in every frame: alerts, embeddings per
     detection, identity recall of both, speed against real time."""
-    from facelens.cli_common import progress
+    from facelens.cli.common import progress
     from facelens.eval.watch_eval import run_watch_eval
 
     people = {}
@@ -119,7 +119,7 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
     """The liveness judge vs synthetic print and replay attacks, and on real actions: APCER
     per attack type and BPCER (ISO/IEC 30107-3 terms), with counts and what the set cannot
     show."""
-    from facelens.cli_common import progress
+    from facelens.cli.common import progress
     from facelens.eval.liveness_eval import run_liveness_eval
 
     with errors(), progress() as start:

@@ -38,7 +38,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from facelens.gallery.index import (
+from facelens.index.indexes import (
     Ids,
     Vectors,
     _as_batch,
@@ -147,7 +147,7 @@ class ScanIndex:
         if not here or (unit is not None and unit not in here):
             raise RuntimeError(f"{type(self).__name__} needs a CPU with {unit or self.NEEDS}"
                                " and the kernels built by `make setup` "
-                               "(src/facelens/gallery/scan_*.c)")
+                               "(src/facelens/index/*.c)")
         self._dim = dim
         self.candidates = candidates or self.CANDIDATES
         self._unit = unit or here[0]

@@ -1,0 +1,124 @@
+"""The calibration in force: operating points, open-set thresholds and confidence bands, all
+read from one `Calibration` that the engine loads for its settings.
+
+Where it comes from, first found wins: the file `settings.calibration_file` names; the file
+`facelens eval lfw --save` (or `facelens calibrate`) wrote into `settings.data_dir/calibration/`
+for this SFace runtime; the one shipped in the package (fitted on lfw-dev). Each SFace precision
+has its own file: bf16 moves scores by ~1e-3, enough to pass ~2% more impostors than an fp32
+threshold allows at FAR 1e-4, so bf16 is calibrated on its own scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelens.errors import FacelensError, ModelMissingError
+from facelens.matching.open_set import BANDS, Threshold, per_comparison_far
+from facelens.matching.operating_points import FARS, OperatingPoint, far_key
+
+_FILES = {"openvino-bf16": "operating_points-bf16.json"}
+_F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
+
+
+def calibration_file(label: str) -> str:
+    """The file name holding the operating points of a runtime label
+    (`facelens.models.base.runtime_label`)."""
+    return _FILES.get(label, _F32_FILE)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One calibration: per embedder, thresholds at FARS, the impostor tail, the cascade band."""
+
+    data: dict[str, Any]
+    origin: str
+    """Where it was read from: a file path, or "package:<file>" for the shipped one."""
+
+    def _table(self, embedder: str, need: str) -> dict[str, Any]:
+        table = self.data.get("embedders", {}).get(embedder)
+        if not table or not table.get(need):
+            raise ModelMissingError(f"embedder {embedder!r} has no calibrated {need} in "
+                                    f"{self.origin}; run `facelens eval lfw ROOT --save`")
+        return dict(table)
+
+    @property
+    def source(self) -> str:
+        """The population the thresholds were fitted on (e.g. "lfw-dev all-vs-all")."""
+        return str(self.data.get("source", "lfw-dev"))
+
+    def fusion_weight(self, default: float) -> float:
+        return float(self.data.get("fusion_weight", default))
+
+    def operating_point(self, embedder: str, far: float) -> OperatingPoint:
+        """The calibrated point for `embedder` at the largest calibrated FAR not above `far`."""
+        table = self._table(embedder, "thresholds")
+        usable = [f for f in FARS if f <= far * (1 + 1e-9) and far_key(f) in table["thresholds"]]
+        if not usable:
+            raise FacelensError(f"FAR {far:g} is stricter than any calibrated point "
+                                f"({', '.join(table['thresholds'])})")
+        chosen = max(usable)
+        band = table.get("cascade", {}).get(far_key(chosen))
+        return OperatingPoint(embedder, chosen, float(table["thresholds"][far_key(chosen)]),
+                              int(table["impostor_pairs"]), self.source,
+                              (float(band[0]), float(band[1])) if band else None)
+
+    def threshold_for_far(self, embedder: str, far: float) -> Threshold:
+        """Threshold at any FAR: log-interpolated between measured points, extrapolated
+        linearly in log10(FAR) below the smallest one the impostor pairs can measure."""
+        table = self._table(embedder, "tail_fit")
+        fars = np.array([p[0] for p in table["tail"]], np.float64)  # descending FAR
+        thresholds = np.array([p[1] for p in table["tail"]], np.float64)
+        x = np.log10(far)
+        lx = np.log10(fars)
+        if x >= lx[-1]:
+            value = float(np.interp(x, lx[::-1], thresholds[::-1]))
+            return Threshold(value, far, extrapolated=False)
+        slope, intercept = table["tail_fit"]
+        return Threshold(min(float(intercept + slope * x), 1.0), far, extrapolated=True)
+
+    def open_set_threshold(self, embedder: str, fpir: float, comparisons: int) -> Threshold:
+        """The threshold that keeps a query's chance of any false candidate among
+        `comparisons` comparisons at `fpir` (matching/open_set.py)."""
+        return self.threshold_for_far(embedder, per_comparison_far(fpir, comparisons))
+
+    def confidence_band(self, embedder: str, score: float, comparisons: int = 1
+                        ) -> tuple[str, float | None]:
+        """("high", 1e-4) if `score` would still be a candidate at FPIR 1e-4 over
+        `comparisons` comparisons (1 for a 1:1 check), and so on down to ("none", None)."""
+        for name, fpir in BANDS:
+            if score > self.open_set_threshold(embedder, fpir, comparisons).value:
+                return name, fpir
+        return "none", None
+
+
+def load_calibration(runtime_label: str, data_dir: Path | None = None,
+                     file: Path | None = None) -> Calibration:
+    """The calibration for an SFace runtime label: `file` if given, else the one saved under
+    `data_dir/calibration/`, else the package's."""
+    name = calibration_file(runtime_label)
+    if file is not None:
+        return _read(Path(file))
+    if data_dir is not None and (saved := Path(data_dir) / "calibration" / name).is_file():
+        return _read(saved)
+    return _packaged(name)
+
+
+def _read(path: Path) -> Calibration:
+    try:
+        return Calibration(dict(json.loads(path.read_text())), str(path))
+    except (OSError, ValueError) as e:
+        raise FacelensError(f"calibration file {path} is unreadable: {e}") from None
+
+
+@lru_cache(maxsize=4)
+def _packaged(name: str) -> Calibration:
+    data = resources.files("facelens.data").joinpath(name)
+    return Calibration(dict(json.loads(data.read_text())) if data.is_file() else {},
+                       f"package:{name}")

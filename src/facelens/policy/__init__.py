@@ -1,0 +1,1 @@
+"""Decision policy above identification: door access, payment, lockouts."""

@@ -1,0 +1,2 @@
+"""Everything facelens keeps: the tables, the database and its migrations, the crypto that
+seals biometric data, and the hash-chained audit log."""
