@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -18,6 +18,9 @@ from pydantic_settings import (
 
 Detector = Literal["yunet", "centerface"]
 Embedder = Literal["sface", "sface-flip", "dlib", "fusion"]
+EMBEDDER_DIMS: dict[str, int] = {"sface": 128, "sface-flip": 128, "dlib": 128, "fusion": 256}
+"""Every embedder and the length of its vectors: the one place their names live."""
+assert set(EMBEDDER_DIMS) == set(get_args(Embedder)), "EMBEDDER_DIMS and Embedder disagree"
 Runtime = Literal["openvino", "openvino-bf16", "onnxruntime"]
 
 

@@ -30,10 +30,8 @@ from facelens.models.base import (
 )
 from facelens.models.dlib_net import dlib_resnet_onnx
 from facelens.models.onnx_fold import fold_quantized_weights
-from facelens.settings import Runtime, get_settings
+from facelens.settings import EMBEDDER_DIMS, Runtime, get_settings
 from facelens.vision.align import align_batch
-
-EMBEDDERS = ("sface", "sface-flip", "dlib", "fusion")
 
 
 def mirrored(chips: np.ndarray) -> np.ndarray:
@@ -140,10 +138,11 @@ def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str = "sface-flip"
                 chips: np.ndarray | None = None) -> np.ndarray:
     """Embed `faces` of one RGB image with `embedder`; returns (N, D) and fills each face.
     `chips`: the faces' aligned 112×112 chips, when the caller has them already."""
-    if embedder not in EMBEDDERS:
-        raise ValueError(f"unknown embedder {embedder!r}; choose one of {', '.join(EMBEDDERS)}")
+    if embedder not in EMBEDDER_DIMS:
+        raise ValueError(f"unknown embedder {embedder!r}; "
+                         f"choose one of {', '.join(EMBEDDER_DIMS)}")
     if not faces:
-        return np.zeros((0, 256 if embedder == "fusion" else 128), np.float32)
+        return np.zeros((0, EMBEDDER_DIMS[embedder]), np.float32)
     parts = []
     carried = {f.embedder for f in faces}
     if embedder == "fusion" and carried == {"sface-flip"}:
