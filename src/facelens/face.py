@@ -1,4 +1,5 @@
-"""The records that flow through facelens: a `Face` per detected face, a `Verdict` per 1:1 check.
+"""The records that flow through facelens: a `Face` per detected face, a `Reference` per
+enrolled subject compared 1:1, a `Verdict` per 1:1 check.
 
 Stages add fields to a `Face` (quality, embedding, attributes); none reaches back up.
 Coordinates are image pixels of the decoded, EXIF-upright image.
@@ -113,6 +114,19 @@ class Face:
         if with_embedding and self.embedding is not None:
             out["embedding"] = [round(float(v), 6) for v in self.embedding]
         return out
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An enrolled subject as one search vector (the mean of its templates): what a 1:1 check
+    against a gallery subject compares a probe face with. It has no box or landmarks."""
+
+    embedding: np.ndarray = field(repr=False)
+    """L2-normalised float32 vector, made by `embedder`."""
+    embedder: str
+    subject_id: str
+    label: str
+    """The subject's display name."""
 
 
 @dataclass(frozen=True)
