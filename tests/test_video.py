@@ -27,6 +27,7 @@ from facelens.events.sinks import MqttSink, WebhookSink, signature
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
 from facelens.settings import Settings
+from facelens.store.database import Store
 from facelens.video.camera import alert_recorder
 from facelens.video.source import Frame, SourceError, VideoSource
 from facelens.video.watch import Alert, Watcher
@@ -65,8 +66,8 @@ def stage(tmp_path: Path, shared_data: Path, clip: list[np.ndarray],
     people = {name: shared_data / "video" / f"{name}.png" for name in STAGE}
     people["biden"] = fixtures_dir / "biden.jpg"  # enrolled, never on stage: the poster's face
     galleries = _watchlist(tmp_path / "data", people)
-    yield Stage(galleries, EventStore(galleries), tmp_path / "data", clip)
-    galleries.engine.dispose()
+    yield Stage(galleries, EventStore(galleries.store), tmp_path / "data", clip)
+    galleries.store.close()
 
 
 def _run(watcher: Watcher, frames: list[np.ndarray], step: int = 3) -> list[Alert]:
@@ -155,9 +156,9 @@ def test_faces_that_match_nothing_leave_no_bytes(tmp_path: Path, fixtures_dir: P
     before = {p: p.stat().st_size for p in (tmp_path / "data").rglob("*") if p.is_file()}
     caplog.set_level(logging.DEBUG)
     watcher = Watcher("stage", galleries, ["watch"],
-                      on_alert=alert_recorder(EventStore(galleries), None))
+                      on_alert=alert_recorder(EventStore(galleries.store), None))
     assert _run(watcher, clip) == []
-    galleries.engine.dispose()
+    galleries.store.close()
     assert len(computed) == watcher.stats.embeddings >= 10  # faces were seen and embedded
 
     files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
@@ -167,7 +168,7 @@ def test_faces_that_match_nothing_leave_no_bytes(tmp_path: Path, fixtures_dir: P
     for vector in computed:  # no embedding of theirs, in any file
         assert vector.astype(np.float32).tobytes()[:32] not in blobs
     assert b"\xff\xd8\xff" not in blobs  # and no picture at all: nothing in clear
-    assert not EventStore(Galleries(Settings(data_dir=tmp_path / "data"))).list()
+    assert not EventStore(Store(Settings(data_dir=tmp_path / "data"))).list()
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("facelens"))
     assert logged == "", logged
 
@@ -328,7 +329,7 @@ def test_cameras_are_managed_over_the_api(tmp_path: Path, shared_data: Path) -> 
 
     data_dir = tmp_path / "data"
     _watchlist(data_dir, {name: shared_data / "video" / f"{name}.png" for name in STAGE}
-               ).engine.dispose()
+               ).store.close()
     clip_path = str(shared_data / "video" / "short_hamilton_clip.mp4")
     app = create_app(Settings(data_dir=data_dir))
     with TestClient(app) as c:
@@ -369,7 +370,7 @@ def test_unconfirmed_alerts_expire_and_confirmed_ones_stay(stage: Stage) -> None
     subject = stage.galleries.subjects("watch")[0].id
     old, kept, fresh = (stage.events.record("door", subject, "high") for _ in range(3))
     stage.events.review(kept.id, "confirmed", "guard")
-    with stage.galleries.sessions.begin() as s:  # two of them happened 40 days ago
+    with stage.galleries.store.sessions.begin() as s:  # two of them happened 40 days ago
         from facelens.store.tables import Event
 
         for event_id in (old.id, kept.id):
@@ -386,7 +387,7 @@ def test_watch_cli_prints_alerts_and_writes_an_annotated_video(stage: Stage, sha
 
     import av
 
-    stage.galleries.engine.dispose()
+    stage.galleries.store.close()
     target = tmp_path / "annotated.mp4"
     run = subprocess.run(
         [str(Path(sys.executable).with_name("facelens")), "watch",

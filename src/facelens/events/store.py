@@ -11,15 +11,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from facelens.errors import NotFoundError
-from facelens.gallery.service import Galleries
 from facelens.store.crypto import context, seal, unseal
+from facelens.store.database import Store
 from facelens.store.tables import STATUSES, Event, Subject, utcnow
 
 
 class EventStore:
-    def __init__(self, galleries: Galleries) -> None:
-        self.galleries = galleries
-        self.sessions = galleries.sessions
+    """The events kept in one `Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sessions = store.sessions
 
     def record(self, camera: str, subject_id: str, confidence: str, *,
                snapshot_jpeg: bytes | None = None, frame_jpeg: bytes | None = None,
@@ -31,7 +33,7 @@ class EventStore:
             subject = s.get(Subject, subject_id)
             if subject is None:
                 raise NotFoundError(f"no subject {subject_id}")
-            data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
+            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
             event = Event(camera=camera, gallery=subject.gallery.name, subject_id=subject.id,
                           subject_name=subject.display_name, confidence=confidence,
                           status=status, details=details,
@@ -72,7 +74,7 @@ class EventStore:
                 raise NotFoundError(f"event {event_id} has no {kind}")
             subject = s.get(Subject, event.subject_id)
             assert subject is not None  # the foreign key cascades
-            data_key = self.galleries.master.unwrap(subject.wrapped_key, subject.id)
+            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
             return unseal(data_key, blob, context(kind, subject.id))
 
     def review(self, event_id: int, status: str, reviewer: str) -> Event:

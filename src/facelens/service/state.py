@@ -15,6 +15,7 @@ from facelens.service.keys import KeyStore
 from facelens.service.limits import InferencePool, Lockout, RateLimiter
 from facelens.settings import Settings
 from facelens.store.audit import AuditLog
+from facelens.store.database import Store
 from facelens.video.manager import CameraManager
 from facelens.vision.decode import load_image
 
@@ -24,6 +25,7 @@ API_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 @dataclass
 class ServiceState:
     settings: Settings
+    store: Store
     galleries: Galleries
     keys: KeyStore
     audit: AuditLog
@@ -36,16 +38,17 @@ class ServiceState:
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
-        galleries = Galleries(settings)
-        events = EventStore(galleries)
-        return cls(settings, galleries, KeyStore(galleries.sessions),
-                   AuditLog(galleries.sessions, settings.data_dir / "audit.head"),
+        store = Store(settings)
+        galleries = Galleries(settings, store)
+        events = EventStore(store)
+        return cls(settings, store, galleries, KeyStore(store.sessions),
+                   AuditLog(store.sessions, settings.data_dir / "audit.head"),
                    events,
                    InferencePool(settings.workers, settings.queue),
                    RateLimiter(settings.rate_per_minute, settings.rate_burst),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
                            settings.lockout_s),
-                   CameraManager(settings, galleries, events), SessionStore())
+                   CameraManager(settings, store, galleries, events), SessionStore())
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
@@ -59,4 +62,4 @@ class ServiceState:
     def close(self) -> None:
         self.cameras.close()
         self.pool.shutdown()
-        self.galleries.engine.dispose()
+        self.store.close()

@@ -1,7 +1,7 @@
 """Every table facelens keeps (SQLAlchemy 2): galleries, subjects, templates, consents and
 negatives; events and cameras; API keys and the audit log. The database is the source of truth;
-the vector index is a cache rebuilt from it. Embeddings and crops are stored only encrypted
-(see crypto.py)."""
+the vector index is a cache rebuilt from it. Embeddings and event pictures are stored only
+encrypted (see crypto.py)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ class Gallery(Base):
     """e.g. staff-door, watchlist-missing; purposes starting with "watchlist" need reasons."""
     embedder: Mapped[str] = mapped_column(String(40))
     retention_days: Mapped[int] = mapped_column(Integer, default=3 * 365)
-    keep_crops: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Bumped in the same transaction as every change to the gallery's templates or model:
@@ -98,8 +97,6 @@ class Template(Base):
     quality: Mapped[float] = mapped_column(Float)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     """AES-256-GCM(float32 embedding) under the subject's data key."""
-    crop: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    """Encrypted aligned enrolment crop (PNG), only if the gallery keeps crops."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="templates")

@@ -13,6 +13,7 @@ from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
+from facelens.store.database import Store
 from facelens.store.tables import Camera
 from facelens.video.camera import CameraRunner, sinks_from
 
@@ -24,19 +25,21 @@ def _config(row: Camera) -> CameraConfig:
 
 
 class CameraManager:
-    def __init__(self, settings: Settings, galleries: Galleries, events: EventStore) -> None:
+    def __init__(self, settings: Settings, store: Store, galleries: Galleries,
+                 events: EventStore) -> None:
         self.settings, self.galleries, self.events = settings, galleries, events
+        self.sessions = store.sessions
         self.sink: Fanout | None = None
         self.runners: dict[str, CameraRunner] = {}
         self._lock = threading.Lock()
-        with galleries.sessions.begin() as s:
+        with self.sessions.begin() as s:
             known = set(s.scalars(sa.select(Camera.name)))
             for seed in settings.cameras:
                 if seed.name not in known:
                     s.add(Camera(**seed.model_dump()))
 
     def configs(self) -> list[CameraConfig]:
-        with self.galleries.sessions() as s:
+        with self.sessions() as s:
             return [_config(row) for row in s.scalars(sa.select(Camera).order_by(Camera.name))]
 
     def start(self) -> None:
@@ -59,14 +62,14 @@ class CameraManager:
     def add(self, config: CameraConfig) -> None:
         for gallery in config.galleries:
             self.galleries.gallery(gallery)
-        with self.galleries.sessions.begin() as s:
+        with self.sessions.begin() as s:
             if s.get(Camera, config.name):
                 raise ConflictError(f"camera {config.name!r} exists")
             s.add(Camera(**config.model_dump()))
         self._restart(config)
 
     def update(self, name: str, changes: dict[str, Any]) -> CameraConfig:
-        with self.galleries.sessions.begin() as s:
+        with self.sessions.begin() as s:
             row = s.get(Camera, name)
             if row is None:
                 raise NotFoundError(f"no camera {name!r}")
@@ -79,7 +82,7 @@ class CameraManager:
         return config
 
     def remove(self, name: str) -> None:
-        with self.galleries.sessions.begin() as s:
+        with self.sessions.begin() as s:
             if not s.execute(sa.delete(Camera).where(Camera.name == name)).rowcount:
                 raise NotFoundError(f"no camera {name!r}")
         self._restart(None, name)

@@ -1,0 +1,155 @@
+"""1:N identification: search a gallery's index, keep the results above the open-set threshold
+with their confidence band (matching/decide.py), drop those a reviewer marked "not this
+person", and record corrections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from facelens.api import Engine
+from facelens.face import Face
+from facelens.gallery.catalogue import Catalogue
+from facelens.gallery.errors import GalleryError, GalleryNotFound
+from facelens.gallery.index_cache import IndexCache
+from facelens.gallery.templates import seal_vector, unseal_vector
+from facelens.matching.decide import Hit, decide
+from facelens.store.database import Store
+from facelens.store.tables import NegativeExample, Subject, Template, utcnow
+from facelens.vision.decode import ImageSource, load_image
+
+NEGATIVE_FAR = 1e-3
+"""A probe is "the same person" as a stored negative example above this FAR's threshold."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject_id: str
+    name: str
+    score: float
+    band: str
+    """Confidence band of the score over the gallery size: high, medium, low or none."""
+    fpir: float | None
+    """The band's FPIR (None for "none")."""
+
+
+@dataclass
+class Identification:
+    face: Face
+    candidates: list[Candidate]
+    """Best first; empty means unknown."""
+    decision: str
+    """How the threshold was chosen (open-set formula, FPIR, gallery size)."""
+    embedder: str = ""
+    comparisons: int = 1
+    """Gallery size searched: what the confidence bands are computed over."""
+
+    @property
+    def unknown(self) -> bool:
+        return not self.candidates
+
+
+class Identifier:
+    def __init__(self, store: Store, engine: Engine, catalogue: Catalogue,
+                 cache: IndexCache) -> None:
+        self.store, self.engine, self.catalogue, self.cache = store, engine, catalogue, cache
+
+    def identify(self, gallery_name: str, image: ImageSource, *, far: float = 1e-3,
+                 top_k: int = 5) -> list[Identification]:
+        """Who is each face in `image` (a decoded RGB array or anything `load_image` reads)?
+        Candidates above the open-set threshold, or unknown.
+
+        `far` is the chance, per face searched, that anyone not enrolled gets a candidate
+        (FPIR); the per-comparison threshold follows from it and the gallery size
+        (matching/open_set.py)."""
+        gallery = self.catalogue.gallery(gallery_name)
+        rgb = load_image(image)
+        faces, chips = self.engine.detect_rgb(rgb)
+        if faces:
+            self.engine.embed_rgb(rgb, faces, embedder=gallery.embedder, chips=chips)
+        return self.match(gallery_name, faces, far=far, top_k=top_k)
+
+    def match(self, gallery_name: str, faces: list[Face], *, far: float = 1e-3,
+              top_k: int = 5) -> list[Identification]:
+        """identify() for faces embedded already (by the gallery's embedder), e.g. the best
+        shot of a camera track."""
+        gallery = self.catalogue.gallery(gallery_name)
+        if not faces:
+            return []
+        if any(f.embedding is None or f.embedder != gallery.embedder for f in faces):
+            raise GalleryError(f"faces must carry {gallery.embedder} embeddings")
+        calibration = self.engine.calibration
+        with self.cache.lock:
+            index = self.cache.index(gallery)
+            size = len(index)
+            threshold = calibration.open_set_threshold(gallery.embedder, far, size or 1)
+            scores, ids = index.search(np.stack([f.embedding for f in faces]),
+                                       min(max(top_k * 4, 16), max(size, 1)))
+        comparisons = max(size, 1)
+        results = []
+        with self.store.sessions.begin() as s:
+            for face, row_scores, row_ids in zip(faces, scores, ids, strict=True):
+                hits = decide(row_ids, row_scores, threshold.value, calibration,
+                              gallery.embedder, comparisons)
+                results.append(Identification(
+                    face, self._candidates(s, face, hits, top_k),
+                    threshold.describe(gallery.embedder, size, far), gallery.embedder,
+                    comparisons))
+            seen = {r.candidates[0].subject_id for r in results if r.candidates}
+            if seen:  # retention counts from the last time someone was recognised
+                s.execute(sa.update(Subject).where(Subject.id.in_(seen))
+                          .values(last_seen_at=utcnow()))
+        return results
+
+    def _candidates(self, s: Session, face: Face, hits: list[Hit], top_k: int
+                    ) -> list[Candidate]:
+        """The hits as subjects, one candidate each, without those a reviewer rejected."""
+        if not hits:
+            return []
+        rows = {template_id: subject for template_id, subject in s.execute(
+            sa.select(Template.id, Subject).join(Subject, Template.subject_id == Subject.id)
+            .where(Template.id.in_([h.id for h in hits])))}
+        best: dict[str, Candidate] = {}
+        for hit in hits:
+            subject = rows.get(hit.id)
+            if subject is None or subject.id in best:
+                continue
+            if self._rejected(s, subject, face, hit.score):
+                continue
+            best[subject.id] = Candidate(subject.id, subject.display_name, hit.score,
+                                         hit.band, hit.fpir)
+        return list(best.values())[:top_k]
+
+    def _rejected(self, s: Session, subject: Subject, face: Face, score: float) -> bool:
+        """True if a reviewer said a face like this one is not `subject`: the probe is the
+        same person as a stored negative example (above the NEGATIVE_FAR threshold) and closer
+        to it than to the subject's own templates (`score`)."""
+        negatives = s.scalars(sa.select(NegativeExample.vector)
+                              .where(NegativeExample.subject_id == subject.id)).all()
+        if not negatives:
+            return False
+        assert face.embedding is not None and face.embedder is not None
+        data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
+        same = self.engine.calibration.operating_point(face.embedder, NEGATIVE_FAR).threshold
+        for blob in negatives:
+            negative = unseal_vector(data_key, blob, "negative", subject.id)
+            similarity = float(negative @ face.embedding)
+            if similarity > same and similarity > score:
+                return True
+        return False
+
+    def not_this_person(self, subject_id: str, face: Face) -> None:
+        """Record that `face` (as returned by identify) is not `subject_id`."""
+        if face.embedding is None:
+            raise GalleryError("the face carries no embedding")
+        with self.store.sessions.begin() as s:
+            subject = s.get(Subject, subject_id)
+            if subject is None:
+                raise GalleryNotFound(f"no subject {subject_id}")
+            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
+            s.add(NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
+                                  vector=seal_vector(data_key, face.embedding, "negative",
+                                                     subject_id)))

@@ -1,0 +1,95 @@
+"""One `Store` per data directory: the database (migrated at open) and the master key that
+wraps every subject's data key. Galleries, events, API keys, the audit log and cameras all
+run on the sessions of the one Store the service (or the CLI) opens."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from facelens.settings import Settings
+from facelens.store.crypto import (
+    ENV_KEY,
+    MasterKey,
+    MasterKeyError,
+    load_master_key,
+    new_data_key,
+    read_key_file,
+    write_key_file,
+)
+from facelens.store.db import checkpoint, database_url, open_engine, session_factory
+from facelens.store.tables import Subject
+
+
+class Store:
+    """The database and master key of one facelens data directory (or database URL).
+
+    Opening refuses (MasterKeyError) a master key other than the one the stored subjects are
+    wrapped with, and finishes a key rotation a crash interrupted."""
+
+    def __init__(self, settings: Settings) -> None:
+        data_dir = settings.data_dir
+        self.database = open_engine(database_url(data_dir, settings.database_url))
+        self.sessions = session_factory(self.database)
+        self.key_file = data_dir / "master.key"
+        with self.sessions() as s:
+            used = set(s.scalars(sa.select(Subject.key_id).distinct()))
+        # A new key only for an empty store: a lost key file must not silently fork the data.
+        try:
+            self.master: MasterKey = load_master_key(self.key_file, create=not used)
+            self._finish_rotation()
+            if used and used != {self.master.id}:
+                raise MasterKeyError(f"wrong master key: the key from {self.master.source} does "
+                                     "not match the one the templates were wrapped with")
+        except MasterKeyError:
+            self.database.dispose()
+            raise
+
+    @property
+    def _pending_key_file(self) -> Path:
+        """Where a rotation writes the new key before the database is re-wrapped."""
+        return self.key_file.with_name(self.key_file.name + ".next")
+
+    def rotate_master_key(self) -> MasterKey:
+        """Re-wrap every subject's data key under a new master key; returns the new key.
+
+        Crash-safe: the new key is written beside the old one first, the database is re-wrapped
+        in one transaction, then the new key file replaces the old (see _finish_rotation)."""
+        if self.master.source == ENV_KEY:
+            raise MasterKeyError(f"the master key comes from {ENV_KEY}: rotate by setting a new "
+                                 "key file instead (unset the variable), or re-wrap offline")
+        new = MasterKey(new_data_key(), str(self.key_file))
+        pending = self._pending_key_file
+        write_key_file(pending, new.key)
+        with self.sessions.begin() as s:
+            for subject in s.scalars(sa.select(Subject)):
+                data_key = self.master.unwrap(subject.wrapped_key, subject.id)
+                subject.wrapped_key = new.wrap(data_key, subject.id)
+                subject.key_id = new.id
+        os.replace(pending, self.key_file)
+        self.master = new
+        self.checkpoint()
+        return new
+
+    def _finish_rotation(self) -> None:
+        """After a crash mid-rotation: keep whichever key the database is wrapped with."""
+        pending = self._pending_key_file
+        if not pending.exists() or self.master.source == ENV_KEY:
+            return
+        candidate = MasterKey(read_key_file(pending), str(self.key_file))
+        with self.sessions() as s:
+            used = s.scalar(sa.select(Subject.key_id).limit(1))
+        if used == candidate.id:
+            os.replace(pending, self.key_file)
+            self.master = candidate
+        else:
+            pending.unlink()
+
+    def checkpoint(self) -> None:
+        """Fold SQLite's write-ahead log into the database file (after deletions)."""
+        checkpoint(self.database)
+
+    def close(self) -> None:
+        self.database.dispose()
