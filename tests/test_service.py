@@ -89,7 +89,7 @@ lite = served
 # --------------------------------------------------------------------------- the whole flow
 def test_enrol_identify_verify_review_delete(served: Served) -> None:
     c, admin = served.client, served.auth("admin")
-    assert served.state.galleries.engine.dialect.name in ("sqlite", "postgresql")
+    assert served.state.store.database.dialect.name in ("sqlite", "postgresql")
     r = c.post("/v1/galleries", headers=admin, json={"name": "door", "purpose": "staff-door"})
     assert r.status_code == 201 and r.json()["embedder"] == "fusion"
     assert c.post("/v1/galleries", headers=admin,
@@ -179,6 +179,24 @@ def test_engine_routes_and_error_codes(lite: Served) -> None:
     assert 'facelens_request_seconds_count{route="/v1/analyze"}' in text
 
 
+def test_a_service_detects_and_embeds_with_its_own_settings(tmp_path: Path,
+                                                            fixtures_dir: Path) -> None:
+    """The engine under the routes is the one of the service's settings, not the
+    environment's (yunet and fusion by default)."""
+    settings = _settings(tmp_path / "data", detector="centerface", embedder="sface")
+    with _serve(settings, fixtures_dir) as s:
+        found = s.client.post("/v1/detect", headers=s.auth("detect"),
+                              files=s.upload("obama.jpg")).json()
+        assert found["faces"] and {f["detector"] for f in found["faces"]} == {"centerface"}
+        exported = s.client.post("/v1/embed", headers=s.auth("export"),
+                                 files=s.upload("obama.jpg")).json()["faces"][0]
+        assert exported["embedder"] == "sface" and len(exported["embedding"]) == 128
+        pair = s.client.post("/v1/verify", headers=s.auth("verify"),
+                             files={**s.upload("obama.jpg", "image_a"),
+                                    **s.upload("obama2.jpg", "image_b")}).json()
+        assert pair["match"] and pair["embedder"] == "sface"
+
+
 def _blank_png() -> bytes:
     import io
 
@@ -262,7 +280,7 @@ def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path
                               capture_output=True, text=True, cwd=repo_root, timeout=120)
 
     assert cli_verify().returncode == 0
-    engine = lite.state.galleries.engine
+    engine = lite.state.store.database
     with engine.begin() as conn:
         row = conn.execute(sa.text("SELECT id FROM audit_log WHERE gallery = 'b'")).scalar_one()
         conn.execute(sa.text("UPDATE audit_log SET outcome = 'denied' WHERE id = :i"), {"i": row})

@@ -26,6 +26,7 @@ from facelens.errors import (
     UnsupportedImageError,
 )
 from facelens.liveness.sessions import SessionExpired, SessionRefused
+from facelens.policy.live_face import LivenessRequired
 from facelens.service.limits import InferencePool, Overloaded
 
 log = logging.getLogger("facelens.service")
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (SessionExpired, 410, "liveness_expired"),
     (SessionRefused, 403, "liveness_refused"),
+    (LivenessRequired, 403, "liveness_required"),
     (ConflictError, 409, "conflict"),
     (ModelMissingError, 503, "model_missing"),
     (FacelensError, 400, "rule_violation"),

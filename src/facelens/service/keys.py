@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from facelens.errors import FacelensError, NotFoundError
+from facelens.policy.payment import PAYMENT_MARKER
 from facelens.store.tables import ApiKey, utcnow
 
 SCOPES = {
@@ -26,7 +27,7 @@ SCOPES = {
     "metrics": "Prometheus /metrics",
     "export": "may receive embeddings",
     "scores": "may receive raw scores and thresholds",
-    "payment": "a marker, not a permission: this key's verify and door decisions need a "
+    PAYMENT_MARKER: "a marker, not a permission: this key's verify and door decisions need a "
                "passed liveness session",
 }
 
@@ -45,10 +46,6 @@ class Principal:
 
     def allows(self, *scopes: str) -> bool:
         return "admin" in self.scopes or any(s in self.scopes for s in scopes)
-
-    @property
-    def needs_liveness(self) -> bool:
-        return "payment" in self.scopes
 
     @property
     def label(self) -> str:

@@ -4,7 +4,6 @@
   Beyond that the request is refused at once (429), so the event loop, and `/healthz`, never
   wait behind a pile-up and the service recovers as soon as the pile drains.
 - `RateLimiter`: a token bucket per API key.
-- `Lockout`: repeated failed verifications of one subject by one key lock that pair out.
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ import contextlib
 import os
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from facelens.policy.lockout import Lockout  # noqa: F401  (until state.py imports it from policy)
 
 T = TypeVar("T")
 
@@ -78,35 +78,3 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate if self.rate else 60.0
-
-
-class Lockout:
-    """`failures` failed checks within `window_s` lock a (key, subject) pair for `lock_s`."""
-
-    def __init__(self, failures: int, window_s: float, lock_s: float) -> None:
-        self.failures, self.window_s, self.lock_s = failures, window_s, lock_s
-        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._locked: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def locked_for(self, pair: tuple[str, str]) -> float:
-        with self._lock:
-            left = self._locked.get(pair, 0.0) - time.monotonic()
-            if left <= 0:
-                self._locked.pop(pair, None)
-            return max(left, 0.0)
-
-    def failed(self, pair: tuple[str, str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            fails = self._fails[pair]
-            fails.append(now)
-            while fails and fails[0] < now - self.window_s:
-                fails.popleft()
-            if len(fails) >= self.failures:
-                self._locked[pair] = now + self.lock_s
-                fails.clear()
-
-    def succeeded(self, pair: tuple[str, str]) -> None:
-        with self._lock:
-            self._fails.pop(pair, None)

@@ -8,28 +8,16 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from facelens import api
-from facelens.errors import FacelensError, NoFaceError
+from facelens.errors import FacelensError
 from facelens.face import Face, Verdict
-from facelens.matching.open_set import confidence_band
+from facelens.matching.calibration import Calibration
+from facelens.policy.verification import Verification
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
-from facelens.service.state import ServiceState
+from facelens.service.uploads import Far, read_upload
 
 router = APIRouter(prefix="/v1", tags=["faces"])
-ACCEPTED_TYPES = {"image/jpeg", "image/png", "image/webp", "application/octet-stream"}
-Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to decide at.")]
-
-
-async def read_upload(upload: UploadFile) -> bytes:
-    """The bytes of an uploaded image whose declared type (if any) is one we accept; what
-    the bytes really are is checked again when they are decoded."""
-    declared = (upload.content_type or "application/octet-stream").split(";")[0].strip()
-    if declared not in ACCEPTED_TYPES:
-        raise ApiError(415, "unsupported_media_type",
-                       f"{upload.filename or 'upload'}: {declared} is not JPEG, PNG or WebP")
-    return await upload.read()
 
 
 def faces_payload(rgb_shape: tuple[int, ...], faces: list[Face], *,
@@ -54,51 +42,40 @@ async def _faces(request: Request, image: UploadFile,
 @router.post("/detect", summary="Find faces: boxes, 5 landmarks, quality")
 async def detect(request: Request, image: Annotated[UploadFile, File()],
                  _: Principal = requires("detect")) -> dict[str, Any]:
-    return await _faces(request, image, api.detect)
+    return await _faces(request, image, service(request).galleries.engine.detect)
 
 
 @router.post("/analyze", summary="Faces with quality and (opt-in) age and perceived sex")
 async def analyze(request: Request, image: Annotated[UploadFile, File()],
                   attributes: Annotated[bool, Form()] = True,
                   _: Principal = requires("detect")) -> dict[str, Any]:
-    if attributes and not service(request).settings.attributes:
+    state = service(request)
+    if attributes and not state.settings.attributes:
         raise ApiError(403, "forbidden", "age and sex estimation is disabled on this server "
                        "(FACELENS_ATTRIBUTES=false)")
-    return await _faces(request, image, lambda rgb: api.analyze(rgb, attributes=attributes))
+    engine = state.galleries.engine
+    return await _faces(request, image, lambda rgb: engine.analyze(rgb, attributes=attributes))
 
 
 @router.post("/embed", summary="Faces with their embeddings (export scope only)")
 async def embed(request: Request, image: Annotated[UploadFile, File()],
                 _: Principal = requires("export")) -> dict[str, Any]:
-    return await _faces(request, image, api.embed, with_embedding=True)
+    return await _faces(request, image, service(request).galleries.engine.embed,
+                        with_embedding=True)
 
 
-def verdict_payload(verdict: Verdict, principal: Principal) -> dict[str, Any]:
+def verdict_payload(verdict: Verdict, principal: Principal,
+                    calibration: Calibration) -> dict[str, Any]:
+    """The verdict with its confidence band; the score and threshold for the scores scope
+    only."""
     decided_by = verdict.decided_by or verdict.embedder
-    band, _ = confidence_band(decided_by, verdict.score) if verdict.match else ("none", None)
+    band, _ = (calibration.confidence_band(decided_by, verdict.score) if verdict.match
+               else ("none", None))
     out = verdict.to_dict()
     if not principal.allows("scores"):
         del out["score"], out["threshold"]
     out["confidence"] = band
-    out["faces"] = [f.to_dict() for f in verdict.faces if f.detector != "gallery"]
     return out
-
-
-def live_probe(state: ServiceState, principal: Principal, session_id: str | None,
-               rgb: np.ndarray, required: bool) -> None:
-    """Use up a passed liveness session on the face in `rgb` (it must be who passed it).
-    Refused when a session is required (payment gallery or key) and none is given."""
-    if session_id is None:
-        if required:
-            raise ApiError(403, "liveness_required", "this decision needs a passed liveness "
-                           "session (liveness_session): payment galleries and keys never "
-                           "decide on a still image")
-        return
-    faces = api.embed(rgb, embedder="sface")
-    face_vector = api.main_face(faces).embedding if faces else None
-    if face_vector is None:
-        raise NoFaceError("no face to match against the liveness session")
-    state.liveness.consume(session_id, principal.id, face_vector)
 
 
 @router.post("/verify", summary="Same person? Two images, or an image and an enrolled subject")
@@ -114,9 +91,9 @@ async def verify(request: Request,
                  far: Far = 1e-3,
                  principal: Principal = requires("verify")) -> dict[str, Any]:
     state = service(request)
+    verification = Verification(state.galleries, state.liveness, state.lockout)
     if subject_id and image is not None:
-        pair = (principal.id, subject_id)
-        if (left := state.lockout.locked_for(pair)) > 0:
+        if (left := verification.locked_for(principal.id, subject_id)) > 0:
             await state.audited(principal.label, "verify", "locked", subject=subject_id)
             raise ApiError(423, "verification_locked",
                            f"too many failed verifications of this subject; retry in "
@@ -124,20 +101,17 @@ async def verify(request: Request,
         data = await read_upload(image)
 
         def work() -> Verdict:
-            subject = state.galleries.subject(subject_id)
-            rgb = state.decode(data)
-            live_probe(state, principal, liveness_session, rgb, principal.needs_liveness
-                       or subject.gallery.purpose.startswith("payment"))
-            subject_face = state.galleries.subject_face(subject_id)
-            return api.verify(subject_face, rgb, far=far, embedder=subject_face.embedder)
+            return verification.against_subject(
+                subject_id, state.decode(data), caller=principal.id,
+                key_scopes=principal.scopes, liveness_session=liveness_session, far=far)
     elif image_a is not None and image_b is not None and not subject_id:
         a, b = await read_upload(image_a), await read_upload(image_b)
-        pair = None
 
         def work() -> Verdict:
-            selfie = state.decode(b)
-            live_probe(state, principal, liveness_session, selfie, principal.needs_liveness)
-            return api.verify(state.decode(a), selfie, far=far)
+            live = state.decode(b)
+            return verification.between(state.decode(a), live, caller=principal.id,
+                                        key_scopes=principal.scopes,
+                                        liveness_session=liveness_session, far=far)
     else:
         raise ApiError(400, "bad_request", "send image_a and image_b, or image and subject_id")
     try:
@@ -145,8 +119,6 @@ async def verify(request: Request,
     except (FacelensError, ApiError) as e:
         await state.audited(principal.label, "verify", type(e).__name__, subject=subject_id)
         raise
-    if pair is not None:
-        (state.lockout.succeeded if verdict.match else state.lockout.failed)(pair)
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                         subject=subject_id, far=far, liveness=liveness_session)
-    return verdict_payload(verdict, principal)
+    return verdict_payload(verdict, principal, state.galleries.engine.calibration)

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from facelens import api
 from facelens.errors import NoFaceError
 from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
-from facelens.matching.open_set import confidence_band
+from facelens.policy.door import Door, DoorDecision
+from facelens.policy.live_face import embedded_main_face
 from facelens.service.keys import Principal
-from facelens.service.routes_faces import Far, live_probe, read_upload
 from facelens.service.security import requires, service
+from facelens.service.uploads import Far, read_upload
 from facelens.store.tables import Gallery, Subject, aware
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
@@ -27,12 +27,11 @@ class NewGallery(BaseModel):
                                      "need a reason and an expiry per entry")
     embedder: str | None = None
     retention_days: int = Field(3 * 365, ge=1)
-    keep_crops: bool = False
 
 
 def gallery_payload(gallery: Gallery, subjects: int | None = None) -> dict[str, Any]:
     out = {"name": gallery.name, "purpose": gallery.purpose, "embedder": gallery.embedder,
-           "retention_days": gallery.retention_days, "keep_crops": gallery.keep_crops,
+           "retention_days": gallery.retention_days,
            "created_at": aware(gallery.created_at)}
     return out if subjects is None else {**out, "subjects": subjects}
 
@@ -58,8 +57,7 @@ def create_gallery(request: Request, body: NewGallery,
                    principal: Principal = requires("admin")) -> dict[str, Any]:
     state = service(request)
     gallery = state.galleries.create_gallery(body.name, body.purpose, embedder=body.embedder,
-                                             retention_days=body.retention_days,
-                                             keep_crops=body.keep_crops)
+                                             retention_days=body.retention_days)
     state.audit.record(principal.label, "gallery.create", "ok", gallery=gallery.name,
                        purpose=gallery.purpose, embedder=gallery.embedder)
     return gallery_payload(gallery, 0)
@@ -148,11 +146,12 @@ def delete_subject(request: Request, subject_id: str,
 
 
 def identification_payload(found: Identification, principal: Principal) -> dict[str, Any]:
+    """A face and its candidates with their confidence bands; raw scores for the scores
+    scope only."""
     candidates = []
     for c in found.candidates:
-        band, fpir = confidence_band(found.embedder, c.score, found.comparisons)
         item: dict[str, Any] = {"subject_id": c.subject_id, "name": c.name,
-                                "confidence": band, "fpir_at_most": fpir}
+                                "confidence": c.band, "fpir_at_most": c.fpir}
         if principal.allows("scores"):
             item["score"] = round(c.score, 4)
         candidates.append(item)
@@ -189,10 +188,11 @@ async def not_this_person(request: Request, subject_id: str,
 
     def work() -> None:
         subject = state.galleries.subject(subject_id)
-        faces = api.embed(state.decode(data), embedder=subject.gallery.embedder)
-        if not faces:
+        face = embedded_main_face(state.galleries.engine, state.decode(data),
+                                  subject.gallery.embedder)
+        if face is None:
             raise NoFaceError("no face found")
-        state.galleries.not_this_person(subject_id, api.main_face(faces))
+        state.galleries.not_this_person(subject_id, face)
 
     await state.pool.run(work)
     await state.audited(principal.label, "not_this_person", "ok", subject=subject_id)
@@ -207,30 +207,16 @@ async def door(request: Request, name: str, image: Annotated[UploadFile, File()]
     """Opens only for an enrolled person who just passed a liveness challenge with this face,
     and who typed their PIN if they enrolled one."""
     state, data = service(request), await read_upload(image)
+    gate = Door(state.galleries, state.liveness, state.lockout)
 
-    def work() -> tuple[Identification | None, bool | None]:
-        rgb = state.decode(data)
-        found = state.galleries.identify(name, rgb, far=far, top_k=1)
-        best = max(found, key=lambda f: f.face.width) if found else None
-        live_probe(state, principal, liveness_session, rgb, True)
-        if best is None or best.unknown:
-            return best, None
-        return best, state.galleries.check_pin(best.candidates[0].subject_id, pin)
+    def work() -> DoorDecision:
+        return gate.decide(name, state.decode(data), caller=principal.id,
+                           liveness_session=liveness_session, pin=pin, far=far)
 
-    who, pin_ok = await state.pool.run(work)
-    reasons = []
-    if who is None or who.unknown:
-        reasons.append("not recognised")
-    elif state.lockout.locked_for(pair := (principal.id, who.candidates[0].subject_id)) > 0:
-        reasons.append("locked: too many wrong PINs")
-    elif pin_ok is False:
-        state.lockout.failed(pair)
-        reasons.append("wrong PIN")
-    opened = not reasons
-    subject = who.candidates[0].subject_id if who and not who.unknown else None
-    await state.audited(principal.label, "door", "open" if opened else "refused", gallery=name,
-                        subject=subject, reasons=reasons)
-    out: dict[str, Any] = {"open": opened, "reasons": reasons}
-    if who and not who.unknown:
-        out.update(identification_payload(who, principal)["candidates"][0])
+    decision = await state.pool.run(work)
+    await state.audited(principal.label, "door", "open" if decision.opened else "refused",
+                        gallery=name, subject=decision.subject_id, reasons=decision.reasons)
+    out: dict[str, Any] = {"open": decision.opened, "reasons": decision.reasons}
+    if decision.who is not None:
+        out.update(identification_payload(decision.who, principal)["candidates"][0])
     return out

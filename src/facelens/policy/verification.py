@@ -1,0 +1,48 @@
+"""1:1 verification under the service's rules: payment galleries and keys decide only on a
+live face, and a caller who keeps failing on one subject is locked out of it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+
+from facelens.face import Verdict
+from facelens.gallery.service import Galleries
+from facelens.liveness.sessions import SessionStore
+from facelens.policy.live_face import spend_live_session
+from facelens.policy.lockout import Lockout
+from facelens.policy.payment import liveness_required
+
+
+class Verification:
+    def __init__(self, galleries: Galleries, sessions: SessionStore, lockout: Lockout) -> None:
+        self.galleries, self.sessions, self.lockout = galleries, sessions, lockout
+
+    def locked_for(self, caller: str, subject_id: str) -> float:
+        """Seconds until `caller` may verify against `subject_id` again (0: now)."""
+        return self.lockout.locked_for((caller, subject_id))
+
+    def against_subject(self, subject_id: str, rgb: np.ndarray, *, caller: str,
+                        key_scopes: Collection[str], liveness_session: str | None,
+                        far: float) -> Verdict:
+        """Is the main face of `rgb` the enrolled subject? A failure counts towards the
+        caller's lockout of that subject, a match clears it."""
+        subject = self.galleries.subject(subject_id)
+        spend_live_session(self.galleries.engine, self.sessions, caller, liveness_session, rgb,
+                           required=liveness_required(key_scopes, subject.gallery.purpose))
+        reference = self.galleries.subject_reference(subject_id)
+        verdict = self.galleries.engine.verify(reference, rgb, far=far,
+                                               embedder=reference.embedder)
+        pair = (caller, subject_id)
+        (self.lockout.succeeded if verdict.match else self.lockout.failed)(pair)
+        return verdict
+
+    def between(self, first: np.ndarray, live: np.ndarray, *, caller: str,
+                key_scopes: Collection[str], liveness_session: str | None,
+                far: float) -> Verdict:
+        """Do two images show the same person? `live` is the capture a liveness session,
+        when given, must match."""
+        spend_live_session(self.galleries.engine, self.sessions, caller, liveness_session, live,
+                           required=liveness_required(key_scopes))
+        return self.galleries.engine.verify(first, live, far=far)
