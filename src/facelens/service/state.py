@@ -48,7 +48,8 @@ class ServiceState:
                    RateLimiter(settings.rate_per_minute, settings.rate_burst),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
                            settings.lockout_s),
-                   CameraManager(settings, store, galleries, events), SessionStore())
+                   CameraManager(settings, store, galleries, events),
+                   SessionStore(galleries.engine))
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
