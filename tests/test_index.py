@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 
 from facelens.gallery import index_store
-from facelens.index import scan as scan_index
-from facelens.index import sign as sign_index
-from facelens.index.indexes import (
+from facelens.index import (
     AutoIndex,
     ExactIndex,
-    HNSWIndex,
     IVFIndex,
     MilvusIndex,
+    SignScanIndex,
     VectorIndex,
+    kernels,
     large_index,
     large_index_kind,
-    make_index,
+    sign_codes,
 )
-from facelens.index.scan import ScanIndex
-from facelens.index.sign import SignScanIndex
 
 DIM = 64
 
@@ -70,31 +67,24 @@ def _milvus(tmp_path: Path) -> Backend:
     return Backend("milvus", lambda dim: MilvusIndex(dim, str(db)), [db])
 
 
-def _scan(unit: str | None = None) -> Backend:
-    """The 4-bit scan (on `unit` or the best here), or the sign scan for its units ("avx512",
-    "avx2"); a skip where it cannot run."""
-    kind = SignScanIndex if unit in SignScanIndex.UNITS else ScanIndex
-    if not kind.runs_here():
-        pytest.skip(f"this CPU has no {kind.NEEDS} (or scan_*.so not built): {kind.__name__} "
-                    "cannot run here")
-    if unit is not None and unit not in scan_index.units():
+def _scan(unit: str) -> Backend:
+    """The sign scan on `unit` ("avx512" or "avx2"); a skip where it cannot run."""
+    if not SignScanIndex.runs_here():
+        pytest.skip(f"this CPU has no {SignScanIndex.NEEDS} (or scan_*.so not built): "
+                    "SignScanIndex cannot run here")
+    if unit not in kernels.units():
         pytest.skip(f"this CPU has no {unit.upper()}: the scan runs on "
-                    f"{', '.join(scan_index.units())} only")
-    return Backend(unit or "scan", lambda dim: kind(dim, unit=unit))
+                    f"{', '.join(kernels.units())} only")
+    return Backend(unit, lambda dim: SignScanIndex(dim, unit=unit))
 
 
-@pytest.fixture(params=["exact", "hnsw", "ivf", "scan", "sign", "sign-avx512", "auto",
-                        "milvus"])
+@pytest.fixture(params=["exact", "ivf", "sign", "sign-avx512", "auto", "milvus"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     match request.param:
         case "exact":
             return Backend("exact", ExactIndex)
-        case "hnsw":
-            return Backend("hnsw", HNSWIndex)
         case "ivf":
             return Backend("ivf", IVFIndex)
-        case "scan":
-            return _scan()
         case "sign":
             return _scan("avx2")
         case "sign-avx512":
@@ -240,24 +230,22 @@ def test_auto_index_moves_to_ivf_and_reloads(tmp_path: Path) -> None:
 
     path = tmp_path / "gallery.idx"
     index.save(path)
-    again = make_index(DIM, path=path, threshold=1_000)
-    assert again.approximate and len(again) == 1_200
-    with pytest.raises(ValueError, match="64-d"):
-        make_index(DIM * 2, path=path)
+    again = AutoIndex.load(path, threshold=1_000)
+    assert again.approximate and len(again) == 1_200 and again.dim == DIM
 
-    # a cache of the older 12-partition layout is refused (the gallery rebuilds it), never
-    # read with this layout's partition arithmetic
+    # a cache of the older 12-partition IVF layout, or of the retired 4-bit scan or HNSW
+    # graph, is refused (the gallery rebuilds it), never read with this layout's arithmetic
     old = tmp_path / "old.idx"
-    old.write_bytes(b"FLIVFMT\n" + path.read_bytes()[8:])
-    with pytest.raises(ValueError):
-        make_index(DIM, path=old)
+    for magic in (b"FLIVFMT\n", b"FLSCAN1\n", b"FLHNSW1\n"):
+        old.write_bytes(magic + path.read_bytes()[8:])
+        with pytest.raises(ValueError):
+            AutoIndex.load(old)
 
     small = tmp_path / "small.idx"
     exact = AutoIndex(DIM)
     exact.add([1], gallery[:1])
     exact.save(small)
-    assert not make_index(DIM, path=small).approximate
-    assert make_index(DIM, size_hint=50_000).approximate
+    assert not AutoIndex.load(small).approximate
 
 
 def _rows_per_partition(index: IVFIndex) -> list[np.ndarray]:
@@ -301,25 +289,6 @@ def test_ivf_files_every_face_once_in_each_partition(tmp_path: Path) -> None:
     assert loaded.search(noisy(newcomer, sigma=0.08), 1)[1][0, 0] == 5_000
 
 
-def test_hnsw_rebuilds_once_dead_nodes_pile_up(tmp_path: Path) -> None:
-    gallery = unit(1_000, seed=11)
-    index = HNSWIndex(DIM)
-    index.add(np.arange(1_000), gallery)
-    full = tmp_path / "full.idx"
-    index.save(full)
-    index.remove(np.arange(0, 1_000, 2))
-    index.add([0], gallery[:1])  # re-enrol one: a new node, the old one stays dead
-    path = tmp_path / "hnsw.idx"
-    index.save(path)  # 500 of 1,001 nodes dead: saved as a fresh graph of the 501 live ones
-    assert path.stat().st_size < 0.6 * full.stat().st_size
-    loaded = HNSWIndex.load(path)
-    assert len(loaded) == 501
-    assert sorted(loaded.ids().tolist()) == [0, *range(1, 1_000, 2)]
-    _, found = loaded.search(gallery, 1)
-    np.testing.assert_array_equal(found[1::2, 0], np.arange(1, 1_000, 2))
-    assert found[0, 0] == 0
-
-
 @pytest.mark.parametrize("embedder", ["fusion", "sface-flip"])
 def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
     """The bench's synthetic gallery copies what was measured on LFW: the mean's norm, the
@@ -347,19 +316,16 @@ def test_search_bench_faces_look_like_the_measured_ones(embedder: str) -> None:
 
 
 @pytest.mark.parametrize("threads", [2, 5])
-@pytest.mark.parametrize("scan_unit", ["amx", "vnni", "avx512", "avx2"])
+@pytest.mark.parametrize("scan_unit", SignScanIndex.UNITS)
 def test_scan_finds_every_face_itself(threads: int, scan_unit: str) -> None:
-    """Odd sizes: 1,037 faces end in a half-filled block and an empty one (blocks come in
-    pairs; the sign scan's 3 blocks of 512 end part-filled, and 5 threads leave two with
-    none); 1,037 queries are not a multiple of AMX's 16-row tiles nor of VNNI's groups of 8;
-    5 threads split the blocks unevenly and find more candidates than are re-scored; 128-d
-    and 256-d faces code 128 and 192 dimensions (2 and 3 AMX tiles), and the sign scan fills
-    256 bits from 128 or 64 dimensions."""
+    """Odd sizes: 1,037 faces fill 3 blocks of 512, the last part-filled, and 5 threads leave
+    two with none; 5 threads split the blocks unevenly and find more candidates than are
+    re-scored; 64-d and 128-d faces fill 256 bits with rotations of their axes."""
     scan = _scan(scan_unit)
-    for dim in (64, 128, 256) if scan_unit in SignScanIndex.UNITS else (128, 256):
+    for dim in (64, 128, 256):
         gallery = unit(1_037, dim, seed=20)
         index = scan.make(dim)
-        assert isinstance(index, ScanIndex)
+        assert isinstance(index, SignScanIndex)
         index._threads = threads
         index.add(np.arange(1_037) * 3, gallery)
         assert scan_unit.upper() in index.params["backend"]
@@ -367,44 +333,6 @@ def test_scan_finds_every_face_itself(threads: int, scan_unit: str) -> None:
         np.testing.assert_array_equal(found[:, 0], np.arange(1_037) * 3)
         np.testing.assert_allclose(scores[:, 0], 1, atol=2e-3)
         assert (found[:, 1] != found[:, 0]).all() and (scores[:, 1] < scores[:, 0]).all()
-
-
-@pytest.mark.parametrize("scan_unit", ["amx", "vnni"])
-def test_scan_keeps_the_mates_of_face_like_vectors(scan_unit: str) -> None:
-    """On the bench's face-like fused vectors the scan codes 192 principal axes of 256 and
-    still names every mate exact search names, with float16-exact scores."""
-    _scan(scan_unit)
-    from facelens.eval.search_bench import _data, _stats
-
-    gallery, probes, mates = _data(30_000, 500, "face-like", _stats("fusion"),
-                                   np.random.default_rng(1), lambda _: None)
-    index, exact = ScanIndex(256, unit=scan_unit), ExactIndex(256)
-    for each in (index, exact):
-        each.add(np.arange(len(gallery)), gallery)
-    assert index.params["backend"].startswith(f"4-bit {scan_unit.upper()} scan of 192 of 256")
-    scores, found = index.search(probes, 10)
-    want_scores, want = exact.search(probes, 10)
-    named = np.flatnonzero(want[:len(mates), 0] == mates)
-    assert len(named) > 0.85 * len(mates)
-    assert np.mean(found[named, 0] == mates[named]) >= 0.99
-    assert np.mean(found[:, 0] == want[:, 0]) >= 0.98
-    hit = found == want
-    np.testing.assert_allclose(scores[hit], want_scores[hit], atol=2e-3)
-
-
-def test_the_scan_finds_the_same_faces_on_amx_and_vnni() -> None:
-    """Both units rank by the same integer scores (VNNI's shifted by 8·Σq per query)."""
-    if not {"amx", "vnni"} <= set(scan_index.units()):
-        pytest.skip(f"needs a CPU with both AMX and AVX-512 VNNI; this one has "
-                    f"{', '.join(scan_index.units()) or 'neither'}")
-    gallery = unit(5_000, 256, seed=21)
-    queries = np.vstack([noisy(gallery[:50]), unit(13, 256, seed=22)])
-    found = []
-    for scan_unit in ("amx", "vnni"):
-        index = ScanIndex(256, unit=scan_unit)
-        index.add(np.arange(5_000), gallery)
-        found.append(index.search(queries, 10)[1])
-    np.testing.assert_array_equal(found[0], found[1])
 
 
 def test_a_saved_index_of_another_kind_than_this_machine_builds_is_rebuilt(
@@ -430,7 +358,7 @@ def test_a_sign_index_of_the_earlier_layout_is_rebuilt(tmp_path: Path,
     """A sign index saved by the version before the filter (magic FLSIGN1, no `_passing`)
     is not read: the store hands back nothing and the gallery rebuilds it from the
     database."""
-    _scan("avx2" if "avx2" in scan_index.units() else "avx512")
+    _scan("avx2" if "avx2" in kernels.units() else "avx512")
     saved = AutoIndex(DIM, threshold=300, inner=SignScanIndex(DIM))
     saved.add(np.arange(1_200), unit(1_200, seed=27))
     with monkeypatch.context() as patch:
@@ -463,20 +391,20 @@ def test_sign_scan_keeps_each_querys_nearest_codes(scan_unit: str) -> None:
 
     # the codes from the stored float16 rows, the queries as the kernel got them
     codes = (index._vectors[:3_000].astype(np.float32) - index._mean) @ index._axes > 0
-    asked = sign_index.sign_queries(index, queries)
+    asked = index.queries(queries)
     passing = index._pass(keep)
-    assert 20 < passing < sign_index.STRONG
+    assert 20 < passing < sign_codes.STRONG
     bits = np.unpackbits(asked["bits"].view(np.uint8), axis=1, bitorder="little").astype(bool)
     strong = np.unpackbits(asked["strong"].view(np.uint8), axis=1,
                            bitorder="little").astype(bool)
     values = (queries - index._mean) @ index._axes  # the same signs, up to rounding near 0
     assert (bits == (values > 0))[np.abs(values) > 1e-5].all()
     live = np.arange(3_000) % 7 != 0
-    word = sign_index._FACES // 8  # `at` holds byte offsets of 64-byte words
+    word = sign_codes.FACES // 8  # `at` holds byte offsets of 64-byte words
     for q in range(len(queries)):
         directions = np.flatnonzero(strong[q])
-        assert len(directions) == sign_index.STRONG
-        strongest = np.sort(np.abs(values[q]))[-sign_index.STRONG]
+        assert len(directions) == sign_codes.STRONG
+        strongest = np.sort(np.abs(values[q]))[-sign_codes.STRONG]
         assert np.abs(values[q, directions]).min() >= strongest - 1e-6
         at = asked["at"][q] // word  # the words of faces unlike the query: inverted for 1-bits
         np.testing.assert_array_equal(np.sort(at % 256), directions)

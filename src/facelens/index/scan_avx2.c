@@ -1,7 +1,6 @@
-// The parts of the large-gallery scans that need only AVX2 (any x86-64 CPU since ~2015): the
-// queries of the sign scan and the float16 re-rank both scan indexes share. Built by
-// `make setup` into scan_avx2.so with sign_scan.c's AVX2 scan, called through ctypes
-// (scan_index.py, sign_index.py).
+// The parts of the sign scan that need only AVX2 (any x86-64 CPU since ~2015) whichever scan
+// runs: the queries' bits and the float16 re-rank. Built by `make setup` into scan_avx2.so with
+// sign_scan.c's AVX2 scan, called through ctypes (kernels.py).
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>

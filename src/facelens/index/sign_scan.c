@@ -1,5 +1,5 @@
-// Exhaustive scan of the sign codes of SignScanIndex (sign_index.py), compiled twice: for AVX2
-// into scan_avx2.so (fl_sign_search_avx2) and for AVX-512 into scan_kernel.so
+// Exhaustive scan of the sign codes of SignScanIndex (sign.py), compiled twice: for AVX2
+// into scan_avx2.so (fl_sign_search_avx2) and for AVX-512 into scan_avx512.so
 // (fl_sign_search_avx512). Layout and queries: sign_scan.h.
 //
 // Each face is 256 bits, the signs of its centred vector on 256 directions (the principal
@@ -42,7 +42,7 @@ typedef __m512i V;
     low = _mm512_ternarylogic_epi64(a, b_, c_, 0x96);                            \
     high = _mm512_ternarylogic_epi64(b_, c_, low, 0xD4);                         \
   }
-#pragma GCC target("avx512vpopcntdq")  // the full count (scan_index.py checks the CPU has it)
+#pragma GCC target("avx512vpopcntdq")  // the full count (kernels.py checks the CPU has it)
 // A query as the full count takes it: its bits twice, and which bits each half counts.
 typedef struct {
   __m512i bits, counted;
@@ -180,7 +180,7 @@ static int candidates_take(candidates *c, int limit, int64_t face, int h) {
   return limit;
 }
 
-// No face: a score below any -h, and negatable (scan_index.py ranks threads' finds by -score).
+// No face: a score below any -h, and negatable (sign.py ranks threads' finds by -score).
 #define NO_SCORE (INT32_MIN / 2)
 
 // The best `keep` (fewer where fewer were seen: row -1, score NO_SCORE) as score -h, then freed.

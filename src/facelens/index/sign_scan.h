@@ -1,5 +1,6 @@
 // The sign-code layout and query record shared by sign_scan.c (compiled once for AVX2 into
-// scan_avx2.so and once for AVX-512 into scan_kernel.so) and scan_avx2.c's fl_sign_queries.
+// scan_avx2.so and once for AVX-512 into scan_avx512.so), scan_avx2.c's fl_sign_queries and
+// sign_codes.py.
 //
 // Layout: faces in blocks of 512. A block is WORDS words of 64 bytes:
 // - words 0..255: the faces' bits on each direction, bit j of a word belonging to face j;
