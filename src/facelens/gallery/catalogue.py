@@ -4,7 +4,7 @@ for 1:1 checks and its PIN check."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 from facelens.face import Reference
 from facelens.gallery.errors import GalleryError, GalleryExists, GalleryNotFound
@@ -35,9 +35,9 @@ class Catalogue:
             s.add(gallery)
         return gallery
 
-    def gallery(self, name: str, session: Session | None = None) -> Gallery:
-        with self.store.sessions() as own:
-            found = (session or own).scalar(sa.select(Gallery).where(Gallery.name == name))
+    def gallery(self, name: str) -> Gallery:
+        with self.store.sessions() as s:
+            found = s.scalar(sa.select(Gallery).where(Gallery.name == name))
         if found is None:
             raise GalleryNotFound(f"no gallery named {name!r}")
         return found

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
 from facelens.api import Engine
 from facelens.face import Face, Reference
 from facelens.gallery.catalogue import Catalogue
@@ -33,6 +31,7 @@ from facelens.store.database import Store
 from facelens.store.tables import Gallery, Subject
 from facelens.vision.decode import ImageSource
 
+# What callers import from here: the facade, the records it takes and returns, its error.
 __all__ = ["ConsentRecord", "EnrolReport", "Galleries", "GalleryError", "Identification"]
 
 
@@ -55,8 +54,8 @@ class Galleries:
         return self.catalogue.create_gallery(name, purpose, embedder=embedder,
                                              retention_days=retention_days)
 
-    def gallery(self, name: str, session: Session | None = None) -> Gallery:
-        return self.catalogue.gallery(name, session)
+    def gallery(self, name: str) -> Gallery:
+        return self.catalogue.gallery(name)
 
     def list_galleries(self) -> list[tuple[Gallery, int]]:
         return self.catalogue.list_galleries()
