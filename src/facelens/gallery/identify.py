@@ -43,9 +43,6 @@ class Identification:
     """Best first; empty means unknown."""
     decision: str
     """How the threshold was chosen (open-set formula, FPIR, gallery size)."""
-    embedder: str = ""
-    comparisons: int = 1
-    """Gallery size searched: what the confidence bands are computed over."""
 
     @property
     def unknown(self) -> bool:
@@ -88,16 +85,14 @@ class Identifier:
             threshold = calibration.open_set_threshold(gallery.embedder, far, size or 1)
             scores, ids = index.search(np.stack([f.embedding for f in faces]),
                                        min(max(top_k * 4, 16), max(size, 1)))
-        comparisons = max(size, 1)
         results = []
         with self.store.sessions.begin() as s:
             for face, row_scores, row_ids in zip(faces, scores, ids, strict=True):
                 hits = decide(row_ids, row_scores, threshold.value, calibration,
-                              gallery.embedder, comparisons)
+                              gallery.embedder, max(size, 1))
                 results.append(Identification(
                     face, self._candidates(s, face, hits, top_k),
-                    threshold.describe(gallery.embedder, size, far), gallery.embedder,
-                    comparisons))
+                    threshold.describe(gallery.embedder, size, far)))
             seen = {r.candidates[0].subject_id for r in results if r.candidates}
             if seen:  # retention counts from the last time someone was recognised
                 s.execute(sa.update(Subject).where(Subject.id.in_(seen))
