@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,6 +75,15 @@ def load_rgb(fixtures_dir: Path) -> Callable[[str], np.ndarray]:
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def engine(isolated_env: Path) -> Any:
+    """An engine under the test environment's default settings, shared by the session."""
+    from facelens.api import Engine
+    from facelens.settings import Settings
+
+    return Engine(Settings())
 
 
 @pytest.fixture(scope="session")

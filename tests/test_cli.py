@@ -161,3 +161,54 @@ def test_bad_input_exits_2_with_one_line(repo_root: Path, fixtures_dir: Path, tm
     if kind in ("missing", "brackets"):
         assert line.endswith(str(path)), line  # the path, verbatim
     assert run.stdout == ""
+
+
+# --- a fast start --------------------------------------------------------------------------------
+
+HEAVY = ("onnx", "onnxruntime", "openvino", "cv2", "dlib", "ai_edge_litert", "mediapipe",
+         "fastapi", "starlette", "uvicorn", "av", "sqlalchemy")
+"""Model runtimes, the web framework, the video library and the database: none is needed to
+print help or the model cards."""
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], ["models", "--json"]])
+def test_help_and_model_cards_load_no_runtime_web_or_video_library(
+        repo_root: Path, argv: list[str] | None) -> None:
+    """`import facelens.cli`, then (if given) a command run in the same process: which of
+    HEAVY ended up in sys.modules."""
+    script = ("import json, sys\nimport facelens.cli\n"
+              f"argv = {argv!r}\n"
+              "if argv:\n"
+              "    try:\n"
+              "        facelens.cli.app(argv, prog_name='facelens')\n"
+              "    except SystemExit as e:\n"
+              "        assert not e.code, e.code\n"
+              f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=repo_root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stderr.strip().splitlines()[-1]) == []
+
+
+def test_models_names_the_calibration_in_force(repo_root: Path, tmp_path: Path) -> None:
+    """The package's calibration until one is saved in the data directory, then that one,
+    with the accuracy measured beside it on the model cards."""
+    from facelens.matching.calibration import calibration_file
+    from facelens.models.runtime import runtime_label
+    from facelens.settings import Settings
+
+    env = dict(os.environ, FACELENS_DATA_DIR=str(tmp_path / "data"))
+    run = subprocess.run([str(CLI), "models", "--json"], cwd=repo_root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    name = calibration_file(runtime_label(Settings().runtime))
+    assert f"calibration: package:{name} (lfw-dev" in run.stderr
+    saved = tmp_path / "data" / "calibration"
+    saved.mkdir(parents=True)
+    (saved / name).write_text(json.dumps({"source": "my own faces", "embedders": {}}))
+    (saved / "measured.json").write_text(json.dumps({"models": {"sface": "TAR 0.5 here"}}))
+    run = subprocess.run([str(CLI), "models"], cwd=repo_root, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"calibration: {saved / name} (my own faces)" in " ".join(run.stdout.split())
+    assert "TAR 0.5 here" in run.stdout

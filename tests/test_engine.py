@@ -267,13 +267,13 @@ def test_fusion_cascade_gives_the_fused_decision(fixtures_dir: Path, load_rgb: L
                                                  other: str) -> None:
     """Plain SFace decides alone only outside its calibrated band; either way the verdict is
     the one the fused score gives, and a cascade verdict carries plain SFace's score."""
-    from facelens.matching.operating_points import operating_point
+    from facelens.api import default_engine
 
     obama = load_rgb("obama.jpg")
     second = (np.clip(load_rgb("obama2.jpg") * 0.35, 0, 255).astype(np.uint8)
               if other == "obama2-dark" else load_rgb(other))
     verdict = facelens.verify(obama, second, far=1e-3, embedder="fusion")
-    point = operating_point("fusion", 1e-3)
+    point = default_engine().calibration.operating_point("fusion", 1e-3)
     assert point.cascade is not None
     low, high = point.cascade
 
@@ -292,6 +292,27 @@ def test_fusion_cascade_gives_the_fused_decision(fixtures_dir: Path, load_rgb: L
     else:
         assert verdict.decided_by == "sface"
         assert verdict.score == pytest.approx(plain, abs=1e-5)
+
+
+def test_an_engine_detects_and_embeds_with_the_settings_it_is_given(fixtures_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """No stage reads the environment's settings: an engine built with CenterFace and plain
+    SFace uses them, while the default engine (the environment's) uses YuNet and fusion."""
+    from facelens.api import Engine, default_engine
+    from facelens.settings import Settings
+
+    photo = fixtures_dir / "obama.jpg"
+    custom = Engine(Settings(data_dir=tmp_path, detector="centerface", embedder="sface"))
+    (face,) = custom.embed(photo)
+    assert (face.detector, face.embedder) == ("centerface", "sface")
+    assert face.embedding is not None and face.embedding.shape == (128,)
+    verdict = custom.verify(photo, fixtures_dir / "obama2.jpg")
+    assert verdict.embedder == "sface" and verdict.match
+    assert {f.detector for f in verdict.faces if isinstance(f, Face)} == {"centerface"}
+
+    (face,) = default_engine().embed(photo)
+    assert (face.detector, face.embedder) == ("yunet", "fusion")
+    assert face.embedding is not None and face.embedding.shape == (256,)
 
 
 def test_verify_without_a_face_raises_no_face_error(fixtures_dir: Path) -> None:

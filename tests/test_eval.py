@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from facelens.eval.lfw import build_protocol, pair_scores, tar_at_far
 from facelens.matching.operating_points import far_key, threshold_at_far
+from facelens.settings import Settings
 
 # --- threshold_at_far -------------------------------------------------------------------------
 
@@ -136,7 +138,9 @@ def test_evaluate_on_a_small_lfw_dev_subset(shared_data: Path, tmp_path: Path) -
         "1\t12\n" + "".join(f"{n}\t1\t2\n" for n in names[:6])
         + "".join(f"{m}\t1\t{n}\t2\n" for m, n in pairwise(names)))
 
-    report, curves = evaluate(root, workers=1, cache=tmp_path / "cache", singles=10)
+    runtime = Settings().runtime
+    report, curves = evaluate(root, runtime=runtime, workers=1, cache=tmp_path / "cache",
+                              singles=10)
 
     n_files = sum(len(counts[p]) for p in multi) + 10
     assert report["images"] == n_files
@@ -153,5 +157,70 @@ def test_evaluate_on_a_small_lfw_dev_subset(shared_data: Path, tmp_path: Path) -
     assert 0.0 <= report["fusion_weight"] <= 1.0
     assert set(curves) == set(report["variants"])
     # The cache went where we said, named after the runtime that computed SFace's numbers.
-    assert (tmp_path / "cache" / f"{features_cache_kind()}.pkl").is_file()
-    assert report["sface_runtime"] in features_cache_kind()
+    assert (tmp_path / "cache" / f"{features_cache_kind(runtime)}.pkl").is_file()
+    assert report["sface_runtime"] in features_cache_kind(runtime)
+
+
+# --- saved calibration --------------------------------------------------------------------------
+
+
+def _report(runtime_label: str, threshold: float) -> dict[str, Any]:
+    """The parts of an `evaluate` report that `save_calibration` stores."""
+    def variant(cascade: bool) -> dict[str, Any]:
+        tars = {far_key(f): {"threshold": threshold + i / 100, "tar": 0.99 - i / 100}
+                for i, f in enumerate((1e-2, 1e-3, 1e-4, 1e-5))}
+        return ({"tar_at_far": tars, "impostor_pairs": 1000, "genuine_pairs": 100,
+                 "tail": [[1e-2, threshold], [1e-3, threshold + 0.01]], "tail_fit": None}
+                | ({"cascade": {k: {"band": [0.2, 0.5]} for k in tars}} if cascade else {}))
+    return {"variants": {name: variant(name == "fusion")
+                         for name in ("sface", "sface-flip", "dlib", "fusion")},
+            "fusion_weight": 0.4, "sface_runtime": runtime_label, "faces_not_found": 1,
+            "images": 10, "second_chance_detections": 0}
+
+
+def test_saved_calibration_goes_to_the_data_directory_and_is_read_from_there(
+        tmp_path: Path) -> None:
+    """`eval lfw --save` writes under settings.calibration_dir, never into the package; the
+    engine (and so the service) reads it from there, and the model cards its accuracy."""
+    from facelens.api import Engine
+    from facelens.eval.lfw_report import save_calibration
+    from facelens.matching.calibration import calibration_file
+    from facelens.models.registry import measured_accuracy
+    from facelens.models.runtime import runtime_label
+
+    settings = Settings(data_dir=tmp_path / "data")
+    label = runtime_label(settings.runtime)
+    package = Engine(Settings(data_dir=tmp_path / "empty")).calibration
+    assert package.path is None and package.origin == f"package:{calibration_file(label)}"
+    shipped = package.data
+
+    target = settings.calibration_dir / calibration_file(label)
+    save_calibration(_report(label, 0.61), target)
+    calibration = Engine(settings).calibration
+    assert calibration.path == target and calibration.origin == str(target)
+    assert calibration.operating_point("fusion", 1e-3).threshold == pytest.approx(0.62)
+    assert calibration.fusion_weight(0.5) == 0.4 and label in calibration.source
+    measured = measured_accuracy(target.parent)
+    assert "TAR 0.980 / 0.970 / 0.960" in measured["sface"]
+    assert measured["facemesh"] == measured_accuracy()["facemesh"]  # other models kept
+    assert "1 of 10" in measured["yunet"]
+    assert Engine(Settings(data_dir=tmp_path / "empty")).calibration.data == shipped
+
+
+def test_a_calibration_file_the_user_names_wins(tmp_path: Path) -> None:
+    """`eval lfw --save-to FILE` and settings.calibration_file: that file, before the data
+    directory's."""
+    from facelens.api import Engine
+    from facelens.eval.lfw_report import save_calibration
+    from facelens.matching.calibration import calibration_file
+    from facelens.models.runtime import runtime_label
+
+    settings = Settings(data_dir=tmp_path / "data")
+    label = runtime_label(settings.runtime)
+    save_calibration(_report(label, 0.61), settings.calibration_dir / calibration_file(label))
+    named = tmp_path / "mine" / "points.json"
+    save_calibration(_report(label, 0.71), named)
+    assert (named.parent / "measured.json").is_file()
+    calibration = Engine(settings.model_copy(update={"calibration_file": named})).calibration
+    assert calibration.path == named
+    assert calibration.operating_point("sface", 1e-2).threshold == pytest.approx(0.71)

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from facelens import api
+from facelens.api import Engine
 from facelens.eval.attacks import print_attack
 from facelens.liveness.judge import Judgement, find_actions, judge
 from facelens.service.app import create_app
@@ -41,8 +42,9 @@ def test_actions_are_found_only_in_the_asked_order() -> None:
     assert asked_backwards["turn_right"] == 6 and asked_backwards["turn_left"] is None
 
 
-def test_natural_footage_does_not_answer_a_challenge(clip: list[np.ndarray]) -> None:
-    result = judge(clip[120:160], ["turn_left", "blink", "turn_right"])
+def test_natural_footage_does_not_answer_a_challenge(engine: Engine, clip: list[np.ndarray]
+                                                     ) -> None:
+    result = judge(engine, clip[120:160], ["turn_left", "blink", "turn_right"])
     assert not result.passed and result.faces >= 30
     assert any("not performed" in r for r in result.reasons)
     # one real person, singing and moving: not mistaken for two people, not flat, no moiré
@@ -50,7 +52,8 @@ def test_natural_footage_does_not_answer_a_challenge(clip: list[np.ndarray]) -> 
     assert result.embedding is None  # nobody to hand on to a decision
 
 
-def test_a_real_blink_answers_a_blink_challenge_and_an_open_stare_does_not() -> None:
+def test_a_real_blink_answers_a_blink_challenge_and_an_open_stare_does_not(engine: Engine
+                                                                           ) -> None:
     """A webcam recording from the registry footage: the blink annotated by eye at frame 426
     is found by the whole judge; a second of the same man with open eyes is not a blink."""
     from facelens.eval import footage
@@ -59,37 +62,37 @@ def test_a_real_blink_answers_a_blink_challenge_and_an_open_stare_does_not() -> 
         pytest.skip("registry footage not fetched: run `make footage`")
     frames = [f.rgb for f in VideoSource(str(footage.clip_path("cap13"))).frames()]
     assert 426 in footage.annotations()["clips"]["cap13"]["blinks"]
-    blink = judge(frames[414:439], ["blink"])
+    blink = judge(engine, frames[414:439], ["blink"])
     assert blink.passed, blink.reasons
     assert (blink.performed["blink"] or 0) >= 12  # the eyes reopen after 426, not before
-    stare = judge(frames[300:325], ["blink"])
+    stare = judge(engine, frames[300:325], ["blink"])
     assert not stare.passed and stare.performed["blink"] is None
     # A shallow one: FaceMesh's lids stop at 0.67 of their open gap in this studio clip.
     assert 165 in footage.annotations()["clips"]["franck"]["blinks"]
     studio = [f.rgb for f in islice(VideoSource(str(footage.clip_path("franck"))).frames(), 178)]
-    assert judge(studio[153:178], ["blink"]).performed["blink"] is not None
+    assert judge(engine, studio[153:178], ["blink"]).performed["blink"] is not None
 
 
-def test_two_people_taking_turns_fail(fixtures_dir: Path) -> None:
+def test_two_people_taking_turns_fail(engine: Engine, fixtures_dir: Path) -> None:
     """An answer whose first half shows one person and second half another is refused for
     that reason; two photos of one person are not."""
     obama, obama2, biden = (cv2.resize(load_image(fixtures_dir / n), (480, 600))
                             for n in ("obama.jpg", "obama2.jpg", "biden.jpg"))
     challenge = ["blink", "turn_left", "turn_right"]
-    swapped = judge([obama] * 6 + [biden] * 6, challenge)
+    swapped = judge(engine, [obama] * 6 + [biden] * 6, challenge)
     assert not swapped.passed
     assert any("face changed" in r for r in swapped.reasons), swapped.reasons
-    same = judge([obama] * 6 + [obama2] * 6, challenge)
+    same = judge(engine, [obama] * 6 + [obama2] * 6, challenge)
     assert not any("face changed" in r for r in same.reasons), same.reasons
     assert same.identity_min is not None and same.identity_min > swapped.identity_min
 
 
-def test_a_printed_photo_waved_at_the_camera_is_flat(clip: list[np.ndarray],
+def test_a_printed_photo_waved_at_the_camera_is_flat(engine: Engine, clip: list[np.ndarray],
                                                      fixtures_dir: Path) -> None:
     background = cv2.GaussianBlur(clip[0], (0, 0), 25)
     frames = print_attack(background, load_image(fixtures_dir / "obama2.jpg"), frames=30,
                           rng=np.random.default_rng(3), face_px=140)
-    result = judge(frames, ["blink", "turn_left", "turn_right"])
+    result = judge(engine, frames, ["blink", "turn_left", "turn_right"])
     assert not result.passed and result.passive is not None and result.passive.planar
     assert any("flat picture" in r for r in result.reasons)
 
@@ -249,7 +252,7 @@ def test_an_answer_can_be_a_video_and_a_broken_one_is_refused(
             assert r.json()["result"]["frames"] == 90 and r.json()["result"]["faces"] == 90
 
 
-def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
+def test_the_liveness_evaluation_runs_end_to_end(engine: Engine, shared_data: Path) -> None:
     """A small `facelens eval liveness`: real bona fide windows from the shared clip and (when
     fetched) the car clip, rendered prints and replays, the shared clip's annotated turns and
     the car clip's annotated blink."""
@@ -257,7 +260,7 @@ def test_the_liveness_evaluation_runs_end_to_end(shared_data: Path) -> None:
     from facelens.eval.liveness_eval import run_liveness_eval
 
     clips = [c for c in ("carphone",) if c in footage.available()]
-    report = run_liveness_eval([shared_data / "video" / "short_hamilton_clip.mp4"],
+    report = run_liveness_eval(engine, [shared_data / "video" / "short_hamilton_clip.mp4"],
                                shared_data / "lfw-dev" / "images", prints=6,
                                replays_per_window=1, max_windows=3, clips=clips,
                                progress=lambda _label, _total: (lambda _n: None))

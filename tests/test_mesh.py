@@ -21,10 +21,9 @@ from facelens.vision.mesh import (
     eye_aspect_ratio,
     eye_aspect_ratios,
     face_meshes,
-    head_pose,
-    mesh_landmarks,
+    head_pose_from_mesh,
 )
-from facelens.vision.quality import head_pose as head_pose_5pt
+from facelens.vision.quality import head_pose_from_landmarks
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "biden.jpg", "two_people.jpg", "kit_with_rose.jpg")
 Detected = Callable[..., list[Face]]
@@ -59,15 +58,19 @@ def test_mesh_lies_on_each_detected_face(name: str, load_rgb: LoadRgb,
         assert np.linalg.norm(left - face.landmarks[1]) < 0.15 * eye_gap
 
 
-def test_mesh_landmarks_returns_the_points_and_empty_for_no_faces(load_rgb: LoadRgb,
-                                                                   detected: Detected) -> None:
+def _points(rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+    return [m.points for m in face_meshes(rgb, faces)]
+
+
+def test_face_meshes_returns_the_points_and_empty_for_no_faces(load_rgb: LoadRgb,
+                                                               detected: Detected) -> None:
     rgb, faces = load_rgb("two_people.jpg"), detected("two_people.jpg")
-    points = mesh_landmarks(rgb, faces)
+    points = _points(rgb, faces)
     assert [p.shape for p in points] == [(MESH_POINTS, 3)] * len(faces)
     np.testing.assert_array_equal(points[0], face_meshes(rgb, faces)[0].points)
-    assert mesh_landmarks(rgb, []) == []
+    assert face_meshes(rgb, []) == []
     with pytest.raises(ValueError, match="RGB"):
-        mesh_landmarks(rgb[:, :, 0], faces)
+        face_meshes(rgb[:, :, 0], faces)
 
 
 def test_presence_is_low_where_there_is_no_face(load_rgb: LoadRgb) -> None:
@@ -83,7 +86,7 @@ def test_open_eyes_have_an_aspect_ratio_in_the_normal_band(load_rgb: LoadRgb,
                                                             detected: Detected) -> None:
     ratios = []
     for name in PHOTOS:
-        for points in mesh_landmarks(load_rgb(name), detected(name)):
+        for points in _points(load_rgb(name), detected(name)):
             right, left = eye_aspect_ratios(points)
             assert eye_aspect_ratio(points) == pytest.approx((right + left) / 2)
             ratios.append(eye_aspect_ratio(points))
@@ -105,7 +108,7 @@ def test_closed_eyes_have_a_low_aspect_ratio(shared_data: Path, closed: str,
     def ratio(relative: str) -> float:
         rgb = facelens.load_image(shared_data / "lfw-dev" / "images" / relative)
         face = _central_face(facelens.detect(rgb, quality=False), rgb)
-        return eye_aspect_ratio(mesh_landmarks(rgb, [face])[0])
+        return eye_aspect_ratio(_points(rgb, [face])[0])
 
     shut = ratio(closed)
     assert shut < 0.13
@@ -117,7 +120,7 @@ def test_head_pose_signs_on_frontal_and_turned_faces(load_rgb: LoadRgb,
                                                      detected: Detected) -> None:
     def pose(name: str) -> tuple[float, float, float]:
         rgb = load_rgb(name)
-        return head_pose(mesh_landmarks(rgb, [_central_face(detected(name), rgb)])[0])
+        return head_pose_from_mesh(_points(rgb, [_central_face(detected(name), rgb)])[0])
 
     yaw, _, roll = pose("obama.jpg")  # facing the camera, head level
     assert abs(yaw) < 6 and abs(roll) < 5  # measured +3.2°, −0.4°
@@ -137,11 +140,11 @@ def test_mirror_image_flips_yaw_and_roll(name: str, load_rgb: LoadRgb,
     flipped = facelens.detect(mirrored, quality=False)
     assert len(flipped) == len(originals)
     width = rgb.shape[1]
-    for face, mesh in zip(originals, mesh_landmarks(rgb, originals), strict=True):
+    for face, mesh in zip(originals, _points(rgb, originals), strict=True):
         centre = (face.box[0] + face.box[2]) / 2
         twin = min(flipped, key=lambda f: abs(width - (f.box[0] + f.box[2]) / 2 - centre))
-        yaw, pitch, roll = head_pose(mesh)
-        yaw_m, pitch_m, roll_m = head_pose(mesh_landmarks(mirrored, [twin])[0])
+        yaw, pitch, roll = head_pose_from_mesh(mesh)
+        yaw_m, pitch_m, roll_m = head_pose_from_mesh(_points(mirrored, [twin])[0])
         # The model is not exactly mirror-symmetric: measured |yaw + yaw_m| ≤ 3.4°.
         assert abs(yaw + yaw_m) < 6 and abs(roll + roll_m) < 6 and abs(pitch - pitch_m) < 6
         if abs(yaw) > 8:
@@ -157,10 +160,10 @@ def test_rotating_the_image_rolls_the_head_by_the_same_angle(angle: int,
     height, width = rgb.shape[:2]
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
     turned = cv2.warpAffine(rgb, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE)
-    yaw0, _, roll0 = head_pose(mesh_landmarks(rgb, facelens.detect(rgb, quality=False)[:1])[0])
+    yaw0, _, roll0 = head_pose_from_mesh(_points(rgb, facelens.detect(rgb, quality=False)[:1])[0])
     faces = facelens.detect(turned, quality=False)
     assert len(faces) == 1
-    yaw, _, roll = head_pose(mesh_landmarks(turned, faces)[0])
+    yaw, _, roll = head_pose_from_mesh(_points(turned, faces)[0])
     assert roll - roll0 == pytest.approx(-angle, abs=3)
     assert abs(yaw - yaw0) < 3
 
@@ -177,18 +180,18 @@ def test_yaw_agrees_in_sign_with_the_5_point_estimate_on_lfw_dev(shared_data: Pa
         if not faces:
             continue
         face = _central_face(faces, rgb)
-        yaw5 = head_pose_5pt(face.landmarks)[0]
+        yaw5 = head_pose_from_landmarks(face.landmarks)[0]
         if abs(yaw5) < 20:
             continue
         turned += 1
-        agree += np.sign(head_pose(mesh_landmarks(rgb, [face])[0])[0]) == np.sign(yaw5)
+        agree += np.sign(head_pose_from_mesh(_points(rgb, [face])[0])[0]) == np.sign(yaw5)
     assert turned > 50
     assert agree / turned > 0.97
 
 
 def test_head_pose_needs_3d_points_and_measures_need_a_full_mesh() -> None:
     with pytest.raises(ValueError, match="3-D"):
-        head_pose(np.zeros((MESH_POINTS, 2)))
+        head_pose_from_mesh(np.zeros((MESH_POINTS, 2)))
     with pytest.raises(ValueError, match="468"):
         eye_aspect_ratio(np.zeros((68, 2)))
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-import facelens
+from facelens.api import Engine
 from facelens.face import Face
-from facelens.models.base import OpenVINOModel, openvino_precision, runtime_label
+from facelens.models.base import OpenVINOModel
+from facelens.models.runtime import openvino_precision, runtime_label
 from facelens.settings import Settings, get_settings
 from facelens.vision.align import align_batch
 from facelens.vision.embed import SFace, sface
@@ -47,7 +48,7 @@ def chips(load_rgb: Callable[[str], np.ndarray]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, SFace]:
-    return {name: SFace(threads=2, runtime=name) for name in RUNTIMES}  # type: ignore[arg-type]
+    return {name: SFace(name, threads=2) for name in RUNTIMES}  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "openvino-bf16"])
@@ -108,12 +109,12 @@ def runtime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 def test_both_runtimes_verify_the_fixture_pairs(fixtures_dir: Path, runtime: str,
                                                 embedder: str) -> None:
     assert get_settings().runtime == runtime
-    assert sface().runtime == runtime
+    engine = Engine(get_settings())
+    assert engine.settings.runtime == runtime and sface(runtime).runtime == runtime
     obama = fixtures_dir / "obama.jpg"
     for far in (1e-3, 1e-4):
-        same = facelens.verify(obama, fixtures_dir / "obama2.jpg", far=far, embedder=embedder)
-        different = facelens.verify(obama, fixtures_dir / "biden.jpg", far=far,
-                                    embedder=embedder)
+        same = engine.verify(obama, fixtures_dir / "obama2.jpg", far=far, embedder=embedder)
+        different = engine.verify(obama, fixtures_dir / "biden.jpg", far=far, embedder=embedder)
         assert same.match, same
         assert not different.match, different
         assert same.score > different.score
@@ -169,13 +170,15 @@ def test_vectors_from_either_runtime_compare_with_each_other(
 def test_each_precision_decides_on_its_own_calibration(runtime: str) -> None:
     """bf16 scores sit ~1e-3 from fp32 ones, enough to move tail thresholds: a process on
     bf16 reads thresholds fitted on bf16 scores, fp32 and onnxruntime share theirs."""
-    from facelens.matching.operating_points import calibration, calibration_file, operating_point
+    from facelens.matching.calibration import calibration_file
 
     label = runtime_label(runtime)  # type: ignore[arg-type]
-    table = calibration()
+    calibration = Engine(get_settings()).calibration
+    table = calibration.data
     assert table, f"no calibration shipped for {label}"
     assert label in table["source"] or (label == "onnxruntime" and "f32" in table["source"])
-    point = operating_point("fusion", 1e-4)
+    assert calibration.origin == f"package:{calibration_file(label)}"
+    point = calibration.operating_point("fusion", 1e-4)
     assert point.cascade is not None and point.cascade[0] < point.cascade[1]
     if label == "openvino-bf16":
         assert calibration_file(label) != calibration_file("openvino-f32")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -22,7 +23,8 @@ import numpy as np
 import pytest
 
 from facelens import api
-from facelens.eval.attacks import poster_sequence
+from facelens.api import Engine
+from facelens.eval.attacks import paste_plane, plane_homography
 from facelens.events.sinks import MqttSink, WebhookSink, signature
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
@@ -105,6 +107,30 @@ def test_cool_down_keeps_one_alert_per_person_per_camera(stage: Stage) -> None:
 
 
 # --------------------------------------------------------------------------- posters
+def poster_sequence(backgrounds: list[np.ndarray], picture: np.ndarray, *,
+                    center: tuple[float, float], scale: float, seed: int = 0,
+                    sway: float = 1.0) -> list[np.ndarray]:
+    """`picture` pasted as a flat card into each background frame, its pose drifting smoothly
+    (yaw/pitch up to ±25°·sway, roll ±10°·sway, a few pixels of travel): a poster on a moving
+    bus, or a print waved at a camera."""
+    rng = np.random.default_rng(seed)
+    phases = rng.uniform(0, 2 * math.pi, 5)
+    h, w = picture.shape[:2]
+    frames = []
+    for i, background in enumerate(backgrounds):
+        t = i / 30.0
+        yaw = 25 * sway * math.sin(0.9 * t + phases[0])
+        pitch = 15 * sway * math.sin(0.7 * t + phases[1])
+        roll = 10 * sway * math.sin(0.5 * t + phases[2])
+        shift = (12 * sway * math.sin(0.4 * t + phases[3]),
+                 8 * sway * math.sin(0.6 * t + phases[4]))
+        homography = plane_homography(w, h, yaw=yaw, pitch=pitch, roll=roll, scale=scale,
+                                      center=(center[0] + shift[0], center[1] + shift[1]),
+                                      focal=1.2 * background.shape[1])
+        frames.append(paste_plane(background, picture, homography))
+    return frames
+
+
 def _card(fixtures_dir: Path) -> tuple[np.ndarray, float]:
     photo = load_image(fixtures_dir / "biden.jpg")
     x1, y1, x2, y2 = api.detect(photo)[0].box
@@ -145,14 +171,13 @@ def test_faces_that_match_nothing_leave_no_bytes(tmp_path: Path, fixtures_dir: P
                                                  caplog: pytest.LogCaptureFixture) -> None:
     galleries = _watchlist(tmp_path / "data", {"biden": fixtures_dir / "biden.jpg"})
     computed: list[np.ndarray] = []
-    real_embed = api.embed
+    real_embed = Engine.embed_rgb
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        faces = real_embed(*args, **kwargs)
+    def spy(engine: Engine, rgb: np.ndarray, faces: list[Any], **kwargs: Any) -> None:
+        real_embed(engine, rgb, faces, **kwargs)
         computed.extend(f.embedding.copy() for f in faces if f.embedding is not None)
-        return faces
 
-    monkeypatch.setattr(api, "embed", spy)
+    monkeypatch.setattr(Engine, "embed_rgb", spy)
     before = {p: p.stat().st_size for p in (tmp_path / "data").rglob("*") if p.is_file()}
     caplog.set_level(logging.DEBUG)
     watcher = Watcher("stage", galleries, ["watch"],

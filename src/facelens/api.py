@@ -15,10 +15,10 @@ import threading
 import numpy as np
 
 from facelens.errors import NoFaceError
-from facelens.face import Face, Verdict
+from facelens.face import Face, Reference, Verdict
 from facelens.geometry import l2_normalize
 from facelens.matching.calibration import load_calibration
-from facelens.models.base import runtime_label
+from facelens.models.runtime import runtime_label
 from facelens.settings import Settings, get_settings
 from facelens.vision.align import align_batch
 from facelens.vision.attributes import estimate_attributes
@@ -36,8 +36,8 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.calibration = load_calibration(runtime_label(settings.runtime), settings.data_dir,
-                                            settings.calibration_file)
+        self.calibration = load_calibration(runtime_label(settings.runtime),
+                                            settings.calibration_dir, settings.calibration_file)
 
     def fusion_weight(self) -> float:
         """Weight of SFace in the fused score: the calibrated one if present, else the setting."""
@@ -64,8 +64,8 @@ class Engine:
                   chips: np.ndarray | None = None) -> None:
         """Fill each face's embedding; `chips` are their aligned chips when already cut."""
         embed_faces(rgb, faces, embedder or self.settings.embedder,
-                    fusion_weight=self.fusion_weight(), threads=self.settings.threads,
-                    chips=chips)
+                    runtime=self.settings.runtime, fusion_weight=self.fusion_weight(),
+                    threads=self.settings.threads, chips=chips)
 
     def detect(self, image: ImageSource, *, detector: str | None = None,
                quality: bool = True) -> list[Face]:
@@ -99,14 +99,14 @@ class Engine:
         main = _main_index(faces)
         return faces[main], chips[main]
 
-    def verify(self, a: ImageSource | Face, b: ImageSource | Face, *, far: float = 1e-3,
-               embedder: str | None = None) -> Verdict:
-        """See `facelens.api.verify`."""
+    def verify(self, a: ImageSource | Face | Reference, b: ImageSource | Face | Reference, *,
+               far: float = 1e-3, embedder: str | None = None) -> Verdict:
+        """See `facelens.api.verify`; `a` or `b` may also be a gallery subject's `Reference`."""
         name = embedder or self.settings.embedder
         point = self.calibration.operating_point(name, far)
-        probes: list[tuple[Face, np.ndarray | None, np.ndarray | None]] = []  # face, rgb, chip
-        for item, label in ((a, "first image"), (b, "second image")):
-            if isinstance(item, Face):
+        probes: list[tuple[Face | Reference, np.ndarray | None, np.ndarray | None]] = []
+        for item, label in ((a, "first image"), (b, "second image")):  # face, rgb, chip
+            if isinstance(item, Face | Reference):
                 probes.append((item, None, None))
             else:
                 rgb = load_image(item)
@@ -116,7 +116,8 @@ class Engine:
 
         def vectors(embedder_name: str) -> list[np.ndarray] | None:
             for face, rgb, chip in probes:
-                if _vector(face, embedder_name) is None and rgb is not None:
+                missing = _vector(face, embedder_name) is None
+                if missing and rgb is not None and isinstance(face, Face):  # found here: embed
                     self.embed_rgb(rgb, [face], embedder=embedder_name,
                                    chips=None if chip is None else chip[None])
             found = [_vector(face, embedder_name) for face, _, _ in probes]
@@ -132,8 +133,8 @@ class Engine:
                                (fa, fb), decided_by="sface")
         final = vectors(name)
         if final is None:
-            raise ValueError(f"a Face passed to verify carries no {name} embedding; "
-                             "pass the image")
+            raise ValueError(f"a Face or Reference passed to verify carries no {name} "
+                             "embedding; pass the image")
         score = float(final[0] @ final[1])
         return Verdict(score > point.threshold, score, point.threshold, point.far, name,
                        point.describe(), (fa, fb), decided_by=name)
@@ -187,7 +188,7 @@ def _main_index(faces: list[Face]) -> int:
     return max(range(len(faces)), key=lambda i: faces[i].width * faces[i].height)
 
 
-def _vector(face: Face, embedder: str) -> np.ndarray | None:
+def _vector(face: Face | Reference, embedder: str) -> np.ndarray | None:
     """`face`'s embedding by `embedder`, if it has one (a fused vector contains sface-flip's)."""
     if face.embedding is None:
         return None

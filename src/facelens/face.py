@@ -143,7 +143,8 @@ class Verdict:
     operating_point: str
     """Where the threshold comes from, e.g.
     "sface-flip @ FAR 1e-03: threshold 0.4012 (lfw-dev all-vs-all, 7,908,775 impostor pairs)"."""
-    faces: tuple[Face, Face]
+    faces: tuple[Face | Reference, Face | Reference]
+    """The two sides compared: detected faces, or an enrolled subject's `Reference`."""
     decided_by: str = ""
     """Which scores decided: `embedder` itself, or "sface" when the fusion cascade did not
     need the fused score (then `score` and `threshold` are plain SFace's and the band edge)."""
@@ -157,5 +158,5 @@ class Verdict:
             "far": self.far,
             "embedder": self.embedder,
             "operating_point": self.operating_point,
-            "faces": [f.to_dict() for f in self.faces],
+            "faces": [f.to_dict() for f in self.faces if isinstance(f, Face)],
         }

@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     max_yaw: float = 40.0
     max_pitch: float = 30.0
     calibration_file: Path | None = None
-    """Operating points to use instead of the ones saved under data_dir/calibration/ or
-    shipped in the package (matching/calibration.py)."""
+    """Operating points to use instead of the ones saved in `calibration_dir` or shipped in
+    the package (matching/calibration.py)."""
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
     """Weight of the SFace score in the fused score (overwritten by calibration data)."""
 
@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     """e.g. mqtt://127.0.0.1:1883: alerts go to <mqtt_prefix>/<camera>/events."""
     mqtt_prefix: str = "facelens"
+
+    @property
+    def calibration_dir(self) -> Path:
+        """Where `facelens eval lfw ROOT --save` writes operating points and measured accuracy,
+        and where the engine looks for them before the package's."""
+        return self.data_dir / "calibration"
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,9 @@
 """`facelens …`: a thin Typer shell over the library.
 
 Exit codes: 0 ok / match · 1 no match or no face · 2 bad input · 3 model missing.
+
+Every command imports what it needs when it runs: `facelens --help` and `facelens models`
+load no model runtime, web framework or video library (tests/test_cli.py checks it).
 """
 
 from __future__ import annotations
@@ -8,18 +11,23 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens import api
 from facelens.cli import gallery as cli_gallery
 from facelens.cli import service as cli_service
 from facelens.cli import video as cli_video
 from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
-from facelens.face import Face
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from facelens.api import Engine
+    from facelens.face import Face
+    from facelens.matching.calibration import Calibration
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Open, self-hosted face recognition. Exit codes: 0 ok/match, "
@@ -50,9 +58,33 @@ class SearchEmbedder(StrEnum):
 
 class SearchIndex(StrEnum):
     auto = "auto"
-    scan = "scan"
     sign = "sign"
     ivf = "ivf"
+
+
+def _engine() -> Engine:
+    """The engine under the environment's settings (the CLI is an entry point)."""
+    from facelens.api import default_engine
+
+    return default_engine()
+
+
+def _calibration() -> Calibration:
+    """The calibration in force under the environment's settings, without loading a model."""
+    from facelens.matching.calibration import load_calibration
+    from facelens.models.runtime import runtime_label
+    from facelens.settings import get_settings
+
+    settings = get_settings()
+    return load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
+                            settings.calibration_file)
+
+
+def _decoded(image: Path) -> np.ndarray:
+    """The image decoded once: detection, quality, attributes and drawing all read it."""
+    from facelens.vision.decode import load_image
+
+    return load_image(image)
 
 
 def _face_table(faces: list[Face], title: str) -> Table:
@@ -68,18 +100,18 @@ def _face_table(faces: list[Face], title: str) -> Table:
     return table
 
 
-def _draw(image: Path, faces: list[Face], target: Path) -> None:
-    from facelens.vision.decode import load_image
+def _draw(rgb: np.ndarray, faces: list[Face], target: Path) -> None:
     from facelens.vision.draw import draw_faces, save_rgb
 
-    save_rgb(target, draw_faces(load_image(image), faces))
+    save_rgb(target, draw_faces(rgb, faces))
     err.print(f"drawn: {target}")
 
 
-def _faces_command(image: Path, faces: list[Face], as_json: bool, draw: Path | None) -> None:
+def _faces_command(image: Path, rgb: np.ndarray, faces: list[Face], as_json: bool,
+                   draw: Path | None) -> None:
     if draw:
         with errors():
-            _draw(image, faces, draw)
+            _draw(rgb, faces, draw)
     if as_json:
         emit({"image": str(image), "faces": [f.to_dict() for f in faces]})
     else:
@@ -96,8 +128,9 @@ def detect(image: Path, draw: Annotated[Path | None, typer.Option(
            as_json: JsonFlag = False) -> None:
     """Find faces: boxes, 5 landmarks, scores and quality."""
     with errors():
-        faces = api.detect(image, detector=detector.value)
-    _faces_command(image, faces, as_json, draw)
+        rgb = _decoded(image)
+        faces = _engine().detect(rgb, detector=detector.value)
+    _faces_command(image, rgb, faces, as_json, draw)
 
 
 @app.command()
@@ -106,8 +139,9 @@ def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
             as_json: JsonFlag = False) -> None:
     """Detect faces with quality, age (with its typical error) and perceived sex."""
     with errors():
-        faces = api.analyze(image)
-    _faces_command(image, faces, as_json, draw)
+        rgb = _decoded(image)
+        faces = _engine().analyze(rgb)
+    _faces_command(image, rgb, faces, as_json, draw)
 
 
 @app.command()
@@ -118,7 +152,7 @@ def verify(a: Path, b: Path,
            as_json: JsonFlag = False) -> None:
     """Are A and B the same person? Exit 0 if they match, 1 if not (or no face)."""
     with errors():
-        verdict = api.verify(a, b, far=far, embedder=embedder)
+        verdict = _engine().verify(a, b, far=far, embedder=embedder)
     if as_json:
         emit(verdict.to_dict())
     else:
@@ -129,12 +163,19 @@ def verify(a: Path, b: Path,
 
 @app.command()
 def models(as_json: JsonFlag = False) -> None:
-    """Print a model card per model: task, source package, licence, accuracy."""
-    from facelens.models.registry import CARDS, ModelMissingError, model_path
+    """Print a model card per model (task, source package, licence, accuracy) and the
+    calibration in force."""
+    from facelens.models.registry import CARDS, ModelMissingError, measured_accuracy, model_path
+    from facelens.settings import get_settings
 
+    settings = get_settings()
+    with errors():
+        calibration = _calibration()
+    measured = measured_accuracy(calibration.path.parent if calibration.path else None)
+    in_force = f"calibration: {calibration.origin} ({calibration.source})"
     cards = []
     for card in CARDS.values():
-        info = card.to_dict()
+        info = card.to_dict(settings.runtime, measured)
         try:
             info["file"] = str(model_path(card.name))
             info["status"] = "ok (sha256 checked)"
@@ -143,6 +184,7 @@ def models(as_json: JsonFlag = False) -> None:
         cards.append(info)
     if as_json:
         emit(cards)
+        err.print(in_force, highlight=False)
         return
     for c in cards:
         table = Table(title=c["name"], show_header=False, title_justify="left")
@@ -150,6 +192,7 @@ def models(as_json: JsonFlag = False) -> None:
                     "measured", "runtime", "file", "sha256", "status"):
             table.add_row(key, str(c[key]))
         out.print(table)
+    out.print(in_force, highlight=False, soft_wrap=True)  # a path stays whole
 
 
 @eval_app.command("lfw")
@@ -157,7 +200,12 @@ def eval_lfw(root: Path,
              plot: Annotated[Path | None, typer.Option(help="Write the ROC curves here.")] = None,
              peer: Annotated[bool, typer.Option(help="Also run face_recognition.")] = False,
              save: Annotated[bool, typer.Option(
-                 help="Store thresholds and measured accuracy as package data.")] = False,
+                 help="Store the thresholds (and measured accuracy beside them) in the data "
+                      "directory's calibration/ folder, where the engine and the service "
+                      "read them.")] = False,
+             save_to: Annotated[Path | None, typer.Option(
+                 help="Store the thresholds in this file instead (measured.json beside it); "
+                      "use it with FACELENS_CALIBRATION_FILE.")] = None,
              workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
              cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
              = Path("out/eval"),
@@ -165,17 +213,22 @@ def eval_lfw(root: Path,
              as_json: JsonFlag = False) -> None:
     """Verification accuracy, all-vs-all, on an LFW-layout folder (see docs/evaluation.md)."""
     from facelens.eval.lfw_report import evaluate, plot_roc, save_calibration
+    from facelens.matching.calibration import calibration_file
+    from facelens.settings import get_settings
 
     if not root.is_dir():
         err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
         raise typer.Exit(2)
+    settings = get_settings()
     with errors(), progress() as start:
-        report, curves = evaluate(root, peer=peer, workers=workers, cache=cache,
-                                  progress=start)
+        report, curves = evaluate(root, runtime=settings.runtime, peer=peer, workers=workers,
+                                  cache=cache, progress=start)
     if plot:
         plot_roc(curves, plot)
-    if save:
-        save_calibration(report, Path(__file__).parent / "data")
+    if save or save_to:
+        target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
+        save_calibration(report, target)
+        err.print(f"calibration saved: {target}", highlight=False)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
@@ -198,8 +251,8 @@ def eval_identify(root: Path,
     from facelens.eval.identify_eval import evaluate_identification
 
     with errors(), progress() as start:
-        report = evaluate_identification(root, embedder=embedder, workers=workers, cache=cache,
-                                         progress=start)
+        report = evaluate_identification(_engine(), root, embedder=embedder, workers=workers,
+                                         cache=cache, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
@@ -230,8 +283,8 @@ app.add_typer(bench_app, name="bench")
 @bench_app.callback()
 def bench(ctx: typer.Context,
           images: Annotated[Path | None, typer.Option(
-              help="Folder of images (default: lfw-dev sample if present, else fixtures).")]
-          = None,
+              help="Folder of images, one sub-folder per person (e.g. lfw-dev). Required "
+                   "unless a sub-command is given.")] = None,
           count: Annotated[int, typer.Option(help="Images to time stage by stage.")] = 60,
           pairs: Annotated[int, typer.Option(
               help="Verify pairs to time (half one person, half two).")] = 100,
@@ -241,10 +294,12 @@ def bench(ctx: typer.Context,
     """Engine: median ms per stage, overhead over raw model time, verify throughput vs peer."""
     if ctx.invoked_subcommand:
         return
+    if images is None:
+        raise typer.BadParameter("give the images to time", param_hint="--images")
     from facelens.eval.bench import run_bench
 
     with errors(), progress() as start:
-        report = run_bench(images, count=count, pairs_count=pairs, peer=peer,
+        report = run_bench(_engine(), images, count=count, pairs_count=pairs, peer=peer,
                            progress=start)
     _write_json(report, json_out)
 
@@ -256,8 +311,8 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
                           "or sface-flip (128-d).")] = SearchEmbedder.fusion,
                  queries: int = 1000,
                  index: Annotated[SearchIndex, typer.Option(
-                     help="The ANN index: auto (what large galleries use on this CPU), scan "
-                          "(4-bit, AMX or AVX-512 VNNI), sign (AVX-512 or AVX2) or ivf.")]
+                     help="The ANN index: auto (what large galleries use on this CPU), sign "
+                          "(AVX-512 or AVX2) or ivf.")]
                  = SearchIndex.auto,
                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                  = None) -> None:
@@ -265,15 +320,15 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
     from facelens.eval.search_bench import run_search_bench
 
     with errors(), progress() as start:
-        report = run_search_bench(n=n, embedder=embedder.value,  # type: ignore[arg-type]
+        report = run_search_bench(_calibration(), n=n,
+                                  embedder=embedder.value,  # type: ignore[arg-type]
                                   queries=queries, progress=start,
                                   kind=index.value)  # type: ignore[arg-type]
     _write_json(report, json_out)
 
 
 @bench_app.command("service")
-def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of people.")]
-                  = Path("../shared/data/lfw-dev/images"),
+def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of people.")],
                   people: Annotated[int, typer.Option(help="Gallery size.")] = 40,
                   overload_s: Annotated[float, typer.Option(help="Overload duration.")] = 20.0,
                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]

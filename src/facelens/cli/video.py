@@ -41,7 +41,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
     with errors():
         galleries = Galleries(settings)
         sink = sinks_from(settings)
-        store = alert_recorder(EventStore(galleries), sink)
+        store = alert_recorder(EventStore(galleries.store), sink)
 
         def on_alert(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
             event_id = store(alert, snapshot, frame)
@@ -98,8 +98,10 @@ def eval_watch(video: Path,
         if not photo:
             raise typer.BadParameter(f"--enrol {item!r}: use NAME=PHOTO")
         people[name] = Path(photo)
+    from facelens.settings import get_settings
+
     with errors(), progress() as start:
-        report = run_watch_eval(video, people, fps=fps, progress=start)
+        report = run_watch_eval(get_settings(), video, people, fps=fps, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
@@ -107,10 +109,8 @@ def eval_watch(video: Path,
 
 
 def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage for bona fide "
-                                                                 "sequences (repeatable).")]
-                  = [Path("../shared/data/video/short_hamilton_clip.mp4")],  # noqa: B006
-                  lfw: Annotated[Path, typer.Option(help="Photos for print attacks.")]
-                  = Path("../shared/data/lfw-dev/images"),
+                                                                 "sequences (repeatable).")],
+                  lfw: Annotated[Path, typer.Option(help="Photos for print attacks.")],
                   footage: Annotated[bool, typer.Option(help="Add the registry footage "
                                                              "(`make footage`).")] = True,
                   prints: int = 200, replays_per_window: int = 2,
@@ -119,11 +119,13 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
     """The liveness judge vs synthetic print and replay attacks, and on real actions: APCER
     per attack type and BPCER (ISO/IEC 30107-3 terms), with counts and what the set cannot
     show."""
+    from facelens.api import default_engine
     from facelens.cli.common import progress
     from facelens.eval.liveness_eval import run_liveness_eval
 
     with errors(), progress() as start:
-        report = run_liveness_eval(video, lfw, prints=prints, clips=None if footage else [],
+        report = run_liveness_eval(default_engine(), video, lfw, prints=prints,
+                                   clips=None if footage else [],
                                    replays_per_window=replays_per_window, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,30 +28,6 @@ def plane_homography(width: int, height: int, *, yaw: float, pitch: float, roll:
                                        projected.astype(np.float32))
 
 
-def poster_sequence(backgrounds: list[np.ndarray], picture: np.ndarray, *,
-                    center: tuple[float, float], scale: float, seed: int = 0,
-                    sway: float = 1.0) -> list[np.ndarray]:
-    """`picture` pasted as a flat card into each background frame, its pose drifting smoothly
-    (yaw/pitch up to ±25°·sway, roll ±10°·sway, a few pixels of travel): a poster on a moving
-    bus, or a print waved at a camera."""
-    rng = np.random.default_rng(seed)
-    phases = rng.uniform(0, 2 * math.pi, 5)
-    h, w = picture.shape[:2]
-    frames = []
-    for i, background in enumerate(backgrounds):
-        t = i / 30.0
-        yaw = 25 * sway * math.sin(0.9 * t + phases[0])
-        pitch = 15 * sway * math.sin(0.7 * t + phases[1])
-        roll = 10 * sway * math.sin(0.5 * t + phases[2])
-        shift = (12 * sway * math.sin(0.4 * t + phases[3]),
-                 8 * sway * math.sin(0.6 * t + phases[4]))
-        homography = plane_homography(w, h, yaw=yaw, pitch=pitch, roll=roll, scale=scale,
-                                      center=(center[0] + shift[0], center[1] + shift[1]),
-                                      focal=1.2 * background.shape[1])
-        frames.append(_paste(background, picture, homography))
-    return frames
-
-
 def _smooth_pose(rng: np.random.Generator, count: int, sway: float) -> list[tuple[float, ...]]:
     """(yaw, pitch, roll, dx, dy) per frame: slow random sinusoids, like a hand-held card."""
     amplitude = np.array([35, 20, 12, 15, 10]) * sway
@@ -75,7 +51,7 @@ def print_attack(background: np.ndarray, face_photo: np.ndarray, *, frames: int,
         homography = plane_homography(paper.shape[1], paper.shape[0], yaw=yaw, pitch=pitch,
                                       roll=roll, scale=scale, center=(w / 2 + dx, h / 2 + dy),
                                       focal=1.2 * w)
-        frame = _paste(background, paper, homography)
+        frame = paste_plane(background, paper, homography)
         light = 0.8 + 0.3 * math.sin(i / 7 + rng.uniform(0, 6))  # a lamp, a passing shadow
         out.append(np.clip(frame.astype(np.float32) * light, 0, 255).astype(np.uint8))
     return out
@@ -104,7 +80,7 @@ def replay_attack(background: np.ndarray, video: list[np.ndarray], *,
                                       pitch=pitch_deg, roll=roll,
                                       scale=screen_px / screen.shape[1],
                                       center=(w / 2 + dx, h / 2 + dy), focal=1.2 * w)
-        frame = _paste(background, screen, homography).astype(np.float32)
+        frame = paste_plane(background, screen, homography).astype(np.float32)
         where = np.linalg.inv(homography) @ camera_pixels
         u, v = (where[:2] / where[2]).reshape(2, h, w)
         grid = (1 - depth) + depth * (np.cos(2 * math.pi * u / pitch)
@@ -115,7 +91,9 @@ def replay_attack(background: np.ndarray, video: list[np.ndarray], *,
     return out
 
 
-def _paste(background: np.ndarray, picture: np.ndarray, homography: np.ndarray) -> np.ndarray:
+def paste_plane(background: np.ndarray, picture: np.ndarray, homography: np.ndarray
+                ) -> np.ndarray:
+    """`picture` warped by `homography` over a copy of `background` (opaque where it lands)."""
     size = (background.shape[1], background.shape[0])
     warped = cv2.warpPerspective(picture, homography, size, flags=cv2.INTER_LINEAR)
     mask = cv2.warpPerspective(np.full(picture.shape[:2], 255, np.uint8), homography, size)

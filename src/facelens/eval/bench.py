@@ -20,10 +20,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens import api
+from facelens.api import Engine
 from facelens.errors import NoFaceError
-from facelens.models.base import runtime_label
-from facelens.settings import get_settings
+from facelens.models.runtime import runtime_label
 from facelens.vision.align import align_batch
 from facelens.vision.decode import load_image
 from facelens.vision.detect import detect_faces, detector
@@ -33,25 +32,21 @@ Progress = Callable[[str, int], Callable[[int], None]]
 TARGETS = {"verify_throughput_vs_peer": 10.0, "engine_overhead": 1.2}
 
 
-def _all_images(folder: Path | None) -> list[Path]:
-    """Every image under `folder`, else ../shared/data/lfw-dev, else the fixtures."""
-    candidates = [folder] if folder else [Path("../shared/data/lfw-dev"), Path("tests/fixtures")]
-    for root in candidates:
-        if root and root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg",
-                                                                               ".png"))
-            if files:
-                return files
-    raise FileNotFoundError("no images to benchmark: pass a folder")
+def _all_images(folder: Path) -> list[Path]:
+    """Every image under `folder`."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no images to benchmark in {folder}")
+    return files
 
 
-def pick_images(folder: Path | None, count: int, seed: int = 0) -> list[Path]:
-    """`count` images from `folder`, else from ../shared/data/lfw-dev, else the fixtures."""
+def pick_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` images from `folder`, seeded."""
     files = _all_images(folder)
     return sorted(random.Random(seed).sample(files, min(count, len(files))))
 
 
-def verify_pairs(folder: Path | None, count: int, seed: int = 0) -> list[tuple[Path, Path]]:
+def verify_pairs(folder: Path, count: int, seed: int = 0) -> list[tuple[Path, Path]]:
     """`count` pairs like LFW's pairs.txt: half two images of one person (same sub-folder),
     half two people. The fused verifier's cost depends on the mix (genuine pairs fall in its
     cascade band more often), so timing impostor pairs alone would flatter it."""
@@ -75,16 +70,16 @@ def _ms(seconds: list[float]) -> float:
     return round(float(np.median(seconds)) * 1000, 2)
 
 
-def _stages(files: list[Path], advance: Callable[[int], None], rounds: int = 3
+def _stages(engine: Engine, files: list[Path], advance: Callable[[int], None], rounds: int = 3
             ) -> dict[str, Any]:
     """The sface-flip embedding path stage by stage, bare, and whole, `rounds` times over the
     files: the overhead is the median of the rounds' ratios (one pass swings by ±0.03)."""
-    s = get_settings()
+    s = engine.settings
     stage: dict[str, list[float]] = {k: [] for k in
                                      ("decode", "detect", "align", "embed", "raw_models",
                                       "engine")}
     faces_total = 0
-    yunet, embedder = detector("yunet"), sface(s.threads)
+    yunet, embedder = detector("yunet"), sface(s.runtime, s.threads)
     for path in files * rounds:
         t0 = time.perf_counter()
         rgb = load_image(path)
@@ -107,7 +102,7 @@ def _stages(files: list[Path], advance: Callable[[int], None], rounds: int = 3
         r2 = time.perf_counter()
         # The engine as users call it: one API verb, decode to embeddings, quality included.
         e0 = time.perf_counter()
-        embedded = api.embed(path, embedder="sface-flip")
+        embedded = engine.embed(path, embedder="sface-flip")
         e1 = time.perf_counter()
         faces_total += len(embedded)
         for key, value in zip(stage, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, r2 - r0, e1 - e0),
@@ -126,12 +121,12 @@ def _stages(files: list[Path], advance: Callable[[int], None], rounds: int = 3
     }
 
 
-def _verify_throughput(pairs: list[tuple[Path, Path]], embedder: str,
+def _verify_throughput(engine: Engine, pairs: list[tuple[Path, Path]], embedder: str,
                        advance: Callable[[int], None]) -> float:
     t0 = time.perf_counter()
     for a, b in pairs:
         with contextlib.suppress(NoFaceError):
-            api.verify(a, b, embedder=embedder)
+            engine.verify(a, b, embedder=embedder)
         advance(1)
     return len(pairs) / (time.perf_counter() - t0)
 
@@ -153,29 +148,31 @@ def _peer_throughput(pairs: list[tuple[Path, Path]], advance: Callable[[int], No
     return len(pairs) / (time.perf_counter() - t0)
 
 
-def run_bench(folder: Path | None = None, *, count: int = 60, pairs_count: int = 100,
+def run_bench(engine: Engine, folder: Path, *, count: int = 60, pairs_count: int = 100,
               peer: bool = True, progress: Progress | None = None) -> dict[str, Any]:
-    s = get_settings()
+    """The engine under its settings, timed on images of `folder` (an LFW layout: one
+    sub-folder per person, for the genuine verify pairs)."""
+    s = engine.settings
     files = pick_images(folder, count)
     start = progress or (lambda label, total: lambda n: None)
     # Warm up every session once, outside the timings: a pair of one image never enters the
     # fusion cascade's band, so the fused embedding (mirror pass, dlib) is warmed explicitly.
-    api.verify(files[0], files[0])
-    api.embed(files[0], embedder="fusion")
+    engine.verify(files[0], files[0])
+    engine.embed(files[0], embedder="fusion")
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "threads": s.threads,
                     "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
         "sface_runtime": runtime_label(s.runtime),
         "image_source": str(files[0].parent.parent),
-        "stages": _stages(files, start("stages", 3 * len(files))),
+        "stages": _stages(engine, files, start("stages", 3 * len(files))),
     }
     pairs = verify_pairs(folder, pairs_count)
     verify: dict[str, Any] = {"pairs": len(pairs), "default_embedder": s.embedder,
                               "pairs_per_second": {}}
     for name in dict.fromkeys((s.embedder, "sface-flip", "sface")):
         verify["pairs_per_second"][name] = round(
-            _verify_throughput(pairs, name, start(f"verify {name}", len(pairs))), 2)
+            _verify_throughput(engine, pairs, name, start(f"verify {name}", len(pairs))), 2)
     report["verify"] = verify
     checks = {"engine_overhead": report["stages"]["engine_overhead"] <= TARGETS["engine_overhead"]}
     if peer:

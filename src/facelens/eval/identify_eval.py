@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from facelens.eval.lfw import build_protocol, facelens_features, fuse, stack
-from facelens.eval.lfw_report import Progress, _cached, features_cache_kind
-from facelens.matching.open_set import open_set_threshold
-from facelens.matching.operating_points import calibration
+from facelens.api import Engine
+from facelens.eval.lfw import build_protocol, fuse, stack
+from facelens.eval.lfw_report import Progress, facelens_cached
 
 FPIRS = (1e-2, 1e-3)
 
@@ -50,15 +49,17 @@ def identification_metrics(gallery: np.ndarray, gallery_ids: np.ndarray, mated: 
     return out | {"_nonmated_scores": n_score, "_mated": (m_score, hit)}
 
 
-def evaluate_identification(root: Path, *, embedder: str = "sface-flip", workers: int = 2,
-                            cache: Path = Path("out/eval"), max_per_person: int = 8,
-                            seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sface-flip",
+                            workers: int = 2, cache: Path = Path("out/eval"),
+                            max_per_person: int = 8, seed: int = 0,
+                            progress: Progress | None = None) -> dict[str, Any]:
+    """Embeddings as `engine`'s runtime computes them; the predicted thresholds from its
+    calibration."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
-    feats = _cached(features_cache_kind(), facelens_features, proto.files, cache, workers,
-                    progress)
+    feats = facelens_cached(proto.files, engine.settings.runtime, cache, workers, progress)
     rows = [feats[f] for f in proto.files]
     if embedder == "fusion":
-        weight = float(calibration()["fusion_weight"])
+        weight = engine.fusion_weight()
         emb = fuse(stack(rows, "sface-flip", 128), stack(rows, "dlib", 128), weight)
     else:
         emb = stack(rows, embedder, 128)
@@ -74,7 +75,7 @@ def evaluate_identification(root: Path, *, embedder: str = "sface-flip", workers
     m_score, hit = report.pop("_mated")
     predicted = {}
     for fpir in FPIRS:
-        t = open_set_threshold(embedder, fpir, int(enrol.sum()))
+        t = engine.calibration.open_set_threshold(embedder, fpir, int(enrol.sum()))
         predicted[f"{fpir:.0e}"] = {
             "threshold": t.value, "extrapolated": t.extrapolated,
             "measured_fpir": float(np.mean(n_scores > t.value)),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from facelens.matching.operating_points import FARS, far_key, threshold_at_far
+from facelens.settings import Runtime
 
 VARIANTS = ("sface", "sface-flip", "dlib")
 """Embeddings computed per image; "fusion" is derived from sface-flip and dlib."""
@@ -79,8 +80,9 @@ def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
     return int(np.argmin(np.linalg.norm(centres - np.array([shape[1], shape[0]]) / 2, axis=1)))
 
 
-def facelens_features(path: Path) -> dict[str, Any]:
-    """All variants' embeddings of the face nearest the centre, with per-stage seconds."""
+def facelens_features(path: Path, *, runtime: Runtime) -> dict[str, Any]:
+    """All variants' embeddings of the face nearest the centre, with per-stage seconds; SFace
+    runs on `runtime`."""
     from facelens.geometry import l2_normalize
     from facelens.vision.align import align_batch
     from facelens.vision.decode import load_image
@@ -98,7 +100,7 @@ def facelens_features(path: Path) -> dict[str, Any]:
     face = faces[_nearest_centre(np.stack([f.box for f in faces]), rgb.shape)]
     chips = align_batch(rgb, face.landmarks[None])
     t3 = time.perf_counter()
-    model = sface(threads=1)
+    model = sface(runtime, threads=1)
     raw = model.raw(np.concatenate([chips, mirrored(chips)]))
     t4 = time.perf_counter()
     plain, flipped = l2_normalize(raw[:1]), l2_normalize(raw[1:])

@@ -6,6 +6,8 @@ import json
 import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +26,27 @@ from facelens.eval.lfw import (
     stack,
     tar_at_far,
 )
-from facelens.matching.operating_points import (
-    FARS,
-    calibration_file,
-    far_key,
-    threshold_at_far,
-)
+from facelens.matching.operating_points import FARS, far_key, threshold_at_far
+from facelens.models.registry import MEASURED_FILE
+from facelens.models.runtime import runtime_label
+from facelens.settings import Runtime
 
 Progress = Callable[[str, int], Callable[[int], None]]
 """progress(label, total) -> advance(n): the CLI passes a Rich progress bar."""
 
 
-def sface_runtime() -> str:
-    from facelens.models.base import runtime_label
-    from facelens.settings import get_settings
-
-    return runtime_label(get_settings().runtime)
-
-
-def features_cache_kind() -> str:
+def features_cache_kind(runtime: Runtime) -> str:
     """Cache name of facelens features: SFace's numbers depend on what runs it (settings.runtime
     and, for OpenVINO, the precision), so each runtime keeps its own cache; dlib's ResNet runs
-    in OpenVINO fp32 (earlier caches came from dlib itself)."""
-    return f"facelens-{sface_runtime()}-dlib-openvino"
+    in OpenVINO fp32."""
+    return f"facelens-{runtime_label(runtime)}-dlib-openvino"
+
+
+def facelens_cached(files: list[Path], runtime: Runtime, cache: Path, workers: int,
+                    progress: Progress | None) -> dict[Path, dict[str, Any]]:
+    """facelens features of `files` (SFace on `runtime`), computed once per cache."""
+    return _cached(features_cache_kind(runtime), partial(facelens_features, runtime=runtime),
+                   files, cache, workers, progress)
 
 
 def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], cache: Path,
@@ -109,14 +109,15 @@ def _tail(impostor: np.ndarray) -> dict[str, Any]:
     return {"tail": points, "tail_fit": [float(slope), float(intercept)]}
 
 
-def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = Path("out/eval"),
-             max_per_person: int = 8, singles: int = 1000, seed: int = 0,
-             progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns (report, curves): the JSON report and the ROC points for plotting."""
+def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int = 2,
+             cache: Path = Path("out/eval"), max_per_person: int = 8, singles: int = 1000,
+             seed: int = 0, progress: Progress | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (report, curves): the JSON report and the ROC points for plotting. SFace runs
+    on `runtime` (settings.runtime)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
     pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
-    kind = features_cache_kind()
-    feats = _cached(kind, facelens_features, proto.files + pair_files, cache, workers, progress)
+    feats = facelens_cached(proto.files + pair_files, runtime, cache, workers, progress)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     missing = np.isnan(embeddings["sface"][:, 0])
@@ -155,7 +156,7 @@ def evaluate(root: Path, *, peer: bool = False, workers: int = 2, cache: Path = 
         "median_seconds_per_stage": timing,
         "seconds_per_image_sface_flip": sum(timing.values()) + timing["embed"],
         "fusion_weight": weight, "variants": variants,
-        "sface_runtime": sface_runtime(),
+        "sface_runtime": runtime_label(runtime),
     }
     if peer:
         peer_feats = _cached("peer", peer_features, proto.files + pair_files, cache, workers,
@@ -205,8 +206,9 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path) -> Non
     plt.close(fig)
 
 
-def save_calibration(report: dict[str, Any], package_data: Path) -> None:
-    """Write the operating points and the measured accuracy the model cards show."""
+def save_calibration(report: dict[str, Any], target: Path) -> None:
+    """Write the operating points to `target` and, beside it, the measured accuracy the model
+    cards show (measured.json)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     embedders = {
         name: {"thresholds": {k: v["threshold"] for k, v in r["tar_at_far"].items()},
@@ -218,8 +220,8 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
     points = {"source": f"lfw-dev all-vs-all, {stamp}, {report['sface_runtime']}",
               "fusion_weight": report["fusion_weight"],
               "embedders": embedders}
-    (package_data / calibration_file(report["sface_runtime"])).write_text(
-        json.dumps(points, indent=1) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(points, indent=1) + "\n")
 
     def line(name: str) -> str:
         t = report["variants"][name]["tar_at_far"]
@@ -227,14 +229,17 @@ def save_calibration(report: dict[str, Any], package_data: Path) -> None:
             f"{t[far_key(f)]['tar']:.3f}" for f in FARS[1:]) + " at FAR 1e-3 / 1e-4 / 1e-5")
 
     fta = f"{report['faces_not_found']} of {report['images']} lfw-dev images without a face"
-    target = package_data / "measured.json"
-    # Other harnesses record their models here too (e.g. FaceMesh): keep what LFW does not own.
-    kept = json.loads(target.read_text()).get("models", {}) if target.exists() else {}
+    measured_file = target.parent / MEASURED_FILE
+    # Other harnesses measured other models (e.g. FaceMesh): keep what LFW does not own, from
+    # an earlier save here or else from the package.
+    earlier = measured_file if measured_file.is_file() else \
+        resources.files("facelens.data").joinpath(MEASURED_FILE)
+    kept = json.loads(earlier.read_text()).get("models", {}) if earlier.is_file() else {}
     measured = {"created": stamp, "models": kept | {
         "sface": line("sface") + f"; flip-averaged: {line('sface-flip').split(': ', 1)[1]}",
         "dlib-resnet": line("dlib"),
         "yunet": f"{fta} (CenterFace second chance found "
                  f"{report['second_chance_detections']})",
     }}
-    target.write_text(json.dumps(measured, indent=1) + "\n")
+    measured_file.write_text(json.dumps(measured, indent=1) + "\n")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.api import Engine
 from facelens.eval import footage
 from facelens.liveness.judge import judge
 from facelens.video.source import VideoSource
@@ -52,7 +53,7 @@ def _tally() -> dict[str, Any]:
     return {"annotated": 0, "found": 0, "passed_whole_judge": 0, "refused_for": Counter[str]()}
 
 
-def real_actions(progress: Progress, clips: list[str],
+def real_actions(engine: Engine, progress: Progress, clips: list[str],
                  videos: Sequence[Path] = ()) -> dict[str, Any]:
     """The whole judge on each annotated action of the fetched `clips` (and of those `videos`
     annotated under `other_clips`), and on their blink-free windows against "blink"."""
@@ -75,7 +76,7 @@ def real_actions(progress: Progress, clips: list[str],
         held_out_from = clip.get("held_out_from", clip["annotated_frames"][1])
         for action, at in actions:
             start = max(0, at - WINDOW // 2)
-            verdict = judge(frames[start:start + WINDOW], [action])
+            verdict = judge(engine, frames[start:start + WINDOW], [action])
             found = verdict.performed[action] is not None
             for tally in (by_action.setdefault(action, _tally()),
                           by_set[_set(at, held_out_from)]["actions"].setdefault(action,
@@ -88,7 +89,7 @@ def real_actions(progress: Progress, clips: list[str],
             counts["found"] += found
             advance(1)
         for start in free:
-            verdict = judge(frames[start:start + WINDOW], ["blink"])
+            verdict = judge(engine, frames[start:start + WINDOW], ["blink"])
             for tally in (counts, by_set[_set(start, held_out_from)]):
                 tally["blink_free_windows"] += 1
                 tally["false_blinks"] += verdict.performed["blink"] is not None

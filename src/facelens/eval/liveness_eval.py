@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens import api
+from facelens.api import Engine, main_face
 from facelens.eval import footage
 from facelens.eval.attacks import print_attack, replay_attack
 from facelens.eval.liveness_actions import real_actions
@@ -37,7 +37,7 @@ from facelens.liveness.passive import PassiveCues, passive_cues
 from facelens.video.source import VideoSource, evenly_spaced
 from facelens.video.tracker import IouTracker
 from facelens.vision.decode import load_image
-from facelens.vision.quality import head_pose
+from facelens.vision.quality import head_pose_from_landmarks
 
 Progress = Callable[[str, int], Callable[[int], None]]
 WINDOW, STRIDE, MIN_FACE_PX = 20, 10, 50
@@ -53,12 +53,13 @@ GROUPS = ("all_windows", "answer_like_windows")
 MOIRE_SWEEP = (6.0, 7.0, 8.0, 9.0, 10.0, 12.0)
 
 
-def face_windows(frames: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
+def face_windows(engine: Engine, frames: list[np.ndarray]
+                 ) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
     """(frames, boxes) windows of one tracked face each, faces at least MIN_FACE_PX wide."""
     tracker = IouTracker(max_misses=0)
     runs: dict[int, list[tuple[int, np.ndarray]]] = {}
     for index, rgb in enumerate(frames):
-        faces = [f for f in api.detect(rgb, quality=False) if f.width >= MIN_FACE_PX]
+        faces = [f for f in engine.detect_rgb(rgb, quality=False)[0] if f.width >= MIN_FACE_PX]
         seen, _ = tracker.update(faces, index)
         for track in seen:
             runs.setdefault(track.id, []).append((index, track.box.copy()))
@@ -70,27 +71,27 @@ def face_windows(frames: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[
     return windows
 
 
-def judge_sequence(frames: list[np.ndarray]) -> PassiveCues | None:
+def judge_sequence(engine: Engine, frames: list[np.ndarray]) -> PassiveCues | None:
     """The cues for the main (largest) face followed through `frames`; None if the face is
     missing from too many frames to judge (such a presentation is refused)."""
     boxes, kept = [], []
     for rgb in frames:
-        faces = api.detect(rgb, quality=False)
+        faces, _ = engine.detect_rgb(rgb, quality=False)
         if faces:
-            boxes.append(api.main_face(faces).box)
+            boxes.append(main_face(faces).box)
             kept.append(rgb)
     if len(kept) < MIN_PRESENT * len(frames):
         return None
     return passive_cues(kept, boxes)
 
 
-def _answer_like(first: np.ndarray, tracked: np.ndarray) -> bool:
-    faces = api.detect(first, quality=False)
+def _answer_like(engine: Engine, first: np.ndarray, tracked: np.ndarray) -> bool:
+    faces, _ = engine.detect_rgb(first, quality=False)
     if not faces:
         return False
-    main = api.main_face(faces)
+    main = main_face(faces)
     same = float(iou(main.box[None], tracked[None])[0, 0]) > 0.5
-    return same and abs(head_pose(main.landmarks)[0]) <= ANSWER_YAW
+    return same and abs(head_pose_from_landmarks(main.landmarks)[0]) <= ANSWER_YAW
 
 
 def _background(frames: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -118,7 +119,8 @@ def _rate(cues: list[PassiveCues | None], **cue: bool) -> dict[str, Any]:
 class _Tally:
     """What the evaluation gathers over every clip."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.bona_fide: list[PassiveCues] = []
         self.per_clip: dict[str, dict[str, Any]] = {}
         self.replayed: list[PassiveCues | None] = []
@@ -139,10 +141,10 @@ class _Tally:
 
     def judged(self, window: list[np.ndarray], boxes: list[np.ndarray],
                challenge: list[str]) -> None:
-        verdict = judge(window, challenge)
+        verdict = judge(self.engine, window, challenge)
         self.natural.append(all(at is not None for at in verdict.performed.values()))
         other = [r for r in verdict.reasons if not r.startswith(NOT_PERFORMED)]
-        for group in GROUPS[:1 + _answer_like(window[0], boxes[0])]:
+        for group in GROUPS[:1 + _answer_like(self.engine, window[0], boxes[0])]:
             self.other[group]["windows"] += 1
             self.other[group]["rejected"] += bool(other)
             self.other[group]["reasons"].update(other)
@@ -155,7 +157,7 @@ def _sources(videos: list[Path], clips: list[str]) -> list[tuple[str, Path]]:
     return named
 
 
-def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
+def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, prints: int = 200,
                       replays_per_window: int = 2, bpcer_budget: float = 0.15, seed: int = 0,
                       max_windows: int = MAX_WINDOWS, clips: list[str] | None = None,
                       progress: Progress) -> dict[str, Any]:
@@ -164,13 +166,13 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
     rng = np.random.default_rng(seed)
     challenges = random.Random(seed + 1)
     natural_challenges = random.Random(seed)
-    tally = _Tally()
+    tally = _Tally(engine)
     backgrounds: list[np.ndarray] = []
     for name, path in _sources(videos, clips):
         frames = [f.rgb for f in VideoSource(str(path)).frames()]
         if not backgrounds:  # print attacks are staged in the first clip's room
             backgrounds = [_background(frames, rng) for _ in range(8)]
-        windows = evenly_spaced(face_windows(frames), max_windows)
+        windows = evenly_spaced(face_windows(engine, frames), max_windows)
         advance = progress(f"{name}: bona fide, natural answers, replays", len(windows))
         cues = []
         for window, boxes in windows:
@@ -179,9 +181,9 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
             for _ in range(replays_per_window):
                 sequence = replay_attack(_background(frames, rng), window, rng=rng,
                                          screen_px=float(rng.uniform(260, 420)))
-                tally.replayed.append(judge_sequence(sequence))
+                tally.replayed.append(judge_sequence(engine, sequence))
                 tally.replayed_full.append(
-                    judge(sequence, challenges.sample(ACTIONS, k=3)).passed)
+                    judge(engine, sequence, challenges.sample(ACTIONS, k=3)).passed)
             advance(1)
         tally.clip(name, str(path), cues)
 
@@ -193,11 +195,11 @@ def run_liveness_eval(videos: list[Path], lfw_root: Path, *, prints: int = 200,
         sequence = print_attack(backgrounds[int(rng.integers(len(backgrounds)))],
                                 load_image(photo), frames=WINDOW, rng=rng,
                                 face_px=float(rng.uniform(90, 160)))
-        printed.append(judge_sequence(sequence))
-        printed_full.append(judge(sequence, challenges.sample(ACTIONS, k=3)).passed)
+        printed.append(judge_sequence(engine, sequence))
+        printed_full.append(judge(engine, sequence, challenges.sample(ACTIONS, k=3)).passed)
         advance(1)
 
-    actions = real_actions(progress, clips, videos)
+    actions = real_actions(engine, progress, clips, videos)
     return _report(tally, printed, printed_full, actions, bpcer_budget)
 
 

@@ -42,14 +42,17 @@ from typing import Any, Literal
 import numpy as np
 
 from facelens.errors import FacelensError
-from facelens.index import ExactIndex, IVFIndex, SignScanIndex, VectorIndex, large_index
-from facelens.matching.open_set import open_set_threshold
+from facelens.index import ExactIndex, IVFIndex, VectorIndex, large_index
+from facelens.index.scan import ScanIndex
+from facelens.index.sign import SignScanIndex
+from facelens.matching.calibration import Calibration
 
 Progress = Callable[[str, int], Callable[[int], None]]
 Data = Literal["face-like", "uniform"]
 Embedder = Literal["fusion", "sface-flip"]
-Kind = Literal["auto", "sign", "ivf"]
-_KINDS: dict[str, type[SignScanIndex] | type[IVFIndex]] = {"sign": SignScanIndex, "ivf": IVFIndex}
+Kind = Literal["auto", "scan", "sign", "ivf"]
+_KINDS: dict[str, type[ScanIndex] | type[IVFIndex]] = {
+    "scan": ScanIndex, "sign": SignScanIndex, "ivf": IVFIndex}
 TARGETS = {"speedup": 100.0, "recall@1_mate_first": 0.99, "memory_ratio": 1.6}
 MATED_SHARE = 0.8
 _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and memory stays flat
@@ -203,9 +206,10 @@ def _recall(found: np.ndarray, truth: np.ndarray, rows: slice | np.ndarray, k: i
 
 def _refuse_if_not_here(kind: Kind) -> None:
     """A clear error where this CPU cannot run the scan `kind` names."""
-    if kind == "sign" and not SignScanIndex.runs_here():
-        raise FacelensError(f"--index {kind}: this CPU has no {SignScanIndex.NEEDS} (or the "
-                            "kernels were not built by `make setup`)")
+    cls = _KINDS.get(kind)
+    if cls is not None and issubclass(cls, ScanIndex) and not cls.runs_here():
+        raise FacelensError(f"--index {kind}: this CPU has no {cls.NEEDS} (or the kernels "
+                            "were not built by `make setup`)")
 
 
 def _ann(kind: Kind, dim: int) -> VectorIndex:
@@ -214,15 +218,16 @@ def _ann(kind: Kind, dim: int) -> VectorIndex:
     return large_index(dim) if kind == "auto" else _KINDS[kind](dim)
 
 
-def _answers_agree(embedder: Embedder, n: int, exact: tuple[np.ndarray, np.ndarray],
-                   ann: tuple[np.ndarray, np.ndarray]) -> dict[str, dict[str, float]]:
+def _answers_agree(calibration: Calibration, embedder: Embedder, n: int,
+                   exact: tuple[np.ndarray, np.ndarray], ann: tuple[np.ndarray, np.ndarray]
+                   ) -> dict[str, dict[str, float]]:
     """How often identification over `n` faces would answer as with exact search: the best
     face if its score clears the open-set threshold for FPIR 1e-2 or 1e-3 (calibrated on
     lfw-dev for `embedder`), else unknown. Only faces above the threshold change an answer,
     which is why a stranger missed far below it does not."""
     agree = {}
     for fpir in (1e-2, 1e-3):
-        threshold = open_set_threshold(embedder, fpir, n).value
+        threshold = calibration.open_set_threshold(embedder, fpir, n).value
         answers = [np.where(best >= threshold, ids, -1) for ids, best in (exact, ann)]
         agree[f"fpir_{fpir:g}"] = {"threshold": round(threshold, 4),
                                    "named_by_exact": int(np.sum(answers[0] >= 0)),
@@ -231,9 +236,10 @@ def _answers_agree(embedder: Embedder, n: int, exact: tuple[np.ndarray, np.ndarr
 
 
 def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: int,
-         bar: Progress, kind: Kind = "auto", embedder: Embedder | None = None
-         ) -> dict[str, Any]:
-    """One bench on `data`; `embedder` (face-like data only) adds `_answers_agree`."""
+         bar: Progress, kind: Kind = "auto",
+         answers: tuple[Calibration, Embedder] | None = None) -> dict[str, Any]:
+    """One bench on `data`; `answers` (face-like data only: the calibration in force and the
+    embedder imitated) adds `_answers_agree`."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     dim = stats["dim"]
@@ -289,8 +295,8 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
         f"recall@{k}_mated": _recall(found, truth, slice(0, mated), k),
         "sweep": sweep,
     }
-    if embedder is not None:
-        ann_result["answers_agree"] = _answers_agree(embedder, n, (truth[:, 0], truth_best),
+    if answers is not None:
+        ann_result["answers_agree"] = _answers_agree(*answers, n, (truth[:, 0], truth_best),
                                                      (found[:, 0], found_best))
     measured = {
         "speedup": round(ann_speed["qps"] / exact_speed["qps"], 1),
@@ -317,13 +323,15 @@ def _run(n: int, queries: int, k: int, data: Data, stats: dict[str, Any], seed: 
     }
 
 
-def run_search_bench(n: int = 1_000_000, embedder: Embedder = "fusion", queries: int = 1000,
-                     k: int = 10, seed: int = 0, progress: Progress | None = None,
+def run_search_bench(calibration: Calibration, n: int = 1_000_000,
+                     embedder: Embedder = "fusion", queries: int = 1000, k: int = 10,
+                     seed: int = 0, progress: Progress | None = None,
                      data: Data = "face-like", uniform_n: int = UNIFORM_N,
                      kind: Kind = "auto") -> dict[str, Any]:
     """Build exact and ANN (`kind`, see `_ann`) indexes on synthetic faces shaped like
-    `embedder`'s, time them and score ANN against exact; face-like runs also report a
-    `uniform_n`-face uniform worst case (0: skip it)."""
+    `embedder`'s, time them and score ANN against exact (identification answers at
+    `calibration`'s open-set thresholds); face-like runs also report a `uniform_n`-face
+    uniform worst case (0: skip it)."""
     def bar(label: str, total: int) -> Callable[[int], None]:
         return progress(label, total) if progress else (lambda _: None)
 
@@ -331,7 +339,8 @@ def run_search_bench(n: int = 1_000_000, embedder: Embedder = "fusion", queries:
     stats = _stats(embedder)
     _refuse_if_not_here(kind)  # before any work
     report = {"embedder": embedder, **_run(n, queries, k, data, stats, seed, bar, kind,
-                                           embedder if data == "face-like" else None)}
+                                           (calibration, embedder) if data == "face-like"
+                                           else None)}
     report["measured_on_lfw"] = {key: stats[key] for key in (
         "images", "participation_ratio", "dims_for_90pct_variance", "mean_norm",
         "genuine_pairs", "genuine_cosine_quantiles")}

@@ -26,10 +26,13 @@ from facelens.video.watch import Watcher
 Progress = Any
 
 
-def enrolled_gallery(people: dict[str, Path], data_dir: Path | None = None
+def enrolled_gallery(settings: Settings, people: dict[str, Path]
                      ) -> tuple[Galleries, dict[str, str]]:
-    """A throwaway watchlist gallery of `people`; returns it and subject id -> name."""
-    galleries = Galleries(Settings(data_dir=data_dir or Path(tempfile.mkdtemp())))
+    """A throwaway watchlist gallery of `people` under `settings` but in a data directory of
+    its own; returns it and subject id -> name."""
+    scratch = settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp()),
+                                          "database_url": None, "milvus_uri": None})
+    galleries = Galleries(scratch)
     galleries.create_gallery("watch", "watchlist-eval")
     names = {}
     for name, photo in people.items():
@@ -41,9 +44,10 @@ def enrolled_gallery(people: dict[str, Path], data_dir: Path | None = None
     return galleries, names
 
 
-def run_watch_eval(video: Path, people: dict[str, Path], *, fps: float | None = None,
-                   progress: Progress) -> dict[str, Any]:
-    galleries, names = enrolled_gallery(people)
+def run_watch_eval(settings: Settings, video: Path, people: dict[str, Path], *,
+                   fps: float | None = None, progress: Progress) -> dict[str, Any]:
+    """The camera pipeline and the every-frame baseline on `video`, engine under `settings`."""
+    galleries, names = enrolled_gallery(settings, people)
     frames = list(VideoSource(str(video)).frames())
     interval = frames[-1].time / max(len(frames) - 1, 1)
     duration = frames[-1].time + interval  # the last frame lasts one interval too

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from facelens import api
+from facelens.api import Engine, main_face
 from facelens.face import Face
 from facelens.geometry import iou, l2_normalize
 from facelens.liveness.passive import PassiveCues, passive_cues
-from facelens.matching.operating_points import operating_point
-from facelens.vision.mesh import eye_aspect_ratio, face_meshes, head_pose
+from facelens.vision.mesh import eye_aspect_ratio, face_meshes, head_pose_from_mesh
 
 ACTIONS = ("blink", "turn_left", "turn_right")
 TURN_DEG = 20.0
@@ -90,23 +89,24 @@ def find_actions(ear: np.ndarray, yaw: np.ndarray, challenge: list[str]) -> dict
     return found
 
 
-def measure(rgb: np.ndarray) -> tuple[Face | None, float, float]:
+def measure(engine: Engine, rgb: np.ndarray) -> tuple[Face | None, float, float]:
     """The frame's main face with its eye aspect ratio and yaw (NaN where no face or mesh)."""
-    faces = api.detect(rgb, quality=False)
+    faces, _ = engine.detect_rgb(rgb, quality=False)
     if not faces:
         return None, np.nan, np.nan
-    face = api.main_face(faces)
+    face = main_face(faces)
     (mesh,) = face_meshes(rgb, [face])
     if mesh.presence < 0.5:
         return None, np.nan, np.nan
-    return face, eye_aspect_ratio(mesh), head_pose(mesh)[0]
+    return face, eye_aspect_ratio(mesh), head_pose_from_mesh(mesh)[0]
 
 
-def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
-    """Judge RGB `frames` (in order) against `challenge` (a list of ACTIONS)."""
+def judge(engine: Engine, frames: list[np.ndarray], challenge: list[str]) -> Judgement:
+    """Judge RGB `frames` (in order) against `challenge` (a list of ACTIONS), detecting and
+    embedding with `engine` and deciding identity at its calibrated sface FAR 1e-3."""
     ear, yaw, boxes, kept, vectors = [], [], [], [], []
     for rgb in frames:
-        face, eye, turn = measure(rgb)
+        face, eye, turn = measure(engine, rgb)
         ear.append(eye)
         yaw.append(turn)
         if face is None:
@@ -114,7 +114,7 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
         boxes.append(face.box)
         kept.append(rgb)
         if abs(yaw[-1]) <= FRONTAL_DEG:
-            api.embed(rgb, [face], embedder="sface")
+            engine.embed_rgb(rgb, [face], embedder="sface")
             assert face.embedding is not None
             vectors.append(face.embedding)
     reasons = []
@@ -138,7 +138,7 @@ def judge(frames: list[np.ndarray], challenge: list[str]) -> Judgement:
         # The person at the start against the person at the end, each averaged over its half:
         # single low-resolution or turned frames dip far below the threshold on their own.
         halves = np.array_split(stack, 2) if len(stack) > 1 else [stack, stack]
-        same = operating_point("sface", 1e-3).threshold
+        same = engine.calibration.operating_point("sface", 1e-3).threshold
         first, second = (l2_normalize(half.mean(axis=0)) for half in halves)
         if float(first @ second) < same:
             reasons.append("the face changed during the challenge (not one person throughout)")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facelens.api import Engine
 from facelens.errors import ConflictError, FacelensError, NotFoundError
 from facelens.liveness.judge import ACTIONS, Judgement
-from facelens.matching.operating_points import operating_point
 
 TTL_S = 180.0
 
@@ -51,8 +51,10 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, ttl_s: float = TTL_S) -> None:
+    def __init__(self, engine: Engine, ttl_s: float = TTL_S) -> None:
         self.ttl_s = ttl_s
+        self.same_person = engine.calibration.operating_point("sface", 1e-3).threshold
+        """The sface score above which a decision's face is the person who passed."""
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
@@ -114,8 +116,6 @@ class SessionStore:
             judgement = session.judgement
             assert judgement is not None and judgement.embedding is not None
             session.state = "used"  # one decision, whatever it is: no probing with other faces
-            if face_embedding is not None:
-                same = operating_point("sface", 1e-3).threshold
-                if float(face_embedding @ judgement.embedding) < same:
-                    raise SessionRefused("the face is not the person who passed the liveness "
-                                         "check")
+            if (face_embedding is not None
+                    and float(face_embedding @ judgement.embedding) < self.same_person):
+                raise SessionRefused("the face is not the person who passed the liveness check")

@@ -2,8 +2,8 @@
 read from one `Calibration` that the engine loads for its settings.
 
 Where it comes from, first found wins: the file `settings.calibration_file` names; the file
-`facelens eval lfw --save` (or `facelens calibrate`) wrote into `settings.data_dir/calibration/`
-for this SFace runtime; the one shipped in the package (fitted on lfw-dev). Each SFace precision
+`facelens eval lfw ROOT --save` wrote into `settings.calibration_dir` for this SFace runtime;
+the one shipped in the package (fitted on lfw-dev). Each SFace precision
 has its own file: bf16 moves scores by ~1e-3, enough to pass ~2% more impostors than an fp32
 threshold allows at FAR 1e-4, so bf16 is calibrated on its own scores.
 """
@@ -25,6 +25,7 @@ from facelens.matching.operating_points import FARS, OperatingPoint, far_key
 
 _FILES = {"openvino-bf16": "operating_points-bf16.json"}
 _F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
+_PACKAGE = "package:"
 
 
 def calibration_file(label: str) -> str:
@@ -47,6 +48,11 @@ class Calibration:
             raise ModelMissingError(f"embedder {embedder!r} has no calibrated {need} in "
                                     f"{self.origin}; run `facelens eval lfw ROOT --save`")
         return dict(table)
+
+    @property
+    def path(self) -> Path | None:
+        """The file it was read from (None: the package's)."""
+        return None if self.origin.startswith(_PACKAGE) else Path(self.origin)
 
     @property
     def source(self) -> str:
@@ -98,14 +104,14 @@ class Calibration:
         return "none", None
 
 
-def load_calibration(runtime_label: str, data_dir: Path | None = None,
+def load_calibration(runtime_label: str, saved_dir: Path | None = None,
                      file: Path | None = None) -> Calibration:
-    """The calibration for an SFace runtime label: `file` if given, else the one saved under
-    `data_dir/calibration/`, else the package's."""
+    """The calibration for an SFace runtime label: `file` if given, else the one saved in
+    `saved_dir` (settings.calibration_dir), else the package's."""
     name = calibration_file(runtime_label)
     if file is not None:
         return _read(Path(file))
-    if data_dir is not None and (saved := Path(data_dir) / "calibration" / name).is_file():
+    if saved_dir is not None and (saved := Path(saved_dir) / name).is_file():
         return _read(saved)
     return _packaged(name)
 
@@ -121,4 +127,4 @@ def _read(path: Path) -> Calibration:
 def _packaged(name: str) -> Calibration:
     data = resources.files("facelens.data").joinpath(name)
     return Calibration(dict(json.loads(data.read_text())) if data.is_file() else {},
-                       f"package:{name}")
+                       f"{_PACKAGE}{name}")

@@ -1,11 +1,8 @@
 """Calibrated operating points: the threshold that gives a target false-accept rate.
 
-Thresholds come from `facelens eval lfw ROOT --save`: the impostor scores of the lfw-dev
-all-vs-all protocol, stored as package data (src/facelens/data/operating_points*.json) with
-the pair counts behind them. Callers ask for a FAR, never for a raw threshold.
-
-Each SFace precision has its own file: bf16 moves scores by ~1e-3, enough to pass ~2% more
-impostors than an fp32 threshold allows at FAR 1e-4, so bf16 is calibrated on its own scores.
+Thresholds come from the impostor scores of an all-vs-all protocol (`facelens eval lfw`), with
+the pair counts behind them; `Calibration` (matching/calibration.py) holds the ones in force.
+Callers ask for a FAR, never for a raw threshold.
 """
 
 from __future__ import annotations

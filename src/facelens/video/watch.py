@@ -19,11 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facelens import api
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
-from facelens.matching.open_set import confidence_band
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker, Track
 from facelens.vision.planarity import PlanarityEvidence
@@ -56,6 +54,8 @@ class _Shot:
     crop: np.ndarray
     face: Face
     """The face in the crop's coordinates."""
+    chip: np.ndarray
+    """The face's aligned chip, cut at detection (for quality) and embedded as it is."""
     frame: np.ndarray
     others: list[np.ndarray]
     """The boxes of every other face in `frame`: blurred in the stored frame."""
@@ -91,6 +91,7 @@ class Watcher:
                  patience_s: float = 3.0,
                  on_alert: Callable[[Alert, bytes, bytes], int | None] | None = None) -> None:
         self.camera, self.galleries, self.gallery_names = camera, galleries, gallery_names
+        self.engine = galleries.engine
         self.far, self.cooldown_s, self.min_observations = far, cooldown_s, min_observations
         self.reembed_margin, self.max_embeds, self.motion = reembed_margin, max_embeds, motion
         self.patience_s = patience_s
@@ -119,15 +120,17 @@ class Watcher:
             self.stats.skipped_still += 1
             self.labels, self.frame_tracks = [], []
             return []
-        faces = api.detect(frame.rgb)
+        faces, chips = self.engine.detect_rgb(frame.rgb)
         self.stats.detections += len(faces)
+        chip_of = {id(face): chip for face, chip in zip(faces, chips if chips is not None else [],
+                                                        strict=True)}
         alerts = []
         if self._cut(frame.rgb):  # a new shot: nobody in it continues a track of the last one
             alerts.extend(self._end(self.tracker.flush(), frame.time))
             self._previous_grey = None
         seen, ended = self.tracker.update(faces, self._tick)
         for track in seen:
-            state = self._observe(track, frame, grey, faces)
+            state = self._observe(track, frame, grey, faces, chip_of[id(track.face)])
             self._maybe_embed(track, state)
             if state.match and not state.alerted and self._sure(state, frame.time):
                 alerts.extend(self._alert(track, state, frame.time))
@@ -161,8 +164,8 @@ class Watcher:
         changed = np.count_nonzero(cv2.absdiff(small, previous) > 20) / small.size
         return changed < 0.002
 
-    def _observe(self, track: Track, frame: Frame, grey: np.ndarray, faces: list[Face]
-                 ) -> _TrackState:
+    def _observe(self, track: Track, frame: Frame, grey: np.ndarray, faces: list[Face],
+                 chip: np.ndarray) -> _TrackState:
         state = track.state.setdefault("watch", _TrackState())
         if state.observations == 0:
             self.stats.tracks += 1
@@ -175,7 +178,7 @@ class Watcher:
         if state.best is None or quality > state.best.quality:
             crop, face = _crop(frame.rgb, track.face)
             others = [f.box for f in faces if f is not track.face]
-            state.best = _Shot(quality, crop, face, frame.rgb, others)
+            state.best = _Shot(quality, crop, face, chip, frame.rgb, others)
         return state
 
     def _maybe_embed(self, track: Track, state: _TrackState) -> None:
@@ -189,7 +192,7 @@ class Watcher:
         found: list[tuple[float, tuple[str, str, str, str]]] = []
         for embedder in self.embedders:
             face = dataclasses.replace(best.face, embedding=None, embedder=None)
-            api.embed(best.crop, [face], embedder=embedder)
+            self.engine.embed_rgb(best.crop, [face], embedder=embedder, chips=best.chip[None])
             self.stats.embeddings += 1
             for name in self.gallery_names:
                 if self.galleries.gallery(name).embedder != embedder:
@@ -197,8 +200,7 @@ class Watcher:
                 (result,) = self.galleries.match(name, [face], far=self.far, top_k=1)
                 if result.candidates:
                     top = result.candidates[0]
-                    band, _ = confidence_band(embedder, top.score, result.comparisons)
-                    found.append((top.score, (top.subject_id, top.name, name, band)))
+                    found.append((top.score, (top.subject_id, top.name, name, top.band)))
         if found:
             state.match = max(found)[1]
             self.named[track.id] = state.match[0]

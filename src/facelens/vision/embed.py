@@ -25,12 +25,11 @@ from facelens.models.base import (
     make_batch_dynamic,
     onnx_session,
     openvino_model,
-    openvino_precision_for,
-    runtime_label,
 )
 from facelens.models.dlib_net import dlib_resnet_onnx
 from facelens.models.onnx_fold import fold_quantized_weights
-from facelens.settings import EMBEDDER_DIMS, Runtime, get_settings
+from facelens.models.runtime import openvino_precision_for, runtime_label
+from facelens.settings import EMBEDDER_DIMS, Runtime
 from facelens.vision.align import align_batch
 
 
@@ -41,16 +40,16 @@ def mirrored(chips: np.ndarray) -> np.ndarray:
 
 
 class SFace(LazyModel[object]):
-    """SFace on `runtime` (default: settings.runtime). Every runtime gets the same folded fp32
-    graph with a dynamic batch dimension, and both sessions are safe to call from many
-    threads at once."""
+    """SFace on `runtime` (settings.runtime). Every runtime gets the same folded fp32 graph
+    with a dynamic batch dimension, and both sessions are safe to call from many threads at
+    once."""
 
     name = "sface"
 
-    def __init__(self, threads: int = 2, runtime: Runtime | None = None) -> None:
+    def __init__(self, runtime: Runtime, threads: int = 2) -> None:
         super().__init__()
         self._threads = threads
-        self.runtime: Runtime = runtime or get_settings().runtime
+        self.runtime: Runtime = runtime
 
     @property
     def label(self) -> str:
@@ -119,25 +118,25 @@ _dlib = DlibResNet()
 _instances_lock = threading.Lock()
 
 
-def sface(threads: int = 2, runtime: Runtime | None = None) -> SFace:
-    """The process-wide SFace on `runtime` (default: settings.runtime); the first call per
-    runtime fixes its thread count."""
-    chosen: Runtime = runtime or get_settings().runtime
+def sface(runtime: Runtime, threads: int = 2) -> SFace:
+    """The process-wide SFace on `runtime`; the first call per runtime fixes its thread
+    count."""
     with _instances_lock:
-        if chosen not in _sface:
-            _sface[chosen] = SFace(threads, chosen)
-        return _sface[chosen]
+        if runtime not in _sface:
+            _sface[runtime] = SFace(runtime, threads)
+        return _sface[runtime]
 
 
 def shape5() -> DlibShape5:
     return _shape5
 
 
-def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str = "sface-flip", *,
+def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str, *, runtime: Runtime,
                 fusion_weight: float = 0.5, threads: int = 2,
                 chips: np.ndarray | None = None) -> np.ndarray:
-    """Embed `faces` of one RGB image with `embedder`; returns (N, D) and fills each face.
-    `chips`: the faces' aligned 112×112 chips, when the caller has them already."""
+    """Embed `faces` of one RGB image with `embedder`, SFace running on `runtime`; returns
+    (N, D) and fills each face. `chips`: the faces' aligned 112×112 chips, when the caller
+    has them already."""
     if embedder not in EMBEDDER_DIMS:
         raise ValueError(f"unknown embedder {embedder!r}; "
                          f"choose one of {', '.join(EMBEDDER_DIMS)}")
@@ -155,9 +154,9 @@ def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str = "sface-flip"
         if embedder != "sface" and carried == {"sface"}:
             # verify's cascade already ran the plain pass: only the mirror is new.
             plain = np.stack([f.embedding for f in faces if f.embedding is not None])
-            parts.append(l2_normalize(plain + sface(threads)(mirrored(chips))))
+            parts.append(l2_normalize(plain + sface(runtime, threads)(mirrored(chips))))
         else:
-            parts.append(sface(threads)(chips, flip=embedder != "sface"))
+            parts.append(sface(runtime, threads)(chips, flip=embedder != "sface"))
     if embedder in ("dlib", "fusion"):
         parts.append(_dlib(_shape5.chips(rgb, faces, 150, 0.25)))
     if embedder == "fusion":

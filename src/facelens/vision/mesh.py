@@ -15,7 +15,7 @@ as in `facelens.face.LANDMARK_NAMES`):
   (|p2−p6| + |p3−p5|) / (2·|p1−p4|), on the 3-D points, averaged over both eyes.
   Right eye p1…p6 = 33, 160, 158, 133, 153, 144; left eye = 362, 385, 387, 263, 373, 380
   (p1/p4 the eye corners, p2/p6 and p3/p5 upper/lower lid pairs).
-- `head_pose`: yaw, pitch and roll of the rotation that best maps points of MediaPipe's
+- `head_pose_from_mesh`: yaw, pitch and roll of the rotation that best maps points of MediaPipe's
   canonical face model onto the mesh (Procrustes / Umeyama with scale, on rigid points only:
   nose ridge and tip 1, 4, 6, 8, 9, 10, below the nose 2, eye outer corners 33/263, lower
   eye-corner 7/249, temples 21/251, face sides 34/264).
@@ -161,11 +161,6 @@ def face_meshes(rgb: np.ndarray, faces: list[Face]) -> list[Mesh]:
     return _facemesh(rgb, faces)
 
 
-def mesh_landmarks(rgb: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
-    """(468, 3) landmarks per face: x, y in image pixels, z relative depth in pixels."""
-    return [m.points for m in _facemesh(rgb, faces)]
-
-
 def _points(mesh: np.ndarray | Mesh) -> np.ndarray:
     points = mesh.points if isinstance(mesh, Mesh) else np.asarray(mesh)
     if points.shape[0] != MESH_POINTS:
@@ -191,10 +186,11 @@ def eye_aspect_ratio(mesh: np.ndarray | Mesh) -> float:
     return (right + left) / 2.0
 
 
-def head_pose(mesh: np.ndarray | Mesh) -> tuple[float, float, float]:
+def head_pose_from_mesh(mesh: np.ndarray | Mesh) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from the mesh's 3-D points.
 
-    Same signs as `facelens.vision.quality.head_pose` (the coarse 5-point estimate):
+    Same signs as `facelens.vision.quality.head_pose_from_landmarks` (the coarse 5-point
+    estimate):
     yaw > 0: the subject turns to their left (the nose moves toward the image's right);
     pitch > 0: the subject looks down; roll > 0: the head tilts clockwise in the image
     (toward the subject's left shoulder; the left eye is lower). The rotation is decomposed
@@ -202,7 +198,7 @@ def head_pose(mesh: np.ndarray | Mesh) -> tuple[float, float, float]:
     """
     points = _points(mesh)
     if points.shape[1] != 3:
-        raise ValueError("head_pose needs the 3-D mesh (468, 3)")
+        raise ValueError("head_pose_from_mesh needs the 3-D mesh (468, 3)")
     # To the canonical model's axes: x right, y up, z toward the camera.
     seen = points[_POSE_INDICES] * np.array([1.0, -1.0, -1.0])
     model = _CANONICAL

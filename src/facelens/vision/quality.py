@@ -23,8 +23,9 @@ def _ramp(value: float, bad: float, good: float) -> float:
     return float(np.clip((value - bad) / (good - bad), 0.0, 1.0))
 
 
-def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from 5 landmarks, measured in the de-rotated face frame."""
+def head_pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from the 5 landmarks, measured in the de-rotated face
+    frame: coarse, but free (vision/mesh.py's `head_pose_from_mesh` runs FaceMesh)."""
     dx, dy = np.asarray(landmarks[1], np.float64) - landmarks[0]
     roll = float(np.degrees(np.arctan2(dy, dx)))
     # Undo roll and scale with the alignment transform, then compare with the template.
@@ -47,7 +48,7 @@ def assess(rgb: np.ndarray, face: Face, *, chip: np.ndarray | None = None,
     face's 112×112 aligned chip when the caller has cut it already."""
     landmarks = face.landmarks
     interocular = float(np.linalg.norm(landmarks[1] - landmarks[0]))
-    yaw, pitch, roll = head_pose(landmarks)
+    yaw, pitch, roll = head_pose_from_landmarks(landmarks)
     grey = cv2.cvtColor(align(rgb, landmarks) if chip is None else chip, cv2.COLOR_RGB2GRAY)
     centre = grey[24:104, 20:92]  # skin and features, little background
     # Sharpness is judged at the face's own resolution: a small face upsampled to 112 px

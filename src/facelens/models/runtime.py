@@ -1,0 +1,60 @@
+"""What computes SFace's numbers under a `settings.runtime`, answered without loading a model
+runtime where the CPU's flags tell (so `facelens models` starts fast)."""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from facelens.settings import Runtime
+
+Precision = Literal["bf16", "f32"]
+_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@lru_cache(maxsize=1)
+def openvino_core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def _cpu_flags() -> frozenset[str] | None:
+    """The x86 CPU's feature flags from /proc/cpuinfo (None where there is no such file)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return None
+
+
+@lru_cache(maxsize=1)
+def openvino_precision() -> Precision:
+    """bf16 where the CPU computes it natively (AVX512-BF16 or AMX), else f32: read from the
+    CPU's flags on Linux x86, else asked of OpenVINO (its OPTIMIZATION_CAPABILITIES)."""
+    flags = _cpu_flags()
+    if flags is not None:
+        return "bf16" if flags & _BF16_FLAGS else "f32"
+    capabilities = openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "bf16" if "BF16" in capabilities else "f32"
+
+
+def openvino_precision_for(runtime: Runtime) -> Precision | None:
+    """The OpenVINO inference precision of `runtime` (None: not an OpenVINO runtime)."""
+    if runtime == "openvino":
+        return "f32"
+    return openvino_precision() if runtime == "openvino-bf16" else None
+
+
+def runtime_label(runtime: Runtime) -> str:
+    """What computes the numbers under `runtime`: "openvino-f32", "openvino-bf16" (or f32 on
+    a CPU without bf16) or "onnxruntime"."""
+    precision = openvino_precision_for(runtime)
+    return f"openvino-{precision}" if precision else "onnxruntime"
