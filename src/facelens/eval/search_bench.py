@@ -42,17 +42,14 @@ from typing import Any, Literal
 import numpy as np
 
 from facelens.errors import FacelensError
-from facelens.index import ExactIndex, IVFIndex, VectorIndex, large_index
-from facelens.index.scan import ScanIndex
-from facelens.index.sign import SignScanIndex
+from facelens.index import ExactIndex, IVFIndex, SignScanIndex, VectorIndex, large_index
 from facelens.matching.calibration import Calibration
 
 Progress = Callable[[str, int], Callable[[int], None]]
 Data = Literal["face-like", "uniform"]
 Embedder = Literal["fusion", "sface-flip"]
-Kind = Literal["auto", "scan", "sign", "ivf"]
-_KINDS: dict[str, type[ScanIndex] | type[IVFIndex]] = {
-    "scan": ScanIndex, "sign": SignScanIndex, "ivf": IVFIndex}
+Kind = Literal["auto", "sign", "ivf"]
+_KINDS: dict[str, type[SignScanIndex] | type[IVFIndex]] = {"sign": SignScanIndex, "ivf": IVFIndex}
 TARGETS = {"speedup": 100.0, "recall@1_mate_first": 0.99, "memory_ratio": 1.6}
 MATED_SHARE = 0.8
 _CHUNK = 50_000  # rows per generation / insertion step, so progress moves and memory stays flat
@@ -206,10 +203,9 @@ def _recall(found: np.ndarray, truth: np.ndarray, rows: slice | np.ndarray, k: i
 
 def _refuse_if_not_here(kind: Kind) -> None:
     """A clear error where this CPU cannot run the scan `kind` names."""
-    cls = _KINDS.get(kind)
-    if cls is not None and issubclass(cls, ScanIndex) and not cls.runs_here():
-        raise FacelensError(f"--index {kind}: this CPU has no {cls.NEEDS} (or the kernels "
-                            "were not built by `make setup`)")
+    if kind == "sign" and not SignScanIndex.runs_here():
+        raise FacelensError(f"--index {kind}: this CPU has no {SignScanIndex.NEEDS} (or the "
+                            "kernels were not built by `make setup`)")
 
 
 def _ann(kind: Kind, dim: int) -> VectorIndex:
