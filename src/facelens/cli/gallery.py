@@ -28,8 +28,9 @@ ConsentDays = Annotated[int | None, typer.Option(help="Consent expires after N d
 def _galleries() -> Galleries:
     """Imported on use: detect/verify need not load the database stack."""
     from facelens.gallery.service import Galleries
+    from facelens.settings import get_settings
 
-    return Galleries()
+    return Galleries(get_settings())
 
 
 def _consent(basis: str, purpose: str, recorded_by: str, days: int | None) -> ConsentRecord:
@@ -43,12 +44,11 @@ def _consent(basis: str, purpose: str, recorded_by: str, days: int | None) -> Co
 @gallery_app.command("create")
 def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door")],
            embedder: Annotated[str | None, typer.Option(help="Default: settings.")] = None,
-           retention_days: int = 3 * 365, keep_crops: bool = False,
-           as_json: JsonFlag = False) -> None:
+           retention_days: int = 3 * 365, as_json: JsonFlag = False) -> None:
     """Create a gallery."""
     with errors():
         g = _galleries().create_gallery(name, purpose, embedder=embedder,
-                                       retention_days=retention_days, keep_crops=keep_crops)
+                                       retention_days=retention_days)
     emit({"name": g.name, "purpose": g.purpose, "embedder": g.embedder}) if as_json else \
         out.print(f"created gallery {g.name} ({g.purpose}, {g.embedder})")
 
@@ -171,20 +171,24 @@ def identify(gallery: str, image: Path,
              far: Annotated[float, typer.Option(
                  help="Chance per searched face that someone not enrolled is named.")] = 1e-3,
              top_k: int = 5, as_json: JsonFlag = False) -> None:
-    """Who is in IMAGE? Candidates above the open-set threshold, or unknown. Exit 1 if no
-    face is identified."""
+    """Who is in IMAGE? Each face's best candidate above the open-set threshold with its
+    confidence band and score, or unknown. Exit 1 if no face is identified."""
     with errors():
         results = _galleries().identify(gallery, image, far=far, top_k=top_k)
     rows = [{"box": [round(float(v)) for v in r.face.box],
              "result": "unknown" if r.unknown else r.candidates[0].name,
-             "candidates": [{"subject_id": c.subject_id, "name": c.name,
-                             "score": round(c.score, 4)} for c in r.candidates],
+             "candidates": [{"subject_id": c.subject_id, "name": c.name, "confidence": c.band,
+                             "fpir_at_most": c.fpir, "score": round(c.score, 4)}
+                            for c in r.candidates],
              "decision": r.decision} for r in results]
     if as_json:
         emit({"image": str(image), "faces": rows})
     else:
         for r in rows:
-            out.print(f"{r['box']}: [bold]{r['result']}[/bold]  ({r['decision']})")
+            best = r["candidates"][0] if r["candidates"] else None
+            shown = f"{best['confidence']} {best['score']:.4f}" if best else ""
+            out.print(f"{r['box']}: [bold]{r['result']}[/bold] {shown} ({r['decision']})",
+                      highlight=False)
         if not rows:
             out.print("no face found")
     if not any(not r.unknown for r in results):
