@@ -90,7 +90,7 @@ class AutoIndex:
         kind = next((k for k in _KINDS if head == k._magic), None)
         if kind is not None:
             inner: ExactIndex | SignScanIndex | IVFIndex = kind.load(path)
-        elif head.startswith(b"FL"):  # a magic line of another layout or a retired index
+        elif head.startswith(b"FL"):  # an older layout, or a kind this version does not build
             raise ValueError(f"{path} holds an index layout this version does not read")
         else:
             inner = ExactIndex.load(path)  # which rejects what is not its .npy either
