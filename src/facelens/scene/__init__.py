@@ -1,0 +1,1 @@
+"""The street layer: people, vehicles and screens in a frame, and the plates on vehicles."""

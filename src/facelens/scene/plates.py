@@ -1,0 +1,199 @@
+"""Licence plates: found as text lines inside a vehicle box, read, normalised by region.
+
+Inside the (slightly enlarged) vehicle box the PP-OCR detector finds text lines; each is read
+over A–Z and 0–9. A line is a plate candidate when its text, separators stripped, has a
+plate's length; candidates are ranked by recognition confidence, by whether the text fits one
+of the region's formats (after position-aware O/0, I/1, Z/2, B/8, S/5, G/6 fixes), by the
+line's height relative to the vehicle (plate characters are the largest text on most
+vehicles, dealer frames and stickers smaller) and by its place in the box (plates sit low).
+`vote` merges readings of one vehicle over several frames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facelens.scene.detect import MOTOR_VEHICLES, Objects, detect_objects
+from facelens.scene.ocr import TextLine, line_crop, text_detector, text_recogniser
+
+# Per region, plate formats: L a letter, D a digit. A reading is fixed towards a format only
+# by swapping look-alike characters (at most MAX_FIXES); a region not listed is read as is.
+FORMATS: dict[str, tuple[str, ...]] = {
+    "us": ("DLLLDDD", "LLLDDDD", "LLLDDD", "DDDLLL", "LLDDDDD", "DLLDDD", "DDDLLLL",
+           "LLLLDDD", "DDDDLL", "LDDDDD", "LLDDDD", "DDDDDD", "DDDDDDD", "LDDDDDD"),
+    "eu": ("LLDDDLL", "LLDDLLL", "DDDDLLL", "LLLDDDD", "LDDDDLL"),
+    "uk": ("LLDDLLL", "LDDDLLL"),
+    "br": ("LLLDLDD", "LLLDDDD"),
+    "in": ("LLDDLLDDDD", "LLDDLDDDD"),
+    "any": (),
+}
+O_IS_ZERO = frozenset({"us"})
+"""Regions whose plates use one glyph for O and 0 (US states issue them interchangeably;
+the letter is written as the digit)."""
+MAX_FIXES = 2
+TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "B": "8", "S": "5",
+            "G": "6", "T": "7", "A": "4"}
+TO_LETTER = {"0": "O", "1": "I", "2": "Z", "8": "B", "5": "S", "6": "G", "7": "T", "4": "A"}
+MIN_LENGTH, MAX_LENGTH = 4, 10
+VEHICLE_MARGIN = 0.08
+"""Part of the box's size added on each side: detector boxes often clip the bumper."""
+PLATE_CONTEXT = (0.5, 0.8)
+"""Around a plate box, the share of its width and height searched on each side."""
+REFINE = 2
+"""Candidates of a frame read again from a close crop."""
+
+
+@dataclass(frozen=True)
+class PlateReading:
+    text: str
+    """Upper case letters and digits, separators removed, look-alikes fixed to the format."""
+    confidence: float
+    """In [0, 1]: the recogniser's mean character probability, lowered when the text fits
+    none of the region's formats."""
+    box: np.ndarray
+    """x1y1x2y2 of the text line in frame pixels."""
+    fitted: bool
+    """Whether the text fits one of the region's formats."""
+    height: float = 0.0
+    """The line's height as a share of the searched box's height."""
+    place: float = 0.5
+    """The line's centre from the searched box's top (0) to its bottom (1)."""
+
+
+def normalise(raw: str, region: str = "us") -> tuple[str, bool]:
+    """Upper-case `raw`, strip everything but letters and digits, and fix look-alikes
+    position by position towards the region format needing the fewest changes (at most
+    MAX_FIXES; ties keep the text closest to what was read).
+
+    Returns the text and whether it fits a format (always True for a region with none)."""
+    text = re.sub(r"[^A-Z0-9]", "", raw.upper())
+    if region in O_IS_ZERO:
+        text = text.replace("O", "0")
+    formats = FORMATS.get(region, ())
+    if not formats:
+        return text, True
+    fits: dict[str, int] = {}
+    for pattern in formats:
+        fixed = _fit(text, pattern, region in O_IS_ZERO)
+        if fixed is not None:
+            fits[fixed] = sum(a != b for a, b in zip(text, fixed, strict=True))
+    if not fits or min(fits.values()) > MAX_FIXES:
+        return text, False
+    fewest = min(fits.values())
+    closest = [fixed for fixed, changes in fits.items() if changes == fewest]
+    # Two formats as close as each other: the swaps are a guess, keep what was read.
+    return (closest[0], True) if len(closest) == 1 else (text, True)
+
+
+def _fit(text: str, pattern: str, zero_is_letter: bool) -> str | None:
+    """`text` made to fit `pattern` by look-alike swaps, or None if it cannot."""
+    if len(text) != len(pattern):
+        return None
+    out = []
+    for char, kind in zip(text, pattern, strict=True):
+        if kind == "D" and not char.isdigit():
+            char = TO_DIGIT.get(char, "")
+        elif kind == "L" and char.isdigit():
+            char = char if char == "0" and zero_is_letter else TO_LETTER.get(char, "")
+        if not char:
+            return None
+        out.append(char)
+    return "".join(out)
+
+
+def read_plate_in_frame(rgb: np.ndarray, region: str = "us",
+                        vehicles: Objects | None = None) -> PlateReading | None:
+    """The best plate reading on the frame's motor vehicles (`vehicles`: already detected).
+
+    Text lines are looked for inside each vehicle box (the whole frame when no vehicle is
+    found or none holds a plate-like line); the REFINE best candidates are then read again
+    from a close crop around each, where the text detector sees the plate at full size."""
+    if vehicles is None:
+        vehicles = detect_objects(rgb)
+    boxes = list(vehicles.of(*MOTOR_VEHICLES).boxes)
+    candidates = [c for box in boxes for c in plate_candidates(rgb, box, region)]
+    if not candidates:
+        candidates = plate_candidates(rgb, None, region)
+    ranked = sorted(candidates, key=_rank, reverse=True)[:REFINE]
+    refined = [r for c in ranked if (r := read_plate_in_box(rgb, c.box, region))]
+    return max(refined or ranked, key=_rank) if ranked else None
+
+
+def read_plate_in_box(rgb: np.ndarray, plate_box: np.ndarray, region: str = "us"
+                      ) -> PlateReading | None:
+    """The plate inside (about) `plate_box`: searched in a crop PLATE_CONTEXT times its size."""
+    x1, y1, x2, y2 = plate_box
+    grow_w, grow_h = (x2 - x1) * PLATE_CONTEXT[0], (y2 - y1) * PLATE_CONTEXT[1]
+    search = np.array([x1 - grow_w, y1 - grow_h, x2 + grow_w, y2 + grow_h], np.float32)
+    return read_plate(rgb, search, region, margin=0.0)
+
+
+def read_plate(rgb: np.ndarray, box: np.ndarray | None = None, region: str = "us", *,
+               margin: float = VEHICLE_MARGIN) -> PlateReading | None:
+    """The most plate-like text line inside `box` (None: the whole frame)."""
+    candidates = plate_candidates(rgb, box, region, margin=margin)
+    return max(candidates, key=_rank) if candidates else None
+
+
+def plate_candidates(rgb: np.ndarray, box: np.ndarray | None = None, region: str = "us", *,
+                     margin: float = VEHICLE_MARGIN) -> list[PlateReading]:
+    """Every text line in `box` (grown by `margin` of its size on each side) whose reading
+    has a plate's length, in frame pixels."""
+    h, w = rgb.shape[:2]
+    if box is None:
+        x1, y1, x2, y2 = 0, 0, w, h
+    else:
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        x1 = int(max(0, box[0] - margin * bw))
+        y1 = int(max(0, box[1] - margin * bh))
+        x2 = int(min(w, box[2] + margin * bw))
+        y2 = int(min(h, box[3] + margin * bh))
+    if x2 - x1 < 8 or y2 - y1 < 8:
+        return []
+    bgr = cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR)
+    lines = [line for line in text_detector()(bgr) if _plate_shaped(line)]
+    readings = text_recogniser()([line_crop(bgr, line.corners) for line in lines])
+    found = []
+    for line, reading in zip(lines, readings, strict=True):
+        text, fitted = normalise(reading.text, region)
+        if not MIN_LENGTH <= len(text) <= MAX_LENGTH:
+            continue
+        line_box = line.box + np.array([x1, y1, x1, y1], np.float32)
+        height = line.height / (y2 - y1)
+        low = (line_box[1] + line_box[3]) / 2 - y1
+        found.append(PlateReading(text, reading.confidence * (1.0 if fitted else 0.8),
+                                  line_box.astype(np.float32), fitted, height,
+                                  low / (y2 - y1)))
+    return found
+
+
+def _plate_shaped(line: TextLine) -> bool:
+    """Plate lines are wider than tall (a vertical line would be 90° off)."""
+    x1, y1, x2, y2 = line.box
+    return (x2 - x1) >= 1.2 * (y2 - y1)
+
+
+def _rank(reading: PlateReading) -> float:
+    has_digit = any(c.isdigit() for c in reading.text)  # names and slogans rarely do
+    return (reading.confidence + 0.3 * float(reading.fitted) + 0.3 * float(has_digit)
+            + 2.0 * reading.height + 0.1 * reading.place)
+
+
+def vote(readings: list[PlateReading]) -> PlateReading | None:
+    """One reading for a vehicle seen in several frames: the text with the largest sum of
+    confidences; its confidence is that sum's share of all readings' confidences."""
+    if not readings:
+        return None
+    totals: dict[str, float] = defaultdict(float)
+    for r in readings:
+        totals[r.text] += r.confidence
+    text = max(totals, key=lambda t: totals[t])
+    best = max((r for r in readings if r.text == text), key=lambda r: r.confidence)
+    share = totals[text] / max(sum(totals.values()), 1e-9)
+    return PlateReading(text, float(share * best.confidence), best.box, best.fitted,
+                        best.height, best.place)
