@@ -186,8 +186,8 @@ def identify(gallery: str, image: Path,
     else:
         for r in rows:
             best = r["candidates"][0] if r["candidates"] else None
-            shown = f"{best['confidence']} {best['score']:.4f}" if best else ""
-            out.print(f"{r['box']}: [bold]{r['result']}[/bold] {shown} ({r['decision']})",
+            shown = f" ({best['confidence']}, score {best['score']:.4f})" if best else ""
+            out.print(f"{r['box']}: [bold]{r['result']}[/bold]{shown}  {r['decision']}",
                       highlight=False)
         if not rows:
             out.print("no face found")
