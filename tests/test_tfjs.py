@@ -209,7 +209,7 @@ def test_cached_onnx_converts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_nanodet_converts_without_layout_shuffles() -> None:
     """The shipped NanoDet graph: every onnx-tf Transpose pair cancels; outputs per stride."""
-    from facelens.models.tfjs import npm_model_path
+    from facelens.models.npm import npm_model_path
 
     model = convert(npm_model_path("nanodet"))
 
