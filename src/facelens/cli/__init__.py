@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from facelens.cli import gallery as cli_gallery
+from facelens.cli import scene as cli_scene
 from facelens.cli import service as cli_service
 from facelens.cli import video as cli_video
 from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
@@ -41,6 +42,8 @@ app.command()(cli_service.serve)
 app.command()(cli_video.watch)
 eval_app.command("watch")(cli_video.eval_watch)
 eval_app.command("liveness")(cli_video.eval_liveness)
+eval_app.command("plates")(cli_scene.eval_plates)
+app.command()(cli_scene.objects)
 app.command()(cli_gallery.enroll)
 app.command("enroll-folder")(cli_gallery.enroll_folder)
 app.command()(cli_gallery.identify)
