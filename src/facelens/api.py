@@ -101,7 +101,7 @@ class Engine:
 
     def verify(self, a: ImageSource | Face | Reference, b: ImageSource | Face | Reference, *,
                far: float = 1e-3, embedder: str | None = None) -> Verdict:
-        """See `facelens.api.verify`; `a` or `b` may also be a gallery subject's `Reference`."""
+        """See `facelens.api.verify`."""
         name = embedder or self.settings.embedder
         point = self.calibration.operating_point(name, far)
         probes: list[tuple[Face | Reference, np.ndarray | None, np.ndarray | None]] = []
@@ -199,11 +199,12 @@ def _vector(face: Face | Reference, embedder: str) -> np.ndarray | None:
     return None
 
 
-def verify(a: ImageSource | Face, b: ImageSource | Face, *, far: float = 1e-3,
-           embedder: str | None = None) -> Verdict:
+def verify(a: ImageSource | Face | Reference, b: ImageSource | Face | Reference, *,
+           far: float = 1e-3, embedder: str | None = None) -> Verdict:
     """Are `a` and `b` the same person? Decided at a calibrated false-accept rate `far`.
 
-    `a` and `b` are images (the largest face of each is used) or Faces from an earlier call.
+    `a` and `b` are images (the largest face of each is used), Faces from an earlier call, or
+    an enrolled subject's `Reference` (`Galleries.subject_reference`).
     The verdict names the operating point that decided. With the "fusion" embedder, plain
     SFace (one pass per face) decides alone outside the calibrated band of its scores where
     the fused decision can differ from it; inside (a few % of lfw-dev pairs, see README) the
