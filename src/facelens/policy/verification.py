@@ -38,6 +38,14 @@ class Verification:
         (self.lockout.succeeded if verdict.match else self.lockout.failed)(pair)
         return verdict
 
+    def band(self, verdict: Verdict) -> str:
+        """How sure a match is: "high", "medium" or "low" (the strictest FAR band whose
+        threshold its score clears, for the model that decided); "none" for no match."""
+        if not verdict.match:
+            return "none"
+        decided_by = verdict.decided_by or verdict.embedder
+        return self.galleries.engine.calibration.confidence_band(decided_by, verdict.score)[0]
+
     def between(self, first: np.ndarray, live: np.ndarray, *, caller: str,
                 key_scopes: Collection[str], liveness_session: str | None,
                 far: float) -> Verdict:

@@ -10,7 +10,6 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from facelens.errors import FacelensError
 from facelens.face import Face, Verdict
-from facelens.matching.calibration import Calibration
 from facelens.policy.verification import Verification
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
@@ -64,13 +63,9 @@ async def embed(request: Request, image: Annotated[UploadFile, File()],
                         with_embedding=True)
 
 
-def verdict_payload(verdict: Verdict, principal: Principal,
-                    calibration: Calibration) -> dict[str, Any]:
+def verdict_payload(verdict: Verdict, band: str, principal: Principal) -> dict[str, Any]:
     """The verdict with its confidence band; the score and threshold for the scores scope
     only."""
-    decided_by = verdict.decided_by or verdict.embedder
-    band, _ = (calibration.confidence_band(decided_by, verdict.score) if verdict.match
-               else ("none", None))
     out = verdict.to_dict()
     if not principal.allows("scores"):
         del out["score"], out["threshold"]
@@ -121,4 +116,4 @@ async def verify(request: Request,
         raise
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                         subject=subject_id, far=far, liveness=liveness_session)
-    return verdict_payload(verdict, principal, state.galleries.engine.calibration)
+    return verdict_payload(verdict, verification.band(verdict), principal)
