@@ -17,8 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from facelens.policy.lockout import Lockout  # noqa: F401  (until state.py imports it from policy)
-
 T = TypeVar("T")
 
 

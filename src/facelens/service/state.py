@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.liveness.sessions import SessionStore
+from facelens.policy.lockout import Lockout
 from facelens.service.keys import KeyStore
-from facelens.service.limits import InferencePool, Lockout, RateLimiter
+from facelens.service.limits import InferencePool, RateLimiter
 from facelens.settings import Settings
 from facelens.store.audit import AuditLog
 from facelens.store.database import Store
