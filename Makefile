@@ -73,9 +73,9 @@ test: $(STAMP) $(KERNEL) $(CHROMIUM) $(FOOTAGE)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP) $(KERNEL)
-	$(BIN)/facelens bench --json-out out/bench.json
+	$(BIN)/facelens bench --images ../shared/data/lfw-dev --json-out out/bench.json
 	$(BIN)/facelens bench search --n 1000000 --json-out out/bench-search.json
-	$(BIN)/facelens bench service --json-out out/bench-service.json
+	$(BIN)/facelens bench service --lfw ../shared/data/lfw-dev/images --json-out out/bench-service.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -116,7 +116,7 @@ class Face:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compares by identity: the array has no truth value
 class Reference:
     """An enrolled subject as one search vector (the mean of its templates): what a 1:1 check
     against a gallery subject compares a probe face with. It has no box or landmarks."""
