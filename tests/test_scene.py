@@ -19,9 +19,8 @@ from facelens.scene.detect import Objects, detect_objects
 from facelens.scene.plates import PlateReading, normalise, read_plate, read_plate_in_box, vote
 
 US_SAMPLE = 30
-US_SAMPLE_FLOOR = 0.6
-"""read_rate measured on the first 30 images (sorted by name) was 0.## when this was
-written; the floor leaves room for thread-count and library-version noise."""
+US_SAMPLE_FLOORS = {"read_rate": 0.6, "read_rate_given_box": 0.8}
+"""Measured on the first 30 images (by name): 20/30 and 26/30; each floor allows two fewer."""
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:
@@ -147,5 +146,5 @@ def test_read_rate_on_us_plates_sample(shared_data: Path) -> None:
         pytest.skip(f"{folder} is absent")
     report = evaluate_plates(folder, region="us", limit=US_SAMPLE, progress=_no_progress)
     assert report["images"] == US_SAMPLE
-    assert report["read_rate"] >= US_SAMPLE_FLOOR
-    assert report["read_rate_given_box"] >= US_SAMPLE_FLOOR
+    for rate, floor in US_SAMPLE_FLOORS.items():
+        assert report[rate] >= floor, (rate, report)

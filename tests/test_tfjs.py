@@ -209,9 +209,9 @@ def test_cached_onnx_converts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_nanodet_converts_without_layout_shuffles() -> None:
     """The shipped NanoDet graph: every onnx-tf Transpose pair cancels; outputs per stride."""
-    from facelens.models.npm import npm_model_path
+    from facelens.models.registry import model_path
 
-    model = convert(npm_model_path("nanodet"))
+    model = convert(model_path("nanodet"))
 
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Conv") == 34

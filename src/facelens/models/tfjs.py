@@ -31,9 +31,15 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from facelens.models.base import LazyModel, onnx_session
+from facelens.models.registry import CARDS, model_path
+
 OPSET = 17
+CONVERTER = 1
+"""Part of every cached file's name: raise it when a change here changes the ONNX written."""
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
@@ -483,7 +489,7 @@ def cache_dir() -> Path:
 
 def cached_onnx(model_file: Path, digests: tuple[str, ...], name: str) -> onnx.ModelProto:
     """`convert(model_file)`, stored once under `cache_dir()` by the sources' digests."""
-    target = cache_dir() / f"{name}-{'-'.join(d[:16] for d in digests)}.onnx"
+    target = cache_dir() / f"{name}-c{CONVERTER}-{'-'.join(d[:16] for d in digests)}.onnx"
     if target.is_file():
         return onnx.load(str(target))
     model = convert(model_file, name)
@@ -493,3 +499,20 @@ def cached_onnx(model_file: Path, digests: tuple[str, ...], name: str) -> onnx.M
     partial.replace(target)  # atomic: concurrent first loads never read half a file
     return model
 
+
+
+class TfjsModel(LazyModel[ort.InferenceSession]):
+    """A TFJS graph model converted to ONNX once, run by onnxruntime. Subclasses set `name`
+    (the card of the `.json` graph) and `weights` (the card of its weight shard): both files
+    are sha256-checked before conversion."""
+
+    weights: str
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__()
+        self._threads = threads
+
+    def _open(self, path: Path) -> ort.InferenceSession:
+        model_path(self.weights)
+        digests = (CARDS[self.name].sha256, CARDS[self.weights].sha256)
+        return onnx_session(cached_onnx(path, digests, self.name), self._threads)

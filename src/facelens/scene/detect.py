@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facelens.models.npm import TfjsModel
+from facelens.models.tfjs import TfjsModel
 
 INPUT_SIZE = 416
 REG_MAX = 10
