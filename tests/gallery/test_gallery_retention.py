@@ -25,7 +25,7 @@ from gallery_helpers import (
 from facelens.gallery.enrol import ConsentRecord
 from facelens.gallery.errors import GalleryError
 from facelens.gallery.service import Galleries
-from facelens.store.tables import Subject, Template
+from facelens.store.tables import Consent, Subject, Template
 
 
 # --------------------------------------------------------------------------- deletion
@@ -78,21 +78,26 @@ def test_purge_removes_expired_and_stale_subjects_only(opened: Callable[..., Gal
     g.create_gallery("watch", "watchlist-missing", embedder="sface-flip")
     image = [fixtures_dir / "obama2.jpg"]
     now = datetime.now(UTC)
+    soon = now + timedelta(days=1)  # enrolment refuses past dates: they lapse below
     ids = {
         "consent-expired": g.enroll("door", "consent-expired", image, consent=ConsentRecord(
-            "staff-door", "consent", "test-suite", expires_at=now - timedelta(days=1))),
+            "staff-door", "consent", "test-suite", expires_at=soon)),
         "stale": g.enroll("door", "stale", image, consent=CONSENT),
         "valid": g.enroll("door", "valid", image, consent=ConsentRecord(
             "staff-door", "contract", "test-suite", expires_at=now + timedelta(days=365))),
         "watch-expired": g.enroll("watch", "watch-expired", image, consent=CONSENT,
                                   watch_reason="missing person report 41",
-                                  watch_expires=now - timedelta(hours=1)),
+                                  watch_expires=soon),
         "watch-valid": g.enroll("watch", "watch-valid", image, consent=CONSENT,
                                 watch_reason="missing person report 42",
                                 watch_expires=now + timedelta(days=30)),
     }
     sid = {name: report.subject_id for name, report in ids.items()}
     with g.store.sessions.begin() as s:
+        s.execute(sa.update(Consent).where(Consent.subject_id == sid["consent-expired"])
+                  .values(expires_at=now - timedelta(days=1)))
+        s.execute(sa.update(Subject).where(Subject.id == sid["watch-expired"])
+                  .values(watch_expires=now - timedelta(hours=1)))
         s.execute(sa.update(Subject).where(Subject.id == sid["stale"])
                   .values(last_seen_at=now - timedelta(days=31)))
         s.execute(sa.update(Subject).where(Subject.id == sid["valid"])
@@ -114,6 +119,52 @@ def test_purge_removes_expired_and_stale_subjects_only(opened: Callable[..., Gal
     (face,) = g.identify("door", fixtures_dir / "obama2.jpg")
     assert names(face) == ["valid"]
     assert g.purge() == []
+
+
+# --------------------------------------------------------------------------- expiry
+def test_past_expiry_dates_are_refused_at_enrolment(opened: Callable[..., Galleries],
+                                                    tmp_path: Path, fixtures_dir: Path) -> None:
+    g = opened(tmp_path / "data")
+    g.create_gallery("watch", "watchlist-missing", embedder="sface-flip")
+    image = [fixtures_dir / "obama2.jpg"]
+    with pytest.raises(GalleryError, match="watchlist expiry 2020-01-01 is in the past"):
+        g.enroll("watch", "late", image, consent=CONSENT, watch_reason="report 7",
+                 watch_expires=datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(GalleryError, match="consent expiry 2020-01-01 is in the past"):
+        g.enroll("watch", "late", image, watch_reason="report 7",
+                 watch_expires=datetime.now(UTC) + timedelta(days=1),
+                 consent=ConsentRecord("watch", "consent", "test-suite",
+                                       expires_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    assert g.subjects("watch") == []
+
+
+@pytest.mark.parametrize("lapse", ["watchlist", "consent"])
+def test_an_entry_that_lapsed_never_matches_before_the_purge(
+        opened: Callable[..., Galleries], tmp_path: Path, fixtures_dir: Path, lapse: str) -> None:
+    g = opened(tmp_path / "data")
+    g.create_gallery("watch", "watchlist-missing", embedder="sface-flip")
+    soon = datetime.now(UTC) + timedelta(days=1)
+    report = g.enroll("watch", "obama", [fixtures_dir / "obama.jpg"], watch_reason="report 8",
+                      watch_expires=soon, consent=ConsentRecord("watch", "consent",
+                                                                "test-suite", expires_at=soon))
+    (face,) = g.identify("watch", fixtures_dir / "obama2.jpg")
+    assert names(face) == ["obama"]
+    assert g.subject_reference(report.subject_id).subject_id == report.subject_id
+
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    with g.store.sessions.begin() as s:
+        if lapse == "watchlist":
+            s.execute(sa.update(Subject).where(Subject.id == report.subject_id)
+                      .values(watch_expires=past))
+        else:
+            s.execute(sa.update(Consent).where(Consent.subject_id == report.subject_id)
+                      .values(expires_at=past))
+    (face,) = g.identify("watch", fixtures_dir / "obama2.jpg")  # the camera path (match) too
+    assert face.unknown
+    why = "watchlist entry expired" if lapse == "watchlist" else "consent expired"
+    with pytest.raises(GalleryError, match=why):
+        g.subject_reference(report.subject_id)  # 1:1 verify against the subject
+    assert g.purge() == [report.subject_id]
 
 
 def test_identify_marks_the_subject_seen(opened: Callable[..., Galleries], copy_dir: Path,

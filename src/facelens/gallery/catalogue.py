@@ -8,6 +8,7 @@ from sqlalchemy.orm import selectinload
 
 from facelens.face import Reference
 from facelens.gallery.errors import GalleryError, GalleryExists, GalleryNotFound
+from facelens.gallery.expiry import lapsed
 from facelens.gallery.pins import verify_pin
 from facelens.gallery.templates import centroid, subject_vectors
 from facelens.settings import EMBEDDER_DIMS, Settings
@@ -69,8 +70,10 @@ class Catalogue:
 
     def subject_reference(self, subject_id: str) -> Reference:
         """The subject as a 1:1 reference: its search vector (the centroid of its templates of
-        the gallery's model)."""
+        the gallery's model). Refused once its consent or watchlist entry lapsed."""
         subject = self.subject(subject_id)
+        if why := lapsed(subject, subject.consents):
+            raise GalleryError(f"subject {subject_id} may no longer be matched: {why}")
         embedder = subject.gallery.embedder
         vectors = subject_vectors(self.store.master, subject, embedder)
         if not vectors:

@@ -14,6 +14,7 @@ from facelens.api import Engine
 from facelens.errors import FacelensError, NoFaceError
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryError
+from facelens.gallery.expiry import refuse_past
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.pins import check_format, hash_pin
 from facelens.gallery.templates import bump_version, centroid, seal_vector
@@ -73,6 +74,7 @@ class Enrolment:
         """Enrol one person from one or more images, all in one transaction.
 
         Refused without a lawful basis; watchlist galleries also need a reason and an expiry.
+        Expiry dates (consent, watchlist) must be in the future.
         Images with no face, several faces or a poor-quality face are skipped with the reason
         (named by `labels`, e.g. upload file names, if given); if none is usable the subject
         is not created. A `pin` (4–12 digits) becomes a second factor for door decisions; only
@@ -85,6 +87,8 @@ class Enrolment:
         if gallery.is_watchlist and (not watch_reason or watch_expires is None):
             raise GalleryError(f"gallery {gallery_name!r} is a watchlist: every entry needs "
                                "a reason and an expiry")
+        refuse_past("the consent expiry", consent.expires_at)
+        refuse_past("the watchlist expiry", watch_expires)
         usable = self._embed(gallery, images, labels)
         if not usable.vectors:
             reasons = "; ".join(f"{img}: {why}" for img, why in usable.skipped) or "no images"

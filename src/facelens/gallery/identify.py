@@ -14,6 +14,7 @@ from facelens.api import Engine
 from facelens.face import Face
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryError, GalleryNotFound
+from facelens.gallery.expiry import lapsed
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.templates import seal_vector, unseal_vector
 from facelens.matching.decide import Hit, decide
@@ -101,7 +102,8 @@ class Identifier:
 
     def _candidates(self, s: Session, face: Face, hits: list[Hit], top_k: int
                     ) -> list[Candidate]:
-        """The hits as subjects, one candidate each, without those a reviewer rejected."""
+        """The hits as subjects, one candidate each, without those a reviewer rejected or
+        whose consent or watchlist entry lapsed."""
         if not hits:
             return []
         rows = {template_id: subject for template_id, subject in s.execute(
@@ -110,7 +112,7 @@ class Identifier:
         best: dict[str, Candidate] = {}
         for hit in hits:
             subject = rows.get(hit.id)
-            if subject is None or subject.id in best:
+            if subject is None or subject.id in best or lapsed(subject, subject.consents):
                 continue
             if self._rejected(s, subject, face, hit.score):
                 continue

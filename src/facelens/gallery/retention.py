@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryNotFound
+from facelens.gallery.expiry import lapsed
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.templates import bump_version
 from facelens.store.database import Store
@@ -45,11 +46,10 @@ class Retention:
         doomed = []
         with self.store.sessions() as s:
             for subject, gallery in s.execute(sa.select(Subject, Gallery).join(Gallery)):
-                consents = s.scalars(sa.select(Consent).where(Consent.subject_id == subject.id))
-                valid = [c for c in consents if c.expires_at is None or aware(c.expires_at) > now]
+                consents = s.scalars(sa.select(Consent)
+                                     .where(Consent.subject_id == subject.id)).all()
                 stale = aware(subject.last_seen_at) < now - timedelta(days=gallery.retention_days)
-                expired = subject.watch_expires is not None and aware(subject.watch_expires) <= now
-                if not valid or stale or expired:
+                if stale or lapsed(subject, consents, now):
                     doomed.append(subject.id)
         for subject_id in doomed:
             self.delete_subject(subject_id)
