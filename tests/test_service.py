@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from facelens.service.app import create_app
 from facelens.service.keys import SCOPES
 from facelens.service.state import ServiceState
 from facelens.settings import Settings
+from facelens.store.tables import Consent, Event
 
 CLI = Path(sys.executable).with_name("facelens")
 CONSENT_FORM = {"legal_basis": "consent", "consent_purpose": "door access",
@@ -366,11 +367,15 @@ def test_service_start_purges_expired_consent(tmp_path: Path, fixtures_dir: Path
     settings = _settings(tmp_path / "data", database_url=db_url)
     state = ServiceState.open(settings)
     state.galleries.create_gallery("door", "door", embedder="sface-flip")
-    past = datetime.now(UTC) - timedelta(days=1)
+    soon = datetime.now(UTC) + timedelta(days=1)  # enrolment refuses past dates
     kept = state.galleries.enroll("door", "obama", [fixtures_dir / "obama.jpg"],
                                   consent=ConsentRecord("door", "consent", "test"))
-    state.galleries.enroll("door", "biden", [fixtures_dir / "biden.jpg"],
-                           consent=ConsentRecord("door", "consent", "test", expires_at=past))
+    lapsing = state.galleries.enroll("door", "biden", [fixtures_dir / "biden.jpg"],
+                                     consent=ConsentRecord("door", "consent", "test",
+                                                           expires_at=soon))
+    with state.store.sessions.begin() as session:
+        session.execute(sa.update(Consent).where(Consent.subject_id == lapsing.subject_id)
+                        .values(expires_at=datetime.now(UTC) - timedelta(days=1)))
     state.close()
     with _serve(settings, fixtures_dir) as s:
         admin = s.auth("admin")
@@ -380,6 +385,61 @@ def test_service_start_purges_expired_consent(tmp_path: Path, fixtures_dir: Path
             time.sleep(0.1)
             purges = [e for e in s.client.get("/v1/audit", headers=admin).json()
                       if e["action"] == "purge"]
-        assert purges and json.loads(purges[0]["detail"])["deleted"] == 1
+        assert purges and purges[0]["detail"]["deleted"] == 1
         subjects = s.client.get("/v1/galleries/door/subjects", headers=admin).json()
         assert [x["id"] for x in subjects] == [kept.subject_id]
+
+
+# --------------------------------------------------------------------------- events
+def test_events_filter_by_camera_subject_gallery_and_time_with_a_cursor(lite: Served) -> None:
+    c, events = lite.client, lite.auth("events")
+    lite.state.galleries.create_gallery("door", "staff-door", embedder="sface-flip")
+    obama = lite.enrol("door", "obama", "obama.jpg")
+    biden = lite.enrol("door", "biden", "biden.jpg")
+    record = lite.state.events.record
+    made = [record("front", obama, "high"), record("back", obama, "low"),
+            record("front", biden, "medium"), record("front", obama, "high")]
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with lite.state.store.sessions.begin() as s:  # the first sighting is an hour old
+        s.execute(sa.update(Event).where(Event.id == made[0].id)
+                  .values(at=hour_ago - timedelta(minutes=1)))
+
+    def ids(query: str) -> list[int]:
+        r = c.get(f"/v1/events?{query}", headers=events)
+        assert r.status_code == 200, r.text
+        return [e["id"] for e in r.json()]
+
+    newest_first = [e.id for e in reversed(made)]
+    assert ids("") == newest_first
+    assert ids("camera=nope") == []
+    assert ids("camera=back") == [made[1].id]
+    assert ids(f"subject_id={biden}") == [made[2].id]
+    assert ids(f"camera=front&subject_id={obama}") == [made[3].id, made[0].id]
+    assert ids("gallery=door&status=unconfirmed") == newest_first
+    since = hour_ago.isoformat().replace("+00:00", "Z")
+    assert ids(f"since={since}") == newest_first[:3]
+    local = hour_ago.astimezone(timezone(timedelta(hours=2))).isoformat()
+    assert ids(f"since={local.replace('+', '%2B')}") == newest_first[:3]
+
+    pages, cursor = [], ""
+    while True:
+        r = c.get(f"/v1/events?limit=3{cursor}", headers=events)
+        pages.append([e["id"] for e in r.json()])
+        if "x-next-cursor" not in r.headers:
+            break
+        cursor = f"&cursor={r.headers['x-next-cursor']}"
+    assert pages == [newest_first[:3], newest_first[3:]]
+
+
+def test_audit_rows_say_why_a_request_was_refused_in_plain_json(lite: Served) -> None:
+    c, admin = lite.client, lite.auth("admin")
+    lite.state.galleries.create_gallery("door", "staff-door", embedder="sface-flip")
+    r = c.post("/v1/galleries/door/subjects", headers=lite.auth("enrol"),
+               files=[("images", ("blank.png", _blank_png(), "image/png"))],
+               data={"name": "nobody", **CONSENT_FORM})
+    assert r.status_code == 422
+    (row,) = [e for e in c.get("/v1/audit", headers=admin).json() if e["action"] == "enrol"]
+    assert row["outcome"] == "refused"
+    assert row["gallery"] == "door" and isinstance(row["detail"], dict)  # not JSON in a string
+    assert row["detail"]["reason"] == r.json()["error"]["message"]
+    assert "Error" not in json.dumps(row)

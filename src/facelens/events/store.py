@@ -5,7 +5,7 @@ Snapshots are sealed with the subject's data key, so deleting the subject shreds
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,10 +51,21 @@ class EventStore:
             return int(s.execute(sa.delete(Event).where(
                 Event.status.in_(("unconfirmed", "suppressed")), Event.at < cutoff)).rowcount)
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[Event]:
-        query = sa.select(Event).order_by(Event.at.desc()).limit(limit)
-        if status:
-            query = query.where(Event.status == status)
+    def list(self, status: str | None = None, limit: int = 100, *, camera: str | None = None,
+             subject_id: str | None = None, gallery: str | None = None,
+             since: datetime | None = None, before: int | None = None) -> list[Event]:
+        """Newest first, narrowed by every filter given. `before` is a cursor: the id of the
+        last event of the previous page (ids grow with recording, so pages never overlap or
+        skip an event recorded meanwhile)."""
+        query = sa.select(Event).order_by(Event.id.desc()).limit(limit)
+        for column, wanted in ((Event.status, status), (Event.camera, camera),
+                               (Event.subject_id, subject_id), (Event.gallery, gallery)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if since is not None:
+            query = query.where(Event.at >= since)
+        if before is not None:
+            query = query.where(Event.id < before)
         with self.sessions() as s:
             return list(s.scalars(query))
 

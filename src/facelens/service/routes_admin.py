@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -56,7 +58,7 @@ def audit_entries(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] 
                   _: Principal = requires("admin")) -> list[dict[str, Any]]:
     return [{"id": e.id, "at": e.at, "actor": e.actor, "action": e.action,
              "gallery": e.gallery, "subject": e.subject, "outcome": e.outcome,
-             "detail": e.detail, "hash": e.hash}
+             "detail": json.loads(e.detail), "hash": e.hash}
             for e in service(request).audit.entries(limit)]
 
 
@@ -78,11 +80,26 @@ def event_payload(event: Event) -> dict[str, Any]:
 
 
 @router.get("/v1/events", tags=["events"])
-def list_events(request: Request,
+def list_events(request: Request, response: Response,
                 status: EventStatus | None = None,
+                camera: str | None = None,
+                subject_id: str | None = None,
+                gallery: str | None = None,
+                since: Annotated[datetime | None, Query(
+                    description="ISO-8601; events at or after it")] = None,
+                cursor: Annotated[int | None, Query(
+                    description="The X-Next-Cursor header of the previous page")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 _: Principal = requires("events")) -> list[dict[str, Any]]:
-    return [event_payload(e) for e in service(request).events.list(status, limit)]
+    """Newest first, narrowed by every filter given. When more events match, the response
+    carries `X-Next-Cursor`: pass it as `cursor` for the next page."""
+    found = service(request).events.list(
+        status, limit + 1, camera=camera, subject_id=subject_id, gallery=gallery,
+        since=since and aware(since).astimezone(UTC), before=cursor)
+    if len(found) > limit:
+        found = found[:limit]
+        response.headers["X-Next-Cursor"] = str(found[-1].id)
+    return [event_payload(e) for e in found]
 
 
 @router.get("/v1/events/{event_id}", tags=["events"])

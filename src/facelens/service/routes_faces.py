@@ -63,6 +63,14 @@ async def embed(request: Request, image: Annotated[UploadFile, File()],
                         with_embedding=True)
 
 
+def failure(e: Exception) -> dict[str, str]:
+    """How a failed request is audited: "refused" with the message the caller saw for input or
+    a rule it broke, "error" for anything else (the server log has the details)."""
+    if isinstance(e, FacelensError | ApiError):
+        return {"outcome": "refused", "reason": str(e)[:200]}
+    return {"outcome": "error", "reason": "internal error"}
+
+
 def verdict_payload(verdict: Verdict, band: str, principal: Principal) -> dict[str, Any]:
     """The verdict with its confidence band; the score and threshold for the scores scope
     only."""
@@ -112,7 +120,7 @@ async def verify(request: Request,
     try:
         verdict = await state.pool.run(work)
     except (FacelensError, ApiError) as e:
-        await state.audited(principal.label, "verify", type(e).__name__, subject=subject_id)
+        await state.audited(principal.label, "verify", **failure(e), subject=subject_id)
         raise
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                         subject=subject_id, far=far, liveness=liveness_session)

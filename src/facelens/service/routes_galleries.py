@@ -13,6 +13,7 @@ from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
 from facelens.policy.door import Door, DoorDecision
 from facelens.policy.live_face import embedded_main_face
 from facelens.service.keys import Principal
+from facelens.service.routes_faces import failure
 from facelens.service.security import requires, service
 from facelens.service.uploads import Far, read_upload
 from facelens.store.tables import Gallery, Subject, aware
@@ -119,7 +120,7 @@ async def enrol(request: Request, name: str,
     try:
         report = await state.pool.run(work)
     except Exception as e:
-        await state.audited(principal.label, "enrol", type(e).__name__, gallery=name)
+        await state.audited(principal.label, "enrol", **failure(e), gallery=name)
         raise
     await state.audited(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
                        templates=report.templates, legal_basis=legal_basis)
@@ -170,7 +171,7 @@ async def identify(request: Request, name: str, image: Annotated[UploadFile, Fil
     try:
         found = await state.pool.run(work)
     except Exception as e:
-        await state.audited(principal.label, "identify", type(e).__name__, gallery=name)
+        await state.audited(principal.label, "identify", **failure(e), gallery=name)
         raise
     named = [f.candidates[0].subject_id for f in found if f.candidates]
     await state.audited(principal.label, "identify", f"{len(named)}/{len(found)} known",
