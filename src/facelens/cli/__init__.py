@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from facelens.cli import calibrate as cli_calibrate
 from facelens.cli import gallery as cli_gallery
 from facelens.cli import scene as cli_scene
 from facelens.cli import service as cli_service
@@ -44,6 +45,8 @@ eval_app.command("watch")(cli_video.eval_watch)
 eval_app.command("liveness")(cli_video.eval_liveness)
 eval_app.command("plates")(cli_scene.eval_plates)
 app.command()(cli_scene.objects)
+app.command()(cli_calibrate.calibrate)
+eval_app.command("demographics")(cli_calibrate.eval_demographics)
 app.command()(cli_gallery.enroll)
 app.command("enroll-folder")(cli_gallery.enroll_folder)
 app.command()(cli_gallery.identify)

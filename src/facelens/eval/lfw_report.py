@@ -95,18 +95,35 @@ def cascade_bands(first: tuple[np.ndarray, np.ndarray], fused: tuple[np.ndarray,
     return out
 
 
-def _tail(impostor: np.ndarray) -> dict[str, Any]:
+def impostor_tail(impostor: np.ndarray) -> dict[str, Any]:
     """Thresholds at FARs down to ~10 impostors above, and a line in log10(FAR) through the
     part from 1e-3 down (used to extrapolate open-set thresholds, see matching/open_set.py)."""
     floor = 10.0 / len(impostor)
     fars = [f for f in np.logspace(-1, -8, 29) if f >= floor]
     ordered = np.sort(impostor)[::-1]
     points = [[float(f), threshold_at_far(ordered, f, presorted=True)] for f in fars]
+    return {"tail": points, "tail_fit": tail_line(points)}
+
+
+def tail_line(points: list[list[float]]) -> list[float] | None:
+    """[slope, intercept] of threshold against log10(FAR) through the points at FAR <= 1e-3;
+    None with fewer than 3 (too few impostor pairs to say anything about the tail)."""
     fit = np.array([p for p in points if p[0] <= 1e-3])
-    if len(fit) < 3:  # too few impostor pairs to say anything about the tail
-        return {"tail": points, "tail_fit": None}
+    if len(fit) < 3:
+        return None
     slope, intercept = np.polyfit(np.log10(fit[:, 0]), fit[:, 1], 1)
-    return {"tail": points, "tail_fit": [float(slope), float(intercept)]}
+    return [float(slope), float(intercept)]
+
+
+def fusion_weight_for(embeddings: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    """The fusion weight with the best TAR at FAR 1e-4 (the acceptance target), ties → the
+    best mean TAR over FARS; needs genuine pairs."""
+    def fusion_quality(w: float) -> tuple[float, float]:
+        g, i = pair_scores(fuse(embeddings["sface-flip"], embeddings["dlib"], w), labels)
+        tars = tar_at_far(g, i)
+        return tars[far_key(1e-4)]["tar"], float(np.mean([v["tar"] for v in tars.values()]))
+
+    return max(FUSION_GRID, key=fusion_quality)
 
 
 def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int = 2,
@@ -122,20 +139,14 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     missing = np.isnan(embeddings["sface"][:, 0])
 
-    # Choose the fusion weight by TAR at FAR 1e-4 (the acceptance target), ties → mean TAR.
-    def fusion_quality(w: float) -> tuple[float, float]:
-        g, i = pair_scores(fuse(embeddings["sface-flip"], embeddings["dlib"], w), proto.labels)
-        tars = tar_at_far(g, i)
-        return tars[far_key(1e-4)]["tar"], float(np.mean([v["tar"] for v in tars.values()]))
-
-    weight = max(FUSION_GRID, key=fusion_quality)
+    weight = fusion_weight_for(embeddings, proto.labels)
     embeddings["fusion"] = fuse(embeddings["sface-flip"], embeddings["dlib"], weight)
 
     variants: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, emb in embeddings.items():
         g, i = pair_scores(emb, proto.labels)
-        variants[name] = _summary(g, i) | _tail(i)
+        variants[name] = _summary(g, i) | impostor_tail(i)
         curves[name] = roc(g, i)
         pairs_emb = [(_vec(feats[a], name, weight), _vec(feats[b], name, weight), same)
                      for a, b, same in proto.pairs]
@@ -206,10 +217,9 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path) -> Non
     plt.close(fig)
 
 
-def save_calibration(report: dict[str, Any], target: Path) -> None:
-    """Write the operating points to `target` and, beside it, the measured accuracy the model
-    cards show (measured.json)."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+def write_calibration(report: dict[str, Any], source: str, target: Path) -> None:
+    """Write the operating points of `report`'s variants (fitted on `source`) to `target`, in
+    the form matching.calibration reads."""
     embedders = {
         name: {"thresholds": {k: v["threshold"] for k, v in r["tar_at_far"].items()},
                "tar": {k: v["tar"] for k, v in r["tar_at_far"].items()},
@@ -217,11 +227,17 @@ def save_calibration(report: dict[str, Any], target: Path) -> None:
                "tail": r["tail"], "tail_fit": r["tail_fit"]}
         | ({"cascade": {k: v["band"] for k, v in r["cascade"].items()}} if "cascade" in r else {})
         for name, r in report["variants"].items()}
-    points = {"source": f"lfw-dev all-vs-all, {stamp}, {report['sface_runtime']}",
-              "fusion_weight": report["fusion_weight"],
-              "embedders": embedders}
+    points = {"source": source, "fusion_weight": report["fusion_weight"], "embedders": embedders}
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(points, indent=1) + "\n")
+
+
+def save_calibration(report: dict[str, Any], target: Path) -> None:
+    """Write the operating points to `target` and, beside it, the measured accuracy the model
+    cards show (measured.json)."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    write_calibration(report, f"lfw-dev all-vs-all, {stamp}, {report['sface_runtime']}",
+                      target)
 
     def line(name: str) -> str:
         t = report["variants"][name]["tar_at_far"]
