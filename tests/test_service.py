@@ -443,3 +443,19 @@ def test_audit_rows_say_why_a_request_was_refused_in_plain_json(lite: Served) ->
     assert row["gallery"] == "door" and isinstance(row["detail"], dict)  # not JSON in a string
     assert row["detail"]["reason"] == r.json()["error"]["message"]
     assert "Error" not in json.dumps(row)
+
+
+def test_corrections_are_listed_and_undone(lite: Served) -> None:
+    c, ident = lite.client, lite.auth("identify")
+    lite.state.galleries.create_gallery("door", "staff-door", embedder="sface-flip")
+    biden = lite.enrol("door", "biden", "biden.jpg")
+    made = c.post(f"/v1/subjects/{biden}/not-this-person", headers=ident,
+                  files=lite.upload("obama2.jpg"))
+    assert made.status_code == 201 and made.json()["subject_id"] == biden
+    listed = c.get(f"/v1/subjects/{biden}/corrections", headers=ident).json()
+    assert [x["id"] for x in listed] == [made.json()["id"]]
+    gone = c.delete(f"/v1/subjects/{biden}/corrections/{made.json()['id']}", headers=ident)
+    assert gone.status_code == 204
+    assert c.get(f"/v1/subjects/{biden}/corrections", headers=ident).json() == []
+    again = c.delete(f"/v1/subjects/{biden}/corrections/{made.json()['id']}", headers=ident)
+    assert again.status_code == 404

@@ -5,6 +5,7 @@ person", and record corrections."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,8 +23,20 @@ from facelens.store.database import Store
 from facelens.store.tables import NegativeExample, Subject, Template, utcnow
 from facelens.vision.decode import ImageSource, load_image
 
-NEGATIVE_FAR = 1e-3
-"""A probe is "the same person" as a stored negative example above this FAR's threshold."""
+NEAR_DUPLICATE = 0.9
+"""Cosine similarity above which a probe is the corrected picture again (re-encoded, re-cropped,
+the next frame of the same shot), not merely the same person. On lfw-dev (120 people with 3+
+photos, sface-flip) 95 % of altered copies of a photo score above it and 0.1 % of two
+different photos of one person do (docs/decisions.md)."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A reviewer's "not this person" for one subject."""
+
+    id: int
+    subject_id: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -114,31 +127,26 @@ class Identifier:
             subject = rows.get(hit.id)
             if subject is None or subject.id in best or lapsed(subject, subject.consents):
                 continue
-            if self._rejected(s, subject, face, hit.score):
+            if self._rejected(s, subject, face):
                 continue
             best[subject.id] = Candidate(subject.id, subject.display_name, hit.score,
                                          hit.band, hit.fpir)
         return list(best.values())[:top_k]
 
-    def _rejected(self, s: Session, subject: Subject, face: Face, score: float) -> bool:
-        """True if a reviewer said a face like this one is not `subject`: the probe is the
-        same person as a stored negative example (above the NEGATIVE_FAR threshold) and closer
-        to it than to the subject's own templates (`score`)."""
+    def _rejected(self, s: Session, subject: Subject, face: Face) -> bool:
+        """True if a reviewer said this picture is not `subject`: the probe is a near-duplicate
+        of a stored correction. Other photos of the same person are not suppressed, so a
+        correction made in error costs one picture, not the person."""
         negatives = s.scalars(sa.select(NegativeExample.vector)
                               .where(NegativeExample.subject_id == subject.id)).all()
         if not negatives:
             return False
-        assert face.embedding is not None and face.embedder is not None
+        assert face.embedding is not None
         data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
-        same = self.engine.calibration.operating_point(face.embedder, NEGATIVE_FAR).threshold
-        for blob in negatives:
-            negative = unseal_vector(data_key, blob, "negative", subject.id)
-            similarity = float(negative @ face.embedding)
-            if similarity > same and similarity > score:
-                return True
-        return False
+        return any(float(unseal_vector(data_key, blob, "negative", subject.id) @ face.embedding)
+                   > NEAR_DUPLICATE for blob in negatives)
 
-    def not_this_person(self, subject_id: str, face: Face) -> None:
+    def not_this_person(self, subject_id: str, face: Face) -> Correction:
         """Record that `face` (as returned by identify) is not `subject_id`."""
         if face.embedding is None:
             raise GalleryError("the face carries no embedding")
@@ -147,6 +155,26 @@ class Identifier:
             if subject is None:
                 raise GalleryNotFound(f"no subject {subject_id}")
             data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
-            s.add(NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
-                                  vector=seal_vector(data_key, face.embedding, "negative",
-                                                     subject_id)))
+            negative = NegativeExample(subject_id=subject_id, embedder=face.embedder or "",
+                                       vector=seal_vector(data_key, face.embedding,
+                                                          "negative", subject_id))
+            s.add(negative)
+            s.flush()
+            return Correction(negative.id, subject_id, negative.created_at)
+
+    def corrections(self, subject_id: str) -> list[Correction]:
+        """The subject's corrections, oldest first."""
+        self.catalogue.subject(subject_id)  # GalleryNotFound for an unknown subject
+        with self.store.sessions() as s:
+            return [Correction(n.id, n.subject_id, n.created_at) for n in s.scalars(
+                sa.select(NegativeExample).where(NegativeExample.subject_id == subject_id)
+                .order_by(NegativeExample.id))]
+
+    def undo_correction(self, subject_id: str, correction_id: int) -> None:
+        """Forget one correction: the picture may match the subject again."""
+        with self.store.sessions.begin() as s:
+            gone = s.execute(sa.delete(NegativeExample).where(
+                NegativeExample.id == correction_id,
+                NegativeExample.subject_id == subject_id)).rowcount
+        if not gone:
+            raise GalleryNotFound(f"no correction {correction_id} of subject {subject_id}")

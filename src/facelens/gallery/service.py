@@ -23,7 +23,7 @@ from facelens.face import Face, Reference
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.enrol import ConsentRecord, Enrolment, EnrolReport
 from facelens.gallery.errors import GalleryError
-from facelens.gallery.identify import Identification, Identifier
+from facelens.gallery.identify import Correction, Identification, Identifier
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.retention import Retention
 from facelens.settings import Settings
@@ -32,7 +32,8 @@ from facelens.store.tables import Gallery, Subject
 from facelens.vision.decode import ImageSource
 
 # What callers import from here: the facade, the records it takes and returns, its error.
-__all__ = ["ConsentRecord", "EnrolReport", "Galleries", "GalleryError", "Identification"]
+__all__ = ["ConsentRecord", "Correction", "EnrolReport", "Galleries", "GalleryError",
+           "Identification"]
 
 
 class Galleries:
@@ -89,8 +90,14 @@ class Galleries:
               top_k: int = 5) -> list[Identification]:
         return self.identifier.match(gallery_name, faces, far=far, top_k=top_k)
 
-    def not_this_person(self, subject_id: str, face: Face) -> None:
-        self.identifier.not_this_person(subject_id, face)
+    def not_this_person(self, subject_id: str, face: Face) -> Correction:
+        return self.identifier.not_this_person(subject_id, face)
+
+    def corrections(self, subject_id: str) -> list[Correction]:
+        return self.identifier.corrections(subject_id)
+
+    def undo_correction(self, subject_id: str, correction_id: int) -> None:
+        self.identifier.undo_correction(subject_id, correction_id)
 
     # ------------------------------------------------------------------ deletion, keys
     def delete_subject(self, subject_id: str, gallery_name: str | None = None) -> None:

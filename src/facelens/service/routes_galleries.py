@@ -9,20 +9,23 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from facelens.errors import NoFaceError
-from facelens.gallery.service import ConsentRecord, EnrolReport, Identification
+from facelens.gallery.service import ConsentRecord, Correction, EnrolReport, Identification
 from facelens.policy.door import Door, DoorDecision
 from facelens.policy.live_face import embedded_main_face
+from facelens.service.http import ApiError
 from facelens.service.keys import Principal
+from facelens.service.limits import quantised
 from facelens.service.routes_faces import failure
-from facelens.service.security import requires, service
+from facelens.service.security import probe_limiter, requires, service
 from facelens.service.uploads import Far, read_upload
+from facelens.settings import NAME_PATTERN
 from facelens.store.tables import Gallery, Subject, aware
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
 
 
 class NewGallery(BaseModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.-]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     purpose: str = Field(min_length=1, max_length=100,
                          description="e.g. staff-door; purposes starting with 'watchlist' "
                                      "need a reason and an expiry per entry")
@@ -95,12 +98,12 @@ def _moment(day: date | None) -> datetime | None:
 async def enrol(request: Request, name: str,
                 subject_name: Annotated[str, Form(alias="name", min_length=1, max_length=200)],
                 images: Annotated[list[UploadFile], File()],
-                legal_basis: Annotated[str, Form()],
-                consent_purpose: Annotated[str, Form(min_length=1)],
-                recorded_by: Annotated[str, Form(min_length=1)],
+                legal_basis: Annotated[str, Form(max_length=100)],
+                consent_purpose: Annotated[str, Form(min_length=1, max_length=500)],
+                recorded_by: Annotated[str, Form(min_length=1, max_length=200)],
                 consent_expires: Annotated[date | None, Form()] = None,
-                external_id: Annotated[str | None, Form()] = None,
-                watch_reason: Annotated[str | None, Form()] = None,
+                external_id: Annotated[str | None, Form(max_length=200)] = None,
+                watch_reason: Annotated[str | None, Form(max_length=500)] = None,
                 watch_expires: Annotated[date | None, Form()] = None,
                 pin: Annotated[str | None, Form(description="4-12 digits: a second factor for "
                                                             "door decisions")] = None,
@@ -154,7 +157,7 @@ def identification_payload(found: Identification, principal: Principal) -> dict[
         item: dict[str, Any] = {"subject_id": c.subject_id, "name": c.name,
                                 "confidence": c.band, "fpir_at_most": c.fpir}
         if principal.allows("scores"):
-            item["score"] = round(c.score, 4)
+            item["score"] = quantised(c.score)
         candidates.append(item)
     return {"face": found.face.to_dict(), "unknown": found.unknown, "candidates": candidates}
 
@@ -166,7 +169,11 @@ async def identify(request: Request, name: str, image: Annotated[UploadFile, Fil
     state, data = service(request), await read_upload(image)
 
     def work() -> list[Identification]:
-        return state.galleries.identify(name, state.decode(data), far=far, top_k=top_k)
+        rgb = state.decode(data)
+        if not probe_limiter(request).allow(principal.id, rgb):
+            raise ApiError(429, "near_duplicate_probes", "too many near-identical probes "
+                           "from this key; vary the photos or wait")
+        return state.galleries.identify(name, rgb, far=far, top_k=top_k)
 
     try:
         found = await state.pool.run(work)
@@ -180,23 +187,48 @@ async def identify(request: Request, name: str, image: Annotated[UploadFile, Fil
             "faces": [identification_payload(f, principal) for f in found]}
 
 
-@router.post("/subjects/{subject_id}/not-this-person", status_code=204,
-             summary="A reviewer's correction: this face is not that subject")
+def correction_payload(correction: Correction) -> dict[str, Any]:
+    return {"id": correction.id, "subject_id": correction.subject_id,
+            "created_at": aware(correction.created_at)}
+
+
+@router.post("/subjects/{subject_id}/not-this-person", status_code=201,
+             summary="A reviewer's correction: this picture is not that subject")
 async def not_this_person(request: Request, subject_id: str,
                           image: Annotated[UploadFile, File()],
-                          principal: Principal = requires("identify")) -> Response:
+                          principal: Principal = requires("identify")) -> dict[str, Any]:
+    """Near-duplicates of the picture (re-encoded, re-cropped, the next frame) no longer match
+    the subject; its other photos still do. Undo with DELETE on the correction."""
     state, data = service(request), await read_upload(image)
 
-    def work() -> None:
+    def work() -> Correction:
         subject = state.galleries.subject(subject_id)
         face = embedded_main_face(state.galleries.engine, state.decode(data),
                                   subject.gallery.embedder)
         if face is None:
             raise NoFaceError("no face found")
-        state.galleries.not_this_person(subject_id, face)
+        return state.galleries.not_this_person(subject_id, face)
 
-    await state.pool.run(work)
-    await state.audited(principal.label, "not_this_person", "ok", subject=subject_id)
+    correction = await state.pool.run(work)
+    await state.audited(principal.label, "not_this_person", "ok", subject=subject_id,
+                        correction=correction.id)
+    return correction_payload(correction)
+
+
+@router.get("/subjects/{subject_id}/corrections", summary="The subject's corrections")
+def list_corrections(request: Request, subject_id: str,
+                     _: Principal = requires("identify")) -> list[dict[str, Any]]:
+    return [correction_payload(c) for c in service(request).galleries.corrections(subject_id)]
+
+
+@router.delete("/subjects/{subject_id}/corrections/{correction_id}", status_code=204,
+               summary="Undo a correction: the picture may match the subject again")
+def undo_correction(request: Request, subject_id: str, correction_id: int,
+                    principal: Principal = requires("identify")) -> Response:
+    state = service(request)
+    state.galleries.undo_correction(subject_id, correction_id)
+    state.audit.record(principal.label, "correction.undo", "ok", subject=subject_id,
+                       correction=correction_id)
     return Response(status_code=204)
 
 
