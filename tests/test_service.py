@@ -459,3 +459,17 @@ def test_corrections_are_listed_and_undone(lite: Served) -> None:
     assert c.get(f"/v1/subjects/{biden}/corrections", headers=ident).json() == []
     again = c.delete(f"/v1/subjects/{biden}/corrections/{made.json()['id']}", headers=ident)
     assert again.status_code == 404
+
+
+def test_verify_compares_the_source_with_every_face_of_the_target(lite: Served) -> None:
+    r = lite.client.post("/v1/verify", headers=lite.auth("verify"),
+                         files={**lite.upload("biden.jpg", "image_a"),
+                                **lite.upload("obama_and_biden.jpg", "image_b")})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["match"] and out["confidence"] in ("high", "medium", "low")
+    (matched,) = out["face_matches"]
+    assert matched["faces"][1]["box"] == out["faces"][1]["box"] and "score" not in matched
+    assert len(out["unmatched_faces"]) >= 1
+    assert all(len(f["box"]) == 4 for f in out["unmatched_faces"])
+    assert "second image" in out["note"]

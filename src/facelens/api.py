@@ -11,13 +11,15 @@ records (see facelens.face) or a `Verdict`; bad input raises BadImageError, no f
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 
 from facelens.errors import NoFaceError
-from facelens.face import Face, Reference, Verdict
+from facelens.face import Comparison, Face, Reference, Verdict
 from facelens.geometry import l2_normalize
 from facelens.matching.calibration import load_calibration
+from facelens.matching.operating_points import OperatingPoint
 from facelens.models.runtime import runtime_label
 from facelens.settings import Settings, get_settings
 from facelens.vision.align import align_batch
@@ -91,28 +93,47 @@ class Engine:
             estimate_attributes(rgb, faces)
         return faces
 
-    def _main_face(self, rgb: np.ndarray, label: str) -> tuple[Face, np.ndarray]:
-        """The main face of `rgb` and its aligned chip."""
+    def _sides(self, item: ImageSource | Face | Reference, label: str, *, every: bool
+               ) -> tuple[list[_Side], str]:
+        """The faces of one side of a 1:1 check with their image and chip: a Face or Reference
+        as given; of an image its largest face, or with `every` all its faces. Also a note
+        when the image showed several faces."""
+        if isinstance(item, Face | Reference):
+            return [(item, None, None)], ""
+        rgb = load_image(item)
         faces, chips = self.detect_rgb(rgb, second_chance=True)
         if not faces or chips is None:
             raise NoFaceError(f"{label}: no face found")
+        if every:
+            return [(f, rgb, c) for f, c in zip(faces, chips, strict=True)], ""
         main = _main_index(faces)
-        return faces[main], chips[main]
+        note = (f"{label}: {len(faces)} faces, the largest compared (box "
+                f"{_box(faces[main])})") if len(faces) > 1 else ""
+        return [(faces[main], rgb, chips[main])], note
+
+    def compare(self, source: ImageSource | Face | Reference,
+                target: ImageSource | Face | Reference, *, far: float = 1e-3,
+                embedder: str | None = None) -> Comparison:
+        """See `facelens.api.compare`."""
+        name = embedder or self.settings.embedder
+        point = self.calibration.operating_point(name, far)
+        (first,), note = self._sides(source, "first image", every=False)
+        targets, _ = self._sides(target, "second image", every=True)
+        verdicts = [self._decide(first, side, name, point) for side in targets]
+        if note:
+            verdicts = [replace(v, note=note) for v in verdicts]
+        return Comparison(first[0], verdicts)
 
     def verify(self, a: ImageSource | Face | Reference, b: ImageSource | Face | Reference, *,
                far: float = 1e-3, embedder: str | None = None) -> Verdict:
         """See `facelens.api.verify`."""
-        name = embedder or self.settings.embedder
-        point = self.calibration.operating_point(name, far)
-        probes: list[tuple[Face | Reference, np.ndarray | None, np.ndarray | None]] = []
-        for item, label in ((a, "first image"), (b, "second image")):  # face, rgb, chip
-            if isinstance(item, Face | Reference):
-                probes.append((item, None, None))
-            else:
-                rgb = load_image(item)
-                face, chip = self._main_face(rgb, label)
-                probes.append((face, rgb, chip))
-        (fa, _, _), (fb, _, _) = probes
+        return self.compare(a, b, far=far, embedder=embedder).best
+
+    def _decide(self, first: _Side, second: _Side, name: str, point: OperatingPoint
+                ) -> Verdict:
+        """The verdict on two faces at `point`, embedding each (once per model) as needed."""
+        probes = [first, second]
+        fa, fb = first[0], second[0]
 
         def vectors(embedder_name: str) -> list[np.ndarray] | None:
             for face, rgb, chip in probes:
@@ -123,8 +144,8 @@ class Engine:
             found = [_vector(face, embedder_name) for face, _, _ in probes]
             return None if any(v is None for v in found) else found  # type: ignore[return-value]
 
-        if name == "fusion" and point.cascade and (first := vectors("sface")):
-            score = float(first[0] @ first[1])
+        if name == "fusion" and point.cascade and (plain := vectors("sface")):
+            score = float(plain[0] @ plain[1])
             low, high = point.cascade
             if not low <= score <= high:
                 return Verdict(score > high, score, high if score > high else low, point.far,
@@ -138,6 +159,14 @@ class Engine:
         score = float(final[0] @ final[1])
         return Verdict(score > point.threshold, score, point.threshold, point.far, name,
                        point.describe(), (fa, fb), decided_by=name)
+
+
+_Side = tuple["Face | Reference", "np.ndarray | None", "np.ndarray | None"]
+"""One side of a 1:1 check: the face, and for a face found here its image and aligned chip."""
+
+
+def _box(face: Face) -> str:
+    return ", ".join(str(round(float(v))) for v in face.box)
 
 
 _default_lock = threading.Lock()
@@ -203,11 +232,21 @@ def verify(a: ImageSource | Face | Reference, b: ImageSource | Face | Reference,
            far: float = 1e-3, embedder: str | None = None) -> Verdict:
     """Are `a` and `b` the same person? Decided at a calibrated false-accept rate `far`.
 
-    `a` and `b` are images (the largest face of each is used), Faces from an earlier call, or
-    an enrolled subject's `Reference` (`Galleries.subject_reference`).
+    `a` and `b` are images, Faces from an earlier call, or an enrolled subject's `Reference`
+    (`Galleries.subject_reference`). Of `a` the largest face is used; of `b` the face that
+    matches it best, and when either image shows several faces the verdict's `note` says
+    which were compared (`compare` answers for every face of `b`).
     The verdict names the operating point that decided. With the "fusion" embedder, plain
     SFace (one pass per face) decides alone outside the calibrated band of its scores where
     the fused decision can differ from it; inside (a few % of lfw-dev pairs, see README) the
     mirror pass and dlib run and the fused score decides.
     """
     return default_engine().verify(a, b, far=far, embedder=embedder)
+
+
+def compare(source: ImageSource | Face | Reference, target: ImageSource | Face | Reference, *,
+            far: float = 1e-3, embedder: str | None = None) -> Comparison:
+    """The largest face of `source` against every face of `target` (Rekognition's
+    CompareFaces): a `Comparison` with a verdict per target face, its `matches` and its
+    `unmatched` faces, each with its box."""
+    return default_engine().compare(source, target, far=far, embedder=embedder)

@@ -1,5 +1,6 @@
 """The records that flow through facelens: a `Face` per detected face, a `Reference` per
-enrolled subject compared 1:1, a `Verdict` per 1:1 check.
+enrolled subject compared 1:1, a `Verdict` per 1:1 check, a `Comparison` of one face against
+every face of an image.
 
 Stages add fields to a `Face` (quality, embedding, attributes); none reaches back up.
 Coordinates are image pixels of the decoded, EXIF-upright image.
@@ -7,7 +8,7 @@ Coordinates are image pixels of the decoded, EXIF-upright image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -148,6 +149,14 @@ class Verdict:
     decided_by: str = ""
     """Which scores decided: `embedder` itself, or "sface" when the fusion cascade did not
     need the fused score (then `score` and `threshold` are plain SFace's and the band edge)."""
+    note: str = ""
+    """Which face of an image with several was compared (empty when each side shows one)."""
+
+    @property
+    def margin(self) -> float:
+        """How far the score clears (or misses) its threshold: comparable across verdicts
+        decided by different scores."""
+        return self.score - self.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,4 +168,34 @@ class Verdict:
             "embedder": self.embedder,
             "operating_point": self.operating_point,
             "faces": [f.to_dict() for f in self.faces if isinstance(f, Face)],
+            **({"note": self.note} if self.note else {}),
         }
+
+
+@dataclass
+class Comparison:
+    """One source face against every face of a target image (like Rekognition's
+    CompareFaces): a verdict per target face, in detection order."""
+
+    source: Face | Reference
+    verdicts: list[Verdict]
+
+    @property
+    def best(self) -> Verdict:
+        """The verdict on the target face that matches the source best (the largest margin);
+        with several target faces its note says which was compared."""
+        best = max(self.verdicts, key=lambda v: v.margin)
+        if len(self.verdicts) == 1 or not isinstance(face := best.faces[1], Face):
+            return best
+        box = ", ".join(str(round(float(v))) for v in face.box)
+        said = (f"second image: {len(self.verdicts)} faces, the best match compared (box {box},"
+                f" {len(self.matches)} matching)")
+        return replace(best, note="; ".join(n for n in (best.note, said) if n))
+
+    @property
+    def matches(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.match]
+
+    @property
+    def unmatched(self) -> list[Face | Reference]:
+        return [v.faces[1] for v in self.verdicts if not v.match]

@@ -156,14 +156,23 @@ def verify(a: Path, b: Path,
            embedder: Annotated[str | None, typer.Option(
                help="sface, sface-flip, dlib or fusion (default: settings)")] = None,
            as_json: JsonFlag = False) -> None:
-    """Are A and B the same person? Exit 0 if they match, 1 if not (or no face)."""
+    """Are A and B the same person? A's largest face against every face of B; exit 0 if one
+    matches, 1 if not (or no face)."""
     with errors():
-        verdict = _engine().verify(a, b, far=far, embedder=embedder)
+        comparison = _engine().compare(a, b, far=far, embedder=embedder)
+    verdict, several = comparison.best, len(comparison.verdicts) > 1
     if as_json:
-        emit(verdict.to_dict())
+        emit({**verdict.to_dict(), **({"faces_of_b": [v.to_dict() for v in comparison.verdicts]}
+                                      if several else {})})
     else:
         word = "[green]MATCH[/green]" if verdict.match else "[yellow]NO MATCH[/yellow]"
         out.print(f"{word}  score {verdict.score:.4f}  (decided by {verdict.operating_point})")
+        if verdict.note:
+            out.print(f"  {verdict.note}")
+        for number, each in enumerate(comparison.verdicts if several else [], 1):
+            box = ", ".join(str(round(float(v))) for v in each.faces[1].box)  # type: ignore[union-attr]
+            out.print(f"  B face {number} at ({box}): "
+                      f"{'match' if each.match else 'no match'}  score {each.score:.4f}")
     raise typer.Exit(0 if verdict.match else 1)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from facelens.face import Verdict
+from facelens.face import Comparison, Verdict
 from facelens.gallery.service import Galleries
 from facelens.liveness.sessions import SessionStore
 from facelens.policy.live_face import spend_live_session
@@ -32,7 +32,8 @@ class Verification:
         spend_live_session(self.galleries.engine, self.sessions, caller, liveness_session, rgb,
                            required=liveness_required(key_scopes, subject.gallery.purpose))
         reference = self.galleries.subject_reference(subject_id)
-        verdict = self.galleries.engine.verify(reference, rgb, far=far,
+        # The image's largest face is the claimant: never a matching face behind them.
+        verdict = self.galleries.engine.verify(rgb, reference, far=far,
                                                embedder=reference.embedder)
         pair = (caller, subject_id)
         (self.lockout.succeeded if verdict.match else self.lockout.failed)(pair)
@@ -48,9 +49,14 @@ class Verification:
 
     def between(self, first: np.ndarray, live: np.ndarray, *, caller: str,
                 key_scopes: Collection[str], liveness_session: str | None,
-                far: float) -> Verdict:
-        """Do two images show the same person? `live` is the capture a liveness session,
-        when given, must match."""
-        spend_live_session(self.galleries.engine, self.sessions, caller, liveness_session, live,
+                far: float) -> Comparison:
+        """The largest face of `first` against every face of `live` (CompareFaces). With a
+        liveness session, `live` is the capture that passed it, and only its largest face
+        (the one that passed) is compared."""
+        engine = self.galleries.engine
+        spend_live_session(engine, self.sessions, caller, liveness_session, live,
                            required=liveness_required(key_scopes))
-        return self.galleries.engine.verify(first, live, far=far)
+        if liveness_session is None:
+            return engine.compare(first, live, far=far)
+        verdict = engine.verify(live, first, far=far)
+        return Comparison(verdict.faces[0], [verdict])

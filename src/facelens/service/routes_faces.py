@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from facelens.errors import FacelensError
-from facelens.face import Face, Verdict
+from facelens.face import Comparison, Face, Verdict
 from facelens.policy.verification import Verification
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
@@ -103,14 +103,15 @@ async def verify(request: Request,
                            f"{left:.0f} s", {"Retry-After": str(round(left) + 1)})
         data = await read_upload(image)
 
-        def work() -> Verdict:
-            return verification.against_subject(
+        def work() -> Comparison:
+            verdict = verification.against_subject(
                 subject_id, state.decode(data), caller=principal.id,
                 key_scopes=principal.scopes, liveness_session=liveness_session, far=far)
+            return Comparison(verdict.faces[1], [verdict])
     elif image_a is not None and image_b is not None and not subject_id:
         a, b = await read_upload(image_a), await read_upload(image_b)
 
-        def work() -> Verdict:
+        def work() -> Comparison:
             live = state.decode(b)
             return verification.between(state.decode(a), live, caller=principal.id,
                                         key_scopes=principal.scopes,
@@ -118,10 +119,18 @@ async def verify(request: Request,
     else:
         raise ApiError(400, "bad_request", "send image_a and image_b, or image and subject_id")
     try:
-        verdict = await state.pool.run(work)
+        comparison = await state.pool.run(work)
     except (FacelensError, ApiError) as e:
         await state.audited(principal.label, "verify", **failure(e), subject=subject_id)
         raise
+    verdict = comparison.best
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
-                        subject=subject_id, far=far, liveness=liveness_session)
-    return verdict_payload(verdict, verification.band(verdict), principal)
+                        subject=subject_id, far=far, liveness=liveness_session,
+                        faces_compared=len(comparison.verdicts))
+    out = verdict_payload(verdict, verification.band(verdict), principal)
+    if subject_id is None:  # CompareFaces: every face of image_b, with its box
+        out["face_matches"] = [verdict_payload(v, verification.band(v), principal)
+                               for v in comparison.matches]
+        out["unmatched_faces"] = [f.to_dict() for f in comparison.unmatched
+                                  if isinstance(f, Face)]
+    return out
