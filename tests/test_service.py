@@ -473,3 +473,21 @@ def test_verify_compares_the_source_with_every_face_of_the_target(lite: Served) 
     assert len(out["unmatched_faces"]) >= 1
     assert all(len(f["box"]) == 4 for f in out["unmatched_faces"])
     assert "second image" in out["note"]
+
+
+def test_deleting_a_subject_says_how_many_reviewed_alerts_go_with_them(lite: Served) -> None:
+    """docs/decisions.md: a deleted person's alerts go too, confirmed ones included; the
+    subject's page counts them first and the audit row records how many went."""
+    c = lite.client
+    lite.state.galleries.create_gallery("door", "staff-door", embedder="sface-flip")
+    obama = lite.enrol("door", "obama", "obama.jpg")
+    first = lite.state.events.record("front", obama, "high")
+    lite.state.events.record("front", obama, "low")
+    lite.state.events.review(first.id, "confirmed", "guard")
+    shown = c.get(f"/v1/subjects/{obama}", headers=lite.auth("enrol")).json()
+    assert shown["alerts"] == {"confirmed": 1, "unconfirmed": 1}
+    assert c.delete(f"/v1/subjects/{obama}", headers=lite.auth("enrol")).status_code == 204
+    (row,) = [e for e in c.get("/v1/audit", headers=lite.auth("admin")).json()
+              if e["action"] == "subject.delete"]
+    assert row["detail"]["alerts_deleted"] == {"confirmed": 1, "unconfirmed": 1}
+    assert c.get(f"/v1/events?subject_id={obama}", headers=lite.auth("events")).json() == []

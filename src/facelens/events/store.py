@@ -69,6 +69,14 @@ class EventStore:
         with self.sessions() as s:
             return list(s.scalars(query))
 
+    def counts(self, subject_id: str) -> dict[str, int]:
+        """How many of the subject's events there are per status (deleting the subject
+        deletes them all, reviewed or not)."""
+        with self.sessions() as s:
+            return {status: int(n) for status, n in s.execute(
+                sa.select(Event.status, sa.func.count(Event.id))
+                .where(Event.subject_id == subject_id).group_by(Event.status))}
+
     def get(self, event_id: int) -> Event:
         with self.sessions() as s:
             event = s.get(Event, event_id)

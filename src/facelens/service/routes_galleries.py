@@ -135,17 +135,26 @@ async def enrol(request: Request, name: str,
 @router.get("/subjects/{subject_id}")
 def get_subject(request: Request, subject_id: str,
                 _: Principal = requires("enrol", "identify")) -> dict[str, Any]:
-    subject = service(request).galleries.subject(subject_id)
-    return {**subject_payload(subject), "gallery": subject.gallery.name}
+    """The subject, and how many alerts name them per status: deleting the subject deletes
+    those too, confirmed ones included."""
+    state = service(request)
+    subject = state.galleries.subject(subject_id)
+    return {**subject_payload(subject), "gallery": subject.gallery.name,
+            "alerts": state.events.counts(subject_id)}
 
 
 @router.delete("/subjects/{subject_id}", status_code=204,
-               summary="Delete a subject: its key is destroyed (crypto-shredding)")
+               summary="Delete a subject and every alert naming them, confirmed ones "
+                       "included: its key is destroyed (crypto-shredding)")
 def delete_subject(request: Request, subject_id: str,
                    principal: Principal = requires("enrol")) -> Response:
+    """The subject's templates, consents, corrections and alerts (with their pictures) go;
+    the audit log keeps the subject id and how many alerts went, per status."""
     state = service(request)
+    alerts = state.events.counts(subject_id)
     state.galleries.delete_subject(subject_id)
-    state.audit.record(principal.label, "subject.delete", "ok", subject=subject_id)
+    state.audit.record(principal.label, "subject.delete", "ok", subject=subject_id,
+                       alerts_deleted=alerts)
     return Response(status_code=204)
 
 

@@ -102,8 +102,15 @@ async function loadSubjects() {
   tbody.replaceChildren(...subjects.map(row));
 }
 
+// Deleting a person deletes every alert naming them, confirmed ones too (docs/decisions.md):
+// the dialog counts them first.
 async function deleteSubject(subject, button) {
-  if (!confirm(`Delete ${subject.name} and all their templates? This cannot be undone.`)) return;
+  const { alerts = {} } = await api(`/v1/subjects/${enc(subject.id)}`);
+  const total = Object.values(alerts).reduce((sum, n) => sum + n, 0);
+  const also = total ? ` This also deletes ${total} alert${total === 1 ? "" : "s"} about them` +
+    ` (${alerts.confirmed || 0} confirmed) with their pictures.` : "";
+  if (!confirm(`Delete ${subject.name} and all their templates?${also} ` +
+    "This cannot be undone.")) return;
   await busy(button, async () => {
     await api(`/v1/subjects/${enc(subject.id)}`, { method: "DELETE" });
     await loadSubjects();
