@@ -97,6 +97,25 @@ def test_both_people_alert_once_and_nobody_else_is_named(stage: Stage) -> None:
         assert snapshot is not None and frame.shape == stage.frames[0].shape
 
 
+def test_an_alert_needs_two_separated_frames_and_carries_its_margin(stage: Stage) -> None:
+    """The track template (quality-weighted mean of its embedded frames) decides, from at
+    least two frames `min_gap` processed frames apart; a face seen for less never alerts,
+    where the single best shot would have named it from one frame."""
+    watcher = Watcher("stage", stage.galleries, ["watch"])
+    alerts = _run(watcher, stage.frames)
+    threshold = stage.galleries.engine.calibration.open_set_threshold(
+        stage.galleries.gallery("watch").embedder, 1e-3, 3).value
+    for alert in alerts:
+        assert alert.frames >= 2
+        assert alert.margin > 0 and alert.score - alert.margin == pytest.approx(threshold,
+                                                                               abs=1e-3)
+    glimpse = stage.frames[:12]  # 4 processed frames: less than min_gap apart
+    assert _run(Watcher("stage", stage.galleries, ["watch"]), glimpse) == []
+    single = _run(Watcher("stage", stage.galleries, ["watch"], template=False), glimpse)
+    assert "lin-manuel-miranda" in [a.name for a in single]
+    assert all(a.frames == 1 for a in single)
+
+
 def test_cool_down_keeps_one_alert_per_person_per_camera(stage: Stage) -> None:
     watcher = Watcher("stage", stage.galleries, ["watch"], cooldown_s=0)
     again = _run(watcher, stage.frames)

@@ -52,7 +52,8 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                 flag = f"  [yellow]{alert.flagged}: stored, not alerted[/yellow]" \
                     if alert.flagged else ""
                 out.print(f"{alert.time:8.2f}s  {alert.camera}  [bold]{alert.name}[/bold] "
-                          f"({alert.confidence})  track #{alert.track_id}  event "
+                          f"({alert.confidence}, {alert.margin:+.3f} above the threshold "
+                          f"over {alert.frames} frames)  track #{alert.track_id}  event "
                           f"{event_id}{flag}")
             return event_id
 
@@ -81,6 +82,16 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
               + (f"; annotated video: {out_video}" if out_video else ""))
 
 
+def _people(enrol: list[str]) -> dict[str, Path]:
+    people = {}
+    for item in enrol:
+        name, _, photo = item.partition("=")
+        if not photo:
+            raise typer.BadParameter(f"--enrol {item!r}: use NAME=PHOTO")
+        people[name] = Path(photo)
+    return people
+
+
 def eval_watch(video: Path,
                enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
                fps: Annotated[float | None, typer.Option(help="Pipeline frame rate (default: "
@@ -91,14 +102,9 @@ def eval_watch(video: Path,
     detection, identity recall of both, speed against real time."""
     from facelens.cli.common import progress
     from facelens.eval.watch_eval import run_watch_eval
-
-    people = {}
-    for item in enrol:
-        name, _, photo = item.partition("=")
-        if not photo:
-            raise typer.BadParameter(f"--enrol {item!r}: use NAME=PHOTO")
-        people[name] = Path(photo)
     from facelens.settings import get_settings
+
+    people = _people(enrol)
 
     with errors(), progress() as start:
         report = run_watch_eval(get_settings(), video, people, fps=fps, progress=start)
@@ -127,6 +133,34 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
         report = run_liveness_eval(default_engine(), video, lfw, prints=prints,
                                    clips=None if footage else [],
                                    replays_per_window=replays_per_window, progress=start)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report)
+
+
+def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
+                   shown: Annotated[Path, typer.Option(help="A clip of enrolled people to "
+                                                            "re-show on screens.")],
+                   real: Annotated[list[Path], typer.Option(help="Real clip (repeatable): no "
+                                                                 "track may be flagged.")],
+                   background: Annotated[list[Path], typer.Option(
+                       help="Street footage the screens are held in front of "
+                            "(repeatable).")],
+                   step: Annotated[int, typer.Option(help="Process every STEP-th frame.")] = 3,
+                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                   = None) -> None:
+    """Faces on phones and monitors vs real people: real tracks flagged as depictions (goal
+    0), and alerts on made-up recaptures (SHOWN on a screen over street footage; goal: every
+    one flagged, none normal)."""
+    from facelens.cli.common import progress
+    from facelens.eval.depiction_eval import run_depiction_eval
+    from facelens.settings import get_settings
+
+    people = _people(enrol)
+    with errors(), progress() as start:
+        report = run_depiction_eval(get_settings(), people, real, shown, background,
+                                    step=step, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")

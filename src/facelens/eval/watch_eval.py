@@ -3,7 +3,9 @@ every face in every frame (the baseline), on the same detections.
 
 Reports the alerts, embeddings per face detection, identity recall of both (faces the
 baseline names, and how many of those the pipeline's tracks carry the same identity for),
-who else either named, and processing speed against the video's own duration.
+who else either named, and processing speed against the video's own duration. The pipeline
+runs twice at the same FPIR: with track templates (the default) and with the single best shot,
+and each run's per-track identity recall is reported.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from facelens.gallery.service import ConsentRecord, Galleries
 from facelens.geometry import iou
 from facelens.settings import Settings
-from facelens.video.source import VideoSource
+from facelens.video.source import Frame, VideoSource
 from facelens.video.watch import Watcher
 
 Progress = Any
@@ -62,32 +64,17 @@ def run_watch_eval(settings: Settings, video: Path, people: dict[str, Path], *,
         advance(1)
     baseline_s = time.perf_counter() - start
 
-    advance = progress("pipeline", len(frames))
-    watcher = Watcher("eval", galleries, ["watch"])
-    per_frame: list[list[tuple[int, np.ndarray]]] = []
-    alerts = []
     step = max(1, round(1 / (interval * fps))) if fps else 1
-    start = time.perf_counter()
-    for frame in frames[::step]:
-        alerts.extend(watcher.process(frame))
-        per_frame.append(list(watcher.frame_tracks))
-        advance(step)
-    alerts.extend(watcher.finish(frames[-1].time))
-    pipeline_s = time.perf_counter() - start
-
-    named_by_baseline = agreed = 0
-    baseline_people: Counter[str] = Counter()
-    for tracks, truth in zip(per_frame, baseline[::step], strict=True):
-        for box, subject in truth:
-            if subject is None:
-                continue
-            named_by_baseline += 1
-            baseline_people[names[subject]] += 1
-            if tracks:
-                overlap = iou(box[None], np.stack([b for _, b in tracks]))[0]
-                best = int(np.argmax(overlap))
-                if overlap[best] > 0.5 and watcher.named.get(tracks[best][0]) == subject:
-                    agreed += 1
+    truth = baseline[::step]
+    runs = {mode: _pipeline(galleries, frames, step, truth, template=mode == "template",
+                            progress=progress)
+            for mode in ("template", "best_shot")}
+    run = runs["template"]
+    alerts, watcher = run.pop("alerts_raw"), run.pop("watcher")
+    runs["best_shot"].pop("watcher")
+    best_shot_alerts = runs["best_shot"].pop("alerts_raw")
+    named_faces = sum(subject is not None for faces in truth for _, subject in faces)
+    baseline_people = Counter(names[s] for faces in truth for _, s in faces if s is not None)
     alerted = Counter(a.name for a in alerts if not a.flagged)
     return {
         "video": str(video), "frames": len(frames), "duration_s": round(duration, 2),
@@ -96,18 +83,71 @@ def run_watch_eval(settings: Settings, video: Path, people: dict[str, Path], *,
         "alerts_per_person": dict(alerted),
         "named_not_enrolled": sorted(set(alerted) - set(people)),
         "detections": watcher.stats.detections, "embeddings": watcher.stats.embeddings,
-        "embeddings_per_detection": round(watcher.stats.embeddings
-                                          / max(watcher.stats.detections, 1), 4),
+        "embeddings_per_detection": run["embeddings_per_detection"],
         "tracks": watcher.stats.tracks,
         "identity_recall": {
-            "baseline_named_faces": named_by_baseline,
+            "baseline_named_faces": named_faces,
             "baseline_people": dict(baseline_people),
-            "baseline": 1.0 if named_by_baseline else None,
-            "pipeline": round(agreed / named_by_baseline, 4) if named_by_baseline else None,
+            "baseline": 1.0 if named_faces else None,
+            "pipeline": run["face_recall"],
             "people_alerted_of_baseline": f"{len(set(alerted) & set(baseline_people))}/"
                                           f"{len(baseline_people)}",
         },
-        "speed": {"pipeline_s": round(pipeline_s, 2), "baseline_s": round(baseline_s, 2),
-                  "pipeline_x_realtime": round(duration / pipeline_s, 2),
+        "template_vs_best_shot": {mode: {k: v for k, v in r.items() if k != "speed_s"}
+                                  for mode, r in runs.items()}
+        | {"best_shot_alerts": [a.payload() for a in best_shot_alerts]},
+        "speed": {"pipeline_s": run["speed_s"], "baseline_s": round(baseline_s, 2),
+                  "pipeline_x_realtime": round(duration / run["speed_s"], 2),
                   "baseline_x_realtime": round(duration / baseline_s, 2)},
     }
+
+
+def _pipeline(galleries: Galleries, frames: list[Frame], step: int,
+              truth: list[list[tuple[np.ndarray, str | None]]], *, template: bool,
+              progress: Progress) -> dict[str, Any]:
+    """One run of the camera pipeline (track templates, or the single best shot), scored
+    against the baseline's names: per face, and per track (a track the baseline names is the
+    subject most of its named faces got; recalled when the pipeline names the same)."""
+    label = "pipeline, track templates" if template else "pipeline, single best shot"
+    advance = progress(label, len(frames))
+    watcher = Watcher("eval", galleries, ["watch"], template=template)
+    per_frame: list[list[tuple[int, np.ndarray]]] = []
+    alerts = []
+    start = time.perf_counter()
+    for frame in frames[::step]:
+        alerts.extend(watcher.process(frame))
+        per_frame.append(list(watcher.frame_tracks))
+        advance(step)
+    alerts.extend(watcher.finish(frames[-1].time))
+    took = time.perf_counter() - start
+
+    named_faces = agreed = 0
+    votes: dict[int, Counter[str]] = {}
+    for tracks, faces in zip(per_frame, truth, strict=True):
+        for box, subject in faces:
+            if subject is None:
+                continue
+            named_faces += 1
+            if not tracks:
+                continue
+            overlap = iou(box[None], np.stack([b for _, b in tracks]))[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] > 0.5:
+                track_id = tracks[best][0]
+                votes.setdefault(track_id, Counter())[subject] += 1
+                agreed += watcher.named.get(track_id) == subject
+    recalled = sum(watcher.named.get(t) == v.most_common(1)[0][0] for t, v in votes.items())
+    otherwise = sum(t in watcher.named and watcher.named[t] != v.most_common(1)[0][0]
+                    for t, v in votes.items())
+    unvoted = sum(t not in votes for t in watcher.named)
+    return {"watcher": watcher, "alerts_raw": alerts,
+            "alerts": sum(not a.flagged for a in alerts),
+            "alert_margins": [a.margin for a in alerts if not a.flagged],
+            "embeddings_per_detection": round(watcher.stats.embeddings
+                                              / max(watcher.stats.detections, 1), 4),
+            "face_recall": round(agreed / named_faces, 4) if named_faces else None,
+            "baseline_named_tracks": len(votes),
+            "track_recall": round(recalled / len(votes), 4) if votes else None,
+            "tracks_named_otherwise": otherwise,
+            "tracks_named_baseline_never_named": unvoted,
+            "speed_s": round(took, 2)}

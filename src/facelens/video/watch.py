@@ -1,6 +1,9 @@
-"""One camera's pipeline: detect → track → keep each track's best shot → embed it once (again
-only for a clearly better shot) → match against the camera's galleries → one alert per
-(track, subject), de-duplicated per person per camera by a cool-down.
+"""One camera's pipeline: detect → track → keep each track's best shot → embed it, and the
+best shot of a later, separated stretch of the track (again for a clearly better shot) → match
+the track's template (the quality-weighted mean of its embedded frames) against the camera's
+galleries → one alert per (track, subject) once the template of at least two separated frames
+clears the threshold, de-duplicated per person per camera by a cool-down. A face inside a
+phone, monitor, TV, laptop or book is a depiction: stored for review, never alerted.
 
 Privacy: faces that match nothing live only in memory, for as long as their track does; no
 crop, embedding, frame or log line about them is ever written. An alert stores the matched
@@ -22,7 +25,9 @@ import numpy as np
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
+from facelens.video.depiction import depicting_object
 from facelens.video.source import Frame
+from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track
 from facelens.vision.planarity import PlanarityEvidence
 
@@ -41,7 +46,14 @@ class Alert:
     time: float
     track_id: int
     flagged: str | None = None
-    """"poster" when the face moved as a flat picture: stored, but raises no normal alert."""
+    """"poster" when the face moved as a flat picture, "depiction: <object>" when it lies
+    inside a phone, monitor, TV, laptop or book: stored, but raises no normal alert."""
+    score: float = 0.0
+    """The track template's similarity to the subject."""
+    margin: float = 0.0
+    """`score` minus the threshold it had to clear: how close the call was."""
+    frames: int = 1
+    """Embedded frames in the template that decided."""
     event_id: int | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -51,6 +63,9 @@ class Alert:
 @dataclass
 class _Shot:
     quality: float
+    tick: int
+    box: np.ndarray
+    """The face in frame coordinates."""
     crop: np.ndarray
     face: Face
     """The face in the crop's coordinates."""
@@ -68,10 +83,16 @@ class _TrackState:
     first_time: float = 0.0
     last_tick: int = -1
     best: _Shot | None = None
+    """The best shot of the whole track (the stored snapshot)."""
+    pending: _Shot | None = None
+    """The best shot since the last embedded one (the next to embed)."""
     embedded_quality: float | None = None
-    embeds: int = 0
+    template: Template = field(default_factory=Template)
+    embedded: list[_Shot] = field(default_factory=list)
+    """The shots in the template (their frames are what the depiction check looks at)."""
     match: tuple[str, str, str, str] | None = None
     """(subject id, name, gallery, confidence band)."""
+    score: float = 0.0
     alerted: bool = False
 
 
@@ -88,13 +109,18 @@ class Watcher:
     def __init__(self, camera: str, galleries: Galleries, gallery_names: list[str], *,
                  far: float = 1e-3, cooldown_s: float = 60.0, min_observations: int = 3,
                  reembed_margin: float = 0.15, max_embeds: int = 3, motion: bool = False,
-                 patience_s: float = 3.0,
+                 patience_s: float = 3.0, template: bool = True, min_gap: int = 4,
+                 depictions: bool = True,
                  on_alert: Callable[[Alert, bytes, bytes], int | None] | None = None) -> None:
         self.camera, self.galleries, self.gallery_names = camera, galleries, gallery_names
         self.engine = galleries.engine
         self.far, self.cooldown_s, self.min_observations = far, cooldown_s, min_observations
         self.reembed_margin, self.max_embeds, self.motion = reembed_margin, max_embeds, motion
         self.patience_s = patience_s
+        self.template, self.min_gap, self.depictions = template, min_gap, depictions
+        """template: identity from the mean of >= 2 embedded frames at least `min_gap`
+        processed frames apart (False: the latest best shot alone decides, one frame)."""
+        self.min_frames = 2 if template else 1
         self.on_alert = on_alert
         """Stores/delivers an alert (snapshot JPEG, blurred frame JPEG); returns an event id."""
         self.embedders = sorted({galleries.gallery(g).embedder for g in gallery_names})
@@ -175,34 +201,63 @@ class Watcher:
         state.poster.observe(self._previous_grey if consecutive else None, grey, track.box)
         state.last_tick = self._tick
         quality = track.face.quality.score if track.face.quality else 0.0
-        if state.best is None or quality > state.best.quality:
+        better_than_best = state.best is None or quality > state.best.quality
+        ticks = state.template.ticks
+        # The next frame to embed comes from a stretch separated from the last embedded one.
+        eligible = not self.template or not ticks or self._tick - ticks[-1] >= self.min_gap
+        better_pending = eligible and (state.pending is None or quality > state.pending.quality)
+        if better_than_best or better_pending:
             crop, face = _crop(frame.rgb, track.face)
             others = [f.box for f in faces if f is not track.face]
-            state.best = _Shot(quality, crop, face, chip, frame.rgb, others)
+            shot = _Shot(quality, self._tick, track.face.box.copy(), crop, face, chip,
+                         frame.rgb, others)
+            if better_pending:
+                state.pending = shot
+            if better_than_best:
+                state.best = shot
         return state
 
-    def _maybe_embed(self, track: Track, state: _TrackState) -> None:
-        best = state.best
-        assert best is not None
-        better = (state.embedded_quality is not None and state.embeds < self.max_embeds
-                  and best.quality >= state.embedded_quality + self.reembed_margin)
-        if state.embeds and not better:
+    def _maybe_embed(self, track: Track, state: _TrackState, ending: bool = False) -> None:
+        """Embed the pending shot when it is the track's first, the second frame a matched
+        template needs (separated from the first), or clearly better than any embedded one."""
+        shot, template = state.pending, state.template
+        if shot is None:
             return
-        state.embedded_quality, state.embeds = best.quality, state.embeds + 1
-        found: list[tuple[float, tuple[str, str, str, str]]] = []
+        # A second frame only to confirm a match (pending shots are separated already): a
+        # track that matches nothing costs one embedding, as with a single best shot.
+        second = len(template) < self.min_frames and state.match is not None
+        better = (state.embedded_quality is not None and len(template) < self.max_embeds
+                  and shot.quality >= state.embedded_quality + self.reembed_margin)
+        if template and not ending and not (second or better):
+            return
+        if ending and not second:
+            return
+        state.pending = None
+        state.embedded.append(shot)
+        state.embedded_quality = max(state.embedded_quality or 0.0, shot.quality)
+        vectors = {}
         for embedder in self.embedders:
-            face = dataclasses.replace(best.face, embedding=None, embedder=None)
-            self.engine.embed_rgb(best.crop, [face], embedder=embedder, chips=best.chip[None])
+            face = dataclasses.replace(shot.face, embedding=None, embedder=None)
+            self.engine.embed_rgb(shot.crop, [face], embedder=embedder, chips=shot.chip[None])
             self.stats.embeddings += 1
-            for name in self.gallery_names:
-                if self.galleries.gallery(name).embedder != embedder:
-                    continue
-                (result,) = self.galleries.match(name, [face], far=self.far, top_k=1)
-                if result.candidates:
-                    top = result.candidates[0]
-                    found.append((top.score, (top.subject_id, top.name, name, top.band)))
+            assert face.embedding is not None
+            vectors[embedder] = face.embedding
+        template.add(shot.tick, shot.quality, vectors)
+        self._identify(track, state, shot.face)
+
+    def _identify(self, track: Track, state: _TrackState, face: Face) -> None:
+        """Match the track's template (the latest shot alone without templates)."""
+        found: list[tuple[float, tuple[str, str, str, str]]] = []
+        for name in self.gallery_names:
+            embedder = self.galleries.gallery(name).embedder
+            vector = state.template.mean(embedder, last_only=not self.template)
+            probe = dataclasses.replace(face, embedding=vector, embedder=embedder)
+            (result,) = self.galleries.match(name, [probe], far=self.far, top_k=1)
+            if result.candidates:
+                top = result.candidates[0]
+                found.append((top.score, (top.subject_id, top.name, name, top.band)))
         if found:
-            state.match = max(found)[1]
+            state.score, state.match = max(found)
             self.named[track.id] = state.match[0]
         elif state.match and not state.alerted:
             state.match = None  # a clearer shot no longer supports the earlier match
@@ -212,15 +267,18 @@ class Watcher:
         """Enough seen to alert: the poster check has decided, or has had `patience_s` to
         (a face too small for it never gets a verdict and must not wait forever). Tracks that
         end sooner alert when they end."""
-        return state.observations >= self.min_observations and (
-            state.poster.decided or time - state.first_time >= self.patience_s)
+        return (state.observations >= self.min_observations
+                and len(state.template) >= self.min_frames
+                and (state.poster.decided or time - state.first_time >= self.patience_s))
 
     def _end(self, ended: list[Track], time: float) -> list[Alert]:
         alerts = []
         for track in ended:
             state = track.state.get("watch")
-            if state and state.match and not state.alerted and state.observations >= 2:
-                alerts.extend(self._alert(track, state, time))
+            if state and not state.alerted and state.observations >= 2:
+                self._maybe_embed(track, state, ending=True)  # a last chance at a 2nd frame
+                if state.match and len(state.template) >= self.min_frames:
+                    alerts.extend(self._alert(track, state, time))
             track.state.clear()  # the track's frames and crops leave memory with it
         return alerts
 
@@ -228,18 +286,38 @@ class Watcher:
         assert state.match is not None and state.best is not None
         state.alerted = True
         subject_id, name, gallery, band = state.match
-        flagged = "poster" if state.poster.planar else None
+        flagged = "poster" if state.poster.planar else self._depiction(track, state)
         if flagged is None:
             last = self._last_alert.get(subject_id)
             if last is not None and time - last < self.cooldown_s:
                 return []  # the same person on this camera, within the cool-down
             self._last_alert[subject_id] = time
+        threshold = self.engine.calibration.open_set_threshold(
+            self.galleries.gallery(gallery).embedder, self.far,
+            max(self._gallery_size(gallery), 1)).value
         alert = Alert(self.camera, subject_id, name, gallery, band, round(time, 2), track.id,
-                      flagged)
+                      flagged, round(state.score, 4), round(state.score - threshold, 4),
+                      len(state.template))
         if self.on_alert:
             alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
                                            _jpeg(_blur_others(state.best)))
         return [alert]
+
+    def _depiction(self, track: Track, state: _TrackState) -> str | None:
+        """"depiction: <object>" when the face lies inside a phone, monitor, TV, laptop or book
+        in any of the track's kept frames: the best shot, the embedded ones, the pending one
+        (NanoDet runs only here, on at most 5 frames of a track about to alert)."""
+        if not self.depictions:
+            return None
+        shots = [state.best, *state.embedded, state.pending]
+        unique = list({id(s): s for s in shots if s is not None}.values())
+        for shot in unique:
+            if found := depicting_object(shot.frame, shot.box):
+                return f"depiction: {found}"
+        return None
+
+    def _gallery_size(self, name: str) -> int:
+        return next((n for g, n in self.galleries.list_galleries() if g.name == name), 1)
 
     def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
         state: _TrackState | None = track.state.get("watch")
