@@ -1,0 +1,265 @@
+"""The street pipeline over video frames: people and vehicles detected (where something
+moves), tracked, described, plates read and voted per vehicle, hotlists checked.
+
+Hotlists, not histories: a track lives in memory only. When it matches a plate hotlist entry
+or a description rule, `on_alert` is called once per (track, reason) with its description and
+a crop; otherwise nothing about it outlives the track — no row, no crop, no plate text, no log
+line. The only thing kept about passers-by is `counts`: tracks per (camera, class, minute).
+
+Motion gating: a running-average background of a small grey thumbnail; a frame in which less
+than MOTION_SHARE of the thumbnail changed is not sent to the detector, and its tracks are
+kept as they are (a parked car neither ages out nor is counted again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.events.hotlists import Hotlists
+from facelens.face import Face
+from facelens.scene.attributes import Attribute, describe_person, describe_vehicle
+from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, detect_objects
+from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
+from facelens.video.source import Frame
+from facelens.video.tracker import IouTracker, Track
+from facelens.video.writer import AnnotatedWriter
+
+MOTION_SIDE = 160
+"""Longer side (px) of the thumbnail motion is measured on."""
+MOTION_DELTA = 18
+"""Grey-level change (0..255) that counts a thumbnail pixel as moving."""
+MOTION_SHARE = 0.002
+"""Share of the thumbnail that must move for the frame to be detected."""
+BACKGROUND_RATE = 0.1
+MIN_HITS = 2
+"""Detections before a track is counted and may alert (one-frame false positives never are)."""
+PLATE_MIN_HEIGHT = 60
+"""Vehicle box height (px) below which no plate is looked for: too small to read."""
+PLATE_READS = 3
+"""A vehicle's plate is no longer read once this many readings agree."""
+PLATES_PER_FRAME = 1
+"""Plate reads per detected frame (a read costs about two detections): the vehicles with the
+fewest readings first, the largest among them, so a busy road is read in turn."""
+PLATE_SCAN_MIN = 320
+"""A vehicle box is scanned for text at twice its size, between this and VEHICLE_SCAN px:
+upscaling a small box further costs time and finds no more characters."""
+CROP_JPEG_QUALITY = 90
+Alert = dict[str, Any]
+
+
+class MotionGate:
+    def __init__(self) -> None:
+        self._background: np.ndarray | None = None
+
+    def moving(self, rgb: np.ndarray) -> bool:
+        """Whether enough of the frame changed since the running background."""
+        h, w = rgb.shape[:2]
+        scale = MOTION_SIDE / max(h, w)
+        grey = cv2.cvtColor(cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                       interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        grey = cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
+        if self._background is None:
+            self._background = grey
+            return True
+        changed = float((np.abs(grey - self._background) > MOTION_DELTA).mean())
+        cv2.accumulateWeighted(grey, self._background, BACKGROUND_RATE)
+        return changed >= MOTION_SHARE
+
+
+@dataclass
+class Description:
+    """Per track: class votes, attribute votes (value -> summed confidence), plate readings."""
+
+    classes: Counter[str] = field(default_factory=Counter)
+    votes: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(
+        lambda: defaultdict(float)))
+    seen: dict[str, int] = field(default_factory=Counter)
+    plates: list[PlateReading] = field(default_factory=list)
+    detections: int = 0
+    alerted: set[str] = field(default_factory=set)
+
+    @property
+    def kind(self) -> str:
+        return self.classes.most_common(1)[0][0]
+
+    def add(self, attributes: dict[str, Attribute]) -> None:
+        for name, attribute in attributes.items():
+            self.seen[name] += 1
+            if attribute.confidence > 0:
+                self.votes[name][attribute.value] += attribute.confidence
+
+    def attributes(self) -> dict[str, tuple[str, float]]:
+        """Each attribute's winning value and its mean confidence over the track's frames."""
+        out = {}
+        for name, seen in self.seen.items():
+            votes = self.votes.get(name)
+            if not votes:
+                out[name] = ("unknown", 0.0)
+                continue
+            value = max(votes, key=lambda v: votes[v])
+            out[name] = (value, votes[value] / seen)
+        return out
+
+    def plate(self) -> PlateReading | None:
+        return vote(self.plates)
+
+
+@dataclass
+class SceneWatch:
+    """One camera's street analysis; feed it frames with `process`."""
+
+    camera: str
+    hotlists: Hotlists = field(default_factory=Hotlists)
+    on_alert: Callable[[Alert], None] | None = None
+    gate: bool = True
+    region: str = "us"
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(camera, class, minute "YYYY-MM-DDTHH:MM") -> tracks first counted in that minute."""
+    frames: int = 0
+    detected: int = 0
+
+    def __post_init__(self) -> None:
+        # People and vehicles tracked apart: a cyclist's person box never takes over the bike's.
+        self._trackers = {"person": IouTracker(0.2, 8), "vehicle": IouTracker(0.2, 8)}
+        self._motion = MotionGate()
+
+    def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
+        """Analyse one frame; returns its labels (box, text, alerted) for drawing."""
+        self.frames += 1
+        if self.gate and not self._motion.moving(frame.rgb):
+            return self._labels()
+        self.detected += 1
+        found = detect_objects(frame.rgb)
+        groups: dict[str, list[Face]] = {"person": [], "vehicle": []}
+        for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
+            if name == "person" or name in VEHICLES:
+                group = "person" if name == "person" else "vehicle"
+                # The tracker tracks anything with a box; a Face holds the box, class, score.
+                groups[group].append(Face(box, np.zeros((5, 2), np.float32), float(score), name))
+        now = self.started + timedelta(seconds=frame.time)
+        readable: list[Track] = []
+        for group, tracker in self._trackers.items():
+            seen, _ended = tracker.update(groups[group], frame.index)
+            for track in seen:
+                if track.misses == 0 and self._describe(track, frame.rgb, now):
+                    readable.append(track)
+        readable.sort(key=lambda t: (len(t.state["description"].plates), t.box[1] - t.box[3]))
+        for track in readable[:PLATES_PER_FRAME]:
+            longer = float(max(track.box[2] - track.box[0], track.box[3] - track.box[1]))
+            reading = read_plate(frame.rgb, track.box, self.region,
+                                 scan_side=int(min(VEHICLE_SCAN, max(PLATE_SCAN_MIN, 2 * longer))))
+            if reading is not None:
+                track.state["description"].plates.append(reading)
+                self._check(track, track.state["description"], frame.rgb, now)
+        return self._labels()
+
+    def _describe(self, track: Track, rgb: np.ndarray, now: datetime) -> bool:
+        """Add this frame's attributes to the track's description; whether its plate is
+        still worth reading."""
+        desc: Description = track.state.setdefault("description", Description())
+        name, box = track.face.detector, track.box
+        desc.classes[name] += 1
+        desc.detections += 1
+        if name == "person":
+            desc.add(describe_person(rgb, box, rgb.shape[0]))
+        else:
+            desc.add(describe_vehicle(rgb, box, name, track.face.score))
+        if desc.detections == MIN_HITS:
+            self.counts[(self.camera, desc.kind, now.strftime("%Y-%m-%dT%H:%M"))] += 1
+        if desc.detections < MIN_HITS:
+            return False
+        self._check(track, desc, rgb, now)
+        best = desc.plate()
+        agreeing = sum(p.text == best.text for p in desc.plates) if best else 0
+        return (name in MOTOR_VEHICLES and box[3] - box[1] >= PLATE_MIN_HEIGHT
+                and agreeing < PLATE_READS)
+
+    def _check(self, track: Track, desc: Description, rgb: np.ndarray, now: datetime) -> None:
+        attributes = desc.attributes()
+        reasons: list[tuple[str, str]] = []
+        plate = desc.plate()
+        if plate is not None:
+            entry = self.hotlists.plate_hit(plate.text, now)
+            if entry is not None:
+                reasons.append((f"plate:{entry.plate}", entry.reason))
+        for rule in self.hotlists.rule_hits(self.camera, desc.kind, attributes, now):
+            reasons.append((f"rule:{rule.name}", rule.reason))
+        for key, reason in reasons:
+            if key in desc.alerted:
+                continue
+            desc.alerted.add(key)
+            if self.on_alert is not None:
+                self.on_alert(self._alert(track, desc, key, reason, rgb, now))
+
+    def _alert(self, track: Track, desc: Description, key: str, reason: str, rgb: np.ndarray,
+               now: datetime) -> Alert:
+        x1, y1, x2, y2 = (int(v) for v in track.box)
+        crop = cv2.cvtColor(rgb[max(0, y1):y2, max(0, x1):x2], cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+        plate = desc.plate()
+        return {"kind": "plate" if key.startswith("plate:") else desc.kind,
+                "camera": self.camera, "at": now.isoformat(), "track": track.id,
+                "matched": key, "reason": reason, "class": desc.kind,
+                "attributes": {k: {"value": v, "confidence": round(c, 3)}
+                               for k, (v, c) in desc.attributes().items()},
+                "plate": {"text": plate.text, "confidence": round(plate.confidence, 3)}
+                if plate else None, "box": [x1, y1, x2, y2],
+                "crop_jpeg": jpeg.tobytes() if ok else None}
+
+    def _labels(self) -> list[tuple[np.ndarray, str, bool]]:
+        labels = []
+        for tracker in self._trackers.values():
+            for track in tracker.tracks:
+                desc: Description | None = track.state.get("description")
+                if desc is None or desc.detections < MIN_HITS:
+                    continue
+                attributes = desc.attributes()
+                words = [desc.kind, str(track.id)]
+                for name in ("colour", "upper", "lower"):
+                    value = attributes.get(name, ("unknown", 0.0))[0]
+                    if value != "unknown":
+                        words.append(value if name == "colour" else f"{name} {value}")
+                plate = desc.plate()
+                if plate is not None:
+                    words.append(plate.text)
+                labels.append((track.box, " ".join(words), bool(desc.alerted)))
+        return labels
+
+    def tracks(self) -> list[Track]:
+        """The live, counted tracks (in memory only)."""
+        return [t for tracker in self._trackers.values() for t in tracker.tracks
+                if t.state.get("description") and t.state["description"].detections >= MIN_HITS]
+
+
+def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = None,
+                fps: float = 5.0) -> dict[str, Any]:
+    """Run `scene` over `frames` (optionally writing an annotated video); a summary back:
+    frames, detected frames, counts per class, CPU and wall ms per frame."""
+    writer = AnnotatedWriter(out, fps) if out is not None else None
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        for frame in frames:
+            labels = scene.process(frame)
+            if writer is not None:
+                writer.write(frame.rgb, labels)
+    finally:
+        if writer is not None:
+            writer.close()
+    per_class: Counter[str] = Counter()
+    for (_camera, kind, _minute), n in scene.counts.items():
+        per_class[kind] += n
+    frames = max(scene.frames, 1)
+    return {"camera": scene.camera, "frames": scene.frames, "detected_frames": scene.detected,
+            "tracks_per_class": dict(per_class),
+            "wall_ms_per_frame": round((time.perf_counter() - start) * 1000 / frames, 1),
+            "cpu_ms_per_frame": round((time.process_time() - cpu) * 1000 / frames, 1)}
