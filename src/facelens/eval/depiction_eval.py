@@ -1,0 +1,139 @@
+"""`facelens eval depiction`: faces on screens raise no normal alert, real people lose none.
+
+Real material: every face track of each real clip (at least 3 observations) is checked by the
+depiction cue on its best frame: a real track flagged is a lost alert. Made-up material: a
+clip of enrolled people re-shown on a phone held sideways or a monitor (dark bezel, perspective
+from a hand-held pose, a glare band, the screen's gamma) composited into moving street
+footage; the watch pipeline runs on it with the people enrolled, and every alert must be
+flagged as a depiction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facelens.eval.attacks import paste_plane, plane_homography
+from facelens.eval.watch_eval import enrolled_gallery
+from facelens.settings import Settings
+from facelens.video.depiction import depicting_object
+from facelens.video.source import Frame, VideoSource
+from facelens.video.tracker import IouTracker
+from facelens.video.watch import Watcher
+
+Progress = Callable[[str, int], Callable[[int], None]]
+SCREENS = {"phone": {"width": 0.35, "bezel": 0.06, "colour": (10, 10, 12)},
+           "monitor": {"width": 0.55, "bezel": 0.025, "colour": (28, 28, 30)}}
+"""Width of the screen (share of the frame's), bezel width (share of the picture), colour."""
+
+
+def load(path: Path, step: int, limit: int | None = None) -> list[Frame]:
+    frames = list(VideoSource(str(path)).frames())[::step]
+    return frames[:limit] if limit else frames
+
+
+def recapture(shown: list[np.ndarray], street: list[np.ndarray], kind: str, seed: int
+              ) -> list[np.ndarray]:
+    """`shown` re-shown on a `kind` screen held in front of moving `street` footage."""
+    rng = np.random.default_rng(seed)
+    spec = SCREENS[kind]
+    h, w = street[0].shape[:2]
+    gamma = rng.uniform(0.75, 1.3)
+    phase = rng.uniform(0, 6, 5)
+    out = []
+    for i, picture in enumerate(shown):
+        background = cv2.resize(street[i % len(street)], (w, h))
+        screen = np.clip(255 * (picture.astype(np.float32) / 255) ** gamma, 0, 255)
+        sh, sw = screen.shape[:2]
+        yy, xx = np.mgrid[:sh, :sw].astype(np.float32)
+        band = np.exp(-(((xx - yy * 0.8) / sw - 0.3 - 0.1 * math.sin(i / 20 + phase[0])) ** 2)
+                      / 0.01)  # a diagonal glare band sliding slowly
+        screen = np.clip(screen + 90 * band[..., None], 0, 255).astype(np.uint8)
+        bezel = max(4, round(sw * spec["bezel"]))
+        screen = cv2.copyMakeBorder(screen, bezel, bezel, bezel, bezel, cv2.BORDER_CONSTANT,
+                                    value=spec["colour"])
+        yaw, pitch, roll = (12 * math.sin(i / 23 + phase[1]), 8 * math.sin(i / 31 + phase[2]),
+                            4 * math.sin(i / 17 + phase[3]))
+        centre = (w * (0.5 + 0.06 * math.sin(i / 29 + phase[4])),
+                  h * (0.5 + 0.04 * math.cos(i / 37)))
+        homography = plane_homography(screen.shape[1], screen.shape[0], yaw=yaw, pitch=pitch,
+                                      roll=roll, scale=spec["width"] * w / screen.shape[1],
+                                      center=centre, focal=1.2 * w)
+        out.append(paste_plane(background, screen, homography))
+    return out
+
+
+def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
+    """Every face track of at least 3 observations, and those the depiction cue flags on any
+    of up to 5 of its frames (its best, and every 4th observation from the first), as many as
+    the watch pipeline looks at per track."""
+    from facelens.api import Engine
+
+    engine = Engine(settings)
+    tracker = IouTracker()
+    best: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+    sampled: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    seen_count: dict[int, int] = {}
+    for tick, frame in enumerate(frames):
+        faces, _ = engine.detect_rgb(frame.rgb)
+        for track in tracker.update(faces, tick)[0]:
+            quality = track.face.quality.score if track.face.quality else 0.0
+            n = seen_count[track.id] = seen_count.get(track.id, 0) + 1
+            if track.id not in best or quality > best[track.id][0]:
+                best[track.id] = (quality, frame.rgb, track.face.box.copy())
+            if n % 4 == 1 and len(sampled.setdefault(track.id, [])) < 4:
+                sampled[track.id].append((frame.rgb, track.face.box.copy()))
+    tracks = [k for k, n in seen_count.items() if n >= 3]
+    flagged = {}
+    for k in tracks:
+        for rgb, box in [best[k][1:], *sampled[k]]:
+            if found := depicting_object(rgb, box):
+                flagged[k] = found
+                break
+    return {"tracks": len(tracks), "flagged": len(flagged),
+            "flagged_as": sorted(set(flagged.values()))}
+
+
+def watch(settings: Settings, people: dict[str, Path], frames: list[Frame]
+          ) -> dict[str, Any]:
+    """The watch pipeline with the cue and without it: normal and flagged alerts."""
+    galleries, _ = enrolled_gallery(settings, people)
+    out = {}
+    for mode, depictions in (("with_cue", True), ("without_cue", False)):
+        watcher = Watcher("eval", galleries, ["watch"], depictions=depictions)
+        alerts = [a for f in frames for a in watcher.process(f)]
+        alerts += watcher.finish(frames[-1].time)
+        out[mode] = {"normal_alerts": sum(a.flagged is None for a in alerts),
+                     "flagged": sorted(str(a.flagged) for a in alerts if a.flagged)}
+    return out
+
+
+def run_depiction_eval(settings: Settings, people: dict[str, Path], real: list[Path],
+                       shown: Path, backgrounds: list[Path], *, step: int = 3,
+                       progress: Progress) -> dict[str, Any]:
+    """Real clips: tracks flagged (goal 0) and the watch run with `people` enrolled. Made-up:
+    `shown` on a phone and a monitor over each background; alerts must all be flagged."""
+    report: dict[str, Any] = {"sampled_every": step, "real": {}, "made_up": {}}
+    advance = progress("real clips", len(real))
+    for clip in real:
+        frames = load(clip, step)
+        report["real"][clip.name] = flagged_tracks(settings, frames) | watch(
+            settings, people, frames)
+        advance(1)
+    shown_frames = load(shown, step)
+    advance = progress("recaptures", 2 * len(backgrounds))
+    for seed, background in enumerate(backgrounds):
+        street = [f.rgb for f in load(background, step)]
+        for kind in SCREENS:
+            made = recapture([f.rgb for f in shown_frames], street, kind, seed)
+            frames = [Frame(f.index, f.time, rgb) for f, rgb in zip(shown_frames, made,
+                                                                   strict=True)]
+            report["made_up"][f"{shown.stem} on a {kind} over {background.name}"] = \
+                flagged_tracks(settings, frames) | watch(settings, people, frames)
+            advance(1)
+    return report
