@@ -24,6 +24,12 @@ assert set(EMBEDDER_DIMS) == set(get_args(Embedder)), "EMBEDDER_DIMS and Embedde
 Runtime = Literal["openvino", "openvino-bf16", "onnxruntime"]
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+"""Gallery and camera names: ASCII letters, digits, `_ . -`, not starting with a dot (so never
+`.` or `..`), at most 100 characters. ASCII only: names appear in URLs, topics and logs,
+where look-alike letters (Cyrillic а for Latin a) would name two things the same way."""
+
+
 class WebhookConfig(BaseModel):
     url: str
     secret: str = Field(repr=False)
@@ -31,9 +37,10 @@ class WebhookConfig(BaseModel):
 
 
 class CameraConfig(BaseModel):
-    name: str = Field(pattern=r"^[\w.-]+$", max_length=100)
-    source: str
-    """A video file, rtsp:// or http(s):// stream, or /dev/videoN."""
+    name: str = Field(pattern=NAME_PATTERN, max_length=100)
+    source: str = Field(min_length=1, max_length=2000)
+    """An rtsp://, rtsps:// or http(s):// (MJPEG, HLS) stream, /dev/videoN, or a video file
+    inside `media_dir` (video/source.py check_source)."""
     galleries: list[str] = []
     enabled: bool = True
     fps: float = Field(10.0, gt=0, le=60)
@@ -90,6 +97,14 @@ class Settings(BaseSettings):
     """Requests that may wait for an inference thread; beyond that the API answers 429."""
     rate_per_minute: float = Field(600.0, gt=0)
     rate_burst: int = Field(60, ge=1)
+    pixels_per_minute_mp: float = Field(1200.0, gt=0)
+    """Decoded megapixels per key per minute (an upload is charged its header's size before
+    it is decoded): ten 40 MP images in 15 KB cost what they cost, not ten requests."""
+    pixel_burst_mp: float = Field(200.0, gt=0)
+    probe_repeats: int = Field(20, ge=1)
+    """Near-duplicate identify probes (same photo, small edits) per key within
+    probe_window_s; more are refused with 429 (score hill-climbing)."""
+    probe_window_s: float = Field(600.0, gt=0)
     lockout_failures: int = Field(5, ge=1)
     """Failed verifications of one subject by one key, within lockout_window_s, that lock
     the pair out for lockout_s."""
@@ -98,6 +113,8 @@ class Settings(BaseSettings):
     purge_interval_h: float = Field(24.0, gt=0)
 
     # Cameras and event delivery.
+    media_dir: Path | None = None
+    """The folder whose video files cameras may play; no file source is accepted without it."""
     cameras: list[CameraConfig] = []
     """Seeded into the database at service start; then managed over /v1/cameras."""
     event_retention_days: float = Field(30.0, gt=0)

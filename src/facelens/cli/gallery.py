@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +14,7 @@ from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
 
 if TYPE_CHECKING:
     from facelens.gallery.service import ConsentRecord, Galleries
+    from facelens.store.audit import AuditLog
 
 gallery_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and purge galleries.")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -33,6 +34,22 @@ def _galleries() -> Galleries:
     return Galleries(get_settings())
 
 
+def _audit(galleries: Galleries, action: str, outcome: str, **fields: Any) -> None:
+    """One row in the same audit chain the service writes: every biometric action is
+    audited whatever the entry point (actor "cli")."""
+    _audit_log(galleries).record("cli", action, outcome, **fields)
+
+
+def _audit_log(galleries: Galleries) -> AuditLog:
+    from facelens.store.audit import AuditLog
+
+    return AuditLog.of(galleries.store)
+
+
+def _refused(galleries: Galleries, action: str, e: Exception, **fields: Any) -> None:
+    _audit(galleries, action, "refused", reason=str(e)[:200], **fields)
+
+
 def _consent(basis: str, purpose: str, recorded_by: str, days: int | None) -> ConsentRecord:
     from facelens.gallery.service import ConsentRecord
 
@@ -47,8 +64,10 @@ def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door
            retention_days: int = 3 * 365, as_json: JsonFlag = False) -> None:
     """Create a gallery."""
     with errors():
-        g = _galleries().create_gallery(name, purpose, embedder=embedder,
-                                       retention_days=retention_days)
+        galleries = _galleries()
+        g = galleries.create_gallery(name, purpose, embedder=embedder,
+                                     retention_days=retention_days)
+        _audit(galleries, "gallery.create", "ok", gallery=g.name, purpose=purpose)
     emit({"name": g.name, "purpose": g.purpose, "embedder": g.embedder}) if as_json else \
         out.print(f"created gallery {g.name} ({g.purpose}, {g.embedder})")
 
@@ -94,8 +113,10 @@ def remove(name: str, subject: Annotated[str | None, typer.Option(
         galleries = _galleries()
         if subject:
             galleries.delete_subject(subject, name)
+            _audit(galleries, "subject.delete", "ok", gallery=name, subject=subject)
         else:
             galleries.remove_gallery(name)
+            _audit(galleries, "gallery.delete", "ok", gallery=name)
     err.print(f"removed {subject or name}")
 
 
@@ -103,7 +124,9 @@ def remove(name: str, subject: Annotated[str | None, typer.Option(
 def purge(as_json: JsonFlag = False) -> None:
     """Delete subjects whose consent expired or who were not seen within the retention."""
     with errors():
-        removed = _galleries().purge()
+        galleries = _galleries()
+        removed = galleries.purge()
+        _audit(galleries, "purge", "ok", deleted=len(removed))
     emit({"removed": removed}) if as_json else out.print(f"purged {len(removed)} subject(s)")
 
 
@@ -118,11 +141,18 @@ def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "cons
     with errors():
         galleries = _galleries()
         g = galleries.gallery(gallery)
-        report = galleries.enroll(
-            gallery, name, list(images),
-            consent=_consent(consent, purpose or g.purpose, recorded_by, consent_days),
-            external_id=external_id, watch_reason=watch_reason,
-            watch_expires=datetime.now(UTC) + timedelta(days=watch_days) if watch_days else None)
+        try:
+            report = galleries.enroll(
+                gallery, name, list(images),
+                consent=_consent(consent, purpose or g.purpose, recorded_by, consent_days),
+                external_id=external_id, watch_reason=watch_reason,
+                watch_expires=(datetime.now(UTC) + timedelta(days=watch_days) if watch_days
+                               else None))
+        except Exception as e:
+            _refused(galleries, "enrol", e, gallery=gallery)
+            raise
+        _audit(galleries, "enrol", "ok", gallery=gallery, subject=report.subject_id,
+               templates=report.templates, legal_basis=consent)
     result = {"subject_id": report.subject_id, "name": name, "templates": report.templates,
               "skipped": [{"image": i, "reason": r} for i, r in report.skipped]}
     emit(result) if as_json else out.print(result)
@@ -130,41 +160,73 @@ def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "cons
 
 def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
                   recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
+                  update: Annotated[bool, typer.Option(
+                      "--update", help="Re-enrol people already enrolled from this folder "
+                                       "(else they are left as they are).")] = False,
                   as_json: JsonFlag = False) -> None:
-    """Enrol every sub-folder of FOLDER as one person (its name = the folder's name). Exit 1
-    if a person could not be enrolled (the report says why), 2 before any work on a bad
-    consent record or folder."""
+    """Enrol every sub-folder of FOLDER as one person (its name = the folder's name, also
+    the subject's external id, so a second run after a crash enrols only who is missing).
+    Exit 1 if a person could not be enrolled (the report says why), 2 before any work on a
+    bad consent record or folder."""
     people = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not people:
         err.print(f"error: {folder} has no sub-folders (one per person)")
         raise typer.Exit(2)
-    enrolled, skipped = [], []
+    enrolled: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    kept: list[str] = []
     with errors():
         galleries = _galleries()
         g = galleries.gallery(gallery)
         record = _consent(consent, g.purpose, recorded_by, consent_days)
         record.check()  # the same for every person: refuse once, not once a person
+        earlier = _by_external_id(galleries, gallery)
     with errors(), progress() as start:
         advance = start(f"enrolling into {gallery}", len(people))
         for person in people:
+            before = earlier.get(person.name, [])
+            if before and not update:
+                kept.append(person.name)
+                advance(1)
+                continue
             images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             try:
-                report = galleries.enroll(gallery, person.name, list(images), consent=record)
-                enrolled.append({"name": person.name, "subject_id": report.subject_id,
-                                 "templates": report.templates})
-                skipped += [{"image": i, "reason": r} for i, r in report.skipped]
+                report = galleries.enroll(gallery, person.name, list(images), consent=record,
+                                          external_id=person.name)
             except Exception as e:  # one bad person must not stop the folder
+                _refused(galleries, "enrol", e, gallery=gallery, external_id=person.name)
                 skipped.append({"image": str(person), "reason": str(e)})
+                advance(1)
+                continue
+            _audit(galleries, "enrol", "ok", gallery=gallery, subject=report.subject_id,
+                   templates=report.templates, legal_basis=consent, external_id=person.name)
+            for old in before:  # after the new one exists: a crash leaves two, never none
+                galleries.delete_subject(old, gallery)
+                _audit(galleries, "subject.delete", "ok", gallery=gallery, subject=old,
+                       replaced_by=report.subject_id)
+            enrolled.append({"name": person.name, "subject_id": report.subject_id,
+                             "templates": report.templates})
+            skipped += [{"image": i, "reason": r} for i, r in report.skipped]
             advance(1)
-    result = {"enrolled": enrolled, "skipped": skipped}
+    result = {"enrolled": enrolled, "already_enrolled": kept, "skipped": skipped}
     if as_json:
         emit(result)
     else:
-        out.print(f"enrolled {len(enrolled)} of {len(people)} people")
+        out.print(f"enrolled {len(enrolled)} of {len(people)} people"
+                  + (f" ({len(kept)} already enrolled; --update re-enrols them)" if kept else ""))
         for s in skipped:
             out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
-    if len(enrolled) < len(people):
+    if len(enrolled) + len(kept) < len(people):
         raise typer.Exit(1)
+
+
+def _by_external_id(galleries: Galleries, gallery: str) -> dict[str, list[str]]:
+    """External id -> the ids of the gallery's subjects that carry it."""
+    found: dict[str, list[str]] = {}
+    for subject in galleries.subjects(gallery):
+        if subject.external_id:
+            found.setdefault(subject.external_id, []).append(subject.id)
+    return found
 
 
 def identify(gallery: str, image: Path,
@@ -174,7 +236,15 @@ def identify(gallery: str, image: Path,
     """Who is in IMAGE? Each face's best candidate above the open-set threshold with its
     confidence band and score, or unknown. Exit 1 if no face is identified."""
     with errors():
-        results = _galleries().identify(gallery, image, far=far, top_k=top_k)
+        galleries = _galleries()
+        try:
+            results = galleries.identify(gallery, image, far=far, top_k=top_k)
+        except Exception as e:
+            _refused(galleries, "identify", e, gallery=gallery)
+            raise
+        named = [r.candidates[0].subject_id for r in results if not r.unknown]
+        _audit(galleries, "identify", f"{len(named)}/{len(results)} known", gallery=gallery,
+               far=far, subjects=named)
     rows = [{"box": [round(float(v)) for v in r.face.box],
              "result": "unknown" if r.unknown else r.candidates[0].name,
              "candidates": [{"subject_id": c.subject_id, "name": c.name, "confidence": c.band,

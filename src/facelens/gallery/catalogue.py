@@ -3,6 +3,8 @@ for 1:1 checks and its PIN check."""
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
@@ -11,7 +13,7 @@ from facelens.gallery.errors import GalleryError, GalleryExists, GalleryNotFound
 from facelens.gallery.expiry import lapsed
 from facelens.gallery.pins import verify_pin
 from facelens.gallery.templates import centroid, subject_vectors
-from facelens.settings import EMBEDDER_DIMS, Settings
+from facelens.settings import EMBEDDER_DIMS, NAME_PATTERN, Settings
 from facelens.store.database import Store
 from facelens.store.tables import Gallery, Subject
 
@@ -25,6 +27,9 @@ class Catalogue:
 
     def create_gallery(self, name: str, purpose: str, *, embedder: str | None = None,
                        retention_days: int = 3 * 365) -> Gallery:
+        if not re.fullmatch(NAME_PATTERN, name):  # the CLI too: not only the REST model
+            raise GalleryError(f"gallery name {name!r}: ASCII letters, digits, _ . - only, "
+                               "not starting with a dot, at most 100 characters")
         embedder = embedder or self.settings.embedder
         if embedder not in EMBEDDER_DIMS:
             raise GalleryError(f"unknown embedder {embedder!r}")

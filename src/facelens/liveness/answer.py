@@ -1,5 +1,12 @@
-"""The frames a liveness answer is judged on: a short video (MP4, WebM, …) sampled down, or
-still frames sent one by one."""
+"""The frames a liveness answer is judged on: a short video (WebM VP8/VP9, MP4 H.264 or MPEG-4)
+sampled down, or still frames (JPEG, PNG, WebP) sent one by one.
+
+An answer costs a fixed memory budget whatever its shape: the container is named from its
+first bytes and only two demuxers (Matroska/WebM, MP4) with four decoders ever see it, from
+memory (no protocol, so nothing opens a file or a socket); every frame is shrunk to
+JUDGED_SIDE as it is decoded, one at a time; frames, frame size and the pixels decoded in all
+are capped.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import io
 import av
 import numpy as np
 
-from facelens.errors import BadImageError
+from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
 from facelens.video.source import evenly_spaced
 from facelens.vision.decode import load_image
 
@@ -16,36 +23,85 @@ MAX_FRAMES = 90
 """Frames judged per answer (a longer video is sampled down to this many)."""
 MAX_DECODED = 1800
 """Frames decoded at most (a minute at 30 fps): an answer is a few seconds long."""
+FRAME_PIXELS = 3840 * 2160
+"""Largest frame accepted (4K UHD): phone and webcam captures are smaller."""
+DECODED_PIXELS = 400_000_000
+"""Pixels decoded in all (13 s of 1080p at 30 fps): bounds the decoder's time, not memory."""
+JUDGED_SIDE = 640
+"""Every frame is shrunk to at most this side as it is decoded; the judge needs no more."""
+DEMUXERS = {b"\x1a\x45\xdf\xa3": "matroska", b"ftyp": "mp4"}
+"""Container magic -> the one demuxer allowed to parse it (WebM is Matroska)."""
+CODECS = frozenset({"h264", "vp8", "vp9", "mpeg4"})
+"""What browsers record (MediaRecorder) and phones export; HEVC and AV1 are not needed yet."""
+
+
+def container_of(data: bytes) -> str:
+    """The demuxer for `data`, named from its magic bytes (never FFmpeg's probe, which also
+    knows SDP, concat and playlists that open sockets and files)."""
+    if data[:4] in DEMUXERS:
+        return DEMUXERS[data[:4]]
+    if data[4:8] in DEMUXERS:  # ISO BMFF: a box size, then "ftyp"
+        return DEMUXERS[data[4:8]]
+    raise UnsupportedImageError("unsupported video container (accepted: WebM, MP4)")
 
 
 def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
-    """Decode a video into at most MAX_FRAMES evenly spaced frames. Memory stays bounded
-    however long the video: the kept frames are thinned by half (and the stride doubled)
-    whenever they reach twice the limit; decoding stops at MAX_DECODED."""
+    """Decode a video into at most MAX_FRAMES evenly spaced frames, each at most JUDGED_SIDE.
+    The kept frames are thinned by half (and the stride doubled) whenever they reach twice
+    the limit; decoding stops at MAX_DECODED frames or DECODED_PIXELS pixels."""
+    demuxer = container_of(data)
     kept: list[np.ndarray] = []
-    stride = 1
+    stride, decoded = 1, 0
     try:
-        with av.open(io.BytesIO(data)) as container:
+        # skip_frame: FFmpeg's stream probe decodes no frame (a 6000x6000 one costs 0.4 s);
+        # sizes come from the header and are checked before anything is decoded.
+        with av.open(io.BytesIO(data), format=demuxer,
+                     stream_options=[{"skip_frame": "all"}]) as container:
+            if not container.streams.video:
+                raise BadImageError("the video has no video stream")
             stream = container.streams.video[0]
-            if stream.codec_context.width * stream.codec_context.height > limit_pixels:
-                raise BadImageError("video frames are over the pixel limit")
+            codec = stream.codec_context
+            if codec.name not in CODECS:
+                raise UnsupportedImageError(f"unsupported video codec {codec.name} "
+                                            "(accepted: H.264, VP8, VP9, MPEG-4)")
+            _check_frame(codec.width, codec.height, limit_pixels)  # from the header: no decode
+            codec.thread_count = 1  # one frame in flight: the decoder's memory stays small
             for number, frame in enumerate(container.decode(stream)):
-                if number >= MAX_DECODED:
+                _check_frame(frame.width, frame.height, limit_pixels)
+                decoded += frame.width * frame.height
+                if number >= MAX_DECODED or decoded > DECODED_PIXELS:
                     break
                 if number % stride == 0:
-                    kept.append(frame.to_ndarray(format="rgb24"))
+                    kept.append(_judged(frame))
                 if len(kept) >= 2 * MAX_FRAMES:
                     kept, stride = kept[::2], stride * 2
-    except (av.FFmpegError, IndexError, ValueError) as e:
+    except (av.FFmpegError, IndexError, ValueError, MemoryError) as e:
         raise BadImageError(f"not a readable video: {type(e).__name__}") from e
+    if not kept:
+        raise BadImageError("the video has no frames")
     return evenly_spaced(kept, MAX_FRAMES)
+
+
+def _check_frame(width: int, height: int, limit_pixels: int) -> None:
+    # From the header, then per frame: a stream may change size mid-way.
+    if width * height > min(limit_pixels, FRAME_PIXELS):
+        raise ImageTooLargeError(f"video frames of {width}x{height} are over the "
+                                 f"{min(limit_pixels, FRAME_PIXELS) / 1e6:g} MP limit")
+
+
+def _judged(frame: av.VideoFrame) -> np.ndarray:
+    scale = min(1.0, JUDGED_SIDE / max(frame.width, frame.height))
+    width, height = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
 
 def answer_frames(video: bytes | None, images: list[bytes], *, limit_pixels: int,
                   formats: frozenset[str]) -> list[np.ndarray]:
     """The frames of an answer: `video` if given, else the first MAX_FRAMES of `images`
-    (each in one of `formats`; any unreadable one refuses the answer)."""
+    (each in one of `formats`, shrunk to JUDGED_SIDE as decoded; any unreadable one refuses
+    the answer)."""
     if video is not None:
         return video_frames(video, limit_pixels)
-    return [load_image(data, max_pixels=limit_pixels, formats=formats)
+    return [load_image(data, max_pixels=min(limit_pixels, FRAME_PIXELS), formats=formats,
+                       max_side=JUDGED_SIDE)
             for data in images[:MAX_FRAMES]]

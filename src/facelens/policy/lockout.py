@@ -11,9 +11,10 @@ Pair = tuple[str, str]
 
 
 class Lockout:
-    """`failures` failed checks within `window_s` lock a (caller, subject) pair for `lock_s`.
-    Held in memory, per process: a restart forgives, a guessing caller is still slowed to
-    `failures` tries per `lock_s`."""
+    """`failures` failed checks within a sliding `window_s` lock a (caller, subject) pair for
+    `lock_s`, whatever succeeded in between (a caller who also knows one matching photo cannot
+    reset the count). Held in memory, per process: a restart forgives, a guessing caller is
+    still slowed to `failures` tries per `lock_s`."""
 
     def __init__(self, failures: int, window_s: float, lock_s: float) -> None:
         self.failures, self.window_s, self.lock_s = failures, window_s, lock_s
@@ -39,7 +40,3 @@ class Lockout:
             if len(fails) >= self.failures:
                 self._locked[pair] = now + self.lock_s
                 fails.clear()
-
-    def succeeded(self, pair: Pair) -> None:
-        with self._lock:
-            self._fails.pop(pair, None)

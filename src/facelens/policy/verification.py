@@ -27,7 +27,8 @@ class Verification:
                         key_scopes: Collection[str], liveness_session: str | None,
                         far: float) -> Verdict:
         """Is the main face of `rgb` the enrolled subject? A failure counts towards the
-        caller's lockout of that subject, a match clears it."""
+        caller's lockout of that subject; a match clears nothing (failures are counted in
+        a sliding window, so matches interleaved with guesses do not reset the count)."""
         subject = self.galleries.subject(subject_id)
         spend_live_session(self.galleries.engine, self.sessions, caller, liveness_session, rgb,
                            required=liveness_required(key_scopes, subject.gallery.purpose))
@@ -35,8 +36,8 @@ class Verification:
         # The image's largest face is the claimant: never a matching face behind them.
         verdict = self.galleries.engine.verify(rgb, reference, far=far,
                                                embedder=reference.embedder)
-        pair = (caller, subject_id)
-        (self.lockout.succeeded if verdict.match else self.lockout.failed)(pair)
+        if not verdict.match:
+            self.lockout.failed((caller, subject_id))
         return verdict
 
     def band(self, verdict: Verdict) -> str:

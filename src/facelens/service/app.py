@@ -11,8 +11,10 @@ import logging
 from collections.abc import AsyncIterator
 from importlib import resources
 
+import swagger_ui_bundle
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
@@ -26,10 +28,11 @@ from facelens.service import (
 from facelens.service.http import (
     Admission,
     BodyLimit,
+    SecurityHeaders,
     install_error_handlers,
     install_metrics,
 )
-from facelens.service.limits import InferencePool
+from facelens.service.limits import InferencePool, ProbeLimiter, RateLimiter
 from facelens.service.state import ServiceState
 from facelens.settings import Settings, get_settings
 
@@ -73,13 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purge.cancel()
             state.close()
 
+    # /docs from the pinned swagger-ui-bundle wheel, never a CDN; no /redoc (no offline copy).
     app = FastAPI(title="facelens", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Open, self-hosted face recognition. Every route but /healthz "
                               "needs an API key (Authorization: Bearer fl_…).")
+    app.state.pixel_budget = RateLimiter(settings.pixels_per_minute_mp, settings.pixel_burst_mp)
+    app.state.probe_limiter = ProbeLimiter(settings.probe_repeats, settings.probe_window_s)
     install_error_handlers(app)
     install_metrics(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
     app.add_middleware(Admission, pool=lambda: _pool(app))
+    app.add_middleware(SecurityHeaders)
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
     app.include_router(routes_admin.router)
@@ -100,4 +108,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
     app.mount("/console/static", StaticFiles(directory=str(STATIC)), name="console-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="facelens API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="docs-static")
     return app

@@ -3,7 +3,9 @@
 - `InferencePool`: inference runs on a fixed number of threads; at most `queue` requests wait.
   Beyond that the request is refused at once (429), so the event loop, and `/healthz`, never
   wait behind a pile-up and the service recovers as soon as the pile drains.
-- `RateLimiter`: a token bucket per API key.
+- `RateLimiter`: a token bucket per API key; with `cost`, the bucket counts pixels (decoded
+  megapixels per key), so a few tiny files that decode to 40 MP each cannot starve the pool.
+- `ProbeLimiter`: near-duplicate probes per key (hill-climbing a score by small edits).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+import cv2
+import numpy as np
 
 T = TypeVar("T")
 
@@ -59,20 +65,65 @@ def lower_thread_priority() -> None:
 class RateLimiter:
     """`per_minute` requests per key on average, bursts up to `burst`."""
 
-    def __init__(self, per_minute: float, burst: int) -> None:
+    def __init__(self, per_minute: float, burst: float) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> float:
-        """0 if allowed now, else the seconds to wait."""
+    def allow(self, key: str, cost: float = 1.0) -> float:
+        """0 if `cost` tokens are taken now, else the seconds to wait. A cost over the burst
+        is charged as the whole burst (the caller refuses such requests by other limits)."""
+        cost = min(cost, self.burst)
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
+            if tokens >= cost:
+                self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate if self.rate else 60.0
+            return (cost - tokens) / self.rate if self.rate else 60.0
+
+
+class ProbeLimiter:
+    """At most `most` probes per key within `window_s` whose 64-bit difference hashes lie
+    within `bits` of each other: one photo nudged pixel by pixel to climb a score, not a
+    stream of different faces."""
+
+    def __init__(self, most: int, window_s: float, bits: int = 6) -> None:
+        self.most, self.window_s, self.bits = most, window_s, bits
+        self._seen: dict[str, deque[tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, rgb: np.ndarray) -> bool:
+        mark, now = difference_hash(rgb), time.monotonic()
+        with self._lock:
+            seen = self._seen.setdefault(key, deque())
+            while seen and seen[0][0] < now - self.window_s:
+                seen.popleft()
+            alike = sum((mark ^ other).bit_count() <= self.bits for _, other in seen)
+            if alike >= self.most:
+                return False
+            seen.append((now, mark))
+            if len(seen) > 4 * self.most:  # memory per key stays bounded
+                seen.popleft()
+            return True
+
+
+def difference_hash(rgb: np.ndarray) -> int:
+    """64 bits: is each cell of a 9x8 grey thumbnail brighter than its right neighbour. Small
+    edits of a photo keep it; another photo changes about half of it."""
+    step = max(1, max(rgb.shape[:2]) // 256)  # a sparse sample: the thumbnail needs no more
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb[::step, ::step]), cv2.COLOR_RGB2GRAY)
+    cells = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return int(np.packbits(cells[:, 1:] > cells[:, :-1]).view(">u8")[0])
+
+
+SCORE_STEP = 0.01
+"""Scores are shown in steps of 0.01: a single-pixel edit moves a score by ~1e-4, so a caller
+nudging a photo sees nothing move until an edit matters (with the probe limit above)."""
+
+
+def quantised(score: float) -> float:
+    return round(round(score / SCORE_STEP) * SCORE_STEP, 2)

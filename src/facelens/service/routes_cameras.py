@@ -14,13 +14,14 @@ from facelens.errors import NotFoundError
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
 from facelens.settings import CameraConfig
+from facelens.video.source import redacted
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
 BOUNDARY = "facelensframe"
 
 
 class CameraChange(BaseModel):
-    source: str | None = None
+    source: str | None = Field(None, min_length=1, max_length=2000)
     galleries: list[str] | None = None
     enabled: bool | None = None
     fps: float | None = Field(None, gt=0, le=60)
@@ -50,6 +51,8 @@ def change_camera(request: Request, name: str, body: CameraChange,
     state = service(request)
     changes = body.model_dump(exclude_none=True)
     state.cameras.update(name, changes)
+    if "source" in changes:  # the audit chain keeps no stream passwords
+        changes["source"] = redacted(changes["source"])
     state.audit.record(principal.label, "camera.change", "ok", camera=name, **changes)
     return state.cameras.describe(name)[0]
 

@@ -13,6 +13,7 @@ from facelens.face import Comparison, Face, Verdict
 from facelens.policy.verification import Verification
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
+from facelens.service.limits import quantised
 from facelens.service.security import requires, service
 from facelens.service.uploads import Far, read_upload
 
@@ -77,6 +78,8 @@ def verdict_payload(verdict: Verdict, band: str, principal: Principal) -> dict[s
     out = verdict.to_dict()
     if not principal.allows("scores"):
         del out["score"], out["threshold"]
+    else:
+        out["score"] = quantised(out["score"])
     out["confidence"] = band
     return out
 

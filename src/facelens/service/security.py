@@ -3,6 +3,7 @@ and rate on every route but /healthz."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Depends, Request, Security
@@ -10,10 +11,13 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
+from facelens.service.limits import ProbeLimiter, RateLimiter
 from facelens.service.state import ServiceState
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer fl_…")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
+CALLER: ContextVar[tuple[Request, Principal]] = ContextVar("facelens_caller")
+"""The request being served and its key: what an upload's pixels are charged to."""
 
 
 def service(request: Request) -> ServiceState:
@@ -45,6 +49,17 @@ def requires(*scopes: str) -> Any:
             raise ApiError(429, "rate_limited", "too many requests for this key",
                            {"Retry-After": str(max(1, round(wait)))})
         request.state.principal = found
+        CALLER.set((request, found))  # the route runs in this task: uploads see it
         return found
 
     return Depends(principal)
+
+
+def pixel_budget(request: Request) -> RateLimiter:
+    """Decoded megapixels per key (create_app makes it)."""
+    return request.app.state.pixel_budget  # type: ignore[no-any-return]
+
+
+def probe_limiter(request: Request) -> ProbeLimiter:
+    """Near-duplicate identify probes per key (create_app makes it)."""
+    return request.app.state.probe_limiter  # type: ignore[no-any-return]

@@ -1,4 +1,5 @@
-"""What every route that takes a photo shares: accepted upload types, the `far` form field."""
+"""What every route that takes a photo shares: accepted upload types, the pixel charge per key,
+the `far` form field."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Annotated
 from fastapi import Form, UploadFile
 
 from facelens.service.http import ApiError
+from facelens.service.security import CALLER, pixel_budget
+from facelens.vision.decode import image_size
 
 ACCEPTED_TYPES = {"image/jpeg", "image/png", "image/webp", "application/octet-stream"}
 Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to decide at.")]
@@ -15,8 +18,24 @@ Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to 
 async def read_upload(upload: UploadFile) -> bytes:
     """The bytes of an uploaded image whose declared type (if any) is one we accept; what
     the bytes really are is checked again when they are decoded."""
-    declared = (upload.content_type or "application/octet-stream").split(";")[0].strip()
+    # Media types are case-insensitive (RFC 9110): IMAGE/JPEG is image/jpeg.
+    declared = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
     if declared not in ACCEPTED_TYPES:
         raise ApiError(415, "unsupported_media_type",
                        f"{upload.filename or 'upload'}: {declared} is not JPEG, PNG or WebP")
-    return await upload.read()
+    data = await upload.read()
+    _charge_pixels(data)
+    return data
+
+
+def _charge_pixels(data: bytes) -> None:
+    """Charge the caller's key the megapixels the header announces, before any is decoded."""
+    size = image_size(data)
+    caller = CALLER.get(None)
+    if size is None or caller is None:
+        return  # unreadable: the decoder refuses it for nothing
+    request, principal = caller
+    wait = pixel_budget(request).allow(principal.id, size[0] * size[1] / 1e6)
+    if wait:
+        raise ApiError(429, "pixel_budget", "this key decoded too many megapixels; "
+                       f"retry in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))})

@@ -3,9 +3,10 @@
 Each row's hash is sha256(previous hash ‖ canonical JSON of the row, its id included), so an
 edited, deleted or re-ordered row breaks the chain at that row. Deleting the newest rows
 leaves a valid but shorter chain; the head (count and last hash) is therefore also kept in a
-file beside the database (`audit.head`), and `verify` compares the two. Both live with the
-operator: the chain proves tampering to someone who kept a copy of a head, it does not stop a
-root user who rewrites the whole chain and the head file together.
+file beside the database (`audit.head`, replaced atomically), and `verify` compares the two;
+a head behind an intact chain (a crash after a commit, before the head write) catches up. Both
+live with the operator: the chain proves tampering to someone who kept a copy of a head, it does
+not stop a root user who rewrites the whole chain and the head file together.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from facelens.store.database import Store
 from facelens.store.tables import AuditEntry
 
 GENESIS = "0" * 64
@@ -49,6 +51,11 @@ class AuditLog:
         self.sessions = sessions
         self.head_file = head_file
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, store: Store) -> AuditLog:
+        """The audit log of `store`: its rows in the database, its head beside it."""
+        return cls(store.sessions, store.audit_head)
 
     def record(self, actor: str, action: str, outcome: str, *, gallery: str | None = None,
                subject: str | None = None, **detail: Any) -> None:
@@ -83,7 +90,11 @@ class AuditLog:
                 if current.get("entries", 0) >= head["entries"]:
                     return
             tmp = self.head_file.with_name(self.head_file.name + ".tmp")
-            tmp.write_text(json.dumps(head))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(head))
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not land before the bytes
             os.replace(tmp, self.head_file)
 
     def entries(self, limit: int = 100) -> list[AuditEntry]:
@@ -92,7 +103,12 @@ class AuditLog:
                                   .limit(limit)))
 
     def verify(self) -> ChainCheck:
-        prev, count, last_id = GENESIS, 0, None
+        """Check the chain and compare it with the head file. A head that names an earlier
+        row of an intact chain is what a crash between a commit and the head write leaves
+        (rows were added, none removed or changed): the head catches up and the log is
+        intact."""
+        head = json.loads(self.head_file.read_text()) if self.head_file.exists() else None
+        prev, count, last_id, at_head = GENESIS, 0, None, None
         with self.sessions() as s:
             for entry in s.scalars(sa.select(AuditEntry).order_by(AuditEntry.id)
                                    .execution_options(yield_per=1000)):
@@ -102,12 +118,17 @@ class AuditLog:
                 if _row_hash(prev, entry) != entry.hash:
                     return ChainCheck(False, count, entry.id, "the row was edited")
                 prev, count, last_id = entry.hash, count + 1, entry.id
-        if self.head_file.exists():
-            head = json.loads(self.head_file.read_text())
-            if head["entries"] != count or head["hash"] != prev:
-                return ChainCheck(False, count, -1 if head["entries"] > count else last_id,
-                                  f"the head file records {head['entries']} entries ending "
-                                  f"in {head['hash'][:12]}…, the table has {count}")
-        elif count:
-            return ChainCheck(False, count, -1, f"{self.head_file} is missing")
-        return ChainCheck(True, count, None, "intact")
+                if head and count == head["entries"]:
+                    at_head = entry.hash
+        if head is None:
+            return (ChainCheck(True, 0, None, "intact") if not count else
+                    ChainCheck(False, count, -1, f"{self.head_file} is missing"))
+        if head["entries"] == count and head["hash"] == prev:
+            return ChainCheck(True, count, None, "intact")
+        if head["entries"] < count and head["hash"] == at_head:
+            self._write_head({"entries": count, "hash": prev})
+            return ChainCheck(True, count, None, f"intact (the head file caught up from "
+                                                 f"{head['entries']} to {count} entries)")
+        return ChainCheck(False, count, -1 if head["entries"] > count else last_id,
+                          f"the head file records {head['entries']} entries ending "
+                          f"in {head['hash'][:12]}…, the table has {count}")

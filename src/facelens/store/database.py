@@ -22,6 +22,23 @@ from facelens.store.crypto import (
 from facelens.store.db import checkpoint, database_url, open_engine, session_factory
 from facelens.store.tables import Subject
 
+DATABASE_FILES = ("facelens.db", "facelens.db-wal", "facelens.db-shm")
+
+
+def private_files(data_dir: Path) -> None:
+    """Only the owner reads the data: a new data directory is 0700, the SQLite files 0600
+    (created empty before SQLite opens them, which gives its WAL and shared-memory files the
+    database's mode) like master.key; files an older version left 0644 are narrowed."""
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+    database = data_dir / DATABASE_FILES[0]
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in DATABASE_FILES:
+        path = data_dir / name
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
 
 class Store:
     """The database and master key of one facelens data directory (or database URL).
@@ -31,9 +48,13 @@ class Store:
 
     def __init__(self, settings: Settings) -> None:
         data_dir = settings.data_dir
+        if not settings.database_url:
+            private_files(data_dir)
         self.database = open_engine(database_url(data_dir, settings.database_url))
         self.sessions = session_factory(self.database)
         self.key_file = data_dir / "master.key"
+        self.audit_head = data_dir / "audit.head"
+        """The audit chain's head (store/audit.py), beside the database."""
         with self.sessions() as s:
             used = set(s.scalars(sa.select(Subject.key_id).distinct()))
         # A new key only for an empty store: a lost key file must not silently fork the data.

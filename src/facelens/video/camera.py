@@ -14,7 +14,7 @@ from facelens.events.sinks import Fanout, MqttSink, Sink, WebhookSink
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
-from facelens.video.source import SourceError, VideoSource
+from facelens.video.source import SourceError, VideoSource, redacted
 from facelens.video.watch import Alert, Watcher
 from facelens.vision.draw import draw_labels
 
@@ -98,5 +98,9 @@ class CameraRunner:
             self.preview = jpeg.tobytes()  # one reference swap: readers never see half
 
     def describe(self) -> dict[str, Any]:
-        return {**self.config.model_dump(), "status": self.status, "alerts": self.alerts,
+        source = self.source  # a live stream that dropped and has not come back yet:
+        down = (self.status == "running" and source is not None and source.live
+                and not source.connected and source.reconnects > 0)
+        return {**self.config.model_dump(), "source": redacted(self.config.source),
+                "status": "reconnecting" if down else self.status, "alerts": self.alerts,
                 "reconnects": self.source.reconnects if self.source else 0}

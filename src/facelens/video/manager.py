@@ -16,6 +16,7 @@ from facelens.settings import CameraConfig, Settings
 from facelens.store.database import Store
 from facelens.store.tables import Camera
 from facelens.video.camera import CameraRunner, sinks_from
+from facelens.video.source import check_source, redacted
 
 FIELDS = tuple(CameraConfig.model_fields)
 
@@ -60,6 +61,7 @@ class CameraManager:
                 runner.start()
 
     def add(self, config: CameraConfig) -> None:
+        check_source(config.source, self.settings.media_dir)
         for gallery in config.galleries:
             self.galleries.gallery(gallery)
         with self.sessions.begin() as s:
@@ -74,6 +76,8 @@ class CameraManager:
             if row is None:
                 raise NotFoundError(f"no camera {name!r}")
             config = CameraConfig(**{**_config(row).model_dump(), **changes})
+            if "source" in changes:
+                check_source(config.source, self.settings.media_dir)
             for gallery in config.galleries:
                 self.galleries.gallery(gallery)
             for field in FIELDS:
@@ -94,8 +98,9 @@ class CameraManager:
                 continue
             runner = self.runners.get(config.name)
             out.append(runner.describe() if runner else
-                       {**config.model_dump(), "status": "disabled" if not config.enabled
-                        else "stopped", "alerts": 0, "reconnects": 0})
+                       {**config.model_dump(), "source": redacted(config.source),
+                        "status": "disabled" if not config.enabled else "stopped",
+                        "alerts": 0, "reconnects": 0})
         if name and not out:
             raise NotFoundError(f"no camera {name!r}")
         return out

@@ -7,12 +7,16 @@ time for files and by wall clock for live sources.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -22,8 +26,14 @@ from facelens.errors import FacelensError
 T = TypeVar("T")
 
 log = logging.getLogger("facelens.video")
-LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
-                "srt://")
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+"""The network sources a camera may name: RTSP(S), and HTTP(S) for MJPEG and HLS."""
+WEBCAM = re.compile(r"^/dev/video\d{1,3}$")
+PROTOCOLS = {"rtsp": "rtsp,rtp,udp,tcp", "rtsps": "rtsps,rtsp,rtp,udp,tcp,tls",
+             "http": "http,tcp", "https": "https,http,tcp,tls,crypto", "file": "file"}
+"""FFmpeg's protocol_whitelist per source kind: an HLS playlist or an RTSP server cannot
+send the reader on to files, pipes or other protocols."""
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
 
 
 class SourceError(FacelensError):
@@ -47,7 +57,43 @@ def evenly_spaced(items: list[T], most: int) -> list[T]:
 
 
 def is_live(uri: str) -> bool:
-    return uri.startswith(LIVE_SCHEMES) or uri.startswith("/dev/video")
+    return uri.startswith(LIVE_SCHEMES) or bool(WEBCAM.match(uri))
+
+
+def redacted(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by ***."""
+    return _CREDENTIALS.sub("***@", text)
+
+
+def check_source(uri: str, media_dir: Path | None) -> None:
+    """Refuse a camera source that is not an RTSP(S) or HTTP(S) stream to a non-local host, a
+    webcam (/dev/videoN) or a file inside `media_dir`. A refused file gets the same answer
+    whether or not it exists (no probe of the server's disk)."""
+    if uri.startswith(LIVE_SCHEMES):
+        host = urlsplit(uri).hostname or ""
+        if _local(host):
+            raise SourceError(f"{redacted(uri)}: streams from this machine's own or link-local "
+                              "addresses are refused")
+        return
+    if WEBCAM.match(uri):
+        return
+    refused = SourceError("a camera source is rtsp://, rtsps://, http(s)://, /dev/videoN or a "
+                          "video file inside the media folder (setting media_dir)")
+    if re.match(r"^[A-Za-z][\w+.-]*:", uri) or media_dir is None or "\0" in uri:
+        raise refused  # another protocol (concat:, subfile:, data:, tcp:, ...) or no folder
+    folder = media_dir.resolve()
+    if not (folder / uri).resolve().is_relative_to(folder):
+        raise refused
+
+
+def _local(host: str) -> bool:
+    if host.lower() in ("localhost", "") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: resolved by FFmpeg, which the whitelist keeps to its protocol
+    return address.is_loopback or address.is_link_local or address.is_unspecified
 
 
 class VideoSource:
@@ -58,13 +104,20 @@ class VideoSource:
         self.max_backoff_s, self.timeout_s = max_backoff_s, timeout_s
         self.stop = stop or threading.Event()
         self.live = is_live(uri)
+        self.shown = redacted(uri)
+        """The source as messages and logs show it (no credentials)."""
         self.reconnects = 0
+        self.connected = False
+        """Whether frames are arriving now (False while a live source reconnects)."""
 
     def _open(self) -> av.container.InputContainer:
-        options = {"rtsp_transport": "tcp"} if self.uri.startswith("rtsp") else {}
-        fmt = "v4l2" if self.uri.startswith("/dev/video") else None
-        return av.open(self.uri, format=fmt, options=options,
-                       timeout=(self.timeout_s, self.timeout_s))
+        if WEBCAM.match(self.uri):
+            return av.open(self.uri, format="v4l2", timeout=(self.timeout_s, self.timeout_s))
+        scheme = self.uri.split("://", 1)[0] if "://" in self.uri else "file"
+        options = {"protocol_whitelist": PROTOCOLS.get(scheme, "file")}
+        if scheme.startswith("rtsp"):
+            options["rtsp_transport"] = "tcp"
+        return av.open(self.uri, options=options, timeout=(self.timeout_s, self.timeout_s))
 
     def frames(self) -> Iterator[Frame]:
         delivered, next_time, failures, backoff = 0, 0.0, 0, 0.5
@@ -76,6 +129,7 @@ class VideoSource:
                         if self.stop.is_set():
                             return
                         failures, backoff = 0, 0.5  # it works again
+                        self.connected = True
                         at = (time.monotonic() - started if self.live or frame.time is None
                               else float(frame.time))
                         if self.fps and at + 1e-6 < next_time:
@@ -87,15 +141,17 @@ class VideoSource:
                     return
                 reason = "the stream ended"
             except (av.FFmpegError, OSError, EOFError) as e:
+                why = redacted(str(e))  # FFmpeg's messages quote the URL
                 if not self.live:
-                    raise SourceError(f"{self.uri}: {e}") from e
-                reason = f"{type(e).__name__}: {e}"
+                    raise SourceError(f"{self.shown}: {why}") from e
+                reason = f"{type(e).__name__}: {why}"
+            self.connected = False
             failures += 1
             if self.max_retries is not None and failures > self.max_retries:
-                raise SourceError(f"{self.uri}: gave up after {failures - 1} reconnects "
+                raise SourceError(f"{self.shown}: gave up after {failures - 1} reconnects "
                                   f"({reason})")
             log.warning("camera source %s dropped (%s); reconnecting in %.1f s",
-                        self.uri, reason, backoff)
+                        self.shown, reason, backoff)
             self.reconnects += 1
             if self.stop.wait(backoff):
                 return

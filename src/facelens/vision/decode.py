@@ -19,11 +19,15 @@ ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+MAX_SIDE = 16_384
+"""Longest side accepted: OpenCV's warps stop at 32,767 px and no camera makes wider frames."""
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO"})
 
 # What PIL raises on malformed data (its plugins are not consistent about it).
+# AssertionError: some plugins assert on their input (a palette PNG without PLTE).
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,
-               TypeError, ZeroDivisionError, Image.DecompressionBombError)  # fmt: skip
+               TypeError, ZeroDivisionError, AssertionError,
+               Image.DecompressionBombError)  # fmt: skip
 
 
 def load_image(
@@ -32,8 +36,11 @@ def load_image(
     max_bytes: int = MAX_FILE_BYTES,
     max_pixels: int = MAX_PIXELS,
     formats: frozenset[str] = ALLOWED_FORMATS,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """Return a C-contiguous uint8 (H, W, 3) RGB copy of `source`; raise BadImageError if bad."""
+    """Return a C-contiguous uint8 (H, W, 3) RGB copy of `source`; raise BadImageError if bad.
+    With `max_side`, an encoded image is shrunk while it is decoded (JPEG at reduced DCT scale,
+    others in their own mode before the RGB conversion) so that no side exceeds it."""
     if isinstance(source, np.ndarray):
         return _from_array(source, max_pixels)
     if isinstance(source, Image.Image):
@@ -46,7 +53,19 @@ def load_image(
         data = _read_file(source, max_bytes)
     else:
         raise BadImageError(f"cannot read an image from a {type(source).__name__}")
-    return _decode(data, max_pixels, formats)
+    return _decode(data, max_pixels, formats, max_side)
+
+
+def image_size(data: bytes, formats: frozenset[str] = ALLOWED_FORMATS) -> tuple[int, int] | None:
+    """(width, height) from the header of encoded `data`, or None when no allowed format
+    reads it (load_image then says why). Decodes no pixel."""
+    Image.init()
+    try:
+        with Image.open(io.BytesIO(data), formats=sorted(f for f in formats if f in Image.OPEN)
+                        ) as img:
+            return img.size
+    except (Image.UnidentifiedImageError, *_PIL_ERRORS):
+        return None
 
 
 def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
@@ -74,7 +93,8 @@ def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     return data
 
 
-def _decode(data: bytes, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
+def _decode(data: bytes, max_pixels: int, formats: frozenset[str],
+            max_side: int | None) -> np.ndarray:
     Image.init()
     # Only the allowed plugins get to parse the bytes: less attack surface than trying all 40.
     known = sorted(f for f in formats if f in Image.OPEN)
@@ -100,22 +120,34 @@ def _decode(data: bytes, max_pixels: int, formats: frozenset[str]) -> np.ndarray
         if img.format not in formats:
             raise _unsupported(str(img.format), formats)
         _check_pixels(img.size, max_pixels)
-        return _from_pil(img)
+        return _from_pil(img, max_side)
 
 
-def _from_pil(img: Image.Image) -> np.ndarray:
+def _from_pil(img: Image.Image, max_side: int | None = None) -> np.ndarray:
     try:
+        if max_side and max(img.size) > max_side and img.format == "JPEG":
+            img.draft(img.mode, (max_side, max_side))  # decodes at 1/2, 1/4 or 1/8 scale
         img.load()  # truncated files raise here, as long as LOAD_TRUNCATED_IMAGES stays False
         # exif_transpose returns a new image (the caller's is never modified); skipped when
         # there is nothing to turn, as it copies every pixel even then.
         turned = img.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
         upright = ImageOps.exif_transpose(img) if turned else img
+        if max_side and max(upright.size) > max_side:
+            upright = _shrunk(upright, max_side)
     except _PIL_ERRORS as e:
         raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
     try:
         return _pil_to_rgb(upright)
     except _PIL_ERRORS as e:
         raise BadImageError(f"cannot convert {img.mode} image to RGB: {_why(e)}") from e
+
+
+def _shrunk(img: Image.Image, max_side: int) -> Image.Image:
+    # In the image's own mode, before the RGB conversion: 1 byte a pixel for 1, L and P.
+    factor = -(-max(img.size) // max_side)
+    size = (max(1, img.width // factor), max(1, img.height // factor))
+    nearest = img.mode in ("1", "P")  # palette indices cannot be averaged
+    return img.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BOX)
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
@@ -173,8 +205,14 @@ def _over_white(rgba: np.ndarray) -> np.ndarray:
 
 def _sniff(data: bytes) -> str | None:
     """Name a format from its magic number alone (no plugin parses the data): for messages only."""
-    accepts = ((fmt, Image.OPEN[fmt][1]) for fmt in Image.ID)
-    return next((fmt for fmt, accept in accepts if accept and accept(data[:16])), None)
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept and accept(data[:16]):
+                return fmt
+        except _PIL_ERRORS:  # some accept() functions unpack a fixed-size header
+            continue
+    return None
 
 
 def _check_bytes(n: int, max_bytes: int) -> None:
@@ -194,6 +232,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         raise ImageTooLargeError(
             f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit"
         )
+    if max(w, h) > MAX_SIDE:
+        raise ImageTooLargeError(f"image is {w}x{h}, over the {MAX_SIDE:,} px side limit")
 
 
 def _unsupported(fmt: str, formats: frozenset[str]) -> BadImageError:
