@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -181,19 +182,64 @@ def test_forbidden_then_revoked_key(page: Page, server: Server) -> None:
     made = server.new_key("console-enrol-only", "enrol")
     sign_in(page, server, key=made["key"])
     expect(page.get_by_test_id("whoami")).to_have_text("console-enrol-only · enrol")
-    page.fill("#gallery-name", "not-allowed")
-    page.fill("#gallery-purpose", "staff-door")
-    page.click("#create-gallery")
-    expect(page.get_by_test_id("alert")).to_have_text("this key lacks the admin scope")
-    expect(page.get_by_test_id("gallery-not-allowed")).to_have_count(0)
+    # The console offers only what the key may do: no gallery creation without admin.
+    expect(page.locator("#create-gallery-form")).to_be_hidden()
+    expect(page.locator("#nav-try")).to_be_hidden()
+    # ...and the API still refuses if asked directly.
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        api_call(server.base, "/v1/galleries", made["key"],
+                 {"name": "not-allowed", "purpose": "staff-door"})
 
     # Revoked while signed in: the next call answers 401 and the console signs out.
     api_call(server.base, f"/v1/keys/{made['id']}", server.key, method="DELETE")
-    page.click("#nav-try")
+    page.evaluate("location.hash = '#/galleries/door'")
     expect(page.locator("#page-signin")).to_be_visible()
     expect(page.get_by_test_id("alert")).to_have_text("unknown or revoked API key")
     expect(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_the_console_shows_only_what_the_key_may_do(page: Page, server: Server,
+                                                   fixtures_dir: Path, shots: Path) -> None:
+    api_call(server.base, "/v1/galleries", server.key, {"name": "scoped", "purpose": "door"})
+    made = server.new_key("console-identify-only", "identify")
+    sign_in(page, server, key=made["key"])
+    expect(page.get_by_test_id("whoami")).to_have_text("console-identify-only · identify")
+    for visible in ("#nav-galleries", "#nav-try", "#nav-docs"):
+        expect(page.locator(visible)).to_be_visible()
+    for hidden in ("#nav-liveness", "#nav-cameras", "#nav-alerts", "#create-gallery-form"):
+        expect(page.locator(hidden)).to_be_hidden()
+    page.get_by_test_id("gallery-scoped").get_by_role("link").click()
+    expect(page.get_by_test_id("gallery-title")).to_have_text("Gallery scoped")
+    expect(page.locator("#subjects-table tbody tr").first).to_be_visible()
+    expect(page.locator("#enrol-form")).to_be_hidden()
+    expect(page.locator("#subjects-table button.danger")).to_have_count(0)
+
+    # Try it: no age/sex box and no compare for this key; identifying works without an error.
+    page.click("#nav-try")
+    expect(page.locator("#try-attributes")).to_be_hidden()
+    expect(page.locator("#try-image-b")).to_be_hidden()
+    page.locator("#try-gallery").select_option("scoped")
+    page.set_input_files("#try-image", fixtures_dir / "obama2.jpg")
+    page.click("#try-submit")
+    expect(page.get_by_test_id("try-result")).to_be_visible()
+    expect(page.get_by_test_id("alert")).to_be_hidden()
+    page.screenshot(path=shots / "scoped-key-try.png", full_page=True)
+
+
+def test_friendly_gallery_name_message_and_no_stale_error(page: Page, server: Server) -> None:
+    sign_in(page, server)
+    page.fill("#gallery-name", "Staff/Door")
+    page.fill("#gallery-purpose", "staff-door")
+    page.click("#create-gallery")
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_contain_text("“Staff/Door” cannot be a gallery name")
+    expect(alert).to_contain_text("“Staff_Door”")
+    page.fill("#gallery-name", "Staff_Door")
+    page.fill("#gallery-purpose", "staff-door")
+    page.click("#create-gallery")
+    expect(page.get_by_test_id("notice")).to_have_text("Gallery Staff_Door created.")
+    expect(alert).to_be_hidden()  # the earlier error no longer stands
 
 
 def test_alerts_confirm_dismiss_and_filter(page: Page, server: Server, fixtures_dir: Path,

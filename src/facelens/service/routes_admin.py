@@ -18,9 +18,11 @@ from facelens.store.tables import Event, EventStatus, aware
 router = APIRouter(tags=["admin"])
 
 
-@router.get("/v1/me", summary="The calling key: id, name, scopes")
-def me(principal: Principal = requires()) -> dict[str, Any]:
-    return {"id": principal.id, "name": principal.name, "scopes": sorted(principal.scopes)}
+@router.get("/v1/me", summary="The calling key: id, name, scopes; whether the server "
+                               "estimates age and sex")
+def me(request: Request, principal: Principal = requires()) -> dict[str, Any]:
+    return {"id": principal.id, "name": principal.name, "scopes": sorted(principal.scopes),
+            "attributes": service(request).settings.attributes}
 
 
 class NewKey(BaseModel):

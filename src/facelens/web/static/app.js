@@ -4,6 +4,7 @@ import { setupAlerts, showAlerts } from "./alerts.js";
 import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
 import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
+import { setGrant } from "./scopes.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, showError } from "./ui.js";
 
@@ -23,6 +24,7 @@ function renderHeader() {
   $("#nav").hidden = !signedIn;
   $("#session").hidden = !signedIn;
   $("#whoami").textContent = signedIn ? `${me.name} · ${me.scopes.join(", ")}` : "";
+  setGrant(me);
 }
 
 function signOut(message) {

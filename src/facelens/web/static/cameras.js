@@ -1,6 +1,7 @@
 // Cameras page: the cameras and their status (refreshed every 2 s while shown), add one,
 // enable/disable, assign galleries, remove, and a live preview polled as JPEG with the key.
 import { api, enc, raw } from "./api.js";
+import { can } from "./scopes.js";
 import { $, busy, el, emptyRow, showError, showNotice } from "./ui.js";
 
 const REFRESH_MS = 2000;
@@ -33,13 +34,13 @@ function makeEntry(camera) {
     reconnects: td(`camera-reconnects-${name}`, "num"),
   };
   entry.toggle = el("button", {
-    type: "button", dataset: { testid: `camera-toggle-${name}` },
+    type: "button", dataset: { testid: `camera-toggle-${name}` }, hidden: !can("admin"),
     onclick: (e) => toggle(entry, e.currentTarget),
   });
   const actions = el("td", { class: "actions" },
     entry.toggle, " ",
     el("button", {
-      type: "button", dataset: { testid: `camera-assign-${name}` },
+      type: "button", dataset: { testid: `camera-assign-${name}` }, hidden: !can("admin"),
       "aria-label": `Assign galleries to ${name}`, onclick: () => openEditor(entry),
     }, "Galleries…"), " ",
     el("button", {
@@ -47,7 +48,7 @@ function makeEntry(camera) {
       "aria-label": `Preview ${name}`, onclick: () => openPreview(name),
     }, "Preview"), " ",
     el("button", {
-      type: "button", class: "danger", dataset: { testid: `camera-remove-${name}` },
+      type: "button", class: "danger", dataset: { testid: `camera-remove-${name}` }, hidden: !can("admin"),
       "aria-label": `Remove ${name}`, onclick: (e) => remove(entry, e.currentTarget),
     }, "Remove"));
   entry.row = el("tr", { dataset: { testid: `camera-${name}`, name } },

@@ -1,5 +1,6 @@
 // Galleries page (list, create) and one gallery's page (subjects, delete, enrol).
 import { api, enc } from "./api.js";
+import { can } from "./scopes.js";
 import { $, busy, el, emptyRow, fmtDate, fmtDay, showError, showNotice } from "./ui.js";
 import { capturedImages, clearCaptures, setupWebcam, stopWebcam } from "./webcam.js";
 
@@ -36,7 +37,12 @@ async function createGallery(event) {
     purpose: $("#gallery-purpose").value.trim(),
   };
   await busy($("#create-gallery"), async () => {
-    const gallery = await api("/v1/galleries", { method: "POST", json: body });
+    const gallery = await api("/v1/galleries", { method: "POST", json: body }).catch((e) => {
+      if (e.code !== "validation_error" || !/\bname\b/.test(e.message)) throw e;
+      const suggestion = body.name.replace(/[^\w.-]+/g, "_");
+      throw new Error(`“${body.name}” cannot be a gallery name: use letters, digits, “_”, “.” ` +
+        `and “-”, without spaces (for example “${suggestion}”).`);
+    });
     form.reset();
     await showGalleries();
     showNotice(`Gallery ${gallery.name} created.`);
@@ -95,10 +101,10 @@ async function loadSubjects() {
     el("td", {}, consents(s, "expires_at", fmtDay)),
     el("td", {}, fmtDay(s.watch_expires)),
     el("td", {}, fmtDate(s.last_seen_at)),
-    el("td", {}, el("button", {
+    el("td", {}, can("enrol") ? el("button", {
       type: "button", class: "danger", dataset: { testid: `delete-${s.name}` },
       "aria-label": `Delete ${s.name}`, onclick: (e) => deleteSubject(s, e.target),
-    }, "Delete")));
+    }, "Delete") : null));
   tbody.replaceChildren(...subjects.map(row));
 }
 
@@ -145,6 +151,12 @@ async function enrol(event) {
     showError("Add at least one photo: choose files or capture from the webcam.");
     return;
   }
+  const name = form.get("name") || "";
+  const taken = [...document.querySelectorAll("#subjects-table tbody tr[data-name]")]
+    .some((row) => row.dataset.name.toLowerCase() === name.toLowerCase());
+  if (taken && !confirm(`${name} is already enrolled in this gallery. Enrol a second, ` +
+    "different person with the same name? (To add photos of the same person, delete and " +
+    "re-enrol them with all their photos.)")) return;
   $("#enrol-result").hidden = true;
   await busy($("#enrol-submit"), async () => {
     const report = await api(`/v1/galleries/${enc(current)}/subjects`, { method: "POST", form });
@@ -160,6 +172,8 @@ async function enrol(event) {
     clearCaptures();
     stopWebcam();
     await loadSubjects();
+    showNotice(`${report.name} enrolled.`);
+    $("#enrol-result").scrollIntoView({ block: "nearest" });
   });
 }
 

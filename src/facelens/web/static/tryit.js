@@ -2,6 +2,7 @@
 // second photo; draw the faces on a canvas and list them in a table.
 import { api, enc } from "./api.js";
 import { drawFaces, iou } from "./draw.js";
+import { can, canAttributes } from "./scopes.js";
 import { $, el, emptyRow, showError } from "./ui.js";
 
 export async function showTry() {
@@ -91,20 +92,27 @@ async function analyse(event) {
   const gallery = $("#try-gallery").value;
   const attributes = $("#try-attributes").checked;
   if (!image) return;
+  if (!can("detect") && !gallery && !imageB) {
+    showError(can("identify") ? "This key may not detect faces: choose a gallery to identify in."
+      : "This key may not detect faces: add a second photo to compare.");
+    return;
+  }
   const button = $("#try-submit");
   button.disabled = true;
   $("#try-result").hidden = true;
   try {
+    // Only the calls this key may make: a key without detect still sees identify's faces.
     const calls = [
-      attributes
-        ? post("/v1/analyze", { image, attributes: "true" })
-        : post("/v1/detect", { image }),
+      !can("detect") ? Promise.reject(new Error("")) :
+        attributes && canAttributes()
+          ? post("/v1/analyze", { image, attributes: "true" })
+          : post("/v1/detect", { image }),
       gallery ? post(`/v1/galleries/${enc(gallery)}/identify`, { image }) : null,
       imageB ? post("/v1/verify", { image_a: image, image_b: imageB }) : null,
     ];
     const [detected, identified, verified] = await Promise.allSettled(calls);
     const errors = [detected, identified, verified]
-      .filter((r) => r.status === "rejected").map((r) => r.reason.message);
+      .filter((r) => r.status === "rejected" && r.reason.message).map((r) => r.reason.message);
 
     const idFaces = identified.status === "fulfilled" && identified.value
       ? identified.value.faces : [];

@@ -27,6 +27,7 @@ export function showError(messages) {
   $("#notice").hidden = true;
 }
 
+// A success replaces any error still on show (both boxes stay in view: style.css).
 export function showNotice(message) {
   const box = $("#notice");
   box.textContent = message;
@@ -41,8 +42,10 @@ export function clearMessages() {
   $("#notice").textContent = "";
 }
 
-// Runs an async action with its button disabled; an error goes to the alert box.
+// Runs an async action with its button disabled; an error goes to the alert box. An error
+// from an earlier action is cleared first: it no longer describes what is on screen.
 export async function busy(button, action) {
+  clearMessages();
   if (button) button.disabled = true;
   try {
     return await action();
