@@ -287,3 +287,30 @@ def test_alerts_confirm_dismiss_and_filter(page: Page, server: Server, fixtures_
     page.select_option("#events-status", "unconfirmed")
     expect(page.get_by_test_id("events-empty")).to_have_text("No unconfirmed events.")
 
+
+
+def test_group_photo_verify_answers_per_face_and_labels_do_not_collide(
+        page: Page, server: Server, fixtures_dir: Path, shots: Path) -> None:
+    sign_in(page, server)
+    page.click("#nav-try")
+    page.set_input_files("#try-image", fixtures_dir / "biden.jpg")
+    page.set_input_files("#try-image-b", fixtures_dir / "obama_and_biden.jpg")
+    page.click("#try-submit")
+    verdict = page.get_by_test_id("try-verify")
+    expect(verdict).to_contain_text("Verify: same person")
+    expect(verdict).to_contain_text(re.compile(r"second photo: 1 of [2-9] faces match at \("))
+    page.screenshot(path=shots / "try-group-verify.png", full_page=True)
+
+    # Labels of faces side by side never overlap; a 9-px detection keeps its box, no label.
+    placed = page.evaluate("""async () => {
+        const { drawFaces } = await import("/console/static/draw.js");
+        const canvas = document.createElement("canvas");
+        const bitmap = await createImageBitmap(new ImageData(400, 300));
+        const face = (x, w, label) => ({ box: [x, 100, x + w, 100 + w], label, kind: "plain" });
+        return drawFaces(canvas, bitmap, [face(100, 60, "#0 · q 90% · 41 y · male"),
+            face(130, 60, "#1 · q 88% · 35 y · female"), face(300, 9, "#2")], null);
+    }""")
+    assert [p["label"][:2] for p in placed] == ["#0", "#1"]
+    first, second = placed
+    assert (first["y"] + first["h"] <= second["y"] or second["y"] + second["h"] <= first["y"]
+            or first["x"] + first["w"] <= second["x"])

@@ -1,9 +1,11 @@
 // Drawing faces on a canvas at the photo's natural size (CSS scales the canvas down).
 const LANDMARKS = ["right_eye", "left_eye", "nose", "right_mouth", "left_mouth"];
 const COLOURS = { known: "#1a7f37", unknown: "#d1242f", plain: "#0969da" };
+const MIN_LABELLED_PX = 20;
 
 // faces: [{box, landmarks, label, kind: "known"|"unknown"|"plain"}] in the API's coordinates;
 // apiSize: {width, height} the API measured (the coordinates' frame), or null.
+// Returns the label bands drawn, [{x, y, w, h, label}] in canvas pixels.
 export function drawFaces(canvas, bitmap, faces, apiSize) {
   canvas.width = bitmap.width;
   canvas.height = bitmap.height;
@@ -16,6 +18,7 @@ export function drawFaces(canvas, bitmap, faces, apiSize) {
   ctx.lineWidth = unit;
   ctx.font = `bold ${unit * 7}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
+  const placed = []; // label bands drawn so far: a new one moves until it overlaps none
   for (const face of faces) {
     const colour = COLOURS[face.kind] || COLOURS.plain;
     const [x1, y1, x2, y2] = face.box;
@@ -33,17 +36,27 @@ export function drawFaces(canvas, bitmap, faces, apiSize) {
       ctx.fill();
     }
 
+    // A face under MIN_LABELLED_PX wide keeps its box but no label: such detections are
+    // mostly false (a 9-px "face" in a crowd) and their labels would hide real faces.
+    if (x2 - x1 < MIN_LABELLED_PX) continue;
     // Label on a filled band above the box (inside it when the box touches the top edge),
-    // moved left when it would run off the right edge.
+    // moved left when it would run off the right edge, and down past any label it would cover.
     const pad = unit * 2;
     const bandWidth = ctx.measureText(face.label).width + 2 * pad;
     const bandHeight = unit * 7 + pad;
     const bandX = Math.max(0, Math.min(x - unit / 2, canvas.width - bandWidth));
-    const bandY = y - bandHeight >= 0 ? y - bandHeight : y;
+    let bandY = y - bandHeight >= 0 ? y - bandHeight : y;
+    const overlaps = (b) => bandX < b.x + b.w && b.x < bandX + bandWidth &&
+      bandY < b.y + b.h && b.y < bandY + bandHeight;
+    for (let clash = placed.find(overlaps); clash; clash = placed.find(overlaps)) {
+      bandY = clash.y + clash.h;
+    }
+    placed.push({ x: bandX, y: bandY, w: bandWidth, h: bandHeight, label: face.label });
     ctx.fillRect(bandX, bandY, bandWidth, bandHeight);
     ctx.fillStyle = "#fff";
     ctx.fillText(face.label, bandX + pad, bandY + bandHeight - pad / 2);
   }
+  return placed;
 }
 
 // Intersection over union of two [x1, y1, x2, y2] boxes: pairs detect and identify faces.

@@ -64,8 +64,16 @@ function verifyText(v) {
   const verdict = v.match ? "same person" : "not the same person";
   const extra = typeof v.score === "number" ? ` · score ${v.score.toFixed(3)} / threshold ` +
     `${pct(v.threshold)}` : "";
+  const box = (b) => `(${b.map(Math.round).join(", ")})`;
+  // CompareFaces: every face of the second photo, matched or not, with its box.
+  const perFace = v.unmatched_faces && (v.face_matches.length + v.unmatched_faces.length > 1)
+    ? ` · second photo: ${v.face_matches.length} of ` +
+      `${v.face_matches.length + v.unmatched_faces.length} faces match` +
+      (v.face_matches.length ? ` at ${v.face_matches.map((m) => box(m.faces[1].box)).join(", ")}`
+        : "")
+    : "";
   return `Verify: ${verdict} — confidence ${v.confidence} at FAR ${v.far}` +
-    `${v.decided_by ? ` · decided by ${v.decided_by}` : ""}${extra}`;
+    `${v.decided_by ? ` · decided by ${v.decided_by}` : ""}${extra}${perFace}`;
 }
 
 function renderFaces(rows, galleryChosen) {
