@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from facelens.events.sinks import Fanout
 from facelens.gallery.service import ConsentRecord
 from facelens.service.app import create_app
 from facelens.service.keys import SCOPES
@@ -491,3 +492,25 @@ def test_deleting_a_subject_says_how_many_reviewed_alerts_go_with_them(lite: Ser
               if e["action"] == "subject.delete"]
     assert row["detail"]["alerts_deleted"] == {"confirmed": 1, "unconfirmed": 1}
     assert c.get(f"/v1/events?subject_id={obama}", headers=lite.auth("events")).json() == []
+
+
+def test_a_review_is_published_to_the_alert_sinks(lite: Served) -> None:
+    heard: list[dict[str, Any]] = []
+
+    class Recorder:
+        def send(self, payload: dict[str, Any]) -> None:
+            heard.append(payload)
+
+        def close(self) -> None:
+            pass
+
+    lite.state.cameras.sink = Fanout([Recorder()])
+    lite.state.galleries.create_gallery("door", "staff-door", embedder="sface-flip")
+    obama = lite.enrol("door", "obama", "obama.jpg")
+    event = lite.state.events.record("front", obama, "high")
+    r = lite.client.post(f"/v1/events/{event.id}/dismiss", headers=lite.auth("events"))
+    assert r.status_code == 200
+    (review,) = heard
+    assert (review["type"], review["event_id"], review["status"], review["camera"]) == (
+        "review", event.id, "dismissed", "front")
+    assert review["reviewed_by"].endswith("only-events")

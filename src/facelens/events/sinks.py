@@ -1,5 +1,6 @@
-"""Where alerts go besides the database: webhooks (HMAC-signed, retried with backoff) and MQTT
-(`<prefix>/<camera>/events`, JSON that Home Assistant's MQTT integration reads as is).
+"""Where alerts and their reviews go besides the database: webhooks (HMAC-signed, retried with
+backoff) and MQTT (Frigate-style topics with availability, last will and Home Assistant
+discovery: MqttSink).
 
 Payloads carry ids, names, confidence and time — never images or embeddings; a receiver with
 an `events` key fetches the pictures from the API.
@@ -7,11 +8,14 @@ an `events` key fetches the pictures from the API.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
+import re
 import threading
 import time
 from typing import Any, Protocol
@@ -82,27 +86,94 @@ class WebhookSink:
 
 
 class MqttSink:
-    """Publishes to `<prefix>/<camera>/events` (QoS 1) on an MQTT broker (mqtt://host:port)."""
+    """MQTT the way Frigate publishes it, for Home Assistant:
 
-    def __init__(self, url: str, *, prefix: str = "facelens") -> None:
+    - `<prefix>/available`: "online" (retained) while connected; "offline" on close, and as the
+      broker-held last will when the process dies without closing.
+    - `<prefix>/<camera>/events`: each alert (QoS 1), its confidence band also as `band`, its
+      face box when the camera gives one; `<prefix>/<camera>/<subject_id>`: "ON" per alert.
+    - `<prefix>/<camera>/reviews`: a person's confirm or dismiss of an alert.
+    - `<discovery>/…/config` (retained): per announced camera a "last alert" sensor and a
+      binary sensor per watched person (turning off 30 s after the last alert).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "facelens",
+                 discovery_prefix: str = "homeassistant") -> None:
         import paho.mqtt.client as mqtt
 
         where = urlparse(url)
-        self.prefix = prefix
+        self.prefix, self.discovery = prefix, discovery_prefix
+        self.availability = f"{prefix}/available"
+        self._announced: dict[str, list[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"facelens-{threading.get_native_id()}")
+                                   client_id=f"facelens-{os.getpid()}-{threading.get_native_id()}")
         if where.username:
             self._client.username_pw_set(where.username, where.password)
+        self._client.will_set(self.availability, "offline", qos=1, retain=True)
+        self._client.on_connect = self._connected
         self._client.connect_async(where.hostname or "127.0.0.1", where.port or 1883)
         self._client.loop_start()  # reconnects by itself; QoS 1 messages wait in its queue
 
+    def _connected(self, client: Any, _userdata: Any, _flags: Any, reason: Any,
+                   _properties: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            return
+        client.publish(self.availability, "online", qos=1, retain=True)
+        with self._lock:  # a broker restarted without persistence has lost the retained configs
+            announced = list(self._announced.items())
+        for camera, people in announced:
+            self._discovery(camera, people)
+
+    def announce(self, camera: str, people: list[tuple[str, str]]) -> None:
+        """Home Assistant discovery for `camera` watching `people` ((subject id, name)):
+        retained, and sent again after every reconnect."""
+        with self._lock:
+            self._announced[camera] = list(people)
+        self._discovery(camera, people)
+
+    def _discovery(self, camera: str, people: list[tuple[str, str]]) -> None:
+        slug = _slug(camera)
+        common = {"availability_topic": self.availability,
+                  "device": {"identifiers": [f"facelens_{slug}"], "name": f"facelens {camera}",
+                             "manufacturer": "facelens"}}
+        events = f"{self.prefix}/{camera}/events"
+        self._publish(f"{self.discovery}/sensor/facelens_{slug}/last_alert/config", {
+            **common, "name": "Last alert", "unique_id": f"facelens_{slug}_last_alert",
+            "state_topic": events, "value_template": "{{ value_json.name }}",
+            "json_attributes_topic": events}, retain=True)
+        for subject_id, name in people:
+            self._publish(f"{self.discovery}/binary_sensor/facelens_{slug}/{subject_id}/config", {
+                **common, "name": name, "unique_id": f"facelens_{slug}_{subject_id}",
+                "state_topic": f"{self.prefix}/{camera}/{subject_id}", "payload_on": "ON",
+                "payload_off": "OFF", "off_delay": 30, "device_class": "occupancy"}, retain=True)
+
     def send(self, payload: dict[str, Any]) -> None:
-        topic = f"{self.prefix}/{payload.get('camera', 'unknown')}/events"
-        self._client.publish(topic, json.dumps(payload, sort_keys=True, default=str), qos=1)
+        camera = payload.get("camera", "unknown")
+        if payload.get("type") == "review":
+            self._publish(f"{self.prefix}/{camera}/reviews", payload)
+            return
+        self._publish(f"{self.prefix}/{camera}/events",
+                      {**payload, "band": payload.get("confidence")})
+        if subject_id := payload.get("subject_id"):
+            self._client.publish(f"{self.prefix}/{camera}/{subject_id}", "ON", qos=1)
+
+    def _publish(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> None:
+        self._client.publish(topic, json.dumps(body, sort_keys=True, default=str), qos=1,
+                             retain=retain)
 
     def close(self) -> None:
-        self._client.loop_stop()
+        """Say "offline" (the will is only for a death without a goodbye), then disconnect."""
+        sent = self._client.publish(self.availability, "offline", qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            sent.wait_for_publish(timeout=5)
         self._client.disconnect()
+        self._client.loop_stop()
+
+
+def _slug(name: str) -> str:
+    """A camera name as Home Assistant ids want it: letters, digits and underscores."""
+    return re.sub(r"\W", "_", name)
 
 
 class Fanout:

@@ -134,6 +134,11 @@ def _review(request: Request, event_id: int, status: str, principal: Principal
     event = state.events.review(event_id, status, principal.label)
     state.audit.record(principal.label, f"event.{status[:-2]}", "ok", subject=event.subject_id,
                        event=event_id)
+    if state.cameras.sink is not None:  # webhooks and MQTT hear the review as they heard the alert
+        state.cameras.sink.send({"type": "review", "event_id": event.id, "camera": event.camera,
+                                 "subject_id": event.subject_id, "status": event.status,
+                                 "reviewed_by": event.reviewed_by,
+                                 "reviewed_at": aware(event.reviewed_at)})
     return event_payload(event)
 
 
