@@ -514,3 +514,18 @@ def test_a_review_is_published_to_the_alert_sinks(lite: Served) -> None:
     assert (review["type"], review["event_id"], review["status"], review["camera"]) == (
         "review", event.id, "dismissed", "front")
     assert review["reviewed_by"].endswith("only-events")
+
+
+def test_the_verify_threshold_shown_is_the_same_at_one_far(lite: Served) -> None:
+    """The cascade compares plain SFace with a band edge that differs per call; the threshold
+    of the operating point (`far_threshold`) does not."""
+    answers = [lite.client.post("/v1/verify", headers=lite.auth("admin"), data={"far": "0.001"},
+                                files={**lite.upload(a, "image_a"), **lite.upload(b, "image_b")}
+                                ).json() for a, b in (("obama.jpg", "obama2.jpg"),
+                                                      ("obama.jpg", "biden.jpg"))]
+    assert [a["match"] for a in answers] == [True, False]
+    assert len({a["far_threshold"] for a in answers}) == 1
+    plain = lite.client.post("/v1/verify", headers=lite.auth("verify"),
+                             files={**lite.upload("obama.jpg", "image_a"),
+                                    **lite.upload("biden.jpg", "image_b")}).json()
+    assert "far_threshold" not in plain and "threshold" not in plain

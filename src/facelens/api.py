@@ -151,14 +151,15 @@ class Engine:
                 return Verdict(score > high, score, high if score > high else low, point.far,
                                name, f"{point.describe()}; decided by sface alone "
                                f"({score:.4f} outside the cascade band [{low:.3f}, {high:.3f}])",
-                               (fa, fb), decided_by="sface")
+                               (fa, fb), decided_by="sface", far_threshold=point.threshold)
         final = vectors(name)
         if final is None:
             raise ValueError(f"a Face or Reference passed to verify carries no {name} "
                              "embedding; pass the image")
         score = float(final[0] @ final[1])
         return Verdict(score > point.threshold, score, point.threshold, point.far, name,
-                       point.describe(), (fa, fb), decided_by=name)
+                       point.describe(), (fa, fb), decided_by=name,
+                       far_threshold=point.threshold)
 
 
 _Side = tuple["Face | Reference", "np.ndarray | None", "np.ndarray | None"]

@@ -151,6 +151,10 @@ class Verdict:
     need the fused score (then `score` and `threshold` are plain SFace's and the band edge)."""
     note: str = ""
     """Which face of an image with several was compared (empty when each side shows one)."""
+    far_threshold: float | None = None
+    """The operating point's threshold at `far` for `embedder`: the same on every call at one
+    FAR, whereas `threshold` is the edge this score was compared with (a cascade band edge
+    when plain SFace decided)."""
 
     @property
     def margin(self) -> float:
@@ -164,6 +168,8 @@ class Verdict:
             "decided_by": self.decided_by or self.embedder,
             "score": round(self.score, 4),
             "threshold": round(self.threshold, 4),
+            **({"far_threshold": round(self.far_threshold, 4)}
+               if self.far_threshold is not None else {}),
             "far": self.far,
             "embedder": self.embedder,
             "operating_point": self.operating_point,

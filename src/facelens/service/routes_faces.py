@@ -73,11 +73,12 @@ def failure(e: Exception) -> dict[str, str]:
 
 
 def verdict_payload(verdict: Verdict, band: str, principal: Principal) -> dict[str, Any]:
-    """The verdict with its confidence band; the score and threshold for the scores scope
+    """The verdict with its confidence band; the score and thresholds for the scores scope
     only."""
     out = verdict.to_dict()
     if not principal.allows("scores"):
         del out["score"], out["threshold"]
+        out.pop("far_threshold", None)
     else:
         out["score"] = quantised(out["score"])
     out["confidence"] = band

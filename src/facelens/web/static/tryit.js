@@ -62,8 +62,10 @@ function identityText(entry) {
 
 function verifyText(v) {
   const verdict = v.match ? "same person" : "not the same person";
+  // The threshold shown is the operating point's at this FAR (the same on every call); the
+  // edge a cascade decision used is in decided_by's wording, not here.
   const extra = typeof v.score === "number" ? ` · score ${v.score.toFixed(3)} / threshold ` +
-    `${pct(v.threshold)}` : "";
+    `${(v.far_threshold ?? v.threshold).toFixed(3)}` : "";
   const box = (b) => `(${b.map(Math.round).join(", ")})`;
   // CompareFaces: every face of the second photo, matched or not, with its box.
   const perFace = v.unmatched_faces && (v.face_matches.length + v.unmatched_faces.length > 1)
