@@ -314,3 +314,51 @@ def test_group_photo_verify_answers_per_face_and_labels_do_not_collide(
     first, second = placed
     assert (first["y"] + first["h"] <= second["y"] or second["y"] + second["h"] <= first["y"]
             or first["x"] + first["w"] <= second["x"])
+
+
+RECORD_LIVE = """
+import sys
+from facelens.events.store import EventStore
+from facelens.gallery.service import ConsentRecord, Galleries
+from facelens.settings import get_settings
+from facelens.store.database import Store
+
+settings = get_settings()
+store = Store(settings)
+galleries = Galleries(settings, store)
+if not any(g.name == "live" for g, _ in galleries.list_galleries()):
+    galleries.create_gallery("live", "staff-door")
+    galleries.enroll("live", "obama", [sys.argv[1]], consent=ConsentRecord(
+        purpose="console test", legal_basis="consent", recorded_by="console test"))
+(subject,) = galleries.subjects("live")
+print(EventStore(store).record(sys.argv[2], subject.id, "high").id)
+"""
+
+
+def test_alerts_arrive_live_and_filter_by_person_and_camera(page: Page, server: Server,
+                                                             fixtures_dir: Path,
+                                                             shots: Path) -> None:
+    def record(camera: str) -> int:
+        made = subprocess.run([sys.executable, "-c", RECORD_LIVE, str(fixtures_dir / "obama.jpg"),
+                               camera], env=server.env, capture_output=True, text=True,
+                              timeout=300)
+        assert made.returncode == 0, made.stderr
+        return int(made.stdout.strip().splitlines()[-1])
+
+    first = record("gate")
+    sign_in(page, server)
+    page.click("#nav-alerts")
+    expect(page.get_by_test_id(f"event-{first}")).to_be_visible()
+    expect(page.get_by_test_id("events-live")).to_contain_text("Live")
+    arrived = record("lobby")  # no click: the row appears by itself
+    expect(page.get_by_test_id(f"event-{arrived}")).to_contain_text("lobby", timeout=15_000)
+    page.screenshot(path=shots / "alerts-live.png", full_page=True)
+
+    page.fill("#events-camera", "gate")
+    page.click("#events-refresh")
+    expect(page.get_by_test_id(f"event-{arrived}")).to_have_count(0)
+    expect(page.get_by_test_id(f"event-{first}")).to_be_visible()
+    page.fill("#events-camera", "")
+    page.get_by_test_id(f"event-person-{first}").click()  # this person's match history
+    expect(page.get_by_test_id("events-person")).to_contain_text("person: obama")
+    expect(page.locator("#events-table tbody tr")).to_have_count(2)

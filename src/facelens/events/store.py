@@ -53,11 +53,16 @@ class EventStore:
 
     def list(self, status: str | None = None, limit: int = 100, *, camera: str | None = None,
              subject_id: str | None = None, gallery: str | None = None,
-             since: datetime | None = None, before: int | None = None) -> list[Event]:
+             since: datetime | None = None, before: int | None = None,
+             after: int | None = None) -> list[Event]:
         """Newest first, narrowed by every filter given. `before` is a cursor: the id of the
         last event of the previous page (ids grow with recording, so pages never overlap or
-        skip an event recorded meanwhile)."""
-        query = sa.select(Event).order_by(Event.id.desc()).limit(limit)
+        skip an event recorded meanwhile). With `after` (an id): the events recorded since
+        that one, oldest first."""
+        order = Event.id.asc() if after is not None else Event.id.desc()
+        query = sa.select(Event).order_by(order).limit(limit)
+        if after is not None:
+            query = query.where(Event.id > after)
         for column, wanted in ((Event.status, status), (Event.camera, camera),
                                (Event.subject_id, subject_id), (Event.gallery, gallery)):
             if wanted is not None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from facelens.service.http import metrics
 from facelens.service.keys import Principal
@@ -102,6 +107,47 @@ def list_events(request: Request, response: Response,
         found = found[:limit]
         response.headers["X-Next-Cursor"] = str(found[-1].id)
     return [event_payload(e) for e in found]
+
+
+@router.get("/v1/events/stream", tags=["events"],
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_events(request: Request,
+                        after: Annotated[int | None, Query(
+                            description="The last event id already shown (default: now)")] = None,
+                        max_s: Annotated[float, Query(gt=0, le=3600)] = 300,
+                        _: Principal = requires("events")) -> StreamingResponse:
+    """Server-Sent Events: each event recorded after `after` as `event: alert` with the
+    event's JSON (`id:` its id, so a client resumes from it); a comment every 15 s keeps
+    proxies open. The stream ends after `max_s` seconds: reconnect with the last id."""
+    events = service(request).events
+
+    def newest() -> int:
+        found = events.list(limit=1)
+        return found[0].id if found else 0
+
+    async def stream() -> AsyncIterator[str]:
+        last = after if after is not None else await run_in_threadpool(newest)
+        started = quiet = time.monotonic()
+        yield "retry: 2000\n\n"
+        while time.monotonic() - started < max_s and not await request.is_disconnected():
+            fresh = await run_in_threadpool(events.list, None, 100, after=last)
+            for event in fresh:
+                last = event.id
+                body = json.dumps(event_payload(event), default=str)
+                yield f"id: {event.id}\nevent: alert\ndata: {body}\n\n"
+                quiet = time.monotonic()
+            if time.monotonic() - quiet > 15:
+                yield ": still here\n\n"
+                quiet = time.monotonic()
+            await asyncio.sleep(STREAM_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+STREAM_POLL_S = 1.0
+"""How often the stream looks for new events: cameras record from other threads and
+processes, so the database is the one place every new event shows up."""
 
 
 @router.get("/v1/events/{event_id}", tags=["events"])

@@ -55,7 +55,11 @@ function eventRow(event) {
     imageCell(event, "frame"),
     el("td", { class: "camera" }, event.camera ?? "—"),
     el("td", { class: "time" }, fmtDate(event.at)),
-    el("td", { class: "subject" }, event.subject_name ?? "—"),
+    el("td", { class: "subject" }, el("a", {
+      href: "#/alerts", title: `Only ${event.subject_name}'s alerts`,
+      dataset: { testid: `event-person-${event.id}` },
+      onclick: (e) => { e.preventDefault(); filterPerson(event); },
+    }, event.subject_name ?? "—")),
     el("td", {}, event.confidence ?? "—"),
     el("td", { class: "status", dataset: { testid: `event-status-${event.id}` } }),
     el("td", {},
@@ -94,11 +98,99 @@ async function decide(event, action, row) {
   setStatus(row, status);
 }
 
-export async function showAlerts() {
-  const tbody = $("#events-table tbody");
+// ------------------------------------------------------------------ filters
+let person = null; // {id, name} when the list shows one person's alerts (their match history)
+
+function filterPerson(event) {
+  person = event ? { id: event.subject_id, name: event.subject_name } : null;
+  const chip = $("#events-person");
+  chip.hidden = !person;
+  chip.replaceChildren(...(person ? [`person: ${person.name} `, el("button", {
+    type: "button", "aria-label": "Show everyone's alerts",
+    onclick: () => filterPerson(null),
+  }, "✕")] : []));
+  showAlerts();
+}
+
+function filters() {
+  const query = new URLSearchParams();
   const status = $("#events-status").value;
-  const query = new URLSearchParams({ limit: "100" });
   if (status) query.set("status", status);
+  for (const [name, input] of [["camera", "#events-camera"], ["gallery", "#events-gallery"]]) {
+    const value = $(input).value.trim();
+    if (value) query.set(name, value);
+  }
+  const since = $("#events-since").value; // local time: sent as UTC
+  if (since) query.set("since", new Date(since).toISOString());
+  if (person) query.set("subject_id", person.id);
+  return query;
+}
+
+// Whether an event that arrived live belongs in the list as filtered.
+function wanted(event, query) {
+  return (!query.get("status") || query.get("status") === event.status) &&
+    (!query.get("camera") || query.get("camera") === event.camera) &&
+    (!query.get("gallery") || query.get("gallery") === event.gallery) &&
+    (!query.get("subject_id") || query.get("subject_id") === event.subject_id);
+}
+
+// ------------------------------------------------------------------ live
+let live = null; // AbortController of the open stream
+let lastId = 0;
+
+export function leaveAlerts() {
+  if (live) live.abort();
+  live = null;
+}
+
+// New events arrive by Server-Sent Events (read with fetch: EventSource cannot send the key);
+// the stream ends every few minutes and is opened again from the last id seen.
+async function follow(controller) {
+  while (!controller.signal.aborted) {
+    try {
+      const response = await raw(`/v1/events/stream?after=${lastId}`,
+        { signal: controller.signal });
+      $("#events-live").textContent = "Live: new alerts appear here without refreshing.";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const blocks = buffer.split("\n\n");
+        buffer = blocks.pop();
+        for (const block of blocks) {
+          const data = block.split("\n").find((line) => line.startsWith("data: "));
+          if (data) arrived(JSON.parse(data.slice(6)));
+        }
+      }
+    } catch (e) {
+      if (controller.signal.aborted) return;
+      $("#events-live").textContent = `Live updates paused (${e.message}); retrying…`;
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+    }
+  }
+}
+
+function arrived(event) {
+  lastId = Math.max(lastId, event.id);
+  if (event.status === "suppressed") return; // stored for review, never alerted
+  if (!wanted(event, filters())) return;
+  const tbody = $("#events-table tbody");
+  const empty = tbody.querySelector("[data-testid=events-empty]");
+  if (empty) tbody.replaceChildren();
+  tbody.prepend(eventRow(event));
+  if ("Notification" in window && Notification.permission === "granted") {
+    new Notification(`facelens: ${event.subject_name} on ${event.camera}`,
+      { body: `${event.confidence} confidence — review in the console`, tag: `event-${event.id}` });
+  }
+}
+
+export async function showAlerts() {
+  leaveAlerts();
+  const tbody = $("#events-table tbody");
+  const query = filters();
+  query.set("limit", "100");
   let events;
   try {
     events = await api(`/v1/events?${query}`);
@@ -109,7 +201,12 @@ export async function showAlerts() {
     return;
   }
   forgetSnapshots();
+  const newest = await api("/v1/events?limit=1").catch(() => []);
+  lastId = newest.length ? newest[0].id : 0;
+  live = new AbortController();
+  follow(live);
   if (events.length === 0) {
+    const status = query.get("status");
     const text = status ? `No ${status} events.` : "No events.";
     tbody.replaceChildren(emptyRow(8, "events-empty", text));
     return;
@@ -125,4 +222,10 @@ export function setupAlerts() {
   };
   $("#events-filter").addEventListener("submit", reload);
   $("#events-status").addEventListener("change", reload);
+  const notify = $("#events-notify");
+  notify.hidden = !("Notification" in window);
+  notify.addEventListener("click", async () => {
+    const answer = await Notification.requestPermission();
+    notify.textContent = answer === "granted" ? "Notifications on" : "Notifications blocked";
+  });
 }

@@ -32,8 +32,9 @@ async function errorOf(response) {
   return new ApiError(response.status, code, message);
 }
 
-// raw(path, options) -> Response (ok) or throws ApiError. options: method, json, form, key.
-export async function raw(path, { method = "GET", json, form, key = getKey() } = {}) {
+// raw(path, options) -> Response (ok) or throws ApiError. options: method, json, form, key,
+// signal (an AbortSignal: a stream stops when its page closes).
+export async function raw(path, { method = "GET", json, form, key = getKey(), signal } = {}) {
   const headers = { Authorization: `Bearer ${key}` };
   let body;
   if (json !== undefined) {
@@ -46,8 +47,9 @@ export async function raw(path, { method = "GET", json, form, key = getKey() } =
   for (let attempt = 0; ; attempt += 1) {
     let response;
     try {
-      response = await fetch(path, { method, headers, body });
+      response = await fetch(path, { method, headers, body, signal });
     } catch (e) {
+      if (e.name === "AbortError") throw e;
       throw new ApiError(0, "network", `cannot reach the service: ${e.message}`);
     }
     if (response.ok) return response;

@@ -1,6 +1,6 @@
 // Console shell: sign in/out, the header, and hash routes that show one page at a time.
 import { api, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js";
-import { setupAlerts, showAlerts } from "./alerts.js";
+import { leaveAlerts, setupAlerts, showAlerts } from "./alerts.js";
 import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
 import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
@@ -42,6 +42,7 @@ async function route() {
   leaveGallery(); // stops the webcam if it was on
   leaveCameras(); // stops the status refresh and the live preview
   leaveLiveness(); // stops a check under way and its camera
+  leaveAlerts(); // closes the live stream of new alerts
   if (me === null) {
     showPage("signin");
     $("#api-key").focus();
