@@ -6,7 +6,7 @@ import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./gall
 import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
 import { setGrant } from "./scopes.js";
 import { setupTry, showTry } from "./tryit.js";
-import { $, clearMessages, showError } from "./ui.js";
+import { $, clearMessages, labelCells, showError } from "./ui.js";
 
 const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts"];
 let me = null; // {id, name, scopes} of the signed-in key
@@ -103,6 +103,7 @@ async function start() {
   setupLiveness();
   setupCameras();
   setupAlerts();
+  for (const table of ["#events-table", "#cameras-table", "#subjects-table"]) labelCells($(table));
   window.addEventListener("hashchange", () => {
     clearMessages();
     route();

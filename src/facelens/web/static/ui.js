@@ -81,3 +81,19 @@ export function fmtDay(iso) {
 // One table row with one cell across `columns`: "No subjects yet." and the like.
 export const emptyRow = (columns, testid, text) =>
   el("tr", {}, el("td", { colSpan: columns, class: "empty", dataset: { testid } }, text));
+
+// Each body cell of `table` carries its column's heading as data-label (kept up to date as
+// rows are rendered): on a phone the rows stack and style.css shows the label beside the value.
+export function labelCells(table) {
+  const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  const body = table.tBodies[0];
+  const apply = () => {
+    for (const row of body.rows) {
+      [...row.cells].forEach((cell, i) => {
+        if (heads[i] && cell.colSpan === 1) cell.dataset.label = heads[i];
+      });
+    }
+  };
+  new MutationObserver(apply).observe(body, { childList: true });
+  apply();
+}
