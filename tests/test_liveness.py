@@ -252,7 +252,8 @@ def test_an_answer_can_be_a_video_and_a_broken_one_is_refused(
             assert r.json()["result"]["frames"] == 90 and r.json()["result"]["faces"] == 90
 
 
-def test_the_liveness_evaluation_runs_end_to_end(engine: Engine, shared_data: Path) -> None:
+def test_the_liveness_evaluation_runs_end_to_end(engine: Engine, shared_data: Path,
+                                                 tmp_path: Path) -> None:
     """A small `facelens eval liveness`: real bona fide windows from the shared clip and (when
     fetched) the car clip, rendered prints and replays, the shared clip's annotated turns and
     the car clip's annotated blink."""
@@ -263,6 +264,7 @@ def test_the_liveness_evaluation_runs_end_to_end(engine: Engine, shared_data: Pa
     report = run_liveness_eval(engine, [shared_data / "video" / "short_hamilton_clip.mp4"],
                                shared_data / "lfw-dev" / "images", prints=6,
                                replays_per_window=1, max_windows=3, clips=clips,
+                               shared=tmp_path, recaptures=0,  # tests/test_liveness_real.py
                                progress=lambda _label, _total: (lambda _n: None))
     per_clip = report["bona_fide"]["per_clip"]
     assert per_clip["short_hamilton_clip"]["windows"] == 3

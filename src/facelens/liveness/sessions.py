@@ -8,6 +8,7 @@ which errs on the safe side.
 from __future__ import annotations
 
 import hmac
+import random
 import secrets
 import threading
 import time
@@ -18,9 +19,15 @@ import numpy as np
 
 from facelens.api import Engine
 from facelens.errors import ConflictError, FacelensError, NotFoundError
-from facelens.liveness.judge import ACTIONS, Judgement
+from facelens.liveness.judge import ACTIONS, REACTION_S, Judgement
 
 TTL_S = 180.0
+FIRST_PROMPT_S = (0.5, 3.0)
+PROMPT_GAP_S = (REACTION_S[1] + 0.2, 6.0)
+"""When prompts are shown, drawn at random per session: the first this many seconds into the
+recording, each next one this long after the previous (longer than the reaction window, so
+no action counts for two prompts). The spread is what a recording made earlier cannot
+match: `facelens eval liveness` measures how often a genuine recording still does."""
 
 
 class SessionExpired(FacelensError):
@@ -43,11 +50,23 @@ class Session:
     state: str = "open"
     """open → passed | failed → used (a passed session, consumed by one decision)."""
     judgement: Judgement | None = field(default=None, repr=False)
+    prompts_s: list[float] = field(default_factory=list)
+    """When to show each action, in seconds from the recording's start (server-chosen, so a
+    recording made before the session cannot match them; `judge(..., prompts=...)`)."""
 
     def public(self) -> dict[str, object]:
-        return {"id": self.id, "challenge": self.challenge, "state": self.state,
+        return {"id": self.id, "challenge": self.challenge, "prompts_s": self.prompts_s,
+                "state": self.state,
                 "expires_in_s": max(0, round(self.expires - time.monotonic(), 1)),
                 "result": self.judgement.to_dict() if self.judgement else None}
+
+
+def prompt_times(count: int, rng: random.Random) -> list[float]:
+    """`count` prompt times (s): the first in FIRST_PROMPT_S, then PROMPT_GAP_S apart."""
+    times = [round(rng.uniform(*FIRST_PROMPT_S), 1)]
+    for _ in range(count - 1):
+        times.append(round(times[-1] + rng.uniform(*PROMPT_GAP_S), 1))
+    return times
 
 
 class SessionStore:
@@ -63,7 +82,7 @@ class SessionStore:
         challenge = rng.sample(ACTIONS, k=min(length, len(ACTIONS)))
         now = time.monotonic()
         session = Session(str(uuid.uuid4()), secrets.token_urlsafe(16), challenge, owner, now,
-                          now + self.ttl_s)
+                          now + self.ttl_s, prompts_s=prompt_times(len(challenge), rng))
         with self._lock:
             self._sweep(now)
             self._sessions[session.id] = session

@@ -339,6 +339,22 @@ def _rsqrt(b: _Builder, node: dict[str, Any], inputs: list[str]) -> str:
     return b.node("Reciprocal", [b.node("Sqrt", [b.value(inputs[0])], "sqrt")], node["name"])
 
 
+
+def _matmul(b: _Builder, node: dict[str, Any], inputs: list[str]) -> str:
+    """MatMul (a dense layer), plain or fused (BiasAdd + activation)."""
+    left, right = (b.value(i) for i in inputs[:2])
+    if _attr(node, "transpose_a", False):
+        left = b.transpose(left, (1, 0), "t_a")
+    if _attr(node, "transpose_b", False):
+        right = b.transpose(right, (1, 0), "t_b")
+    out = b.node("MatMul", [left, right], node["name"])
+    fused = _attr(node, "fused_ops", [])
+    if fused and fused[0] == "BiasAdd":
+        out = b.node("Add", [out, b.value(inputs[2])], "bias")
+    for op in fused[1:]:
+        out = _activation(b, op, out, node, inputs[3:])
+    return out
+
 HANDLERS: dict[str, Handler] = {
     "Conv2D": _conv, "_FusedConv2D": _conv, "DepthwiseConv2dNative": _conv,
     "FusedDepthwiseConv2dNative": _conv,
@@ -355,6 +371,7 @@ HANDLERS: dict[str, Handler] = {
     "ConcatV2": _concat, "Reshape": _reshape, "Transpose": _transpose,
     "SplitV": _split, "Split": _split, "Mean": _reduce("ReduceMean"),
     "Identity": _unary("Identity"),
+    "MatMul": _matmul, "_FusedMatMul": _matmul,
 }
 
 
@@ -475,7 +492,8 @@ def _graph_outputs(model_json: dict[str, Any], b: _Builder) -> list[onnx.ValueIn
     for ref, spec in signature.items():
         out = _ref(ref)
         dims = [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
-        b.nodes.append(helper.make_node("Identity", [b.value(out)], [out], name=out))
+        tensor = _ref(spec.get("name", ref))  # the key may be a Keras layer's name
+        b.nodes.append(helper.make_node("Identity", [b.value(tensor)], [out], name=out))
         outputs.append(helper.make_tensor_value_info(
             out, TensorProto.FLOAT, [d if d > 0 else f"{out}_{i}" for i, d in enumerate(dims)]))
     return outputs
