@@ -109,3 +109,25 @@ def test_street_clip_alerts_on_rules_and_keeps_nothing_else(
     assert os.listdir(tmp_path) == []
     facelens_logs = [r for r in caplog.records if r.name.startswith("facelens")]
     assert facelens_logs == []
+
+
+def test_cli_watch_street_alerts_and_writes_annotated_video(shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from facelens.cli.scene import watch_street
+
+    app = typer.Typer()
+    app.command("street")(watch_street)
+    app.command("unused")(lambda: None)  # two commands: typer keeps the subcommand name
+    out = tmp_path / "annotated.mp4"
+    result = CliRunner().invoke(app, ["street", str(shared_data / "street" / "facenet_video.mp4"),
+                                      "--rule", "person", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.rindex('{\n "camera"'):])
+    assert summary["tracks_per_class"]["person"] >= 3
+    assert '"matched": "rule:person"' in result.output
+    assert out.stat().st_size > 10_000

