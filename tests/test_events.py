@@ -66,3 +66,22 @@ def test_the_stream_sends_each_new_alert_once_and_resumes_by_id(
     assert [e["camera"] for e in _alerts(client, key, "after=0&max_s=1.5")] == ["front", "back"]
     no_key = client.get("/v1/events/stream?max_s=1")
     assert no_key.status_code == 401
+
+
+def test_bulk_review_confirms_several_and_refuses_unknown_ids_first(
+        served: tuple[TestClient, ServiceState, str, str]) -> None:
+    client, state, key, obama = served
+    made = [state.events.record("front", obama, "high").id for _ in range(3)]
+    auth = {"Authorization": f"Bearer {key}"}
+    refused = client.post("/v1/events/review", headers=auth,
+                          json={"ids": [made[0], 10**6], "status": "confirmed"})
+    assert refused.status_code == 404
+    assert state.events.get(made[0]).status == "unconfirmed"  # nothing changed
+    done = client.post("/v1/events/review", headers=auth,
+                       json={"ids": made[:2], "status": "dismissed"})
+    assert done.status_code == 200, done.text
+    assert [(e["id"], e["status"]) for e in done.json()] == [(i, "dismissed") for i in made[:2]]
+    assert all(e["reviewed_by"].endswith(":events") and e["reviewed_at"] for e in done.json())
+    assert state.events.get(made[2]).status == "unconfirmed"
+    bad = client.post("/v1/events/review", headers=auth, json={"ids": made, "status": "suppressed"})
+    assert bad.status_code == 422

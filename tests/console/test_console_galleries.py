@@ -362,3 +362,13 @@ def test_alerts_arrive_live_and_filter_by_person_and_camera(page: Page, server: 
     page.get_by_test_id(f"event-person-{first}").click()  # this person's match history
     expect(page.get_by_test_id("events-person")).to_contain_text("person: obama")
     expect(page.locator("#events-table tbody tr")).to_have_count(2)
+
+    # Bulk review: select both, dismiss; each row says who reviewed it and when.
+    page.check("#events-all")
+    page.click("#events-dismiss-selected")
+    expect(page.get_by_test_id("notice")).to_have_text("2 alerts dismissed.")
+    for event in (first, arrived):
+        expect(page.get_by_test_id(f"event-status-{event}")).to_contain_text("dismissed")
+        expect(page.get_by_test_id(f"event-reviewer-{event}")).to_contain_text("by console-test")
+    statuses = {e["id"]: e["status"] for e in api_call(server.base, "/v1/events", server.key)}
+    assert statuses[first] == statuses[arrived] == "dismissed"

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from facelens.service.http import metrics
+from facelens.service.http import ApiError, metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
 from facelens.store.tables import Event, EventStatus, aware
@@ -186,6 +186,25 @@ def _review(request: Request, event_id: int, status: str, principal: Principal
                                  "reviewed_by": event.reviewed_by,
                                  "reviewed_at": aware(event.reviewed_at)})
     return event_payload(event)
+
+
+class BulkReview(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=500)
+    status: EventStatus = Field(description="confirmed or dismissed")
+
+
+@router.post("/v1/events/review", tags=["events"],
+             summary="Confirm or dismiss several events at once")
+def review_events(request: Request, body: BulkReview,
+                  principal: Principal = requires("events")) -> list[dict[str, Any]]:
+    """Each event is reviewed (and audited, and published) as by its own confirm or dismiss;
+    an unknown id refuses the request before any is changed."""
+    if body.status not in ("confirmed", "dismissed"):
+        raise ApiError(422, "validation_error", "status: confirmed or dismissed")
+    state = service(request)
+    for event_id in body.ids:
+        state.events.get(event_id)  # NotFoundError (404) for an unknown id
+    return [_review(request, event_id, body.status, principal) for event_id in body.ids]
 
 
 @router.post("/v1/events/{event_id}/confirm", tags=["events"])

@@ -1,7 +1,7 @@
 // Alerts page: watchlist events with their snapshots and frames; confirm or dismiss each one.
 // "suppressed" events (a face flagged as a poster or screen) were stored but never alerted.
 import { api, enc, raw } from "./api.js";
-import { $, el, emptyRow, fmtDate, showError } from "./ui.js";
+import { $, busy, el, emptyRow, fmtDate, showError, showNotice } from "./ui.js";
 
 let snapshotUrls = []; // object URLs of the snapshots and frames on show, revoked on reload
 
@@ -37,8 +37,9 @@ function imageCell(event, kind) {
   return cell;
 }
 
-// The status cell: the status, and for a suppressed event why nobody was alerted.
-function renderStatus(row, status) {
+// The status cell: the status, who reviewed it and when, and for a suppressed event why
+// nobody was alerted.
+function renderStatus(row, status, event = {}) {
   row.className = `status-${status}`;
   row.dataset.status = status;
   const id = row.dataset.testid.replace(/^event-/, "");
@@ -47,10 +48,20 @@ function renderStatus(row, status) {
       "poster? — not alerted")
     : null;
   row.querySelector(".status").replaceChildren(...[status, flag].filter(Boolean));
+  // Beside the buttons: who reviewed it and when.
+  const who = row.querySelector(".reviewer");
+  if (event.reviewed_by) {
+    who.textContent =
+      `${status} by ${event.reviewed_by.replace(/^[^:]*:/, "")}, ${fmtDate(event.reviewed_at)}`;
+  }
 }
 
 function eventRow(event) {
-  const row = el("tr", { dataset: { testid: `event-${event.id}` } },
+  const row = el("tr", { dataset: { testid: `event-${event.id}`, id: event.id } },
+    el("td", {}, el("input", {
+      type: "checkbox", class: "pick", "aria-label": `Select event ${event.id}`,
+      dataset: { testid: `event-pick-${event.id}` }, onchange: picked,
+    })),
     imageCell(event, "snapshot"),
     imageCell(event, "frame"),
     el("td", { class: "camera" }, event.camera ?? "—"),
@@ -73,14 +84,15 @@ function eventRow(event) {
         type: "button", class: "dismiss", dataset: { testid: `event-dismiss-${event.id}` },
         disabled: event.status === "dismissed", "aria-label": `Dismiss event ${event.id}`,
         onclick: () => decide(event, "dismiss", row),
-      }, "Dismiss")));
-  renderStatus(row, event.status);
+      }, "Dismiss"),
+      el("span", { class: "reviewer", dataset: { testid: `event-reviewer-${event.id}` } })));
+  renderStatus(row, event.status, event);
   return row;
 }
 
 // Buttons follow the status: an event already confirmed cannot be confirmed again.
-function setStatus(row, status) {
-  renderStatus(row, status);
+function setStatus(row, status, event) {
+  renderStatus(row, status, event);
   row.querySelector(".confirm").disabled = status === "confirmed";
   row.querySelector(".dismiss").disabled = status === "dismissed";
 }
@@ -89,13 +101,39 @@ function setStatus(row, status) {
 async function decide(event, action, row) {
   for (const button of row.querySelectorAll("button")) button.disabled = true;
   let status = row.dataset.status;
+  let reviewed;
   try {
-    const updated = await api(`/v1/events/${enc(event.id)}/${action}`, { method: "POST" });
-    status = updated.status;
+    reviewed = await api(`/v1/events/${enc(event.id)}/${action}`, { method: "POST" });
+    status = reviewed.status;
   } catch (e) {
     showError(e.message);
   }
-  setStatus(row, status);
+  setStatus(row, status, reviewed);
+}
+
+// ------------------------------------------------------------------ bulk review
+const pickedRows = () => [...document.querySelectorAll("#events-table tbody tr")]
+  .filter((row) => row.querySelector(".pick:checked"));
+
+function picked() {
+  const none = pickedRows().length === 0;
+  $("#events-confirm-selected").disabled = none;
+  $("#events-dismiss-selected").disabled = none;
+}
+
+async function decideSelected(status, button) {
+  const rows = pickedRows();
+  await busy(button, async () => {
+    const reviewed = await api("/v1/events/review", { method: "POST",
+      json: { ids: rows.map((row) => Number(row.dataset.id)), status } });
+    for (const [i, event] of reviewed.entries()) {
+      setStatus(rows[i], event.status, event);
+      rows[i].querySelector(".pick").checked = false;
+    }
+    showNotice(`${reviewed.length} alert${reviewed.length === 1 ? "" : "s"} ${status}.`);
+  });
+  $("#events-all").checked = false;
+  picked();
 }
 
 // ------------------------------------------------------------------ filters
@@ -208,10 +246,11 @@ export async function showAlerts() {
   if (events.length === 0) {
     const status = query.get("status");
     const text = status ? `No ${status} events.` : "No events.";
-    tbody.replaceChildren(emptyRow(8, "events-empty", text));
+    tbody.replaceChildren(emptyRow(9, "events-empty", text));
     return;
   }
   tbody.replaceChildren(...events.map(eventRow));
+  picked();
 }
 
 export function setupAlerts() {
@@ -222,6 +261,14 @@ export function setupAlerts() {
   };
   $("#events-filter").addEventListener("submit", reload);
   $("#events-status").addEventListener("change", reload);
+  $("#events-all").addEventListener("change", (e) => {
+    for (const box of document.querySelectorAll("#events-table .pick")) box.checked = e.target.checked;
+    picked();
+  });
+  $("#events-confirm-selected").addEventListener("click",
+    (e) => decideSelected("confirmed", e.currentTarget));
+  $("#events-dismiss-selected").addEventListener("click",
+    (e) => decideSelected("dismissed", e.currentTarget));
   const notify = $("#events-notify");
   notify.hidden = !("Notification" in window);
   notify.addEventListener("click", async () => {
