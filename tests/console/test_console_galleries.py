@@ -13,9 +13,17 @@ import sys
 import urllib.error
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from console_support import Server, accept_next_dialog, api_call, needs_chromium, sign_in
+from console_support import (
+    Server,
+    accept_next_dialog,
+    api_call,
+    needs_chromium,
+    open_page,
+    sign_in,
+)
 from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -372,3 +380,30 @@ def test_alerts_arrive_live_and_filter_by_person_and_camera(page: Page, server: 
         expect(page.get_by_test_id(f"event-reviewer-{event}")).to_contain_text("by console-test")
     statuses = {e["id"]: e["status"] for e in api_call(server.base, "/v1/events", server.key)}
     assert statuses[first] == statuses[arrived] == "dismissed"
+
+
+def test_keys_and_audit_page(page: Page, browser: Any, server: Server, shots: Path) -> None:
+    sign_in(page, server)
+    page.click("#nav-admin")
+    page.fill("#key-name", "front-desk")
+    page.get_by_test_id("scope-identify").check()
+    page.click("#key-create")
+    secret = page.get_by_test_id("key-secret").inner_text()
+    assert secret.startswith("fl_")
+    page.click("#audit-verify")
+    expect(page.get_by_test_id("audit-check")).to_contain_text("Chain intact")
+    expect(page.locator("#audit-table tbody tr", has_text="key.create")).not_to_have_count(0)
+    page.screenshot(path=shots / "keys-audit.png", full_page=True)
+
+    # The new key signs in elsewhere and sees only what identify allows.
+    with open_page(browser) as other:
+        sign_in(other, server, key=secret)
+        expect(other.get_by_test_id("whoami")).to_have_text("front-desk · identify")
+        expect(other.locator("#nav-admin")).to_be_hidden()
+        expect(other.locator("#create-gallery-form")).to_be_hidden()
+
+    key_id = secret.split("_")[1]
+    accept_next_dialog(page)
+    page.get_by_test_id(f"key-revoke-{key_id}").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Key front-desk revoked.")
+    expect(page.get_by_test_id(f"key-revoke-{key_id}")).to_have_count(0)

@@ -1,4 +1,5 @@
 // Console shell: sign in/out, the header, and hash routes that show one page at a time.
+import { setupAdmin, showAdmin } from "./admin.js";
 import { api, clearKey, getKey, setKey, setUnauthorizedHandler } from "./api.js";
 import { leaveAlerts, setupAlerts, showAlerts } from "./alerts.js";
 import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
@@ -8,7 +9,7 @@ import { setGrant } from "./scopes.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, labelCells, showError } from "./ui.js";
 
-const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts"];
+const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts", "admin"];
 let me = null; // {id, name, scopes} of the signed-in key
 
 function showPage(name) {
@@ -65,6 +66,9 @@ async function route() {
   } else if (page === "alerts") {
     showPage("alerts");
     await showAlerts();
+  } else if (page === "admin") {
+    showPage("admin");
+    await showAdmin();
   } else if (page === "galleries") {
     showPage("galleries");
     await showGalleries();
@@ -103,7 +107,8 @@ async function start() {
   setupLiveness();
   setupCameras();
   setupAlerts();
-  for (const table of ["#events-table", "#cameras-table", "#subjects-table"]) labelCells($(table));
+  setupAdmin();
+  for (const table of document.querySelectorAll("main table")) labelCells(table);
   window.addEventListener("hashchange", () => {
     clearMessages();
     route();

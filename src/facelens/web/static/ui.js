@@ -85,6 +85,7 @@ export const emptyRow = (columns, testid, text) =>
 // Each body cell of `table` carries its column's heading as data-label (kept up to date as
 // rows are rendered): on a phone the rows stack and style.css shows the label beside the value.
 export function labelCells(table) {
+  table.classList.add("cards");
   const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
   const body = table.tBodies[0];
   const apply = () => {
