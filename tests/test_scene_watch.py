@@ -45,7 +45,7 @@ def test_person_lower_colour_unknown_when_the_legs_leave_the_frame() -> None:
     whole = describe_person(frame, np.array([10, 10, 90, 150], np.float32), 200)
     assert cut["lower"].value == "unknown" and cut["lower"].confidence == 0.0
     assert whole["lower"].value == "red" and whole["upper"].value == "red"
-    assert cut["sex"].value == "unknown" and cut["age_group"].value == "unknown"
+    assert "sex" not in cut and "age_group" not in cut  # never guessed from colours
 
 
 def test_descriptions_parse_and_rules_match_only_confident_live_attributes() -> None:
@@ -131,3 +131,26 @@ def test_cli_watch_street_alerts_and_writes_annotated_video(shared_data: Path,
     assert summary["tracks_per_class"]["person"] >= 3
     assert '"matched": "rule:person"' in result.output
     assert out.stat().st_size > 10_000
+
+
+def test_perceived_sex_only_from_a_face_matched_to_the_person(shared_data: Path,
+                                                              engine: object) -> None:
+    """Walkers facing the camera: their faces land inside their person boxes and give a
+    perceived sex with a confidence; without the face engine every sex stays unknown."""
+    frames = list(VideoSource(str(shared_data / "street" / "facenet_video.mp4"), fps=5).frames())
+    with_faces = SceneWatch("street", engine=engine)  # type: ignore[arg-type]
+    without = SceneWatch("street")
+    for frame in frames:
+        with_faces.process(frame)
+        without.process(frame)
+    told = [t for t in with_faces.tracks()
+            if t.state["description"].attributes()["sex"][0] != "unknown"]
+    assert len(told) >= 2
+    for track in told:
+        value, confidence = track.state["description"].attributes()["sex"]
+        assert value in ("female", "male") and 0.5 <= confidence <= 1.0
+        fx1, fy1, fx2, fy2 = track.state["face_box"]
+        x1, y1, x2, y2 = track.box
+        assert x1 - 1 <= fx1 and fx2 <= x2 + 1 and y1 - 1 <= fy1 and fy2 <= y2 + 1
+    assert all(t.state["description"].attributes()["sex"] == ("unknown", 0.0)
+               for t in without.tracks())

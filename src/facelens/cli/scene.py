@@ -81,6 +81,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                                                           "or any.")] = "us",
                  motion: Annotated[bool, typer.Option(help="Detect only when something "
                                                            "moves.")] = True,
+                 faces: Annotated[bool, typer.Option(help="Perceived sex from faces large "
+                                                          "enough (the face engine).")] = True,
                  out_video: Annotated[Path | None, typer.Option(
                      "--out", help="Write an annotated video (boxes and descriptions).")]
                  = None,
@@ -90,7 +92,9 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
     the counts printed at the end."""
     from datetime import UTC, datetime, timedelta
 
+    from facelens.api import Engine
     from facelens.events.hotlists import DescriptionRule, Hotlists, PlateEntry, parse_description
+    from facelens.settings import get_settings
     from facelens.video.scene_watch import SceneWatch, watch_scene
     from facelens.video.source import VideoSource
 
@@ -110,7 +114,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
     with errors():
         scene = SceneWatch(camera, Hotlists(plates, rules), on_alert=show, gate=motion,
-                           region=region)
+                           region=region, engine=Engine(get_settings()) if faces else None)
         summary = watch_scene(VideoSource(source, fps=fps).frames(), scene, out_video, fps)
     emit(summary)
 

@@ -7,8 +7,9 @@ of the vote. Grey-scale pixels (low saturation) are named by brightness alone, s
 glass (bright, unsaturated) pull a dark car towards grey or white: the vehicle region is the
 box's middle band, below the windows and above the wheels, where paint dominates.
 
-Perceived sex and adult/child are "unknown" (confidence 0) unless a caller that has the face
-engine or a pose model fills them: this module never guesses them from colours or box shape.
+Perceived sex and adult/child are not guessed here from colours or box shape: the street
+pipeline takes perceived sex from a large enough face (the face engine) and leaves adult/child
+unknown (no pose model is converted yet).
 """
 
 from __future__ import annotations
@@ -97,8 +98,7 @@ def describe_vehicle(rgb: np.ndarray, box: np.ndarray, kind: str, score: float
 def describe_person(rgb: np.ndarray, box: np.ndarray, frame_height: int
                     ) -> dict[str, Attribute]:
     """Upper and lower clothing colours; the lower band is unknown when the box touches the
-    frame's bottom edge (legs cut off). Age group and perceived sex start unknown."""
+    frame's bottom edge (legs cut off)."""
     whole = float(box[3]) < frame_height - 2
     return {"upper": dominant_colour(rgb, box, UPPER_BAND),
-            "lower": dominant_colour(rgb, box, LOWER_BAND) if whole else NOT_KNOWN,
-            "age_group": NOT_KNOWN, "sex": NOT_KNOWN}
+            "lower": dominant_colour(rgb, box, LOWER_BAND) if whole else NOT_KNOWN}

@@ -24,9 +24,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelens.api import Engine
 from facelens.events.hotlists import Hotlists
 from facelens.face import Face
-from facelens.scene.attributes import Attribute, describe_person, describe_vehicle
+from facelens.scene.attributes import UNKNOWN, Attribute, describe_person, describe_vehicle
 from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, detect_objects
 from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
 from facelens.video.source import Frame
@@ -52,6 +53,13 @@ fewest readings first, the largest among them, so a busy road is read in turn.""
 PLATE_SCAN_MIN = 320
 """A vehicle box is scanned for text at twice its size, between this and VEHICLE_SCAN px:
 upscaling a small box further costs time and finds no more characters."""
+FACE_EVERY = 4
+"""A person track's face is looked for at most every this many of its detections..."""
+FACE_MIN_PERSON_PX = 160
+"""...when its box is at least this tall..."""
+FACE_MIN_PX = 48
+"""...and perceived sex is taken only from a face at least this wide (px): a smaller face is
+below what the face engine's attribute model was measured on."""
 CROP_JPEG_QUALITY = 90
 Alert = dict[str, Any]
 
@@ -107,6 +115,9 @@ class Description:
                 continue
             value = max(votes, key=lambda v: votes[v])
             out[name] = (value, votes[value] / seen)
+        if self.classes and self.kind == "person":
+            for name in ("sex", "age_group"):
+                out.setdefault(name, (UNKNOWN, 0.0))
         return out
 
     def plate(self) -> PlateReading | None:
@@ -122,6 +133,9 @@ class SceneWatch:
     on_alert: Callable[[Alert], None] | None = None
     gate: bool = True
     region: str = "us"
+    engine: Engine | None = None
+    """The face engine: with it, a person track's perceived sex is read from its face (the
+    largest face inside the top of its box); without it, sex stays unknown."""
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(camera, class, minute "YYYY-MM-DDTHH:MM") -> tracks first counted in that minute."""
@@ -172,6 +186,9 @@ class SceneWatch:
         desc.detections += 1
         if name == "person":
             desc.add(describe_person(rgb, box, rgb.shape[0]))
+            if (self.engine is not None and desc.detections % FACE_EVERY == 1
+                    and box[3] - box[1] >= FACE_MIN_PERSON_PX):
+                self._face(track, desc, rgb)
         else:
             desc.add(describe_vehicle(rgb, box, name, track.face.score))
         if desc.detections == MIN_HITS:
@@ -183,6 +200,23 @@ class SceneWatch:
         agreeing = sum(p.text == best.text for p in desc.plates) if best else 0
         return (name in MOTOR_VEHICLES and box[3] - box[1] >= PLATE_MIN_HEIGHT
                 and agreeing < PLATE_READS)
+
+    def _face(self, track: Track, desc: Description, rgb: np.ndarray) -> None:
+        """The face belonging to this person box (the largest in its top third), matched to the
+        track and, when large enough, its perceived sex added to the description."""
+        assert self.engine is not None
+        x1, y1, x2, y2 = (int(v) for v in track.box)
+        top = rgb[max(0, y1):max(0, y1) + max(1, (y2 - y1) // 3), max(0, x1):x2]
+        if top.shape[0] < FACE_MIN_PX or top.shape[1] < FACE_MIN_PX:
+            return
+        faces = [f for f in self.engine.analyze(np.ascontiguousarray(top))
+                 if f.box[2] - f.box[0] >= FACE_MIN_PX and f.attributes is not None]
+        if not faces:
+            return
+        face = max(faces, key=lambda f: float(f.box[2] - f.box[0]))
+        assert face.attributes is not None
+        track.state["face_box"] = face.box + np.array([x1, y1, x1, y1], np.float32)
+        desc.add({"sex": Attribute(face.attributes.sex, face.attributes.sex_confidence)})
 
     def _check(self, track: Track, desc: Description, rgb: np.ndarray, now: datetime) -> None:
         attributes = desc.attributes()
