@@ -162,3 +162,35 @@ def accept_next_dialog(page: Page) -> list[str]:
 
     page.once("dialog", accept)
     return dialogs
+
+
+# Alerts come from cameras, not from the API: tests record them with the library in a separate
+# process on the server's data directory, as a camera worker would.
+_RECORD_ALERT = """
+import sys
+from facelens.events.store import EventStore
+from facelens.gallery.service import ConsentRecord, Galleries
+from facelens.settings import get_settings
+from facelens.store.database import Store
+
+photo, gallery, name, camera = sys.argv[1:]
+settings = get_settings()
+store = Store(settings)
+galleries = Galleries(settings, store)
+if not any(g.name == gallery for g, _ in galleries.list_galleries()):
+    galleries.create_gallery(gallery, "staff-door")
+    galleries.enroll(gallery, name, [photo], consent=ConsentRecord(
+        purpose="console test", legal_basis="consent", recorded_by="console test"))
+(subject,) = galleries.subjects(gallery)
+with open(photo, "rb") as f:
+    print(EventStore(store).record(camera, subject.id, "high", snapshot_jpeg=f.read()).id)
+"""
+
+
+def record_alert(server: Server, photo: Path, camera: str, *, gallery: str, name: str) -> int:
+    """An alert about `name` (enrolled from `photo` into `gallery` on first use) on `camera`;
+    returns its event id."""
+    made = subprocess.run([sys.executable, "-c", _RECORD_ALERT, str(photo), gallery, name, camera],
+                          env=server.env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    return int(made.stdout.strip().splitlines()[-1])

@@ -22,6 +22,7 @@ from console_support import (
     api_call,
     needs_chromium,
     open_page,
+    record_alert,
     sign_in,
 )
 from playwright.sync_api import Page, expect
@@ -324,34 +325,12 @@ def test_group_photo_verify_answers_per_face_and_labels_do_not_collide(
             or first["x"] + first["w"] <= second["x"])
 
 
-RECORD_LIVE = """
-import sys
-from facelens.events.store import EventStore
-from facelens.gallery.service import ConsentRecord, Galleries
-from facelens.settings import get_settings
-from facelens.store.database import Store
-
-settings = get_settings()
-store = Store(settings)
-galleries = Galleries(settings, store)
-if not any(g.name == "live" for g, _ in galleries.list_galleries()):
-    galleries.create_gallery("live", "staff-door")
-    galleries.enroll("live", "obama", [sys.argv[1]], consent=ConsentRecord(
-        purpose="console test", legal_basis="consent", recorded_by="console test"))
-(subject,) = galleries.subjects("live")
-print(EventStore(store).record(sys.argv[2], subject.id, "high").id)
-"""
-
-
 def test_alerts_arrive_live_and_filter_by_person_and_camera(page: Page, server: Server,
                                                              fixtures_dir: Path,
                                                              shots: Path) -> None:
     def record(camera: str) -> int:
-        made = subprocess.run([sys.executable, "-c", RECORD_LIVE, str(fixtures_dir / "obama.jpg"),
-                               camera], env=server.env, capture_output=True, text=True,
-                              timeout=300)
-        assert made.returncode == 0, made.stderr
-        return int(made.stdout.strip().splitlines()[-1])
+        return record_alert(server, fixtures_dir / "obama.jpg", camera, gallery="live",
+                            name="obama")
 
     first = record("gate")
     sign_in(page, server)

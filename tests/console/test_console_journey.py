@@ -5,44 +5,20 @@ Confirm and Dismiss stay on screen."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from console_support import Server, needs_chromium, sign_in
+from console_support import Server, needs_chromium, record_alert, sign_in
 from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.slow, needs_chromium]
-
-RECORD = """
-import sys
-from facelens.events.store import EventStore
-from facelens.gallery.service import ConsentRecord, Galleries
-from facelens.settings import get_settings
-from facelens.store.database import Store
-
-settings = get_settings()
-store = Store(settings)
-galleries = Galleries(settings, store)
-if not any(g.name == "journey" for g, _ in galleries.list_galleries()):
-    galleries.create_gallery("journey", "staff-door")
-    galleries.enroll("journey", "Lin-Manuel Miranda", [sys.argv[1]], consent=ConsentRecord(
-        purpose="console test", legal_basis="consent", recorded_by="console test"))
-(subject,) = galleries.subjects("journey")
-with open(sys.argv[1], "rb") as f:
-    print(EventStore(store).record("front-door", subject.id, "high", snapshot_jpeg=f.read()).id)
-"""
-
 
 @pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_journey_at_desk_and_phone_widths(page: Page, server: Server, fixtures_dir: Path,
                                           shots: Path, width: int, scheme: str) -> None:
-    made = subprocess.run([sys.executable, "-c", RECORD, str(fixtures_dir / "obama.jpg")],
-                          env=server.env, capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    event = int(made.stdout.strip().splitlines()[-1])
+    event = record_alert(server, fixtures_dir / "obama.jpg", "front-door", gallery="journey",
+                         name="Lin-Manuel Miranda")
     page.set_viewport_size({"width": width, "height": 844 if width < 600 else 900})
     page.emulate_media(color_scheme=scheme)
     name = f"{width}-{scheme}"
