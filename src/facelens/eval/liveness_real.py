@@ -23,7 +23,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from importlib import resources
-from itertools import combinations
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,14 @@ import numpy as np
 from facelens.api import Engine
 from facelens.face import Face
 from facelens.liveness.answer import MAX_FRAMES, video_frames
-from facelens.liveness.judge import FaceFollower, eye_and_yaw, find_actions, judge, off_schedule
+from facelens.liveness.judge import (
+    REACTION_S,
+    FaceFollower,
+    eye_and_yaw,
+    find_actions,
+    judge,
+    off_schedule,
+)
 from facelens.liveness.sessions import prompt_times
 from facelens.video.source import evenly_spaced
 
@@ -142,7 +149,8 @@ def detection(clips: dict[str, tuple[list[np.ndarray], float]], measured: dict[s
 
 
 def _triples(clip: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """Every (blink, turn_left, turn_right) set of one clip's events, in the order done."""
+    """Every (blink, turn_left, turn_right) set of one clip's events, in the order done;
+    events that overlap have no order (a wink during a turn) and are not combined."""
     events = []
     for e in clip["events"]:
         kind = _kind(e["action"])
@@ -152,7 +160,8 @@ def _triples(clip: dict[str, Any]) -> list[list[dict[str, Any]]]:
                            "at": at if at is not None else (e["start"] + e["end"]) // 2})
     triples = []
     for chosen in combinations(sorted(events, key=lambda e: e["at"]), 3):
-        if {e["kind"] for e in chosen} == {"blink", "turn_left", "turn_right"}:
+        apart = all(a["end"] < b["start"] for a, b in pairwise(chosen))
+        if apart and {e["kind"] for e in chosen} == {"blink", "turn_left", "turn_right"}:
             triples.append(list(chosen))
     return triples
 
@@ -198,7 +207,30 @@ def sessions(engine: Engine, clips: dict[str, tuple[list[np.ndarray], float]],
                         f"prompt times ({SCHEDULES} draws each): the share it still fits",
                 "recordings": len(replays),
                 "mean_fit": round(float(np.mean(replays)), 4) if replays else None,
-                "max_fit": round(float(np.max(replays)), 4) if replays else None}}
+                "max_fit": round(float(np.max(replays)), 4) if replays else None,
+                "best_recording_for_an_attacker_who_knows_the_draw": best_recording_fit(rng)}}
+
+
+def best_recording_fit(rng: random.Random) -> dict[str, Any]:
+    """The recording an attacker who knows how prompts are drawn would make: the action times
+    (on a 0.25 s grid) that fit the most random sessions, and that share."""
+    prompts = np.array([prompt_times(3, rng) for _ in range(SCHEDULES)])
+    low, high = REACTION_S
+
+    def fits(t: float, column: int) -> np.ndarray:
+        return (t >= prompts[:, column] + low) & (t <= prompts[:, column] + high)
+
+    best = (0.0, (0.0, 0.0, 0.0))
+    grid = np.arange(0.5, 8.0, 0.25)
+    for first in grid[grid <= 5.0]:
+        one = fits(first, 0)
+        for second in first + grid[grid >= 2.0]:
+            two = one & fits(second, 1)
+            for third in second + grid[grid >= 2.0]:
+                share = float((two & fits(third, 2)).mean())
+                if share > best[0]:
+                    best = (share, (first, second, third))
+    return {"fit": round(best[0], 4), "action_times_s": [round(t, 2) for t in best[1]]}
 
 
 def _jumps(faces: list[list[Face]], width: int) -> tuple[int, int]:
