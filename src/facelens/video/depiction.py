@@ -11,9 +11,11 @@ from facelens.scene.detect import detect_objects
 DEPICTING = ("cell phone", "tv", "laptop", "book")
 INSIDE = 0.6
 """Share of the face box inside the object's box that makes the face part of the object."""
-THRESHOLD = 0.25
+THRESHOLD = 0.2
 """NanoDet score for these objects (a screen seen at a slant scores low; the face must still
 lie inside its box, so a stray box costs little)."""
+MAX_FRAME_SHARE = 0.6
+"""Boxes covering more of the frame are NanoDet's low-score guesses at the whole scene."""
 
 
 def inside_share(face: np.ndarray, box: np.ndarray) -> float:
@@ -28,8 +30,10 @@ def depicting_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
     """The name of the picture-showing object the face lies inside in this frame, if any."""
     objects = detect_objects(rgb, THRESHOLD).of(*DEPICTING)
     face_area = (face_box[2] - face_box[0]) * (face_box[3] - face_box[1])
+    frame_area = rgb.shape[0] * rgb.shape[1]
     for box, name in zip(objects.boxes, objects.names, strict=True):
-        bigger = (box[2] - box[0]) * (box[3] - box[1]) > 1.5 * face_area
-        if bigger and inside_share(face_box, box) >= INSIDE:
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        plausible = 1.5 * face_area < area <= MAX_FRAME_SHARE * frame_area
+        if plausible and inside_share(face_box, box) >= INSIDE:
             return name
     return None
