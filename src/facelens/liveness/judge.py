@@ -1,8 +1,10 @@
 """Judge a challenge answer: did one live person perform the asked actions, in order?
 
-Per frame: the main face, its FaceMesh (eye aspect ratio for blinks, head yaw for turns) and
-its SFace embedding (the same person throughout). Over the sequence: the passive cues (a flat
-picture, a screen's moiré) from liveness/passive.py.
+Per frame: the face followed through the take (FaceFollower: one continuous take), its
+FaceMesh (eye aspect ratio for blinks, head yaw for turns) and its SFace embedding (the same
+person throughout). Over the sequence: the passive cues (a flat picture, a screen's moiré, the
+learned antispoof model) from liveness/passive.py and, when the session's prompt times and the
+frames' times are given, each action within its prompt's window.
 """
 
 from __future__ import annotations
