@@ -9,6 +9,11 @@ from real faces, reported in ISO/IEC 30107-3 terms.
   bezel) that itself moves.
 - Real actions (eval/liveness_actions.py): the footage's blinks and turns, annotated by eye,
   judged as one-action challenge answers.
+- The shared close-up clips (eval/liveness_real.py): deliberate actions, whole 3-action
+  sessions, continuity at 5-30 fps and as 1080p VP8/VP9 answers; their windows are bona fide
+  held out from every threshold.
+- Recaptures (eval/recapture.py): the clips played in chromium and grabbed back from the screen.
+- The learned passive model alone: APCER per PAI species at BPCER 5%, and DET curves.
 
 APCER (per attack type) = attacks accepted as live / attacks; BPCER = bona fide rejected /
 bona fide, at the shipped operating point (liveness/judge.py, liveness/passive.py). What this
@@ -344,5 +349,6 @@ def _report(tally: _Tally, printed: list[PassiveCues | None], printed_full: list
                         "deepfakes injected into the video stream",
                         "people, lighting and cameras unlike the footage's (a stage and "
                         "its audience, one man on two webcams, one in a studio, one in a car)",
-                        "deliberate head turns: the footage holds only four natural ones"],
+                        "whole sessions of more than two people (the shared clips hold all "
+                        "three actions for two)"],
     }
