@@ -19,8 +19,9 @@ from facelens.scene.detect import Objects, detect_objects
 from facelens.scene.plates import PlateReading, normalise, read_plate, read_plate_in_box, vote
 
 US_SAMPLE = 30
-US_SAMPLE_FLOORS = {"read_rate": 0.6, "read_rate_given_box": 0.8}
-"""Measured on the first 30 images (by name): 20/30 and 26/30; each floor allows two fewer."""
+US_SAMPLE_FLOORS = {"read_rate": 19 / 30, "read_rate_given_box": 0.8}
+"""Measured on the first 30 images (by name) with the PP-OCRv6 recogniser: 21/30 and 25/30
+(PP-OCRv4's: 20/30 and 26/30); the floors allow two fewer and one fewer."""
 
 
 def _no_progress(label: str, total: int) -> Callable[[int], None]:
