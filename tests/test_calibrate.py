@@ -96,3 +96,13 @@ def test_a_population_with_higher_impostor_scores_moves_the_thresholds_up(
     assert calibration.path == target and calibration.source == "doubled: 60 people"
     assert calibration.operating_point("fusion", 1e-2).threshold == pytest.approx(
         high["variants"]["fusion"]["tar_at_far"]["1e-02"]["threshold"])
+
+
+def test_wilson_interval_brackets_the_rate() -> None:
+    from facelens.eval.demographics import wilson
+
+    low, high = wilson(214, 16_411)  # East Asian false matches at the fused 1e-3 threshold
+    assert low < 214 / 16_411 < high
+    assert (round(low, 4), round(high, 4)) == (0.0114, 0.0149)
+    assert wilson(0, 1000)[0] == 0.0 and 0.003 < wilson(0, 1000)[1] < 0.004  # ~ rule of three
+    assert wilson(0, 0) == (0.0, 1.0)

@@ -153,14 +153,16 @@ def conservative(whole: dict[str, Any], groups: list[dict[str, Any]]) -> dict[st
 
 
 def warnings(variants: dict[str, Any]) -> list[str]:
+    """One line per embedder whose impostor pairs cannot measure some FARS."""
     out = []
     for name, variant in variants.items():
         n = variant["impostor_pairs"]
-        for key, ok in variant["supported"].items():
-            if not ok:
-                out.append(f"{name} @ FAR {key}: {n:,} impostor pairs cannot measure it "
-                           f"(needs {int(MIN_IMPOSTORS_ABOVE / float(key)):,}); its threshold "
-                           "is only the highest impostor scores: add photos of more people")
+        short = [key for key, ok in variant["supported"].items() if not ok]
+        if short:
+            needs = ", ".join(f"{round(MIN_IMPOSTORS_ABOVE / float(k)):,}" for k in short)
+            out.append(f"{name} @ FAR {', '.join(short)}: {n:,} impostor pairs cannot measure "
+                       f"{'it' if len(short) == 1 else 'them'} (needs {needs}); those "
+                       "thresholds are only the highest impostor scores: add more people")
     return out
 
 
