@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test bench lint setup footage clean
+.PHONY: run test bench lint setup footage clean fuzz
 
 setup: $(STAMP) $(KERNEL)
 
@@ -86,3 +86,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info $(KERNEL)
+
+# The abuse suite's long run (tests/security/; `make test` runs it in a bounded form):
+# 10,000 mutated uploads, a deeper OpenAPI walk, the hostile corpus, and the liveness memory
+# budget measured per answer shape (JSON under out/).
+fuzz: $(STAMP) $(KERNEL)
+	FUZZ_UPLOADS=10000 FUZZ_SCHEMA_EXAMPLES=20 FUZZ_REPORT=out/fuzz-uploads.json \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/security
+	$(BIN)/python tests/security/liveness_budget.py --json-out out/liveness-budget.json
+	$(BIN)/python tests/security/hostile.py out/hostile
