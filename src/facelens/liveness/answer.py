@@ -17,7 +17,7 @@ import numpy as np
 
 from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
 from facelens.video.source import evenly_spaced
-from facelens.vision.decode import load_image
+from facelens.vision.decode import image_size, load_image
 
 MAX_FRAMES = 90
 """Frames judged per answer (a longer video is sampled down to this many)."""
@@ -26,7 +26,8 @@ MAX_DECODED = 1800
 FRAME_PIXELS = 3840 * 2160
 """Largest frame accepted (4K UHD): phone and webcam captures are smaller."""
 DECODED_PIXELS = 400_000_000
-"""Pixels decoded in all (13 s of 1080p at 30 fps): bounds the decoder's time, not memory."""
+"""Pixels decoded in all (13 s of 1080p at 30 fps; 48 4K frames): bounds the time an answer
+holds a worker, not its memory."""
 JUDGED_SIDE = 640
 """Every frame is shrunk to at most this side as it is decoded; the judge needs no more."""
 DEMUXERS = {b"\x1a\x45\xdf\xa3": "matroska", b"ftyp": "mp4"}
@@ -102,6 +103,12 @@ def answer_frames(video: bytes | None, images: list[bytes], *, limit_pixels: int
     the answer)."""
     if video is not None:
         return video_frames(video, limit_pixels)
+    images = images[:MAX_FRAMES]
+    # Summed from the headers before any frame is decoded: the decoding time is bounded too.
+    announced = sum(w * h for w, h in filter(None, (image_size(d, formats) for d in images)))
+    if announced > DECODED_PIXELS:
+        raise ImageTooLargeError(f"the frames hold {announced / 1e6:.0f} MP, over the "
+                                 f"{DECODED_PIXELS / 1e6:g} MP an answer may decode")
     return [load_image(data, max_pixels=min(limit_pixels, FRAME_PIXELS), formats=formats,
                        max_side=JUDGED_SIDE)
-            for data in images[:MAX_FRAMES]]
+            for data in images]

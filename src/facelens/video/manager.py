@@ -61,7 +61,8 @@ class CameraManager:
                 runner.start()
 
     def add(self, config: CameraConfig) -> None:
-        check_source(config.source, self.settings.media_dir)
+        config = config.model_copy(update={
+            "source": check_source(config.source, self.settings.media_dir)})
         for gallery in config.galleries:
             self.galleries.gallery(gallery)
         with self.sessions.begin() as s:
@@ -75,9 +76,10 @@ class CameraManager:
             row = s.get(Camera, name)
             if row is None:
                 raise NotFoundError(f"no camera {name!r}")
-            config = CameraConfig(**{**_config(row).model_dump(), **changes})
             if "source" in changes:
-                check_source(config.source, self.settings.media_dir)
+                changes = {**changes, "source": check_source(changes["source"],
+                                                             self.settings.media_dir)}
+            config = CameraConfig(**{**_config(row).model_dump(), **changes})
             for gallery in config.galleries:
                 self.galleries.gallery(gallery)
             for field in FIELDS:

@@ -65,25 +65,29 @@ def redacted(text: str) -> str:
     return _CREDENTIALS.sub("***@", text)
 
 
-def check_source(uri: str, media_dir: Path | None) -> None:
-    """Refuse a camera source that is not an RTSP(S) or HTTP(S) stream to a non-local host, a
-    webcam (/dev/videoN) or a file inside `media_dir`. A refused file gets the same answer
-    whether or not it exists (no probe of the server's disk)."""
+def check_source(uri: str, media_dir: Path | None) -> str:
+    """The source a camera may use for `uri`: an RTSP(S) or HTTP(S) stream to a non-local
+    host, a webcam (/dev/videoN), or a file inside `media_dir` (returned as its absolute
+    path). Anything else raises SourceError; a refused file gets the same answer whether or
+    not it exists (no probe of the server's disk)."""
     if uri.startswith(LIVE_SCHEMES):
         host = urlsplit(uri).hostname or ""
         if _local(host):
             raise SourceError(f"{redacted(uri)}: streams from this machine's own or link-local "
                               "addresses are refused")
-        return
+        return uri
     if WEBCAM.match(uri):
-        return
+        return uri
     refused = SourceError("a camera source is rtsp://, rtsps://, http(s)://, /dev/videoN or a "
                           "video file inside the media folder (setting media_dir)")
-    if re.match(r"^[A-Za-z][\w+.-]*:", uri) or media_dir is None or "\0" in uri:
-        raise refused  # another protocol (concat:, subfile:, data:, tcp:, ...) or no folder
-    folder = media_dir.resolve()
-    if not (folder / uri).resolve().is_relative_to(folder):
+    # Any ':' could name an FFmpeg protocol (concat:, subfile,,…:, data:, tcp:, …).
+    if media_dir is None or ":" in uri or "\0" in uri:
         raise refused
+    folder = media_dir.resolve()
+    path = (folder / uri).resolve()
+    if not path.is_relative_to(folder):
+        raise refused
+    return str(path)
 
 
 def _local(host: str) -> bool:
@@ -117,7 +121,9 @@ class VideoSource:
         options = {"protocol_whitelist": PROTOCOLS.get(scheme, "file")}
         if scheme.startswith("rtsp"):
             options["rtsp_transport"] = "tcp"
-        return av.open(self.uri, options=options, timeout=(self.timeout_s, self.timeout_s))
+        # A path goes to FFmpeg as file:…, so no part of its name can pick a protocol.
+        target = self.uri if scheme in PROTOCOLS and scheme != "file" else f"file:{self.uri}"
+        return av.open(target, options=options, timeout=(self.timeout_s, self.timeout_s))
 
     def frames(self) -> Iterator[Frame]:
         delivered, next_time, failures, backoff = 0, 0.0, 0, 0.5
