@@ -41,6 +41,9 @@ def calibrate(folder: Path,
                   help="Write the calibration here instead of the data directory's "
                        "calibration/ folder (use it with FACELENS_CALIBRATION_FILE).")] = None,
               dry_run: Annotated[bool, typer.Option(help="Print, write nothing.")] = False,
+              singles: Annotated[int, typer.Option(
+                  help="People with one photo in a folder each: how many to sample (the "
+                       "`eval lfw` protocol's 1000 by default).")] = 1000,
               workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
               cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
               = Path("out/eval"),
@@ -64,7 +67,7 @@ def calibrate(folder: Path,
     with errors(), progress() as start:
         report = fit_folder(folder, runtime=settings.runtime, groups=groups,
                             default_weight=active.fusion_weight(settings.fusion_weight),
-                            workers=workers, cache=cache, progress=start)
+                            workers=workers, cache=cache, progress=start, singles=singles)
     if not dry_run:
         target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
         by_group = f"; highest of groups {', '.join(groups)}, rest" if groups else ""
