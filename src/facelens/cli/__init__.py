@@ -45,7 +45,9 @@ eval_app.command("watch")(cli_video.eval_watch)
 eval_app.command("liveness")(cli_video.eval_liveness)
 eval_app.command("depiction")(cli_video.eval_depiction)
 eval_app.command("plates")(cli_scene.eval_plates)
+eval_app.command("street")(cli_scene.eval_street)
 app.command()(cli_scene.objects)
+app.command("watch-street")(cli_scene.watch_street)
 app.command()(cli_calibrate.calibrate)
 eval_app.command("demographics")(cli_calibrate.eval_demographics)
 app.command()(cli_gallery.enroll)
@@ -294,6 +296,7 @@ def lfw_table(report: dict[str, Any]) -> Table:
 bench_app = typer.Typer(invoke_without_command=True,
                         help="Speed benchmarks (JSON); ratios against baselines in the same run.")
 app.add_typer(bench_app, name="bench")
+bench_app.command("street")(cli_scene.bench_street)
 
 
 @bench_app.callback()
