@@ -61,10 +61,11 @@ def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
             if not container.streams.video:
                 raise BadImageError("the video has no video stream")
             stream = container.streams.video[0]
-            codec = stream.codec_context
-            if codec.name not in CODECS:
-                raise UnsupportedImageError(f"unsupported video codec {codec.name} "
-                                            "(accepted: H.264, VP8, VP9, MPEG-4)")
+            codec = stream.codec_context  # None when FFmpeg has no decoder for the stream
+            if codec is None or codec.name not in CODECS:
+                raise UnsupportedImageError(
+                    f"unsupported video codec {codec.name if codec else '(no decoder)'} "
+                    "(accepted: H.264, VP8, VP9, MPEG-4)")
             _check_frame(codec.width, codec.height, limit_pixels)  # from the header: no decode
             codec.thread_count = 1  # one frame in flight: the decoder's memory stays small
             for number, frame in enumerate(container.decode(stream)):
