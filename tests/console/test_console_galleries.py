@@ -405,6 +405,6 @@ def test_api_docs_render_offline_from_the_console_link(page: Page, server: Serve
         page.click("#nav-docs")
     docs = opened.value
     expect(docs.locator(".swagger-ui .opblock-summary-path", has_text="/v1/verify").first
-           ).to_be_visible()
+           ).to_be_visible(timeout=15_000)  # a local page: no need for the model-load wait
     docs.screenshot(path=shots / "docs-offline.png")
     assert blocked == [], blocked
