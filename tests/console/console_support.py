@@ -61,12 +61,16 @@ class Server:
 
 
 @contextmanager
-def serve(data: Path, prepare: list[str] | None = None) -> Iterator[Server]:
+def serve(data: Path, prepare: list[str] | None = None, *, media_dir: Path | None = None
+          ) -> Iterator[Server]:
     """`facelens serve` on a free port with the data dir `data`, and an admin key for it.
 
     `prepare`: a command run on the data dir first (e.g. galleries enrolled with the library).
+    `media_dir`: the folder whose video files cameras may read.
     """
     env = {**os.environ, "FACELENS_DATA_DIR": str(data)}
+    if media_dir is not None:
+        env["FACELENS_MEDIA_DIR"] = str(media_dir)
     made = subprocess.run([str(BIN / "facelens"), "keys", "create", "console-test",
                            "--scope", "admin", "--json"],
                           env=env, capture_output=True, text=True, timeout=120)

@@ -77,7 +77,7 @@ def camera_server(tmp_path_factory: pytest.TempPathFactory, isolated_env: Path
         pytest.skip(f"the camera test needs ../shared/data/video (the team's checkout): "
                     f"{', '.join(missing)} absent")
     prepare = [sys.executable, "-c", PREPARE_CAMERAS, str(VIDEO), *STAGE_CAST]
-    with serve(tmp_path_factory.mktemp("console-cameras"), prepare) as running:
+    with serve(tmp_path_factory.mktemp("console-cameras"), prepare, media_dir=VIDEO) as running:
         yield running
 
 
