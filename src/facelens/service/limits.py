@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import TypeVar
 
 import cv2
@@ -30,36 +31,54 @@ class Overloaded(Exception):
     """The inference queue is full."""
 
 
+HEAVY_PIXELS = 8_300_000
+"""Uploads over 4K UHD run in the heavy lane (one thread, lowest priority)."""
+HEAVY: ContextVar[bool] = ContextVar("facelens_heavy", default=False)
+"""Set by the upload reader when the request's image is over HEAVY_PIXELS."""
+
+
 class InferencePool:
+    """Normal requests on `workers` threads; requests marked HEAVY on one thread of their own
+    at the lowest priority, at most `workers` of them waiting: a key flooding 40 MP images
+    holds one lane, never the threads that serve ordinary photos."""
+
     def __init__(self, workers: int, queue: int) -> None:
         self.workers = workers
         self.capacity = workers + queue
         self.pending = 0
+        self.heavy_pending = 0
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="facelens-infer",
                                             initializer=lower_thread_priority)
+        self._heavy = ThreadPoolExecutor(1, thread_name_prefix="facelens-heavy",
+                                         initializer=lower_thread_priority, initargs=(19,))
 
     @property
     def full(self) -> bool:
         return self.pending >= self.capacity
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self.full:  # single-threaded event loop: no race here
+        heavy = HEAVY.get()
+        if self.full or (heavy and self.heavy_pending > self.workers):
             raise Overloaded(f"{self.pending} requests in progress or queued")
         self.pending += 1
+        self.heavy_pending += heavy
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            executor = self._heavy if heavy else self._executor
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         finally:
             self.pending -= 1
+            self.heavy_pending -= heavy
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._heavy.shutdown(wait=False, cancel_futures=True)
 
 
-def lower_thread_priority() -> None:
+def lower_thread_priority(nice: int = 10) -> None:
     """Inference threads (and the runtime threads they start, which inherit it) yield the CPU
     to the event loop: a saturated machine still answers /healthz and 429s at once."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class RateLimiter:

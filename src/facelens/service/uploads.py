@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Form, UploadFile
 
 from facelens.service.http import ApiError
+from facelens.service.limits import HEAVY, HEAVY_PIXELS
 from facelens.service.security import CALLER, pixel_budget
 from facelens.vision.decode import image_size
 
@@ -34,6 +35,8 @@ def _charge_pixels(data: bytes) -> None:
     caller = CALLER.get(None)
     if size is None or caller is None:
         return  # unreadable: the decoder refuses it for nothing
+    if size[0] * size[1] > HEAVY_PIXELS:
+        HEAVY.set(True)  # the route runs in this task: its pool.run sees it
     request, principal = caller
     wait = pixel_budget(request).allow(principal.id, size[0] * size[1] / 1e6)
     if wait:
