@@ -388,9 +388,6 @@ def test_keys_and_audit_page(page: Page, browser: Any, server: Server, shots: Pa
     expect(page.get_by_test_id(f"key-revoke-{key_id}")).to_have_count(0)
 
 
-@pytest.mark.xfail(strict=True, reason="swagger-ui-bundle 1.1.0 ships a Swagger UI that cannot "
-                   "read FastAPI's OpenAPI 3.1 ('does not specify a valid version field'): "
-                   "service/app.py needs a bundle with Swagger UI 5 or openapi_version 3.0")
 def test_api_docs_render_offline_from_the_console_link(page: Page, server: Server,
                                                       shots: Path) -> None:
     blocked: list[str] = []

@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from importlib import resources
 
-import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -76,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purge.cancel()
             state.close()
 
-    # /docs from the pinned swagger-ui-bundle wheel, never a CDN; no /redoc (no offline copy).
+    # /docs from the Swagger UI 5 files the pinned fastapi-offline wheel carries (it reads
+    # OpenAPI 3.1), never a CDN; no /redoc.
     app = FastAPI(title="facelens", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,
                   description="Open, self-hosted face recognition. Every route but /healthz "
@@ -114,8 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="facelens API",
                                    swagger_js_url="/docs/static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/static/swagger-ui.css",
-                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+                                   swagger_favicon_url="/docs/static/favicon.png")
 
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
-              name="docs-static")
+    swagger_files = resources.files("fastapi_offline") / "static"
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_files)), name="docs-static")
     return app
