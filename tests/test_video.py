@@ -322,7 +322,7 @@ def test_mqtt_delivery_to_the_local_broker() -> None:
     finally:
         listener.loop_stop()
         listener.disconnect()
-    assert got == [("facelens-test/door/events", _alert())]
+    assert got == [("facelens-test/door/events", {**_alert(), "band": "high"})]  # band: Frigate-style
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -375,7 +375,7 @@ def test_cameras_are_managed_over_the_api(tmp_path: Path, shared_data: Path) -> 
     _watchlist(data_dir, {name: shared_data / "video" / f"{name}.png" for name in STAGE}
                ).store.close()
     clip_path = str(shared_data / "video" / "short_hamilton_clip.mp4")
-    app = create_app(Settings(data_dir=data_dir))
+    app = create_app(Settings(data_dir=data_dir, media_dir=shared_data / "video"))
     with TestClient(app) as c:
         key = app.state.facelens.keys.create("ops", ["admin"])[1]
         auth = {"Authorization": f"Bearer {key}"}
