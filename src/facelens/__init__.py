@@ -10,23 +10,24 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from facelens.api import analyze, detect, embed, verify
+    from facelens.api import analyze, compare, detect, embed, verify
     from facelens.errors import BadImageError, FacelensError, ModelMissingError, NoFaceError
-    from facelens.face import Attributes, Face, Quality, Verdict
+    from facelens.face import Attributes, Comparison, Face, Quality, Verdict
     from facelens.vision.decode import load_image
 
 _HOMES = {
     "analyze": "facelens.api", "detect": "facelens.api", "embed": "facelens.api",
-    "verify": "facelens.api",
+    "verify": "facelens.api", "compare": "facelens.api",
     "BadImageError": "facelens.errors", "FacelensError": "facelens.errors",
     "ModelMissingError": "facelens.errors", "NoFaceError": "facelens.errors",
     "Attributes": "facelens.face", "Face": "facelens.face", "Quality": "facelens.face",
-    "Verdict": "facelens.face",
+    "Verdict": "facelens.face", "Comparison": "facelens.face",
     "load_image": "facelens.vision.decode",
 }
 __all__ = [
-    "Attributes", "BadImageError", "Face", "FacelensError", "ModelMissingError", "NoFaceError",
-    "Quality", "Verdict", "analyze", "detect", "embed", "load_image", "verify",
+    "Attributes", "BadImageError", "Comparison", "Face", "FacelensError", "ModelMissingError",
+    "NoFaceError", "Quality", "Verdict", "analyze", "compare", "detect", "embed", "load_image",
+    "verify",
 ]
 assert set(__all__) == set(_HOMES)
 __version__ = "0.1.0"
