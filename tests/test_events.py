@@ -85,3 +85,17 @@ def test_bulk_review_confirms_several_and_refuses_unknown_ids_first(
     assert state.events.get(made[2]).status == "unconfirmed"
     bad = client.post("/v1/events/review", headers=auth, json={"ids": made, "status": "suppressed"})
     assert bad.status_code == 422
+
+
+def test_event_ids_past_the_column_range_name_no_event_on_postgresql(tmp_path: Path,
+                                                                      postgres: Any) -> None:
+    # PostgreSQL's INTEGER is 32-bit: such an id reached the database and came back a 500.
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=postgres.url))
+    with TestClient(app) as client:
+        key = app.state.facelens.keys.create("ops", ["events"])[1]
+        auth = {"Authorization": f"Bearer {key}"}
+        for big in (2**31, 2**63):
+            assert client.get(f"/v1/events/{big}", headers=auth).status_code == 404
+            assert client.post(f"/v1/events/{big}/confirm", headers=auth).status_code == 404
+            page = client.get(f"/v1/events?cursor={big}", headers=auth)
+            assert page.status_code == 200 and page.json() == []

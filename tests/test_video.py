@@ -322,7 +322,7 @@ def test_mqtt_delivery_to_the_local_broker() -> None:
     finally:
         listener.loop_stop()
         listener.disconnect()
-    assert got == [("facelens-test/door/events", {**_alert(), "band": "high"})]  # band: Frigate-style
+    assert got == [("facelens-test/door/events", {**_alert(), "band": "high"})]
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -15,6 +15,16 @@ from facelens.store.crypto import context, seal, unseal
 from facelens.store.database import Store
 from facelens.store.tables import STATUSES, Event, Subject, utcnow
 
+IDS = range(1, 2**31)
+"""Event ids the database can hold: PostgreSQL's INTEGER is 32-bit. An id outside names no
+event, and is never sent to the database (where it would be an error, not a miss)."""
+
+
+def _bounded(event_id: int | None) -> int | None:
+    """A cursor id clamped into what the database takes (the same page, bar the last id)."""
+    return None if event_id is None else min(max(event_id, IDS.start - 1), IDS.stop - 1)
+
+
 
 class EventStore:
     """The events kept in one `Store`."""
@@ -59,6 +69,7 @@ class EventStore:
         last event of the previous page (ids grow with recording, so pages never overlap or
         skip an event recorded meanwhile). With `after` (an id): the events recorded since
         that one, oldest first."""
+        before, after = _bounded(before), _bounded(after)
         order = Event.id.asc() if after is not None else Event.id.desc()
         query = sa.select(Event).order_by(order).limit(limit)
         if after is not None:
@@ -83,6 +94,8 @@ class EventStore:
                 .where(Event.subject_id == subject_id).group_by(Event.status))}
 
     def get(self, event_id: int) -> Event:
+        if event_id not in IDS:
+            raise NotFoundError(f"no event {event_id}")
         with self.sessions() as s:
             event = s.get(Event, event_id)
         if event is None:
@@ -91,6 +104,8 @@ class EventStore:
 
     def image(self, event_id: int, kind: str = "snapshot") -> bytes:
         """The event's best-shot crop ("snapshot") or blurred whole frame ("frame"), JPEG."""
+        if event_id not in IDS:
+            raise NotFoundError(f"no event {event_id}")
         with self.sessions() as s:
             event = s.get(Event, event_id)
             blob = getattr(event, kind) if event is not None else None
@@ -104,6 +119,8 @@ class EventStore:
     def review(self, event_id: int, status: str, reviewer: str) -> Event:
         if status not in ("confirmed", "dismissed"):
             raise ValueError("a review confirms or dismisses")
+        if event_id not in IDS:
+            raise NotFoundError(f"no event {event_id}")
         with self.sessions.begin() as s:
             event = s.get(Event, event_id)
             if event is None:
@@ -112,6 +129,8 @@ class EventStore:
         return event
 
     def delete(self, event_id: int) -> None:
+        if event_id not in IDS:
+            raise NotFoundError(f"no event {event_id}")
         with self.sessions.begin() as s:
             if not s.execute(sa.delete(Event).where(Event.id == event_id)).rowcount:
                 raise NotFoundError(f"no event {event_id}")

@@ -84,11 +84,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error",
                               f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.exception_handler(OverflowError)
-    async def _overflow(_: Request, e: OverflowError) -> JSONResponse:
-        # An integer path parameter past the database's 64-bit range names no row.
-        return error_response(404, "not_found", "no such item (identifier out of range)")
-
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
         log.error("internal error: %s", type(e).__name__, exc_info=e)
