@@ -176,7 +176,8 @@ def test_keys_from_the_cli_work_until_revoked(server: tuple[Server, str]) -> Non
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)
     me = httpx.get(f"{running.url}/v1/me", headers={"X-API-Key": key["key"]}).json()
-    assert me == {"id": key["id"], "name": "door-reader", "scopes": ["identify"]}
+    assert me == {"id": key["id"], "name": "door-reader", "scopes": ["identify"],
+                  "attributes": True}  # whether the server estimates age and sex
     listed = subprocess.run([str(CLI), "keys", "list", "--json"], env=_env(running.data_dir),
                             capture_output=True, text=True, timeout=120)
     assert key["key"] not in listed.stdout and key["id"] in listed.stdout
