@@ -162,6 +162,33 @@ class Event(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class AlertWindow(Base):
+    """A camera's cool-down for one subject: no second alert before `until`. Claimed by one
+    atomic INSERT … ON CONFLICT … WHERE, so every worker on the database agrees."""
+
+    __tablename__ = "alert_windows"
+
+    camera: Mapped[str] = mapped_column(String(100), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"),
+                                            primary_key=True, index=True)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OutboxEntry(Base):
+    """An alert written with its event, not yet handed on (to JetStream or the sinks)."""
+
+    __tablename__ = "outbox"
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"),
+                                          unique=True)
+    """A deleted (or shredded) event is never announced."""
+    camera: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Camera(Base):
     """A camera the service watches (seeded from the settings file, managed over the API)."""
 
