@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """redis://127.0.0.1:6379/0: rate limits, lockouts and liveness sessions shared by API
     replicas (each process keeps its own in memory when unset)."""
+    nats_prefix: str = Field("facelens", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    """Begins every NATS name facelens uses (KV buckets, streams, subjects), so deployments
+    or test runs sharing one NATS server stay apart."""
+    lease_ttl_s: float = Field(3.0, gt=0)
+    """A camera's lease ends this long after its worker last renewed it (every third of it):
+    a worker that dies loses its cameras to the others within about this (docs/decisions.md)."""
+    camera_rescan_s: float = Field(5.0, gt=0)
+    """How often workers re-read the cameras table, besides acting on change messages."""
 
     @property
     def calibration_dir(self) -> Path:
