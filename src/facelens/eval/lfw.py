@@ -80,17 +80,24 @@ def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
     return int(np.argmin(np.linalg.norm(centres - np.array([shape[1], shape[0]]) / 2, axis=1)))
 
 
-def facelens_features(path: Path, *, runtime: Runtime) -> dict[str, Any]:
-    """All variants' embeddings of the face nearest the centre, with per-stage seconds; SFace
-    runs on `runtime`."""
+def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = None
+                      ) -> dict[str, Any]:
+    """All variants' embeddings of the face nearest the centre, its inter-ocular distance and
+    sharpness, with per-stage seconds; SFace runs on `runtime`. With `degrade` (a level of
+    eval/degrade.py) the image is made CCTV-like first, as an LFW-framed photo."""
+    from facelens.eval.degrade import degrade as degraded
+    from facelens.eval.degrade import level
     from facelens.geometry import l2_normalize
     from facelens.vision.align import align_batch
     from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
     from facelens.vision.embed import DlibResNet, mirrored, sface, shape5
+    from facelens.vision.quality import assess
 
     t0 = time.perf_counter()
     rgb = load_image(path)
+    if degrade:
+        rgb = degraded(rgb, level(degrade))
     t1 = time.perf_counter()
     faces = detect_faces(rgb, threads=1, second_chance=True)
     t2 = time.perf_counter()
@@ -107,7 +114,9 @@ def facelens_features(path: Path, *, runtime: Runtime) -> dict[str, Any]:
     out["sface"] = plain[0]
     out["sface-flip"] = l2_normalize(plain + flipped)[0]
     out["dlib"] = _dlib_model(DlibResNet)(shape5().chips(rgb, [face], 150, 0.25))[0]
-    out.update(align=t3 - t2, embed=(t4 - t3) / 2, detector=face.detector)
+    quality = assess(rgb, face, chip=chips[0])
+    out.update(align=t3 - t2, embed=(t4 - t3) / 2, detector=face.detector,
+               interocular=quality.interocular_px, sharpness=quality.sharpness)
     return out
 
 

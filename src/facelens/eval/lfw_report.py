@@ -43,9 +43,12 @@ def features_cache_kind(runtime: Runtime) -> str:
 
 
 def facelens_cached(files: list[Path], runtime: Runtime, cache: Path, workers: int,
-                    progress: Progress | None) -> dict[Path, dict[str, Any]]:
-    """facelens features of `files` (SFace on `runtime`), computed once per cache."""
-    return _cached(features_cache_kind(runtime), partial(facelens_features, runtime=runtime),
+                    progress: Progress | None, degrade: str | None = None
+                    ) -> dict[Path, dict[str, Any]]:
+    """facelens features of `files` (SFace on `runtime`, made CCTV-like at the `degrade` level
+    first if given), computed once per cache."""
+    kind = features_cache_kind(runtime) + (f"-{degrade}" if degrade else "")
+    return _cached(kind, partial(facelens_features, runtime=runtime, degrade=degrade),
                    files, cache, workers, progress)
 
 
@@ -128,10 +131,10 @@ def fusion_weight_for(embeddings: dict[str, np.ndarray], labels: np.ndarray) -> 
 
 def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int = 2,
              cache: Path = Path("out/eval"), max_per_person: int = 8, singles: int = 1000,
-             seed: int = 0, progress: Progress | None = None
+             seed: int = 0, progress: Progress | None = None, degrade: tuple[str, ...] = ()
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns (report, curves): the JSON report and the ROC points for plotting. SFace runs
-    on `runtime` (settings.runtime)."""
+    """Returns (report, curves): the JSON report and the ROC points for plotting, per panel
+    ("clean" and each `degrade` level, eval/degrade.py). SFace runs on `runtime`."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
     pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
     feats = facelens_cached(proto.files + pair_files, runtime, cache, workers, progress)
@@ -186,7 +189,39 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
                   for a, b, same in proto.pairs]
             t = report["peer"]["tar_at_far"][far_key(1e-3)]["threshold"]
             report["peer"]["lfw_pairs"] = pairs_accuracy(pp, t, euclidean=True)
-    return report, curves
+    panels = {"clean": curves}
+    if degrade:
+        report["degraded"] = {}
+    for name in degrade:
+        level_feats = facelens_cached(proto.files + pair_files, runtime, cache, workers,
+                                      progress, degrade=name)
+        report["degraded"][name], panels[name] = degraded_report(
+            [level_feats[f] for f in proto.files], proto.labels, weight)
+    return report, panels
+
+
+def degraded_report(rows: list[dict[str, Any]], labels: np.ndarray, clean_weight: float
+                    ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """TAR at FAR on one degraded copy, all-vs-all: sface-flip, dlib, fusion at the clean
+    weight and at the weight best for this copy; with its faces' median size and sharpness."""
+    emb = {k: stack(rows, k, 128) for k in ("sface-flip", "dlib")}
+    best = fusion_weight_for(emb, labels)
+    emb["fusion"] = fuse(emb["sface-flip"], emb["dlib"], clean_weight)
+    emb[f"fusion w={best:g}"] = fuse(emb["sface-flip"], emb["dlib"], best)
+    missing = np.isnan(emb["dlib"][:, 0])
+    out: dict[str, Any] = {
+        "faces_not_found": int(missing.sum()), "failure_to_acquire": float(missing.mean()),
+        "median_interocular_px": float(np.median([r["interocular"] for r in rows
+                                                  if "interocular" in r])),
+        "median_sharpness": float(np.median([r["sharpness"] for r in rows
+                                             if "sharpness" in r])),
+        "fusion_weight_best": best, "variants": {}}
+    curves = {}
+    for name, e in emb.items():
+        g, i = pair_scores(e, labels)
+        out["variants"][name] = _summary(g, i)
+        curves[name] = roc(g, i)
+    return out, curves
 
 
 def _vec(feature: dict[str, Any], name: str, weight: float) -> np.ndarray:
@@ -197,21 +232,26 @@ def _vec(feature: dict[str, Any], name: str, weight: float) -> np.ndarray:
     return np.asarray(feature.get(name, np.full(128, np.nan)), np.float32)
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path) -> None:
+def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], out: Path) -> None:
+    """ROC curves, one panel per image set (clean, then each degraded copy) side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, (fars, tars) in curves.items():
-        ax.semilogx(fars, tars, label=name)
-    for far in FARS:
-        ax.axvline(far, color="grey", lw=0.5, ls=":")
-    ax.set(xlabel="false accept rate", ylabel="true accept rate", ylim=(0.8, 1.0),
-           title="lfw-dev, all-vs-all")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), sharey=True,
+                             squeeze=False)
+    floor = min(float(t.min()) for curves in panels.values() for _, t in curves.values())
+    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+        for name, (fars, tars) in curves.items():
+            ax.semilogx(fars, tars, label=name)
+        for far in FARS:
+            ax.axvline(far, color="grey", lw=0.5, ls=":")
+        ax.set(xlabel="false accept rate", ylim=(min(0.8, floor), 1.0),
+               title=f"lfw-dev {title}, all-vs-all")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0][0].set_ylabel("true accept rate")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -228,6 +268,8 @@ def write_calibration(report: dict[str, Any], source: str, target: Path) -> None
         | ({"cascade": {k: v["band"] for k, v in r["cascade"].items()}} if "cascade" in r else {})
         for name, r in report["variants"].items()}
     points = {"source": source, "fusion_weight": report["fusion_weight"], "embedders": embedders}
+    if "quality_bands" in report:
+        points["quality_bands"] = report["quality_bands"]["calibration"]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(points, indent=1) + "\n")
 

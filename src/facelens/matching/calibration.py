@@ -1,6 +1,9 @@
 """The calibration in force: operating points, open-set thresholds and confidence bands, all
 read from one `Calibration` that the engine loads for its settings.
 
+Files from `facelens eval lfw ROOT --degrade … --save` also hold one calibration per face
+quality band (matching/quality_bands.py), chosen per comparison by `for_faces`.
+
 Where it comes from, first found wins: the file `settings.calibration_file` names; the file
 `facelens eval lfw ROOT --save` wrote into `settings.calibration_dir` for this SFace runtime;
 the one shipped in the package (fitted on lfw-dev). Each SFace precision
@@ -22,6 +25,7 @@ import numpy as np
 from facelens.errors import FacelensError, ModelMissingError
 from facelens.matching.open_set import BANDS, Threshold, per_comparison_far
 from facelens.matching.operating_points import FARS, OperatingPoint, far_key
+from facelens.matching.quality_bands import QualityBand, pair_band_index
 
 _FILES = {"openvino-bf16": "operating_points-bf16.json"}
 _F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
@@ -61,6 +65,29 @@ class Calibration:
 
     def fusion_weight(self, default: float) -> float:
         return float(self.data.get("fusion_weight", default))
+
+    @property
+    def quality_bands(self) -> tuple[QualityBand, ...]:
+        """The quality bands with their own calibration, best first (empty in files written
+        before bands existed: one calibration for every face)."""
+        return tuple(QualityBand(str(b["name"]), float(b["min_interocular_px"]),
+                                 float(b["min_sharpness"]))
+                     for b in self.data.get("quality_bands", ()))
+
+    def for_faces(self, *faces: tuple[float, float] | None) -> tuple[str, Calibration]:
+        """The band of a comparison or a probe (its worse face's; each face given as
+        (inter-ocular px, sharpness), None for an enrolled reference) and that band's
+        calibration: its fusion weight, operating points, tail and cascade. Without bands:
+        ("", self)."""
+        bands = self.quality_bands
+        if not bands:
+            return "", self
+        entry = self.data["quality_bands"][pair_band_index(bands, *faces)]
+        name = str(entry["name"])
+        return name, Calibration(
+            {"source": f"{self.source}, {name}-quality band",
+             "fusion_weight": entry["fusion_weight"], "embedders": entry["embedders"]},
+            f"{self.origin}#{name}")
 
     def operating_point(self, embedder: str, far: float) -> OperatingPoint:
         """The calibrated point for `embedder` at the largest calibrated FAR not above `far`."""
