@@ -288,3 +288,30 @@ def test_the_liveness_evaluation_runs_end_to_end(engine: Engine, shared_data: Pa
     assert blinks["annotated"] == 1 and blinks["found"] == 1  # the car clip's frame-42 blink
     assert actions["blink_free"]["windows"] == actions["per_clip"]["carphone"][
         "blink_free_windows"] >= 1
+
+
+def test_an_answer_is_judged_against_the_sessions_prompt_times(
+        service: tuple[TestClient, ServiceState, dict[str, str]], fixtures_dir: Path) -> None:
+    """Frames must say when they were recorded, so each action can be checked against the
+    prompt the session showed at a time a recording made beforehand could not know."""
+    client, _, keys = service
+
+    def answer(**form: str) -> Any:
+        session = client.post("/v1/liveness/sessions", headers=_auth(keys, "other")).json()
+        assert len(session["prompts_s"]) == len(session["challenge"])
+        return client.post(f"/v1/liveness/sessions/{session['id']}",
+                           headers=_auth(keys, "other"), data={"nonce": session["nonce"], **form},
+                           files=_frames(fixtures_dir, "obama.jpg", 6))
+
+    untimed = answer()
+    assert untimed.status_code == 200
+    assert "the answer carries no frame times" in " ".join(
+        untimed.json()["result"]["reasons"])
+    timed = answer(times="0,0.1,0.2,0.3,0.4,0.5")
+    assert timed.status_code == 200 and timed.json()["state"] == "failed"
+    assert "frame times" not in " ".join(timed.json()["result"]["reasons"])
+    for times, status, code in (("0,0.1,x", 422, "bad_times"), ("0,nan,1", 422, "bad_times"),
+                                ("0,0.5,0.4,0.6,0.7,0.8", 400, "rule_violation"),
+                                ("0,0.1", 400, "rule_violation")):
+        refused = answer(times=times)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (status, code), times

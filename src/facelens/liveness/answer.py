@@ -11,16 +11,25 @@ are capped.
 from __future__ import annotations
 
 import io
+import itertools
 
 import av
 import numpy as np
 
-from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
+from facelens.errors import (
+    BadImageError,
+    FacelensError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
 from facelens.video.source import evenly_spaced
 from facelens.vision.decode import image_size, load_image
 
 MAX_FRAMES = 90
-"""Frames judged per answer (a longer video is sampled down to this many)."""
+"""Frames judged per video answer (a longer video is sampled down to this many)."""
+MAX_STILLS = 180
+"""Frames judged per answer sent as stills: 10 fps over a session's prompts (the last may come
+15 s in, liveness/sessions.py) and its reaction window."""
 MAX_DECODED = 1800
 """Frames decoded at most (a minute at 30 fps): an answer is a few seconds long."""
 FRAME_PIXELS = 3840 * 2160
@@ -28,6 +37,8 @@ FRAME_PIXELS = 3840 * 2160
 DECODED_PIXELS = 400_000_000
 """Pixels decoded in all (13 s of 1080p at 30 fps; 48 4K frames): bounds the time an answer
 holds a worker, not its memory."""
+MAX_ANSWER_S = 60.0
+"""The longest recording an answer may describe (frame times beyond are refused)."""
 JUDGED_SIDE = 640
 """Every frame is shrunk to at most this side as it is decoded; the judge needs no more."""
 DEMUXERS = {b"\x1a\x45\xdf\xa3": "matroska", b"ftyp": "mp4"}
@@ -47,11 +58,18 @@ def container_of(data: bytes) -> str:
 
 
 def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
-    """Decode a video into at most MAX_FRAMES evenly spaced frames, each at most JUDGED_SIDE.
-    The kept frames are thinned by half (and the stride doubled) whenever they reach twice
-    the limit; decoding stops at MAX_DECODED frames or DECODED_PIXELS pixels."""
+    """Decode a video into at most MAX_FRAMES evenly spaced frames, each at most JUDGED_SIDE."""
+    return timed_video_frames(data, limit_pixels)[0]
+
+
+def timed_video_frames(data: bytes, limit_pixels: int) -> tuple[list[np.ndarray], list[float]]:
+    """Decode a video into at most MAX_FRAMES evenly spaced frames, each at most JUDGED_SIDE,
+    and each one's time (s, from its timestamp). The kept frames are thinned by half (and the
+    stride doubled) whenever they reach twice the limit; decoding stops at MAX_DECODED frames
+    or DECODED_PIXELS pixels."""
     demuxer = container_of(data)
     kept: list[np.ndarray] = []
+    times: list[float] = []
     stride, decoded = 1, 0
     try:
         # skip_frame: FFmpeg's stream probe decodes no frame (a 6000x6000 one costs 0.4 s);
@@ -75,13 +93,15 @@ def video_frames(data: bytes, limit_pixels: int) -> list[np.ndarray]:
                     break
                 if number % stride == 0:
                     kept.append(_judged(frame))
+                    times.append(float(frame.time) if frame.time is not None
+                                 else number / float(stream.average_rate or 30))
                 if len(kept) >= 2 * MAX_FRAMES:
-                    kept, stride = kept[::2], stride * 2
+                    kept, times, stride = kept[::2], times[::2], stride * 2
     except (av.FFmpegError, IndexError, ValueError, MemoryError) as e:
         raise BadImageError(f"not a readable video: {type(e).__name__}") from e
     if not kept:
         raise BadImageError("the video has no frames")
-    return evenly_spaced(kept, MAX_FRAMES)
+    return evenly_spaced(kept, MAX_FRAMES), evenly_spaced(times, MAX_FRAMES)
 
 
 def _check_frame(width: int, height: int, limit_pixels: int) -> None:
@@ -99,12 +119,25 @@ def _judged(frame: av.VideoFrame) -> np.ndarray:
 
 def answer_frames(video: bytes | None, images: list[bytes], *, limit_pixels: int,
                   formats: frozenset[str]) -> list[np.ndarray]:
-    """The frames of an answer: `video` if given, else the first MAX_FRAMES of `images`
-    (each in one of `formats`, shrunk to JUDGED_SIDE as decoded; any unreadable one refuses
-    the answer)."""
+    """The frames of an answer (`timed_answer` without the times)."""
+    return timed_answer(video, images, None, limit_pixels=limit_pixels, formats=formats)[0]
+
+
+def timed_answer(video: bytes | None, images: list[bytes], times: list[float] | None, *,
+                 limit_pixels: int, formats: frozenset[str]
+                 ) -> tuple[list[np.ndarray], list[float] | None]:
+    """The frames of an answer and when each was recorded (s into the recording): `video` if
+    given (times from its timestamps), else the first MAX_STILLS of `images`, each in one of
+    `formats` and shrunk to JUDGED_SIDE as decoded, with `times` as the client sent them (one
+    per image, in order) or None. Any unreadable frame refuses the answer."""
     if video is not None:
-        return video_frames(video, limit_pixels)
-    images = images[:MAX_FRAMES]
+        return timed_video_frames(video, limit_pixels)
+    images = images[:MAX_STILLS]
+    if times is not None:
+        times = times[:len(images)]
+        if len(times) != len(images) or any(
+                later < earlier for earlier, later in itertools.pairwise(times)):
+            raise FacelensError("times must give one time per frame, in recording order")
     # Summed from the headers before any frame is decoded: the decoding time is bounded too.
     announced = sum(w * h for w, h in filter(None, (image_size(d, formats) for d in images)))
     if announced > DECODED_PIXELS:
@@ -112,4 +145,4 @@ def answer_frames(video: bytes | None, images: list[bytes], *, limit_pixels: int
                                  f"{DECODED_PIXELS / 1e6:g} MP an answer may decode")
     return [load_image(data, max_pixels=min(limit_pixels, FRAME_PIXELS), formats=formats,
                        max_side=JUDGED_SIDE)
-            for data in images]
+            for data in images], times

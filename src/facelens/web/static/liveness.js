@@ -6,8 +6,11 @@ import { $, clearMessages, el, showError, showNotice } from "./ui.js";
 import { closeCamera, openCamera } from "./webcam.js";
 
 const FPS = 10;
-const LEAD_IN_S = 1; // "Look at the camera": frontal frames before the first action
-const STEP_S = 1.5; // per action: 1 + 3 × 1.5 = 5.5 s, 55 frames (the service takes ≤ 90)
+// Each action is shown at the time the session chose (its prompts_s, random per session): the
+// service refuses an action not seen within 2 s of its prompt, so a clip recorded before the
+// session cannot answer it. The last action gets this long before recording stops.
+const LAST_STEP_S = 2.4;
+const MAX_FRAMES = 180; // what the service judges at most
 const MAX_WIDTH = 640; // frames are scaled down to this width at most
 const QUALITY = 0.85; // JPEG
 const READY_TIMEOUT_MS = 10_000;
@@ -63,14 +66,25 @@ function renderSteps(steps, current) {
   }, step.text)));
 }
 
-// Records frames from `video` while showing `steps` in turn -> [Blob] (JPEG), or null if the
-// run was cancelled meanwhile. Frame i is taken at i/FPS seconds; its step is the one whose
-// time span holds that moment.
+// The steps of a session: "Look at the camera" until the first prompt, then each action from
+// its prompt until the next one.
+function stepsOf(session) {
+  const prompts = session.prompts_s;
+  return [{ text: "Look at the camera", seconds: prompts[0] },
+    ...session.challenge.map((action, i) => ({
+      text: instructionFor(action),
+      seconds: (i + 1 < prompts.length ? prompts[i + 1] : prompts[i] + LAST_STEP_S) - prompts[i],
+    }))];
+}
+
+// Records frames from `video` while showing `steps` in turn -> {blobs: [Blob] (JPEG), times:
+// [s]}, or null if the run was cancelled meanwhile. Frame i is due at i/FPS seconds and stamped
+// with when it was really taken; its step is the one whose time span holds that moment.
 function record(video, steps, token) {
   const ends = [];
   let total = 0;
   for (const step of steps) ends.push((total += step.seconds));
-  const count = Math.round(total * FPS);
+  const count = Math.min(MAX_FRAMES, Math.round(total * FPS));
   const width = Math.min(MAX_WIDTH, video.videoWidth);
   const height = Math.round((video.videoHeight * width) / video.videoWidth);
   const canvas = el("canvas", { width, height });
@@ -80,6 +94,7 @@ function record(video, steps, token) {
   progress.value = 0;
   progress.hidden = false;
   const encoded = [];
+  const times = [];
   let shown = -1;
 
   return new Promise((resolve, reject) => {
@@ -98,6 +113,7 @@ function record(video, steps, token) {
         renderSteps(steps, step);
       }
       context.drawImage(video, 0, 0, width, height);
+      times.push(((performance.now() - started) / 1000).toFixed(3));
       // toBlob copies the canvas now and encodes later: one canvas serves every frame.
       encoded.push(new Promise((done) => canvas.toBlob(done, "image/jpeg", QUALITY)));
       taken += 1;
@@ -109,7 +125,7 @@ function record(video, steps, token) {
       Promise.all(encoded).then((blobs) => {
         if (token !== generation) resolve(null);
         else if (blobs.some((b) => !b)) reject(new Error("A frame could not be encoded."));
-        else resolve(blobs);
+        else resolve({ blobs, times });
       }, reject);
     };
     tick();
@@ -200,10 +216,9 @@ async function startCheck() {
     instruct("Starting the check…");
     session = await api("/v1/liveness/sessions", { method: "POST" });
     if (token !== generation) return;
-    const steps = [{ text: "Look at the camera", seconds: LEAD_IN_S },
-      ...session.challenge.map((action) => ({ text: instructionFor(action), seconds: STEP_S }))];
-    const frames = await record(video, steps, token);
-    if (frames === null || token !== generation) return;
+    const recorded = await record(video, stepsOf(session), token);
+    if (recorded === null || token !== generation) return;
+    const frames = recorded.blobs;
     stopCamera();
     $("#liveness-cancel").hidden = true;
     $("#liveness-progress").hidden = true;
@@ -213,6 +228,7 @@ async function startCheck() {
     instruct(`Checking ${frames.length} frames…`);
     const form = new FormData();
     form.append("nonce", session.nonce);
+    form.append("times", recorded.times.join(","));
     frames.forEach((blob, i) => form.append("frames", blob,
       `frame-${String(i).padStart(3, "0")}.jpg`));
     const answered = await api(`/v1/liveness/sessions/${enc(session.id)}`,
