@@ -361,6 +361,30 @@ def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of pe
     _write_json(report, json_out)
 
 
+@bench_app.command("scaleout")
+def bench_scaleout(lfw: Annotated[Path | None, typer.Option(
+                       help="lfw-style folder: one photo per person enrolled, others are jobs.")]
+                   = None,
+                   clip: Annotated[list[Path] | None, typer.Option(
+                       help="Video clip whose faces are jobs too (repeatable).")] = None,
+                   rounds: Annotated[int, typer.Option(help="k=1 / k=2 pairs (ABAB…).")] = 5,
+                   jobs_per_worker: int = 120, people: int = 40,
+                   sleep_ms: Annotated[float, typer.Option(
+                       help="The modelled GPU job's duration.")] = 20.0,
+                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                   = None) -> None:
+    """P6 scale-out: best-shot jobs on a NATS JetStream work queue, k=1 and k=2 pinned worker
+    processes; then sleep jobs for k=1…32 and a Universal Scalability Law fit."""
+    from facelens.eval.scaleout import run_scaleout
+    from facelens.settings import get_settings
+
+    with errors(), progress() as start:
+        report = run_scaleout(get_settings(), lfw, clip or [], rounds=rounds,
+                              jobs_per_worker=jobs_per_worker, people=people,
+                              sleep_ms=sleep_ms, progress=start)
+    _write_json(report, json_out)
+
+
 def _write_json(report: dict[str, Any], target: Path | None) -> None:
     if target:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,85 @@
+"""The scale-out bench's machinery: every job is done and acknowledged exactly once by worker
+processes pulling from a JetStream work queue, and the USL fit recovers known parameters."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelens.api import Engine
+from facelens.cluster.bus import Bus
+from facelens.eval.scaleout import best_shot_jobs, fit_usl, run_once, usl_throughput
+from facelens.eval.scaleout_worker import WorkerPlan
+from facelens.settings import Settings
+
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+@pytest.fixture
+def bus() -> Iterator[Bus]:
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+    except OSError:
+        pytest.skip("NATS JetStream is not reachable at 127.0.0.1:4222 (start nats-server -js)")
+    connection = Bus(NATS_URL, name="test-scaleout")
+    yield connection
+    connection.close()
+
+
+def _lfw_style(fixtures_dir: Path, root: Path) -> Path:
+    """One person with two photos, as LFW lays them out: the first enrolled, the second a job."""
+    person = root / "Barack_Obama"
+    person.mkdir(parents=True)
+    for name in ("obama.jpg", "obama2.jpg"):
+        (person / name).symlink_to(fixtures_dir / name)
+    return root
+
+
+def test_engine_worker_does_each_job_once_and_finds_the_person(
+        bus: Bus, fixtures_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(threads=1)
+    lfw = _lfw_style(fixtures_dir, tmp_path / "lfw")
+    ids, vectors, jobs = best_shot_jobs(Engine(settings), lfw, [], people=1)
+    assert ids.tolist() == [0] and len(jobs) == 1 and jobs[0][0] == 0
+    gallery = tmp_path / "gallery.npz"
+    np.savez(gallery, ids=ids, vectors=vectors)
+    plan = WorkerPlan(nats_url=NATS_URL, work="engine", gallery=str(gallery),
+                      settings=settings, warmup=jobs[0][1])
+    run = run_once(bus, plan, [jobs[0][1]], 1, pin=True, jobs=5)
+    assert run["processed_once"] and run["duplicates"] == 0 and run["lost"] == 0
+    assert run["left"] == {"stream_messages": 0, "pending": 0, "ack_pending": 0,
+                           "redelivered": 0}
+    assert run["workers"][0]["matched"] == {"lfw_jobs": 5, "rank1": 5}
+
+
+def test_two_sleep_workers_share_the_queue_without_duplicates(bus: Bus) -> None:
+    plan = WorkerPlan(nats_url=NATS_URL, work="sleep", sleep_s=0.005)
+    run = run_once(bus, plan, [b"job"], 2, pin=False, jobs=40)
+    assert run["processed_once"] and run["duplicates"] == 0
+    assert sum(w["jobs"] for w in run["workers"]) == 40
+    assert run["left"]["stream_messages"] == 0 and run["left"]["ack_pending"] == 0
+
+
+def test_usl_fit_recovers_sigma_and_kappa() -> None:
+    n = np.arange(1, 33, dtype=np.float64)
+    exact = usl_throughput(n, 50.0, 0.05, 0.002)
+    fit = fit_usl(n, exact)
+    assert fit["lambda"] == pytest.approx(50.0, rel=1e-9)
+    assert fit["sigma"] == pytest.approx(0.05, rel=1e-6)
+    assert fit["kappa"] == pytest.approx(0.002, rel=1e-6)
+    assert fit["peak_n"] == pytest.approx(np.sqrt(0.95 / 0.002))
+    noisy = exact * np.random.default_rng(0).normal(1.0, 0.01, n.size)
+    rough = fit_usl(n, noisy)
+    assert rough["sigma"] == pytest.approx(0.05, abs=0.01)
+    assert rough["kappa"] == pytest.approx(0.002, abs=0.0005)
+
+
+def test_usl_fit_of_linear_scaling_has_no_contention() -> None:
+    n = np.array([1, 2, 4, 8, 16, 32], np.float64)
+    fit = fit_usl(n, 40.0 * n)
+    assert abs(fit["sigma"]) < 1e-9 and abs(fit["kappa"]) < 1e-9
+    assert fit["peak_n"] == float("inf") or fit["peak_n"] > 1e6
