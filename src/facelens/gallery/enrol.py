@@ -94,9 +94,8 @@ class Enrolment:
             reasons = "; ".join(f"{img}: {why}" for img, why in usable.skipped) or "no images"
             raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
 
-        # The index is brought up to date before the commit, so the add below is all that
-        # changes in it.
-        index, synced = self.cache.checked(gallery)
+        # The index is held and current before the commit, so the add below is a delta to it.
+        self.cache.checked(gallery)
         subject_id = str(uuid.uuid4())
         data_key = new_data_key()
         master = self.store.master
@@ -119,7 +118,7 @@ class Enrolment:
             version = bump_version(s, gallery.id)
             s.flush()
             index_id = min(t.id for t in subject.templates)
-        self.cache.added(gallery, index, synced, version, np.array([index_id], np.int64),
+        self.cache.added(gallery, version, np.array([index_id], np.int64),
                          centroid(usable.vectors)[None])
         return EnrolReport(subject_id, name, len(usable.vectors), usable.skipped)
 

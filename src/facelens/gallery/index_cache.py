@@ -1,19 +1,31 @@
 """Each gallery's vector index, a cache of the database: held in memory, persisted encrypted next
-to the database (index_store.py) or kept in Milvus, and rebuilt from the decrypted templates
-whenever its ids disagree with the database's.
+to the database (index_store.py) or kept in Milvus.
 
 A gallery's `version` moves in the transaction of every change to its templates, so checking
-an index held in memory costs one primary-key read whatever the gallery's size.
+an index held in memory costs one primary-key read whatever the gallery's size. Every change
+is a delta at its version (index ids added, ids removed): this process's own carry their
+vectors; other replicas' arrive as announcements (cluster/announce.py) and their vectors are
+read from the database. Deltas are applied in version order; only a gap no announcement fills
+within `ANNOUNCE_GRACE_S` (a missed message, another process without NATS) costs the full
+check: every id compared with the database, and the index rebuilt if they disagree.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from facelens.cluster.announce import Announcer, GalleryChange
+from facelens.cluster.bus import Bus, BusError
+from facelens.cluster.single_flight import NatsLock, PostgresLock, ProcessLock, SingleFlight
 from facelens.gallery import index_store
 from facelens.gallery.templates import centroid, subject_vectors
 from facelens.index import AutoIndex, MilvusIndex, VectorIndex
@@ -21,6 +33,50 @@ from facelens.settings import EMBEDDER_DIMS, Settings
 from facelens.store.crypto import MasterKey
 from facelens.store.database import Store
 from facelens.store.tables import Gallery, Subject, Template
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_GRACE_S = 0.5
+"""How long a use waits for the announcements of versions the database already shows (they
+are published just after the commit) before falling back to the full check."""
+MAX_PENDING = 10_000
+"""Deltas kept for a gallery not used meanwhile; beyond, its next use does the full check."""
+NO_IDS = np.zeros(0, np.int64)
+
+
+@dataclass
+class CacheStats:
+    """What keeping the indexes current cost this process (read by tests and /metrics)."""
+
+    full_checks: int = 0
+    """Index ids compared with the database's: a gallery's first use here, or a gap."""
+    builds: int = 0
+    """Indexes made again from all the gallery's decrypted templates."""
+    deltas: int = 0
+    """Changes applied one by one (this process's and announced ones)."""
+    announced: int = 0
+    """Other replicas' changes received."""
+    gaps: int = 0
+    """Uses that found versions no announcement covered within the grace."""
+
+
+@dataclass(frozen=True)
+class _Delta:
+    added: np.ndarray
+    removed: np.ndarray
+    vectors: np.ndarray | None
+    """The added ids' vectors; None: another replica's change, read from the database."""
+
+
+SHARED_DONE = _Delta(NO_IDS, NO_IDS, None)
+"""This process's change to a shared index, written at once: only its version is tracked."""
+
+
+@dataclass
+class _Entry:
+    index: VectorIndex
+    version: int
+    """The gallery version the index is current at."""
 
 
 class IndexCache:
@@ -31,22 +87,168 @@ class IndexCache:
         self.settings, self.store = settings, store
         self.index_dir = settings.data_dir / "index"
         self.lock = threading.RLock()
-        self._indexes: dict[int, tuple[VectorIndex, int]] = {}
-        """gallery id → (index, the gallery version it is current at; -1: check again)."""
+        self.stats = CacheStats()
+        self._entries: dict[int, _Entry] = {}
+        self._arrived = threading.Condition()
+        self._inbox: dict[int, dict[int, _Delta]] = {}
+        """gallery id → version → its delta, not yet applied (under `_arrived`); only for
+        galleries held here."""
+        self._bus = _connect(settings)
+        self.announcer = (Announcer(self._bus, settings.nats_prefix, self._received)
+                          if self._bus else None)
 
     def index(self, gallery: Gallery) -> VectorIndex:
-        """The gallery's index: from memory, else from Milvus or its encrypted file, checked
-        against the database and rebuilt from the templates when they disagree."""
+        """The gallery's index, current with the database."""
         return self.checked(gallery)[0]
 
     def checked(self, gallery: Gallery) -> tuple[VectorIndex, int]:
-        """The gallery's up-to-date index and the version it is current at: a change made
-        next passes that version to `added`/`removed`."""
+        """The gallery's up-to-date index and the version it is current at."""
         with self.lock:
-            signature = self._signature(gallery)
-            cached = self._indexes.get(gallery.id)
-            if cached and cached[1] == signature:
-                return cached
+            current = self._signature(gallery)
+            entry = self._entries.get(gallery.id)
+            if entry is not None and self._caught_up(gallery, entry, current):
+                return entry.index, entry.version
+            return self._full_check(gallery)
+
+    def added(self, gallery: Gallery, version: int, ids: np.ndarray, vectors: np.ndarray
+              ) -> None:
+        """The vectors a transaction of this process committed at `version`."""
+        with self.lock:
+            if self._shared:  # the collection is everyone's: write it now, track the version
+                index = self._shared_index(gallery)
+                index.add(ids, vectors)
+                self._save(gallery, index)
+                self._note(gallery.id, version, SHARED_DONE)
+            else:
+                self._note(gallery.id, version, _Delta(ids, NO_IDS, vectors))
+            self._advance_held(gallery)
+        if self.announcer:
+            self.announcer.announce(gallery.id, version, added=tuple(ids.tolist()))
+
+    def removed(self, gallery: Gallery, version: int, ids: np.ndarray) -> None:
+        """The ids a transaction of this process deleted at `version`."""
+        with self.lock:
+            if self._shared:
+                index = self._shared_index(gallery)
+                index.remove(ids)
+                self._save(gallery, index)  # Milvus: deleted rows leave its files now
+                self._note(gallery.id, version, SHARED_DONE)
+            else:
+                self._note(gallery.id, version, _Delta(NO_IDS, ids, None))
+            self._advance_held(gallery)
+        if self.announcer:
+            self.announcer.announce(gallery.id, version, removed=tuple(ids.tolist()))
+
+    def drop(self, gallery_id: int) -> None:
+        """Forget a removed gallery's index and delete its file."""
+        with self.lock:
+            index_store.remove(self.index_dir, gallery_id)
+            self._entries.pop(gallery_id, None)
+            with self._arrived:
+                self._inbox.pop(gallery_id, None)
+
+    def reseal(self, key: MasterKey) -> None:
+        """Save every index held in memory again, under `key` (after a key rotation)."""
+        with self.lock:
+            for gallery_id, entry in self._entries.items():
+                if isinstance(entry.index, AutoIndex):
+                    index_store.save(self.index_dir, gallery_id, key.derive("index"),
+                                     entry.index)
+
+    def close(self) -> None:
+        if self.announcer:
+            self.announcer.close()
+
+    # ------------------------------------------------------------------ deltas
+    def _received(self, change: GalleryChange) -> None:
+        """Another replica's change (on the bus's loop: note it, apply at the next use)."""
+        delta = _Delta(np.array(change.added, np.int64), np.array(change.removed, np.int64),
+                       None)
+        self._note(change.gallery_id, change.version, delta)
+        self.stats.announced += 1
+
+    def _note(self, gallery_id: int, version: int, delta: _Delta) -> None:
+        with self._arrived:
+            pending = self._inbox.get(gallery_id)
+            if pending is None:  # not held here: its first use reads the database
+                return
+            if len(pending) >= MAX_PENDING:
+                del self._inbox[gallery_id]
+                return
+            pending[version] = delta
+            self._arrived.notify_all()
+
+    def _caught_up(self, gallery: Gallery, entry: _Entry, current: int) -> bool:
+        """Apply the deltas up to `current`, waiting a little for announcements in flight;
+        False if a gap remains."""
+        self._advance(gallery, entry)
+        if entry.version >= current:
+            return True
+        if self.announcer is None:
+            return False
+        deadline = time.monotonic() + ANNOUNCE_GRACE_S
+        with self._arrived:
+            while not self._chain_reaches(gallery.id, entry.version, current):
+                left = deadline - time.monotonic()
+                if left <= 0 or gallery.id not in self._inbox:
+                    self.stats.gaps += 1
+                    return False
+                self._arrived.wait(left)
+        self._advance(gallery, entry)
+        return entry.version >= current
+
+    def _chain_reaches(self, gallery_id: int, version: int, target: int) -> bool:
+        pending = self._inbox.get(gallery_id, {})
+        return all(v in pending for v in range(version + 1, target + 1))
+
+    def _advance_held(self, gallery: Gallery) -> None:
+        entry = self._entries.get(gallery.id)
+        if entry is not None:
+            self._advance(gallery, entry)
+
+    def _advance(self, gallery: Gallery, entry: _Entry) -> None:
+        """Apply the pending deltas that follow the entry's version without a gap."""
+        with self._arrived:
+            pending = self._inbox.get(gallery.id)
+            if pending is None:
+                return
+            for old in [v for v in pending if v <= entry.version]:
+                del pending[old]  # already in the index (read after it was committed)
+            chain = []
+            while entry.version + len(chain) + 1 in pending:
+                chain.append(pending.pop(entry.version + len(chain) + 1))
+        if not chain:
+            return
+        for delta in chain:
+            self._apply(gallery, entry.index, delta)
+        entry.version += len(chain)
+        self.stats.deltas += len(chain)
+        if not self._shared:
+            self._save(gallery, entry.index)
+
+    def _apply(self, gallery: Gallery, index: VectorIndex, delta: _Delta) -> None:
+        if self._shared:
+            return  # whoever changed the gallery changed the shared collection
+        if len(delta.removed):
+            index.remove(delta.removed)
+        if delta.vectors is not None:
+            ids, vectors = delta.added, delta.vectors
+        else:  # read after the commit: a later change is already in what is read
+            ids, vectors = self._decrypted_centroids(gallery, delta.added)
+        if len(ids):
+            index.add(ids, vectors)
+
+    # ------------------------------------------------------------------ the full check
+    def _full_check(self, gallery: Gallery) -> tuple[VectorIndex, int]:
+        """Compare the stored index's ids with the database's and rebuild on a difference
+        (one replica at a time for a shared index); deltas from now on are collected."""
+        self.stats.full_checks += 1
+        with self._arrived:
+            self._inbox[gallery.id] = {}
+        version = self._signature(gallery)
+        flight: AbstractContextManager[None] = (
+            self._single_flight.hold(gallery.id) if self._shared else nullcontext())
+        with flight:
             index = self._stored(gallery)
             with self.store.sessions() as s:
                 truth = set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
@@ -55,48 +257,41 @@ class IndexCache:
                                       .group_by(Template.subject_id)))
             if index is None or set(index.ids().tolist()) != truth:
                 index = self._rebuilt(gallery, index)
-            self._indexes[gallery.id] = (index, signature)
-            return index, signature
+        entry = self._entries[gallery.id] = _Entry(index, version)
+        self._advance(gallery, entry)
+        return entry.index, entry.version
 
-    def added(self, gallery: Gallery, index: VectorIndex, synced: int, version: int,
-              ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add the vectors a transaction committed at `version` (checked at `synced`)."""
-        with self.lock:
-            index.add(ids, vectors)
-            self._save(gallery, index)
-            self._remember(gallery.id, index, synced, version)
+    @property
+    def _shared(self) -> bool:
+        """Whether the index is one collection all replicas search (Milvus)."""
+        return bool(self.settings.milvus_uri)
 
-    def removed(self, gallery: Gallery, index: VectorIndex, synced: int, version: int,
-                ids: np.ndarray) -> None:
-        """Remove the ids a transaction deleted at `version` (checked at `synced`)."""
-        with self.lock:
-            index.remove(ids)
-            self._save(gallery, index)
-            self._remember(gallery.id, index, synced, version)
+    def _shared_index(self, gallery: Gallery) -> VectorIndex:
+        entry = self._entries.get(gallery.id)
+        index = entry.index if entry else self._stored(gallery)
+        assert index is not None  # Milvus always answers with its collection
+        return index
 
-    def drop(self, gallery_id: int) -> None:
-        """Forget a removed gallery's index and delete its file."""
-        with self.lock:
-            index_store.remove(self.index_dir, gallery_id)
-            self._indexes.pop(gallery_id, None)
-
-    def reseal(self, key: MasterKey) -> None:
-        """Save every index held in memory again, under `key` (after a key rotation)."""
-        with self.lock:
-            for gallery_id, (index, _) in self._indexes.items():
-                if isinstance(index, AutoIndex):
-                    index_store.save(self.index_dir, gallery_id, key.derive("index"), index)
+    @cached_property
+    def _single_flight(self) -> SingleFlight:
+        if self.store.database.dialect.name == "postgresql":
+            return PostgresLock(self.store.database)
+        if self._bus:
+            return NatsLock(self._bus, f"{self.settings.nats_prefix}_index_locks")
+        return ProcessLock()
 
     def _stored(self, gallery: Gallery) -> VectorIndex | None:
         """The index as kept: Milvus's collection, or the encrypted file (None if unusable)."""
         dim = EMBEDDER_DIMS[gallery.embedder]
         if self.settings.milvus_uri:
-            return MilvusIndex(dim, self.settings.milvus_uri, _milvus_collection(gallery))
+            return MilvusIndex(dim, self.settings.milvus_uri, _milvus_collection(gallery),
+                               gallery=gallery.id)
         return index_store.load(self.index_dir, gallery.id, self.store.master.derive("index"),
                                 dim)
 
     def _rebuilt(self, gallery: Gallery, stale: VectorIndex | None) -> VectorIndex:
         """The index made again from the decrypted templates, and saved."""
+        self.stats.builds += 1
         ids, vectors = self._decrypted_centroids(gallery)
         index: VectorIndex
         if isinstance(stale, MilvusIndex):
@@ -109,13 +304,17 @@ class IndexCache:
         self._save(gallery, index)
         return index
 
-    def _decrypted_centroids(self, gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
+    def _decrypted_centroids(self, gallery: Gallery, only: np.ndarray | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
         """One vector per subject (the normalised mean of its templates), keyed by the
-        subject's first template id."""
+        subject's first template id; `only`: just the subjects holding these template ids."""
+        query = sa.select(Subject).where(Subject.gallery_id == gallery.id)
+        if only is not None:
+            query = query.where(Subject.id.in_(sa.select(Template.subject_id)
+                                               .where(Template.id.in_(only.tolist()))))
         ids, vectors = [], []
         with self.store.sessions() as s:
-            for subject in s.scalars(sa.select(Subject).where(Subject.gallery_id == gallery.id)
-                                     .options(selectinload(Subject.templates))):
+            for subject in s.scalars(query.options(selectinload(Subject.templates))):
                 own = subject_vectors(self.store.master, subject, gallery.embedder)
                 if own:
                     ids.append(min(t.id for t in subject.templates
@@ -125,16 +324,8 @@ class IndexCache:
         return (np.array(ids, np.int64),
                 np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
 
-    def _remember(self, gallery_id: int, index: VectorIndex, synced: int, version: int
-                  ) -> None:
-        """Keep `index` as current at `version` if our own change is the only one since it
-        was checked (at `synced`); else another process changed the gallery in between and
-        the next use checks the index against the database again."""
-        self._indexes[gallery_id] = (index, version if version == synced + 1 else -1)
-
     def _signature(self, gallery: Gallery) -> int:
-        """The gallery's version: when any process enrols or deletes, it moves, and the
-        in-memory index is checked against the database again."""
+        """The gallery's version: when any process enrols or deletes, it moves."""
         with self.store.sessions() as s:
             return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery.id))
                        or 0)
@@ -148,5 +339,18 @@ class IndexCache:
             index.save(self.index_dir / f"gallery-{gallery.id}.milvus.json")
 
 
+def _connect(settings: Settings) -> Bus | None:
+    """The NATS connection announcements travel on, if configured. Unreachable, the process
+    runs without: the gallery version still shows other replicas' changes (full checks)."""
+    if not settings.nats_url:
+        return None
+    try:
+        return Bus(settings.nats_url, name="facelens-galleries")
+    except BusError as e:
+        log.warning("gallery changes will not be announced: %s", e)
+        return None
+
+
 def _milvus_collection(gallery: Gallery) -> str:
-    return f"facelens_g{gallery.id}_{gallery.embedder.replace('-', '_')}"
+    """One collection per embedder; the gallery is its partition key (index/milvus.py)."""
+    return f"facelens_{gallery.embedder.replace('-', '_')}"

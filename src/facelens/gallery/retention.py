@@ -27,7 +27,7 @@ class Retention:
             owner = s.scalar(sa.select(Gallery).join(Subject).where(Subject.id == subject_id))
         if owner is None:
             raise GalleryNotFound(f"no subject {subject_id}{_in(gallery_name)}")
-        index, synced = self.cache.checked(owner)  # up to date before the delete
+        self.cache.checked(owner)  # held and current before the delete
         with self.store.sessions.begin() as s:
             subject = s.get(Subject, subject_id)
             gallery = s.get(Gallery, subject.gallery_id) if subject else None
@@ -36,7 +36,7 @@ class Retention:
             ids = np.array([t.id for t in subject.templates], np.int64)
             s.delete(subject)
             version = bump_version(s, gallery.id)
-        self.cache.removed(gallery, index, synced, version, ids)
+        self.cache.removed(gallery, version, ids)
         self.store.checkpoint()
 
     def purge(self, now: datetime | None = None) -> list[str]:

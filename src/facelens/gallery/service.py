@@ -109,6 +109,10 @@ class Galleries:
     def remove_gallery(self, name: str) -> None:
         self.retention.remove_gallery(name)
 
+    def close(self) -> None:
+        """Stop listening for other replicas' gallery changes."""
+        self.cache.close()
+
     def rotate_master_key(self) -> str:
         """Re-wrap every subject's data key under a new master key (Store.rotate_master_key)
         and re-seal the index files under it; returns the new key id."""
