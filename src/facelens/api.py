@@ -19,7 +19,7 @@ from facelens.errors import NoFaceError
 from facelens.face import Comparison, Face, Reference, Verdict
 from facelens.geometry import l2_normalize
 from facelens.matching.calibration import load_calibration
-from facelens.matching.operating_points import OperatingPoint
+from facelens.matching.quality_bands import fused_score
 from facelens.models.runtime import runtime_label
 from facelens.settings import Settings, get_settings
 from facelens.vision.align import align_batch
@@ -116,10 +116,10 @@ class Engine:
                 embedder: str | None = None) -> Comparison:
         """See `facelens.api.compare`."""
         name = embedder or self.settings.embedder
-        point = self.calibration.operating_point(name, far)
+        self.calibration.operating_point(name, far)  # an impossible FAR fails before any work
         (first,), note = self._sides(source, "first image", every=False)
         targets, _ = self._sides(target, "second image", every=True)
-        verdicts = [self._decide(first, side, name, point) for side in targets]
+        verdicts = [self._decide(first, side, name, far) for side in targets]
         if note:
             verdicts = [replace(v, note=note) for v in verdicts]
         return Comparison(first[0], verdicts)
@@ -129,11 +129,14 @@ class Engine:
         """See `facelens.api.verify`."""
         return self.compare(a, b, far=far, embedder=embedder).best
 
-    def _decide(self, first: _Side, second: _Side, name: str, point: OperatingPoint
-                ) -> Verdict:
-        """The verdict on two faces at `point`, embedding each (once per model) as needed."""
+    def _decide(self, first: _Side, second: _Side, name: str, far: float) -> Verdict:
+        """The verdict on two faces at `far`, with the operating point (and fusion weight) of
+        their quality band, embedding each (once per model) as needed."""
         probes = [first, second]
         fa, fb = first[0], second[0]
+        band, calibration = self.calibration.for_faces(_measured(fa), _measured(fb))
+        point = calibration.operating_point(name, far)
+        stored, weight = self.fusion_weight(), calibration.fusion_weight(self.fusion_weight())
 
         def vectors(embedder_name: str) -> list[np.ndarray] | None:
             for face, rgb, chip in probes:
@@ -151,15 +154,17 @@ class Engine:
                 return Verdict(score > high, score, high if score > high else low, point.far,
                                name, f"{point.describe()}; decided by sface alone "
                                f"({score:.4f} outside the cascade band [{low:.3f}, {high:.3f}])",
-                               (fa, fb), decided_by="sface", far_threshold=point.threshold)
+                               (fa, fb), decided_by="sface", far_threshold=point.threshold,
+                               quality_band=band)
         final = vectors(name)
         if final is None:
             raise ValueError(f"a Face or Reference passed to verify carries no {name} "
                              "embedding; pass the image")
-        score = float(final[0] @ final[1])
+        score = (fused_score(final[0], final[1], stored, weight)
+                 if name == "fusion" and weight != stored else float(final[0] @ final[1]))
         return Verdict(score > point.threshold, score, point.threshold, point.far, name,
                        point.describe(), (fa, fb), decided_by=name,
-                       far_threshold=point.threshold)
+                       far_threshold=point.threshold, quality_band=band)
 
 
 _Side = tuple["Face | Reference", "np.ndarray | None", "np.ndarray | None"]
@@ -216,6 +221,12 @@ def main_face(faces: list[Face]) -> Face:
 
 def _main_index(faces: list[Face]) -> int:
     return max(range(len(faces)), key=lambda i: faces[i].width * faces[i].height)
+
+
+def _measured(face: Face | Reference) -> tuple[float, float] | None:
+    """(inter-ocular px, sharpness) of a detected face; None for an enrolled reference."""
+    q = face.quality if isinstance(face, Face) else None
+    return None if q is None else (q.interocular_px, q.sharpness)
 
 
 def _vector(face: Face | Reference, embedder: str) -> np.ndarray | None:

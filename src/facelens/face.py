@@ -155,6 +155,9 @@ class Verdict:
     """The operating point's threshold at `far` for `embedder`: the same on every call at one
     FAR, whereas `threshold` is the edge this score was compared with (a cascade band edge
     when plain SFace decided)."""
+    quality_band: str = ""
+    """The face-quality band whose fusion weight and thresholds decided (the worse face's,
+    matching/quality_bands.py); empty when the calibration has no bands."""
 
     @property
     def margin(self) -> float:
@@ -175,6 +178,7 @@ class Verdict:
             "operating_point": self.operating_point,
             "faces": [f.to_dict() for f in self.faces if isinstance(f, Face)],
             **({"note": self.note} if self.note else {}),
+            **({"quality_band": self.quality_band} if self.quality_band else {}),
         }
 
 

@@ -40,8 +40,10 @@ app.add_typer(cli_gallery.gallery_app, name="gallery")
 app.add_typer(cli_service.keys_app, name="keys")
 app.add_typer(cli_service.audit_app, name="audit")
 app.command()(cli_service.serve)
+app.command()(cli_service.worker)
 app.command()(cli_video.watch)
 eval_app.command("watch")(cli_video.eval_watch)
+eval_app.command("tracks")(cli_video.eval_tracks)
 eval_app.command("liveness")(cli_video.eval_liveness)
 eval_app.command("depiction")(cli_video.eval_depiction)
 eval_app.command("plates")(cli_scene.eval_plates)
@@ -228,6 +230,13 @@ def eval_lfw(root: Path,
              cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
              = Path("out/eval"),
              json_out: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+             degrade: Annotated[list[str] | None, typer.Option(
+                 help="Also measure a CCTV-like copy (repeatable): cctv (= cctv-18: eyes ~18 "
+                      "px apart, blur σ 0.8, JPEG 35), cctv-24, cctv-12; made from each "
+                      "image as an LFW-framed photo before detection.")] = None,
+             bands: Annotated[bool, typer.Option(
+                 help="Fit per-quality-band fusion weights and thresholds on the clean and "
+                      "degraded images (needs --degrade; --save stores them).")] = False,
              as_json: JsonFlag = False) -> None:
     """Verification accuracy, all-vs-all, on an LFW-layout folder (see docs/evaluation.md)."""
     from facelens.eval.lfw_report import evaluate, plot_roc, save_calibration
@@ -237,10 +246,18 @@ def eval_lfw(root: Path,
     if not root.is_dir():
         err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
         raise typer.Exit(2)
+    if bands and not degrade:
+        raise typer.BadParameter("quality bands are fitted on degraded copies too",
+                                 param_hint="--degrade")
     settings = get_settings()
     with errors(), progress() as start:
         report, curves = evaluate(root, runtime=settings.runtime, peer=peer, workers=workers,
-                                  cache=cache, progress=start)
+                                  cache=cache, progress=start, degrade=tuple(degrade or ()))
+        if bands:
+            from facelens.eval.lfw_bands import evaluate_cached
+
+            report["quality_bands"] = evaluate_cached(root, report, settings.runtime,
+                                                      tuple(degrade or ()), cache, workers)
     if plot:
         plot_roc(curves, plot)
     if save or save_to:
@@ -254,6 +271,9 @@ def eval_lfw(root: Path,
         emit(report)
         return
     out.print(lfw_table(report))
+    for name, level in report.get("degraded", {}).items():
+        out.print(lfw_table(level | {"root": f"{report['root']} made {name}",
+                                     "images": report["images"]}))
 
 
 @eval_app.command("identify")

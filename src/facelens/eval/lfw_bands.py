@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from facelens.eval.lfw import FUSION_GRID, stack, tar_at_far
-from facelens.eval.lfw_report import cascade_bands, impostor_tail
+from facelens.eval.lfw import FUSION_GRID, build_protocol, stack, tar_at_far
+from facelens.eval.lfw_report import cascade_bands, facelens_cached, impostor_tail
 from facelens.matching.operating_points import FARS, far_key
 from facelens.matching.quality_bands import DEFAULT_BANDS, QualityBand, band_indices
+from facelens.settings import Runtime
 
 DEGRADED_KEEP = 0.25
 BLOCK = 2048
@@ -225,3 +226,16 @@ def evaluate_bands(levels: dict[str, dict[Path, dict[str, Any]]], files: list[Pa
                 for k, name in enumerate(levels)}
     return {"bands": [b.to_dict() for b in bands], "degraded_keep": DEGRADED_KEEP,
             "per_band": per_band, "by_level": by_level, "calibration": calibration}
+
+
+def evaluate_cached(root: Path, clean: dict[str, Any], runtime: Runtime,
+                    degrade: tuple[str, ...], cache: Path, workers: int) -> dict[str, Any]:
+    """`evaluate_bands` on `root`'s protocol (as `clean` was run) from the feature caches
+    `lfw_report.evaluate` filled."""
+    protocol = clean["protocol"]
+    proto = build_protocol(root, max_per_person=protocol["max_per_person"],
+                           singles=protocol["singles"], seed=protocol["seed"])
+    levels = {name: facelens_cached(proto.files, runtime, cache, workers, None,
+                                    degrade=None if name == "clean" else name)
+              for name in ("clean", *degrade)}
+    return evaluate_bands(levels, proto.files, proto.labels, clean)

@@ -1,0 +1,54 @@
+"""eval/degrade.py: the CCTV-like protocol is deterministic and gives faces the size it names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from facelens.eval.degrade import LEVELS, degrade, level
+
+
+def _eyes(face) -> float:  # type: ignore[no-untyped-def]
+    return float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
+
+
+def test_degrading_twice_gives_the_same_pixels_and_levels_differ(
+        load_rgb: Callable[[str], np.ndarray]) -> None:
+    rgb = load_rgb("obama.jpg")
+    first = degrade(rgb, level("cctv-18"))
+    assert np.array_equal(first, degrade(rgb.copy(), level("cctv-18")))
+    assert level("cctv") == level("cctv-18")
+    assert degrade(rgb, level("cctv-12")).shape[0] < first.shape[0]
+    with pytest.raises(ValueError, match="unknown degradation"):
+        level("cctv-7")
+
+
+def test_an_lfw_framed_image_is_shrunk_as_the_issue_protocol_says() -> None:
+    """250² → 112² at cctv-18 (the eyes of an LFW face, ~40 px of 250, end ~18 px apart);
+    never enlarged."""
+    rgb = np.random.default_rng(0).integers(0, 256, (250, 250, 3), np.uint8)
+    assert degrade(rgb, level("cctv-18")).shape == (112, 112, 3)
+    assert degrade(rgb, level("cctv-24")).shape == (149, 149, 3)
+    tiny = rgb[:40, :40]
+    assert degrade(tiny, level("cctv-12")).shape == tiny.shape
+
+
+@pytest.mark.parametrize("name", ["cctv-24", "cctv-18", "cctv-12"])
+def test_the_degraded_fixture_face_has_the_named_eye_distance(
+        name: str, detected: Callable[..., list], load_rgb: Callable[[str], np.ndarray]
+        ) -> None:
+    """Told where the face's eyes are, the shrink puts them `interocular_px` apart: the
+    detector finds the face in the degraded image with eyes that far apart (±15%: landmarks
+    of a 12-px face are a pixel or two off)."""
+    import facelens
+
+    face = detected("obama.jpg")[0]
+    chosen = LEVELS[name]
+    small = degrade(load_rgb("obama.jpg"), chosen, interocular_px=_eyes(face))
+    found = facelens.detect(small, detector="centerface")
+    assert found, f"no face at {name}"
+    assert _eyes(found[0]) == pytest.approx(chosen.interocular_px, rel=0.15)
+    assert found[0].quality is not None and found[0].quality.sharpness < \
+        face.quality.sharpness
