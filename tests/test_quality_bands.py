@@ -123,3 +123,23 @@ def test_cctv_like_photos_of_one_person_are_decided_in_the_low_quality_band(
     clean = engine.verify(load_rgb("obama.jpg"), load_rgb("obama2.jpg"), far=1e-3,
                           embedder="fusion")
     assert clean.quality_band == calibration.quality_bands[0].name and clean.match
+
+
+def test_a_probe_searches_with_its_bands_weight_and_thresholds(tmp_path: Path) -> None:
+    """What gallery identify calls: the probe's band, its calibration, and a fused probe
+    rescaled to that band's weight (plain embedders untouched)."""
+    from facelens.matching.calibration import probe_in_band
+
+    data = {"fusion_weight": 0.35, "embedders": {},
+            "quality_bands": [_band("good", 32, 60, 0.35, 0.4), _band("poor", 0, 0, 0.9, 0.2)]}
+    path = tmp_path / "bands.json"
+    path.write_text(json.dumps(data))
+    calibration = load_calibration("openvino-f32", file=path)
+    probe = np.random.default_rng(2).normal(size=256).astype(np.float32)
+    band, banded, vector = probe_in_band(calibration, probe, "fusion", (10.0, 5.0), 0.35)
+    assert band == "poor" and banded.fusion_weight(0.35) == 0.9
+    assert np.allclose(vector, reweighted_probe(probe, 0.35, 0.9))
+    band, _, vector = probe_in_band(calibration, probe, "fusion", (40.0, 100.0), 0.35)
+    assert band == "good" and vector is probe
+    plain = probe[:128]
+    assert probe_in_band(calibration, plain, "sface-flip", (10.0, 5.0), 0.35)[2] is plain

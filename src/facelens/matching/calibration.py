@@ -25,7 +25,7 @@ import numpy as np
 from facelens.errors import FacelensError, ModelMissingError
 from facelens.matching.open_set import BANDS, Threshold, per_comparison_far
 from facelens.matching.operating_points import FARS, OperatingPoint, far_key
-from facelens.matching.quality_bands import QualityBand, pair_band_index
+from facelens.matching.quality_bands import QualityBand, pair_band_index, reweighted_probe
 
 _FILES = {"openvino-bf16": "operating_points-bf16.json"}
 _F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
@@ -129,6 +129,20 @@ class Calibration:
             if score > self.open_set_threshold(embedder, fpir, comparisons).value:
                 return name, fpir
         return "none", None
+
+
+def probe_in_band(calibration: Calibration, vector: np.ndarray, embedder: str,
+                  quality: tuple[float, float] | None, stored_weight: float
+                  ) -> tuple[str, Calibration, np.ndarray]:
+    """For a 1:N search: the probe's band (from its (inter-ocular px, sharpness)), that band's
+    calibration (open-set thresholds via its `threshold_for_far`), and the probe vector to
+    search with: a fused probe is rescaled so that its inner product with gallery vectors
+    fused at `stored_weight` is the fused score at the band's weight."""
+    band, banded = calibration.for_faces(quality)
+    weight = banded.fusion_weight(stored_weight)
+    if embedder == "fusion" and weight != stored_weight:
+        vector = reweighted_probe(vector, stored_weight, weight)
+    return band, banded, vector
 
 
 def load_calibration(runtime_label: str, saved_dir: Path | None = None,
