@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import httpx
@@ -31,14 +31,22 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Deliverer(Protocol):
+    def deliver(self, payload: dict[str, Any]) -> bool:
+        """Send now and say whether the receiver took it (False: hand it on again later)."""
+        ...
+
+
 def signature(secret: str, body: bytes) -> str:
     """The X-Facelens-Signature header: sha256=<hex HMAC-SHA256 of the raw body>."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class WebhookSink:
-    """POSTs each payload to `url` from a background thread; retries 5xx and network errors
-    `retries` times with exponential backoff, then gives up (and logs the event id only)."""
+    """POSTs each payload to `url`: `send` from a background thread, `deliver` in the caller's;
+    retries 5xx and network errors `retries` times with exponential backoff, then gives up
+    (and logs the event id only)."""
 
     def __init__(self, url: str, secret: str, *, retries: int = 5, backoff_s: float = 0.5,
                  timeout_s: float = 5.0) -> None:
@@ -53,26 +61,31 @@ class WebhookSink:
     def send(self, payload: dict[str, Any]) -> None:
         self._queue.put(payload)
 
+    def deliver(self, payload: dict[str, Any]) -> bool:
+        """POST now: True once the receiver answered for good (2xx, or a 4xx refusal that no
+        retry would change), False after the retries failed."""
+        body = json.dumps(payload, sort_keys=True, default=str).encode()
+        headers = {"Content-Type": "application/json",
+                   "X-Facelens-Signature": signature(self._secret, body),
+                   "X-Facelens-Event": str(payload.get("event_id"))}
+        for attempt in range(self.retries + 1):
+            try:
+                status = self._client.post(self.url, content=body, headers=headers).status_code
+                if status < 500:
+                    self.delivered += status < 300
+                    self.failed += status >= 300
+                    return True
+            except httpx.HTTPError:
+                pass
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * 2**attempt)
+        self.failed += 1
+        log.warning("webhook gave up on event %s", payload.get("event_id"))
+        return False
+
     def _run(self) -> None:
         while (payload := self._queue.get()) is not None:
-            body = json.dumps(payload, sort_keys=True, default=str).encode()
-            headers = {"Content-Type": "application/json",
-                       "X-Facelens-Signature": signature(self._secret, body),
-                       "X-Facelens-Event": str(payload.get("event_id"))}
-            for attempt in range(self.retries + 1):
-                try:
-                    status = self._client.post(self.url, content=body, headers=headers).status_code
-                    if status < 500:
-                        self.delivered += status < 300
-                        self.failed += status >= 300
-                        break
-                except httpx.HTTPError:
-                    pass
-                if attempt == self.retries:
-                    self.failed += 1
-                    log.warning("webhook gave up on event %s", payload.get("event_id"))
-                else:
-                    time.sleep(self.backoff_s * 2**attempt)
+            self.deliver(payload)
             self._queue.task_done()
         self._queue.task_done()
 
@@ -149,18 +162,34 @@ class MqttSink:
                 "payload_off": "OFF", "off_delay": 30, "device_class": "occupancy"}, retain=True)
 
     def send(self, payload: dict[str, Any]) -> None:
+        self._messages(payload)
+
+    def deliver(self, payload: dict[str, Any], timeout_s: float = 5.0) -> bool:
+        """Publish and wait for the broker's QoS 1 acknowledgements (PUBACK)."""
+        deadline = time.monotonic() + timeout_s
+        for sent in self._messages(payload):
+            try:
+                sent.wait_for_publish(timeout=max(deadline - time.monotonic(), 0.01))
+            except (RuntimeError, ValueError):
+                return False  # not queued: paho's queue is full or the client is closed
+            if not sent.is_published():
+                return False
+        return True
+
+    def _messages(self, payload: dict[str, Any]) -> list[Any]:
         camera = payload.get("camera", "unknown")
         if payload.get("type") == "review":
-            self._publish(f"{self.prefix}/{camera}/reviews", payload)
-            return
-        self._publish(f"{self.prefix}/{camera}/events",
-                      {**payload, "band": payload.get("confidence")})
+            return [self._publish(f"{self.prefix}/{camera}/reviews", payload)]
+        sent = [self._publish(f"{self.prefix}/{camera}/events",
+                              {**payload, "band": payload.get("confidence")})]
         if subject_id := payload.get("subject_id"):
-            self._client.publish(f"{self.prefix}/{camera}/{subject_id}", "ON", qos=1)
+            sent.append(self._client.publish(f"{self.prefix}/{camera}/{subject_id}", "ON",
+                                             qos=1))
+        return sent
 
-    def _publish(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> None:
-        self._client.publish(topic, json.dumps(body, sort_keys=True, default=str), qos=1,
-                             retain=retain)
+    def _publish(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> Any:
+        return self._client.publish(topic, json.dumps(body, sort_keys=True, default=str),
+                                    qos=1, retain=retain)
 
     def close(self) -> None:
         """Say "offline" (the will is only for a death without a goodbye), then disconnect."""
@@ -188,6 +217,21 @@ class Fanout:
                 sink.send(payload)
             except Exception:
                 log.exception("event sink %s failed", type(sink).__name__)
+
+    def deliver(self, payload: dict[str, Any]) -> bool:
+        """Every sink gets the payload now; True when every one took it. A sink that can only
+        send (queue) counts as having taken it once its send returned."""
+        taken = True
+        for sink in self.sinks:
+            try:
+                if isinstance(sink, Deliverer):
+                    taken = sink.deliver(payload) and taken
+                else:
+                    sink.send(payload)
+            except Exception:
+                log.exception("event sink %s failed", type(sink).__name__)
+                taken = False
+        return taken
 
     def close(self) -> None:
         for sink in self.sinks:

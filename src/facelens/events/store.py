@@ -5,15 +5,18 @@ Snapshots are sealed with the subject's data key, so deleting the subject shreds
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from facelens.errors import NotFoundError
 from facelens.store.crypto import context, seal, unseal
 from facelens.store.database import Store
-from facelens.store.tables import STATUSES, Event, Subject, utcnow
+from facelens.store.tables import STATUSES, AlertWindow, Event, OutboxEntry, Subject, utcnow
 
 IDS = range(1, 2**31)
 """Event ids the database can hold: PostgreSQL's INTEGER is 32-bit. An id outside names no
@@ -32,26 +35,56 @@ class EventStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.sessions = store.sessions
+        self.handoff = threading.Lock()
+        """Held while a relay hands outbox rows on, so this process hands each row on once."""
 
     def record(self, camera: str, subject_id: str, confidence: str, *,
                snapshot_jpeg: bytes | None = None, frame_jpeg: bytes | None = None,
                status: str = "unconfirmed", **details: Any) -> Event:
         """Store one sighting of an enrolled subject (never of anyone else)."""
+        with self.sessions.begin() as s:
+            return self._add(s, camera, subject_id, confidence, snapshot_jpeg, frame_jpeg,
+                             status, details)
+
+    def record_alert(self, camera: str, subject_id: str, confidence: str, *,
+                     cooldown_s: float = 0.0, announce: dict[str, Any] | None = None,
+                     snapshot_jpeg: bytes | None = None, frame_jpeg: bytes | None = None,
+                     status: str = "unconfirmed", **details: Any) -> Event | None:
+        """Store an alert, or None when the camera already alerted on this subject within
+        `cooldown_s` (whichever worker did: the window is claimed in the database). With
+        `announce`, that payload (plus event_id, at, status) goes into the outbox in the same
+        transaction as the event, for a relay to hand on: stored means sent, eventually."""
+        with self.sessions.begin() as s:
+            if s.get(Subject, subject_id) is None:
+                raise NotFoundError(f"no subject {subject_id}")
+            if cooldown_s > 0 and not _claim_window(s, camera, subject_id, cooldown_s):
+                return None
+            event = self._add(s, camera, subject_id, confidence, snapshot_jpeg, frame_jpeg,
+                              status, details)
+            if announce is not None:
+                s.flush()  # the event's id
+                s.add(OutboxEntry(event_id=event.id, camera=camera, payload={
+                    **announce, "event_id": event.id, "at": event.at.isoformat(),
+                    "status": event.status}))
+        return event
+
+    def _add(self, s: Session, camera: str, subject_id: str, confidence: str,
+             snapshot_jpeg: bytes | None, frame_jpeg: bytes | None, status: str,
+             details: dict[str, Any]) -> Event:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        with self.sessions.begin() as s:
-            subject = s.get(Subject, subject_id)
-            if subject is None:
-                raise NotFoundError(f"no subject {subject_id}")
-            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
-            event = Event(camera=camera, gallery=subject.gallery.name, subject_id=subject.id,
-                          subject_name=subject.display_name, confidence=confidence,
-                          status=status, details=details,
-                          snapshot=seal(data_key, snapshot_jpeg, context("snapshot", subject.id))
-                          if snapshot_jpeg else None,
-                          frame=seal(data_key, frame_jpeg, context("frame", subject.id))
-                          if frame_jpeg else None)
-            s.add(event)
+        subject = s.get(Subject, subject_id)
+        if subject is None:
+            raise NotFoundError(f"no subject {subject_id}")
+        data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
+        event = Event(camera=camera, at=utcnow(), gallery=subject.gallery.name,
+                      subject_id=subject.id, subject_name=subject.display_name,
+                      confidence=confidence, status=status, details=details,
+                      snapshot=seal(data_key, snapshot_jpeg, context("snapshot", subject.id))
+                      if snapshot_jpeg else None,
+                      frame=seal(data_key, frame_jpeg, context("frame", subject.id))
+                      if frame_jpeg else None)
+        s.add(event)
         return event
 
     def expire_unconfirmed(self, older_than_days: float) -> int:
@@ -134,3 +167,17 @@ class EventStore:
         with self.sessions.begin() as s:
             if not s.execute(sa.delete(Event).where(Event.id == event_id)).rowcount:
                 raise NotFoundError(f"no event {event_id}")
+
+
+def _claim_window(s: Session, camera: str, subject_id: str, cooldown_s: float) -> bool:
+    """One atomic statement: insert the (camera, subject) window, or move it on only if it
+    has ended. Of two workers racing, the second waits on the row and then finds it current
+    (PostgreSQL re-checks the WHERE on the committed row; SQLite serialises writers)."""
+    now = utcnow()
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(AlertWindow).values(camera=camera, subject_id=subject_id,
+                                                until=now + timedelta(seconds=cooldown_s))
+    claim = insert.on_conflict_do_update(index_elements=["camera", "subject_id"],
+                                         set_={"until": insert.excluded.until},
+                                         where=AlertWindow.until <= now)
+    return s.execute(claim).rowcount == 1

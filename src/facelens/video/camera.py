@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelens.events.relay import OutboxRelay, to_sinks
 from facelens.events.sinks import Fanout, MqttSink, Sink, WebhookSink
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
@@ -28,20 +29,29 @@ def sinks_from(settings: Settings) -> Fanout:
     return Fanout(sinks)
 
 
-def alert_recorder(events: EventStore, sink: Sink | None
-                   ) -> Callable[[Alert, bytes, bytes], int | None]:
-    """The Watcher's on_alert: store the event (sealed pictures), then deliver it unless it
-    was flagged (a poster is kept for review, not announced)."""
+def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
+                   cooldown_s: float = 0.0) -> Callable[[Alert, bytes, bytes], int | None]:
+    """The Watcher's on_alert: store the event (sealed pictures) unless this camera already
+    alerted on the person within `cooldown_s` (on any worker: the database decides), and with
+    it, unless it was flagged (a poster is kept for review, not announced), an outbox row.
+    `outlet` hands the outbox on: the process's relay (`start_delivery(…).relay`, a thread)
+    is woken; a plain sink gets it in this thread; None announces nothing."""
+    relay = outlet if isinstance(outlet, OutboxRelay) or outlet is None else \
+        OutboxRelay(events, to_sinks(outlet if isinstance(outlet, Fanout) else Fanout([outlet])))
 
     def record(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
-        event = events.record(alert.camera, alert.subject_id, alert.confidence,
-                              snapshot_jpeg=snapshot, frame_jpeg=frame,
-                              status="suppressed" if alert.flagged else "unconfirmed",
-                              track=alert.track_id, video_time=alert.time,
-                              flagged=alert.flagged)
-        if sink is not None and not alert.flagged:
-            sink.send({**alert.payload(), "event_id": event.id,
-                       "at": event.at.isoformat(), "status": event.status})
+        announce = relay is not None and not alert.flagged
+        event = events.record_alert(alert.camera, alert.subject_id, alert.confidence,
+                                    cooldown_s=0.0 if alert.flagged else cooldown_s,
+                                    announce=alert.payload() if announce else None,
+                                    snapshot_jpeg=snapshot, frame_jpeg=frame,
+                                    status="suppressed" if alert.flagged else "unconfirmed",
+                                    track=alert.track_id, video_time=alert.time,
+                                    flagged=alert.flagged)
+        if event is None:
+            return None  # another worker (or this camera before a restart) alerted within
+        if announce and relay is not None:
+            relay.poke()
         return event.id
 
     return record
@@ -51,7 +61,7 @@ class CameraRunner:
     def __init__(self, config: CameraConfig, galleries: Galleries, events: EventStore,
                  sink: Sink | None) -> None:
         self.config, self.galleries = config, galleries
-        self.on_alert = alert_recorder(events, sink)
+        self.on_alert = alert_recorder(events, sink, cooldown_s=config.cooldown_s)
         self.stop_event = threading.Event()
         self.status = "starting"
         self.alerts = 0

@@ -1,0 +1,138 @@
+"""The outbox relay: alerts written with their event (EventStore.record_alert) are handed on
+in id order, each row deleted only once it was taken, so a crash at any point re-sends and
+never loses. With NATS the relay publishes to a JetStream stream, the event id as the message
+id (the stream's duplicate window drops a re-publish after a crash); without, it hands rows
+straight to the sinks (the embedded default)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from facelens.events.sinks import Fanout
+from facelens.events.store import EventStore
+from facelens.store.tables import OutboxEntry
+
+if TYPE_CHECKING:  # nats-py is the optional `cluster` extra: the embedded default runs without
+    from facelens.cluster.bus import Bus
+
+log = logging.getLogger("facelens.events")
+
+STREAM = "FACELENS_EVENTS"
+SUBJECTS = "facelens.events"
+"""Alerts go to <SUBJECTS>.<camera>."""
+DUPLICATE_WINDOW_S = 600.0
+"""How long JetStream remembers a message id: a relay back within this drops no duplicate."""
+
+Publish = Callable[[OutboxEntry], bool]
+"""Hands one outbox row on; True once it was taken (False or an error: try again later)."""
+
+
+class OutboxRelay:
+    """Hands outbox rows on, oldest first. `start()` runs it in a thread that wakes on
+    `poke()` (an alert was just written here) and every `poll_s` (rows other processes wrote,
+    or a crash left); without the thread, `poke()` hands rows on in the caller's thread."""
+
+    def __init__(self, events: EventStore, publish: Publish, *, poll_s: float = 1.0,
+                 max_backoff_s: float = 30.0) -> None:
+        self.events, self.publish = events, publish
+        self.poll_s, self.max_backoff_s = poll_s, max_backoff_s
+        self.handed_on = 0
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> OutboxRelay:
+        self._thread = threading.Thread(target=self._run, name="facelens-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        if self._thread is None:
+            self.drain()
+        else:
+            self._wake.set()
+
+    def drain(self) -> bool:
+        """Hand on every row there is; False when one was not taken (it stays, first)."""
+        with self.events.handoff:  # one hand-off at a time in this process
+            while True:
+                with self.events.sessions.begin() as s:
+                    # Another process's relay skips the row this one holds (PostgreSQL).
+                    row = s.scalars(sa.select(OutboxEntry).order_by(OutboxEntry.id).limit(1)
+                                    .with_for_update(skip_locked=True)).first()
+                    if row is None:
+                        return True
+                    try:
+                        taken = self.publish(row)
+                    except Exception:
+                        log.exception("handing on event %s failed", row.event_id)
+                        taken = False
+                    if not taken:
+                        return False
+                    s.execute(sa.delete(OutboxEntry).where(OutboxEntry.id == row.id))
+                self.handed_on += 1
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(backoff or self.poll_s)
+            self._wake.clear()
+            try:
+                done = self.drain()
+            except Exception:  # the database went away: keep trying, never die
+                log.exception("outbox relay")
+                done = False
+            backoff = 0.0 if done else min(max(backoff * 2, 1.0), self.max_backoff_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def to_sinks(sink: Fanout) -> Publish:
+    """The embedded default: a row is taken when every sink took its payload."""
+    return lambda row: sink.deliver(row.payload)
+
+
+def subject_of(camera: str, subjects: str = SUBJECTS) -> str:
+    """<subjects>.<camera>, the camera name made one NATS token (no dots, spaces or wildcards)."""
+    return f"{subjects}.{re.sub(r'[^A-Za-z0-9_-]', '_', camera) or '_'}"
+
+
+def ensure_stream(bus: Bus, stream: str = STREAM, subjects: str = SUBJECTS) -> None:
+    """The alert stream, created on first use. Work-queue retention: a message leaves the
+    broker once delivered (acknowledged), so no name lingers there after its alert went out."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+    from nats.js.errors import NotFoundError as StreamNotFoundError
+
+    async def ensure() -> None:
+        try:
+            await bus.js.stream_info(stream)
+        except StreamNotFoundError:
+            await bus.js.add_stream(StreamConfig(
+                name=stream, subjects=[f"{subjects}.>"], retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S))
+
+    bus.call(ensure())
+
+
+def to_jetstream(bus: Bus, stream: str = STREAM, subjects: str = SUBJECTS) -> Publish:
+    """Publish a row to the stream with `Nats-Msg-Id: <event id>`; taken once JetStream
+    acknowledged it (stored, or recognised as a duplicate)."""
+    ensure_stream(bus, stream, subjects)
+
+    def publish(row: OutboxEntry) -> bool:
+        body = json.dumps(row.payload, sort_keys=True, default=str).encode()
+        bus.call(bus.js.publish(subject_of(row.camera, subjects), body, stream=stream,
+                                headers={"Nats-Msg-Id": str(row.event_id)}))
+        return True
+
+    return publish
