@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """redis://127.0.0.1:6379/0: rate limits, lockouts and liveness sessions shared by API
     replicas (each process keeps its own in memory when unset)."""
+    redis_prefix: str = Field("facelens", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    """Begins every Redis key facelens writes, so deployments or test runs sharing one Redis
+    stay apart."""
     nats_prefix: str = Field("facelens", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     """Begins every NATS name facelens uses (KV buckets, streams, subjects), so deployments
     or test runs sharing one NATS server stay apart."""

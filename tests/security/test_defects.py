@@ -33,6 +33,7 @@ from facelens.service.app import create_app
 from facelens.service.state import ServiceState
 from facelens.settings import CameraConfig, Settings
 from facelens.store.audit import AuditLog
+from facelens.store.tables import AuditHead
 from facelens.video.camera import CameraRunner
 from facelens.vision.decode import load_image
 
@@ -254,23 +255,22 @@ def test_scores_are_quantised_and_near_duplicate_probes_limited(tmp_path: Path,
 
 
 # --------------------------------------------------------------------------- audit (6, 8)
-def test_an_audit_head_behind_an_intact_chain_catches_up(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_old_audit_head_file_seeds_the_head_row_once(tmp_path: Path) -> None:
+    """The head file of older versions: one behind an intact chain (a crash between a row's
+    commit and the file's write) starts the head at the chain's end; then the file goes."""
     galleries = Galleries(Settings(data_dir=tmp_path / "data"))
     audit = AuditLog.of(galleries.store)
     audit.record("a", "x", "ok")
-
-    def crash(head: dict[str, Any]) -> None:
-        raise OSError("disk full")
-
-    with monkeypatch.context() as m:  # the row commits, the head write fails
-        m.setattr(audit, "_write_head", crash)
-        with pytest.raises(OSError):
-            audit.record("a", "y", "ok")
-    check = audit.verify()
+    audit.record("a", "y", "ok")
+    first = audit.entries(2)[-1]
+    with galleries.store.sessions.begin() as s:
+        s.execute(AuditHead.__table__.delete())  # as the database stood before migration 0007
+    head_file = galleries.store.audit_head
+    head_file.write_text(json.dumps({"entries": 1, "hash": first.hash}))
+    seeded = AuditLog.of(galleries.store)
+    assert seeded.head() == (2, audit.entries(1)[0].hash) and not head_file.exists()
+    check = seeded.verify()
     assert check.ok and check.entries == 2, check
-    assert json.loads(audit.head_file.read_text())["entries"] == 2
-    assert stat.S_IMODE(audit.head_file.stat().st_mode) == 0o600
     galleries.store.close()
 
 
@@ -349,7 +349,7 @@ def test_names_and_field_lengths(app: App, tmp_path: Path) -> None:
 
 def test_data_files_are_private(app: App) -> None:
     data_dir = app.state.settings.data_dir
-    for name in ("facelens.db", "master.key", "audit.head"):
+    for name in ("facelens.db", "master.key"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
 
 

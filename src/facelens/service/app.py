@@ -31,7 +31,7 @@ from facelens.service.http import (
     install_error_handlers,
     install_metrics,
 )
-from facelens.service.limits import InferencePool, ProbeLimiter, RateLimiter
+from facelens.service.limits import InferencePool
 from facelens.service.state import ServiceState
 from facelens.settings import Settings, get_settings
 
@@ -81,8 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None,
                   description="Open, self-hosted face recognition. Every route but /healthz "
                               "needs an API key (Authorization: Bearer fl_…).")
-    app.state.pixel_budget = RateLimiter(settings.pixels_per_minute_mp, settings.pixel_burst_mp)
-    app.state.probe_limiter = ProbeLimiter(settings.probe_repeats, settings.probe_window_s)
     install_error_handlers(app)
     install_metrics(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))

@@ -1,4 +1,4 @@
-"""Back-pressure and abuse limits, all in memory (per process):
+"""Back-pressure and abuse limits:
 
 - `InferencePool`: inference runs on a fixed number of threads; at most `queue` requests wait.
   Beyond that the request is refused at once (429), so the event loop, and `/healthz`, never
@@ -6,6 +6,9 @@
 - `RateLimiter`: a token bucket per API key; with `cost`, the bucket counts pixels (decoded
   megapixels per key), so a few tiny files that decode to 40 MP each cannot starve the pool.
 - `ProbeLimiter`: near-duplicate probes per key (hill-climbing a score by small edits).
+
+The limiters keep their numbers in this process's memory by default, or in Redis
+(cluster/shared.py) when `redis_url` is set, so N replicas allow what one would.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -81,28 +84,75 @@ def lower_thread_priority(nice: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
-class RateLimiter:
-    """`per_minute` requests per key on average, bursts up to `burst`."""
+class Buckets(Protocol):
+    """Where token buckets live: refill `key`'s bucket and take `cost`, atomically."""
 
-    def __init__(self, per_minute: float, burst: float) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
+    def take(self, key: str, cost: float, rate: float, burst: float) -> float:
+        """0 if `cost` tokens were taken, else the seconds until they would be there."""
+        ...
+
+
+class MemoryBuckets:
+    """Buckets in this process (the default); RedisBuckets is the same in one Lua script."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def allow(self, key: str, cost: float = 1.0) -> float:
-        """0 if `cost` tokens are taken now, else the seconds to wait. A cost over the burst
-        is charged as the whole burst (the caller refuses such requests by other limits)."""
-        cost = min(cost, self.burst)
-        now = time.monotonic()
+    def take(self, key: str, cost: float, rate: float, burst: float) -> float:
+        now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            tokens, last = self._buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - last) * rate)
             if tokens >= cost:
                 self._buckets[key] = (tokens - cost, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
-            return (cost - tokens) / self.rate if self.rate else 60.0
+            return (cost - tokens) / rate if rate else 60.0
+
+
+class RateLimiter:
+    """`per_minute` requests per key on average, bursts up to `burst`."""
+
+    def __init__(self, per_minute: float, burst: float, buckets: Buckets | None = None) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.buckets = buckets or MemoryBuckets()
+
+    def allow(self, key: str, cost: float = 1.0) -> float:
+        """0 if `cost` tokens are taken now, else the seconds to wait. A cost over the burst
+        is charged as the whole burst (the caller refuses such requests by other limits)."""
+        return self.buckets.take(key, min(cost, self.burst), self.rate, self.burst)
+
+
+class Marks(Protocol):
+    """Where probe marks live: add `mark` under `key` if `decide(marks within window_s)`."""
+
+    def admit(self, key: str, mark: int, window_s: float, keep: int,
+              decide: Callable[[list[int]], bool]) -> bool: ...
+
+
+class MemoryMarks:
+    """Marks in this process (the default); RedisMarks keeps them in Redis."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, deque[tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, mark: int, window_s: float, keep: int,
+              decide: Callable[[list[int]], bool]) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.setdefault(key, deque())
+            while seen and seen[0][0] < now - window_s:
+                seen.popleft()
+            if not decide([other for _, other in seen]):
+                return False
+            seen.append((now, mark))
+            if len(seen) > keep:
+                seen.popleft()
+            return True
 
 
 class ProbeLimiter:
@@ -110,24 +160,19 @@ class ProbeLimiter:
     within `bits` of each other: one photo nudged pixel by pixel to climb a score, not a
     stream of different faces."""
 
-    def __init__(self, most: int, window_s: float, bits: int = 6) -> None:
+    def __init__(self, most: int, window_s: float, bits: int = 6,
+                 marks: Marks | None = None) -> None:
         self.most, self.window_s, self.bits = most, window_s, bits
-        self._seen: dict[str, deque[tuple[float, int]]] = {}
-        self._lock = threading.Lock()
+        self.marks = marks or MemoryMarks()
 
     def allow(self, key: str, rgb: np.ndarray) -> bool:
-        mark, now = difference_hash(rgb), time.monotonic()
-        with self._lock:
-            seen = self._seen.setdefault(key, deque())
-            while seen and seen[0][0] < now - self.window_s:
-                seen.popleft()
-            alike = sum((mark ^ other).bit_count() <= self.bits for _, other in seen)
-            if alike >= self.most:
-                return False
-            seen.append((now, mark))
-            if len(seen) > 4 * self.most:  # memory per key stays bounded
-                seen.popleft()
-            return True
+        mark = difference_hash(rgb)
+
+        def room(seen: list[int]) -> bool:
+            return sum((mark ^ other).bit_count() <= self.bits for other in seen) < self.most
+
+        # 4 × most marks per key at most: memory per key stays bounded
+        return self.marks.admit(key, mark, self.window_s, 4 * self.most, room)
 
 
 def difference_hash(rgb: np.ndarray) -> int:

@@ -56,10 +56,10 @@ def requires(*scopes: str) -> Any:
 
 
 def pixel_budget(request: Request) -> RateLimiter:
-    """Decoded megapixels per key (create_app makes it)."""
-    return request.app.state.pixel_budget  # type: ignore[no-any-return]
+    """Decoded megapixels per key."""
+    return service(request).pixel_budget
 
 
 def probe_limiter(request: Request) -> ProbeLimiter:
-    """Near-duplicate identify probes per key (create_app makes it)."""
-    return request.app.state.probe_limiter  # type: ignore[no-any-return]
+    """Near-duplicate identify probes per key."""
+    return service(request).probes

@@ -8,12 +8,19 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from facelens.cluster.shared import (
+    RedisBuckets,
+    RedisFailures,
+    RedisMarks,
+    RedisRecords,
+    SharedState,
+)
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
-from facelens.liveness.sessions import SessionStore
+from facelens.liveness.sessions import SessionStore, SharedSessions
 from facelens.policy.lockout import Lockout
 from facelens.service.keys import KeyStore
-from facelens.service.limits import InferencePool, RateLimiter
+from facelens.service.limits import InferencePool, ProbeLimiter, RateLimiter
 from facelens.settings import Settings
 from facelens.store.audit import AuditLog
 from facelens.store.database import Store
@@ -36,21 +43,36 @@ class ServiceState:
     lockout: Lockout
     cameras: CameraManager
     liveness: SessionStore
+    pixel_budget: RateLimiter
+    """Decoded megapixels per key (uploads.py charges it)."""
+    probes: ProbeLimiter
+    """Near-duplicate identify probes per key."""
+    shared: SharedState | None
+    """Redis when redis_url is set: the limits, lockouts and sessions above live there."""
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
         store = Store(settings)
         galleries = Galleries(settings, store)
         events = EventStore(store)
+        shared = (SharedState(settings.redis_url, settings.redis_prefix) if settings.redis_url
+                  else None)
         return cls(settings, store, galleries, KeyStore(store.sessions),
-                   AuditLog(store.sessions, settings.data_dir / "audit.head"),
+                   AuditLog.of(store),
                    events,
                    InferencePool(settings.workers, settings.queue),
-                   RateLimiter(settings.rate_per_minute, settings.rate_burst),
+                   RateLimiter(settings.rate_per_minute, settings.rate_burst,
+                               RedisBuckets(shared, "requests") if shared else None),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
-                           settings.lockout_s),
+                           settings.lockout_s, RedisFailures(shared) if shared else None),
                    CameraManager(settings, store, galleries, events),
-                   SessionStore(galleries.engine))
+                   SessionStore(galleries.engine, sessions=SharedSessions(
+                       RedisRecords(shared, "liveness")) if shared else None),
+                   RateLimiter(settings.pixels_per_minute_mp, settings.pixel_burst_mp,
+                               RedisBuckets(shared, "pixels") if shared else None),
+                   ProbeLimiter(settings.probe_repeats, settings.probe_window_s,
+                                marks=RedisMarks(shared) if shared else None),
+                   shared)
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
@@ -65,3 +87,5 @@ class ServiceState:
         self.cameras.close()
         self.pool.shutdown()
         self.store.close()
+        if self.shared:
+            self.shared.close()

@@ -54,7 +54,8 @@ class Store:
         self.sessions = session_factory(self.database)
         self.key_file = data_dir / "master.key"
         self.audit_head = data_dir / "audit.head"
-        """The audit chain's head (store/audit.py), beside the database."""
+        """Where older versions kept the audit chain's head: it seeds the database's head
+        row once (store/audit.py)."""
         with self.sessions() as s:
             used = set(s.scalars(sa.select(Subject.key_id).distinct()))
         # A new key only for an empty store: a lost key file must not silently fork the data.

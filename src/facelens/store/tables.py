@@ -236,3 +236,16 @@ class AuditEntry(Base):
     """Canonical JSON (sorted keys) of the action's parameters: never images or embeddings."""
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The audit chain's head: one row (id 1), changed in the transaction of every audit row
+    under that row's lock, so appends from any number of processes make one chain."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    """Rows in the chain (ids run 1, 2, 3, …: the newest row's id)."""
+    hash: Mapped[str] = mapped_column(String(64))
+    """The newest row's hash (GENESIS before the first)."""
