@@ -391,6 +391,9 @@ def bench_scaleout(lfw: Annotated[Path | None, typer.Option(
                    jobs_per_worker: int = 120, people: int = 40,
                    sleep_ms: Annotated[float, typer.Option(
                        help="The modelled GPU job's duration.")] = 20.0,
+                   idle_wait_s: Annotated[float, typer.Option(
+                       help="Before each real run, wait up to this long for load < 0.3.")]
+                   = 90.0,
                    json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                    = None) -> None:
     """P6 scale-out: best-shot jobs on a NATS JetStream work queue, k=1 and k=2 pinned worker
@@ -401,7 +404,7 @@ def bench_scaleout(lfw: Annotated[Path | None, typer.Option(
     with errors(), progress() as start:
         report = run_scaleout(get_settings(), lfw, clip or [], rounds=rounds,
                               jobs_per_worker=jobs_per_worker, people=people,
-                              sleep_ms=sleep_ms, progress=start)
+                              sleep_ms=sleep_ms, idle_wait_s=idle_wait_s, progress=start)
     _write_json(report, json_out)
 
 
