@@ -114,6 +114,29 @@ def eval_watch(video: Path,
     emit(report)
 
 
+def eval_tracks(data: Annotated[Path, typer.Argument(help="The shared data folder the "
+                                                           "annotation's paths start from.")],
+                truth: Annotated[Path | None, typer.Option(help="Annotation JSON (default: "
+                                                                "the packaged one).")] = None,
+                fps: Annotated[float | None, typer.Option(help="Pipeline frame rate "
+                                                               "(default: every frame).")] = None,
+                json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                = None) -> None:
+    """Per-track identity recall against annotated identities: track templates vs the single
+    best shot at the same FPIR, with embedder calls per detection."""
+    from facelens.cli.common import progress
+    from facelens.eval.watch_eval import load_track_truth, run_track_eval
+    from facelens.settings import get_settings
+
+    with errors(), progress() as start:
+        report = run_track_eval(get_settings(), data, load_track_truth(truth), fps=fps,
+                                progress=start)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report)
+
+
 def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage for bona fide "
                                                                  "sequences (repeatable).")],
                   lfw: Annotated[Path, typer.Option(help="Photos for print attacks.")],

@@ -10,10 +10,13 @@ and each run's per-track identity recall is reported.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,12 @@ from facelens.geometry import iou
 from facelens.settings import Settings
 from facelens.video.source import Frame, VideoSource
 from facelens.video.watch import Watcher
+from facelens.vision.decode import ImageSource, load_image
 
 Progress = Any
 
 
-def enrolled_gallery(settings: Settings, people: dict[str, Path]
+def enrolled_gallery(settings: Settings, people: Mapping[str, ImageSource]
                      ) -> tuple[Galleries, dict[str, str]]:
     """A throwaway watchlist gallery of `people` under `settings` but in a data directory of
     its own; returns it and subject id -> name."""
@@ -151,3 +155,112 @@ def _pipeline(galleries: Galleries, frames: list[Frame], step: int,
             "tracks_named_otherwise": otherwise,
             "tracks_named_baseline_never_named": unvoted,
             "speed_s": round(took, 2)}
+
+
+TRACK_TRUTH = "watch_tracks.json"
+"""Who each face in the shared clips is, annotated by eye (src/facelens/data; its "method")."""
+MODES = ("template", "best_shot")
+
+
+def load_track_truth(file: Path | None = None) -> dict[str, Any]:
+    """The annotation `file`, or the one shipped in the package."""
+    text = (Path(file).read_text() if file is not None
+            else resources.files("facelens.data").joinpath(TRACK_TRUTH).read_text())
+    return dict(json.loads(text))
+
+
+def enrolment_still(data: Path, source: dict[str, Any]) -> np.ndarray:
+    """An enrolment picture: a photo, or frame `frame` of a clip (one outside the frames the
+    evaluation watches)."""
+    path = data / source["file"]
+    if "frame" not in source:
+        return load_image(path)
+    for frame in VideoSource(str(path)).frames():
+        if frame.index == source["frame"]:
+            return frame.rgb
+    raise ValueError(f"{path} has no frame {source['frame']}")
+
+
+def face_truth(clip: dict[str, Any], index: int, box: np.ndarray, width: int) -> str | None:
+    """Who the annotation says the face at `box` in frame `index` is: the person of that shot
+    whose horizontal band holds the box centre; None for anyone not enrolled."""
+    centre = float(box[0] + box[2]) / 2 / width
+    for shot in clip["shots"]:
+        if shot["frames"][0] <= index <= shot["frames"][1]:
+            for person in shot["people"]:
+                if person["x"][0] <= centre < person["x"][1]:
+                    return str(person["name"])
+    return None
+
+
+def run_track_eval(settings: Settings, data: Path, truth: dict[str, Any], *,
+                   fps: float | None = None, progress: Progress) -> dict[str, Any]:
+    """Per-track identity against annotated identities, track templates vs the single best
+    shot at the same FPIR, on every clip of `truth` (paths relative to `data`)."""
+    stills = {name: enrolment_still(data, source) for name, source in truth["enrol"].items()}
+    galleries, _ = enrolled_gallery(settings, stills)
+    totals: dict[str, Counter[str]] = {mode: Counter() for mode in MODES}
+    clips = []
+    for clip in truth["clips"]:
+        frames = list(VideoSource(str(data / clip["file"])).frames())
+        first, last = clip.get("frames", [0, len(frames) - 1])
+        interval = frames[-1].time / max(len(frames) - 1, 1)
+        step = max(1, round(1 / (interval * fps))) if fps else 1
+        watched = frames[first:last + 1:step]
+        row: dict[str, Any] = {"clip": clip["file"], "frames": [first, last],
+                               "sampled_every": step}
+        for mode in MODES:
+            counts = _track_run(galleries, clip, watched, template=mode == "template",
+                                progress=progress)
+            row[mode] = _rates(counts)
+            totals[mode].update(counts)
+        clips.append(row)
+    return {"method": truth["method"], "enrolled": sorted(stills), "far": 1e-3,
+            "clips": clips, "total": {mode: _rates(c) for mode, c in totals.items()}}
+
+
+def _track_run(galleries: Galleries, clip: dict[str, Any], frames: list[Frame], *,
+               template: bool, progress: Progress) -> Counter[str]:
+    """One pipeline run over `frames`; each track's identity is the annotation most of its
+    faces carry, and its decision the alert it raised (no cool-down, so every track that
+    decides alerts). Tracks shorter than the pipeline's minimum observations never decide
+    and are not counted."""
+    advance = progress(f"{Path(clip['file']).name}: "
+                       f"{'track templates' if template else 'single best shot'}", len(frames))
+    watcher = Watcher("eval", galleries, ["watch"], template=template, cooldown_s=0.0)
+    votes: dict[int, Counter[str | None]] = {}
+    alerts = []
+    for frame in frames:
+        alerts.extend(watcher.process(frame))
+        width = frame.rgb.shape[1]
+        for track_id, box in watcher.frame_tracks:
+            votes.setdefault(track_id, Counter())[face_truth(clip, frame.index, box,
+                                                             width)] += 1
+        advance(1)
+    alerts.extend(watcher.finish(frames[-1].time))
+    named = {a.track_id: a.name for a in alerts}
+    counts: Counter[str] = Counter(detections=watcher.stats.detections,
+                                   embeddings=watcher.stats.embeddings,
+                                   flagged=sum(a.flagged is not None for a in alerts))
+    for track_id, vote in votes.items():
+        if sum(vote.values()) < watcher.min_observations:
+            continue
+        who, decision = vote.most_common(1)[0][0], named.get(track_id)
+        if who is None:
+            counts["unenrolled_tracks"] += 1
+            counts["unenrolled_named"] += decision is not None
+        else:
+            counts["enrolled_tracks"] += 1
+            counts["recalled"] += decision == who
+            counts["named_wrong"] += decision not in (None, who)
+    return counts
+
+
+def _rates(counts: Counter[str]) -> dict[str, Any]:
+    enrolled, unenrolled = counts["enrolled_tracks"], counts["unenrolled_tracks"]
+    return dict(counts) | {
+        "track_recall": round(counts["recalled"] / enrolled, 4) if enrolled else None,
+        "embeddings_per_detection": round(counts["embeddings"]
+                                          / max(counts["detections"], 1), 4),
+        "unenrolled_named_rate": round(counts["unenrolled_named"] / unenrolled, 4)
+        if unenrolled else None}
