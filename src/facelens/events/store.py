@@ -180,4 +180,5 @@ def _claim_window(s: Session, camera: str, subject_id: str, cooldown_s: float) -
     claim = insert.on_conflict_do_update(index_elements=["camera", "subject_id"],
                                          set_={"until": insert.excluded.until},
                                          where=AlertWindow.until <= now)
-    return s.execute(claim).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT here.
+    return s.execute(claim.returning(AlertWindow.until)).first() is not None
