@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     attributes: bool = True
     """Whether /v1/analyze may estimate age and perceived sex."""
     max_body_mb: float = Field(10.0, gt=0)
+    max_archive_mb: float = Field(500.0, gt=0)
+    """Largest zip of people (one folder each) for bulk enrolment."""
     max_image_mp: float = Field(40.0, gt=0)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     """Inference threads of the service: one per core."""

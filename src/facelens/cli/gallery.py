@@ -4,6 +4,7 @@ facelens.gallery.service.Galleries."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from facelens.store.audit import AuditLog
 
 gallery_app = typer.Typer(no_args_is_help=True, help="Create, list, inspect and purge galleries.")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 Consent = Annotated[str, typer.Option(
     help="Lawful basis: consent, contract, legal-obligation, vital-interest, public-task, "
@@ -168,46 +168,29 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
     the subject's external id, so a second run after a crash enrols only who is missing).
     Exit 1 if a person could not be enrolled (the report says why), 2 before any work on a
     bad consent record or folder."""
-    people = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    from facelens.gallery.bulk import enrol_people, people_in_folder
+
+    people = people_in_folder(folder)
     if not people:
         err.print(f"error: {folder} has no sub-folders (one per person)")
         raise typer.Exit(2)
-    enrolled: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    kept: list[str] = []
+    outcomes = []
     with errors():
         galleries = _galleries()
-        g = galleries.gallery(gallery)
-        record = _consent(consent, g.purpose, recorded_by, consent_days)
+        record = _consent(consent, galleries.gallery(gallery).purpose, recorded_by,
+                          consent_days)
         record.check()  # the same for every person: refuse once, not once a person
-        earlier = _by_external_id(galleries, gallery)
     with errors(), progress() as start:
         advance = start(f"enrolling into {gallery}", len(people))
-        for person in people:
-            before = earlier.get(person.name, [])
-            if before and not update:
-                kept.append(person.name)
-                advance(1)
-                continue
-            images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            try:
-                report = galleries.enroll(gallery, person.name, list(images), consent=record,
-                                          external_id=person.name)
-            except Exception as e:  # one bad person must not stop the folder
-                _refused(galleries, "enrol", e, gallery=gallery, external_id=person.name)
-                skipped.append({"image": str(person), "reason": str(e)})
-                advance(1)
-                continue
-            _audit(galleries, "enrol", "ok", gallery=gallery, subject=report.subject_id,
-                   templates=report.templates, legal_basis=consent, external_id=person.name)
-            for old in before:  # after the new one exists: a crash leaves two, never none
-                galleries.delete_subject(old, gallery)
-                _audit(galleries, "subject.delete", "ok", gallery=gallery, subject=old,
-                       replaced_by=report.subject_id)
-            enrolled.append({"name": person.name, "subject_id": report.subject_id,
-                             "templates": report.templates})
-            skipped += [{"image": i, "reason": r} for i, r in report.skipped]
+        for outcome in enrol_people(galleries, gallery, people, record, update=update,
+                                    audit=partial(_audit, galleries)):
+            outcomes.append(outcome)
             advance(1)
+    enrolled = [{"name": o.name, "subject_id": o.subject_id, "templates": o.templates}
+                for o in outcomes if o.status == "enrolled"]
+    kept = [o.name for o in outcomes if o.status == "kept"]
+    skipped = [{"image": str(folder / o.name), "reason": o.reason or ""} for o in outcomes
+               if o.status == "refused"] + [s for o in outcomes for s in o.skipped]
     result = {"enrolled": enrolled, "already_enrolled": kept, "skipped": skipped}
     if as_json:
         emit(result)
@@ -218,15 +201,6 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
             out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
     if len(enrolled) + len(kept) < len(people):
         raise typer.Exit(1)
-
-
-def _by_external_id(galleries: Galleries, gallery: str) -> dict[str, list[str]]:
-    """External id -> the ids of the gallery's subjects that carry it."""
-    found: dict[str, list[str]] = {}
-    for subject in galleries.subjects(gallery):
-        if subject.external_id:
-            found.setdefault(subject.external_id, []).append(subject.id)
-    return found
 
 
 def identify(gallery: str, image: Path,

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from facelens import __version__
 from facelens.service import (
     routes_admin,
+    routes_bulk,
     routes_cameras,
     routes_faces,
     routes_galleries,
@@ -83,11 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "needs an API key (Authorization: Bearer fl_…).")
     install_error_handlers(app)
     install_metrics(app)
-    app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20))
+    app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20),
+                       archive_limit=int(settings.max_archive_mb * 2**20),
+                       archive_paths=("/subjects/zip",))
     app.add_middleware(Admission, pool=lambda: _pool(app))
     app.add_middleware(SecurityHeaders)
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
+    app.include_router(routes_bulk.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_cameras.router)
     app.include_router(routes_liveness.router)

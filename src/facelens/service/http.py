@@ -97,18 +97,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class BodyLimit:
     """Refuse bodies over `limit` bytes with 413: by Content-Length before reading, and by
-    counting as it streams (chunked uploads carry no length)."""
+    counting as it streams (chunked uploads carry no length). Paths ending in one of
+    `archive_paths` (zip uploads) may carry `archive_limit` bytes instead."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, archive_limit: int = 0,
+                 archive_paths: tuple[str, ...] = ()) -> None:
+        self.app, self.default_limit = app, limit
+        self.archive_limit, self.archive_paths = max(archive_limit, limit), archive_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = (self.archive_limit if str(scope.get("path", "")).endswith(self.archive_paths)
+                 else self.default_limit)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
             return
         seen, exceeded = 0, False
 
@@ -116,7 +121,7 @@ class BodyLimit:
             nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 exceeded = True
                 raise _TooLarge
             return message
@@ -128,11 +133,11 @@ class BodyLimit:
         with contextlib.suppress(_TooLarge):
             await self.app(scope, counted, unless_exceeded)
         if exceeded:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(413, "body_too_large",
-                                  f"request body over the {self.limit / 2**20:g} MB limit",
+                                  f"request body over the {limit / 2**20:g} MB limit",
                                   {"Connection": "close"})
         await response(scope, receive, send)
 

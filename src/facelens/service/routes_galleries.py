@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -17,7 +17,7 @@ from facelens.service.keys import Principal
 from facelens.service.limits import quantised
 from facelens.service.routes_faces import failure
 from facelens.service.security import probe_limiter, requires, service
-from facelens.service.uploads import Far, read_upload
+from facelens.service.uploads import Far, end_of, read_upload
 from facelens.settings import NAME_PATTERN
 from facelens.store.tables import Gallery, Subject, aware
 
@@ -89,10 +89,6 @@ def list_subjects(request: Request, name: str,
     return [subject_payload(s) for s in service(request).galleries.subjects(name)]
 
 
-def _moment(day: date | None) -> datetime | None:
-    return datetime.combine(day, time.max, UTC) if day else None
-
-
 @router.post("/galleries/{name}/subjects", status_code=201,
              summary="Enrol one person from one or more photos, with a consent record")
 async def enrol(request: Request, name: str,
@@ -111,13 +107,13 @@ async def enrol(request: Request, name: str,
     state = service(request)
     uploads = [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
     consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
-                            recorded_by=recorded_by, expires_at=_moment(consent_expires))
+                            recorded_by=recorded_by, expires_at=end_of(consent_expires))
 
     def work() -> EnrolReport:
         rgbs = [state.decode(data) for _, data in uploads]  # any bad file refuses them all
         return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent,
                                       external_id=external_id, watch_reason=watch_reason,
-                                      watch_expires=_moment(watch_expires),
+                                      watch_expires=end_of(watch_expires),
                                       labels=[filename for filename, _ in uploads], pin=pin)
 
     try:

@@ -1,8 +1,9 @@
 """What every route that takes a photo shares: accepted upload types, the pixel charge per key,
-the `far` form field."""
+the `far` form field, expiry dates."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Annotated
 
 from fastapi import Form, UploadFile
@@ -16,6 +17,11 @@ ACCEPTED_TYPES = {"image/jpeg", "image/png", "image/webp", "application/octet-st
 Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to decide at.")]
 
 
+def end_of(day: date | None) -> datetime | None:
+    """A date given for an expiry: the end of that day (UTC)."""
+    return datetime.combine(day, time.max, UTC) if day else None
+
+
 async def read_upload(upload: UploadFile) -> bytes:
     """The bytes of an uploaded image whose declared type (if any) is one we accept; what
     the bytes really are is checked again when they are decoded."""
@@ -25,11 +31,11 @@ async def read_upload(upload: UploadFile) -> bytes:
         raise ApiError(415, "unsupported_media_type",
                        f"{upload.filename or 'upload'}: {declared} is not JPEG, PNG or WebP")
     data = await upload.read()
-    _charge_pixels(data)
+    charge_pixels(data)
     return data
 
 
-def _charge_pixels(data: bytes) -> None:
+def charge_pixels(data: bytes) -> None:
     """Charge the caller's key the megapixels the header announces, before any is decoded."""
     size = image_size(data)
     caller = CALLER.get(None)

@@ -1,5 +1,5 @@
-// Galleries page (list, create) and one gallery's page (subjects, delete, enrol).
-import { api, enc } from "./api.js";
+// Galleries page (list, create) and one gallery's page (subjects, delete, enrol, bulk enrol).
+import { api, enc, raw } from "./api.js";
 import { can } from "./scopes.js";
 import { $, busy, el, emptyRow, fmtDate, fmtDay, showError, showNotice } from "./ui.js";
 import { capturedImages, clearCaptures, setupWebcam, stopWebcam } from "./webcam.js";
@@ -177,8 +177,70 @@ async function enrol(event) {
   });
 }
 
+// ------------------------------------------------------------------ bulk enrol (zip)
+const OUTCOMES = { enrolled: "enrolled", kept: "already enrolled", refused: "not enrolled" };
+
+// The service reports one JSON line per person as it goes: the progress bar and the table
+// fill as the lines arrive.
+async function* reportLines(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    pending += decoder.decode(value || new Uint8Array(), { stream: !done });
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines) if (line.trim()) yield JSON.parse(line);
+    if (done) break;
+  }
+}
+
+function bulkRow(line) {
+  const note = line.reason ||
+    (line.skipped || []).map((s) => `${s.image}: ${s.reason}`).join("; ");
+  return el("tr", { dataset: { status: line.status } },
+    el("td", {}, line.name), el("td", {}, OUTCOMES[line.status] || line.status),
+    el("td", {}, line.templates ? String(line.templates) : "—"), el("td", {}, note || ""));
+}
+
+async function bulkEnrol(event) {
+  event.preventDefault();
+  const form = new FormData($("#bulk-form"));
+  for (const [name, value] of [...form.entries()]) {
+    if (typeof value === "string" && !value.trim()) form.delete(name);
+  }
+  const rows = $("#bulk-report tbody");
+  const progress = $("#bulk-progress");
+  rows.replaceChildren();
+  progress.value = 0;
+  $("#bulk-summary").textContent = "Uploading…";
+  $("#bulk-result").hidden = false;
+  await busy($("#bulk-submit"), async () => {
+    const response = await raw(`/v1/galleries/${enc(current)}/subjects/zip`,
+      { method: "POST", form });
+    for await (const line of reportLines(response)) {
+      if ("people" in line) {
+        progress.max = Math.max(1, line.people);
+        $("#bulk-summary").textContent = `Enrolling ${line.people} people…`;
+      } else if ("summary" in line) {
+        const parts = Object.entries(line.summary).map(([k, n]) => `${n} ${OUTCOMES[k] || k}`);
+        $("#bulk-summary").textContent = `Done: ${parts.join(", ")}.`;
+      } else {
+        progress.value = line.done;
+        rows.append(bulkRow(line));
+        $("#bulk-summary").textContent = `${line.done} of ${progress.max} people done…`;
+      }
+    }
+    $("#bulk-form").reset();
+    await loadSubjects();
+    showNotice($("#bulk-summary").textContent);
+  });
+}
+
 export function setupGalleries() {
   $("#create-gallery-form").addEventListener("submit", createGallery);
   $("#enrol-form").addEventListener("submit", enrol);
+  $("#bulk-form").addEventListener("submit", bulkEnrol);
   setupWebcam();
 }

@@ -1,0 +1,100 @@
+"""/v1/galleries/{name}/subjects/zip: bulk enrolment from a zip of folders, one per person,
+reported person by person as it goes (gallery/bulk.py holds the policy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from facelens.errors import FacelensError
+from facelens.gallery.bulk import Audit, Outcome, Person, ZipArchive, enrol_people
+from facelens.gallery.service import ConsentRecord
+from facelens.service.http import ApiError
+from facelens.service.keys import Principal
+from facelens.service.limits import Overloaded
+from facelens.service.security import requires, service
+from facelens.service.state import ServiceState
+from facelens.service.uploads import charge_pixels, end_of
+
+router = APIRouter(prefix="/v1", tags=["galleries"])
+
+
+@router.post("/galleries/{name}/subjects/zip", summary="Enrol many people from a zip of "
+             "folders (one per person), reporting each as it is done (NDJSON)",
+             response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}}}})
+async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, File()],
+                    legal_basis: Annotated[str, Form(max_length=100)],
+                    consent_purpose: Annotated[str, Form(min_length=1, max_length=500)],
+                    recorded_by: Annotated[str, Form(min_length=1, max_length=200)],
+                    consent_expires: Annotated[date | None, Form()] = None,
+                    watch_reason: Annotated[str | None, Form(max_length=500)] = None,
+                    watch_expires: Annotated[date | None, Form()] = None,
+                    update: Annotated[bool, Form(description="Re-enrol people already "
+                                                             "enrolled from a folder of the "
+                                                             "same name")] = False,
+                    principal: Principal = requires("enrol")) -> StreamingResponse:
+    """The first line says how many people the zip holds ({"people": n}); then one line per
+    person as it is done: {"done": i, "name", "status": enrolled|kept|refused, "subject_id",
+    "templates", "reason", "skipped"}; the last line totals them ({"summary": {...}})."""
+    state = service(request)
+    galleries = state.galleries
+    galleries.gallery(name)  # an unknown gallery is a 404 before the upload is read
+    consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
+                            recorded_by=recorded_by, expires_at=end_of(consent_expires))
+    consent.check()
+    people = (await run_in_threadpool(ZipArchive, archive.file)).people()
+
+    def audit(action: str, outcome: str, **fields: Any) -> None:
+        state.audit.record(principal.label, action, outcome, **fields)
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield _line({"people": len(people)})
+        totals: dict[str, int] = {}
+        for done, person in enumerate(people, start=1):
+            outcome = await _enrol_one(state, name, person, consent, audit, update,
+                                       watch_reason, end_of(watch_expires))
+            totals[outcome.status] = totals.get(outcome.status, 0) + 1
+            yield _line({"done": done, **outcome.payload()})
+        yield _line({"summary": totals})
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, default=str).encode() + b"\n"
+
+
+async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent: ConsentRecord,
+                     audit: Audit, update: bool, watch_reason: str | None,
+                     watch_expires: datetime | None) -> Outcome:
+    """One person of a zip: photos read and charged to the key here, enrolled in the pool
+    (waiting for a free thread rather than failing the rest of the zip)."""
+    try:
+        photos = await run_in_threadpool(lambda: [p.read() for p in person.images])
+        for data in photos:
+            charge_pixels(data)
+    except (FacelensError, ApiError) as e:
+        message = e.message if isinstance(e, ApiError) else str(e)
+        audit("enrol", "refused", reason=message[:200], gallery=gallery,
+              external_id=person.name)
+        return Outcome(person.name, "refused", reason=message)
+    one = Person(person.name, photos, person.labels)
+
+    def work() -> Outcome:
+        return next(enrol_people(state.galleries, gallery, [one], consent, audit=audit,
+                                 update=update, watch_reason=watch_reason,
+                                 watch_expires=watch_expires, decode=state.decode))
+
+    while True:
+        try:
+            return await state.pool.run(work)
+        except Overloaded:
+            await asyncio.sleep(0.5)
