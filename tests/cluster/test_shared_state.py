@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -30,6 +29,7 @@ from facelens.cluster.shared import (
     RedisMarks,
     RedisRecords,
     SharedState,
+    SharedStateError,
 )
 from facelens.errors import ConflictError
 from facelens.liveness.judge import Judgement
@@ -52,12 +52,10 @@ BURST = 8
 
 
 def _open_shared() -> SharedState:
-    shared = SharedState(REDIS_URL, f"facelens-test-{uuid.uuid4().hex[:12]}", timeout_s=3)
     try:
-        shared.redis.ping()
-    except redis.ConnectionError as e:
-        pytest.skip(f"Redis unreachable at {REDIS_URL}: {e}")
-    return shared
+        return SharedState(REDIS_URL, f"facelens-test-{uuid.uuid4().hex[:12]}", timeout_s=3)
+    except SharedStateError as e:
+        pytest.skip(str(e))
 
 
 def _drop(shared: SharedState) -> None:
@@ -76,6 +74,12 @@ def shared() -> Iterator[SharedState]:
 
 
 # --------------------------------------------------------------------------- the stores alone
+def test_an_unreachable_redis_stops_a_replica_at_start_without_showing_the_password() -> None:
+    with pytest.raises(SharedStateError, match=r"127\.0\.0\.1:1 is unreachable") as refused:
+        SharedState("redis://:hunter2@127.0.0.1:1/0", timeout_s=1)
+    assert "hunter2" not in str(refused.value)
+
+
 def test_the_redis_bucket_allows_and_refuses_as_the_memory_one(shared: SharedState) -> None:
     """One scripted clock, a random sequence of costs and pauses: the same waits."""
     now = [1000.0]
@@ -309,3 +313,19 @@ def test_audit_appends_from_two_stores_on_one_sqlite_file(tmp_path: Path) -> Non
     finally:
         for store in stores:
             store.close()
+
+
+def test_an_old_head_file_ahead_of_the_chain_is_kept_and_reported(tmp_path: Path) -> None:
+    """Rows dropped from the end before the upgrade: the old file's head says so after it."""
+    store = Store(Settings(data_dir=tmp_path / "data"))
+    log = AuditLog.of(store)
+    for n in range(3):
+        log.record("t", "append", "ok", n=n)
+    third = log.entries(1)[0]
+    with store.sessions.begin() as s:
+        s.execute(sa.text("DELETE FROM audit_head"))
+        s.execute(sa.text("DELETE FROM audit_log WHERE id = 3"))
+    store.audit_head.write_text(json.dumps({"entries": 3, "hash": third.hash}))
+    check = AuditLog.of(store).verify()
+    assert not check.ok and check.broken_at == -1 and check.entries == 2, check
+    store.close()

@@ -60,13 +60,25 @@ return redis.call('ZCARD', KEYS[1])
 """Record one failure at the server's time, forget those before the window: the count."""
 
 
+class SharedStateError(RuntimeError):
+    """Redis could not be reached."""
+
+
 class SharedState:
-    """One Redis connection pool and the key prefix of one deployment (or one test run)."""
+    """One Redis connection pool and the key prefix of one deployment (or one test run).
+    Opening checks that Redis answers: a replica that cannot share its limits does not start."""
 
     def __init__(self, url: str, prefix: str = "facelens", timeout_s: float = 5.0) -> None:
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s,
                                           socket_connect_timeout=timeout_s)
+        try:
+            self.redis.ping()
+        except redis.RedisError as e:
+            self.redis.close()
+            where = self.redis.connection_pool.connection_kwargs  # the URL may hold a password
+            raise SharedStateError(f"Redis at {where.get('host')}:{where.get('port')} is "
+                                   f"unreachable: {e}") from e
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
