@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from facelens.events.relay import OutboxRelay, to_sinks
+from facelens.events.relay import OutboxRelay, stream_names, to_sinks
 from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
 from facelens.settings import Settings
@@ -194,7 +194,7 @@ def stream() -> Iterator[tuple[Any, str, str]]:
     from facelens.cluster.bus import Bus
 
     bus, run = Bus(NATS_URL), uuid.uuid4().hex[:10]
-    name, subjects = f"t{run}-events", f"t{run}.events"
+    name, subjects = stream_names(f"t{run}")
     try:
         yield bus, name, subjects
     finally:
@@ -239,6 +239,36 @@ def test_the_relay_publishes_by_event_id_and_a_republish_is_dropped(
     store.close()
 
 
+@pytest.mark.parametrize("broker", [False, True], ids=["embedded", "jetstream"])
+def test_start_delivery_hands_recorded_alerts_to_the_sinks(tmp_path: Path, broker: bool,
+                                                            request: pytest.FixtureRequest
+                                                            ) -> None:
+    from facelens.events.delivery import start_delivery
+
+    settings = Settings(data_dir=tmp_path / "data")
+    if broker:
+        bus, name, _ = request.getfixturevalue("stream")
+        settings = settings.model_copy(update={"nats_url": NATS_URL,
+                                               "nats_prefix": name.removesuffix("_events")})
+    store, receiver = Store(settings), Receiver()
+    events = EventStore(store)
+    delivery = start_delivery(settings, events, Fanout([receiver]))
+    try:
+        made = [events.record_alert("gate", _person(store), "high", announce={})
+                for _ in range(3)]
+        delivery.relay.poke()
+        _wait_for(lambda: len(receiver.taken) == 3)
+        assert sorted(p["event_id"] for p in receiver.taken) == sorted(e.id for e in made if e)
+        _wait_for(lambda: _count(store, OutboxEntry) == 0)
+        if broker:
+            assert delivery.consumer is not None
+            _wait_for(lambda: delivery.consumer is not None and delivery.consumer.pending() == 0)
+            assert bus.call(bus.js.stream_info(name)).state.messages == 0
+    finally:
+        delivery.close()
+        store.close()
+
+
 DELIVERY = """
 import sys, time
 from facelens.cluster.bus import Bus
@@ -251,8 +281,8 @@ class Slow(MqttSink):  # a receiver taking 20 ms per alert, so the kill lands mi
         return super().deliver(payload, timeout_s)
 
 url, name, subjects, prefix = sys.argv[1:]
-StreamDelivery(Bus(url), Fanout([Slow("mqtt://127.0.0.1:1883", prefix=prefix)]), stream=name,
-               subjects=subjects, durable="delivery", ack_wait_s=2.0).start()
+StreamDelivery(Bus(url), Fanout([Slow("mqtt://127.0.0.1:1883", prefix=prefix)]), name, subjects,
+               durable="delivery", ack_wait_s=2.0).start()
 print("ready", flush=True)
 while True:
     time.sleep(1)

@@ -13,14 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from facelens.events.relay import (
-    STREAM,
-    SUBJECTS,
-    OutboxRelay,
-    ensure_stream,
-    to_jetstream,
-    to_sinks,
-)
+from facelens.events.relay import OutboxRelay, ensure_stream, stream_names, to_jetstream, to_sinks
 from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
 from facelens.settings import Settings
@@ -37,8 +30,8 @@ class StreamDelivery:
     """Pulls alerts from the stream in a thread; acks each after `sink.deliver` took it,
     naks it (redelivered after `retry_s`) when a sink did not."""
 
-    def __init__(self, bus: Bus, sink: Fanout, *, stream: str = STREAM,
-                 subjects: str = SUBJECTS, durable: str = DURABLE, ack_wait_s: float = 30.0,
+    def __init__(self, bus: Bus, sink: Fanout, stream: str, subjects: str, *,
+                 durable: str = DURABLE, ack_wait_s: float = 30.0,
                  retry_s: float = 5.0, batch: int = 10) -> None:
         from nats.js.api import ConsumerConfig
 
@@ -104,7 +97,8 @@ class StreamDelivery:
 
 
 class AlertDelivery:
-    """What hands this process's alerts on. `relay` is what camera threads poke."""
+    """What hands this process's alerts on. `relay` is what camera threads poke; `bus`, when
+    set, is the connection it opened (and closes)."""
 
     def __init__(self, relay: OutboxRelay, consumer: StreamDelivery | None = None,
                  bus: Bus | None = None) -> None:
@@ -118,17 +112,24 @@ class AlertDelivery:
             self.bus.close()
 
 
-def start_delivery(settings: Settings, events: EventStore, sink: Fanout) -> AlertDelivery:
+def start_delivery(settings: Settings, events: EventStore, sink: Fanout,
+                   bus: Bus | None = None) -> AlertDelivery:
     """The relay (to JetStream with `nats_url`, else to `sink`) and, with NATS, the consumer
-    delivering to `sink`; both threads, stopped by `close()`."""
+    delivering to `sink`; both threads, stopped by `close()`. `bus`: the process's NATS
+    connection to share (else one of its own, closed with it)."""
     if not settings.nats_url:
         return AlertDelivery(OutboxRelay(events, to_sinks(sink)).start())
     from facelens.cluster.bus import Bus
 
-    bus = Bus(settings.nats_url, name="facelens-alerts")
+    own = bus is None
+    bus = bus or Bus(settings.nats_url, name="facelens-alerts")
     try:
-        publish, consumer = to_jetstream(bus), StreamDelivery(bus, sink)
-        return AlertDelivery(OutboxRelay(events, publish).start(), consumer.start(), bus)
+        stream, subjects = stream_names(settings.nats_prefix)
+        publish = to_jetstream(bus, stream, subjects)
+        consumer = StreamDelivery(bus, sink, stream, subjects)
+        return AlertDelivery(OutboxRelay(events, publish).start(), consumer.start(),
+                             bus if own else None)
     except Exception:
-        bus.close()
+        if own:
+            bus.close()
         raise

@@ -24,9 +24,6 @@ if TYPE_CHECKING:  # nats-py is the optional `cluster` extra: the embedded defau
 
 log = logging.getLogger("facelens.events")
 
-STREAM = "FACELENS_EVENTS"
-SUBJECTS = "facelens.events"
-"""Alerts go to <SUBJECTS>.<camera>."""
 DUPLICATE_WINDOW_S = 600.0
 """How long JetStream remembers a message id: a relay back within this drops no duplicate."""
 
@@ -102,12 +99,18 @@ def to_sinks(sink: Fanout) -> Publish:
     return lambda row: sink.deliver(row.payload)
 
 
-def subject_of(camera: str, subjects: str = SUBJECTS) -> str:
+def stream_names(nats_prefix: str) -> tuple[str, str]:
+    """The alert stream of a deployment and its subject prefix: alerts go to
+    <nats_prefix>.events.<camera> in the stream <nats_prefix>_events."""
+    return f"{nats_prefix}_events", f"{nats_prefix}.events"
+
+
+def subject_of(camera: str, subjects: str) -> str:
     """<subjects>.<camera>, the camera name made one NATS token (no dots, spaces or wildcards)."""
     return f"{subjects}.{re.sub(r'[^A-Za-z0-9_-]', '_', camera) or '_'}"
 
 
-def ensure_stream(bus: Bus, stream: str = STREAM, subjects: str = SUBJECTS) -> None:
+def ensure_stream(bus: Bus, stream: str, subjects: str) -> None:
     """The alert stream, created on first use. Work-queue retention: a message leaves the
     broker once delivered (acknowledged), so no name lingers there after its alert went out."""
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -124,7 +127,7 @@ def ensure_stream(bus: Bus, stream: str = STREAM, subjects: str = SUBJECTS) -> N
     bus.call(ensure())
 
 
-def to_jetstream(bus: Bus, stream: str = STREAM, subjects: str = SUBJECTS) -> Publish:
+def to_jetstream(bus: Bus, stream: str, subjects: str) -> Publish:
     """Publish a row to the stream with `Nats-Msg-Id: <event id>`; taken once JetStream
     acknowledged it (stored, or recognised as a duplicate)."""
     ensure_stream(bus, stream, subjects)
