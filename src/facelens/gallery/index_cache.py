@@ -51,7 +51,9 @@ class CacheStats:
     full_checks: int = 0
     """Index ids compared with the database's: a gallery's first use here, or a gap."""
     builds: int = 0
-    """Indexes made again from all the gallery's decrypted templates."""
+    """Indexes made from all the gallery's decrypted templates (none was held or stored)."""
+    repairs: int = 0
+    """Full checks that found ids to add or remove (those subjects alone are decrypted)."""
     deltas: int = 0
     """Changes applied one by one (this process's and announced ones)."""
     announced: int = 0
@@ -74,6 +76,7 @@ SHARED_DONE = _Delta(NO_IDS, NO_IDS, None)
 
 @dataclass
 class _Entry:
+    name: str
     index: VectorIndex
     version: int
     """The gallery version the index is current at."""
@@ -113,28 +116,26 @@ class IndexCache:
     def added(self, gallery: Gallery, version: int, ids: np.ndarray, vectors: np.ndarray
               ) -> None:
         """The vectors a transaction of this process committed at `version`."""
+        # Noted before taking `lock`: a search holding it may be waiting for this version.
+        self._note(gallery.id, version,
+                   SHARED_DONE if self._shared else _Delta(ids, NO_IDS, vectors))
         with self.lock:
-            if self._shared:  # the collection is everyone's: write it now, track the version
+            if self._shared:  # the collection is everyone's: written now, by its writer
                 index = self._shared_index(gallery)
                 index.add(ids, vectors)
                 self._save(gallery, index)
-                self._note(gallery.id, version, SHARED_DONE)
-            else:
-                self._note(gallery.id, version, _Delta(ids, NO_IDS, vectors))
             self._advance_held(gallery)
         if self.announcer:
             self.announcer.announce(gallery.id, version, added=tuple(ids.tolist()))
 
     def removed(self, gallery: Gallery, version: int, ids: np.ndarray) -> None:
         """The ids a transaction of this process deleted at `version`."""
+        self._note(gallery.id, version, SHARED_DONE if self._shared else _Delta(NO_IDS, ids, None))
         with self.lock:
             if self._shared:
                 index = self._shared_index(gallery)
                 index.remove(ids)
                 self._save(gallery, index)  # Milvus: deleted rows leave its files now
-                self._note(gallery.id, version, SHARED_DONE)
-            else:
-                self._note(gallery.id, version, _Delta(NO_IDS, ids, None))
             self._advance_held(gallery)
         if self.announcer:
             self.announcer.announce(gallery.id, version, removed=tuple(ids.tolist()))
@@ -154,6 +155,11 @@ class IndexCache:
                 if isinstance(entry.index, AutoIndex):
                     index_store.save(self.index_dir, gallery_id, key.derive("index"),
                                      entry.index)
+
+    def held(self) -> list[tuple[str, int, int]]:
+        """(gallery name, faces, version) of every index held in memory."""
+        with self.lock:
+            return [(e.name, len(e.index), e.version) for e in self._entries.values()]
 
     def close(self) -> None:
         if self.announcer:
@@ -240,8 +246,9 @@ class IndexCache:
 
     # ------------------------------------------------------------------ the full check
     def _full_check(self, gallery: Gallery) -> tuple[VectorIndex, int]:
-        """Compare the stored index's ids with the database's and rebuild on a difference
-        (one replica at a time for a shared index); deltas from now on are collected."""
+        """Compare the held (else stored) index's ids with the database's and repair the
+        difference, or build the index if there is none (one replica at a time for a shared
+        index); deltas from now on are collected."""
         self.stats.full_checks += 1
         with self._arrived:
             self._inbox[gallery.id] = {}
@@ -249,15 +256,15 @@ class IndexCache:
         flight: AbstractContextManager[None] = (
             self._single_flight.hold(gallery.id) if self._shared else nullcontext())
         with flight:
-            index = self._stored(gallery)
+            held = self._entries.get(gallery.id)
+            index = held.index if held else self._stored(gallery)
             with self.store.sessions() as s:
                 truth = set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
                                       .where(Subject.gallery_id == gallery.id,
                                              Template.embedder == gallery.embedder)
                                       .group_by(Template.subject_id)))
-            if index is None or set(index.ids().tolist()) != truth:
-                index = self._rebuilt(gallery, index)
-        entry = self._entries[gallery.id] = _Entry(index, version)
+            index = self._repaired(gallery, index, truth) if index else self._built(gallery)
+        entry = self._entries[gallery.id] = _Entry(gallery.name, index, version)
         self._advance(gallery, entry)
         return entry.index, entry.version
 
@@ -289,19 +296,31 @@ class IndexCache:
         return index_store.load(self.index_dir, gallery.id, self.store.master.derive("index"),
                                 dim)
 
-    def _rebuilt(self, gallery: Gallery, stale: VectorIndex | None) -> VectorIndex:
-        """The index made again from the decrypted templates, and saved."""
+    def _built(self, gallery: Gallery) -> VectorIndex:
+        """The index made from all the decrypted templates, and saved."""
         self.stats.builds += 1
         ids, vectors = self._decrypted_centroids(gallery)
-        index: VectorIndex
-        if isinstance(stale, MilvusIndex):
-            stale.remove(stale.ids())
-            index = stale
-        else:
-            index = AutoIndex(EMBEDDER_DIMS[gallery.embedder])
+        index = AutoIndex(EMBEDDER_DIMS[gallery.embedder])
         if len(ids):
             index.add(ids, vectors)
         self._save(gallery, index)
+        return index
+
+    def _repaired(self, gallery: Gallery, index: VectorIndex, truth: set[int]) -> VectorIndex:
+        """`index` with the ids the database no longer holds removed and those it lacks
+        added (decrypting just those subjects); saved if anything changed. Ids name
+        subjects' first templates, never reused, so an id present is a vector current."""
+        present = set(index.ids().tolist())
+        extra, missing = present - truth, truth - present
+        if extra:
+            index.remove(np.array(sorted(extra), np.int64))
+        if missing:
+            ids, vectors = self._decrypted_centroids(gallery, np.array(sorted(missing)))
+            if len(ids):
+                index.add(ids, vectors)
+        if extra or missing:
+            self.stats.repairs += 1
+            self._save(gallery, index)
         return index
 
     def _decrypted_centroids(self, gallery: Gallery, only: np.ndarray | None = None

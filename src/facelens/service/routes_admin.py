@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from facelens.gallery.index_cache import IndexCache
 from facelens.service.http import ApiError, metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
@@ -232,4 +235,36 @@ def delete_event(request: Request, event_id: int,
 def prometheus(request: Request, _: Principal = requires("metrics")) -> Response:
     m = metrics(request.app)
     m["pending"].set(service(request).pool.pending)
-    return Response(generate_latest(m["registry"]), media_type=CONTENT_TYPE_LATEST)
+    indexes = CollectorRegistry()  # read from the cache at each scrape
+    indexes.register(IndexCacheMetrics(service(request).galleries.cache))
+    return Response(generate_latest(m["registry"]) + generate_latest(indexes),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+class IndexCacheMetrics(Collector):
+    """How this replica keeps its gallery indexes current: deltas applied one by one, full
+    id compares, builds and repairs (the costly path), and each held index's size and
+    version."""
+
+    def __init__(self, cache: IndexCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.cache.stats
+        for name, value, doc in (
+                ("deltas", stats.deltas, "Gallery changes applied to an index one by one"),
+                ("announced", stats.announced, "Gallery changes announced by other replicas"),
+                ("full_checks", stats.full_checks, "Index ids compared with the database's"),
+                ("builds", stats.builds, "Indexes built from all decrypted templates"),
+                ("repairs", stats.repairs, "Full checks that added or removed ids"),
+                ("gaps", stats.gaps, "Gallery versions no announcement covered in time")):
+            yield CounterMetricFamily(f"facelens_index_{name}", doc, value=value)
+        faces = GaugeMetricFamily("facelens_index_faces", "Faces in each held gallery index",
+                                  labels=["gallery"])
+        version = GaugeMetricFamily("facelens_index_version", "Gallery version each held "
+                                    "index is current at", labels=["gallery"])
+        for gallery, size, at in self.cache.held():
+            faces.add_metric([gallery], size)
+            version.add_metric([gallery], at)
+        yield faces
+        yield version

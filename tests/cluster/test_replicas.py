@@ -1,0 +1,283 @@
+"""Two API replicas that agree: two real `facelens serve` processes on one PostgreSQL database,
+one master key and NATS. An enrolment on one is found by the other at once, a deletion on one is
+gone from the other's next search, and concurrent enrolments on both reach every index as
+deltas (no full compare, no rebuild). The single-flight locks let one holder in at a time."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from facelens.cluster.single_flight import NatsLock, PostgresLock, SingleFlight
+from facelens.store.tables import Gallery, Subject, Template
+
+CLI = Path(sys.executable).with_name("facelens")
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+NATS_URL = "nats://127.0.0.1:4222"
+CONSENT = {"legal_basis": "consent", "consent_purpose": "door access",
+           "recorded_by": "reception"}
+PER_REPLICA = 50
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def nats_url() -> str:
+    if not _reachable(4222):
+        pytest.skip(f"NATS unreachable at {NATS_URL}")
+    return NATS_URL
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    try:
+        admin = sa.create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT",
+                                 connect_args={"connect_timeout": 3})
+        with admin.connect() as c:
+            c.exec_driver_sql("SELECT 1")
+    except (sa.exc.OperationalError, ImportError) as e:
+        pytest.skip(f"PostgreSQL unreachable at 127.0.0.1:5432 (user postgres): {e}")
+    name = f"facelens_replicas_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@dataclass
+class Replica:
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+    auth: dict[str, str] = field(default_factory=dict)
+
+    def metric(self, name: str, gallery: str | None = None) -> float:
+        """A value of this replica's /metrics (admin key in `auth`)."""
+        text = httpx.get(f"{self.url}/metrics", headers=self.auth, timeout=10).text
+        labels = f'{{gallery="{gallery}"}}' if gallery else ""
+        found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+        assert found, f"{name}{labels} not in /metrics"
+        return float(found.group(1))
+
+
+def _start(name: str, root: Path, env: dict[str, str]) -> Replica:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    stdout, stderr = root / f"{name}.out", root / f"{name}.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [str(CLI), "serve", "--port", str(port)], stdout=out, stderr=err, cwd=root,
+            env={**env, "FACELENS_DATA_DIR": str(root / name)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"replica {name} exited: {stderr.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Replica(url, process, stdout, stderr)
+        except httpx.TransportError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError(f"replica {name} did not answer /healthz within 120 s")
+
+
+def _stop(replica: Replica) -> None:
+    replica.process.terminate()
+    try:
+        replica.process.wait(20)
+    except subprocess.TimeoutExpired:
+        replica.process.kill()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str, nats_url: str
+             ) -> Iterator[tuple[Replica, Replica]]:
+    """A and B: own data directories, one database, one master key, one NATS prefix."""
+    root = tmp_path_factory.mktemp("replicas")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(FACELENS_DATABASE_URL=database_url, FACELENS_NATS_URL=nats_url,
+               FACELENS_NATS_PREFIX=f"t{uuid.uuid4().hex[:12]}",
+               FACELENS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+               FACELENS_QUEUE="200", FACELENS_RATE_BURST="10000",
+               FACELENS_PROBE_REPEATS="1000")
+    a = _start("a", root, env)  # first: migrates the database and prints the admin key
+    key = next((line.strip() for line in a.stdout.read_text().splitlines()
+                if line.strip().startswith("fl_")), None)
+    assert key, "the first replica's start must print an admin key"
+    b = _start("b", root, env)
+    try:
+        for replica in (a, b):
+            replica.auth = {"Authorization": f"Bearer {key}"}
+        yield a, b
+    finally:
+        _stop(a)
+        _stop(b)
+
+
+def _enrol(replica: Replica, gallery: str, name: str, image: Path) -> httpx.Response:
+    return httpx.post(f"{replica.url}/v1/galleries/{gallery}/subjects", headers=replica.auth,
+                      files=[("images", (image.name, image.read_bytes(), "image/jpeg"))],
+                      data={"name": name, **CONSENT}, timeout=120)
+
+
+def _found(replica: Replica, gallery: str, image: Path) -> list[str]:
+    """The subject ids identify names, best candidate of each face."""
+    r = httpx.post(f"{replica.url}/v1/galleries/{gallery}/identify", headers=replica.auth,
+                   files={"image": (image.name, image.read_bytes(), "image/jpeg")}, timeout=60)
+    assert r.status_code == 200, r.text
+    return [f["candidates"][0]["subject_id"] for f in r.json()["faces"] if f["candidates"]]
+
+
+def _new_gallery(replica: Replica) -> str:
+    name = f"g{uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{replica.url}/v1/galleries", headers=replica.auth,
+                   json={"name": name, "purpose": "staff-door"}, timeout=30)
+    assert r.status_code == 201, r.text
+    return name
+
+
+def test_enrolment_on_one_is_found_on_the_other_and_deletion_is_gone_at_once(
+        replicas: tuple[Replica, Replica], fixtures_dir: Path) -> None:
+    a, b = replicas
+    gallery = _new_gallery(a)
+    assert _enrol(a, gallery, "biden", fixtures_dir / "biden.jpg").status_code == 201
+    assert _found(b, gallery, fixtures_dir / "obama2.jpg") == []  # B holds the gallery now
+    builds_b = b.metric("facelens_index_builds_total")
+
+    obama = _enrol(a, gallery, "obama", fixtures_dir / "obama.jpg").json()["subject_id"]
+    assert _found(b, gallery, fixtures_dir / "obama2.jpg") == [obama]
+    assert b.metric("facelens_index_builds_total") == builds_b  # a delta, not a rebuild
+
+    assert _found(a, gallery, fixtures_dir / "obama2.jpg") == [obama]
+    deleted = httpx.delete(f"{b.url}/v1/subjects/{obama}", headers=b.auth, timeout=30)
+    assert deleted.status_code == 204
+    start = time.perf_counter()
+    assert _found(a, gallery, fixtures_dir / "obama2.jpg") == []  # A's very next search
+    print(f"\nA's first search after B's delete: {1e3 * (time.perf_counter() - start):.0f} ms "
+          f"(request included), without the person", file=sys.stderr)
+    assert a.metric("facelens_index_faces", gallery) == 1
+
+
+def _lfw_faces(root: Path, count: int) -> list[Path]:
+    """The first image of `count` people, in name order."""
+    people = sorted(p for p in (root / "lfw-dev" / "images").iterdir() if p.is_dir())
+    return [sorted(p.glob("*.jpg"))[0] for p in people[:count]]
+
+
+def _subjects_in_database(database_url: str, gallery: str) -> int:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as c:
+            return int(c.scalar(sa.select(sa.func.count(sa.distinct(Template.subject_id)))
+                                .join(Subject).join(Gallery).where(Gallery.name == gallery))
+                       or 0)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_enrolments_on_both_reach_both_indexes_as_deltas(
+        replicas: tuple[Replica, Replica], shared_data: Path, database_url: str,
+        fixtures_dir: Path) -> None:
+    a, b = replicas
+    gallery = _new_gallery(a)
+    for replica in (a, b):  # each holds the gallery before the burst
+        assert _found(replica, gallery, fixtures_dir / "obama.jpg") == []
+    before = {r.url: _costly(r) for r in (a, b)}
+
+    faces = _lfw_faces(shared_data, 2 * PER_REPLICA)
+    jobs = [(a if i % 2 == 0 else b, f"p{i}", image) for i, image in enumerate(faces)]
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda job: _enrol(job[0], gallery, job[1], job[2]), jobs))
+    assert all(r.status_code in (201, 422) for r in statuses), \
+        [r.text for r in statuses if r.status_code not in (201, 422)]
+    enrolled = sum(r.status_code == 201 for r in statuses)
+    assert enrolled >= 0.8 * len(jobs)  # some LFW photos show no usable face (88 of these 100)
+
+    assert _subjects_in_database(database_url, gallery) == enrolled
+    for replica in (a, b):
+        _found(replica, gallery, fixtures_dir / "obama.jpg")  # brings the index current
+        assert replica.metric("facelens_index_faces", gallery) == enrolled
+        assert _costly(replica) == before[replica.url]
+        print(f"\n{replica.url}: " + ", ".join(
+            f"{what} {replica.metric(f'facelens_index_{what}_total'):.0f}"
+            for what in ("deltas", "announced", "gaps")), file=sys.stderr)
+
+
+def _costly(replica: Replica) -> tuple[float, ...]:
+    """Full id compares, builds and repairs so far."""
+    return tuple(replica.metric(f"facelens_index_{what}_total")
+                 for what in ("full_checks", "builds", "repairs"))
+
+
+# --------------------------------------------------------------------------- single flight
+def _one_at_a_time(first: SingleFlight, second: SingleFlight) -> list[str]:
+    """`second` asks while `first` holds the lock: it must wait, then get in."""
+    order: list[str] = []
+
+    def later() -> None:
+        with second.hold(7):
+            order.append("second in")
+
+    with first.hold(7):
+        order.append("first in")
+        waiter = threading.Thread(target=later)
+        waiter.start()
+        while second.waits == 0:  # until the second found the lock taken
+            time.sleep(0.01)
+        order.append("first out")
+    waiter.join(30)
+    return order
+
+
+def test_postgres_lock_lets_one_replica_rebuild_at_a_time(database_url: str) -> None:
+    engines = [sa.create_engine(database_url) for _ in range(2)]  # two replicas' pools
+    try:
+        order = _one_at_a_time(PostgresLock(engines[0]), PostgresLock(engines[1]))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_nats_lock_lets_one_replica_rebuild_at_a_time(nats_url: str) -> None:
+    from facelens.cluster.bus import Bus
+
+    buses = [Bus(nats_url, name=f"lock-{i}") for i in range(2)]
+    bucket = f"t{uuid.uuid4().hex[:12]}_index_locks"
+    try:
+        order = _one_at_a_time(NatsLock(buses[0], bucket), NatsLock(buses[1], bucket))
+        assert order == ["first in", "first out", "second in"]
+    finally:
+        buses[0].call(buses[0].js.delete_key_value(bucket))
+        for bus in buses:
+            bus.close()
