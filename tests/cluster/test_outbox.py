@@ -269,6 +269,65 @@ def test_start_delivery_hands_recorded_alerts_to_the_sinks(tmp_path: Path, broke
         store.close()
 
 
+RELAY = """
+import sys, time
+from pathlib import Path
+from facelens.cluster.bus import Bus
+from facelens.events.relay import OutboxRelay, to_jetstream
+from facelens.events.store import EventStore
+from facelens.settings import Settings
+from facelens.store.database import Store
+
+data_dir, url, name, subjects = sys.argv[1:]
+publish = to_jetstream(Bus(url), name, subjects)
+
+def slow(row):  # 20 ms after each publish: the kill most likely lands before a row's delete
+    taken = publish(row)
+    time.sleep(0.02)
+    return taken
+
+print("ready", flush=True)
+OutboxRelay(EventStore(Store(Settings(data_dir=Path(data_dir)))), slow).drain()
+"""
+
+
+def test_a_relay_killed_mid_stream_publishes_each_alert_once(
+        tmp_path: Path, stream: tuple[Any, str, str]) -> None:
+    bus, name, subjects = stream
+    settings = Settings(data_dir=tmp_path / "data")
+    store = Store(settings)
+    events = EventStore(store)
+    for i in range(100):
+        events.record_alert(f"cam{i % 4}", _person(store), "high", announce={})
+    args = [sys.executable, "-c", RELAY, str(settings.data_dir), NATS_URL, name, subjects]
+
+    def published() -> int:
+        return int(bus.call(bus.js.stream_info(name)).state.messages)
+
+    try:
+        first = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert first.stdout is not None and first.stdout.readline() == "ready\n"
+        _wait_for(lambda: published() >= 30)
+        first.kill()  # SIGKILL: maybe between a publish and its row's delete
+        first.wait()
+        left, sent = _count(store, OutboxEntry), published()
+        assert 0 < left < 100
+        second = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert _count(store, OutboxEntry) == 0
+        with store.sessions() as s:
+            rows = {str(i) for i in s.scalars(sa.select(Event.id))}
+        ids = [msg_id for _, msg_id, _ in _stored(bus, name)]
+        assert sorted(ids) == sorted(rows)  # each alert once: none lost, none twice
+        print(f"\nrelay killed with {sent} published and {left} of 100 rows left (re-published "
+              f"{sent + left - 100}): {len(ids)} messages in the stream, {len(set(ids))} distinct "
+              f"ids = {len(rows)} event rows")
+    finally:
+        if first.poll() is None:
+            first.kill()
+        store.close()
+
+
 DELIVERY = """
 import sys, time
 from facelens.cluster.bus import Bus
