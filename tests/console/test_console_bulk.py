@@ -1,5 +1,6 @@
 """Bulk enrolment from the console: a zip of one folder per person, uploaded from the gallery
-page, enrolled with a progress bar and a per-person report (real browser, real server)."""
+page, enrolled with a progress bar and a per-person report; then one person edited: renamed,
+given another photo, a template deleted (real browser, real server)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,26 @@ def test_bulk_enrol_from_a_zip_reports_each_person(page: Page, server: Server,
     page.screenshot(path=shots / "bulk-enrol-390.png", full_page=True)
     subjects = api_call(server.base, "/v1/galleries/team/subjects", server.key)
     assert sorted(s["external_id"] for s in subjects) == ["biden", "obama"]
+
+    # Edit obama: rename, add a photo (a third template), delete the first template.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_test_id("edit-obama").click()
+    panel = page.get_by_test_id("subject-panel")
+    expect(panel).to_be_visible()
+    templates = page.locator("#templates-table tbody tr")
+    expect(templates).to_have_count(2)
+    panel.get_by_label("Name").fill("Barack Obama")
+    panel.get_by_role("button", name="Rename").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Renamed to Barack Obama.")
+    expect(page.locator("#subjects-table")).to_contain_text("Barack Obama")
+    panel.locator("#add-photos-images").set_input_files(fixtures_dir / "obama.jpg")
+    panel.get_by_role("button", name="Add photos").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("Added 1 photo to Barack Obama.")
+    expect(templates).to_have_count(3)
+    page.once("dialog", lambda dialog: dialog.accept())
+    templates.nth(0).get_by_role("button").click()
+    expect(templates).to_have_count(2)
+    page.screenshot(path=shots / "subject-edit.png", full_page=True)
+    (edited,) = [s for s in api_call(server.base, "/v1/galleries/team/subjects", server.key)
+                 if s["external_id"] == "obama"]
+    assert (edited["name"], edited["templates"]) == ("Barack Obama", 2)

@@ -89,7 +89,7 @@ class Enrolment:
                                "a reason and an expiry")
         refuse_past("the consent expiry", consent.expires_at)
         refuse_past("the watchlist expiry", watch_expires)
-        usable = self._embed(gallery, images, labels)
+        usable = self.embed_images(gallery, images, labels)
         if not usable.vectors:
             reasons = "; ".join(f"{img}: {why}" for img, why in usable.skipped) or "no images"
             raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
@@ -122,8 +122,8 @@ class Enrolment:
                          centroid(usable.vectors)[None])
         return EnrolReport(subject_id, name, len(usable.vectors), usable.skipped)
 
-    def _embed(self, gallery: Gallery, images: list[ImageSource], labels: list[str] | None
-               ) -> _Usable:
+    def embed_images(self, gallery: Gallery, images: list[ImageSource],
+                     labels: list[str] | None) -> _Usable:
         """One template per image that shows one good face, by the gallery's embedder."""
         usable = _Usable()
         for number, image in enumerate(images):

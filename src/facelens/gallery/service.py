@@ -7,6 +7,7 @@ parts, each in its own module:
 - enrol.py       consent check and enrolment
 - identify.py    search → candidates (matching/decide.py) → negatives; "not this person"
 - retention.py   crypto-shredding, purge, gallery removal
+- subjects.py    rename a subject, add photos, list and delete single templates
 - index_cache.py each gallery's vector index, a cache of the database
 - templates.py   sealed vectors, centroids, the gallery version
 
@@ -26,6 +27,7 @@ from facelens.gallery.errors import GalleryError
 from facelens.gallery.identify import Correction, Identification, Identifier
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.retention import Retention
+from facelens.gallery.subjects import SubjectEditor, TemplateInfo
 from facelens.settings import Settings
 from facelens.store.database import Store
 from facelens.store.tables import Gallery, Subject
@@ -33,7 +35,7 @@ from facelens.vision.decode import ImageSource
 
 # What callers import from here: the facade, the records it takes and returns, its error.
 __all__ = ["ConsentRecord", "Correction", "EnrolReport", "Galleries", "GalleryError",
-           "Identification"]
+           "Identification", "TemplateInfo"]
 
 
 class Galleries:
@@ -48,6 +50,7 @@ class Galleries:
         self.enrolment = Enrolment(self.store, self.engine, self.catalogue, self.cache)
         self.identifier = Identifier(self.store, self.engine, self.catalogue, self.cache)
         self.retention = Retention(self.store, self.catalogue, self.cache)
+        self.editor = SubjectEditor(self.store, self.enrolment, self.cache)
 
     # ------------------------------------------------------------------ catalogue
     def create_gallery(self, name: str, purpose: str, *, embedder: str | None = None,
@@ -98,6 +101,20 @@ class Galleries:
 
     def undo_correction(self, subject_id: str, correction_id: int) -> None:
         self.identifier.undo_correction(subject_id, correction_id)
+
+    # ------------------------------------------------------------------ editing subjects
+    def rename_subject(self, subject_id: str, name: str) -> None:
+        self.editor.rename(subject_id, name)
+
+    def add_photos(self, subject_id: str, images: list[ImageSource],
+                   labels: list[str] | None = None) -> EnrolReport:
+        return self.editor.add_photos(subject_id, images, labels)
+
+    def templates(self, subject_id: str) -> list[TemplateInfo]:
+        return self.editor.templates(subject_id)
+
+    def delete_template(self, subject_id: str, template_id: int) -> None:
+        self.editor.delete_template(subject_id, template_id)
 
     # ------------------------------------------------------------------ deletion, keys
     def delete_subject(self, subject_id: str, gallery_name: str | None = None) -> None:

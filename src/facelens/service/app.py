@@ -24,6 +24,7 @@ from facelens.service import (
     routes_faces,
     routes_galleries,
     routes_liveness,
+    routes_subjects,
 )
 from facelens.service.http import (
     Admission,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
     app.include_router(routes_bulk.router)
+    app.include_router(routes_subjects.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_cameras.router)
     app.include_router(routes_liveness.router)

@@ -72,6 +72,7 @@ export async function showGallery(name) {
 // Leaving the gallery page: the webcam goes off.
 export function leaveGallery() {
   stopWebcam();
+  closeSubject();
 }
 
 // A subject may hold several consent records: their values, comma-separated.
@@ -101,10 +102,13 @@ async function loadSubjects() {
     el("td", {}, consents(s, "expires_at", fmtDay)),
     el("td", {}, fmtDay(s.watch_expires)),
     el("td", {}, fmtDate(s.last_seen_at)),
-    el("td", {}, can("enrol") ? el("button", {
+    el("td", {}, can("enrol") ? [el("button", {
+      type: "button", dataset: { testid: `edit-${s.name}` }, "aria-label": `Edit ${s.name}`,
+      onclick: () => openSubject(s),
+    }, "Edit"), " ", el("button", {
       type: "button", class: "danger", dataset: { testid: `delete-${s.name}` },
       "aria-label": `Delete ${s.name}`, onclick: (e) => deleteSubject(s, e.target),
-    }, "Delete") : null));
+    }, "Delete")] : null));
   tbody.replaceChildren(...subjects.map(row));
 }
 
@@ -121,6 +125,77 @@ async function deleteSubject(subject, button) {
     await api(`/v1/subjects/${enc(subject.id)}`, { method: "DELETE" });
     await loadSubjects();
     showNotice(`${subject.name} deleted.`);
+  });
+}
+
+// ------------------------------------------------------------------ edit one subject
+let editing = null; // the subject open in the panel
+
+async function openSubject(subject) {
+  editing = subject;
+  $("#subject-panel-title").textContent = `Edit ${subject.name}`;
+  $("#rename-name").value = subject.name;
+  $("#add-photos-form").reset();
+  $("#subject-panel").hidden = false;
+  await loadTemplates();
+  $("#subject-panel").scrollIntoView({ block: "nearest" });
+}
+
+function closeSubject() {
+  editing = null;
+  $("#subject-panel").hidden = true;
+}
+
+async function loadTemplates() {
+  const templates = await busy(null, () => api(`/v1/subjects/${enc(editing.id)}/templates`));
+  if (!templates) return;
+  const only = templates.length === 1;
+  $("#templates-table tbody").replaceChildren(...templates.map((t) => el("tr",
+    { dataset: { template: t.id } },
+    el("td", {}, `#${t.id}`), el("td", { class: "num" }, t.quality.toFixed(2)),
+    el("td", {}, fmtDate(t.created_at)),
+    el("td", {}, el("button", {
+      type: "button", class: "danger", disabled: only,
+      title: only ? "The only template: delete the person instead" : null,
+      "aria-label": `Delete template ${t.id}`, onclick: (e) => deleteTemplate(t, e.target),
+    }, "Delete")))));
+}
+
+async function rename(event) {
+  event.preventDefault();
+  const name = $("#rename-name").value.trim();
+  await busy($("#rename-submit"), async () => {
+    const renamed = await api(`/v1/subjects/${enc(editing.id)}`,
+      { method: "PATCH", json: { name } });
+    editing = { ...editing, name: renamed.name };
+    $("#subject-panel-title").textContent = `Edit ${renamed.name}`;
+    await loadSubjects();
+    showNotice(`Renamed to ${renamed.name}.`);
+  });
+}
+
+async function addPhotos(event) {
+  event.preventDefault();
+  const form = new FormData();
+  for (const file of $("#add-photos-images").files) form.append("images", file, file.name);
+  await busy($("#add-photos-submit"), async () => {
+    const report = await api(`/v1/subjects/${enc(editing.id)}/images`,
+      { method: "POST", form });
+    const skipped = (report.skipped || []).map((s) => `${s.image}: ${s.reason}`);
+    $("#add-photos-form").reset();
+    await Promise.all([loadTemplates(), loadSubjects()]);
+    showNotice(`Added ${report.added} photo${report.added === 1 ? "" : "s"} to ` +
+      `${editing.name}.${skipped.length ? ` Skipped ${skipped.join("; ")}` : ""}`);
+  });
+}
+
+async function deleteTemplate(template, button) {
+  if (!confirm(`Delete template #${template.id} of ${editing.name}?`)) return;
+  await busy(button, async () => {
+    await api(`/v1/subjects/${enc(editing.id)}/templates/${template.id}`,
+      { method: "DELETE" });
+    await Promise.all([loadTemplates(), loadSubjects()]);
+    showNotice(`Template #${template.id} deleted.`);
   });
 }
 
@@ -242,5 +317,8 @@ export function setupGalleries() {
   $("#create-gallery-form").addEventListener("submit", createGallery);
   $("#enrol-form").addEventListener("submit", enrol);
   $("#bulk-form").addEventListener("submit", bulkEnrol);
+  $("#rename-form").addEventListener("submit", rename);
+  $("#add-photos-form").addEventListener("submit", addPhotos);
+  $("#subject-panel-close").addEventListener("click", closeSubject);
   setupWebcam();
 }
