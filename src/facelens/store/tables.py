@@ -71,6 +71,9 @@ class Subject(Base):
     key_id: Mapped[str] = mapped_column(String(16))
     watch_reason: Mapped[str | None] = mapped_column(String(500), default=None)
     watch_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    reference: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """AES-256-GCM(JPEG of the best enrolment face, its 112-px aligned chip) under the data
+    key: shown to reviewers beside the subject's alerts, shredded with the key."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
