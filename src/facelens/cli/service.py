@@ -117,3 +117,47 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
     host, port = host or settings.host, port or settings.port
     err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def worker() -> None:
+    """Run cameras, no HTTP: with nats_url set, as many `facelens worker`s as you like share the
+    cameras of one database by leases on NATS (a dead worker's cameras move within seconds).
+    Stops cleanly on SIGTERM or Ctrl-C, handing its cameras on at once."""
+    import logging
+    import signal
+    import threading
+
+    from facelens.cluster.bus import Bus, BusError
+    from facelens.events.store import EventStore
+    from facelens.gallery.service import Galleries
+    from facelens.settings import get_settings
+    from facelens.video.camera import sinks_from
+    from facelens.video.worker import CameraWorker, warm_up
+
+    settings = get_settings()
+    if not settings.nats_url:
+        err.print("facelens worker needs nats_url (FACELENS_NATS_URL); without it `facelens "
+                  "serve` runs the cameras itself")
+        raise typer.Exit(2)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("facelens.worker").setLevel(logging.INFO)  # which cameras it takes
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        bus = Bus(settings.nats_url, name="facelens-worker")
+    except BusError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    with errors():
+        galleries = Galleries(settings)
+        warm_up(galleries)
+        sink = sinks_from(settings)
+        camera_worker = CameraWorker(settings, bus, galleries, EventStore(galleries.store), sink)
+        err.print(f"facelens: worker {camera_worker.me} on {settings.nats_url}")
+        try:
+            camera_worker.run(stop)
+        finally:
+            sink.close()
+            galleries.store.close()
+            bus.close()

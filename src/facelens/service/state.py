@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from facelens.cluster.bus import Bus
 from facelens.cluster.shared import (
     RedisBuckets,
     RedisFailures,
@@ -49,12 +50,15 @@ class ServiceState:
     """Near-duplicate identify probes per key."""
     shared: SharedState | None
     """Redis when redis_url is set: the limits, lockouts and sessions above live there."""
+    bus: Bus | None = None
+    """The NATS connection when nats_url is set (camera changes go to the workers)."""
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
         store = Store(settings)
         galleries = Galleries(settings, store)
         events = EventStore(store)
+        bus = Bus(settings.nats_url, name="facelens-api") if settings.nats_url else None
         shared = (SharedState(settings.redis_url, settings.redis_prefix) if settings.redis_url
                   else None)
         return cls(settings, store, galleries, KeyStore(store.sessions),
@@ -65,14 +69,14 @@ class ServiceState:
                                RedisBuckets(shared, "requests") if shared else None),
                    Lockout(settings.lockout_failures, settings.lockout_window_s,
                            settings.lockout_s, RedisFailures(shared) if shared else None),
-                   CameraManager(settings, store, galleries, events),
+                   CameraManager(settings, store, galleries, events, bus),
                    SessionStore(galleries.engine, sessions=SharedSessions(
                        RedisRecords(shared, "liveness")) if shared else None),
                    RateLimiter(settings.pixels_per_minute_mp, settings.pixel_burst_mp,
                                RedisBuckets(shared, "pixels") if shared else None),
                    ProbeLimiter(settings.probe_repeats, settings.probe_window_s,
                                 marks=RedisMarks(shared) if shared else None),
-                   shared)
+                   shared, bus)
 
     def decode(self, data: bytes) -> np.ndarray:
         """An uploaded image: JPEG, PNG or WebP only, within the pixel limit."""
@@ -87,5 +91,7 @@ class ServiceState:
         self.cameras.close()
         self.pool.shutdown()
         self.store.close()
+        if self.bus:
+            self.bus.close()
         if self.shared:
             self.shared.close()

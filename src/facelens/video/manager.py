@@ -1,13 +1,20 @@
-"""The service's cameras: stored in the database (seeded from the settings file), one
-CameraRunner per enabled camera, changed at run time over /v1/cameras."""
+"""The service's cameras: stored in the database (seeded from the settings file), changed at
+run time over /v1/cameras. One process (no nats_url): one CameraRunner per enabled camera, in
+this process. With NATS: `facelens worker`s run them (video/worker.py); this process only
+announces each change to them and reads their leases and heartbeats to describe the cameras."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
+from facelens.cluster.bus import Bus
+from facelens.cluster.leases import Leases, changes_subject
 from facelens.errors import ConflictError, NotFoundError
 from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
@@ -19,19 +26,28 @@ from facelens.video.camera import CameraRunner, sinks_from
 from facelens.video.source import check_source, redacted
 
 FIELDS = tuple(CameraConfig.model_fields)
+log = logging.getLogger("facelens.video")
 
 
 def _config(row: Camera) -> CameraConfig:
     return CameraConfig(**{f: getattr(row, f) for f in FIELDS})
 
 
+def stored_configs(sessions: sessionmaker[Session]) -> list[CameraConfig]:
+    """Every camera in the database, by name."""
+    with sessions() as s:
+        return [_config(row) for row in s.scalars(sa.select(Camera).order_by(Camera.name))]
+
+
 class CameraManager:
     def __init__(self, settings: Settings, store: Store, galleries: Galleries,
-                 events: EventStore) -> None:
-        self.settings, self.galleries, self.events = settings, galleries, events
+                 events: EventStore, bus: Bus | None = None) -> None:
+        self.settings, self.galleries, self.events, self.bus = settings, galleries, events, bus
         self.sessions = store.sessions
         self.sink: Fanout | None = None
         self.runners: dict[str, CameraRunner] = {}
+        self.leases = (Leases(bus, settings.nats_prefix, settings.lease_ttl_s) if bus else None)
+        """Read only: which worker holds each camera, and their heartbeats."""
         self._lock = threading.Lock()
         with self.sessions.begin() as s:
             known = set(s.scalars(sa.select(Camera.name)))
@@ -40,15 +56,24 @@ class CameraManager:
                     s.add(Camera(**seed.model_dump()))
 
     def configs(self) -> list[CameraConfig]:
-        with self.sessions() as s:
-            return [_config(row) for row in s.scalars(sa.select(Camera).order_by(Camera.name))]
+        return stored_configs(self.sessions)
 
     def start(self) -> None:
+        if self.bus:  # the workers run them
+            return
         self.sink = sinks_from(self.settings)  # connects to brokers: only when cameras run
         for config in self.configs():
             self._restart(config)
 
     def _restart(self, config: CameraConfig | None, name: str | None = None) -> None:
+        if self.bus:  # tell the workers (after the commit, so they read the change)
+            camera = name or (config.name if config else "")
+            try:
+                self.bus.publish(changes_subject(self.settings.nats_prefix),
+                                 json.dumps({"camera": camera}).encode())
+            except Exception as e:  # committed anyway: the workers' rescan will see it
+                log.warning("camera %s changed but not announced: %s", camera, e)
+            return
         with self._lock:
             old = self.runners.pop(name or (config.name if config else ""), None)
             if old:
@@ -94,15 +119,28 @@ class CameraManager:
         self._restart(None, name)
 
     def describe(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Each camera's settings and state; with workers, also which one runs it (`worker`,
+        None while unassigned) and its state as that worker's last heartbeat said."""
+        holders = self.leases.holders() if self.leases else {}
+        workers = self.leases.live_workers() if self.leases else {}
         out = []
         for config in self.configs():
             if name and config.name != name:
                 continue
             runner = self.runners.get(config.name)
-            out.append(runner.describe() if runner else
-                       {**config.model_dump(), "source": redacted(config.source),
-                        "status": "disabled" if not config.enabled else "stopped",
-                        "alerts": 0, "reconnects": 0})
+            if runner:
+                out.append(runner.describe())
+                continue
+            state = {"status": "disabled" if not config.enabled else "stopped",
+                     "alerts": 0, "reconnects": 0}
+            if self.leases:
+                holder = holders.get(config.name)
+                state = {**state, "worker": holder}
+                if config.enabled:
+                    state["status"] = "unassigned" if holder is None else "starting"
+                    state.update(workers.get(holder or "", {}).get("cameras", {}).get(
+                        config.name, {}))
+            out.append({**config.model_dump(), "source": redacted(config.source), **state})
         if name and not out:
             raise NotFoundError(f"no camera {name!r}")
         return out
@@ -110,7 +148,8 @@ class CameraManager:
     def runner(self, name: str) -> CameraRunner:
         runner = self.runners.get(name)
         if runner is None:
-            raise NotFoundError(f"camera {name!r} is not running")
+            where = " in this process (a worker runs it)" if self.bus else ""
+            raise NotFoundError(f"camera {name!r} is not running{where}")
         return runner
 
     def close(self) -> None:

@@ -1,0 +1,125 @@
+"""Camera leases on NATS JetStream: which worker runs which camera.
+
+One KV bucket holds a key per camera whose value is the holding worker's id; every entry ends
+`ttl_s` after it was last written. A worker claims a free camera with `create` (refused while
+another holds it) and renews by compare-and-set on the revision it wrote, so a worker that
+stops renewing (killed, cut off) loses its cameras when the TTL passes and a live worker
+claims them. A second bucket holds one heartbeat per live worker, so each worker can count
+the others and claim no more than its share."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from nats.errors import Error as NatsError
+from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from facelens.cluster.bus import Bus, BusError
+
+T = TypeVar("T")
+
+
+def changes_subject(prefix: str) -> str:
+    """Where the API announces camera additions, changes and removals to the workers."""
+    return f"{prefix}.cameras.changed"
+
+
+def fair_share(cameras: int, workers: int) -> int:
+    """The most cameras one worker should hold: ceil(cameras / live workers)."""
+    return math.ceil(cameras / max(workers, 1))
+
+
+def _key(camera: str) -> str:
+    # KV keys are dot-separated tokens; camera names may hold dots (never '='), so escape them.
+    return camera.replace(".", "=2E")
+
+
+def _camera(key: str) -> str:
+    return key.replace("=2E", ".")
+
+
+class Leases:
+    """The lease and heartbeat buckets as seen by worker `me` (or by a reader, me="")."""
+
+    def __init__(self, bus: Bus, prefix: str, ttl_s: float, me: str = "") -> None:
+        self.bus, self.ttl_s, self.me = bus, ttl_s, me
+        self.cameras: KeyValue = bus.kv(f"{prefix}_cameras", ttl_s=ttl_s)
+        self.workers: KeyValue = bus.kv(f"{prefix}_workers", ttl_s=ttl_s)
+        self.held: dict[str, int] = {}
+        """Camera -> the revision of the lease entry this worker last wrote."""
+
+    def _call(self, coro: Awaitable[T]) -> T:
+        """bus.call, with NATS failures (timeouts, no connection) raised as BusError; a lost
+        compare-and-set stays KeyWrongLastSequenceError."""
+        try:
+            return self.bus.call(coro)
+        except KeyWrongLastSequenceError:
+            raise
+        except (NatsError, TimeoutError) as e:
+            raise BusError(f"NATS: {type(e).__name__}: {e}") from e
+
+    def claim(self, camera: str) -> bool:
+        """Take the camera's lease if nobody holds it."""
+        try:
+            self.held[camera] = self._call(self.cameras.create(_key(camera), self.me.encode()))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    def renew(self, camera: str) -> bool:
+        """Extend a held lease; False (and forgotten) if it expired or another worker took it.
+        An expired lease nobody has claimed yet is taken again rather than given up."""
+        try:
+            self.held[camera] = self._call(self.cameras.update(
+                _key(camera), self.me.encode(), last=self.held[camera]))
+        except KeyWrongLastSequenceError:
+            del self.held[camera]
+            return self.claim(camera)
+        return True
+
+    def release(self, camera: str) -> None:
+        """Give a held lease up at once (only if it is still this worker's)."""
+        revision = self.held.pop(camera, None)
+        if revision is not None:
+            self._call(self.cameras.delete(_key(camera), last=revision))
+
+    def holders(self) -> dict[str, str]:
+        """Camera -> worker id, for every leased camera."""
+        return {_camera(key): value.decode()
+                for key, value in self._call(_entries(self.cameras)).items()}
+
+    def beat(self, info: dict[str, Any]) -> None:
+        """Say this worker is alive (and what it runs) for another ttl_s."""
+        self._call(self.workers.put(_key(self.me), json.dumps(info).encode()))
+
+    def live_workers(self) -> dict[str, dict[str, Any]]:
+        """Worker id -> its latest heartbeat, for every worker heard from within ttl_s."""
+        return {_camera(key): json.loads(value)
+                for key, value in self._call(_entries(self.workers)).items()}
+
+    def leave(self) -> None:
+        """A clean stop: every held lease and the heartbeat go at once."""
+        for camera in list(self.held):
+            self.release(camera)
+        self._call(self.workers.delete(_key(self.me)))
+
+
+async def _entries(bucket: KeyValue) -> dict[str, bytes]:
+    """Every live key's value (one watcher over the bucket, not a get per key)."""
+    watcher = await bucket.watchall(ignore_deletes=True)
+    found: dict[str, bytes] = {}
+    try:
+        async for entry in watcher:
+            if entry is None:  # the watcher's marker: everything stored has been seen
+                break
+            if entry.value:  # delete markers carry none
+                found[entry.key] = entry.value
+    except NoKeysError:
+        pass
+    finally:
+        await watcher.stop()
+    return found

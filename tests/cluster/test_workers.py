@@ -1,0 +1,154 @@
+"""Camera workers on NATS JetStream: leases are claimed, renewed by compare-and-set and lost
+when not renewed; two real `facelens worker` processes share four file cameras added over
+the API (the change reaches them as a message), and when one is killed with SIGKILL the other
+takes all four; a removed or disabled camera is given up, and a clean stop releases at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facelens.cluster.bus import Bus
+from facelens.cluster.leases import Leases, fair_share
+from facelens.settings import Settings
+
+NATS_URL = "nats://127.0.0.1:4222"
+CLI = Path(sys.executable).with_name("facelens")
+CAMERAS = ("gate", "hall", "lobby", "yard.east")  # a dot: lease keys must escape it
+
+
+@pytest.fixture
+def nats_prefix() -> Iterator[str]:
+    """A NATS name prefix of this test alone; its KV buckets are deleted afterwards."""
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
+    except OSError as e:
+        pytest.skip(f"NATS JetStream unreachable at 127.0.0.1:4222: {e}")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    bus = Bus(NATS_URL)
+    for bucket in (f"{prefix}_cameras", f"{prefix}_workers"):
+        try:
+            bus.call(bus.js.delete_key_value(bucket))
+        except Exception:  # never created (a test that failed early)
+            pass
+    bus.close()
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # evaluated once per round: a condition may act (claim)
+        assert time.monotonic() < deadline, f"not so within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) -> None:
+    bus = Bus(NATS_URL)
+    try:
+        a, b = (Leases(bus, nats_prefix, 1.5, me) for me in ("worker-a", "worker-b"))
+        assert a.holders() == {} and a.live_workers() == {}
+        assert a.claim("yard.east") and not b.claim("yard.east")
+        assert b.holders() == {"yard.east": "worker-a"}
+        for _ in range(4):  # renewed for twice the TTL: still a's
+            time.sleep(0.5)
+            assert a.renew("yard.east")
+        assert not b.claim("yard.east") and b.held == {}
+        _wait_for(lambda: b.claim("yard.east"), timeout=10)  # a stopped renewing: it expires
+        assert a.holders() == {"yard.east": "worker-b"}
+        assert not a.renew("yard.east") and a.held == {}  # compare-and-set: a's revision is old
+        b.release("yard.east")
+        assert a.holders() == {} and a.claim("yard.east")
+        a.beat({"cameras": {"yard.east": {"status": "running"}}})
+        b.beat({"cameras": {}})
+        assert b.live_workers() == {"worker-a": {"cameras": {"yard.east": {"status": "running"}}},
+                                    "worker-b": {"cameras": {}}}
+        a.leave()  # a clean stop: leases and heartbeat go at once, not after the TTL
+        assert b.holders() == {} and set(b.live_workers()) == {"worker-b"}
+    finally:
+        bus.close()
+    assert (fair_share(4, 2), fair_share(5, 2), fair_share(4, 3), fair_share(3, 0)) == (
+        2, 3, 2, 3)
+
+
+def _worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FACELENS_DATA_DIR": str(settings.data_dir),
+           "FACELENS_MEDIA_DIR": str(settings.media_dir), "FACELENS_NATS_URL": NATS_URL,
+           "FACELENS_NATS_PREFIX": settings.nats_prefix,
+           "FACELENS_CAMERA_RESCAN_S": str(settings.camera_rescan_s), "FACELENS_THREADS": "1"}
+    return subprocess.Popen([str(CLI), "worker"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def test_workers_share_cameras_and_take_over_a_killed_ones(
+        nats_prefix: str, tmp_path: Path, shared_data: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from facelens.service.app import create_app
+
+    # No rescan within the test: cameras can only reach the workers as messages.
+    settings = Settings(data_dir=tmp_path / "data", media_dir=shared_data / "video",
+                        nats_url=NATS_URL, nats_prefix=nats_prefix, camera_rescan_s=600)
+    app = create_app(settings)
+    workers: list[subprocess.Popen[bytes]] = []
+    with TestClient(app) as c:
+        auth = {"Authorization": f"Bearer {app.state.facelens.keys.create('ops', ['admin'])[1]}"}
+        leases = app.state.facelens.cameras.leases
+        try:
+            workers = [_worker(settings) for _ in range(2)]
+            _wait_for(lambda: len(leases.live_workers()) == 2, timeout=60)
+            pids = {info["pid"]: me for me, info in leases.live_workers().items()}
+            for name in CAMERAS:
+                made = c.post("/v1/cameras", headers=auth, json={
+                    "name": name, "source": "short_hamilton_clip.mp4", "fps": 1})
+                assert made.status_code == 201, made.text
+                assert made.json()["worker"] in (None, *pids.values())
+            _wait_for(lambda: len(leases.holders()) == len(CAMERAS))
+            # Balanced: ceil(4 cameras / 2 workers) each, both running their own.
+            assert sorted(Counter(leases.holders().values()).values()) == [2, 2]
+            listed = c.get("/v1/cameras", headers=auth).json()
+            assert {x["name"]: x["worker"] for x in listed} == leases.holders()
+            _wait_for(lambda: all(x["status"] in ("running", "ended") for x in
+                                  c.get("/v1/cameras", headers=auth).json()), timeout=60)
+
+            killed, survivor = workers
+            killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out
+            killed.wait()
+            killed_at = time.monotonic()
+            alive = pids[survivor.pid]
+            _wait_for(lambda: set(leases.holders().values()) == {alive}
+                      and len(leases.holders()) == len(CAMERAS))
+            print(f"\ntakeover after SIGKILL: {time.monotonic() - killed_at:.2f} s "
+                  f"(lease TTL {settings.lease_ttl_s} s)")
+            assert set(leases.live_workers()) == {alive}
+            _wait_for(lambda: set(leases.live_workers()[alive]["cameras"]) == set(CAMERAS))
+
+            assert c.delete("/v1/cameras/gate", headers=auth).status_code == 204
+            assert c.patch("/v1/cameras/hall", headers=auth,
+                           json={"enabled": False}).status_code == 200
+            _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"})
+            _wait_for(lambda: set(leases.live_workers()[alive]["cameras"])
+                      == {"lobby", "yard.east"})
+            listed = c.get("/v1/cameras", headers=auth).json()
+            assert [(x["name"], x["status"], x["worker"]) for x in listed[:1]] == [
+                ("hall", "disabled", None)]
+
+            survivor.send_signal(signal.SIGTERM)
+            assert survivor.wait(timeout=30) == 0, survivor.stderr.read() if survivor.stderr \
+                else b""
+            assert leases.holders() == {} and leases.live_workers() == {}  # released, not expired
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
