@@ -3,12 +3,14 @@ templates; the index follows every change, the last template cannot go, all is a
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from facelens.service.app import create_app
 from facelens.service.state import ServiceState
@@ -79,7 +81,18 @@ def test_a_subject_is_renamed_given_photos_and_templates_one_by_one(
     assert client.get(f"{url}/templates", headers={"Authorization": keys["identify"]}
                       ).status_code == 403
 
+    # The reference picture: the best enrolment face, for reviewers; gone with the subject.
+    picture = client.get(f"{url}/reference.jpg", headers=enrol)
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(picture.content)).size == (112, 112)
+    assert client.get(f"{url}/reference.jpg", headers={"Authorization": keys["identify"]}
+                      ).status_code == 403
+    sealed = state.galleries.subject(subject).reference
+    assert sealed is not None and picture.content[:64] not in sealed
+
     actions = [(e.action, e.outcome) for e in state.audit.entries(100)]
     for done in (("subject.add_photos", "ok"), ("subject.rename", "ok"),
                  ("subject.delete_template", "ok"), ("subject.add_photos", "refused")):
         assert done in actions, done
+    assert client.delete(url, headers=enrol).status_code == 204
+    assert client.get(f"{url}/reference.jpg", headers=enrol).status_code == 404

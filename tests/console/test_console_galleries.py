@@ -274,6 +274,11 @@ def test_alerts_confirm_dismiss_and_filter(page: Page, server: Server, fixtures_
     assert snapshot.get_attribute("src").startswith("blob:")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0",
                            arg=snapshot.element_handle())
+    # Beside it, the person as enrolled (their best enrolment face, sealed like templates).
+    reference = page.get_by_test_id(f"event-reference-{seen}")
+    expect(reference).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth === 112",
+                           arg=reference.element_handle())
     page.screenshot(path=shots / "alerts.png", full_page=True)
 
     # Confirm one, dismiss the other: the rows change in place and the API agrees.

@@ -17,11 +17,11 @@ from facelens.gallery.errors import GalleryError
 from facelens.gallery.expiry import refuse_past
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.pins import check_format, hash_pin
-from facelens.gallery.templates import bump_version, centroid, seal_vector
+from facelens.gallery.templates import bump_version, centroid, seal_reference, seal_vector
 from facelens.store.crypto import new_data_key
 from facelens.store.database import Store
 from facelens.store.tables import Consent, Gallery, Subject, Template, utcnow
-from facelens.vision.decode import ImageSource, load_image
+from facelens.vision.decode import ImageSource, encode_jpeg, load_image
 
 LEGAL_BASES = frozenset({"consent", "contract", "legal-obligation", "vital-interest",
                          "public-task", "legitimate-interest"})
@@ -60,6 +60,14 @@ class _Usable:
     vectors: list[np.ndarray] = field(default_factory=list)
     qualities: list[float] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)
+    """Each usable face's aligned chip (the best one becomes the subject's reference)."""
+
+    def reference(self) -> bytes | None:
+        """The best face's chip as JPEG, or None without a usable face."""
+        if not self.chips:
+            return None
+        return encode_jpeg(self.chips[int(np.argmax(self.qualities))])
 
 
 class Enrolment:
@@ -104,6 +112,7 @@ class Enrolment:
                               external_id=external_id,
                               attributes={"pin": hash_pin(pin)} if pin else {},
                               wrapped_key=master.wrap(data_key, subject_id),
+                              reference=seal_reference(data_key, usable.reference(), subject_id),
                               key_id=master.id, watch_reason=watch_reason,
                               watch_expires=watch_expires)
             subject.consents.append(Consent(
@@ -150,6 +159,8 @@ class Enrolment:
             else:
                 face = good[0]
                 assert face.embedding is not None and face.quality is not None
+                assert chips is not None  # quality was judged on them
                 usable.vectors.append(face.embedding)
                 usable.qualities.append(face.quality.score)
+                usable.chips.append(chips[faces.index(face)])
         return usable

@@ -110,6 +110,9 @@ class Galleries:
                    labels: list[str] | None = None) -> EnrolReport:
         return self.editor.add_photos(subject_id, images, labels)
 
+    def reference_picture(self, subject_id: str) -> bytes:
+        return self.editor.reference_picture(subject_id)
+
     def templates(self, subject_id: str) -> list[TemplateInfo]:
         return self.editor.templates(subject_id)
 

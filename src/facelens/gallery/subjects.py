@@ -1,4 +1,5 @@
-"""Changing an enrolled subject: rename, add photos, list and delete single templates.
+"""Changing an enrolled subject: rename, add photos, list and delete single templates; the
+subject's sealed reference picture.
 
 A subject is searched by the centroid of its templates, indexed under its smallest template id;
 a change of templates re-indexes it (the old entry out, the new one in, at two consecutive
@@ -17,7 +18,14 @@ from facelens.errors import NoFaceError
 from facelens.gallery.enrol import Enrolment, EnrolReport
 from facelens.gallery.errors import GalleryError, GalleryNotFound
 from facelens.gallery.index_cache import IndexCache
-from facelens.gallery.templates import bump_version, centroid, seal_vector, unseal_vector
+from facelens.gallery.templates import (
+    bump_version,
+    centroid,
+    seal_reference,
+    seal_vector,
+    unseal_reference,
+    unseal_vector,
+)
 from facelens.store.database import Store
 from facelens.store.tables import Gallery, Subject, Template
 from facelens.vision.decode import ImageSource
@@ -54,6 +62,16 @@ class SubjectEditor:
         with self.store.sessions.begin() as s:
             self._subject(s, subject_id).display_name = name
 
+    def reference_picture(self, subject_id: str) -> bytes:
+        """The subject's reference picture (JPEG), for reviewers of their alerts."""
+        with self.store.sessions() as s:
+            subject = self._subject(s, subject_id)
+            if subject.reference is None:
+                raise GalleryNotFound(f"subject {subject_id} has no reference picture "
+                                      "(enrolled before they were kept: add a photo)")
+            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
+            return unseal_reference(data_key, subject.reference, subject.id)
+
     def templates(self, subject_id: str) -> list[TemplateInfo]:
         with self.store.sessions() as s:
             subject = self._subject(s, subject_id)
@@ -76,6 +94,8 @@ class SubjectEditor:
             subject = self._subject(s, subject_id)
             data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
             old = min(t.id for t in subject.templates)
+            if subject.reference is None:  # enrolled before references were kept
+                subject.reference = seal_reference(data_key, usable.reference(), subject.id)
             for vector, quality in zip(usable.vectors, usable.qualities, strict=True):
                 subject.templates.append(Template(
                     embedder=gallery.embedder, quality=quality,

@@ -22,6 +22,15 @@ def unseal_vector(data_key: bytes, blob: bytes, kind: str, subject_id: str) -> n
     return np.frombuffer(unseal(data_key, blob, context(kind, subject_id)), np.float32)
 
 
+def seal_reference(data_key: bytes, jpeg: bytes | None, subject_id: str) -> bytes | None:
+    """The subject's reference picture sealed like its templates (None stays None)."""
+    return seal(data_key, jpeg, context("reference", subject_id)) if jpeg else None
+
+
+def unseal_reference(data_key: bytes, blob: bytes, subject_id: str) -> bytes:
+    return unseal(data_key, blob, context("reference", subject_id))
+
+
 def subject_vectors(master: MasterKey, subject: Subject, embedder: str) -> list[np.ndarray]:
     """The subject's templates made by `embedder`, decrypted (its templates must be loaded)."""
     templates = [t for t in subject.templates if t.embedder == embedder]

@@ -1,5 +1,5 @@
 """/v1/subjects/{id}: rename, add photos, list and delete single templates (no vector is ever
-shown); every change is audited."""
+shown), the reference picture; every change is audited."""
 
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def rename(request: Request, subject_id: str, body: SubjectChange,
     state.audit.record(principal.label, "subject.rename", "ok", subject=subject_id)
     subject = state.galleries.subject(subject_id)
     return {"id": subject.id, "name": subject.display_name}
+
+
+@router.get("/{subject_id}/reference.jpg", summary="The subject's reference picture (the best "
+            "enrolment face), for reviewing their alerts",
+            responses={200: {"content": {"image/jpeg": {}}}}, response_class=Response)
+def reference_picture(request: Request, subject_id: str,
+                      _: Principal = requires("enrol", "events")) -> Response:
+    """Sealed like the templates (gone when the subject is); shown as event snapshots are."""
+    picture = service(request).galleries.reference_picture(subject_id)
+    return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{subject_id}/templates", summary="The subject's templates (not their vectors)")

@@ -56,6 +56,13 @@ def load_image(
     return _decode(data, max_pixels, formats, max_side)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """An RGB image as JPEG bytes (Pillow, no OpenCV colour swap to get wrong)."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, np.uint8)).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 def image_size(data: bytes, formats: frozenset[str] = ALLOWED_FORMATS) -> tuple[int, int] | None:
     """(width, height) from the header of encoded `data`, or None when no allowed format
     reads it (load_image then says why). Decodes no pixel."""

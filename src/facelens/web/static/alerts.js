@@ -11,16 +11,23 @@ function forgetSnapshots() {
 }
 
 // <img src> cannot send the key: fetch the JPEG with it and show it through an object URL.
-// kind "snapshot" (the person's best shot) or "frame" (the whole frame, other faces blurred;
-// also a link that opens it at full size).
+// kind "snapshot" (the person's best shot), "reference" (the subject's enrolled face, to compare
+// with) or "frame" (the whole frame, other faces blurred; also a link that opens it full size).
+const IMAGE_PATHS = {
+  snapshot: (event) => `/v1/events/${enc(event.id)}/snapshot`,
+  frame: (event) => `/v1/events/${enc(event.id)}/frame`,
+  reference: (event) => `/v1/subjects/${enc(event.subject_id)}/reference.jpg`,
+};
+const IMAGE_NAMES = { snapshot: "Snapshot", frame: "Frame", reference: "Enrolled reference" };
+
 async function loadImage(event, kind, cell) {
   try {
-    const response = await raw(`/v1/events/${enc(event.id)}/${kind}`);
+    const response = await raw(IMAGE_PATHS[kind](event));
     const url = URL.createObjectURL(await response.blob());
     snapshotUrls.push(url);
     const img = el("img", {
-      src: url, alt: `${kind === "frame" ? "Frame" : "Snapshot"} of event ${event.id} ` +
-        `(${event.camera})`, class: kind, dataset: { testid: `event-${kind}-${event.id}` },
+      src: url, alt: `${IMAGE_NAMES[kind]} of event ${event.id} (${event.camera})`,
+      class: kind, dataset: { testid: `event-${kind}-${event.id}` },
     });
     cell.replaceChildren(kind === "frame"
       ? el("a", { href: url, target: "_blank", rel: "noopener", title: "Open the whole frame" },
@@ -31,7 +38,8 @@ async function loadImage(event, kind, cell) {
 }
 
 function imageCell(event, kind) {
-  const has = kind === "frame" ? event.has_frame : event.has_snapshot;
+  const has = { frame: event.has_frame, snapshot: event.has_snapshot,
+    reference: Boolean(event.subject_id) }[kind];
   const cell = el("td", {}, has ? "…" : el("span", { class: "hint" }, "none"));
   if (has) loadImage(event, kind, cell);
   return cell;
@@ -63,6 +71,7 @@ function eventRow(event) {
       dataset: { testid: `event-pick-${event.id}` }, onchange: picked,
     })),
     imageCell(event, "snapshot"),
+    imageCell(event, "reference"),
     imageCell(event, "frame"),
     el("td", { class: "camera" }, event.camera ?? "—"),
     el("td", { class: "time" }, fmtDate(event.at)),
@@ -246,7 +255,7 @@ export async function showAlerts() {
   if (events.length === 0) {
     const status = query.get("status");
     const text = status ? `No ${status} events.` : "No events.";
-    tbody.replaceChildren(emptyRow(9, "events-empty", text));
+    tbody.replaceChildren(emptyRow(10, "events-empty", text));
     return;
   }
   tbody.replaceChildren(...events.map(eventRow));
