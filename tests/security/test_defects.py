@@ -172,6 +172,10 @@ def test_camera_sources_are_allow_listed(tmp_path: Path, fixtures_dir: Path) -> 
                                 json={"name": f"ok{len(source)}", "source": source,
                                       "enabled": False})
             assert r.status_code == 201, (source, r.text)
+        # inside the media folder, a file that is not there is said to be missing (#25)
+        absent = app.client.post("/v1/cameras", headers=admin,
+                                 json={"name": "gone", "source": "gone.mp4", "enabled": False})
+        assert absent.status_code == 400 and "no such video file" in absent.text
 
 
 def test_camera_credentials_never_leave_the_server(tmp_path: Path, fixtures_dir: Path) -> None:

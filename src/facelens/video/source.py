@@ -68,8 +68,8 @@ def redacted(text: str) -> str:
 def check_source(uri: str, media_dir: Path | None) -> str:
     """The source a camera may use for `uri`: an RTSP(S) or HTTP(S) stream to a non-local
     host, a webcam (/dev/videoN), or a file inside `media_dir` (returned as its absolute
-    path). Anything else raises SourceError; a refused file gets the same answer whether or
-    not it exists (no probe of the server's disk)."""
+    path; it must exist). Anything else raises SourceError; a file outside the media folder
+    gets the same answer whether or not it exists (no probe of the server's disk)."""
     if uri.startswith(LIVE_SCHEMES):
         host = urlsplit(uri).hostname or ""
         if _local(host):
@@ -87,6 +87,8 @@ def check_source(uri: str, media_dir: Path | None) -> str:
     path = (folder / uri).resolve()
     if not path.is_relative_to(folder):
         raise refused
+    if not path.is_file():  # inside the media folder: saying so reveals nothing else
+        raise SourceError(f"{uri}: no such video file in the media folder")
     return str(path)
 
 
