@@ -386,7 +386,7 @@ def test_cameras_are_managed_over_the_api(tmp_path: Path, shared_data: Path) -> 
             made = c.post("/v1/cameras", headers=auth, json={
                 "name": name, "source": clip_path, "galleries": ["watch"], "fps": 10})
             assert made.status_code == 201, made.text
-        assert c.post("/v1/cameras", headers=auth, json={"name": "stage", "source": "x"}
+        assert c.post("/v1/cameras", headers=auth, json={"name": "stage", "source": clip_path}
                       ).status_code == 409
         _wait_for(lambda: {x["status"] for x in c.get("/v1/cameras", headers=auth).json()}
                   == {"ended"}, timeout=180)
