@@ -293,7 +293,7 @@ def test_an_edited_or_deleted_audit_row_is_detected(lite: Served, tmp_path: Path
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET outcome = 'ok' WHERE id = :i"), {"i": row})
     assert c.get("/v1/audit/verify", headers=admin).json()["ok"]
-    with engine.begin() as conn:  # quietly dropping the newest row is caught by the head file
+    with engine.begin() as conn:  # quietly dropping the newest row is caught by the head row
         last = conn.execute(sa.text("SELECT max(id) FROM audit_log")).scalar_one()
         conn.execute(sa.text("DELETE FROM audit_log WHERE id = :i"), {"i": last})
     tail = c.get("/v1/audit/verify", headers=admin).json()
