@@ -33,6 +33,7 @@ from facelens.service.http import (
     install_error_handlers,
     install_metrics,
 )
+from facelens.service.json_uploads import JsonUploads
 from facelens.service.limits import InferencePool
 from facelens.service.state import ServiceState
 from facelens.settings import Settings, get_settings
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "needs an API key (Authorization: Bearer fl_…).")
     install_error_handlers(app)
     install_metrics(app)
+    # Added first, so it runs inside BodyLimit: the JSON it reads whole is bounded already.
+    app.add_middleware(JsonUploads, spec=app.openapi)
     app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 2**20),
                        archive_limit=int(settings.max_archive_mb * 2**20),
                        archive_paths=("/subjects/zip",))
