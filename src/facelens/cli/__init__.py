@@ -388,7 +388,10 @@ def bench_scaleout(lfw: Annotated[Path | None, typer.Option(
                    clip: Annotated[list[Path] | None, typer.Option(
                        help="Video clip whose faces are jobs too (repeatable).")] = None,
                    rounds: Annotated[int, typer.Option(help="k=1 / k=2 pairs (ABAB…).")] = 5,
-                   jobs_per_worker: int = 120, people: int = 40,
+                   jobs_per_worker: Annotated[int | None, typer.Option(
+                       help="Jobs per worker; default one pass over the distinct jobs.")]
+                   = None,
+                   people: int = 40,
                    sleep_ms: Annotated[float, typer.Option(
                        help="The modelled GPU job's duration.")] = 20.0,
                    idle_wait_s: Annotated[float, typer.Option(

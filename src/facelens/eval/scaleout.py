@@ -229,16 +229,20 @@ def usl_throughput(n: np.ndarray, lam: float, sigma: float, kappa: float) -> np.
 # -- the bench ----------------------------------------------------------------------------
 
 def run_scaleout(settings: Settings, lfw: Path | None, clips: list[Path], *, rounds: int = 5,
-                 jobs_per_worker: int = 120, people: int = 40, sleep_ms: float = 20.0,
+                 jobs_per_worker: int | None = None, people: int = 40, sleep_ms: float = 20.0,
                  model_ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32), model_jobs: int = 40,
-                 idle_wait_s: float = 90.0, progress: Progress | None = None
-                 ) -> dict[str, Any]:
-    """P6 from `rounds` interleaved k=1 / k=2 pairs of real work, then the sleep-job model at
-    each of `model_ks` and its USL fit (see the module docstring)."""
+                 model_rounds: int = 3, idle_wait_s: float = 90.0,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """P6 from `rounds` interleaved k=1 / k=2 pairs of real work, then `model_rounds` passes of
+    the sleep-job model over `model_ks` and its USL fit (see the module docstring). Each real
+    worker gets `jobs_per_worker` jobs, by default one pass over the distinct jobs (shuffled
+    once), so k=1 and k=2 runs do the same mix."""
     nats_url = settings.nats_url or "nats://127.0.0.1:4222"
     engine = Engine(settings)
     ids, vectors, jobs = best_shot_jobs(engine, lfw, clips, people=people)
+    random.Random(0).shuffle(jobs)  # LFW and clip jobs mixed along the queue
     payloads = [payload for _, payload in jobs]
+    per_worker = jobs_per_worker or len(payloads)
     bus = Bus(nats_url, name="scaleout-bench")
     with tempfile.TemporaryDirectory(prefix="facelens-scaleout-") as tmp:
         gallery = Path(tmp) / "gallery.npz"
@@ -246,19 +250,19 @@ def run_scaleout(settings: Settings, lfw: Path | None, clips: list[Path], *, rou
         engine_plan = WorkerPlan(nats_url=nats_url, work="engine", gallery=str(gallery),
                                  settings=settings.model_copy(update={"threads": 1}),
                                  warmup=payloads[0])
-        advance = progress("interleaved k=1 / k=2", 2 * rounds) if progress else None
+        sleep_plan = WorkerPlan(nats_url=nats_url, work="sleep", sleep_s=sleep_ms / 1000)
         real: list[dict[str, Any]] = []
+        modelled: list[dict[str, Any]] = []
         try:
-            for _ in range(rounds):
-                for k in (1, 2):
-                    real.append(run_once(bus, engine_plan, payloads, k, pin=True,
-                                         jobs=k * jobs_per_worker, idle_wait_s=idle_wait_s))
-                    if advance:
-                        advance(1)
-            sleep_plan = WorkerPlan(nats_url=nats_url, work="sleep", sleep_s=sleep_ms / 1000)
-            advance = progress("sleep-job model", len(model_ks)) if progress else None
-            modelled = []
-            for k in model_ks:
+            advance = progress("interleaved k=1 / k=2", 2 * rounds) if progress else None
+            for k in (1, 2) * rounds:
+                real.append(run_once(bus, engine_plan, payloads, k, pin=True,
+                                     jobs=k * per_worker, idle_wait_s=idle_wait_s))
+                if advance:
+                    advance(1)
+            advance = (progress("sleep-job model", model_rounds * len(model_ks))
+                       if progress else None)
+            for k in model_ks * model_rounds:
                 modelled.append(run_once(bus, sleep_plan, [b"x" * 64], k, pin=False,
                                          jobs=k * model_jobs))
                 if advance:
@@ -293,16 +297,29 @@ def _p6(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _model(runs: list[dict[str, Any]], sleep_ms: float) -> dict[str, Any]:
+    """The USL fitted to every run; per k the median throughput (and range), its efficiency
+    against k times the median at k=1, and the broker's CPU."""
     n = np.array([r["k"] for r in runs], np.float64)
     x = np.array([r["throughput_jobs_s"] for r in runs], np.float64)
     fit = fit_usl(n, x)
-    predicted = usl_throughput(n, fit["lambda"], fit["sigma"], fit["kappa"])
+    ks = sorted({r["k"] for r in runs})
+    at = {k: [r for r in runs if r["k"] == k] for k in ks}
+    median = {k: statistics.median(r["throughput_jobs_s"] for r in at[k]) for k in ks}
+    fitted = usl_throughput(np.array(ks), fit["lambda"], fit["sigma"], fit["kappa"])
     return {"workers": "processes (unpinned), one NATS connection each, fetch 1 + ack_sync",
             "sleep_ms": sleep_ms, "ideal_jobs_s_per_worker": round(1000 / sleep_ms, 2),
             "usl": {k: round(v, 6) for k, v in fit.items()},
-            "efficiency": {int(k): round(float(v / (k * x[0])), 3)
-                           for k, v in zip(n, x, strict=True)},
-            "fitted_jobs_s": [round(float(v), 2) for v in predicted], "runs": runs}
+            "per_k": {k: {"median_jobs_s": round(median[k], 2),
+                          "min": min(r["throughput_jobs_s"] for r in at[k]),
+                          "max": max(r["throughput_jobs_s"] for r in at[k]),
+                          "efficiency": round(median[k] / k / (median[ks[0]] / ks[0]), 3),
+                          "usl_jobs_s": round(float(f), 2),
+                          "broker_cpu_cores": statistics.median(
+                              r["broker_cpu_cores"] or 0.0 for r in at[k]),
+                          "others_cpu_cores": statistics.median(
+                              r["others_cpu_cores"] for r in at[k])}
+                      for k, f in zip(ks, fitted, strict=True)},
+            "runs": runs}
 
 
 def _cpu_name() -> str:
