@@ -128,6 +128,7 @@ def worker() -> None:
     import threading
 
     from facelens.cluster.bus import Bus, BusError
+    from facelens.events.delivery import start_delivery
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
     from facelens.settings import get_settings
@@ -152,12 +153,14 @@ def worker() -> None:
     with errors():
         galleries = Galleries(settings)
         warm_up(galleries)
-        sink = sinks_from(settings)
-        camera_worker = CameraWorker(settings, bus, galleries, EventStore(galleries.store), sink)
+        sink, events = sinks_from(settings), EventStore(galleries.store)
+        delivery = start_delivery(settings, events, sink, bus)  # outbox → stream → sinks
+        camera_worker = CameraWorker(settings, bus, galleries, events, delivery.relay)
         err.print(f"facelens: worker {camera_worker.me} on {settings.nats_url}")
         try:
             camera_worker.run(stop)
         finally:
+            delivery.close()
             sink.close()
             galleries.store.close()
             bus.close()

@@ -59,7 +59,7 @@ def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
 
 class CameraRunner:
     def __init__(self, config: CameraConfig, galleries: Galleries, events: EventStore,
-                 sink: Sink | None) -> None:
+                 sink: OutboxRelay | Sink | None) -> None:
         self.config, self.galleries = config, galleries
         self.on_alert = alert_recorder(events, sink, cooldown_s=config.cooldown_s)
         self.stop_event = threading.Event()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from facelens.cluster.bus import Bus
 from facelens.cluster.leases import Leases, changes_subject
 from facelens.errors import ConflictError, NotFoundError
+from facelens.events.delivery import AlertDelivery, start_delivery
 from facelens.events.sinks import Fanout
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
@@ -45,6 +46,8 @@ class CameraManager:
         self.settings, self.galleries, self.events, self.bus = settings, galleries, events, bus
         self.sessions = store.sessions
         self.sink: Fanout | None = None
+        self.delivery: AlertDelivery | None = None
+        """The outbox relay (and, with NATS, the stream consumer) handing alerts to `sink`."""
         self.runners: dict[str, CameraRunner] = {}
         self.leases = (Leases(bus, settings.nats_prefix, settings.lease_ttl_s) if bus else None)
         """Read only: which worker holds each camera, and their heartbeats."""
@@ -59,9 +62,10 @@ class CameraManager:
         return stored_configs(self.sessions)
 
     def start(self) -> None:
+        self.sink = sinks_from(self.settings)  # connects to brokers: only when started
+        self.delivery = start_delivery(self.settings, self.events, self.sink, self.bus)
         if self.bus:  # the workers run them
             return
-        self.sink = sinks_from(self.settings)  # connects to brokers: only when cameras run
         for config in self.configs():
             self._restart(config)
 
@@ -81,7 +85,8 @@ class CameraManager:
             if config and config.enabled:
                 for gallery in config.galleries:
                     self.galleries.gallery(gallery)  # unknown gallery: refuse, loudly
-                runner = CameraRunner(config, self.galleries, self.events, self.sink)
+                runner = CameraRunner(config, self.galleries, self.events,
+                                      self.delivery.relay if self.delivery else self.sink)
                 self.runners[config.name] = runner
                 runner.start()
 
@@ -155,5 +160,7 @@ class CameraManager:
     def close(self) -> None:
         for name in list(self.runners):
             self._restart(None, name)
+        if self.delivery:
+            self.delivery.close()
         if self.sink:
             self.sink.close()

@@ -17,9 +17,11 @@ import uuid
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, changes_subject, fair_share
+from facelens.events.relay import OutboxRelay
 from facelens.events.sinks import Sink
 from facelens.events.store import EventStore
 from facelens.face import Face
@@ -55,7 +57,7 @@ def warm_up(galleries: Galleries) -> None:
 
 class CameraWorker:
     def __init__(self, settings: Settings, bus: Bus, galleries: Galleries, events: EventStore,
-                 sink: Sink | None, me: str | None = None) -> None:
+                 sink: OutboxRelay | Sink | None, me: str | None = None) -> None:
         self.settings, self.bus, self.galleries, self.events = settings, bus, galleries, events
         self.sink, self.sessions = sink, galleries.store.sessions
         self.me = me or worker_id()
@@ -81,9 +83,12 @@ class CameraWorker:
             while not stop.is_set():
                 if self.changed.is_set() or time.monotonic() >= next_scan:
                     self.changed.clear()
-                    self.configs = {c.name: c for c in stored_configs(self.sessions)
-                                    if c.enabled}
                     next_scan = time.monotonic() + self.settings.camera_rescan_s
+                    try:
+                        self.configs = {c.name: c for c in stored_configs(self.sessions)
+                                        if c.enabled}
+                    except sa.exc.OperationalError as e:  # keep the cameras it knows
+                        log.warning("worker %s: cannot read the cameras: %s", self.me, e)
                 try:
                     self.tick()
                 except (BusError, TimeoutError, OSError) as e:  # NATS away: retry next tick
