@@ -86,6 +86,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
+        if type(e).__module__.startswith("redis."):  # the replicas' shared state is away:
+            log.error("shared state unavailable: %s", type(e).__name__)  # refuse, retry
+            return error_response(503, "shared_state_unavailable", "the rate limits, "
+                                  "lockouts and sessions store is unreachable; retry shortly",
+                                  {"Retry-After": "5"})
         log.error("internal error: %s", type(e).__name__, exc_info=e)
         return error_response(500, "internal", "internal error; the server log has details")
 
