@@ -102,18 +102,18 @@ def fnir_at(top: np.ndarray, hit: np.ndarray, non: np.ndarray,
 
 def fitted_thresholds(impostor: np.ndarray, gallery_size: int) -> dict[str, float]:
     """Per FPIR, the 1:1 threshold at the open-set formula's per-comparison FAR for
-    `gallery_size`, read off (or extrapolated along) the tail of `impostor`."""
+    `gallery_size`, read off (or extrapolated along) the tail of `impostor`; needs >= 30
+    pairs."""
     tail = impostor_tail(impostor)
     fars = np.log10([p[0] for p in tail["tail"]])
     values = np.array([p[1] for p in tail["tail"]])
+    # Too few pairs to reach 1e-3: the line through the rarest three points measured.
+    slope, intercept = tail["tail_fit"] or np.polyfit(fars[-3:], values[-3:], 1)
     out = {}
     for fpir in FPIRS:
         x = np.log10(per_comparison_far(fpir, gallery_size))
-        if x >= fars[-1] or tail["tail_fit"] is None:
-            out[f"{fpir:.0e}"] = float(np.interp(x, fars[::-1], values[::-1]))
-        else:
-            slope, intercept = tail["tail_fit"]
-            out[f"{fpir:.0e}"] = float(intercept + slope * x)
+        out[f"{fpir:.0e}"] = float(np.interp(x, fars[::-1], values[::-1]) if x >= fars[-1]
+                                   else intercept + slope * x)
     return out
 
 
