@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -36,6 +36,11 @@ class WebhookConfig(BaseModel):
     """Signs each body (HMAC-SHA256, header X-Facelens-Signature); never logged."""
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Polygon = Annotated[list[tuple[Fraction, Fraction]], Field(min_length=3, max_length=50)]
+"""A region of a camera's frame: 3 to 50 (x, y) corners as fractions of width and height."""
+
+
 class CameraConfig(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=100)
     source: str = Field(min_length=1, max_length=2000)
@@ -48,6 +53,12 @@ class CameraConfig(BaseModel):
     """Skip detection while nothing moves and no face is being tracked."""
     cooldown_s: float = Field(60.0, ge=0)
     far: float = Field(1e-3, ge=1e-5, le=1e-1)
+    zones: list[Polygon] = Field(default_factory=list, max_length=20)
+    """Where faces are watched (the whole frame when empty): polygons of (x, y) as fractions of
+    the frame's width and height. Outside every zone the frame is blanked before detection."""
+    masks: list[Polygon] = Field(default_factory=list, max_length=20)
+    """Never looked at (a neighbour's window, a screen on the wall): blanked before detection,
+    inside zones too."""
 
 
 class Settings(BaseSettings):

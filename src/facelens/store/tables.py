@@ -206,6 +206,10 @@ class Camera(Base):
     motion: Mapped[bool] = mapped_column(Boolean, default=False)
     cooldown_s: Mapped[float] = mapped_column(Float, default=60.0)
     far: Mapped[float] = mapped_column(Float, default=1e-3)
+    zones: Mapped[list[list[list[float]]]] = mapped_column(JSON, default=list)
+    """Polygons (fractions of the frame) where faces are watched; empty: everywhere."""
+    masks: Mapped[list[list[list[float]]]] = mapped_column(JSON, default=list)
+    """Polygons never looked at (blanked before detection)."""
 
 
 class ApiKey(Base):
