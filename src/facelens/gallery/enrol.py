@@ -162,5 +162,6 @@ class Enrolment:
                 assert chips is not None  # quality was judged on them
                 usable.vectors.append(face.embedding)
                 usable.qualities.append(face.quality.score)
-                usable.chips.append(chips[faces.index(face)])
+                # by identity: faces.index() compares Face records, arrays and all (ValueError)
+                usable.chips.append(chips[next(i for i, f in enumerate(faces) if f is face)])
         return usable
