@@ -5,6 +5,7 @@ takes all four; a removed or disabled camera is given up, and a clean stop relea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from facelens.cluster.bus import Bus
+from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, fair_share
 from facelens.settings import Settings
 
@@ -39,10 +40,8 @@ def nats_prefix() -> Iterator[str]:
     yield prefix
     bus = Bus(NATS_URL)
     for bucket in (f"{prefix}_cameras", f"{prefix}_workers"):
-        try:
+        with contextlib.suppress(Exception):  # never created (a test that failed early)
             bus.call(bus.js.delete_key_value(bucket))
-        except Exception:  # never created (a test that failed early)
-            pass
     bus.close()
 
 
@@ -75,80 +74,91 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
                                     "worker-b": {"cameras": {}}}
         a.leave()  # a clean stop: leases and heartbeat go at once, not after the TTL
         assert b.holders() == {} and set(b.live_workers()) == {"worker-b"}
+        with pytest.raises(BusError, match="one lease_ttl_s"):  # a process set up otherwise
+            Leases(bus, nats_prefix, 3.0, "worker-c")
     finally:
         bus.close()
     assert (fair_share(4, 2), fair_share(5, 2), fair_share(4, 3), fair_share(3, 0)) == (
         2, 3, 2, 3)
 
 
-def _worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FACELENS_DATA_DIR": str(settings.data_dir),
-           "FACELENS_MEDIA_DIR": str(settings.media_dir), "FACELENS_NATS_URL": NATS_URL,
-           "FACELENS_NATS_PREFIX": settings.nats_prefix,
-           "FACELENS_CAMERA_RESCAN_S": str(settings.camera_rescan_s), "FACELENS_THREADS": "1"}
-    return subprocess.Popen([str(CLI), "worker"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-
-def test_workers_share_cameras_and_take_over_a_killed_ones(
-        nats_prefix: str, tmp_path: Path, shared_data: Path) -> None:
-    from fastapi.testclient import TestClient
-
-    from facelens.service.app import create_app
+@pytest.fixture
+def cluster(nats_prefix: str, tmp_path: Path, shared_data: Path
+            ) -> Iterator[tuple[Settings, list[subprocess.Popen[bytes]]]]:
+    """Settings of one deployment (SQLite in tmp, this test's NATS prefix) and two
+    `facelens worker` processes on it, started at once (they take seconds to load)."""
+    from facelens.store.database import Store
 
     # No rescan within the test: cameras can only reach the workers as messages.
     settings = Settings(data_dir=tmp_path / "data", media_dir=shared_data / "video",
                         nats_url=NATS_URL, nats_prefix=nats_prefix, camera_rescan_s=600)
+    Store(settings).close()  # the database and master key, made before 3 processes open them
+    env = {**os.environ, "FACELENS_DATA_DIR": str(settings.data_dir),
+           "FACELENS_MEDIA_DIR": str(settings.media_dir), "FACELENS_NATS_URL": NATS_URL,
+           "FACELENS_NATS_PREFIX": nats_prefix, "FACELENS_CAMERA_RESCAN_S": "600",
+           "FACELENS_THREADS": "1"}
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [subprocess.Popen([str(CLI), "worker"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=log.open("wb")) for log in logs]
+    try:
+        yield settings, workers
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for log in logs:
+            print(f"--- {log.name}\n{log.read_text()}")
+
+
+def test_workers_share_cameras_and_take_over_a_killed_ones(
+        cluster: tuple[Settings, list[subprocess.Popen[bytes]]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from facelens.service.app import create_app
+
+    settings, workers = cluster
     app = create_app(settings)
-    workers: list[subprocess.Popen[bytes]] = []
     with TestClient(app) as c:
         auth = {"Authorization": f"Bearer {app.state.facelens.keys.create('ops', ['admin'])[1]}"}
         leases = app.state.facelens.cameras.leases
-        try:
-            workers = [_worker(settings) for _ in range(2)]
-            _wait_for(lambda: len(leases.live_workers()) == 2, timeout=60)
-            pids = {info["pid"]: me for me, info in leases.live_workers().items()}
-            for name in CAMERAS:
-                made = c.post("/v1/cameras", headers=auth, json={
-                    "name": name, "source": "short_hamilton_clip.mp4", "fps": 1})
-                assert made.status_code == 201, made.text
-                assert made.json()["worker"] in (None, *pids.values())
-            _wait_for(lambda: len(leases.holders()) == len(CAMERAS))
-            # Balanced: ceil(4 cameras / 2 workers) each, both running their own.
-            assert sorted(Counter(leases.holders().values()).values()) == [2, 2]
-            listed = c.get("/v1/cameras", headers=auth).json()
-            assert {x["name"]: x["worker"] for x in listed} == leases.holders()
-            _wait_for(lambda: all(x["status"] in ("running", "ended") for x in
-                                  c.get("/v1/cameras", headers=auth).json()), timeout=60)
+        _wait_for(lambda: len(leases.live_workers()) == 2, timeout=120)
+        pids = {info["pid"]: me for me, info in leases.live_workers().items()}
+        for name in CAMERAS:
+            made = c.post("/v1/cameras", headers=auth, json={
+                "name": name, "source": "short_hamilton_clip.mp4", "fps": 1})
+            assert made.status_code == 201, made.text
+            assert made.json()["worker"] in (None, *pids.values())
+        _wait_for(lambda: len(leases.holders()) == len(CAMERAS))
+        # Balanced: ceil(4 cameras / 2 workers) each, both running their own.
+        assert sorted(Counter(leases.holders().values()).values()) == [2, 2]
+        listed = c.get("/v1/cameras", headers=auth).json()
+        assert {x["name"]: x["worker"] for x in listed} == leases.holders()
+        _wait_for(lambda: all(x["status"] in ("running", "ended") for x in
+                              c.get("/v1/cameras", headers=auth).json()), timeout=60)
 
-            killed, survivor = workers
-            killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out
-            killed.wait()
-            killed_at = time.monotonic()
-            alive = pids[survivor.pid]
-            _wait_for(lambda: set(leases.holders().values()) == {alive}
-                      and len(leases.holders()) == len(CAMERAS))
-            print(f"\ntakeover after SIGKILL: {time.monotonic() - killed_at:.2f} s "
-                  f"(lease TTL {settings.lease_ttl_s} s)")
-            assert set(leases.live_workers()) == {alive}
-            _wait_for(lambda: set(leases.live_workers()[alive]["cameras"]) == set(CAMERAS))
+        killed, survivor = workers
+        killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out
+        killed.wait()
+        killed_at = time.monotonic()
+        alive = pids[survivor.pid]
+        _wait_for(lambda: set(leases.holders().values()) == {alive}
+                  and len(leases.holders()) == len(CAMERAS))
+        print(f"\ntakeover after SIGKILL: {time.monotonic() - killed_at:.2f} s "
+              f"(lease TTL {settings.lease_ttl_s} s)")
+        assert set(leases.live_workers()) == {alive}
+        _wait_for(lambda: set(leases.live_workers()[alive]["cameras"]) == set(CAMERAS))
 
-            assert c.delete("/v1/cameras/gate", headers=auth).status_code == 204
-            assert c.patch("/v1/cameras/hall", headers=auth,
-                           json={"enabled": False}).status_code == 200
-            _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"})
-            _wait_for(lambda: set(leases.live_workers()[alive]["cameras"])
-                      == {"lobby", "yard.east"})
-            listed = c.get("/v1/cameras", headers=auth).json()
-            assert [(x["name"], x["status"], x["worker"]) for x in listed[:1]] == [
-                ("hall", "disabled", None)]
+        assert c.delete("/v1/cameras/gate", headers=auth).status_code == 204
+        assert c.patch("/v1/cameras/hall", headers=auth,
+                       json={"enabled": False}).status_code == 200
+        _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"})
+        _wait_for(lambda: set(leases.live_workers()[alive]["cameras"])
+                  == {"lobby", "yard.east"})
+        listed = c.get("/v1/cameras", headers=auth).json()
+        assert [(x["name"], x["status"], x["worker"]) for x in listed[:1]] == [
+            ("hall", "disabled", None)]
 
-            survivor.send_signal(signal.SIGTERM)
-            assert survivor.wait(timeout=30) == 0, survivor.stderr.read() if survivor.stderr \
-                else b""
-            assert leases.holders() == {} and leases.live_workers() == {}  # released, not expired
-        finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=30) == 0
+        assert leases.holders() == {} and leases.live_workers() == {}  # released, not expired

@@ -51,6 +51,12 @@ class Leases:
         self.workers: KeyValue = bus.kv(f"{prefix}_workers", ttl_s=ttl_s)
         self.held: dict[str, int] = {}
         """Camera -> the revision of the lease entry this worker last wrote."""
+        for bucket in (self.cameras, self.workers):  # made by whoever came first
+            status = self._call(bucket.status())
+            if status.ttl is None or abs(status.ttl - ttl_s) > 1e-3:
+                raise BusError(f"KV bucket {status.bucket} keeps entries {status.ttl} s, not "
+                               f"lease_ttl_s = {ttl_s} s: every API and worker must use one "
+                               "lease_ttl_s (delete the bucket to change it)")
 
     def _call(self, coro: Awaitable[T]) -> T:
         """bus.call, with NATS failures (timeouts, no connection) raised as BusError; a lost
