@@ -6,8 +6,9 @@ an index held in memory costs one primary-key read whatever the gallery's size. 
 is a delta at its version (index ids added, ids removed): this process's own carry their
 vectors; other replicas' arrive as announcements (cluster/announce.py) and their vectors are
 read from the database. Deltas are applied in version order; only a gap no announcement fills
-within `ANNOUNCE_GRACE_S` (a missed message, another process without NATS) costs the full
-check: every id compared with the database, and the index rebuilt if they disagree.
+within `ANNOUNCE_GRACE_S` (a missed message, another process without NATS) costs more: the
+in-memory index is built again from the decrypted templates, a shared (Milvus) collection
+has its ids compared with the database's and the difference repaired, one replica at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -48,10 +48,13 @@ NO_IDS = np.zeros(0, np.int64)
 class CacheStats:
     """What keeping the indexes current cost this process (read by tests and /metrics)."""
 
-    full_checks: int = 0
-    """Index ids compared with the database's: a gallery's first use here, or a gap."""
+    loads: int = 0
+    """First uses here that took the saved index file (saved at the version, same ids)."""
     builds: int = 0
-    """Indexes made from all the gallery's decrypted templates (none was held or stored)."""
+    """In-memory indexes made from all the gallery's decrypted templates: a first use
+    without a current file, or a gap."""
+    full_checks: int = 0
+    """Shared (Milvus) collections whose ids were compared with the database's."""
     repairs: int = 0
     """Full checks that found ids to add or remove (those subjects alone are decrypted)."""
     deltas: int = 0
@@ -123,7 +126,7 @@ class IndexCache:
             if self._shared:  # the collection is everyone's: written now, by its writer
                 index = self._shared_index(gallery)
                 index.add(ids, vectors)
-                self._save(gallery, index)
+                self._save(gallery, index, -1)
             self._advance_held(gallery)
         if self.announcer:
             self.announcer.announce(gallery.id, version, added=tuple(ids.tolist()))
@@ -135,7 +138,7 @@ class IndexCache:
             if self._shared:
                 index = self._shared_index(gallery)
                 index.remove(ids)
-                self._save(gallery, index)  # Milvus: deleted rows leave its files now
+                self._save(gallery, index, -1)  # Milvus: deleted rows leave its files now
             self._advance_held(gallery)
         if self.announcer:
             self.announcer.announce(gallery.id, version, removed=tuple(ids.tolist()))
@@ -154,7 +157,7 @@ class IndexCache:
             for gallery_id, entry in self._entries.items():
                 if isinstance(entry.index, AutoIndex):
                     index_store.save(self.index_dir, gallery_id, key.derive("index"),
-                                     entry.index)
+                                     entry.index, entry.version)
 
     def held(self) -> list[tuple[str, int, int]]:
         """(gallery name, faces, version) of every index held in memory."""
@@ -230,7 +233,7 @@ class IndexCache:
         entry.version += len(chain)
         self.stats.deltas += len(chain)
         if not self._shared:
-            self._save(gallery, entry.index)
+            self._save(gallery, entry.index, entry.version)
 
     def _apply(self, gallery: Gallery, index: VectorIndex, delta: _Delta) -> None:
         if self._shared:
@@ -244,26 +247,26 @@ class IndexCache:
         if len(ids):
             index.add(ids, vectors)
 
-    # ------------------------------------------------------------------ the full check
+    # ------------------------------------------------------------------ first use, gaps
     def _full_check(self, gallery: Gallery) -> tuple[VectorIndex, int]:
-        """Compare the held (else stored) index's ids with the database's and repair the
-        difference, or build the index if there is none (one replica at a time for a shared
-        index); deltas from now on are collected."""
-        self.stats.full_checks += 1
+        """The index current at the database's version, from scratch: the saved file if it
+        was saved at that version and holds the database's ids (rows changed behind the
+        version's back, e.g. a restored backup, show there), else built (in memory); the
+        shared collection repaired (one replica at a time). Deltas from here on are
+        collected."""
         with self._arrived:
             self._inbox[gallery.id] = {}
         version = self._signature(gallery)
-        flight: AbstractContextManager[None] = (
-            self._single_flight.hold(gallery.id) if self._shared else nullcontext())
-        with flight:
-            held = self._entries.get(gallery.id)
-            index = held.index if held else self._stored(gallery)
-            with self.store.sessions() as s:
-                truth = set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
-                                      .where(Subject.gallery_id == gallery.id,
-                                             Template.embedder == gallery.embedder)
-                                      .group_by(Template.subject_id)))
-            index = self._repaired(gallery, index, truth) if index else self._built(gallery)
+        index: VectorIndex | None
+        if self._shared:
+            with self._single_flight.hold(gallery.id):
+                index = self._repaired(gallery, self._shared_index(gallery))
+        else:  # a held index behind a gap may hold stale centroids under current ids
+            index = None if gallery.id in self._entries else self._stored(gallery, version)
+            if index is None or set(index.ids().tolist()) != self._truth(gallery):
+                index = self._built(gallery, version)
+            else:
+                self.stats.loads += 1
         entry = self._entries[gallery.id] = _Entry(gallery.name, index, version)
         self._advance(gallery, entry)
         return entry.index, entry.version
@@ -275,7 +278,7 @@ class IndexCache:
 
     def _shared_index(self, gallery: Gallery) -> VectorIndex:
         entry = self._entries.get(gallery.id)
-        index = entry.index if entry else self._stored(gallery)
+        index = entry.index if entry else self._stored(gallery, -1)
         assert index is not None  # Milvus always answers with its collection
         return index
 
@@ -287,29 +290,34 @@ class IndexCache:
             return NatsLock(self._bus, f"{self.settings.nats_prefix}_index_locks")
         return ProcessLock()
 
-    def _stored(self, gallery: Gallery) -> VectorIndex | None:
-        """The index as kept: Milvus's collection, or the encrypted file (None if unusable)."""
+    def _stored(self, gallery: Gallery, version: int) -> VectorIndex | None:
+        """The index as kept: Milvus's collection, or the encrypted file if it is usable and
+        was saved at gallery `version` (else None)."""
         dim = EMBEDDER_DIMS[gallery.embedder]
         if self.settings.milvus_uri:
             return MilvusIndex(dim, self.settings.milvus_uri, _milvus_collection(gallery),
                                gallery=gallery.id)
-        return index_store.load(self.index_dir, gallery.id, self.store.master.derive("index"),
-                                dim)
+        saved = index_store.load_versioned(self.index_dir, gallery.id,
+                                           self.store.master.derive("index"), dim)
+        return saved[0] if saved and saved[1] == version else None
 
-    def _built(self, gallery: Gallery) -> VectorIndex:
-        """The index made from all the decrypted templates, and saved."""
+    def _built(self, gallery: Gallery, version: int) -> VectorIndex:
+        """The index made from all the decrypted templates (read after `version`), saved."""
         self.stats.builds += 1
         ids, vectors = self._decrypted_centroids(gallery)
         index = AutoIndex(EMBEDDER_DIMS[gallery.embedder])
         if len(ids):
             index.add(ids, vectors)
-        self._save(gallery, index)
+        self._save(gallery, index, version)
         return index
 
-    def _repaired(self, gallery: Gallery, index: VectorIndex, truth: set[int]) -> VectorIndex:
-        """`index` with the ids the database no longer holds removed and those it lacks
-        added (decrypting just those subjects); saved if anything changed. Ids name
-        subjects' first templates, never reused, so an id present is a vector current."""
+    def _repaired(self, gallery: Gallery, index: VectorIndex) -> VectorIndex:
+        """The shared `index` with the ids the database no longer holds removed and those it
+        lacks added (decrypting just those subjects). An id present is taken as current: a
+        writer that died between its commit and its write to Milvus may leave a subject's
+        old centroid (docs/decisions.md)."""
+        self.stats.full_checks += 1
+        truth = self._truth(gallery)
         present = set(index.ids().tolist())
         extra, missing = present - truth, truth - present
         if extra:
@@ -320,8 +328,16 @@ class IndexCache:
                 index.add(ids, vectors)
         if extra or missing:
             self.stats.repairs += 1
-            self._save(gallery, index)
+            self._save(gallery, index, -1)
         return index
+
+    def _truth(self, gallery: Gallery) -> set[int]:
+        """The index ids the database holds: each subject's first template id."""
+        with self.store.sessions() as s:
+            return set(s.scalars(sa.select(sa.func.min(Template.id)).join(Subject)
+                                 .where(Subject.gallery_id == gallery.id,
+                                        Template.embedder == gallery.embedder)
+                                 .group_by(Template.subject_id)))
 
     def _decrypted_centroids(self, gallery: Gallery, only: np.ndarray | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:
@@ -349,10 +365,11 @@ class IndexCache:
             return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery.id))
                        or 0)
 
-    def _save(self, gallery: Gallery, index: VectorIndex) -> None:
+    def _save(self, gallery: Gallery, index: VectorIndex, version: int) -> None:
+        """Keep `index` (current at gallery `version`; -1: unknown) where it is kept."""
         if isinstance(index, AutoIndex):
             index_store.save(self.index_dir, gallery.id, self.store.master.derive("index"),
-                             index)
+                             index, version)
         else:  # Milvus keeps the vectors; saving purges deleted rows from its files
             self.index_dir.mkdir(parents=True, exist_ok=True)
             index.save(self.index_dir / f"gallery-{gallery.id}.milvus.json")

@@ -254,8 +254,10 @@ class IndexCacheMetrics(Collector):
         for name, value, doc in (
                 ("deltas", stats.deltas, "Gallery changes applied to an index one by one"),
                 ("announced", stats.announced, "Gallery changes announced by other replicas"),
-                ("full_checks", stats.full_checks, "Index ids compared with the database's"),
+                ("loads", stats.loads, "Saved indexes taken as they were (current)"),
                 ("builds", stats.builds, "Indexes built from all decrypted templates"),
+                ("full_checks", stats.full_checks, "Shared indexes' ids compared with the "
+                 "database's"),
                 ("repairs", stats.repairs, "Full checks that added or removed ids"),
                 ("gaps", stats.gaps, "Gallery versions no announcement covered in time")):
             yield CounterMetricFamily(f"facelens_index_{name}", doc, value=value)
