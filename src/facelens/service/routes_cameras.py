@@ -1,4 +1,5 @@
-"""/v1/cameras: add, change (galleries, enable/disable, rate), remove; live previews."""
+"""/v1/cameras: add, change (galleries, enable/disable, rate, zones and masks), remove; live
+previews."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field
 from facelens.errors import NotFoundError
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
-from facelens.settings import CameraConfig
+from facelens.settings import CameraConfig, Polygon
 from facelens.video.source import redacted
 
 router = APIRouter(prefix="/v1/cameras", tags=["cameras"])
@@ -28,6 +29,8 @@ class CameraChange(BaseModel):
     motion: bool | None = None
     cooldown_s: float | None = Field(None, ge=0)
     far: float | None = Field(None, ge=1e-5, le=1e-1)
+    zones: list[Polygon] | None = Field(None, max_length=20)
+    masks: list[Polygon] | None = Field(None, max_length=20)
 
 
 @router.get("")
@@ -53,6 +56,9 @@ def change_camera(request: Request, name: str, body: CameraChange,
     state.cameras.update(name, changes)
     if "source" in changes:  # the audit chain keeps no stream passwords
         changes["source"] = redacted(changes["source"])
+    for regions in ("zones", "masks"):  # the chain keeps how many, not every corner
+        if regions in changes:
+            changes[regions] = len(changes[regions])
     state.audit.record(principal.label, "camera.change", "ok", camera=name, **changes)
     return state.cameras.describe(name)[0]
 

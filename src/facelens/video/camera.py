@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -15,6 +16,7 @@ from facelens.events.sinks import Fanout, MqttSink, Sink, WebhookSink
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
+from facelens.video.masks import FrameMask
 from facelens.video.source import SourceError, VideoSource, redacted
 from facelens.video.watch import Alert, Watcher
 from facelens.vision.draw import draw_labels
@@ -90,7 +92,10 @@ class CameraRunner:
             self.source = VideoSource(c.source, fps=c.fps, stop=self.stop_event)
             self.status = "running"
             last_time = 0.0
+            looked_at = FrameMask(c.zones, c.masks)
             for frame in self.source.frames():
+                if looked_at.active:
+                    frame = replace(frame, rgb=looked_at.apply(frame.rgb))
                 self.alerts += len(watcher.process(frame))
                 self._show(frame.rgb, watcher)
                 last_time = frame.time
