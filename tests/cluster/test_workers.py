@@ -82,6 +82,11 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
         2, 3, 2, 3)
 
 
+def _running(leases: Leases, worker: str) -> set[str]:
+    """The cameras `worker`'s latest heartbeat says it runs."""
+    return set(leases.live_workers().get(worker, {}).get("cameras", {}))
+
+
 @pytest.fixture
 def cluster(nats_prefix: str, tmp_path: Path, shared_data: Path
             ) -> Iterator[tuple[Settings, list[subprocess.Popen[bytes]]]]:
@@ -139,22 +144,21 @@ def test_workers_share_cameras_and_take_over_a_killed_ones(
 
         killed, survivor = workers
         killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out
-        killed.wait()
         killed_at = time.monotonic()
+        killed.wait()
         alive = pids[survivor.pid]
         _wait_for(lambda: set(leases.holders().values()) == {alive}
                   and len(leases.holders()) == len(CAMERAS))
         print(f"\ntakeover after SIGKILL: {time.monotonic() - killed_at:.2f} s "
               f"(lease TTL {settings.lease_ttl_s} s)")
         assert set(leases.live_workers()) == {alive}
-        _wait_for(lambda: set(leases.live_workers()[alive]["cameras"]) == set(CAMERAS))
+        _wait_for(lambda: _running(leases, alive) == set(CAMERAS))
 
         assert c.delete("/v1/cameras/gate", headers=auth).status_code == 204
         assert c.patch("/v1/cameras/hall", headers=auth,
                        json={"enabled": False}).status_code == 200
         _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"})
-        _wait_for(lambda: set(leases.live_workers()[alive]["cameras"])
-                  == {"lobby", "yard.east"})
+        _wait_for(lambda: _running(leases, alive) == {"lobby", "yard.east"})
         listed = c.get("/v1/cameras", headers=auth).json()
         assert [(x["name"], x["status"], x["worker"]) for x in listed[:1]] == [
             ("hall", "disabled", None)]
