@@ -281,3 +281,36 @@ def test_nats_lock_lets_one_replica_rebuild_at_a_time(nats_url: str) -> None:
         buses[0].call(buses[0].js.delete_key_value(bucket))
         for bus in buses:
             bus.close()
+
+
+# --------------------------------------------------------------------------- gaps
+def test_a_change_nobody_announced_is_found_after_the_grace_by_a_rebuild(
+        tmp_path: Path, database_url: str, nats_url: str, fixtures_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer without NATS (e.g. the CLI) announces nothing: the version shows the gap, and
+    the replica rebuilds after waiting ANNOUNCE_GRACE_S for announcements in flight."""
+    from facelens.gallery.service import ConsentRecord, Galleries
+    from facelens.settings import Settings
+
+    monkeypatch.setenv("FACELENS_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+    common = {"database_url": database_url, "embedder": "sface-flip"}
+    silent = Galleries(Settings(data_dir=tmp_path / "cli", **common))
+    replica = Galleries(Settings(data_dir=tmp_path / "replica", nats_url=nats_url,
+                                 nats_prefix=f"t{uuid.uuid4().hex[:12]}", **common))
+    try:
+        gallery = f"g{uuid.uuid4().hex[:8]}"
+        silent.create_gallery(gallery, "staff-door")
+        probe = fixtures_dir / "obama2.jpg"
+        assert replica.identify(gallery, probe)[0].unknown
+        builds = replica.cache.stats.builds
+        consent = ConsentRecord("door access", "consent", "reception")
+        obama = silent.enroll(gallery, "obama", [fixtures_dir / "obama.jpg"],
+                              consent=consent).subject_id
+        found = replica.identify(gallery, probe)
+        assert [c.subject_id for c in found[0].candidates] == [obama]
+        assert (replica.cache.stats.gaps, replica.cache.stats.builds) == (1, builds + 1)
+    finally:
+        replica.close()
+        silent.close()
+        for galleries in (replica, silent):
+            galleries.store.close()
