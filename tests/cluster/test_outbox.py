@@ -160,24 +160,26 @@ class Receiver:
 
 def test_the_embedded_relay_deletes_a_row_only_once_the_sinks_took_it(tmp_path: Path) -> None:
     store = Store(Settings(data_dir=tmp_path / "data"))
-    events, receiver = EventStore(store), Receiver()
+    events, receiver, other = EventStore(store), Receiver(), Receiver()
     people = [_person(store, name) for name in ("ada", "bo", "cy")]
     made = [events.record_alert("gate", p, "high", cooldown_s=60, announce={"subject_id": p})
             for p in people]
-    relay = OutboxRelay(events, to_sinks(Fanout([receiver])))
+    relay = OutboxRelay(events, to_sinks(Fanout([other, receiver])))
     receiver.refusing = True
-    assert relay.drain() is False  # refused: kept, first in line
+    assert relay.drain() is False and relay.drain() is False  # refused: kept, first in line
     assert _count(store, OutboxEntry) == 3 and receiver.taken == []
     receiver.refusing = False
     assert relay.drain() is True
-    assert [p["event_id"] for p in receiver.taken] == [e.id for e in made if e]  # in order
+    ids = [e.id for e in made if e]
+    assert [p["event_id"] for p in receiver.taken] == ids  # in order
+    assert [p["event_id"] for p in other.taken] == ids  # the sink that took it: not again
     assert _count(store, OutboxEntry) == 0
 
     relay.start()  # the thread: woken by a poke, and by its poll for others' rows
     try:
         late = events.record_alert("gate", _person(store, "di"), "high", announce={})
         relay.poke()
-        _wait_for(lambda: len(receiver.taken) == 4)
+        _wait_for(lambda: len(receiver.taken) == 4 and len(other.taken) == 4)
         assert late is not None and receiver.taken[-1]["event_id"] == late.id
         _wait_for(lambda: _count(store, OutboxEntry) == 0)
     finally:

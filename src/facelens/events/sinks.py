@@ -208,8 +208,13 @@ def _slug(name: str) -> str:
 class Fanout:
     """Every sink gets every payload; one failing sink does not stop the others."""
 
+    REMEMBERED = 10_000
+    """Recent (sink, event) deliveries kept, so a retry skips the sinks that took it."""
+
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = sinks
+        self._taken: dict[tuple[int, Any], None] = {}  # insertion-ordered: oldest first
+        self._lock = threading.Lock()
 
     def send(self, payload: dict[str, Any]) -> None:
         for sink in self.sinks:
@@ -220,17 +225,29 @@ class Fanout:
 
     def deliver(self, payload: dict[str, Any]) -> bool:
         """Every sink gets the payload now; True when every one took it. A sink that can only
-        send (queue) counts as having taken it once its send returned."""
+        send (queue) counts as having taken it once its send returned. Retried after one sink
+        failed, an event goes only to the sinks that have not taken it (in this process)."""
         taken = True
-        for sink in self.sinks:
+        for i, sink in enumerate(self.sinks):
+            key = (i, payload.get("event_id"))
+            with self._lock:
+                if key[1] is not None and key in self._taken:
+                    continue
             try:
                 if isinstance(sink, Deliverer):
-                    taken = sink.deliver(payload) and taken
+                    ok = sink.deliver(payload)
                 else:
                     sink.send(payload)
+                    ok = True
             except Exception:
                 log.exception("event sink %s failed", type(sink).__name__)
-                taken = False
+                ok = False
+            taken = taken and ok
+            if ok and key[1] is not None:
+                with self._lock:
+                    self._taken[key] = None
+                    if len(self._taken) > self.REMEMBERED:
+                        del self._taken[next(iter(self._taken))]
         return taken
 
     def close(self) -> None:
