@@ -82,6 +82,14 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
         2, 3, 2, 3)
 
 
+def test_a_worker_without_nats_says_so(tmp_path: Path) -> None:
+    run = subprocess.run([str(CLI), "worker"], env={**os.environ,
+                         "FACELENS_DATA_DIR": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2
+    assert "needs nats_url" in run.stderr and "Traceback" not in run.stderr
+
+
 def _running(leases: Leases, worker: str) -> set[str]:
     """The cameras `worker`'s latest heartbeat says it runs."""
     return set(leases.live_workers().get(worker, {}).get("cameras", {}))

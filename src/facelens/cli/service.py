@@ -123,6 +123,13 @@ def worker() -> None:
     """Run cameras, no HTTP: with nats_url set, as many `facelens worker`s as you like share the
     cameras of one database by leases on NATS (a dead worker's cameras move within seconds).
     Stops cleanly on SIGTERM or Ctrl-C, handing its cameras on at once."""
+    from facelens.settings import get_settings
+
+    settings = get_settings()
+    if not settings.nats_url:
+        err.print("facelens worker needs nats_url (FACELENS_NATS_URL); without it `facelens "
+                  "serve` runs the cameras itself")
+        raise typer.Exit(2)
     import logging
     import signal
     import threading
@@ -131,25 +138,24 @@ def worker() -> None:
     from facelens.events.delivery import start_delivery
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
-    from facelens.settings import get_settings
     from facelens.video.camera import sinks_from
     from facelens.video.worker import CameraWorker, warm_up
 
-    settings = get_settings()
-    if not settings.nats_url:
-        err.print("facelens worker needs nats_url (FACELENS_NATS_URL); without it `facelens "
-                  "serve` runs the cameras itself")
-        raise typer.Exit(2)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("facelens.worker").setLevel(logging.INFO)  # which cameras it takes
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    nats_log = logging.getLogger("nats")
+    nats_log.setLevel(logging.CRITICAL)  # a refused first connection: one line, not tracebacks
     try:
         bus = Bus(settings.nats_url, name="facelens-worker")
     except BusError as e:
-        err.print(f"[red]error:[/red] {e}")
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned connect task
+        cause = type(e.__cause__).__name__ if e.__cause__ else ""
+        err.print(f"[red]error:[/red] {str(e).rstrip()} {cause}".rstrip())
         raise typer.Exit(1) from None
+    nats_log.setLevel(logging.NOTSET)  # later disconnections are worth their warnings
     with errors():
         galleries = Galleries(settings)
         warm_up(galleries)
