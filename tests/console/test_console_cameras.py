@@ -155,8 +155,8 @@ def test_cameras_add_preview_alerts_toggle_assign_remove(page: Page, camera_serv
     (camera,) = api_call(server.base, "/v1/cameras", server.key)
     assert camera | {"source": "…"} == {
         "name": "stage", "source": "…", "galleries": ["watch"], "enabled": True, "fps": 10.0,
-        "motion": False, "cooldown_s": 60.0, "far": 0.001, "status": "ended", "alerts": 2,
-        "reconnects": 0}
+        "motion": False, "cooldown_s": 60.0, "far": 0.001, "zones": [], "masks": [],
+        "status": "ended", "alerts": 2, "reconnects": 0}
     page.screenshot(path=shots / "cameras-ended.png", full_page=True)
 
     # A second camera of the same name: the API's conflict, shown as on the other pages.
@@ -232,6 +232,35 @@ def test_cameras_add_preview_alerts_toggle_assign_remove(page: Page, camera_serv
     expect(page.get_by_test_id("camera-galleries-stage")).to_have_text("door-staff")
     expect(page.get_by_test_id("notice")).to_have_text("Camera stage now watches door-staff.")
     assert api_call(server.base, "/v1/cameras", server.key)[0]["galleries"] == ["door-staff"]
+
+    # Zones and masks, drawn on the frame (blank: the camera is off): a zone over the left
+    # half, a mask in its top-left corner; saved, they are what the API keeps.
+    page.get_by_test_id("camera-zones-stage").click()
+    zones = page.get_by_test_id("zone-editor")
+    expect(zones).to_be_visible()
+    canvas = page.get_by_test_id("zones-canvas")
+    box = canvas.bounding_box()
+    assert box is not None
+
+    def corners(*points: tuple[float, float]) -> None:
+        for x, y in points:
+            canvas.click(position={"x": x * box["width"], "y": y * box["height"]})
+
+    corners((0.01, 0.01), (0.5, 0.01), (0.5, 0.99), (0.01, 0.99))  # inside the canvas
+    zones.get_by_role("button", name="Close polygon").click()
+    zones.get_by_label("a mask").check()
+    corners((0.01, 0.01), (0.2, 0.01), (0.2, 0.2))
+    zones.get_by_role("button", name="Close polygon").click()
+    expect(page.get_by_test_id("zones-count")).to_have_text("1 zone(s), 1 mask(s)")
+    page.screenshot(path=shots / "camera-zones.png", full_page=True)
+    zones.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("notice")).to_have_text(
+        "Zones of stage saved: 1 zone(s), 1 mask(s).")
+    expect(zones).to_be_hidden()
+    (kept,) = api_call(server.base, "/v1/cameras", server.key)
+    assert [len(z) for z in kept["zones"]] == [4] and [len(m) for m in kept["masks"]] == [3]
+    assert kept["zones"][0][2] == pytest.approx([0.5, 0.99], abs=0.01)
+    assert kept["enabled"] is False  # saving zones does not switch a camera on
 
     toggle.click()
     expect(toggle).to_have_text("Disable")

@@ -1,8 +1,10 @@
 // Cameras page: the cameras and their status (refreshed every 2 s while shown), add one,
-// enable/disable, assign galleries, remove, and a live preview polled as JPEG with the key.
+// enable/disable, assign galleries, zones and masks (zones.js), remove, and a live preview polled
+// as JPEG with the key.
 import { api, enc, raw } from "./api.js";
 import { can } from "./scopes.js";
 import { $, busy, el, emptyRow, showError, showNotice } from "./ui.js";
+import { closeZones, openZones, setupZones } from "./zones.js";
 
 const REFRESH_MS = 2000;
 const PREVIEW_MS = 300;
@@ -43,6 +45,11 @@ function makeEntry(camera) {
       type: "button", dataset: { testid: `camera-assign-${name}` }, hidden: !can("admin"),
       "aria-label": `Assign galleries to ${name}`, onclick: () => openEditor(entry),
     }, "Galleries…"), " ",
+    el("button", {
+      type: "button", dataset: { testid: `camera-zones-${name}` }, hidden: !can("admin"),
+      "aria-label": `Zones and masks of ${name}`,
+      onclick: () => openZones(entry.camera, () => { version += 1; load(); }),
+    }, "Zones…"), " ",
     el("button", {
       type: "button", dataset: { testid: `camera-preview-${name}` },
       "aria-label": `Preview ${name}`, onclick: () => openPreview(name),
@@ -318,10 +325,12 @@ export function leaveCameras() {
   if (loop) clearTimeout(loop.timer);
   loop = null;
   closePreview();
+  closeZones();
   for (const entry of rows.values()) closeEditor(entry);
 }
 
 export function setupCameras() {
   $("#add-camera-form").addEventListener("submit", addCamera);
   $("#preview-close").addEventListener("click", closePreview);
+  setupZones();
 }
