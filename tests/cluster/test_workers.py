@@ -149,6 +149,12 @@ def test_workers_share_cameras_and_take_over_a_killed_ones(
         assert {x["name"]: x["worker"] for x in listed} == leases.holders()
         _wait_for(lambda: all(x["status"] in ("running", "ended") for x in
                               c.get("/v1/cameras", headers=auth).json()), timeout=60)
+        # Previews come from the worker running the camera (NATS request/reply).
+        _wait_for(lambda: c.get("/v1/cameras/yard.east/preview.jpg", headers=auth
+                                ).status_code == 200, timeout=60)
+        preview = c.get("/v1/cameras/yard.east/preview.jpg", headers=auth)
+        assert preview.content[:3] == b"\xff\xd8\xff"
+        assert c.get("/v1/cameras/nope/preview.jpg", headers=auth).status_code == 404
 
         killed, survivor = workers
         killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from facelens.errors import NotFoundError
 from facelens.service.keys import Principal
@@ -75,7 +76,7 @@ def remove_camera(request: Request, name: str,
 @router.get("/{name}/preview.jpg", responses={200: {"content": {"image/jpeg": {}}}})
 def preview_frame(request: Request, name: str, _: Principal = requires("events")) -> Response:
     """The latest processed frame with boxes and labels (held in memory only)."""
-    preview = service(request).cameras.runner(name).preview
+    preview, _ = service(request).cameras.preview(name)
     if preview is None:
         raise NotFoundError(f"camera {name!r} has no frame yet")
     return Response(preview, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -88,16 +89,22 @@ MJPEG = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 async def preview_stream(request: Request, name: str,
                          _: Principal = requires("events")) -> StreamingResponse:
     """MJPEG of the processed frames (for players that send X-API-Key)."""
-    runner = service(request).cameras.runner(name)
+    cameras = service(request).cameras
+    jpeg, running = await run_in_threadpool(cameras.preview, name)  # 404 before the stream
+    pause = 0.2 if cameras.bus else 0.05  # each frame from a worker is a NATS round trip
 
     async def frames() -> AsyncIterator[bytes]:
+        nonlocal jpeg, running
         last = None
-        while runner.alive and not await request.is_disconnected():
-            jpeg = runner.preview
-            if jpeg is not None and jpeg is not last:
+        while running and not await request.is_disconnected():
+            if jpeg is not None and jpeg != last:
                 last = jpeg
                 yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                        f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            try:
+                jpeg, running = await run_in_threadpool(cameras.preview, name)
+            except NotFoundError:  # the camera went away (removed, or its worker stopped)
+                return
 
     return StreamingResponse(frames(), media_type=MJPEG)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facelens.cluster.bus import Bus
 from facelens.cluster.leases import Leases, changes_subject
+from facelens.cluster.previews import Preview, ask_preview
 from facelens.errors import ConflictError, NotFoundError
 from facelens.events.delivery import AlertDelivery, start_delivery
 from facelens.events.sinks import Fanout
@@ -150,12 +151,15 @@ class CameraManager:
             raise NotFoundError(f"no camera {name!r}")
         return out
 
-    def runner(self, name: str) -> CameraRunner:
+    def preview(self, name: str) -> Preview:
+        """The camera's latest annotated frame and whether it still runs, from this process
+        or, with workers, from the one running it."""
         runner = self.runners.get(name)
-        if runner is None:
-            where = " in this process (a worker runs it)" if self.bus else ""
-            raise NotFoundError(f"camera {name!r} is not running{where}")
-        return runner
+        found = ((runner.preview, runner.alive) if runner else
+                 ask_preview(self.bus, self.settings.nats_prefix, name) if self.bus else None)
+        if found is None:
+            raise NotFoundError(f"camera {name!r} is not running")
+        return found
 
     def close(self) -> None:
         for name in list(self.runners):

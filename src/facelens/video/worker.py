@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, changes_subject, fair_share
+from facelens.cluster.previews import Preview, answer_previews
 from facelens.events.relay import OutboxRelay
 from facelens.events.sinks import Sink
 from facelens.events.store import EventStore
@@ -76,7 +77,9 @@ class CameraWorker:
         async def on_change(_msg: Any) -> None:
             self.changed.set()
 
-        subscription = self.bus.subscribe(changes_subject(self.settings.nats_prefix), on_change)
+        subscriptions = [
+            self.bus.subscribe(changes_subject(self.settings.nats_prefix), on_change),
+            answer_previews(self.bus, self.settings.nats_prefix, self.preview)]
         period = self.settings.lease_ttl_s / 3
         next_scan = 0.0
         try:
@@ -97,7 +100,8 @@ class CameraWorker:
                 # A change message cuts the wait short: new cameras start within ~1 s.
                 self.changed.wait(period)
         finally:
-            self.bus.call(subscription.unsubscribe())
+            for subscription in subscriptions:
+                self.bus.call(subscription.unsubscribe())
             self.close()
 
     def tick(self) -> None:
@@ -146,6 +150,10 @@ class CameraWorker:
         if runner is not None:  # without waiting: a tick that waited could let leases lapse
             runner.stop_event.set()
             self.stopping = [r for r in self.stopping if r.alive] + [runner]
+
+    def preview(self, name: str) -> Preview | None:
+        runner = self.runners.get(name)
+        return (runner.preview, runner.alive) if runner else None
 
     def describe(self) -> dict[str, Any]:
         """This worker's heartbeat: who it is and how each of its cameras is doing."""
