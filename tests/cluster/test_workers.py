@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,42 +96,55 @@ def _running(leases: Leases, worker: str) -> set[str]:
     return set(leases.live_workers().get(worker, {}).get("cameras", {}))
 
 
+@dataclass
+class Cluster:
+    settings: Settings
+    """One deployment: SQLite in tmp, this test's NATS prefix."""
+    workers: list[subprocess.Popen[bytes]]
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        s = self.settings
+        env = {**os.environ, "FACELENS_DATA_DIR": str(s.data_dir),
+               "FACELENS_MEDIA_DIR": str(s.media_dir), "FACELENS_NATS_URL": NATS_URL,
+               "FACELENS_NATS_PREFIX": s.nats_prefix,
+               "FACELENS_CAMERA_RESCAN_S": str(s.camera_rescan_s), "FACELENS_THREADS": "1"}
+        log = s.data_dir.parent / f"worker-{len(self.workers)}.log"
+        worker = subprocess.Popen([str(CLI), "worker"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=log.open("wb"))
+        self.workers.append(worker)
+        return worker
+
+
 @pytest.fixture
-def cluster(nats_prefix: str, tmp_path: Path, shared_data: Path
-            ) -> Iterator[tuple[Settings, list[subprocess.Popen[bytes]]]]:
-    """Settings of one deployment (SQLite in tmp, this test's NATS prefix) and two
-    `facelens worker` processes on it, started at once (they take seconds to load)."""
+def cluster(nats_prefix: str, tmp_path: Path, shared_data: Path) -> Iterator[Cluster]:
+    """A deployment with two `facelens worker` processes, started at once (they take seconds
+    to load); every worker is killed afterwards and its log printed."""
     from facelens.store.database import Store
 
     # No rescan within the test: cameras can only reach the workers as messages.
     settings = Settings(data_dir=tmp_path / "data", media_dir=shared_data / "video",
                         nats_url=NATS_URL, nats_prefix=nats_prefix, camera_rescan_s=600)
-    Store(settings).close()  # the database and master key, made before 3 processes open them
-    env = {**os.environ, "FACELENS_DATA_DIR": str(settings.data_dir),
-           "FACELENS_MEDIA_DIR": str(settings.media_dir), "FACELENS_NATS_URL": NATS_URL,
-           "FACELENS_NATS_PREFIX": nats_prefix, "FACELENS_CAMERA_RESCAN_S": "600",
-           "FACELENS_THREADS": "1"}
-    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
-    workers = [subprocess.Popen([str(CLI), "worker"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=log.open("wb")) for log in logs]
+    Store(settings).close()  # the database and master key, made before the workers open them
+    made = Cluster(settings, [])
+    for _ in range(2):
+        made.start_worker()
     try:
-        yield settings, workers
+        yield made
     finally:
-        for worker in workers:
+        for worker in made.workers:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-        for log in logs:
+        for log in sorted(tmp_path.glob("worker-*.log")):
             print(f"--- {log.name}\n{log.read_text()}")
 
 
-def test_workers_share_cameras_and_take_over_a_killed_ones(
-        cluster: tuple[Settings, list[subprocess.Popen[bytes]]]) -> None:
+def test_workers_share_cameras_and_take_over_a_killed_ones(cluster: Cluster) -> None:
     from fastapi.testclient import TestClient
 
     from facelens.service.app import create_app
 
-    settings, workers = cluster
+    settings = cluster.settings
     app = create_app(settings)
     with TestClient(app) as c:
         auth = {"Authorization": f"Bearer {app.state.facelens.keys.create('ops', ['admin'])[1]}"}
@@ -156,7 +170,7 @@ def test_workers_share_cameras_and_take_over_a_killed_ones(
         assert preview.content[:3] == b"\xff\xd8\xff"
         assert c.get("/v1/cameras/nope/preview.jpg", headers=auth).status_code == 404
 
-        killed, survivor = workers
+        killed, survivor = cluster.workers
         killed.send_signal(signal.SIGKILL)  # no goodbye: its leases must run out
         killed_at = time.monotonic()
         killed.wait()
@@ -168,15 +182,22 @@ def test_workers_share_cameras_and_take_over_a_killed_ones(
         assert set(leases.live_workers()) == {alive}
         _wait_for(lambda: _running(leases, alive) == set(CAMERAS))
 
+        joined = cluster.start_worker()  # the survivor hands half its cameras on
+        _wait_for(lambda: len(leases.live_workers()) == 2, timeout=120)
+        _wait_for(lambda: sorted(Counter(leases.holders().values()).values()) == [2, 2])
         assert c.delete("/v1/cameras/gate", headers=auth).status_code == 204
         assert c.patch("/v1/cameras/hall", headers=auth,
                        json={"enabled": False}).status_code == 200
-        _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"})
-        _wait_for(lambda: _running(leases, alive) == {"lobby", "yard.east"})
+        # Two cameras left, one each, whoever held the removed ones.
+        _wait_for(lambda: set(leases.holders()) == {"lobby", "yard.east"}
+                  and len(set(leases.holders().values())) == 2)
+        _wait_for(lambda: {n for w in leases.live_workers() for n in _running(leases, w)}
+                  == {"lobby", "yard.east"})
         listed = c.get("/v1/cameras", headers=auth).json()
         assert [(x["name"], x["status"], x["worker"]) for x in listed[:1]] == [
             ("hall", "disabled", None)]
 
-        survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=30) == 0
+        for worker in (survivor, joined):
+            worker.send_signal(signal.SIGTERM)
+        assert [worker.wait(timeout=30) for worker in (survivor, joined)] == [0, 0]
         assert leases.holders() == {} and leases.live_workers() == {}  # released, not expired
