@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_outbox import MQTT, NATS_URL, Heard, _reachable, _wait_for
+from alerting import MQTT, NATS_URL, Heard, reachable, wait_for
 
 from facelens.settings import Settings
 from facelens.store.tables import AlertWindow, Camera, Event
@@ -38,7 +38,7 @@ def deployment(tmp_path: Path, shared_data: Path, postgres: Any) -> Iterator[Set
     """One database with the two people enrolled and four cameras on the clip; NATS names, MQTT
     topics and the PostgreSQL schema of this test alone."""
     for server, port in (("NATS JetStream", 4222), ("MQTT broker", MQTT[1])):
-        if (why := _reachable(("127.0.0.1", port))) is not None:
+        if (why := reachable(("127.0.0.1", port))) is not None:
             pytest.skip(f"{server} unreachable at 127.0.0.1:{port}: {why}")
     from facelens.gallery.service import ConsentRecord, Galleries
 
@@ -112,9 +112,9 @@ class Run:
 
     def settle(self) -> None:
         """Until every camera ended and every alert went out."""
-        _wait_for(lambda: sorted(self.statuses().items()) == [(c, "ended") for c in CAMERAS],
+        wait_for(lambda: sorted(self.statuses().items()) == [(c, "ended") for c in CAMERAS],
                   timeout=600)
-        _wait_for(lambda: {e[0] for e in self.events()} == set(self.heard.ids)
+        wait_for(lambda: {e[0] for e in self.events()} == set(self.heard.ids)
                   and self.pending() == 0, timeout=60)
 
     def reset(self) -> None:
@@ -147,10 +147,10 @@ def test_a_worker_killed_mid_stream_loses_no_alert_and_doubles_none(
         run.reset()
 
         workers = [_worker(deployment), _worker(deployment)]
-        _wait_for(lambda: len(run.leases.holders()) == len(CAMERAS)
+        wait_for(lambda: len(run.leases.holders()) == len(CAMERAS)
                   and len(set(run.leases.holders().values())) == 2, timeout=300)
         pids = {me: info["pid"] for me, info in run.leases.live_workers().items()}
-        _wait_for(lambda: bool(run.events()), timeout=300)  # mid-stream: alerts have begun
+        wait_for(lambda: bool(run.events()), timeout=300)  # mid-stream: alerts have begun
         victim_id = run.leases.holders()[next(camera for _, camera, _ in run.events())]
         victim = next(w for w in workers if w.pid == pids[victim_id])
         before = run.statuses()
@@ -159,7 +159,7 @@ def test_a_worker_killed_mid_stream_loses_no_alert_and_doubles_none(
         victim.wait()
         killed_at, at_kill = time.monotonic(), run.events()
         survivor_id = next(me for me in pids if me != victim_id)
-        _wait_for(lambda: set(run.leases.holders().values()) == {survivor_id}
+        wait_for(lambda: set(run.leases.holders().values()) == {survivor_id}
                   and len(run.leases.holders()) == len(CAMERAS))
         takeover_s = time.monotonic() - killed_at
         assert any(before.get(c) != "ended" for c in held), before  # it died mid-stream

@@ -28,10 +28,11 @@ DURABLE = "facelens-delivery"
 
 class StreamDelivery:
     """Pulls alerts from the stream in a thread; acks each after `sink.deliver` took it,
-    naks it (redelivered after `retry_s`) when a sink did not."""
+    naks it (redelivered after `retry_s`) when a sink did not. `ack_wait_s` outlasts a webhook's
+    retries (≤ 6 tries of 5 s plus 15.5 s of backoff), so a slow delivery is not re-sent."""
 
     def __init__(self, bus: Bus, sink: Fanout, stream: str, subjects: str, *,
-                 durable: str = DURABLE, ack_wait_s: float = 30.0,
+                 durable: str = DURABLE, ack_wait_s: float = 60.0,
                  retry_s: float = 5.0, batch: int = 10) -> None:
         from nats.js.api import ConsumerConfig
 
