@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # nats-py is the optional `cluster` extra: the embedded defau
 log = logging.getLogger("facelens.events")
 
 DUPLICATE_WINDOW_S = 600.0
-"""How long JetStream remembers a message id: a relay back within this drops no duplicate."""
+"""How long JetStream remembers a message id: what a relay re-publishes within this after a
+crash is dropped as a duplicate (later, receivers drop it by event_id)."""
 
 Publish = Callable[[OutboxEntry], bool]
 """Hands one outbox row on; True once it was taken (False or an error: try again later)."""
@@ -40,7 +41,6 @@ class OutboxRelay:
                  max_backoff_s: float = 30.0) -> None:
         self.events, self.publish = events, publish
         self.poll_s, self.max_backoff_s = poll_s, max_backoff_s
-        self.handed_on = 0
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -73,7 +73,6 @@ class OutboxRelay:
                     if not taken:
                         return False
                     s.execute(sa.delete(OutboxEntry).where(OutboxEntry.id == row.id))
-                self.handed_on += 1
 
     def _run(self) -> None:
         backoff = 0.0
