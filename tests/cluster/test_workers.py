@@ -6,6 +6,7 @@ takes all four; a removed or disabled camera is given up, and a clean stop relea
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -89,6 +90,15 @@ def test_a_worker_without_nats_says_so(tmp_path: Path) -> None:
                          timeout=120)
     assert run.returncode == 2
     assert "needs nats_url" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_key_commands_need_no_nats(tmp_path: Path) -> None:
+    """An operator locked out by a broker outage could not even list keys."""
+    env = {**os.environ, "FACELENS_DATA_DIR": str(tmp_path),
+           "FACELENS_NATS_URL": "nats://127.0.0.1:9"}  # nothing listens on the discard port
+    run = subprocess.run([str(CLI), "keys", "list", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and json.loads(run.stdout) == [], run.stderr
 
 
 def _running(leases: Leases, worker: str) -> set[str]:

@@ -22,7 +22,8 @@ def _state() -> ServiceState:
     from facelens.service.state import ServiceState
     from facelens.settings import get_settings
 
-    return ServiceState.open(get_settings())
+    # Keys, audit and rotation need no broker: a NATS outage must not lock the operator out.
+    return ServiceState.open(get_settings().model_copy(update={"nats_url": None}))
 
 
 @keys_app.command("create")
