@@ -171,7 +171,11 @@ def test_workers_share_cameras_and_take_over_a_killed_ones(cluster: Cluster) -> 
         assert sorted(Counter(leases.holders().values()).values()) == [2, 2]
         listed = c.get("/v1/cameras", headers=auth).json()
         assert {x["name"]: x["worker"] for x in listed} == leases.holders()
-        _wait_for(lambda: all(x["status"] in ("running", "ended") for x in
+        # A change reaches the camera's worker, which restarts it with the new settings.
+        assert c.patch("/v1/cameras/lobby", headers=auth, json={"fps": 2}).status_code == 200
+        _wait_for(lambda: {x["name"]: (x["fps"], x["applied"]) for x in c.get(
+            "/v1/cameras", headers=auth).json()}["lobby"] == (2, True))
+        _wait_for(lambda: all(x["status"] in ("running", "ended") and x["applied"] for x in
                               c.get("/v1/cameras", headers=auth).json()), timeout=60)
         # Previews come from the worker running the camera (NATS request/reply).
         _wait_for(lambda: c.get("/v1/cameras/yard.east/preview.jpg", headers=auth

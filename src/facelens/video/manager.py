@@ -5,6 +5,7 @@ announces each change to them and reads their leases and heartbeats to describe 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -33,6 +34,11 @@ log = logging.getLogger("facelens.video")
 
 def _config(row: Camera) -> CameraConfig:
     return CameraConfig(**{f: getattr(row, f) for f in FIELDS})
+
+
+def fingerprint(config: CameraConfig) -> str:
+    """Names one version of a camera's settings (workers report which one they run)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
 def stored_configs(sessions: sessionmaker[Session]) -> list[CameraConfig]:
@@ -126,7 +132,8 @@ class CameraManager:
 
     def describe(self, name: str | None = None) -> list[dict[str, Any]]:
         """Each camera's settings and state; with workers, also which one runs it (`worker`,
-        None while unassigned) and its state as that worker's last heartbeat said."""
+        None while unassigned), its state as that worker's last heartbeat said, and whether
+        the worker runs these settings yet (`applied`: False for a moment after a change)."""
         holders = self.leases.holders() if self.leases else {}
         workers = self.leases.live_workers() if self.leases else {}
         out = []
@@ -143,9 +150,11 @@ class CameraManager:
                 holder = holders.get(config.name)
                 state = {**state, "worker": holder}
                 if config.enabled:
-                    state["status"] = "unassigned" if holder is None else "starting"
-                    state.update(workers.get(holder or "", {}).get("cameras", {}).get(
+                    beat = dict(workers.get(holder or "", {}).get("cameras", {}).get(
                         config.name, {}))
+                    runs = beat.pop("config", None)
+                    state["status"] = "unassigned" if holder is None else "starting"
+                    state.update(beat, applied=runs == fingerprint(config))
             out.append({**config.model_dump(), "source": redacted(config.source), **state})
         if name and not out:
             raise NotFoundError(f"no camera {name!r}")

@@ -30,7 +30,7 @@ from facelens.gallery.service import Galleries
 from facelens.scene.detect import detect_objects
 from facelens.settings import CameraConfig, Settings
 from facelens.video.camera import CameraRunner
-from facelens.video.manager import stored_configs
+from facelens.video.manager import fingerprint, stored_configs
 from facelens.vision.align import CHIP_SIZE, TEMPLATE
 
 log = logging.getLogger("facelens.worker")
@@ -160,7 +160,8 @@ class CameraWorker:
         cameras = {}
         for name, runner in self.runners.items():
             state = runner.describe()
-            cameras[name] = {k: state[k] for k in ("status", "alerts", "reconnects")}
+            cameras[name] = {**{k: state[k] for k in ("status", "alerts", "reconnects")},
+                             "config": fingerprint(runner.config)}
         return {"id": self.me, "pid": os.getpid(), "cameras": cameras}
 
     def close(self) -> None:
