@@ -117,6 +117,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
         state.close()
     host, port = host or settings.host, port or settings.port
     err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
+    if settings.nats_url:
+        err.print(f"facelens: cameras run in `facelens worker` processes ({settings.nats_url})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
