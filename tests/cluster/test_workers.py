@@ -67,7 +67,11 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
         assert not b.claim("yard.east") and b.held == {}
         _wait_for(lambda: b.claim("yard.east"), timeout=10)  # a stopped renewing: it expires
         assert a.holders() == {"yard.east": "worker-b"}
+        stale = dict(a.held)
         assert not a.renew("yard.east") and a.held == {}  # compare-and-set: a's revision is old
+        a.held = stale
+        a.release("yard.east")  # an old revision gives nothing up
+        assert b.holders() == {"yard.east": "worker-b"}
         b.release("yard.east")
         assert a.holders() == {} and a.claim("yard.east")
         a.beat({"cameras": {"yard.east": {"status": "running"}}})

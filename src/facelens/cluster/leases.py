@@ -9,18 +9,21 @@ the others and claim no more than its share."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from nats.errors import Error as NatsError
-from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from facelens.cluster.bus import Bus, BusError
 
 T = TypeVar("T")
+WRONG_LAST_SEQUENCE = (10071, 10164)
+"""JetStream's error codes for a compare-and-set that found another revision."""
 
 
 def changes_subject(prefix: str) -> str:
@@ -65,6 +68,10 @@ class Leases:
             return self.bus.call(coro)
         except KeyWrongLastSequenceError:
             raise
+        except APIError as e:
+            if e.err_code in WRONG_LAST_SEQUENCE:  # kv.delete(last=…) reports it raw
+                raise KeyWrongLastSequenceError(description=e.description) from e
+            raise BusError(f"NATS: {e}") from e
         except (NatsError, TimeoutError) as e:
             raise BusError(f"NATS: {type(e).__name__}: {e}") from e
 
@@ -90,7 +97,9 @@ class Leases:
     def release(self, camera: str) -> None:
         """Give a held lease up at once (only if it is still this worker's)."""
         revision = self.held.pop(camera, None)
-        if revision is not None:
+        if revision is None:
+            return
+        with contextlib.suppress(KeyWrongLastSequenceError):  # not ours any more: nothing to do
             self._call(self.cameras.delete(_key(camera), last=revision))
 
     def holders(self) -> dict[str, str]:
