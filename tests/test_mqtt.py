@@ -149,3 +149,48 @@ def _clear_retained(sub: Subscriber, prefix: str, discovery: str) -> None:
     """An empty retained message deletes the retained one: leave the broker as found."""
     for topic in {m[0] for m in sub.messages if m[2]} | {f"{prefix}/available"}:
         sub.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5)
+
+
+def test_a_camera_that_starts_is_announced_with_the_people_it_watches(
+        prefixes: tuple[str, str], tmp_path: Any, shared_data: Any, fixtures_dir: Any) -> None:
+    """The service's cameras announce themselves for Home Assistant when they start: a binary
+    sensor per watched person, and the camera's last-alert sensor."""
+    from datetime import UTC, datetime, timedelta
+
+    from facelens.events.store import EventStore
+    from facelens.gallery.service import ConsentRecord, Galleries
+    from facelens.settings import CameraConfig, Settings
+    from facelens.video.manager import CameraManager
+
+    prefix, _ = prefixes
+    camera = f"cam-{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path / "data", mqtt_url="mqtt://127.0.0.1:1883",
+                        mqtt_prefix=prefix, media_dir=shared_data / "video")
+    galleries = Galleries(settings)
+    galleries.create_gallery("watch", "watchlist-mqtt")
+    people = {}
+    for name, photo in (("obama", "obama.jpg"), ("biden", "biden.jpg")):
+        report = galleries.enroll("watch", name, [fixtures_dir / photo],
+                                  consent=ConsentRecord("test", "legitimate-interest", "t"),
+                                  watch_reason="test",
+                                  watch_expires=datetime.now(UTC) + timedelta(days=1))
+        people[report.subject_id] = name
+    sub = Subscriber(f"homeassistant/binary_sensor/facelens_{camera.replace('-', '_')}/#",
+                     f"homeassistant/sensor/facelens_{camera.replace('-', '_')}/#")
+    manager = CameraManager(settings, galleries.store, galleries, EventStore(galleries.store))
+    try:
+        manager.start()
+        manager.add(CameraConfig(name=camera, source="short_hamilton_clip.mp4",
+                                 galleries=["watch"], fps=2))
+        slug = camera.replace("-", "_")
+        for subject_id, name in people.items():
+            _, config, _ = sub.wait_for(
+                f"homeassistant/binary_sensor/facelens_{slug}/{subject_id}/config")
+            assert json.loads(config)["name"] == name
+            assert json.loads(config)["state_topic"] == f"{prefix}/{camera}/{subject_id}"
+        sub.wait_for(f"homeassistant/sensor/facelens_{slug}/last_alert/config")
+    finally:
+        manager.close()
+        galleries.close()
+        _clear_retained(sub, prefix, "homeassistant")
+        sub.close()

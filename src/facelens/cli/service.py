@@ -164,7 +164,8 @@ def worker() -> None:
         warm_up(galleries)
         sink, events = sinks_from(settings), EventStore(galleries.store)
         delivery = start_delivery(settings, events, sink, bus)  # outbox → stream → sinks
-        camera_worker = CameraWorker(settings, bus, galleries, events, delivery.relay)
+        camera_worker = CameraWorker(settings, bus, galleries, events, delivery.relay,
+                                     announcer=sink)
         err.print(f"facelens: worker {camera_worker.me} on {settings.nats_url}")
         try:
             camera_worker.run(stop)

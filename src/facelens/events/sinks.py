@@ -216,6 +216,12 @@ class Fanout:
         self._taken: dict[tuple[int, Any], None] = {}  # insertion-ordered: oldest first
         self._lock = threading.Lock()
 
+    def announce(self, camera: str, people: list[tuple[str, str]]) -> None:
+        """Tell the sinks that describe cameras (MQTT discovery) who `camera` watches."""
+        for sink in self.sinks:
+            if isinstance(sink, MqttSink):
+                sink.announce(camera, people)
+
     def send(self, payload: dict[str, Any]) -> None:
         for sink in self.sinks:
             try:

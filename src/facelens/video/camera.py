@@ -31,6 +31,21 @@ def sinks_from(settings: Settings) -> Fanout:
     return Fanout(sinks)
 
 
+MAX_ANNOUNCED = 200
+"""Watched people announced per camera (a Home Assistant entity each); a longer watchlist is
+announced as its camera's last-alert sensor only."""
+
+
+def announce_camera(sink: Fanout | None, config: CameraConfig, galleries: Galleries) -> None:
+    """Home Assistant discovery for a camera that starts: a binary sensor per watched person
+    (subject id and name), and its last-alert sensor."""
+    if sink is None:
+        return
+    people = [(s.id, s.display_name) for gallery in config.galleries
+              for s in galleries.subjects(gallery)]
+    sink.announce(config.name, people if len(people) <= MAX_ANNOUNCED else [])
+
+
 def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
                    cooldown_s: float = 0.0) -> Callable[[Alert, bytes, bytes], int | None]:
     """The Watcher's on_alert: store the event (sealed pictures) unless this camera already

@@ -25,7 +25,7 @@ from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
 from facelens.store.database import Store
 from facelens.store.tables import Camera
-from facelens.video.camera import CameraRunner, sinks_from
+from facelens.video.camera import CameraRunner, announce_camera, sinks_from
 from facelens.video.source import check_source, redacted
 
 FIELDS = tuple(CameraConfig.model_fields)
@@ -96,6 +96,7 @@ class CameraManager:
                                       self.delivery.relay if self.delivery else self.sink)
                 self.runners[config.name] = runner
                 runner.start()
+                announce_camera(self.sink, config, self.galleries)
 
     def add(self, config: CameraConfig) -> None:
         config = config.model_copy(update={

@@ -23,13 +23,13 @@ from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, changes_subject, fair_share
 from facelens.cluster.previews import Preview, answer_previews
 from facelens.events.relay import OutboxRelay
-from facelens.events.sinks import Sink
+from facelens.events.sinks import Fanout, Sink
 from facelens.events.store import EventStore
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.scene.detect import detect_objects
 from facelens.settings import CameraConfig, Settings
-from facelens.video.camera import CameraRunner
+from facelens.video.camera import CameraRunner, announce_camera
 from facelens.video.manager import fingerprint, stored_configs
 from facelens.vision.align import CHIP_SIZE, TEMPLATE
 
@@ -58,9 +58,12 @@ def warm_up(galleries: Galleries) -> None:
 
 class CameraWorker:
     def __init__(self, settings: Settings, bus: Bus, galleries: Galleries, events: EventStore,
-                 sink: OutboxRelay | Sink | None, me: str | None = None) -> None:
+                 sink: OutboxRelay | Sink | None, me: str | None = None,
+                 announcer: Fanout | None = None) -> None:
         self.settings, self.bus, self.galleries, self.events = settings, bus, galleries, events
         self.sink, self.sessions = sink, galleries.store.sessions
+        self.announcer = announcer
+        """Where a camera that starts here is announced (MQTT discovery), if anywhere."""
         self.me = me or worker_id()
         self.leases = Leases(bus, settings.nats_prefix, settings.lease_ttl_s, self.me)
         self.runners: dict[str, CameraRunner] = {}
@@ -144,6 +147,7 @@ class CameraWorker:
         runner = CameraRunner(config, self.galleries, self.events, self.sink)
         self.runners[config.name] = runner
         runner.start()
+        announce_camera(self.announcer, config, self.galleries)
 
     def _stop(self, name: str) -> None:
         runner = self.runners.pop(name, None)
