@@ -59,6 +59,9 @@ class CameraConfig(BaseModel):
     masks: list[Polygon] = Field(default_factory=list, max_length=20)
     """Never looked at (a neighbour's window, a screen on the wall): blanked before detection,
     inside zones too."""
+    scene: bool = False
+    """Also run the street layer (people, vehicles, plates) on the same frames, alerting only
+    on stored plate hotlist entries and description rules."""
 
 
 class Settings(BaseSettings):

@@ -32,6 +32,7 @@ class CameraChange(BaseModel):
     far: float | None = Field(None, ge=1e-5, le=1e-1)
     zones: list[Polygon] | None = Field(None, max_length=20)
     masks: list[Polygon] | None = Field(None, max_length=20)
+    scene: bool | None = None
 
 
 @router.get("")

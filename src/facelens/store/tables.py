@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -149,9 +150,17 @@ class Event(Base):
     camera: Mapped[str] = mapped_column(String(100), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     gallery: Mapped[str] = mapped_column(String(100))
-    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"),
-                                            index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="face", server_default="face",
+                                      index=True)
+    """"face" (subject_id set), "plate" (hotlist_id set) or "rule" (rule_id set)."""
+    subject_id: Mapped[str | None] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), index=True, default=None)
     """Events go with their subject: deleting (shredding) a person deletes their sightings."""
+    hotlist_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plate_hotlist.id", ondelete="CASCADE"), index=True, default=None)
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scene_rules.id", ondelete="CASCADE"), index=True, default=None)
+    """A scene alert goes with the hotlist entry or rule that raised it."""
     subject_name: Mapped[str] = mapped_column(String(200))
     confidence: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default="unconfirmed", index=True)
@@ -175,6 +184,55 @@ class AlertWindow(Base):
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"),
                                             primary_key=True, index=True)
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SceneAlertWindow(Base):
+    """A camera's cool-down for one hotlist entry or rule (`target` "plate:<id>"/"rule:<id>"),
+    claimed like AlertWindow."""
+
+    __tablename__ = "scene_alert_windows"
+
+    camera: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PlateHotlistEntry(Base):
+    """A plate to alert on, with who added it, why and until when (audited)."""
+
+    __tablename__ = "plate_hotlist"
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plate_key: Mapped[str] = mapped_column(String(20), index=True)
+    """The plate as compared (events/hotlists.plate_key)."""
+    plate: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(500))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    added_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """Data key its alerts' crops are sealed under; deleting the entry shreds them."""
+
+
+class SceneRule(Base):
+    """A time-limited description rule ("red car", "child, red top"), audited."""
+
+    __tablename__ = "scene_rules"
+    __table_args__: ClassVar[dict[str, bool]] = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str] = mapped_column(String(200))
+    cameras: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Cameras it applies to; empty: all."""
+    active_from: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    active_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    reason: Mapped[str] = mapped_column(String(500))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    added_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """As PlateHotlistEntry.wrapped_key."""
 
 
 class OutboxEntry(Base):
@@ -210,6 +268,8 @@ class Camera(Base):
     """Polygons (fractions of the frame) where faces are watched; empty: everywhere."""
     masks: Mapped[list[list[list[float]]]] = mapped_column(JSON, default=list)
     """Polygons never looked at (blanked before detection)."""
+    scene: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    """Whether the street layer (people, vehicles, plates) runs beside the face watcher."""
 
 
 class ApiKey(Base):
