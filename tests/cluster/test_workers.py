@@ -33,7 +33,8 @@ CAMERAS = ("gate", "hall", "lobby", "yard.east")  # a dot: lease keys must escap
 
 @pytest.fixture
 def nats_prefix() -> Iterator[str]:
-    """A NATS name prefix of this test alone; its KV buckets are deleted afterwards."""
+    """A NATS name prefix of this test alone; its KV buckets and alert stream are deleted
+    afterwards."""
     try:
         socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
     except OSError as e:
@@ -44,6 +45,8 @@ def nats_prefix() -> Iterator[str]:
     for bucket in (f"{prefix}_cameras", f"{prefix}_workers"):
         with contextlib.suppress(Exception):  # never created (a test that failed early)
             bus.call(bus.js.delete_key_value(bucket))
+    with contextlib.suppress(Exception):
+        bus.call(bus.js.delete_stream(f"{prefix}_events"))
     bus.close()
 
 
