@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -285,7 +286,7 @@ def test_nats_lock_lets_one_replica_rebuild_at_a_time(nats_url: str) -> None:
 
 # --------------------------------------------------------------------------- gaps
 def test_a_change_nobody_announced_is_found_after_the_grace_by_a_rebuild(
-        tmp_path: Path, database_url: str, nats_url: str, fixtures_dir: Path,
+        tmp_path: Path, postgres: Any, nats_url: str, fixtures_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer without NATS (e.g. the CLI) announces nothing: the version shows the gap, and
     the replica rebuilds after waiting ANNOUNCE_GRACE_S for announcements in flight."""
@@ -293,7 +294,7 @@ def test_a_change_nobody_announced_is_found_after_the_grace_by_a_rebuild(
     from facelens.settings import Settings
 
     monkeypatch.setenv("FACELENS_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    common = {"database_url": database_url, "embedder": "sface-flip"}
+    common = {"database_url": postgres.url, "embedder": "sface-flip"}  # a schema of its own
     silent = Galleries(Settings(data_dir=tmp_path / "cli", **common))
     replica = Galleries(Settings(data_dir=tmp_path / "replica", nats_url=nats_url,
                                  nats_prefix=f"t{uuid.uuid4().hex[:12]}", **common))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -27,6 +27,7 @@ from facelens.cluster.announce import Announcer, GalleryChange
 from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.single_flight import NatsLock, PostgresLock, ProcessLock, SingleFlight
 from facelens.gallery import index_store
+from facelens.gallery.deltas import NO_IDS, SHARED_DONE, CacheStats, Delta, Inbox
 from facelens.gallery.templates import centroid, subject_vectors
 from facelens.index import AutoIndex, MilvusIndex, VectorIndex
 from facelens.settings import EMBEDDER_DIMS, Settings
@@ -39,42 +40,10 @@ log = logging.getLogger(__name__)
 ANNOUNCE_GRACE_S = 0.5
 """How long a use waits for the announcements of versions the database already shows (they
 are published just after the commit) before falling back to the full check."""
-MAX_PENDING = 10_000
-"""Deltas kept for a gallery not used meanwhile; beyond, its next use does the full check."""
-NO_IDS = np.zeros(0, np.int64)
-
-
-@dataclass
-class CacheStats:
-    """What keeping the indexes current cost this process (read by tests and /metrics)."""
-
-    loads: int = 0
-    """First uses here that took the saved index file (saved at the version, same ids)."""
-    builds: int = 0
-    """In-memory indexes made from all the gallery's decrypted templates: a first use
-    without a current file, or a gap."""
-    full_checks: int = 0
-    """Shared (Milvus) collections whose ids were compared with the database's."""
-    repairs: int = 0
-    """Full checks that found ids to add or remove (those subjects alone are decrypted)."""
-    deltas: int = 0
-    """Changes applied one by one (this process's and announced ones)."""
-    announced: int = 0
-    """Other replicas' changes received."""
-    gaps: int = 0
-    """Uses that found versions no announcement covered within the grace."""
-
-
-@dataclass(frozen=True)
-class _Delta:
-    added: np.ndarray
-    removed: np.ndarray
-    vectors: np.ndarray | None
-    """The added ids' vectors; None: another replica's change, read from the database."""
-
-
-SHARED_DONE = _Delta(NO_IDS, NO_IDS, None)
-"""This process's change to a shared index, written at once: only its version is tracked."""
+SAVE_EVERY_S = 10.0
+"""Additions reach the index file at most this often (and at close); removals at once, since
+deletion is erasure; on every change without NATS (the CLI exits right after). Rewriting the
+file of 1,000 faces per delta tripled a replica's cost of catching up (docs/benchmarks.md)."""
 
 
 @dataclass
@@ -83,6 +52,9 @@ class _Entry:
     index: VectorIndex
     version: int
     """The gallery version the index is current at."""
+    saved_at: float = field(default_factory=time.monotonic)
+    saved: int = -1
+    """The version of the index file (in-memory indexes)."""
 
 
 class IndexCache:
@@ -95,10 +67,7 @@ class IndexCache:
         self.lock = threading.RLock()
         self.stats = CacheStats()
         self._entries: dict[int, _Entry] = {}
-        self._arrived = threading.Condition()
-        self._inbox: dict[int, dict[int, _Delta]] = {}
-        """gallery id → version → its delta, not yet applied (under `_arrived`); only for
-        galleries held here."""
+        self._inbox = Inbox()
         self._bus = _connect(settings)
         self.announcer = (Announcer(self._bus, settings.nats_prefix, self._received)
                           if self._bus else None)
@@ -119,37 +88,38 @@ class IndexCache:
     def added(self, gallery: Gallery, version: int, ids: np.ndarray, vectors: np.ndarray
               ) -> None:
         """The vectors a transaction of this process committed at `version`."""
-        # Noted before taking `lock`: a search holding it may be waiting for this version.
-        self._note(gallery.id, version,
-                   SHARED_DONE if self._shared else _Delta(ids, NO_IDS, vectors))
-        with self.lock:
-            if self._shared:  # the collection is everyone's: written now, by its writer
-                index = self._shared_index(gallery)
-                index.add(ids, vectors)
-                self._save(gallery, index, -1)
-            self._advance_held(gallery)
+        # All before taking `lock`: searches holding it, here and on other replicas, may be
+        # waiting for this version.
+        if self._shared:  # the collection is everyone's: written now, by its writer
+            index = self._shared_index(gallery)
+            index.add(ids, vectors)
+            self._save(gallery, index, -1)
+        self._inbox.note(gallery.id, version,
+                         SHARED_DONE if self._shared else Delta(ids, NO_IDS, vectors))
         if self.announcer:
             self.announcer.announce(gallery.id, version, added=tuple(ids.tolist()))
+        with self.lock:
+            self._advance_held(gallery)
 
     def removed(self, gallery: Gallery, version: int, ids: np.ndarray) -> None:
         """The ids a transaction of this process deleted at `version`."""
-        self._note(gallery.id, version, SHARED_DONE if self._shared else _Delta(NO_IDS, ids, None))
-        with self.lock:
-            if self._shared:
-                index = self._shared_index(gallery)
-                index.remove(ids)
-                self._save(gallery, index, -1)  # Milvus: deleted rows leave its files now
-            self._advance_held(gallery)
+        if self._shared:
+            index = self._shared_index(gallery)
+            index.remove(ids)
+            self._save(gallery, index, -1)  # Milvus: deleted rows leave its files now
+        self._inbox.note(gallery.id, version,
+                         SHARED_DONE if self._shared else Delta(NO_IDS, ids, None))
         if self.announcer:
             self.announcer.announce(gallery.id, version, removed=tuple(ids.tolist()))
+        with self.lock:
+            self._advance_held(gallery)
 
     def drop(self, gallery_id: int) -> None:
         """Forget a removed gallery's index and delete its file."""
         with self.lock:
             index_store.remove(self.index_dir, gallery_id)
             self._entries.pop(gallery_id, None)
-            with self._arrived:
-                self._inbox.pop(gallery_id, None)
+            self._inbox.forget(gallery_id)
 
     def reseal(self, key: MasterKey) -> None:
         """Save every index held in memory again, under `key` (after a key rotation)."""
@@ -165,27 +135,21 @@ class IndexCache:
             return [(e.name, len(e.index), e.version) for e in self._entries.values()]
 
     def close(self) -> None:
+        """Save the additions not saved yet; stop listening for announcements."""
+        with self.lock:
+            for gallery_id, entry in self._entries.items():
+                if not self._shared and entry.saved != entry.version:
+                    self._keep(gallery_id, entry)
         if self.announcer:
             self.announcer.close()
 
     # ------------------------------------------------------------------ deltas
     def _received(self, change: GalleryChange) -> None:
         """Another replica's change (on the bus's loop: note it, apply at the next use)."""
-        delta = _Delta(np.array(change.added, np.int64), np.array(change.removed, np.int64),
-                       None)
-        self._note(change.gallery_id, change.version, delta)
+        delta = Delta(np.array(change.added, np.int64), np.array(change.removed, np.int64),
+                      None)
+        self._inbox.note(change.gallery_id, change.version, delta)
         self.stats.announced += 1
-
-    def _note(self, gallery_id: int, version: int, delta: _Delta) -> None:
-        with self._arrived:
-            pending = self._inbox.get(gallery_id)
-            if pending is None:  # not held here: its first use reads the database
-                return
-            if len(pending) >= MAX_PENDING:
-                del self._inbox[gallery_id]
-                return
-            pending[version] = delta
-            self._arrived.notify_all()
 
     def _caught_up(self, gallery: Gallery, entry: _Entry, current: int) -> bool:
         """Apply the deltas up to `current`, waiting a little for announcements in flight;
@@ -195,20 +159,11 @@ class IndexCache:
             return True
         if self.announcer is None:
             return False
-        deadline = time.monotonic() + ANNOUNCE_GRACE_S
-        with self._arrived:
-            while not self._chain_reaches(gallery.id, entry.version, current):
-                left = deadline - time.monotonic()
-                if left <= 0 or gallery.id not in self._inbox:
-                    self.stats.gaps += 1
-                    return False
-                self._arrived.wait(left)
+        if not self._inbox.wait_for(gallery.id, entry.version, current, ANNOUNCE_GRACE_S):
+            self.stats.gaps += 1
+            return False
         self._advance(gallery, entry)
         return entry.version >= current
-
-    def _chain_reaches(self, gallery_id: int, version: int, target: int) -> bool:
-        pending = self._inbox.get(gallery_id, {})
-        return all(v in pending for v in range(version + 1, target + 1))
 
     def _advance_held(self, gallery: Gallery) -> None:
         entry = self._entries.get(gallery.id)
@@ -217,25 +172,18 @@ class IndexCache:
 
     def _advance(self, gallery: Gallery, entry: _Entry) -> None:
         """Apply the pending deltas that follow the entry's version without a gap."""
-        with self._arrived:
-            pending = self._inbox.get(gallery.id)
-            if pending is None:
-                return
-            for old in [v for v in pending if v <= entry.version]:
-                del pending[old]  # already in the index (read after it was committed)
-            chain = []
-            while entry.version + len(chain) + 1 in pending:
-                chain.append(pending.pop(entry.version + len(chain) + 1))
+        chain = self._inbox.chain(gallery.id, entry.version)
         if not chain:
             return
         for delta in chain:
             self._apply(gallery, entry.index, delta)
         entry.version += len(chain)
         self.stats.deltas += len(chain)
-        if not self._shared:
-            self._save(gallery, entry.index, entry.version)
+        due = time.monotonic() - entry.saved_at >= SAVE_EVERY_S or self.announcer is None
+        if not self._shared and (due or any(delta.erases for delta in chain)):
+            self._keep(gallery.id, entry)
 
-    def _apply(self, gallery: Gallery, index: VectorIndex, delta: _Delta) -> None:
+    def _apply(self, gallery: Gallery, index: VectorIndex, delta: Delta) -> None:
         if self._shared:
             return  # whoever changed the gallery changed the shared collection
         if len(delta.removed):
@@ -254,8 +202,7 @@ class IndexCache:
         version's back, e.g. a restored backup, show there), else built (in memory); the
         shared collection repaired (one replica at a time). Deltas from here on are
         collected."""
-        with self._arrived:
-            self._inbox[gallery.id] = {}
+        self._inbox.collect(gallery.id)
         version = self._signature(gallery)
         index: VectorIndex | None
         if self._shared:
@@ -267,7 +214,7 @@ class IndexCache:
                 index = self._built(gallery, version)
             else:
                 self.stats.loads += 1
-        entry = self._entries[gallery.id] = _Entry(gallery.name, index, version)
+        entry = self._entries[gallery.id] = _Entry(gallery.name, index, version, saved=version)
         self._advance(gallery, entry)
         return entry.index, entry.version
 
@@ -364,6 +311,13 @@ class IndexCache:
         with self.store.sessions() as s:
             return int(s.scalar(sa.select(Gallery.version).where(Gallery.id == gallery.id))
                        or 0)
+
+    def _keep(self, gallery_id: int, entry: _Entry) -> None:
+        """Save a held in-memory index at its version."""
+        assert isinstance(entry.index, AutoIndex)
+        index_store.save(self.index_dir, gallery_id, self.store.master.derive("index"),
+                         entry.index, entry.version)
+        entry.saved, entry.saved_at = entry.version, time.monotonic()
 
     def _save(self, gallery: Gallery, index: VectorIndex, version: int) -> None:
         """Keep `index` (current at gallery `version`; -1: unknown) where it is kept."""

@@ -90,6 +90,7 @@ class ServiceState:
     def close(self) -> None:
         self.cameras.close()
         self.pool.shutdown()
+        self.galleries.close()
         self.store.close()
         if self.bus:
             self.bus.close()
