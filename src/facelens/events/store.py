@@ -14,9 +14,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from facelens.errors import NotFoundError
+from facelens.events.hotlists import plate_key
 from facelens.store.crypto import context, seal, unseal
 from facelens.store.database import Store
-from facelens.store.tables import STATUSES, AlertWindow, Event, OutboxEntry, Subject, utcnow
+from facelens.store.tables import (
+    STATUSES,
+    AlertWindow,
+    Event,
+    OutboxEntry,
+    PlateHotlistEntry,
+    SceneAlertWindow,
+    SceneRule,
+    Subject,
+    utcnow,
+)
+
+SCENE_KINDS = {"plate": PlateHotlistEntry, "rule": SceneRule}
+"""Scene event kinds and the table of the entry each goes with."""
 
 IDS = range(1, 2**31)
 """Event ids the database can hold: PostgreSQL's INTEGER is 32-bit. An id outside names no
@@ -57,15 +71,40 @@ class EventStore:
         with self.sessions.begin() as s:
             if s.get(Subject, subject_id) is None:
                 raise NotFoundError(f"no subject {subject_id}")
-            if cooldown_s > 0 and not _claim_window(s, camera, subject_id, cooldown_s):
+            if cooldown_s > 0 and not _claim_window(s, AlertWindow, camera, subject_id,
+                                                    cooldown_s):
                 return None
             event = self._add(s, camera, subject_id, confidence, snapshot_jpeg, frame_jpeg,
                               status, details)
-            if announce is not None:
-                s.flush()  # the event's id
-                s.add(OutboxEntry(event_id=event.id, camera=camera, payload={
-                    **announce, "event_id": event.id, "at": event.at.isoformat(),
-                    "status": event.status}))
+            _announce(s, event, announce)
+        return event
+
+    def record_scene_alert(self, camera: str, kind: str, entry_id: int, confidence: str, *,
+                           cooldown_s: float = 0.0, announce: dict[str, Any] | None = None,
+                           snapshot_jpeg: bytes | None = None, **details: Any) -> Event | None:
+        """Store an alert raised by plate hotlist entry or description rule `entry_id` (kind
+        "plate" or "rule"), as record_alert does a face's: the same cool-down (per camera and
+        entry) and outbox. The crop is sealed under the entry's data key, and the event goes
+        with the entry. NotFoundError when the entry was deleted meanwhile."""
+        table = SCENE_KINDS[kind]
+        owner = f"{kind}:{entry_id}"
+        with self.sessions.begin() as s:
+            entry = s.get(table, entry_id)
+            if entry is None:
+                raise NotFoundError(f"no {kind} entry {entry_id}")
+            if cooldown_s > 0 and not _claim_window(s, SceneAlertWindow, camera, owner,
+                                                    cooldown_s):
+                return None
+            data_key = self.store.master.unwrap(entry.wrapped_key, owner)
+            label = entry.plate if isinstance(entry, PlateHotlistEntry) else entry.description
+            event = Event(camera=camera, at=utcnow(), gallery=f"{kind}s", kind=kind,
+                          hotlist_id=entry_id if kind == "plate" else None,
+                          rule_id=entry_id if kind == "rule" else None, subject_name=label,
+                          confidence=confidence, status="unconfirmed", details=details,
+                          snapshot=seal(data_key, snapshot_jpeg, context("snapshot", owner))
+                          if snapshot_jpeg else None)
+            s.add(event)
+            _announce(s, event, announce)
         return event
 
     def _add(self, s: Session, camera: str, subject_id: str, confidence: str,
@@ -97,20 +136,25 @@ class EventStore:
     def list(self, status: str | None = None, limit: int = 100, *, camera: str | None = None,
              subject_id: str | None = None, gallery: str | None = None,
              since: datetime | None = None, before: int | None = None,
-             after: int | None = None) -> list[Event]:
+             after: int | None = None, kind: str | None = None,
+             plate: str | None = None) -> list[Event]:
         """Newest first, narrowed by every filter given. `before` is a cursor: the id of the
         last event of the previous page (ids grow with recording, so pages never overlap or
         skip an event recorded meanwhile). With `after` (an id): the events recorded since
-        that one, oldest first."""
+        that one, oldest first. `plate`: alerts of the hotlist entries for that plate."""
         before, after = _bounded(before), _bounded(after)
         order = Event.id.asc() if after is not None else Event.id.desc()
         query = sa.select(Event).order_by(order).limit(limit)
         if after is not None:
             query = query.where(Event.id > after)
         for column, wanted in ((Event.status, status), (Event.camera, camera),
-                               (Event.subject_id, subject_id), (Event.gallery, gallery)):
+                               (Event.subject_id, subject_id), (Event.gallery, gallery),
+                               (Event.kind, kind)):
             if wanted is not None:
                 query = query.where(column == wanted)
+        if plate is not None:
+            query = query.where(Event.hotlist_id.in_(sa.select(PlateHotlistEntry.id).where(
+                PlateHotlistEntry.plate_key == plate_key(plate))))
         if since is not None:
             query = query.where(Event.at >= since)
         if before is not None:
@@ -144,10 +188,20 @@ class EventStore:
             blob = getattr(event, kind) if event is not None else None
             if event is None or blob is None:
                 raise NotFoundError(f"event {event_id} has no {kind}")
-            subject = s.get(Subject, event.subject_id)
-            assert subject is not None  # the foreign key cascades
-            data_key = self.store.master.unwrap(subject.wrapped_key, subject.id)
-            return unseal(data_key, blob, context(kind, subject.id))
+            data_key, owner = self._key(s, event)
+            return unseal(data_key, blob, context(kind, owner))
+
+    def _key(self, s: Session, event: Event) -> tuple[bytes, str]:
+        """The data key the event's pictures are sealed under, and whose it is."""
+        entry_id = event.hotlist_id if event.kind == "plate" else event.rule_id
+        if event.kind in SCENE_KINDS and entry_id is not None:
+            owner = f"{event.kind}:{entry_id}"
+            entry = s.get(SCENE_KINDS[event.kind], entry_id)
+            assert entry is not None  # the foreign key cascades
+            return self.store.master.unwrap(entry.wrapped_key, owner), owner
+        subject = s.get(Subject, event.subject_id)
+        assert subject is not None  # the foreign key cascades
+        return self.store.master.unwrap(subject.wrapped_key, subject.id), subject.id
 
     def review(self, event_id: int, status: str, reviewer: str) -> Event:
         if status not in ("confirmed", "dismissed"):
@@ -169,16 +223,29 @@ class EventStore:
                 raise NotFoundError(f"no event {event_id}")
 
 
-def _claim_window(s: Session, camera: str, subject_id: str, cooldown_s: float) -> bool:
-    """One atomic statement: insert the (camera, subject) window, or move it on only if it
-    has ended. Of two workers racing, the second waits on the row and then finds it current
-    (PostgreSQL re-checks the WHERE on the committed row; SQLite serialises writers)."""
+def _announce(s: Session, event: Event, announce: dict[str, Any] | None) -> None:
+    """With `announce`, that payload (plus event_id, at, status) into the outbox, in the
+    event's transaction."""
+    if announce is None:
+        return
+    s.flush()  # the event's id
+    s.add(OutboxEntry(event_id=event.id, camera=event.camera, payload={
+        **announce, "event_id": event.id, "at": event.at.isoformat(), "status": event.status}))
+
+
+def _claim_window(s: Session, table: type[AlertWindow] | type[SceneAlertWindow], camera: str,
+                  target: str, cooldown_s: float) -> bool:
+    """One atomic statement: insert the (camera, subject or scene target) window, or move it
+    on only if it has ended. Of two workers racing, the second waits on the row and then
+    finds it current (PostgreSQL re-checks the WHERE on the committed row; SQLite serialises
+    writers)."""
     now = utcnow()
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(AlertWindow).values(camera=camera, subject_id=subject_id,
-                                                until=now + timedelta(seconds=cooldown_s))
-    claim = insert.on_conflict_do_update(index_elements=["camera", "subject_id"],
+    column = "subject_id" if table is AlertWindow else "target"
+    insert = dialect.insert(table).values(camera=camera, **{column: target},
+                                          until=now + timedelta(seconds=cooldown_s))
+    claim = insert.on_conflict_do_update(index_elements=["camera", column],
                                          set_={"until": insert.excluded.until},
-                                         where=AlertWindow.until <= now)
+                                         where=table.until <= now)
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT here.
-    return s.execute(claim.returning(AlertWindow.until)).first() is not None
+    return s.execute(claim.returning(table.until)).first() is not None

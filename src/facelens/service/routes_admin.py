@@ -80,8 +80,8 @@ def audit_verify(request: Request, _: Principal = requires("admin")) -> dict[str
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "camera": event.camera, "at": aware(event.at),
-            "gallery": event.gallery,
+    return {"id": event.id, "kind": event.kind, "camera": event.camera, "at": aware(event.at),
+            "gallery": event.gallery, "hotlist_id": event.hotlist_id, "rule_id": event.rule_id,
             "subject_id": event.subject_id, "subject_name": event.subject_name,
             "confidence": event.confidence, "status": event.status,
             "has_snapshot": event.snapshot is not None, "has_frame": event.frame is not None,
@@ -95,6 +95,10 @@ def list_events(request: Request, response: Response,
                 camera: str | None = None,
                 subject_id: str | None = None,
                 gallery: str | None = None,
+                kind: Annotated[str | None, Query(
+                    description="face, plate or rule")] = None,
+                plate: Annotated[str | None, Query(
+                    description="Alerts of the hotlist entries for this plate")] = None,
                 since: Annotated[datetime | None, Query(
                     description="ISO-8601; events at or after it")] = None,
                 cursor: Annotated[int | None, Query(
@@ -104,8 +108,8 @@ def list_events(request: Request, response: Response,
     """Newest first, narrowed by every filter given. When more events match, the response
     carries `X-Next-Cursor`: pass it as `cursor` for the next page."""
     found = service(request).events.list(
-        status, limit + 1, camera=camera, subject_id=subject_id, gallery=gallery,
-        since=since and aware(since).astimezone(UTC), before=cursor)
+        status, limit + 1, camera=camera, subject_id=subject_id, gallery=gallery, kind=kind,
+        plate=plate, since=since and aware(since).astimezone(UTC), before=cursor)
     if len(found) > limit:
         found = found[:limit]
         response.headers["X-Next-Cursor"] = str(found[-1].id)
