@@ -24,6 +24,7 @@ from facelens.service import (
     routes_faces,
     routes_galleries,
     routes_liveness,
+    routes_scene,
     routes_subjects,
 )
 from facelens.service.http import (
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_admin.router)
     app.include_router(routes_cameras.router)
     app.include_router(routes_liveness.router)
+    app.include_router(routes_scene.router)
 
     @app.get("/healthz", tags=["admin"], summary="Liveness: answers without a key")
     async def healthz() -> dict[str, str]:

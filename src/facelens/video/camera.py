@@ -17,6 +17,7 @@ from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.settings import CameraConfig, Settings
 from facelens.video.masks import FrameMask
+from facelens.video.scene_camera import SceneCamera
 from facelens.video.source import SourceError, VideoSource, redacted
 from facelens.video.watch import Alert, Watcher
 from facelens.vision.draw import draw_labels
@@ -46,6 +47,12 @@ def announce_camera(sink: Fanout | None, config: CameraConfig, galleries: Galler
     sink.announce(config.name, people if len(people) <= MAX_ANNOUNCED else [])
 
 
+def relay_for(events: EventStore, outlet: OutboxRelay | Sink | None) -> OutboxRelay | None:
+    """The relay that hands `events`' outbox on to `outlet` (itself when it is one)."""
+    return outlet if isinstance(outlet, OutboxRelay) or outlet is None else \
+        OutboxRelay(events, to_sinks(outlet if isinstance(outlet, Fanout) else Fanout([outlet])))
+
+
 def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
                    cooldown_s: float = 0.0) -> Callable[[Alert, bytes, bytes], int | None]:
     """The Watcher's on_alert: store the event (sealed pictures) unless this camera already
@@ -53,8 +60,7 @@ def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
     it, unless it was flagged (a poster is kept for review, not announced), an outbox row.
     `outlet` hands the outbox on: the process's relay (`start_delivery(…).relay`, a thread)
     is woken; a plain sink gets it in this thread; None announces nothing."""
-    relay = outlet if isinstance(outlet, OutboxRelay) or outlet is None else \
-        OutboxRelay(events, to_sinks(outlet if isinstance(outlet, Fanout) else Fanout([outlet])))
+    relay = relay_for(events, outlet)
 
     def record(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
         announce = relay is not None and not alert.flagged
@@ -77,8 +83,9 @@ def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
 class CameraRunner:
     def __init__(self, config: CameraConfig, galleries: Galleries, events: EventStore,
                  sink: OutboxRelay | Sink | None) -> None:
-        self.config, self.galleries = config, galleries
-        self.on_alert = alert_recorder(events, sink, cooldown_s=config.cooldown_s)
+        self.config, self.galleries, self.events = config, galleries, events
+        self.relay = relay_for(events, sink)
+        self.on_alert = alert_recorder(events, self.relay, cooldown_s=config.cooldown_s)
         self.stop_event = threading.Event()
         self.status = "starting"
         self.alerts = 0
@@ -104,6 +111,8 @@ class CameraRunner:
         try:
             watcher = Watcher(c.name, self.galleries, c.galleries, far=c.far,
                               cooldown_s=c.cooldown_s, motion=c.motion, on_alert=self.on_alert)
+            scene = SceneCamera(c.name, self.events, self.relay, cooldown_s=c.cooldown_s,
+                                gate=c.motion, engine=self.galleries.engine) if c.scene else None
             self.source = VideoSource(c.source, fps=c.fps, stop=self.stop_event)
             self.status = "running"
             last_time = 0.0
@@ -112,7 +121,12 @@ class CameraRunner:
                 if looked_at.active:
                     frame = replace(frame, rgb=looked_at.apply(frame.rgb))
                 self.alerts += len(watcher.process(frame))
-                self._show(frame.rgb, watcher)
+                labels = list(watcher.labels)
+                if scene is not None:
+                    earlier = scene.alerts
+                    labels += scene.process(frame)
+                    self.alerts += scene.alerts - earlier
+                self._show(frame.rgb, labels)
                 last_time = frame.time
             self.alerts += len(watcher.finish(last_time))
             self.status = "stopped" if self.stop_event.is_set() else "ended"
@@ -120,8 +134,8 @@ class CameraRunner:
             self.status = f"error: {e}"
             log.error("camera %s stopped: %s", c.name, type(e).__name__)
 
-    def _show(self, rgb: np.ndarray, watcher: Watcher) -> None:
-        drawn = draw_labels(rgb, watcher.labels)
+    def _show(self, rgb: np.ndarray, labels: list[tuple[np.ndarray, str, bool]]) -> None:
+        drawn = draw_labels(rgb, labels)
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
                                 [cv2.IMWRITE_JPEG_QUALITY, 75])
         if ok:

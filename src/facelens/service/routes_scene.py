@@ -1,0 +1,115 @@
+"""/v1/hotlists/plates and /v1/rules: what the street layer may alert on. Reading needs the
+events scope; adding and deleting needs admin, and every change is audited. Each entry needs
+a reason and an expiry (plates: at most a year ahead; rules: at most 30 days)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, Field
+
+from facelens.events.hotlist_store import HotlistStore
+from facelens.service.keys import Principal
+from facelens.service.security import requires, service
+from facelens.store.tables import PlateHotlistEntry, SceneRule, aware, utcnow
+
+router = APIRouter(tags=["scene"])
+EntryId = Annotated[int, Path(ge=1, lt=2**31)]
+
+
+class NewPlate(BaseModel):
+    plate: str = Field(min_length=2, max_length=40)
+    reason: str = Field(min_length=3, max_length=500)
+    expires_at: datetime
+
+
+class NewRule(BaseModel):
+    description: str = Field(min_length=2, max_length=200,
+                             examples=["red car", "child, red top"])
+    reason: str = Field(min_length=3, max_length=500)
+    expires_at: datetime
+    cameras: list[str] = Field(default_factory=list, max_length=100)
+    """Cameras it applies to; empty: every camera."""
+    active_from: datetime | None = None
+    active_to: datetime | None = None
+
+
+def _hotlists(request: Request) -> HotlistStore:
+    return HotlistStore(service(request).store)
+
+
+def _live(expires_at: datetime) -> bool:
+    expires = aware(expires_at)
+    return expires is not None and expires > utcnow()
+
+
+def plate_payload(row: PlateHotlistEntry) -> dict[str, Any]:
+    return {"id": row.id, "plate": row.plate, "plate_key": row.plate_key, "reason": row.reason,
+            "expires_at": aware(row.expires_at), "added_by": row.added_by,
+            "created_at": aware(row.created_at), "live": _live(row.expires_at)}
+
+
+def rule_payload(row: SceneRule) -> dict[str, Any]:
+    return {"id": row.id, "description": row.description, "cameras": row.cameras,
+            "active_from": aware(row.active_from), "active_to": aware(row.active_to),
+            "reason": row.reason, "expires_at": aware(row.expires_at), "added_by": row.added_by,
+            "created_at": aware(row.created_at), "live": _live(row.expires_at)}
+
+
+def _utc(moment: datetime) -> datetime:
+    """A naive time from a client is taken as UTC."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@router.get("/v1/hotlists/plates")
+def list_plates(request: Request, _: Principal = requires("events")) -> list[dict[str, Any]]:
+    return [plate_payload(row) for row in _hotlists(request).plates()]
+
+
+@router.post("/v1/hotlists/plates", status_code=201)
+def add_plate(request: Request, body: NewPlate,
+              principal: Principal = requires("admin")) -> dict[str, Any]:
+    row = _hotlists(request).add_plate(body.plate, body.reason, _utc(body.expires_at),
+                                       principal.label)
+    payload = plate_payload(row)
+    service(request).audit.record(principal.label, "hotlist.add", "ok", hotlist_id=row.id,
+                                  plate=row.plate, reason=row.reason,
+                                  expires_at=payload["expires_at"].isoformat())
+    return payload
+
+
+@router.delete("/v1/hotlists/plates/{entry_id}", status_code=204)
+def delete_plate(request: Request, entry_id: EntryId,
+                 principal: Principal = requires("admin")) -> Response:
+    _hotlists(request).delete("plate", entry_id)
+    service(request).audit.record(principal.label, "hotlist.delete", "ok", hotlist_id=entry_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/rules")
+def list_rules(request: Request, _: Principal = requires("events")) -> list[dict[str, Any]]:
+    return [rule_payload(row) for row in _hotlists(request).rules()]
+
+
+@router.post("/v1/rules", status_code=201)
+def add_rule(request: Request, body: NewRule,
+             principal: Principal = requires("admin")) -> dict[str, Any]:
+    row = _hotlists(request).add_rule(
+        body.description, body.reason, _utc(body.expires_at), principal.label, body.cameras,
+        body.active_from and _utc(body.active_from), body.active_to and _utc(body.active_to))
+    payload = rule_payload(row)
+    service(request).audit.record(principal.label, "rule.add", "ok", rule_id=row.id,
+                                  description=row.description, reason=row.reason,
+                                  cameras=row.cameras,
+                                  expires_at=payload["expires_at"].isoformat())
+    return payload
+
+
+@router.delete("/v1/rules/{entry_id}", status_code=204)
+def delete_rule(request: Request, entry_id: EntryId,
+                principal: Principal = requires("admin")) -> Response:
+    _hotlists(request).delete("rule", entry_id)
+    service(request).audit.record(principal.label, "rule.delete", "ok", rule_id=entry_id)
+    return Response(status_code=204)

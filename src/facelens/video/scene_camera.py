@@ -1,0 +1,81 @@
+"""The street layer inside a camera: SceneWatch on the camera's frames, matched against the
+stored plate hotlist and description rules, its alerts stored as events of kind "plate" or
+"rule" through the same cool-down and outbox as faces.
+
+Hotlists, not histories: only an alert is written (event row, crop sealed under the entry's
+key, outbox row). A track that matches nothing stays in SceneWatch's memory and is forgotten;
+nothing here logs a track, a plate text or a description.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from facelens.api import Engine
+from facelens.errors import NotFoundError
+from facelens.events.hotlist_store import HotlistStore, Loaded
+from facelens.events.relay import OutboxRelay
+from facelens.events.store import EventStore
+from facelens.video.scene_watch import Alert, SceneWatch
+from facelens.video.source import Frame
+
+REFRESH_S = 5.0
+"""How often (wall seconds) the camera reloads the hotlist and rules: an entry added or
+deleted over the API takes effect within this; an expired one never matches (checked per
+frame against its expiry)."""
+
+
+class SceneCamera:
+    """One camera's street analysis, alerting into `events`."""
+
+    def __init__(self, camera: str, events: EventStore, relay: OutboxRelay | None, *,
+                 cooldown_s: float, gate: bool = True, engine: Engine | None = None) -> None:
+        self.events, self.relay, self.cooldown_s = events, relay, cooldown_s
+        self.hotlists = HotlistStore(events.store)
+        self.loaded = Loaded(self.hotlists.load().hotlists)
+        self._loaded_at = 0.0
+        self.watch = SceneWatch(camera, on_alert=self._record, gate=gate, engine=engine)
+        self.alerts = 0
+
+    def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
+        """Analyse one frame (reloading the entries when due); its labels for the preview."""
+        if time.monotonic() - self._loaded_at >= REFRESH_S:
+            self.loaded = self.hotlists.load()
+            self.watch.hotlists = self.loaded.hotlists
+            self._loaded_at = time.monotonic()
+        return self.watch.process(frame)
+
+    def _record(self, alert: Alert) -> None:
+        target = self.loaded.target(str(alert["matched"]))
+        if target is None:
+            return
+        kind, entry_id = target
+        crop = alert.pop("crop_jpeg", None)
+        plate = alert.get("plate")
+        score = plate["confidence"] if kind == "plate" and plate else self._confidence(
+            str(entry_id), alert)
+        announce = {**alert, "kind": kind, "hotlist_id" if kind == "plate" else "rule_id":
+                    entry_id}
+        try:
+            event = self.events.record_scene_alert(
+                alert["camera"], kind, entry_id, f"{score:.2f}", cooldown_s=self.cooldown_s,
+                announce=announce if self.relay is not None else None, snapshot_jpeg=crop,
+                **{k: v for k, v in alert.items() if k not in ("camera", "kind")})
+        except NotFoundError:
+            return  # the entry was deleted since the last reload: it no longer alerts
+        if event is None:
+            return  # this camera alerted on the entry within the cool-down
+        self.alerts += 1
+        if self.relay is not None:
+            self.relay.poke()
+
+    def _confidence(self, rule_name: str, alert: Alert) -> float:
+        """A rule alert's confidence: the weakest of the attributes the rule asks for (1.0
+        when it names only a class)."""
+        wanted = next((r.wanted for r in self.loaded.hotlists.rules if r.name == rule_name), {})
+        attributes: dict[str, Any] = alert.get("attributes") or {}
+        return min((attributes[name]["confidence"] for name in wanted if name in attributes),
+                   default=1.0)
