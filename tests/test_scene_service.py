@@ -1,0 +1,221 @@
+"""Street scenes in the service (#28): the stored plate hotlist and description rules over
+REST (scoped, validated, audited, expiring), scene alerts as events of their own kind through
+the faces' cool-down and outbox, and a camera with the street layer on that leaves nothing of
+passers-by (no row, crop, plate text or log line) and alerts when a rule matches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from facelens.events.hotlist_store import HotlistStore
+from facelens.scene.plates import PlateReading
+from facelens.service.app import create_app
+from facelens.service.state import ServiceState
+from facelens.settings import Settings
+from facelens.store.tables import (
+    Event,
+    OutboxEntry,
+    PlateHotlistEntry,
+    SceneAlertWindow,
+)
+
+
+class Client:
+    def __init__(self, client: TestClient, state: ServiceState) -> None:
+        self.client, self.state = client, state
+        self.keys = {s: state.keys.create(f"only-{s}", [s])[1] for s in ("admin", "events")}
+
+    def call(self, method: str, path: str, scope: str = "admin", **kw: Any) -> Any:
+        return self.client.request(method, path, headers={
+            "Authorization": f"Bearer {self.keys[scope]}"}, **kw)
+
+
+@contextmanager
+def _serve(settings: Settings) -> Iterator[Client]:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        yield Client(client, app.state.facelens)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
+    url = request.getfixturevalue("postgres").url if request.param == "postgresql" else None
+    with _serve(Settings(data_dir=tmp_path / "data", database_url=url)) as c:
+        yield c
+
+
+def _in(days: float) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+def _actions(c: Client) -> list[str]:
+    return [e["action"] for e in c.call("GET", "/v1/audit").json()]
+
+
+def test_hotlists_and_rules_are_scoped_validated_audited_and_expire(served: Client) -> None:
+    c = served
+    plate = {"plate": "ab-12 o3", "reason": "stolen, case 17", "expires_at": _in(1)}
+    assert c.call("POST", "/v1/hotlists/plates", "events", json=plate).status_code == 403
+    made = c.call("POST", "/v1/hotlists/plates", json=plate)
+    assert made.status_code == 201, made.text
+    entry = made.json()
+    assert (entry["plate"], entry["plate_key"], entry["live"]) == ("AB-12 O3", "AB1203", True)
+    assert entry["added_by"].endswith(":only-admin")
+    listed = c.call("GET", "/v1/hotlists/plates", "events").json()
+    assert [p["id"] for p in listed] == [entry["id"]]
+    for bad, status in (({**plate, "reason": ""}, 422), ({"plate": "X1 234"}, 422),
+                        ({**plate, "plate": "AB1203"}, 400),  # already listed (same key)
+                        ({**plate, "plate": "Q7", "expires_at": _in(-1)}, 400),
+                        ({**plate, "plate": "Q7", "expires_at": _in(400)}, 400),
+                        ({**plate, "plate": "!!"}, 400)):
+        assert c.call("POST", "/v1/hotlists/plates", json=bad).status_code == status, bad
+
+    rule = {"description": "red car", "reason": "hit and run", "expires_at": _in(1),
+            "cameras": ["gate"]}
+    made_rule = c.call("POST", "/v1/rules", json=rule)
+    assert made_rule.status_code == 201, made_rule.text
+    assert made_rule.json()["cameras"] == ["gate"]
+    for bad_rule in ({**rule, "expires_at": _in(31)}, {**rule, "description": "person"},
+                     {**rule, "description": "someone odd"},
+                     {**rule, "active_from": _in(0.5), "active_to": _in(0.2)}):
+        assert c.call("POST", "/v1/rules", json=bad_rule).status_code == 400, bad_rule
+    assert c.call("POST", "/v1/rules", "events", json=rule).status_code == 403
+
+    store = HotlistStore(c.state.store)
+    loaded = store.load()
+    assert loaded.hotlists.plate_hit("AB1203", datetime.now(UTC)) is not None
+    assert [r.wanted for r in loaded.hotlists.rules] == [{"colour": "red"}]
+    assert loaded.target("plate:AB12O3") == ("plate", entry["id"])
+    with c.state.store.sessions.begin() as s:  # the entry runs out
+        s.get(PlateHotlistEntry, entry["id"]).expires_at = datetime.now(UTC) - timedelta(
+            minutes=1)
+    assert store.load().hotlists.plates == []  # an expired entry never matches
+    assert c.call("GET", "/v1/hotlists/plates", "events").json()[0]["live"] is False
+
+    assert c.call("DELETE", f"/v1/hotlists/plates/{entry['id']}", "events").status_code == 403
+    assert c.call("DELETE", f"/v1/hotlists/plates/{entry['id']}").status_code == 204
+    assert c.call("DELETE", f"/v1/hotlists/plates/{entry['id']}").status_code == 404
+    assert c.call("DELETE", f"/v1/rules/{made_rule.json()['id']}").status_code == 204
+    assert c.call("GET", "/v1/rules", "events").json() == []
+    actions = _actions(c)
+    for action in ("hotlist.add", "hotlist.delete", "rule.add", "rule.delete"):
+        assert actions.count(action) == 1, (action, actions)
+    assert c.call("GET", "/v1/audit/verify").json()["ok"] is True
+
+
+def test_scene_alerts_share_cooldown_and_outbox_and_go_with_their_entry(
+        served: Client) -> None:
+    c, events = served, served.state.events
+    entry = HotlistStore(c.state.store).add_plate("AB12O3", "stolen", datetime.now(UTC)
+                                                  + timedelta(days=1), "tester")
+    crop = b"\xff\xd8\xff crop of the hotlisted car"
+    event = events.record_scene_alert("gate", "plate", entry.id, "0.91", cooldown_s=60,
+                                      announce={"kind": "plate", "matched": "plate:AB12O3"},
+                                      snapshot_jpeg=crop, plate={"text": "AB12O3"})
+    assert event is not None and event.kind == "plate" and event.subject_id is None
+    assert events.record_scene_alert("gate", "plate", entry.id, "0.9", cooldown_s=60) is None
+    assert events.record_scene_alert("lane", "plate", entry.id, "0.9", cooldown_s=60)
+    with c.state.store.sessions() as s:
+        payloads = [o.payload for o in s.scalars(sa.select(OutboxEntry))]
+        assert s.scalar(sa.select(sa.func.count()).select_from(SceneAlertWindow)) == 2
+        stored = s.get(Event, event.id)
+        assert stored is not None and crop not in (stored.snapshot or b"")  # sealed
+    assert payloads == [{"kind": "plate", "matched": "plate:AB12O3", "event_id": event.id,
+                         "at": event.at.isoformat(), "status": "unconfirmed"}]
+    assert events.image(event.id) == crop
+
+    found = c.call("GET", "/v1/events?kind=plate&plate=ab12o3", "events").json()
+    assert [e["id"] for e in found] == [event.id + 1, event.id]
+    assert found[1]["hotlist_id"] == entry.id and found[1]["subject_name"] == "AB12O3"
+    assert c.call("GET", "/v1/events?kind=face", "events").json() == []
+    assert c.call("GET", "/v1/events?plate=ZZ999", "events").json() == []
+    assert c.call("POST", f"/v1/events/{event.id}/confirm", "events").json()["status"] \
+        == "confirmed"  # reviewed like a face alert
+    assert c.call("DELETE", f"/v1/hotlists/plates/{entry.id}").status_code == 204
+    assert c.call("GET", f"/v1/events/{event.id}", "events").status_code == 404
+
+
+def _wait(done: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_scene_camera_leaves_nothing_of_passers_by_and_alerts_on_a_rule(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The street clip through a camera with the street layer on: with a plate entry that
+    matches no car there and a rule for another camera, no event, window or outbox row, no
+    file holding a plate text read or a picture, no log line; with a rule for any vehicle,
+    rule events with sealed crops."""
+    from facelens.video import scene_watch
+
+    read: list[PlateReading] = []
+    real_read = scene_watch.read_plate
+
+    def reading(*args: Any, **kw: Any) -> PlateReading | None:
+        found = real_read(*args, **kw)
+        if found is not None:
+            read.append(found)
+        return found
+
+    monkeypatch.setattr(scene_watch, "read_plate", reading)
+    caplog.set_level(logging.DEBUG)
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, media_dir=shared_data / "street")
+    camera = {"name": "street", "source": "intel_car-detection.mp4", "fps": 5, "scene": True,
+              "motion": True}
+    with _serve(settings) as c:
+        assert c.call("POST", "/v1/hotlists/plates", json={
+            "plate": "ZZ9Q999", "reason": "not on this street", "expires_at": _in(1)}).ok
+        assert c.call("POST", "/v1/rules", json={
+            "description": "vehicle", "reason": "another camera's search", "expires_at": _in(1),
+            "cameras": ["elsewhere"]}).ok
+
+        def status() -> str:
+            return str(c.call("GET", "/v1/cameras").json()[0]["status"])
+
+        assert c.call("POST", "/v1/cameras", json=camera).status_code == 201
+        _wait(lambda: status() == "ended", 180)
+        with c.state.store.sessions() as s:
+            for table in (Event, OutboxEntry, SceneAlertWindow):
+                assert s.scalar(sa.select(sa.func.count()).select_from(table)) == 0, table
+        c.state.store.database.dispose()  # fold nothing away: read the files as they are
+        texts = {r.text.encode() for r in read}
+        for path in data_dir.rglob("*"):
+            if path.is_file():
+                blob = path.read_bytes()
+                assert not [t for t in texts if t in blob], path
+                assert b"\xff\xd8\xff\xe0" not in blob, path  # no JPEG (JFIF) anywhere
+        assert [r for r in caplog.records if r.name.startswith("facelens")] == []
+
+        assert c.call("POST", "/v1/rules", json={
+            "description": "vehicle", "reason": "search", "expires_at": _in(1)}).ok
+        assert c.call("DELETE", "/v1/cameras/street").status_code == 204
+        assert c.call("POST", "/v1/cameras", json=camera).status_code == 201
+
+        def rule_events() -> list[dict[str, Any]]:
+            return list(c.call("GET", "/v1/events?kind=rule", "events").json())
+
+        _wait(lambda: bool(rule_events()) or status() == "ended", 180)
+        found = rule_events()
+        assert found, "the vehicle rule raised nothing"
+        event = found[0]
+        assert event["camera"] == "street" and event["rule_id"] and event["has_snapshot"]
+        assert event["details"]["class"] in ("car", "bus", "truck", "motorcycle")
+        jpeg = c.call("GET", f"/v1/events/{event['id']}/snapshot", "events").content
+        assert jpeg[:3] == b"\xff\xd8\xff"
+        assert np.frombuffer(jpeg, np.uint8).size > 500
