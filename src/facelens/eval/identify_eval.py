@@ -86,11 +86,12 @@ class OpenSetProtocol:
 
 
 def fnir_at(top: np.ndarray, hit: np.ndarray, non: np.ndarray,
-            thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+            thresholds: dict[str, float] | None = None, fpirs: tuple[float, ...] = FPIRS
+            ) -> dict[str, Any]:
     """FNIR and measured FPIR per FPIR at `thresholds` (default: set by `non` itself)."""
     ordered = np.sort(non)[::-1]
     out = {}
-    for fpir in FPIRS:
+    for fpir in fpirs:
         key = f"{fpir:.0e}"
         t = (thresholds[key] if thresholds is not None
              else float(ordered[min(int(np.floor(fpir * len(ordered))), len(ordered) - 1)]))
@@ -100,7 +101,8 @@ def fnir_at(top: np.ndarray, hit: np.ndarray, non: np.ndarray,
     return out
 
 
-def fitted_thresholds(impostor: np.ndarray, gallery_size: int) -> dict[str, float]:
+def fitted_thresholds(impostor: np.ndarray, gallery_size: int,
+                      fpirs: tuple[float, ...] = FPIRS) -> dict[str, float]:
     """Per FPIR, the 1:1 threshold at the open-set formula's per-comparison FAR for
     `gallery_size`, read off (or extrapolated along) the tail of `impostor`; needs >= 30
     pairs."""
@@ -110,7 +112,7 @@ def fitted_thresholds(impostor: np.ndarray, gallery_size: int) -> dict[str, floa
     # Too few pairs to reach 1e-3: the line through the rarest three points measured.
     slope, intercept = tail["tail_fit"] or np.polyfit(fars[-3:], values[-3:], 1)
     out = {}
-    for fpir in FPIRS:
+    for fpir in fpirs:
         x = np.log10(per_comparison_far(fpir, gallery_size))
         out[f"{fpir:.0e}"] = float(np.interp(x, fars[::-1], values[::-1]) if x >= fars[-1]
                                    else intercept + slope * x)
