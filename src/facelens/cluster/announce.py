@@ -64,6 +64,8 @@ class Announcer:
         change = GalleryChange(gallery_id, version, added, removed, self.origin)
         try:
             self.bus.publish(f"{self.prefix}.gallery.{gallery_id}", change.encode())
+            # At the server before the change is reported done (and before a CLI exits).
+            self.bus.call(self.bus.nc.flush())
         except Exception as e:  # any NATS failure: the version in the database still tells
             log.warning("gallery %d version %d not announced: %s", gallery_id, version, e)
 
