@@ -167,6 +167,7 @@ def _new_gallery(replica: Replica) -> str:
     return name
 
 
+@pytest.mark.slow
 def test_enrolment_on_one_is_found_on_the_other_and_deletion_is_gone_at_once(
         replicas: tuple[Replica, Replica], fixtures_dir: Path) -> None:
     a, b = replicas
@@ -206,6 +207,7 @@ def _subjects_in_database(database_url: str, gallery: str) -> int:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_concurrent_enrolments_on_both_reach_both_indexes_as_deltas(
         replicas: tuple[Replica, Replica], shared_data: Path, database_url: str,
         fixtures_dir: Path) -> None:
