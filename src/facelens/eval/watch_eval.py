@@ -183,12 +183,14 @@ def enrolment_still(data: Path, source: dict[str, Any]) -> np.ndarray:
 
 def face_truth(clip: dict[str, Any], index: int, box: np.ndarray, width: int) -> str | None:
     """Who the annotation says the face at `box` in frame `index` is: the person of that shot
-    whose horizontal band holds the box centre; None for anyone not enrolled."""
+    whose horizontal band holds the box centre (and whose "min_w", a fraction of the frame
+    width, the box reaches: smaller boxes there are spurious); None for anyone not enrolled."""
     centre = float(box[0] + box[2]) / 2 / width
+    size = float(box[2] - box[0]) / width
     for shot in clip["shots"]:
         if shot["frames"][0] <= index <= shot["frames"][1]:
             for person in shot["people"]:
-                if person["x"][0] <= centre < person["x"][1]:
+                if person["x"][0] <= centre < person["x"][1] and size >= person.get("min_w", 0):
                     return str(person["name"])
     return None
 

@@ -85,9 +85,10 @@ class Identifier:
         return self.match(gallery_name, faces, far=far, top_k=top_k)
 
     def match(self, gallery_name: str, faces: list[Face], *, far: float = 1e-3,
-              top_k: int = 5) -> list[Identification]:
+              top_k: int = 5, record_seen: bool = True) -> list[Identification]:
         """identify() for faces embedded already (by the gallery's embedder), e.g. the best
-        shot of a camera track."""
+        shot of a camera track. `record_seen=False` for a look that names nobody (a camera's
+        near-miss check): the candidates' retention clock is left alone."""
         gallery = self.catalogue.gallery(gallery_name)
         if not faces:
             return []
@@ -109,7 +110,8 @@ class Identifier:
                     face, self._candidates(s, face, hits, top_k),
                     threshold.describe(gallery.embedder, size, far)))
             seen = {r.candidates[0].subject_id for r in results if r.candidates}
-            if seen:  # retention counts from the last time someone was recognised
+            # retention counts from the last time someone was recognised
+            if seen and record_seen:
                 s.execute(sa.update(Subject).where(Subject.id.in_(seen))
                           .values(last_seen_at=utcnow()))
         return results

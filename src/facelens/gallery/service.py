@@ -90,8 +90,9 @@ class Galleries:
         return self.identifier.identify(gallery_name, image, far=far, top_k=top_k)
 
     def match(self, gallery_name: str, faces: list[Face], *, far: float = 1e-3,
-              top_k: int = 5) -> list[Identification]:
-        return self.identifier.match(gallery_name, faces, far=far, top_k=top_k)
+              top_k: int = 5, record_seen: bool = True) -> list[Identification]:
+        return self.identifier.match(gallery_name, faces, far=far, top_k=top_k,
+                                     record_seen=record_seen)
 
     def not_this_person(self, subject_id: str, face: Face) -> Correction:
         return self.identifier.not_this_person(subject_id, face)
