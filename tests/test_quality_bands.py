@@ -26,7 +26,7 @@ from facelens.matching.quality_bands import (
 def test_a_face_falls_in_the_first_band_it_meets_and_a_pair_in_its_worse_faces() -> None:
     good, fair, poor = range(3)
     assert band_index(DEFAULT_BANDS, 45.0, 150.0) == good
-    assert band_index(DEFAULT_BANDS, 45.0, 30.0) == fair  # big but blurred
+    assert band_index(DEFAULT_BANDS, 45.0, 20.0) == fair  # big but blurred
     assert band_index(DEFAULT_BANDS, 20.0, 150.0) == fair  # sharp but small
     assert band_index(DEFAULT_BANDS, 12.0, 12.0) == poor
     assert pair_band_index(DEFAULT_BANDS, (45.0, 150.0), (12.0, 12.0)) == poor
@@ -80,7 +80,7 @@ def test_bands_survive_a_save_and_files_without_bands_still_load(tmp_path: Path)
     plain = load_calibration("openvino-f32", file=old)
     assert plain.quality_bands == () and plain.for_faces((10.0, 5.0)) == ("", plain)
 
-    bands = [_band("good", 32, 60, 0.35, 0.4), _band("fair", 16, 20, 0.6, 0.3),
+    bands = [_band("good", 25, 25, 0.35, 0.4), _band("fair", 15, 14, 0.6, 0.3),
              _band("poor", 0, 0, 0.9, 0.2)]
     report["quality_bands"] = {"calibration": bands}
     new = tmp_path / "new.json"
@@ -131,7 +131,7 @@ def test_a_probe_searches_with_its_bands_weight_and_thresholds(tmp_path: Path) -
     from facelens.matching.calibration import probe_in_band
 
     data = {"fusion_weight": 0.35, "embedders": {},
-            "quality_bands": [_band("good", 32, 60, 0.35, 0.4), _band("poor", 0, 0, 0.9, 0.2)]}
+            "quality_bands": [_band("good", 25, 25, 0.35, 0.4), _band("poor", 0, 0, 0.9, 0.2)]}
     path = tmp_path / "bands.json"
     path.write_text(json.dumps(data))
     calibration = load_calibration("openvino-f32", file=path)

@@ -99,7 +99,7 @@ def pair_scores_by_band(pop: Population, seed: int = 0) -> Scores:
         keep &= same | ~degraded | (rng.random(keep.shape) < DEGRADED_KEEP)
         r, c = np.nonzero(keep)
         i, j = rows[r], cols[c]
-        scores = np.stack([np.einsum("ij,ij->i", m[i], m[j]) for m in mats], 1)
+        scores = np.stack([(m[rows] @ m[cols].T)[r, c] for m in mats], 1)
         scores[missing[i] | missing[j]] = -np.inf
         parts.append((scores, np.maximum(pop.band[i], pop.band[j]),
                       np.where(parity[i] == parity[j], parity[i], 2).astype(np.int8),

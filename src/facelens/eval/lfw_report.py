@@ -193,8 +193,8 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
     if degrade:
         report["degraded"] = {}
     for name in degrade:
-        level_feats = facelens_cached(proto.files + pair_files, runtime, cache, workers,
-                                      progress, degrade=name)
+        level_feats = facelens_cached(proto.files, runtime, cache, workers, progress,
+                                      degrade=name)
         report["degraded"][name], panels[name] = degraded_report(
             [level_feats[f] for f in proto.files], proto.labels, weight)
     return report, panels
@@ -242,9 +242,10 @@ def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], out: P
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), sharey=True,
                              squeeze=False)
     floor = min(float(t.min()) for curves in panels.values() for _, t in curves.values())
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
     for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
         for name, (fars, tars) in curves.items():
-            ax.semilogx(fars, tars, label=name)
+            ax.semilogx(fars, tars, label=name, color=f"C{names.index(name) % 10}")
         for far in FARS:
             ax.axvline(far, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="false accept rate", ylim=(min(0.8, floor), 1.0),
