@@ -366,6 +366,28 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
     _write_json(report, json_out)
 
 
+@bench_app.command("milvus")
+def bench_milvus(uri: Annotated[str, typer.Option(help="A running Milvus server.")],
+                 n: Annotated[int, typer.Option("--n", help="Faces per collection.")]
+                 = 1_000_000,
+                 kinds: Annotated[str, typer.Option(
+                     help="Index kinds, comma-separated (DISKANN needs a build that has "
+                          "it and queryNode.enableDisk; the PyPI 2.3.5 server has not).")]
+                 = "IVF_SQ8,HNSW",
+                 queries: int = 1000,
+                 server_pid: Annotated[int | None, typer.Option(
+                     help="The server's process, to measure its memory per face.")] = None,
+                 json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
+                 = None) -> None:
+    """Milvus index kinds at scale: memory per face, recall@1 of mates, queries/s."""
+    from facelens.eval.milvus_bench import run_milvus_bench
+
+    with errors(), progress() as start:
+        report = run_milvus_bench(uri, n=n, queries=queries, kinds=tuple(kinds.split(",")),
+                                  server_pid=server_pid, progress=start)
+    _write_json(report, json_out)
+
+
 @bench_app.command("service")
 def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of people.")],
                   people: Annotated[int, typer.Option(help="Gallery size.")] = 40,
