@@ -50,7 +50,9 @@ class Subscriber:
 
     def _message(self, _client: Any, _userdata: Any, message: Any) -> None:
         with self._seen:
-            self.messages.append((message.topic, message.payload.decode(), message.retain))
+            # latin-1 maps every byte: a JPEG payload survives as text (payload.encode("latin-1"))
+            self.messages.append((message.topic, message.payload.decode("latin-1"),
+                                  message.retain))
             self._seen.notify_all()
 
     def wait_for(self, topic: str, payload: str | None = None, timeout: float = 10
@@ -194,3 +196,29 @@ def test_a_camera_that_starts_is_announced_with_the_people_it_watches(
         galleries.close()
         _clear_retained(sub, prefix, "homeassistant")
         sub.close()
+
+
+def test_snapshots_are_published_only_when_asked(prefixes: tuple[str, str],
+                                                 fixtures_dir: Any) -> None:
+    """With a snapshot source (setting mqtt_snapshots) the alert's best shot goes to
+    <prefix>/<camera>/snapshot, retained; without one no picture leaves."""
+    prefix, discovery = prefixes
+    jpeg = (fixtures_dir / "obama.jpg").read_bytes()
+    sub = Subscriber(f"{prefix}/#")
+    plain = MqttSink("mqtt://127.0.0.1:1883", prefix=prefix, discovery_prefix=discovery)
+    pictured = MqttSink("mqtt://127.0.0.1:1883", prefix=prefix, discovery_prefix=discovery,
+                        snapshot=lambda event_id: jpeg if event_id == 9 else b"")
+    try:
+        alert = {"camera": "gate", "subject_id": "s-1", "name": "Ada", "confidence": "high"}
+        assert plain.deliver({**alert, "event_id": 8})
+        sub.wait_for(f"{prefix}/gate/events")
+        assert not any(topic.endswith("/snapshot") for topic, _, _ in sub.messages)
+        assert pictured.deliver({**alert, "event_id": 9})
+        _, body, _ = sub.wait_for(f"{prefix}/gate/snapshot")
+        assert body.encode("latin-1") == jpeg
+    finally:
+        plain.close()
+        pictured.close()
+        _clear_retained(sub, prefix, discovery)
+        sub.close()
+

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     """e.g. mqtt://127.0.0.1:1883: alerts go to <mqtt_prefix>/<camera>/events."""
     mqtt_prefix: str = "facelens"
+    mqtt_snapshots: bool = False
+    """Also publish each alert's best shot (JPEG, retained) to <mqtt_prefix>/<camera>/snapshot,
+    as Frigate does. Off by default: it puts a face picture, unencrypted, on the broker."""
 
     # Scale-out (docs/deployment.md). Unset: one process, state in memory, no server needed.
     nats_url: str | None = None

@@ -162,7 +162,8 @@ def worker() -> None:
     with errors():
         galleries = Galleries(settings)
         warm_up(galleries)
-        sink, events = sinks_from(settings), EventStore(galleries.store)
+        events = EventStore(galleries.store)
+        sink = sinks_from(settings, events)
         delivery = start_delivery(settings, events, sink, bus)  # outbox → stream → sinks
         camera_worker = CameraWorker(settings, bus, galleries, events, delivery.relay,
                                      announcer=sink)

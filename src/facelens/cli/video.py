@@ -40,8 +40,9 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
     settings = get_settings()
     with errors():
         galleries = Galleries(settings)
-        sink = sinks_from(settings)
-        store = alert_recorder(EventStore(galleries.store), sink)
+        events = EventStore(galleries.store)
+        sink = sinks_from(settings, events)
+        store = alert_recorder(events, sink)
 
         def on_alert(alert: Alert, snapshot: bytes, frame: bytes) -> int | None:
             event_id = store(alert, snapshot, frame)
@@ -171,6 +172,8 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
                        help="Street footage the screens are held in front of "
                             "(repeatable).")],
                    step: Annotated[int, typer.Option(help="Process every STEP-th frame.")] = 3,
+                   chromium: Annotated[bool, typer.Option(
+                       help="Also SHOWN recaptured through headless chromium.")] = True,
                    json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                    = None) -> None:
     """Faces on phones and monitors vs real people: real tracks flagged as depictions (goal
@@ -183,7 +186,7 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
     people = _people(enrol)
     with errors(), progress() as start:
         report = run_depiction_eval(get_settings(), people, real, shown, background,
-                                    step=step, progress=start)
+                                    step=step, chromium=chromium, progress=start)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")

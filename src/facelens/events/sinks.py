@@ -18,10 +18,13 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import httpx
+
+from facelens.errors import FacelensError
 
 log = logging.getLogger("facelens.events")
 
@@ -106,21 +109,27 @@ class MqttSink:
     - `<prefix>/<camera>/events`: each alert (QoS 1), its confidence band also as `band`, its
       face box when the camera gives one; `<prefix>/<camera>/<subject_id>`: "ON" per alert.
     - `<prefix>/<camera>/reviews`: a person's confirm or dismiss of an alert.
+    - `<prefix>/<camera>/snapshot` (retained, only with `snapshot`): the latest alert's best
+      shot as JPEG.
     - `<discovery>/…/config` (retained): per announced camera a "last alert" sensor and a
       binary sensor per watched person (turning off 30 s after the last alert).
     """
 
     def __init__(self, url: str, *, prefix: str = "facelens",
-                 discovery_prefix: str = "homeassistant") -> None:
+                 discovery_prefix: str = "homeassistant",
+                 snapshot: Callable[[int], bytes] | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         where = urlparse(url)
         self.prefix, self.discovery = prefix, discovery_prefix
+        self.snapshot = snapshot
+        """An alert's best shot (JPEG) by event id, for `<prefix>/<camera>/snapshot`; None:
+        no face picture leaves for the broker (the default, setting mqtt_snapshots)."""
         self.availability = f"{prefix}/available"
         self._announced: dict[str, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"facelens-{os.getpid()}-{threading.get_native_id()}")
+                                   client_id=f"facelens-{os.getpid()}-{os.urandom(4).hex()}")
         if where.username:
             self._client.username_pw_set(where.username, where.password)
         self._client.will_set(self.availability, "offline", qos=1, retain=True)
@@ -185,6 +194,14 @@ class MqttSink:
         if subject_id := payload.get("subject_id"):
             sent.append(self._client.publish(f"{self.prefix}/{camera}/{subject_id}", "ON",
                                              qos=1))
+        if self.snapshot is not None and payload.get("event_id") is not None:
+            try:
+                jpeg = self.snapshot(int(payload["event_id"]))
+            except FacelensError:  # deleted meanwhile, or flagged without a picture
+                jpeg = None
+            if jpeg:
+                sent.append(self._client.publish(f"{self.prefix}/{camera}/snapshot", jpeg,
+                                                 qos=1, retain=True))
         return sent
 
     def _publish(self, topic: str, body: dict[str, Any], *, retain: bool = False) -> Any:

@@ -25,10 +25,14 @@ from facelens.vision.draw import draw_labels
 log = logging.getLogger("facelens.video")
 
 
-def sinks_from(settings: Settings) -> Fanout:
+def sinks_from(settings: Settings, events: EventStore | None = None) -> Fanout:
+    """The alert sinks the settings name; `events` lets MQTT publish snapshots when
+    mqtt_snapshots is on."""
     sinks: list[Sink] = [WebhookSink(h.url, h.secret) for h in settings.webhooks]
     if settings.mqtt_url:
-        sinks.append(MqttSink(settings.mqtt_url, prefix=settings.mqtt_prefix))
+        snapshot = events.image if events is not None and settings.mqtt_snapshots else None
+        sinks.append(MqttSink(settings.mqtt_url, prefix=settings.mqtt_prefix,
+                              snapshot=snapshot))
     return Fanout(sinks)
 
 

@@ -69,7 +69,7 @@ class CameraManager:
         return stored_configs(self.sessions)
 
     def start(self) -> None:
-        self.sink = sinks_from(self.settings)  # connects to brokers: only when started
+        self.sink = sinks_from(self.settings, self.events)  # connects: only when started
         self.delivery = start_delivery(self.settings, self.events, self.sink, self.bus)
         if self.bus:  # the workers run them
             return
