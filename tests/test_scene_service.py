@@ -304,3 +304,23 @@ def test_a_camera_reads_plates_keeps_none_and_alerts_on_a_hotlisted_one(
             (event.id, "plate", entry.id)]
     finally:
         galleries.close()
+
+
+def test_key_rotation_rewraps_hotlist_and_rule_keys(tmp_path: Path) -> None:
+    """A scene alert's crop stays readable after the master key is rotated."""
+    from facelens.store.database import Store
+
+    store = Store(Settings(data_dir=tmp_path / "data"))
+    try:
+        later = datetime.now(UTC) + timedelta(days=1)
+        entry = HotlistStore(store).add_plate("AB12O3", "stolen", later, "tester")
+        rule = HotlistStore(store).add_rule("red car", "search", later, "tester")
+        events = EventStore(store)
+        shots = [events.record_scene_alert("gate", kind, entry_id, "0.9",
+                                           snapshot_jpeg=f"crop {kind}".encode())
+                 for kind, entry_id in (("plate", entry.id), ("rule", rule.id))]
+        old = store.master.id
+        assert store.rotate_master_key().id != old
+        assert [events.image(e.id) for e in shots if e] == [b"crop plate", b"crop rule"]
+    finally:
+        store.close()

@@ -20,7 +20,7 @@ from facelens.store.crypto import (
     write_key_file,
 )
 from facelens.store.db import checkpoint, database_url, open_engine, session_factory
-from facelens.store.tables import Subject
+from facelens.store.tables import PlateHotlistEntry, SceneRule, Subject
 
 DATABASE_FILES = ("facelens.db", "facelens.db-wal", "facelens.db-shm")
 
@@ -75,7 +75,8 @@ class Store:
         return self.key_file.with_name(self.key_file.name + ".next")
 
     def rotate_master_key(self) -> MasterKey:
-        """Re-wrap every subject's data key under a new master key; returns the new key.
+        """Re-wrap every subject's (and hotlist entry's and rule's) data key under a new master
+        key; returns the new key.
 
         Crash-safe: the new key is written beside the old one first, the database is re-wrapped
         in one transaction, then the new key file replaces the old (see _finish_rotation)."""
@@ -90,6 +91,12 @@ class Store:
                 data_key = self.master.unwrap(subject.wrapped_key, subject.id)
                 subject.wrapped_key = new.wrap(data_key, subject.id)
                 subject.key_id = new.id
+            # Plate hotlist entries and rules hold their alerts' crop keys the same way.
+            for kind, table in (("plate", PlateHotlistEntry), ("rule", SceneRule)):
+                for entry in s.scalars(sa.select(table)):
+                    owner = f"{kind}:{entry.id}"
+                    entry.wrapped_key = new.wrap(self.master.unwrap(entry.wrapped_key, owner),
+                                                 owner)
         os.replace(pending, self.key_file)
         self.master = new
         self.checkpoint()
