@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def nats_url() -> str:
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
+    with _fresh_database() as url:
+        yield url
+
+
+@contextmanager
+def _fresh_database() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
     try:
         admin = sa.create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT",
@@ -123,14 +130,20 @@ def _stop(replica: Replica) -> None:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str, nats_url: str
              ) -> Iterator[tuple[Replica, Replica]]:
+    with _pair(tmp_path_factory.mktemp("replicas"), database_url, nats_url) as pair:
+        yield pair
+
+
+@contextmanager
+def _pair(root: Path, database_url: str, nats_url: str, **more: str
+          ) -> Iterator[tuple[Replica, Replica]]:
     """A and B: own data directories, one database, one master key, one NATS prefix."""
-    root = tmp_path_factory.mktemp("replicas")
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(FACELENS_DATABASE_URL=database_url, FACELENS_NATS_URL=nats_url,
                FACELENS_NATS_PREFIX=f"t{uuid.uuid4().hex[:12]}",
                FACELENS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
                FACELENS_QUEUE="200", FACELENS_RATE_BURST="10000",
-               FACELENS_PROBE_REPEATS="1000")
+               FACELENS_PROBE_REPEATS="1000", **more)
     a = _start("a", root, env)  # first: migrates the database and prints the admin key
     key = next((line.strip() for line in a.stdout.read_text().splitlines()
                 if line.strip().startswith("fl_")), None)
@@ -170,7 +183,10 @@ def _new_gallery(replica: Replica) -> str:
 @pytest.mark.slow
 def test_enrolment_on_one_is_found_on_the_other_and_deletion_is_gone_at_once(
         replicas: tuple[Replica, Replica], fixtures_dir: Path) -> None:
-    a, b = replicas
+    _found_then_gone(*replicas, fixtures_dir)
+
+
+def _found_then_gone(a: Replica, b: Replica, fixtures_dir: Path) -> None:
     gallery = _new_gallery(a)
     assert _enrol(a, gallery, "biden", fixtures_dir / "biden.jpg").status_code == 201
     assert _found(b, gallery, fixtures_dir / "obama2.jpg") == []  # B holds the gallery now
@@ -211,7 +227,23 @@ def _subjects_in_database(database_url: str, gallery: str) -> int:
 def test_concurrent_enrolments_on_both_reach_both_indexes_as_deltas(
         replicas: tuple[Replica, Replica], shared_data: Path, database_url: str,
         fixtures_dir: Path) -> None:
-    a, b = replicas
+    _burst(*replicas, shared_data, database_url, fixtures_dir)
+
+
+@pytest.mark.slow
+def test_replicas_on_one_milvus_agree(tmp_path_factory: pytest.TempPathFactory, nats_url: str,
+                                      milvus_uri: str, shared_data: Path,
+                                      fixtures_dir: Path) -> None:
+    """The same on one shared Milvus collection: each writer writes it, the others only
+    follow the version; its count per gallery equals the database's."""
+    with _fresh_database() as url, _pair(tmp_path_factory.mktemp("milvus-replicas"), url,
+                                         nats_url, FACELENS_MILVUS_URI=milvus_uri) as (a, b):
+        _found_then_gone(a, b, fixtures_dir)
+        _burst(a, b, shared_data, url, fixtures_dir)
+
+
+def _burst(a: Replica, b: Replica, shared_data: Path, database_url: str, fixtures_dir: Path
+           ) -> None:
     gallery = _new_gallery(a)
     for replica in (a, b):  # each holds the gallery before the burst
         assert _found(replica, gallery, fixtures_dir / "obama.jpg") == []
@@ -229,7 +261,9 @@ def test_concurrent_enrolments_on_both_reach_both_indexes_as_deltas(
     assert _subjects_in_database(database_url, gallery) == enrolled
     for replica in (a, b):
         _found(replica, gallery, fixtures_dir / "obama.jpg")  # brings the index current
-        assert replica.metric("facelens_index_faces", gallery) == enrolled
+        counts = {what: replica.metric(f"facelens_index_{what}_total")
+                  for what in ("deltas", "announced", "gaps", "full_checks", "repairs")}
+        assert replica.metric("facelens_index_faces", gallery) == enrolled, counts
         assert _costly(replica) == before[replica.url]
         print(f"\n{replica.url}: " + ", ".join(
             f"{what} {replica.metric(f'facelens_index_{what}_total'):.0f}"

@@ -88,29 +88,31 @@ class IndexCache:
     def added(self, gallery: Gallery, version: int, ids: np.ndarray, vectors: np.ndarray
               ) -> None:
         """The vectors a transaction of this process committed at `version`."""
-        # All before taking `lock`: searches holding it, here and on other replicas, may be
-        # waiting for this version.
-        if self._shared:  # the collection is everyone's: written now, by its writer
-            index = self._shared_index(gallery)
-            index.add(ids, vectors)
-            self._save(gallery, index, -1)
+        # Noted and announced before taking `lock`: searches holding it, here and on other
+        # replicas, may be waiting for this version.
         self._inbox.note(gallery.id, version,
                          SHARED_DONE if self._shared else Delta(ids, NO_IDS, vectors))
         if self.announcer:
             self.announcer.announce(gallery.id, version, added=tuple(ids.tolist()))
+        if self._shared:  # the collection is everyone's: written by its writer
+            with self._single_flight.hold(gallery.id):  # never during a repair
+                index = self._shared_index(gallery)
+                index.add(ids, vectors)
+                self._save(gallery, index, -1)
         with self.lock:
             self._advance_held(gallery)
 
     def removed(self, gallery: Gallery, version: int, ids: np.ndarray) -> None:
         """The ids a transaction of this process deleted at `version`."""
-        if self._shared:
-            index = self._shared_index(gallery)
-            index.remove(ids)
-            self._save(gallery, index, -1)  # Milvus: deleted rows leave its files now
         self._inbox.note(gallery.id, version,
                          SHARED_DONE if self._shared else Delta(NO_IDS, ids, None))
         if self.announcer:
             self.announcer.announce(gallery.id, version, removed=tuple(ids.tolist()))
+        if self._shared:
+            with self._single_flight.hold(gallery.id):
+                index = self._shared_index(gallery)
+                index.remove(ids)
+                self._save(gallery, index, -1)  # Milvus: deleted rows leave its files now
         with self.lock:
             self._advance_held(gallery)
 
@@ -243,7 +245,8 @@ class IndexCache:
         dim = EMBEDDER_DIMS[gallery.embedder]
         if self.settings.milvus_uri:
             return MilvusIndex(dim, self.settings.milvus_uri, _milvus_collection(gallery),
-                               gallery=gallery.id)
+                               gallery=gallery.id,
+                               consistency=self.settings.milvus_consistency)
         saved = index_store.load_versioned(self.index_dir, gallery.id,
                                            self.store.master.derive("index"), dim)
         return saved[0] if saved and saved[1] == version else None
@@ -264,8 +267,10 @@ class IndexCache:
         writer that died between its commit and its write to Milvus may leave a subject's
         old centroid (docs/decisions.md)."""
         self.stats.full_checks += 1
-        truth = self._truth(gallery)
+        # The collection first: writers commit before they write it (and wait for this
+        # repair's lock), so a row read here is in the database read next unless deleted.
         present = set(index.ids().tolist())
+        truth = self._truth(gallery)
         extra, missing = present - truth, truth - present
         if extra:
             index.remove(np.array(sorted(extra), np.int64))
