@@ -6,10 +6,12 @@ import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
 import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
 import { setGrant } from "./scopes.js";
+import { setupStreet, showStreet } from "./street.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, labelCells, showError } from "./ui.js";
 
-const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts", "admin"];
+const PAGES = ["signin", "galleries", "gallery", "try", "liveness", "cameras", "alerts", "street",
+  "admin"];
 let me = null; // {id, name, scopes} of the signed-in key
 
 function showPage(name) {
@@ -66,6 +68,9 @@ async function route() {
   } else if (page === "alerts") {
     showPage("alerts");
     await showAlerts();
+  } else if (page === "street") {
+    showPage("street");
+    await showStreet();
   } else if (page === "admin") {
     showPage("admin");
     await showAdmin();
@@ -108,6 +113,7 @@ async function start() {
   setupCameras();
   setupAlerts();
   setupAdmin();
+  setupStreet();
   for (const table of document.querySelectorAll("main table")) labelCells(table);
   window.addEventListener("hashchange", () => {
     clearMessages();
