@@ -67,3 +67,21 @@ def test_street_page_adds_and_deletes_plates_and_rules(page: Page, server: Serve
     actions = _audit(server)
     for action in ("hotlist.add", "rule.add", "hotlist.delete", "rule.delete"):
         assert action in actions, action
+
+
+def test_alerts_filter_by_kind_and_cameras_turn_the_street_layer_on(page: Page,
+                                                                     server: Server) -> None:
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    page.fill("#camera-name", "lane")
+    page.fill("#camera-source", "/dev/video9")  # no such device: the camera errors, stays listed
+    page.check("#camera-scene")
+    page.click("#add-camera")
+    expect(page.locator("#notice")).to_contain_text("Camera lane added")
+    (camera,) = [c for c in api_call(server.base, "/v1/cameras", server.key)
+                 if c["name"] == "lane"]
+    assert camera["scene"] is True
+    page.click("#nav-alerts")
+    page.select_option("#events-kind", "plate")
+    with page.expect_request(lambda r: "/v1/events?" in r.url and "kind=plate" in r.url):
+        page.click("#events-refresh")

@@ -75,11 +75,11 @@ function eventRow(event) {
     imageCell(event, "frame"),
     el("td", { class: "camera" }, event.camera ?? "—"),
     el("td", { class: "time" }, fmtDate(event.at)),
-    el("td", { class: "subject" }, el("a", {
+    el("td", { class: "subject" }, event.subject_id ? el("a", {
       href: "#/alerts", title: `Only ${event.subject_name}'s alerts`,
       dataset: { testid: `event-person-${event.id}` },
       onclick: (e) => { e.preventDefault(); filterPerson(event); },
-    }, event.subject_name ?? "—")),
+    }, event.subject_name ?? "—") : `${event.kind}: ${event.subject_name ?? "—"}`),
     el("td", {}, event.confidence ?? "—"),
     el("td", { class: "status", dataset: { testid: `event-status-${event.id}` } }),
     el("td", {},
@@ -163,6 +163,8 @@ function filters() {
   const query = new URLSearchParams();
   const status = $("#events-status").value;
   if (status) query.set("status", status);
+  const kind = $("#events-kind").value; // face, or a street alert (plate, rule)
+  if (kind) query.set("kind", kind);
   for (const [name, input] of [["camera", "#events-camera"], ["gallery", "#events-gallery"]]) {
     const value = $(input).value.trim();
     if (value) query.set(name, value);
@@ -176,6 +178,7 @@ function filters() {
 // Whether an event that arrived live belongs in the list as filtered.
 function wanted(event, query) {
   return (!query.get("status") || query.get("status") === event.status) &&
+    (!query.get("kind") || query.get("kind") === event.kind) &&
     (!query.get("camera") || query.get("camera") === event.camera) &&
     (!query.get("gallery") || query.get("gallery") === event.gallery) &&
     (!query.get("subject_id") || query.get("subject_id") === event.subject_id);

@@ -168,6 +168,7 @@ async function addCamera(event) {
     name: $("#camera-name").value.trim(),
     source: $("#camera-source").value.trim(),
     galleries: selected($("#camera-galleries")),
+    scene: $("#camera-scene").checked,
   };
   const fps = $("#camera-fps").value.trim();
   if (fps) body.fps = Number(fps);
