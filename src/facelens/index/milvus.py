@@ -35,8 +35,9 @@ from facelens.index.base import (
 )
 
 SERVER_KIND = "IVF_SQ8"
-"""The index a server's collections get: 8-bit codes, a quarter of HNSW's memory per face at
-the same recall@1 of mates (measured: docs/benchmarks.md, chosen: docs/decisions.md)."""
+"""The index a server's collections get: 8-bit codes, 240 bytes a 256-d face against HNSW's
+1,065, and a higher recall@1 of mates at every effort measured (docs/benchmarks.md, chosen in
+docs/decisions.md). Face vectors are nearly isotropic, so it must probe a quarter of its lists."""
 LITE_KIND = "HNSW"
 BUILD_PARAMS: dict[str, dict[str, int]] = {
     "HNSW": {"M": 32, "efConstruction": 64},
@@ -44,7 +45,7 @@ BUILD_PARAMS: dict[str, dict[str, int]] = {
     "DISKANN": {},
     "FLAT": {},
 }
-DEFAULT_EFFORT = {"HNSW": 128, "IVF_SQ8": 32, "DISKANN": 100, "FLAT": 0}
+DEFAULT_EFFORT = {"HNSW": 128, "IVF_SQ8": 256, "DISKANN": 100, "FLAT": 0}
 """The kind's search knob: HNSW's ef, IVF's nprobe, DiskANN's search_list."""
 
 
@@ -64,15 +65,18 @@ class MilvusIndex:
     """Gallery `gallery`'s faces in `collection`. Milvus owns the storage; `save(path)` writes
     a small JSON descriptor (uri, collection, dim, gallery) that `load(path)` reconnects from.
     `kind` is the index a new collection gets (default: SERVER_KIND, LITE_KIND for lite);
-    `effort` its search knob (default: DEFAULT_EFFORT)."""
+    `effort` its search knob (default: DEFAULT_EFFORT); `consistency` that of searches
+    (Strong: they see every acknowledged write, after the server's next time tick)."""
 
     _batch = 5_000
 
     def __init__(self, dim: int, uri: str, collection: str = "faces", *, gallery: int = 0,
-                 kind: str | None = None, effort: int | None = None) -> None:
+                 kind: str | None = None, effort: int | None = None,
+                 consistency: str = "Strong") -> None:
         from pymilvus import MilvusClient  # why lazy: an optional, heavy dependency
 
         self._dim, self._uri, self._name, self._gallery = dim, uri, collection, gallery
+        self._consistency = consistency  # of searches; counts and lookups are always Strong
         self._lite = uri.endswith(".db")  # pymilvus's own rule for starting milvus-lite
         self._where = f"gallery == {int(gallery)}"
         self._client = MilvusClient(uri)
@@ -113,6 +117,15 @@ class MilvusIndex:
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def client(self) -> Any:
+        """The pymilvus client, for tools that look behind the interface (benchmarks)."""
+        return self._client
+
+    @property
+    def collection(self) -> str:
+        return self._name
 
     def __len__(self) -> int:
         rows = self._client.query(self._name, filter=self._where, output_fields=["count(*)"])
@@ -156,7 +169,7 @@ class MilvusIndex:
         scores, ids = no_results(len(q), k)
         hits = self._client.search(
             self._name, data=list(q), limit=k, filter=self._where, anns_field="vector",
-            output_fields=["id"],
+            output_fields=["id"], consistency_level=self._consistency,
             search_params={"metric_type": "IP",
                            "params": _search_params(self.kind, self.effort, k)})
         for row, found in enumerate(hits):
