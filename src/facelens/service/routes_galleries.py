@@ -30,7 +30,8 @@ class NewGallery(BaseModel):
                          description="e.g. staff-door; purposes starting with 'watchlist' "
                                      "need a reason and an expiry per entry")
     embedder: str | None = None
-    retention_days: int = Field(3 * 365, ge=1)
+    retention_days: int = Field(3 * 365, ge=1, le=36_500)
+    """At most a century: a larger number is no policy (and overflows the database)."""
 
 
 def gallery_payload(gallery: Gallery, subjects: int | None = None) -> dict[str, Any]:
