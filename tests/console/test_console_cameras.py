@@ -156,7 +156,7 @@ def test_cameras_add_preview_alerts_toggle_assign_remove(page: Page, camera_serv
     assert camera | {"source": "…"} == {
         "name": "stage", "source": "…", "galleries": ["watch"], "enabled": True, "fps": 10.0,
         "motion": False, "cooldown_s": 60.0, "far": 0.001, "zones": [], "masks": [],
-        "status": "ended", "alerts": 2, "reconnects": 0}
+        "scene": False, "status": "ended", "alerts": 2, "reconnects": 0}
     page.screenshot(path=shots / "cameras-ended.png", full_page=True)
 
     # A second camera of the same name: the API's conflict, shown as on the other pages.
