@@ -105,10 +105,14 @@ def test_an_alert_needs_two_separated_frames_and_carries_its_margin(stage: Stage
     alerts = _run(watcher, stage.frames)
     threshold = stage.galleries.engine.calibration.open_set_threshold(
         stage.galleries.gallery("watch").embedder, 1e-3, 3).value
+    height, width = stage.frames[0].shape[:2]
     for alert in alerts:
         assert alert.frames >= 2
         assert alert.margin > 0 and alert.score - alert.margin == pytest.approx(threshold,
                                                                                abs=1e-3)
+        x1, y1, x2, y2 = alert.box  # the face, in the frame, for sinks and MQTT
+        assert 0 <= x1 < x2 <= width + 1 and 0 <= y1 < y2 <= height + 1
+        assert alert.payload()["box"] == alert.box
     glimpse = stage.frames[:12]  # 4 processed frames: less than min_gap apart
     assert _run(Watcher("stage", stage.galleries, ["watch"]), glimpse) == []
     single = _run(Watcher("stage", stage.galleries, ["watch"], template=False), glimpse)

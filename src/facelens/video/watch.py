@@ -59,6 +59,8 @@ class Alert:
     """`score` minus the threshold it had to clear: how close the call was."""
     frames: int = 1
     """Embedded frames in the template that decided."""
+    box: list[float] = field(default_factory=list)
+    """The best shot's face in its frame (x1, y1, x2, y2 px), as sinks and MQTT carry it."""
     event_id: int | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -311,7 +313,7 @@ class Watcher:
             max(self._gallery_size(gallery), 1)).value
         alert = Alert(self.camera, subject_id, name, gallery, band, round(time, 2), track.id,
                       flagged, round(state.score, 4), round(state.score - threshold, 4),
-                      len(state.template))
+                      len(state.template), [round(float(v), 1) for v in state.best.box])
         if self.on_alert:
             alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
                                            _jpeg(_blur_others(state.best)))
