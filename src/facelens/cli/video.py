@@ -144,19 +144,28 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
                   footage: Annotated[bool, typer.Option(help="Add the registry footage "
                                                              "(`make footage`).")] = True,
                   prints: int = 200, replays_per_window: int = 2,
+                  recaptures: Annotated[int | None, typer.Option(
+                      help="Windows per clip and recipe recaptured through chromium (0: "
+                           "none; default: the evaluation's).")] = None,
+                  shared: Annotated[Path | None, typer.Option(
+                      help="The annotated close-up clips (default: the liveness/ folder "
+                           "beside the LFW folder).")] = None,
+                  plot: Annotated[Path | None, typer.Option(
+                      help="Draw the passive detector's DET curves here (PNG).")] = None,
                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                   = None) -> None:
-    """The liveness judge vs synthetic print and replay attacks, and on real actions: APCER
-    per attack type and BPCER (ISO/IEC 30107-3 terms), with counts and what the set cannot
-    show."""
+    """The liveness judge vs synthetic print and replay attacks, chromium recaptures and real
+    actions: APCER per attack type, BPCER and APCER at fixed BPCER (ISO/IEC 30107-3 terms),
+    with counts and what the set cannot show, and a DET plot."""
     from facelens.api import default_engine
     from facelens.cli.common import progress
     from facelens.eval.liveness_eval import run_liveness_eval
 
     with errors(), progress() as start:
         report = run_liveness_eval(default_engine(), video, lfw, prints=prints,
-                                   clips=None if footage else [],
-                                   replays_per_window=replays_per_window, progress=start)
+                                   clips=None if footage else [], shared=shared, plot=plot,
+                                   replays_per_window=replays_per_window, progress=start,
+                                   **({} if recaptures is None else {"recaptures": recaptures}))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1) + "\n")
