@@ -143,3 +143,41 @@ def test_a_probe_searches_with_its_bands_weight_and_thresholds(tmp_path: Path) -
     assert band == "good" and vector is probe
     plain = probe[:128]
     assert probe_in_band(calibration, plain, "sface-flip", (10.0, 5.0), 0.35)[2] is plain
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_bands_are_fitted_on_a_small_lfw_dev_subset_and_saved(shared_data: Path,
+                                                             tmp_path: Path) -> None:
+    """The whole `eval lfw --degrade cctv-18 --degrade cctv-12 --bands --save-to` path on 10
+    people: each copy is measured, every band gets pairs, a weight and thresholds, the held-out
+    FAR is reported, and the saved file picks those bands."""
+    from facelens.eval.lfw_bands import evaluate_cached
+    from facelens.eval.lfw_report import evaluate, write_calibration
+    from facelens.settings import Settings
+
+    images = shared_data / "lfw-dev" / "images"
+    people = [p for p in sorted(images.iterdir()) if len(list(p.glob("*.jpg"))) in (3, 4)][:8]
+    root = tmp_path / "lfw" / "images"
+    for person in people:
+        (root / person.name).mkdir(parents=True)
+        for src in sorted(person.glob("*.jpg")):
+            (root / person.name / src.name).symlink_to(src)
+    runtime, levels = Settings().runtime, ("cctv-18", "cctv-12")
+    report, panels = evaluate(root.parent, runtime=runtime, workers=1, cache=tmp_path / "c",
+                              singles=0, degrade=levels)
+    assert list(panels) == ["clean", *levels]
+    cctv = report["degraded"]["cctv-18"]
+    assert 15 < cctv["median_interocular_px"] < 22 and cctv["faces_not_found"] == 0
+    assert report["degraded"]["cctv-12"]["median_interocular_px"] < 15
+    bands = evaluate_cached(root.parent, report, runtime, levels, tmp_path / "c", 1)
+    assert [b["name"] for b in bands["calibration"]] == [b.name for b in DEFAULT_BANDS]
+    for name, band in bands["per_band"].items():
+        assert band["genuine_pairs"] > 0 and band["impostor_pairs"] > 0, name
+        assert 0 <= band["held_out"]["banded"]["1e-02"]["far"] <= 1
+    report["quality_bands"] = bands
+    write_calibration(report, "subset", tmp_path / "points.json")
+    saved = load_calibration("any", file=tmp_path / "points.json")
+    name, poor = saved.for_faces((12.0, 10.0))
+    assert name == "poor" and poor.operating_point("fusion", 1e-2).threshold == \
+        bands["calibration"][2]["embedders"]["fusion"]["thresholds"]["1e-02"]

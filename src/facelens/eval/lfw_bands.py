@@ -118,7 +118,8 @@ def threshold(impostor: np.ndarray, far: float) -> float:
 
 
 def fused(s: np.ndarray, weight: float) -> np.ndarray:
-    return weight * s[:, 1] + (1 - weight) * s[:, 2]
+    """Fused scores; a miss stays -inf (at weight 0 or 1, 0·-inf would make it NaN)."""
+    return np.where(np.isneginf(s[:, 1]), -np.inf, weight * s[:, 1] + (1 - weight) * s[:, 2])
 
 
 def best_weight(gen: np.ndarray, imp: np.ndarray) -> float:

@@ -85,7 +85,8 @@ class Calibration:
         entry = self.data["quality_bands"][pair_band_index(bands, *faces)]
         name = str(entry["name"])
         return name, Calibration(
-            {"source": f"{self.source}, {name}-quality band",
+            {"source": f"{self.data.get('quality_bands_source', self.source)}, {name}-quality "
+                       "band",
              "fusion_weight": entry["fusion_weight"], "embedders": entry["embedders"]},
             f"{self.origin}#{name}")
 
