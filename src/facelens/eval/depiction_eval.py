@@ -19,9 +19,12 @@ import cv2
 import numpy as np
 
 from facelens.eval.attacks import paste_plane, plane_homography
+from facelens.eval.recapture import RECIPES, available, recaptured
 from facelens.eval.watch_eval import enrolled_gallery
+from facelens.liveness.passive import REALNESS_MIN
+from facelens.models.antispoof import AntiSpoof
 from facelens.settings import Settings
-from facelens.video.depiction import depicting_object
+from facelens.video.depiction import CUES
 from facelens.video.source import Frame, VideoSource
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher
@@ -30,6 +33,7 @@ Progress = Callable[[str, int], Callable[[int], None]]
 SCREENS = {"phone": {"width": 0.35, "bezel": 0.06, "colour": (10, 10, 12)},
            "monitor": {"width": 0.55, "bezel": 0.025, "colour": (28, 28, 30)}}
 """Width of the screen (share of the frame's), bezel width (share of the picture), colour."""
+_antispoof = AntiSpoof()
 
 
 def load(path: Path, step: int, limit: int | None = None) -> list[Frame]:
@@ -69,9 +73,10 @@ def recapture(shown: list[np.ndarray], street: list[np.ndarray], kind: str, seed
 
 
 def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
-    """Every face track of at least 3 observations, and those the depiction cue flags on any
-    of up to 5 of its frames (its best, and every 4th observation from the first), as many as
-    the watch pipeline looks at per track."""
+    """Every face track of at least 3 observations, and those each depiction cue (and any of
+    them: `flagged`) flags on any of up to 5 of its frames (its best, and every 4th
+    observation from the first), as many as the watch pipeline looks at per track. The
+    `antispoof` model is reported apart: tracks with a frame below the liveness threshold."""
     from facelens.api import Engine
 
     engine = Engine(settings)
@@ -89,14 +94,21 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
             if n % 4 == 1 and len(sampled.setdefault(track.id, [])) < 4:
                 sampled[track.id].append((frame.rgb, track.face.box.copy()))
     tracks = [k for k, n in seen_count.items() if n >= 3]
-    flagged = {}
+    per_cue: dict[str, dict[int, str]] = {cue: {} for cue in CUES}
+    lowest_realness = {}
     for k in tracks:
-        for rgb, box in [best[k][1:], *sampled[k]]:
-            if found := depicting_object(rgb, box):
-                flagged[k] = found
-                break
-    return {"tracks": len(tracks), "flagged": len(flagged),
-            "flagged_as": sorted(set(flagged.values()))}
+        shots = [best[k][1:], *sampled[k]]
+        for rgb, box in shots:
+            for cue, check in CUES.items():
+                if k not in per_cue[cue] and (found := check(rgb, box)):
+                    per_cue[cue][k] = found
+        lowest_realness[k] = min(float(_antispoof.score(rgb, [box])[0]) for rgb, box in shots)
+    fused = set().union(*per_cue.values())
+    return {"tracks": len(tracks), "flagged": len(fused),
+            "flagged_by": {cue: len(found) for cue, found in per_cue.items()}
+            | {"antispoof (not fused)": sum(r < REALNESS_MIN for r in lowest_realness.values())},
+            "flagged_as": sorted({v for found in per_cue.values() for v in found.values()}),
+            "lowest_realness": round(min(lowest_realness.values(), default=1.0), 3)}
 
 
 def watch(settings: Settings, people: dict[str, Path], frames: list[Frame]
@@ -115,9 +127,11 @@ def watch(settings: Settings, people: dict[str, Path], frames: list[Frame]
 
 def run_depiction_eval(settings: Settings, people: dict[str, Path], real: list[Path],
                        shown: Path, backgrounds: list[Path], *, step: int = 3,
-                       progress: Progress) -> dict[str, Any]:
+                       chromium: bool = True, progress: Progress) -> dict[str, Any]:
     """Real clips: tracks flagged (goal 0) and the watch run with `people` enrolled. Made-up:
-    `shown` on a phone and a monitor over each background; alerts must all be flagged."""
+    `shown` (and with `chromium`, its recaptures through a browser, eval/recapture.py) on a
+    phone and a monitor over each background; alerts must all be flagged. The full-screen
+    recaptures are watched as they are too (a screen grab: no bezel, no camera)."""
     report: dict[str, Any] = {"sampled_every": step, "real": {}, "made_up": {}}
     advance = progress("real clips", len(real))
     for clip in real:
@@ -125,15 +139,23 @@ def run_depiction_eval(settings: Settings, people: dict[str, Path], real: list[P
         report["real"][clip.name] = flagged_tracks(settings, frames) | watch(
             settings, people, frames)
         advance(1)
-    shown_frames = load(shown, step)
-    advance = progress("recaptures", 2 * len(backgrounds))
-    for seed, background in enumerate(backgrounds):
-        street = [f.rgb for f in load(background, step)]
-        for kind in SCREENS:
-            made = recapture([f.rgb for f in shown_frames], street, kind, seed)
-            frames = [Frame(f.index, f.time, rgb) for f, rgb in zip(shown_frames, made,
-                                                                   strict=True)]
-            report["made_up"][f"{shown.stem} on a {kind} over {background.name}"] = \
-                flagged_tracks(settings, frames) | watch(settings, people, frames)
-            advance(1)
+    grabs = [recaptured(shown, recipe) for recipe in RECIPES] if chromium and available() \
+        else []
+    advance = progress("recaptures", len(grabs) + 2 * len(backgrounds) * (1 + len(grabs)))
+    for grab in grabs:
+        frames = load(grab, step)
+        report["made_up"][f"{grab.name} full-screen"] = \
+            flagged_tracks(settings, frames) | watch(settings, people, frames)
+        advance(1)
+    for source in [shown, *grabs]:
+        shown_frames = load(source, step)
+        for seed, background in enumerate(backgrounds):
+            street = [f.rgb for f in load(background, step)]
+            for kind in SCREENS:
+                made = recapture([f.rgb for f in shown_frames], street, kind, seed)
+                frames = [Frame(f.index, f.time, rgb) for f, rgb in zip(shown_frames, made,
+                                                                       strict=True)]
+                report["made_up"][f"{source.name} on a {kind} over {background.name}"] = \
+                    flagged_tracks(settings, frames) | watch(settings, people, frames)
+                advance(1)
     return report
