@@ -324,3 +324,43 @@ def test_key_rotation_rewraps_hotlist_and_rule_keys(tmp_path: Path) -> None:
         assert [events.image(e.id) for e in shots if e] == [b"crop plate", b"crop rule"]
     finally:
         store.close()
+
+
+def test_migration_0010_keeps_pending_alerts_through_sqlite_rebuilding_events(
+        tmp_path: Path) -> None:
+    """SQLite rebuilds `events` to make subject_id nullable: an alert not yet handed on (its
+    outbox row) survives the upgrade and the downgrade."""
+    from alembic import command
+    from alembic.config import Config
+
+    from facelens.store.db import MIGRATIONS, _sqlite_pragmas
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+
+    def migrate(step: Callable[[Config, str], None], revision: str) -> list[Any]:
+        with engine.begin() as c:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = c
+            step(config, revision)
+            return list(c.exec_driver_sql("SELECT id, event_id FROM outbox").all())
+
+    migrate(command.upgrade, "0009")
+    with engine.begin() as c:
+        for row in ("galleries(id, name, purpose, embedder, retention_days, created_at, version)"
+                    " VALUES (1, 'g', 'p', 'e', 1, '2026-01-01', 0)",
+                    "subjects(id, gallery_id, display_name, attributes, wrapped_key, key_id,"
+                    " created_at, last_seen_at) VALUES ('s', 1, 'n', '{}', x'00', 'k',"
+                    " '2026-01-01', '2026-01-01')",
+                    "events(id, camera, at, gallery, subject_id, subject_name, confidence,"
+                    " status, details) VALUES (7, 'c', '2026-01-01', 'g', 's', 'n', 'high',"
+                    " 'unconfirmed', '{}')",
+                    "outbox(id, event_id, camera, payload, created_at)"
+                    " VALUES (3, 7, 'c', '{}', '2026-01-01')"):
+            c.exec_driver_sql(f"INSERT INTO {row}")
+    try:
+        assert migrate(command.upgrade, "0010") == [(3, 7)]
+        assert migrate(command.downgrade, "0009") == [(3, 7)]
+    finally:
+        engine.dispose()

@@ -19,6 +19,22 @@ branch_labels = None
 depends_on = None
 
 
+def _keep_outbox() -> bool:
+    """SQLite rebuilds `events`: dropping the old table would cascade into the outbox, so its
+    pending rows are kept aside (PostgreSQL alters the table in place)."""
+    if op.get_bind().dialect.name != "sqlite":
+        return False
+    op.execute("CREATE TEMP TABLE outbox_kept AS SELECT * FROM outbox")
+    return True
+
+
+def _restore_outbox(kept: bool) -> None:
+    if kept:
+        op.execute("INSERT INTO outbox SELECT * FROM outbox_kept "
+                   "WHERE id NOT IN (SELECT id FROM outbox)")
+        op.execute("DROP TABLE outbox_kept")
+
+
 def upgrade() -> None:
     op.create_table(
         "plate_hotlist",
@@ -56,9 +72,7 @@ def upgrade() -> None:
         sa.Column("until", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("camera", "target"),
     )
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    if sqlite:  # SQLite rebuilds events: dropping the old table would cascade into the outbox
-        op.execute("CREATE TEMP TABLE outbox_kept AS SELECT * FROM outbox")
+    kept = _keep_outbox()
     with op.batch_alter_table("events") as batch:
         batch.add_column(sa.Column("kind", sa.String(length=20), nullable=False,
                                    server_default="face"))
@@ -72,10 +86,7 @@ def upgrade() -> None:
         batch.create_index("ix_events_kind", ["kind"])
         batch.create_index("ix_events_hotlist_id", ["hotlist_id"])
         batch.create_index("ix_events_rule_id", ["rule_id"])
-    if sqlite:
-        op.execute("INSERT INTO outbox SELECT * FROM outbox_kept "
-                   "WHERE id NOT IN (SELECT id FROM outbox)")
-        op.execute("DROP TABLE outbox_kept")
+    _restore_outbox(kept)
     with op.batch_alter_table("cameras", recreate="never") as batch:
         batch.add_column(sa.Column("scene", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
@@ -85,6 +96,7 @@ def downgrade() -> None:
     with op.batch_alter_table("cameras", recreate="never") as batch:
         batch.drop_column("scene")
     op.execute("DELETE FROM events WHERE subject_id IS NULL")
+    kept = _keep_outbox()
     with op.batch_alter_table("events") as batch:
         batch.drop_index("ix_events_rule_id")
         batch.drop_index("ix_events_hotlist_id")
@@ -95,6 +107,7 @@ def downgrade() -> None:
         batch.drop_column("rule_id")
         batch.drop_column("hotlist_id")
         batch.drop_column("kind")
+    _restore_outbox(kept)
     op.drop_table("scene_alert_windows")
     op.drop_table("scene_rules")
     op.drop_index("ix_plate_hotlist_plate_key", table_name="plate_hotlist")
