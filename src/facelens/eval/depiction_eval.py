@@ -1,11 +1,11 @@
 """`facelens eval depiction`: faces on screens raise no normal alert, real people lose none.
 
-Real material: every face track of each real clip (at least 3 observations) is checked by the
-depiction cue on its best frame: a real track flagged is a lost alert. Made-up material: a
-clip of enrolled people re-shown on a phone held sideways or a monitor (dark bezel, perspective
-from a hand-held pose, a glare band, the screen's gamma) composited into moving street
-footage; the watch pipeline runs on it with the people enrolled, and every alert must be
-flagged as a depiction.
+Real material: every face track of each real clip (at least 3 observations) is checked by
+each depiction cue on up to 5 of its frames: a real track flagged is a lost alert. Made-up
+material: a clip of enrolled people (and its recaptures through headless chromium) re-shown
+on a phone held sideways or a monitor (dark bezel, perspective from a hand-held pose, a glare
+band, the screen's gamma) composited into moving street footage; the watch pipeline runs on
+it with the people enrolled, and every alert must be flagged as a depiction.
 """
 
 from __future__ import annotations
