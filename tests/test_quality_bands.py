@@ -120,6 +120,8 @@ def test_cctv_like_photos_of_one_person_are_decided_in_the_low_quality_band(
     assert verdict.far_threshold == banded.operating_point("fusion", 1e-3).threshold
     assert verdict.far_threshold != calibration.operating_point("fusion", 1e-3).threshold
     assert verdict.match and verdict.to_dict()["quality_band"] == band
+    assert calibration.band_named(band).data == banded.data  # what the service's band reads
+    assert calibration.band_named("") is calibration
     clean = engine.verify(load_rgb("obama.jpg"), load_rgb("obama2.jpg"), far=1e-3,
                           embedder="fusion")
     assert clean.quality_band == calibration.quality_bands[0].name and clean.match

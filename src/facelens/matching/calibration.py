@@ -82,7 +82,16 @@ class Calibration:
         bands = self.quality_bands
         if not bands:
             return "", self
-        entry = self.data["quality_bands"][pair_band_index(bands, *faces)]
+        return self._band(pair_band_index(bands, *faces))
+
+    def band_named(self, name: str) -> Calibration:
+        """The calibration of the band a verdict names (`Verdict.quality_band`); this one
+        when the name is empty or unknown (no bands)."""
+        names = [str(entry["name"]) for entry in self.data.get("quality_bands", ())]
+        return self._band(names.index(name))[1] if name in names else self
+
+    def _band(self, index: int) -> tuple[str, Calibration]:
+        entry = self.data["quality_bands"][index]
         name = str(entry["name"])
         return name, Calibration(
             {"source": f"{self.data.get('quality_bands_source', self.source)}, {name}-quality "

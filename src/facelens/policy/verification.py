@@ -42,11 +42,13 @@ class Verification:
 
     def band(self, verdict: Verdict) -> str:
         """How sure a match is: "high", "medium" or "low" (the strictest FAR band whose
-        threshold its score clears, for the model that decided); "none" for no match."""
+        threshold its score clears, for the model that decided, in the quality band that
+        decided); "none" for no match."""
         if not verdict.match:
             return "none"
         decided_by = verdict.decided_by or verdict.embedder
-        return self.galleries.engine.calibration.confidence_band(decided_by, verdict.score)[0]
+        calibration = self.galleries.engine.calibration.band_named(verdict.quality_band)
+        return calibration.confidence_band(decided_by, verdict.score)[0]
 
     def between(self, first: np.ndarray, live: np.ndarray, *, caller: str,
                 key_scopes: Collection[str], liveness_session: str | None,
