@@ -60,12 +60,13 @@ def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> None:
 def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) -> None:
     bus = Bus(NATS_URL)
     try:
-        a, b = (Leases(bus, nats_prefix, 1.5, me) for me in ("worker-a", "worker-b"))
+        # TTL 3 s, renewed every second: a loaded machine's late wake-up stays inside it
+        a, b = (Leases(bus, nats_prefix, 3.0, me) for me in ("worker-a", "worker-b"))
         assert a.holders() == {} and a.live_workers() == {}
         assert a.claim("yard.east") and not b.claim("yard.east")
         assert b.holders() == {"yard.east": "worker-a"}
-        for _ in range(4):  # renewed for twice the TTL: still a's
-            time.sleep(0.5)
+        for _ in range(5):  # renewed for longer than the TTL: still a's
+            time.sleep(1.0)
             assert a.renew("yard.east")
         assert not b.claim("yard.east") and b.held == {}
         _wait_for(lambda: b.claim("yard.east"), timeout=10)  # a stopped renewing: it expires
@@ -84,7 +85,7 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
         a.leave()  # a clean stop: leases and heartbeat go at once, not after the TTL
         assert b.holders() == {} and set(b.live_workers()) == {"worker-b"}
         with pytest.raises(BusError, match="one lease_ttl_s"):  # a process set up otherwise
-            Leases(bus, nats_prefix, 3.0, "worker-c")
+            Leases(bus, nats_prefix, 1.5, "worker-c")
     finally:
         bus.close()
     assert (fair_share(4, 2), fair_share(5, 2), fair_share(4, 3), fair_share(3, 0)) == (
