@@ -113,7 +113,10 @@ def test_enrol_identify_verify_delete(page: Page, server: Server, fixtures_dir: 
     page.set_input_files("#enrol-images", fixtures_dir / "obama.jpg")
     page.click("#webcam-start")
     expect(page.locator("#webcam-video")).to_be_visible()
-    page.wait_for_function("document.querySelector('#webcam-video').videoWidth > 0")
+    # A function, not an expression: Playwright polls an expression with eval, which the
+    # console's CSP (no 'unsafe-eval') refuses whenever the first check is not yet true.
+    page.wait_for_function("v => v.videoWidth > 0",
+                           arg=page.locator("#webcam-video").element_handle())
     page.click("#webcam-capture")
     expect(page.locator("#enrol-captures li")).to_have_count(1)
     page.screenshot(path=shots / "enrol-form.png", full_page=True)

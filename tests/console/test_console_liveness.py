@@ -70,7 +70,9 @@ LAST_FORM = """async () => {
   }
   return { url: form.url, entries };
 }"""
-CAMERAS_OFF = ("window.__streams.length > 0 && window.__streams.every("
+# A function, not an expression: Playwright polls an expression with eval, which the console's
+# CSP (no 'unsafe-eval') refuses.
+CAMERAS_OFF = ("() => window.__streams.length > 0 && window.__streams.every("
                "s => s.getTracks().every(t => t.readyState === 'ended'))")
 
 
