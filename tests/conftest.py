@@ -135,3 +135,21 @@ def postgres() -> Iterator[Postgres]:
             c.exec_driver_sql("SET lock_timeout = '10s'")
             c.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture
+def scoped_service(tmp_path: Path) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """The service in this process on a fresh data dir (rate limits out of the way): its test
+    client, its state, and an Authorization value per scope (admin, enrol, identify)."""
+    from fastapi.testclient import TestClient
+
+    from facelens.service.app import create_app
+    from facelens.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", rate_burst=10_000,
+                              rate_per_minute=1e6))
+    with TestClient(app) as client:
+        state = app.state.facelens
+        keys = {scope: state.keys.create(scope, [scope])[1]
+                for scope in ("admin", "enrol", "identify")}
+        yield client, state, {k: f"Bearer {v}" for k, v in keys.items()}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ from fastapi.testclient import TestClient
 
 from facelens.errors import BadImageError, ImageTooLargeError
 from facelens.gallery.bulk import ZipArchive
-from facelens.service.app import create_app
 from facelens.service.state import ServiceState
-from facelens.settings import Settings
 
 CONSENT = {"legal_basis": "consent", "consent_purpose": "staff door", "recorded_by": "hr"}
 
@@ -57,17 +54,6 @@ def test_a_zip_is_read_as_one_folder_per_person_within_its_limits() -> None:
             person.images[0].read()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[TestClient, ServiceState, dict[str, str]]]:
-    app = create_app(Settings(data_dir=tmp_path / "data", rate_burst=10_000,
-                              rate_per_minute=1e6))
-    with TestClient(app) as client:
-        state: ServiceState = app.state.facelens
-        keys = {scope: state.keys.create(scope, [scope])[1]
-                for scope in ("admin", "enrol", "identify")}
-        yield client, state, {k: f"Bearer {v}" for k, v in keys.items()}
-
-
 def _lines(response: Any) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/x-ndjson")
@@ -75,8 +61,9 @@ def _lines(response: Any) -> list[dict[str, Any]]:
 
 
 def test_a_zip_of_people_is_enrolled_person_by_person_and_audited(
-        served: tuple[TestClient, ServiceState, dict[str, str]], fixtures_dir: Path) -> None:
-    client, state, keys = served
+        scoped_service: tuple[TestClient, ServiceState, dict[str, str]],
+        fixtures_dir: Path) -> None:
+    client, state, keys = scoped_service
     photo = {name: (fixtures_dir / name).read_bytes()
              for name in ("obama.jpg", "obama2.jpg", "biden.jpg", "kit_with_rose.jpg")}
     archive = _zip({"team/obama/a.jpg": photo["obama.jpg"], "team/obama/b.jpg": photo["obama2.jpg"],

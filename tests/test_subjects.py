@@ -4,35 +4,21 @@ templates; the index follows every change, the last template cannot go, all is a
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from facelens.service.app import create_app
 from facelens.service.state import ServiceState
-from facelens.settings import Settings
 
 CONSENT = {"legal_basis": "consent", "consent_purpose": "staff door", "recorded_by": "hr"}
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[TestClient, ServiceState, dict[str, str]]]:
-    app = create_app(Settings(data_dir=tmp_path / "data", rate_burst=10_000,
-                              rate_per_minute=1e6))
-    with TestClient(app) as client:
-        state: ServiceState = app.state.facelens
-        keys = {scope: state.keys.create(scope, [scope])[1]
-                for scope in ("admin", "enrol", "identify")}
-        yield client, state, {k: f"Bearer {v}" for k, v in keys.items()}
-
-
 def test_a_subject_is_renamed_given_photos_and_templates_one_by_one(
-        served: tuple[TestClient, ServiceState, dict[str, str]], fixtures_dir: Path) -> None:
-    client, state, keys = served
+        scoped_service: tuple[TestClient, ServiceState, dict[str, str]],
+        fixtures_dir: Path) -> None:
+    client, state, keys = scoped_service
     enrol, admin = {"Authorization": keys["enrol"]}, {"Authorization": keys["admin"]}
 
     def photo(name: str, field: str = "images") -> Any:
