@@ -17,7 +17,7 @@ from facelens.service.keys import Principal
 from facelens.service.limits import quantised
 from facelens.service.routes_faces import failure
 from facelens.service.security import probe_limiter, requires, service
-from facelens.service.uploads import Far, end_of, read_upload
+from facelens.service.uploads import Far, end_of, read_upload, read_uploads
 from facelens.settings import NAME_PATTERN
 from facelens.store.tables import Gallery, Subject, aware
 
@@ -106,7 +106,7 @@ async def enrol(request: Request, name: str,
                                                             "door decisions")] = None,
                 principal: Principal = requires("enrol")) -> dict[str, Any]:
     state = service(request)
-    uploads = [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
+    uploads = await read_uploads(images)
     consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
                             recorded_by=recorded_by, expires_at=end_of(consent_expires))
 

@@ -12,7 +12,7 @@ from facelens.gallery.service import EnrolReport
 from facelens.service.keys import Principal
 from facelens.service.routes_faces import failure
 from facelens.service.security import requires, service
-from facelens.service.uploads import read_upload
+from facelens.service.uploads import read_uploads
 from facelens.store.tables import aware
 
 router = APIRouter(prefix="/v1/subjects", tags=["galleries"])
@@ -56,7 +56,7 @@ async def add_photos(request: Request, subject_id: str,
                      images: Annotated[list[UploadFile], File()],
                      principal: Principal = requires("enrol")) -> dict[str, Any]:
     state = service(request)
-    uploads = [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
+    uploads = await read_uploads(images)
 
     def work() -> EnrolReport:
         rgbs = [state.decode(data) for _, data in uploads]

@@ -35,6 +35,11 @@ async def read_upload(upload: UploadFile) -> bytes:
     return data
 
 
+async def read_uploads(images: list[UploadFile]) -> list[tuple[str, bytes]]:
+    """Each uploaded image's name (its file name, else "image N") and bytes, read in order."""
+    return [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
+
+
 def charge_pixels(data: bytes) -> None:
     """Charge the caller's key the megapixels the header announces, before any is decoded."""
     size = image_size(data)
