@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI: consoles, the error guard, JSON output, progress bars."""
+"""Shared pieces of the CLI: consoles, the error guard, JSON output, progress bars, and the
+engine and calibration the environment's settings name (the CLI is an entry point)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +16,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from facelens.errors import FacelensError
+
+if TYPE_CHECKING:
+    from facelens.api import Engine
+    from facelens.matching.calibration import Calibration
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pipe
@@ -33,6 +39,37 @@ def errors() -> Iterator[None]:
 
 def emit(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def save_json(report: Any, target: Path | None) -> None:
+    """Write a report to the --json-out file, when one is given."""
+    if target:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def emit_report(report: Any, target: Path | None) -> None:
+    """A report on stdout, and in the --json-out file when one is given."""
+    save_json(report, target)
+    emit(report)
+
+
+def environment_engine() -> Engine:
+    """The engine under the environment's settings."""
+    from facelens.api import default_engine
+
+    return default_engine()
+
+
+def calibration_in_force() -> Calibration:
+    """The calibration in force under the environment's settings, without loading a model."""
+    from facelens.matching.calibration import load_calibration
+    from facelens.models.runtime import runtime_label
+    from facelens.settings import get_settings
+
+    settings = get_settings()
+    return load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
+                            settings.calibration_file)
 
 
 @contextmanager
