@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     """Seeded into the database at service start; then managed over /v1/cameras."""
     event_retention_days: float = Field(30.0, gt=0)
     """Unconfirmed (and suppressed) alerts are deleted after this long."""
+    counts_retention_days: float = Field(90.0, gt=0)
+    """Street counts (tracks per camera, class and minute: no one's data) are deleted after
+    this long."""
     webhooks: list[WebhookConfig] = []
     mqtt_url: str | None = None
     """e.g. mqtt://127.0.0.1:1883: alerts go to <mqtt_prefix>/<camera>/events."""

@@ -1,15 +1,20 @@
 """/v1/hotlists/plates and /v1/rules: what the street layer may alert on. Reading needs the
 events scope; adding and deleting needs admin, and every change is audited. Each entry needs
-a reason and an expiry (plates: at most a year ahead; rules: at most 30 days)."""
+a reason and an expiry (plates: at most a year ahead; rules: at most 30 days).
+
+/v1/cameras/{name}/counts: the street counts (tracks per class and minute or hour), read with
+the events scope like the cameras' other views."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from facelens.errors import FacelensError
+from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
@@ -17,6 +22,9 @@ from facelens.store.tables import PlateHotlistEntry, SceneRule, aware, utcnow
 
 router = APIRouter(tags=["scene"])
 EntryId = Annotated[int, Path(ge=1, lt=2**31)]
+SPAN = {"minute": timedelta(days=2), "hour": timedelta(days=93)}
+"""The longest window one request may ask for per bucket size (at most ~3,000 buckets), and,
+less a day, its default: the last day by minute, the last 92 days by hour."""
 
 
 class NewPlate(BaseModel):
@@ -113,3 +121,27 @@ def delete_rule(request: Request, entry_id: EntryId,
     _hotlists(request).delete("rule", entry_id)
     service(request).audit.record(principal.label, "rule.delete", "ok", rule_id=entry_id)
     return Response(status_code=204)
+
+
+@router.get("/v1/cameras/{name}/counts")
+def camera_counts(request: Request, name: str, since: datetime | None = None,
+                  until: datetime | None = None,
+                  bucket: Annotated[Bucket, Query()] = "minute",
+                  _: Principal = requires("events")) -> dict[str, Any]:
+    """Tracks the camera's street layer counted per class, in minute or hour buckets (UTC)
+    from `since` (default: one span back from `until`) up to `until` (default: now). Only
+    buckets with counts are listed; `totals` sums them per class."""
+    end = _utc(until) if until else utcnow()
+    start = _utc(since) if since else end - (SPAN[bucket] - timedelta(days=1))
+    if bucket == "hour":  # whole hours only: the first bucket is not a part of one
+        start = start.replace(minute=0, second=0, microsecond=0)
+    if not start < end <= start + SPAN[bucket]:
+        raise FacelensError(f"since must be before until, at most {SPAN[bucket].days} days "
+                            f"apart for {bucket} buckets")
+    buckets = SceneCounts(service(request).store).series(name, start, end, bucket)
+    totals: dict[str, int] = {}
+    for row in buckets:
+        for kind, tracks in row["counts"].items():
+            totals[kind] = totals.get(kind, 0) + tracks
+    return {"camera": name, "bucket": bucket, "since": start, "until": end,
+            "totals": totals, "buckets": buckets}

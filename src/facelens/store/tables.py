@@ -235,6 +235,21 @@ class SceneRule(Base):
     """As PlateHotlistEntry.wrapped_key."""
 
 
+class SceneCount(Base):
+    """The only thing the street layer keeps about passers-by: per camera, minute (UTC) and
+    class, how many tracks were confirmed (their second detection) in that minute. No track
+    id, box, attribute or plate."""
+
+    __tablename__ = "scene_counts"
+
+    camera: Mapped[str] = mapped_column(String(100), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True,
+                                             index=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    """"person", "car", "bus", "truck", "bicycle", "motorcycle"."""
+    tracks: Mapped[int] = mapped_column(Integer)
+
+
 class OutboxEntry(Base):
     """An alert written with its event, not yet handed on (to JetStream or the sinks)."""
 

@@ -133,6 +133,8 @@ class CameraRunner:
                 self._show(frame.rgb, labels)
                 last_time = frame.time
             self.alerts += len(watcher.finish(last_time))
+            if scene is not None:
+                scene.close()  # what it counted since its last flush
             self.status = "stopped" if self.stop_event.is_set() else "ended"
         except (SourceError, Exception) as e:  # a camera's failure must not take others down
             self.status = f"error: {e}"

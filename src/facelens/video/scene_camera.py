@@ -4,18 +4,22 @@ stored plate hotlist and description rules, its alerts stored as events of kind 
 
 Hotlists, not histories: only an alert is written (event row, crop sealed under the entry's
 key, outbox row). A track that matches nothing stays in SceneWatch's memory and is forgotten;
-nothing here logs a track, a plate text or a description.
+nothing here logs a track, a plate text or a description. Its one trace is a count: SceneWatch's
+tracks per (camera, class, minute), added to table scene_counts once a minute and on close.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from facelens.api import Engine
 from facelens.errors import NotFoundError
+from facelens.events.counts import SceneCounts
 from facelens.events.hotlist_store import HotlistStore, Loaded
 from facelens.events.relay import OutboxRelay
 from facelens.events.store import EventStore
@@ -26,6 +30,9 @@ REFRESH_S = 5.0
 """How often (wall seconds) the camera reloads the hotlist and rules: an entry added or
 deleted over the API takes effect within this; an expired one never matches (checked per
 frame against its expiry)."""
+FLUSH_S = 60.0
+"""How often (wall seconds) the counts in memory are added to the database."""
+log = logging.getLogger("facelens.video")
 
 
 class SceneCamera:
@@ -38,6 +45,8 @@ class SceneCamera:
         self.loaded = Loaded(self.hotlists.load().hotlists)
         self._loaded_at = 0.0
         self.watch = SceneWatch(camera, on_alert=self._record, gate=gate, engine=engine)
+        self.counts = SceneCounts(events.store)
+        self._flushed_at = time.monotonic()
         self.alerts = 0
 
     def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
@@ -46,7 +55,27 @@ class SceneCamera:
             self.loaded = self.hotlists.load()
             self.watch.hotlists = self.loaded.hotlists
             self._loaded_at = time.monotonic()
-        return self.watch.process(frame)
+        labels = self.watch.process(frame)
+        if time.monotonic() - self._flushed_at >= FLUSH_S:
+            self.flush()
+        return labels
+
+    def flush(self) -> None:
+        """Add the counts gathered since the last flush to the database; kept in memory for
+        the next flush when the database is unreachable."""
+        counts = dict(self.watch.counts)
+        self.watch.counts.clear()
+        self._flushed_at = time.monotonic()
+        try:
+            self.counts.add(counts)
+        except SQLAlchemyError as e:
+            self.watch.counts.update(counts)
+            log.warning("camera %s: counts not stored yet (%s)", self.watch.camera,
+                        type(e).__name__)
+
+    def close(self) -> None:
+        """The camera stops: store what was counted since the last flush."""
+        self.flush()
 
     def _record(self, alert: Alert) -> None:
         target = self.loaded.target(str(alert["matched"]))

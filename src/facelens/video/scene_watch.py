@@ -4,7 +4,8 @@ moves), tracked, described, plates read and voted per vehicle, hotlists checked.
 Hotlists, not histories: a track lives in memory only. When it matches a plate hotlist entry
 or a description rule, `on_alert` is called once per (track, reason) with its description and
 a crop; otherwise nothing about it outlives the track — no row, no crop, no plate text, no log
-line. The only thing kept about passers-by is `counts`: tracks per (camera, class, minute).
+line. The only thing kept about passers-by is `counts`: tracks per (camera, class, minute),
+a track counted once, in the minute of its second detection, under its class then.
 
 Motion gating: a running-average background of a small grey thumbnail; a frame in which less
 than MOTION_SHARE of the thumbnail changed is not sent to the detector, and its tracks are
@@ -137,8 +138,10 @@ class SceneWatch:
     """The face engine: with it, a person track's perceived sex is read from its face (the
     largest face inside the top of its box); without it, sex stays unknown."""
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    """(camera, class, minute "YYYY-MM-DDTHH:MM") -> tracks first counted in that minute."""
+    counts: Counter[tuple[str, str, datetime]] = field(default_factory=Counter)
+    """(camera, class, UTC minute) -> tracks counted in that minute (by the frame's time: the
+    wall clock for live sources, `started` plus the video time for files). Whoever stores
+    them clears it (video/scene_camera.py, once a minute)."""
     frames: int = 0
     detected: int = 0
 
@@ -192,7 +195,7 @@ class SceneWatch:
         else:
             desc.add(describe_vehicle(rgb, box, name, track.face.score))
         if desc.detections == MIN_HITS:
-            self.counts[(self.camera, desc.kind, now.strftime("%Y-%m-%dT%H:%M"))] += 1
+            self.counts[(self.camera, desc.kind, now.replace(second=0, microsecond=0))] += 1
         if desc.detections < MIN_HITS:
             return False
         self._check(track, desc, rgb, now)
