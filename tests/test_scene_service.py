@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from facelens.events.hotlist_store import HotlistStore
 from facelens.events.store import EventStore
+from facelens.scene.detect import VEHICLES
 from facelens.scene.plates import PlateReading
 from facelens.service.app import create_app
 from facelens.service.state import ServiceState
@@ -30,7 +31,10 @@ from facelens.store.tables import (
     OutboxEntry,
     PlateHotlistEntry,
     SceneAlertWindow,
+    SceneCount,
 )
+
+COUNTED = {"person", *VEHICLES}
 
 
 class Client:
@@ -161,8 +165,8 @@ def test_a_scene_camera_leaves_nothing_of_passers_by_and_alerts_on_a_rule(
         caplog: pytest.LogCaptureFixture) -> None:
     """The street clip through a camera with the street layer on: with a plate entry that
     matches no car there and a rule for another camera, no event, window or outbox row, no
-    file holding a plate text read or a picture, no log line; with a rule for any vehicle,
-    rule events with sealed crops."""
+    file holding a plate text read or a picture, no log line, only counts (aggregates per
+    camera, class and minute); with a rule for any vehicle, rule events with sealed crops."""
     from facelens.video import scene_watch
 
     read: list[PlateReading] = []
@@ -194,6 +198,16 @@ def test_a_scene_camera_leaves_nothing_of_passers_by_and_alerts_on_a_rule(
         with c.state.store.sessions() as s:
             for table in (Event, OutboxEntry, SceneAlertWindow):
                 assert s.scalar(sa.select(sa.func.count()).select_from(table)) == 0, table
+            # The one trace: counts. The table has no column for anything about a track...
+            columns = sa.inspect(s.get_bind()).get_columns("scene_counts")
+            assert {col["name"] for col in columns} == {"camera", "minute", "kind", "tracks"}
+            rows = s.execute(sa.select(SceneCount)).scalars().all()
+        # ...and its rows are numbers per camera, class and whole minute.
+        assert rows and all(r.camera == "street" and r.kind in COUNTED and r.tracks > 0
+                            and r.minute.second == r.minute.microsecond == 0 for r in rows)
+        counted = c.call("GET", "/v1/cameras/street/counts", "events", params={
+            "until": _in(1 / 24)}).json()["totals"]  # a file's minutes run on its video time
+        assert sum(counted.values()) == sum(r.tracks for r in rows) >= 2, counted
         c.state.store.database.dispose()  # fold nothing away: read the files as they are
         texts = {r.text.encode() for r in read}
         print(f"plates read and forgotten: {sorted(texts)}")
