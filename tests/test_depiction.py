@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 
 from facelens.eval.depiction_eval import load, recapture
+from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
 from facelens.settings import Settings
-from facelens.video.depiction import bezel, depicting_object, inside_share
+from facelens.store.tables import Event
+from facelens.video.camera import alert_recorder
+from facelens.video.depiction import bezel, find_depiction, inside_share
 from facelens.video.source import Frame
 from facelens.video.watch import Watcher
 
@@ -38,7 +41,7 @@ def test_real_faces_are_not_framed(shared_data: Path, engine: Any) -> None:
             for face in engine.detect_rgb(frame.rgb)[0]:
                 faces += 1
                 assert not bezel(frame.rgb, face.box), (clip, frame.index, face.box)
-                assert depicting_object(frame.rgb, face.box) is None, (clip, frame.index)
+                assert find_depiction(frame.rgb, face.box) is None, (clip, frame.index)
     assert faces >= 30
 
 
@@ -76,11 +79,75 @@ def test_a_face_on_a_phone_raises_no_normal_alert(shared_data: Path, tmp_path: P
                      "phone", seed=0)
     frames = [Frame(f.index, f.time, rgb) for f, rgb in zip(shown, made, strict=True)]
 
+    events, delivered = EventStore(galleries.store), []
+
+    class Collect:
+        def send(self, payload: dict[str, Any]) -> None:
+            delivered.append(payload)
+
+        def close(self) -> None: ...
+
     def run(depictions: bool) -> list:
-        watcher = Watcher("street", galleries, ["watch"], depictions=depictions)
+        watcher = Watcher("street", galleries, ["watch"], depictions=depictions,
+                          on_alert=alert_recorder(events, Collect()) if depictions else None)
         return [a for f in frames for a in watcher.process(f)] + watcher.finish(frames[-1].time)
 
     assert any(a.flagged is None for a in run(depictions=False))
     alerts = run(depictions=True)
     assert alerts and all(str(a.flagged).startswith("depiction: ") for a in alerts)
+    # Stored as depictions (not posters), naming the cue; never handed on to a sink.
+    stored = events.list()
+    assert len(stored) == len(alerts) and not delivered
+    assert all(e.status == "depiction" and e.details["cue"] in ("object", "bezel", "rigid")
+               for e in stored)
+    assert events.list(status="suppressed") == []
+    # Nobody reviewed them: they go after the retention period like unconfirmed alerts.
+    with galleries.store.sessions.begin() as s:
+        for event in stored:
+            s.get(Event, event.id).at = datetime.now(UTC) - timedelta(days=40)
+    assert events.expire_unconfirmed(30) == len(stored) and not events.list()
     galleries.store.close()
+
+
+def test_migration_0012_moves_stored_depictions_out_of_suppressed(tmp_path: Path) -> None:
+    """Depictions stored as "suppressed" before 0012 become "depiction" with their cue; a
+    poster stays suppressed; downgrading makes them all suppressed again."""
+    import json
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from facelens.store.db import MIGRATIONS, _sqlite_pragmas
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+
+    def migrate(step: Any, revision: str) -> dict[int, tuple[str, str | None]]:
+        with engine.begin() as c:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = c
+            step(config, revision)
+            return {i: (status, json.loads(details).get("cue")) for i, status, details in
+                    c.exec_driver_sql("SELECT id, status, details FROM events").all()}
+
+    migrate(command.upgrade, "0011")
+    with engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO galleries(id, name, purpose, embedder, retention_days,"
+                          " created_at, version) VALUES (1, 'g', 'p', 'e', 1, '2026-01-01', 0)")
+        c.exec_driver_sql("INSERT INTO subjects(id, gallery_id, display_name, attributes,"
+                          " wrapped_key, key_id, created_at, last_seen_at) VALUES ('s', 1, 'n',"
+                          " '{}', x'00', 'k', '2026-01-01', '2026-01-01')")
+        for event_id, flagged in ((1, "poster"), (2, "depiction: tv"), (3, "depiction: framed")):
+            c.exec_driver_sql(
+                "INSERT INTO events(id, camera, at, gallery, subject_id, subject_name,"
+                " confidence, status, details) VALUES (?, 'c', '2026-01-01', 'g', 's', 'n',"
+                " 'high', 'suppressed', ?)", (event_id, json.dumps({"flagged": flagged})))
+    try:
+        assert migrate(command.upgrade, "0012") == {
+            1: ("suppressed", None), 2: ("depiction", "object"), 3: ("depiction", "bezel")}
+        downgraded = migrate(command.downgrade, "0011")
+        assert {status for status, _ in downgraded.values()} == {"suppressed"}
+    finally:
+        engine.dispose()

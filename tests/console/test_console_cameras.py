@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.slow, needs_chromium]
 STAGE_CAST = ("lin-manuel-miranda", "alex-lacamoire")
 
 # The camera test's data dir, before its server starts: a watchlist of the two people in the
-# clip, a second (empty) gallery to reassign the camera to, and one "suppressed" event (a face
-# flagged as a poster on another camera) with a snapshot and a frame.
+# clip, a second (empty) gallery to reassign the camera to, one "suppressed" event (a face
+# flagged as a poster on another camera) with a snapshot and a frame, and one "depiction" (a
+# face inside a TV there).
 PREPARE_CAMERAS = """
 import io, json, sys
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,8 @@ Image.open(video / f"{sys.argv[-1]}.png").convert("RGB").save(jpeg, "JPEG")
 poster = EventStore(store).record("lobby-screen", ids[sys.argv[-1]], "medium",
                                   snapshot_jpeg=jpeg.getvalue(), frame_jpeg=jpeg.getvalue(),
                                   status="suppressed", flagged=True)
+EventStore(store).record("lobby-screen", ids[sys.argv[-1]], "medium", status="depiction",
+                         flagged="depiction: tv", cue="object")
 print(json.dumps({"poster": poster.id}))
 """
 
@@ -203,10 +206,14 @@ def test_cameras_add_preview_alerts_toggle_assign_remove(page: Page, camera_serv
     page.wait_for_timeout(1500)
     assert len(previews) == asked
 
-    # The status filter knows "suppressed".
+    # The status filter knows "suppressed" and "depiction" (listed with its cue, never alerted).
     page.select_option("#events-status", "suppressed")
     expect(page.locator("#events-table tbody tr")).to_have_count(1)
     expect(poster_row).to_be_visible()
+    page.select_option("#events-status", "depiction")
+    expect(page.locator("#events-table tbody tr")).to_have_count(1)
+    expect(page.locator("#events-table tbody tr.status-depiction .flag")).to_have_text(
+        "screen/print (object: tv) — not alerted")
     page.select_option("#events-status", "")
 
     # Back on Cameras: disable, reassign to "door-staff" while disabled, enable, remove.

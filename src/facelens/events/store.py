@@ -19,6 +19,7 @@ from facelens.store.crypto import context, seal, unseal
 from facelens.store.database import Store
 from facelens.store.tables import (
     STATUSES,
+    UNREVIEWED,
     AlertWindow,
     Event,
     OutboxEntry,
@@ -127,11 +128,12 @@ class EventStore:
         return event
 
     def expire_unconfirmed(self, older_than_days: float) -> int:
-        """Delete unconfirmed (and suppressed) events older than the retention period."""
+        """Delete unreviewed events (unconfirmed, suppressed posters, depictions) older than
+        the retention period."""
         cutoff = utcnow() - timedelta(days=older_than_days)
         with self.sessions.begin() as s:
             return int(s.execute(sa.delete(Event).where(
-                Event.status.in_(("unconfirmed", "suppressed")), Event.at < cutoff)).rowcount)
+                Event.status.in_(UNREVIEWED), Event.at < cutoff)).rowcount)
 
     def list(self, status: str | None = None, limit: int = 100, *, camera: str | None = None,
              subject_id: str | None = None, gallery: str | None = None,

@@ -138,9 +138,12 @@ class NegativeExample(Base):
     subject: Mapped[Subject] = relationship(back_populates="negatives")
 
 
-EventStatus = Literal["unconfirmed", "confirmed", "dismissed", "suppressed"]
+EventStatus = Literal["unconfirmed", "confirmed", "dismissed", "suppressed", "depiction"]
 STATUSES: tuple[str, ...] = get_args(EventStatus)
-"""suppressed: stored for review but never alerted (e.g. a face that moved as a poster)."""
+"""suppressed: stored for review but never alerted (a face that moved as a poster);
+depiction: the same for a face shown by a screen or a print (details name the cue)."""
+UNREVIEWED: tuple[str, ...] = ("unconfirmed", "suppressed", "depiction")
+"""Statuses nobody has reviewed: deleted after the retention period."""
 
 
 class Event(Base):

@@ -72,9 +72,8 @@ def alert_recorder(events: EventStore, outlet: OutboxRelay | Sink | None, *,
                                     cooldown_s=0.0 if alert.flagged else cooldown_s,
                                     announce=alert.payload() if announce else None,
                                     snapshot_jpeg=snapshot, frame_jpeg=frame,
-                                    status="suppressed" if alert.flagged else "unconfirmed",
-                                    track=alert.track_id, video_time=alert.time,
-                                    flagged=alert.flagged)
+                                    status=alert.status, track=alert.track_id,
+                                    video_time=alert.time, flagged=alert.flagged, cue=alert.cue)
         if event is None:
             return None  # another worker (or this camera before a restart) alerted within
         if announce and relay is not None:

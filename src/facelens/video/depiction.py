@@ -176,10 +176,10 @@ CUES: dict[str, Callable[[np.ndarray, np.ndarray], str | None]] = {
 """Each cue names what shows the face (or None); cheapest-to-trust first."""
 
 
-def depicting_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
-    """What shows the face in this frame, if it is a depiction: a NanoDet object's name or
-    "framed" (a closed bezel around it); None for a person."""
-    for cue in CUES.values():
-        if found := cue(rgb, face_box):
-            return found
+def find_depiction(rgb: np.ndarray, face_box: np.ndarray) -> tuple[str, str] | None:
+    """(the cue, what shows the face) in this frame, if it is a depiction: ("object", a
+    NanoDet object's name) or ("bezel", "framed"); None for a person."""
+    for cue, check in CUES.items():
+        if found := check(rgb, face_box):
+            return cue, found
     return None

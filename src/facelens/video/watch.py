@@ -25,7 +25,7 @@ import numpy as np
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
-from facelens.video.depiction import depicting_object
+from facelens.video.depiction import find_depiction
 from facelens.video.source import Frame
 from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track
@@ -51,8 +51,8 @@ class Alert:
     time: float
     track_id: int
     flagged: str | None = None
-    """"poster" when the face moved as a flat picture, "depiction: <object>" when it lies
-    inside a phone, monitor, TV, laptop or book: stored, but raises no normal alert."""
+    """"poster" when the face moved as a flat picture, "depiction: <what>" when a phone,
+    monitor, TV, laptop, book or a frame shows it: stored, but raises no normal alert."""
     score: float = 0.0
     """The track template's similarity to the subject."""
     margin: float = 0.0
@@ -61,10 +61,20 @@ class Alert:
     """Embedded frames in the template that decided."""
     box: list[float] = field(default_factory=list)
     """The best shot's face in its frame (x1, y1, x2, y2 px), as sinks and MQTT carry it."""
+    cue: str | None = None
+    """The depiction cue that fired ("object", "bezel", "rigid"); None for anything else."""
     event_id: int | None = None
 
     def payload(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def status(self) -> str:
+        """The stored event's status: "depiction" (a screen or a print), "suppressed" (a
+        poster), else "unconfirmed" (a normal alert)."""
+        if self.cue is not None:
+            return "depiction"
+        return "suppressed" if self.flagged else "unconfirmed"
 
 
 @dataclass
@@ -302,7 +312,7 @@ class Watcher:
         assert state.match is not None and state.best is not None
         state.alerted = True
         subject_id, name, gallery, band = state.match
-        flagged = "poster" if state.poster.planar else self._depiction(track, state)
+        cue, flagged = (None, "poster") if state.poster.planar else self._depiction(state)
         if flagged is None:
             last = self._last_alert.get(subject_id)
             if last is not None and time - last < self.cooldown_s:
@@ -313,24 +323,24 @@ class Watcher:
             max(self._gallery_size(gallery), 1)).value
         alert = Alert(self.camera, subject_id, name, gallery, band, round(time, 2), track.id,
                       flagged, round(state.score, 4), round(state.score - threshold, 4),
-                      len(state.template), [round(float(v), 1) for v in state.best.box])
+                      len(state.template), [round(float(v), 1) for v in state.best.box], cue)
         if self.on_alert:
             alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
                                            _jpeg(_blur_others(state.best)))
         return [alert]
 
-    def _depiction(self, track: Track, state: _TrackState) -> str | None:
-        """"depiction: <object>" when the face lies inside a phone, monitor, TV, laptop or book
-        in any of the track's kept frames: the best shot, the embedded ones, the pending one
-        (NanoDet runs only here, on at most 5 frames of a track about to alert)."""
+    def _depiction(self, state: _TrackState) -> tuple[str | None, str | None]:
+        """(cue, "depiction: <what>") when a cue finds the face shown by something in any of
+        the track's kept frames: the best shot, the embedded ones, the pending one (NanoDet
+        runs only here, on at most 5 frames of a track about to alert); (None, None) else."""
         if not self.depictions:
-            return None
+            return None, None
         shots = [state.best, *state.embedded, state.pending]
         unique = list({id(s): s for s in shots if s is not None}.values())
         for shot in unique:
-            if found := depicting_object(shot.frame, shot.box):
-                return f"depiction: {found}"
-        return None
+            if found := find_depiction(shot.frame, shot.box):
+                return found[0], f"depiction: {found[1]}"
+        return None, None
 
     def _gallery_size(self, name: str) -> int:
         return next((n for g, n in self.galleries.list_galleries() if g.name == name), 1)

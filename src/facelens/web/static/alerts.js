@@ -1,5 +1,6 @@
 // Alerts page: watchlist events with their snapshots and frames; confirm or dismiss each one.
-// "suppressed" events (a face flagged as a poster or screen) were stored but never alerted.
+// "suppressed" (a face that moved as a poster) and "depiction" events (a face shown by a screen
+// or a print) were stored for review but never alerted.
 import { api, enc, raw } from "./api.js";
 import { $, busy, el, emptyRow, fmtDate, showError, showNotice } from "./ui.js";
 
@@ -45,15 +46,23 @@ function imageCell(event, kind) {
   return cell;
 }
 
-// The status cell: the status, who reviewed it and when, and for a suppressed event why
-// nobody was alerted.
+// Events stored for review that never alerted, and why (a depiction names its cue and what
+// showed the face, e.g. "object: tv").
+const NOT_ALERTED = {
+  suppressed: () => "poster? — not alerted",
+  depiction: (details) => `screen/print (${details.cue ?? "?"}: ` +
+    `${String(details.flagged ?? "").replace(/^depiction: /, "")}) — not alerted`,
+};
+
+// The status cell: the status, who reviewed it and when, and for an event that never
+// alerted why nobody was alerted.
 function renderStatus(row, status, event = {}) {
   row.className = `status-${status}`;
   row.dataset.status = status;
   const id = row.dataset.testid.replace(/^event-/, "");
-  const flag = status === "suppressed"
+  const flag = status in NOT_ALERTED
     ? el("span", { class: "flag", dataset: { testid: `event-flag-${id}` } },
-      "poster? — not alerted")
+      NOT_ALERTED[status](event.details ?? {}))
     : null;
   row.querySelector(".status").replaceChildren(...[status, flag].filter(Boolean));
   // Beside the buttons: who reviewed it and when.
@@ -224,13 +233,15 @@ async function follow(controller) {
 
 function arrived(event) {
   lastId = Math.max(lastId, event.id);
-  if (event.status === "suppressed") return; // stored for review, never alerted
-  if (!wanted(event, filters())) return;
+  const query = filters();
+  const quiet = event.status in NOT_ALERTED; // stored for review, never alerted
+  if (quiet && query.get("status") !== event.status) return; // listed when asked for
+  if (!wanted(event, query)) return;
   const tbody = $("#events-table tbody");
   const empty = tbody.querySelector("[data-testid=events-empty]");
   if (empty) tbody.replaceChildren();
   tbody.prepend(eventRow(event));
-  if ("Notification" in window && Notification.permission === "granted") {
+  if (!quiet && "Notification" in window && Notification.permission === "granted") {
     new Notification(`facelens: ${event.subject_name} on ${event.camera}`,
       { body: `${event.confidence} confidence — review in the console`, tag: `event-${event.id}` });
   }
