@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from facelens.api import Engine
-from facelens.eval.liveness_real import annotations, load
-from facelens.liveness.judge import judge, off_schedule
+from facelens.eval.liveness_real import Measured, annotations, load
+from facelens.liveness.judge import find_actions, judge, off_schedule
 from facelens.liveness.passive import REALNESS_MIN
 from facelens.liveness.sessions import FIRST_PROMPT_S, PROMPT_GAP_S, prompt_times
 from facelens.models.antispoof import AntiSpoof
@@ -39,6 +39,29 @@ def test_the_annotated_turns_of_a_real_clip_answer_a_challenge_in_their_order(
     assert done.performed["turn_right"] < done.performed["turn_left"]
     backwards = judge(engine, frames[:19], ["turn_left", "turn_right"])
     assert not backwards.passed and backwards.performed["turn_right"] is None
+
+
+def test_a_slight_turn_from_rest_counts_and_sitting_off_axis_does_not(
+        engine: Engine, liveness_dir: Path) -> None:
+    """Turns are measured from the answer's starting pose: d3's slight right turn (annotated
+    by eye, about 13 degrees) is found; the woman sitting 13-18 degrees off the camera's axis
+    (annotated turn-free) turns neither way. The absolute 15-degree rule failed both."""
+    notes = annotations()["clips"]
+    d3, fps = load(liveness_dir / "liveportrait_d3.mp4")
+    (slight,) = [e for e in notes["liveportrait_d3.mp4"]["events"]
+                 if e["grade"] == "slight" and e["start"] == 196]
+    pad = round(0.4 * fps)
+    turning = Measured(engine, d3[slight["start"] - pad:slight["end"] + pad:2])
+    assert np.nanmin(turning.yaw) > -15  # the absolute 15-degree rule missed it
+    assert find_actions(turning.ear, turning.yaw, ["turn_right"])["turn_right"] is not None
+    assert find_actions(turning.ear, turning.yaw, ["turn_left"])["turn_left"] is None
+    seated, _ = load(liveness_dir / "intel_head-pose-female-and-male.gif")
+    assert not [e for e in notes["intel_head-pose-female-and-male.gif"]["events"]
+                if e["action"].startswith("turn")]
+    off_axis = Measured(engine, seated)
+    assert np.nanmedian(off_axis.yaw) > 10
+    assert find_actions(off_axis.ear, off_axis.yaw, ["turn_left"])["turn_left"] is None
+    assert find_actions(off_axis.ear, off_axis.yaw, ["turn_right"])["turn_right"] is None
 
 
 def test_continuity_survives_dropped_frames_and_flicker_but_not_a_cut(

@@ -4,9 +4,9 @@
   the judge's own face follower and action finder: found or missed; and the same finder on
   stretches free of that action (false).
 - Whole 3-action sessions: every blink/turn_left/turn_right triple of one clip taken in the
-  order the person did them, the span from the first to the last, sampled as the API samples
-  an answer, judged whole (continuity, identity, passive cues, actions): BPCER with its
-  Wilson 95% interval.
+  order the person did them, the span from the first to the last (started at rest: before any
+  head motion the first action falls in), sampled as the API samples an answer, judged whole
+  (continuity, identity, passive cues, actions): BPCER with its Wilson 95% interval.
 - Continuity: every shared clip and the Hamilton clip in 3-second windows sampled at 5–30
   fps, and as a high-resolution webcam would send them (1080p VP8 / VP9, uneven timestamps,
   dropped frames) through the API's decoder: a refusal for continuity is a false reject.
@@ -106,7 +106,8 @@ def detection(clips: dict[str, tuple[list[np.ndarray], float]], measured: dict[s
               notes: dict[str, Any]) -> dict[str, Any]:
     """Found / missed per annotated action (by grade), and false actions where none was."""
     tally: dict[str, Counter[str]] = {}
-    false: dict[str, dict[str, int]] = {}
+    turns = {part: Counter[str]() for part in ("chosen_on", "held_out")}
+    false: dict[str, dict[str, Any]] = {}
     for name, (frames, fps) in clips.items():
         clip = notes["clips"][name]
         ear, yaw = measured[name].ear, measured[name].yaw
@@ -117,9 +118,10 @@ def detection(clips: dict[str, tuple[list[np.ndarray], float]], measured: dict[s
                 continue
             part = slice(max(0, event["start"] - pad), event["end"] + pad + 1)
             found = find_actions(ear[part], yaw[part], [kind])[kind] is not None
-            counts = tally.setdefault(f"{kind} ({event['grade']})", Counter())
-            counts["annotated"] += 1
-            counts["found" if found else "missed"] += 1
+            for counts in (tally.setdefault(f"{kind} ({event['grade']})", Counter()),
+                           *([turns[_turn_set(notes, name)]] if kind != "blink" else [])):
+                counts["annotated"] += 1
+                counts["found" if found else "missed"] += 1
         for kind in ("turn_left", "turn_right", "blink"):
             if kind == "blink" and not clip["eyes_annotated"]:
                 continue
@@ -131,21 +133,31 @@ def detection(clips: dict[str, tuple[list[np.ndarray], float]], measured: dict[s
             width = round(WINDOW_S * fps)
             starts = [s for s in range(0, len(frames) - width + 1, width)
                       if not busy[s:s + width].any()]
-            seen = false.setdefault(kind, {"windows": 0, "false": 0})
+            seen = false.setdefault(kind, {"windows": 0, "false": 0, "where": []})
             for s in starts:
                 seen["windows"] += 1
-                seen["false"] += find_actions(ear[s:s + width], yaw[s:s + width],
-                                              [kind])[kind] is not None
+                if find_actions(ear[s:s + width], yaw[s:s + width], [kind])[kind] is not None:
+                    seen["false"] += 1
+                    seen["where"].append(f"{name} frames {s}-{s + width - 1}")
     rates = {k: {**c, "rate": round(c["found"] / c["annotated"], 4)} for k, c in tally.items()}
-    turns = [c for k, c in tally.items() if k.startswith("turn") and "(clear)" in k]
-    found = sum(c["found"] for c in turns)
-    annotated = sum(c["annotated"] for c in turns)
+    every = turns["chosen_on"] + turns["held_out"]
     return {"per_action": rates,
-            "deliberate_turns": {"annotated": annotated, "found": found,
-                                 "rate": round(found / max(annotated, 1), 4),
-                                 "interval_95": wilson(found, annotated)},
+            "deliberate_turns": {
+                "what": "every annotated turn, clear and slight", **_found(every),
+                "turn_rule_chosen_on": notes["turn_rule_chosen_on"],
+                **{part: _found(counts) for part, counts in turns.items()}},
             "false_in_windows_without_it": false,
             "window_s": WINDOW_S}
+
+
+def _turn_set(notes: dict[str, Any], clip: str) -> str:
+    return "chosen_on" if clip in notes["turn_rule_chosen_on"] else "held_out"
+
+
+def _found(counts: Counter[str]) -> dict[str, Any]:
+    found, annotated = counts["found"], counts["annotated"]
+    return {"annotated": annotated, "found": found, "missed": counts["missed"],
+            "rate": round(found / max(annotated, 1), 4), "interval_95": wilson(found, annotated)}
 
 
 def _triples(clip: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -166,6 +178,20 @@ def _triples(clip: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return triples
 
 
+def at_rest(clip: dict[str, Any], frame: int, pad: int) -> int:
+    """`frame`, or the start (less `pad`) of the annotated head motion it falls in: a session
+    starts with the head at rest, as an answer does before its first prompt (a wink done
+    during a turn would otherwise start a session mid-turn)."""
+    moved = True
+    while moved:
+        moved = False
+        for e in clip["events"]:
+            if e["action"] in ("turn_left", "turn_right", "tilt") and \
+                    e["start"] - pad < frame <= e["end"] + pad:
+                frame, moved = e["start"] - pad, True
+    return max(0, frame)
+
+
 def sessions(engine: Engine, clips: dict[str, tuple[list[np.ndarray], float]],
              notes: dict[str, Any], progress: Progress, rng: random.Random
              ) -> dict[str, Any]:
@@ -177,7 +203,8 @@ def sessions(engine: Engine, clips: dict[str, tuple[list[np.ndarray], float]],
     for name, triple in made:
         frames, fps = clips[name]
         pad = round(PAD_S * fps)
-        first, last = max(0, triple[0]["start"] - pad), triple[-1]["end"] + pad + 1
+        first = at_rest(notes["clips"][name], triple[0]["start"] - pad, pad)
+        last = triple[-1]["end"] + pad + 1
         indices = evenly_spaced(list(range(first, min(last, len(frames)))), MAX_FRAMES)
         verdict = judge(engine, [frames[i] for i in indices], [e["kind"] for e in triple])
         grade = "clear" if all(e["grade"] == "clear" for e in triple) else "slight"
@@ -191,16 +218,19 @@ def sessions(engine: Engine, clips: dict[str, tuple[list[np.ndarray], float]],
             replays.append(fits / SCHEDULES)
         advance(1)
     summary = {}
-    for label, chosen in (("all", results),
-                          ("clear_turns_only", [r for r in results if r["grade"] == "clear"])):
+    for label, chosen in (
+            ("all", results),
+            ("clear_turns_only", [r for r in results if r["grade"] == "clear"]),
+            ("held_out", [r for r in results if _turn_set(notes, r["clip"]) == "held_out"])):
         rejected = sum(not r["passed"] for r in chosen)
         summary[label] = {"sessions": len(chosen), "rejected": rejected,
                           "bpcer": round(rejected / max(len(chosen), 1), 4),
                           "interval_95": wilson(rejected, len(chosen)),
                           "clips": sorted({r["clip"] for r in chosen})}
     return {"what": "every blink (or wink), turn_left, turn_right triple of one clip's annotated "
-                    "segments, in the order the person did them; the span sampled to at most "
-                    f"{MAX_FRAMES} frames as the API samples an answer; the whole judge",
+                    "segments, in the order the person did them, started at rest; the span "
+                    f"sampled to at most {MAX_FRAMES} frames as the API samples an answer; the "
+                    "whole judge",
             **summary, "sessions": results,
             "replayed_recordings_vs_prompt_timing": {
                 "what": "each passed session replayed unedited against random server-chosen "

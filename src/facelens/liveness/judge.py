@@ -21,10 +21,19 @@ from facelens.liveness.passive import REALNESS_MIN, PassiveCues, passive_cues
 from facelens.vision.mesh import eye_aspect_ratio, face_meshes, head_pose_from_mesh
 
 ACTIONS = ("blink", "turn_left", "turn_right")
-TURN_DEG = 15.0
-"""A turn counts once yaw passes this many degrees (yaw > 0: the person turns to their left).
-Chosen on the shared clips annotated by eye (data/liveness_shared.json): their clear turns
-peak at 16-48 degrees, head motion in the turn-free clips at 14.8 at most."""
+TURN_DEG = 12.0
+"""A turn counts once yaw moves this many degrees from the answer's starting pose (yaw > 0:
+the person turns to their left). Chosen on part of the shared clips annotated by eye
+(data/liveness_shared.json: liveportrait_d3, d6, intel_head-pose-female-and-male; the others
+held out): slight deliberate turns move 13-14 degrees from rest, 10 finds a false turn in a
+turn-free window, 11-13 none there (`facelens eval liveness`, real_footage)."""
+REST_FRAMES = 3
+"""The starting pose is the most frontal yaw of the answer's first frames: the person rests
+before the first prompt (0.5 s or more), and may start moving by the fourth frame."""
+NEUTRAL_MAX_DEG = 20.0
+"""The starting pose counts as rest up to this far off the camera's axis (someone looking at
+the prompts beside the camera; one woman of the shared clips sits 13-18 degrees off it). An
+answer starting further turned is already turned that way: its rest is held at this limit."""
 CLOSED, REOPENED = 0.75, 0.85
 """A blink: the eye aspect ratio falls below 75% of the open-eye level, then back above 85%.
 FaceMesh's lids never meet: on 25 real blinks annotated by eye (data/liveness_footage.json)
@@ -78,10 +87,21 @@ class Judgement:
                 "passive": self.passive.to_dict() if self.passive else None}
 
 
+def resting_yaw(yaw: np.ndarray) -> float:
+    """The answer's starting pose: the most frontal of its first REST_FRAMES yaws (measured
+    frames only), held within NEUTRAL_MAX_DEG. Turns are measured from it, so someone sitting
+    off the camera's axis does not count as turned, and a slight turn from rest does."""
+    first = yaw[np.isfinite(yaw)][:REST_FRAMES]
+    if not first.size:
+        return 0.0
+    return float(np.clip(first[np.argmin(np.abs(first))], -NEUTRAL_MAX_DEG, NEUTRAL_MAX_DEG))
+
+
 def find_actions(ear: np.ndarray, yaw: np.ndarray, challenge: list[str]) -> dict[str, int | None]:
     """The frame where each action of `challenge` happens, each after the previous one."""
     found: dict[str, int | None] = dict.fromkeys(challenge)
     open_level = float(np.nanpercentile(ear, 75)) if np.isfinite(ear).any() else np.nan
+    turned = yaw - resting_yaw(yaw)
     start = 0
     for action in challenge:
         at = None
@@ -94,7 +114,7 @@ def find_actions(ear: np.ndarray, yaw: np.ndarray, challenge: list[str]) -> dict
                     break
         elif action in ("turn_left", "turn_right"):
             sign = 1 if action == "turn_left" else -1
-            past = np.flatnonzero(sign * yaw[start:] > TURN_DEG)
+            past = np.flatnonzero(sign * turned[start:] > TURN_DEG)
             at = start + int(past[0]) if past.size else None
         found[action] = at
         if at is None:
