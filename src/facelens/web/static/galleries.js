@@ -313,7 +313,20 @@ async function bulkEnrol(event) {
   });
 }
 
+// Both enrol forms ask for the same consent record: index.html's one <template>, cloned into
+// each form with its ids prefixed by the form's (enrol-legal-basis, bulk-legal-basis, …).
+function insertConsentFields(form, prefix) {
+  const fields = $("#consent-fields").content.cloneNode(true);
+  for (const node of fields.querySelectorAll("[id]")) node.id = `${prefix}-${node.id}`;
+  for (const label of fields.querySelectorAll("label[for]")) {
+    label.htmlFor = `${prefix}-${label.htmlFor}`;
+  }
+  form.querySelector("[data-consent-fields]").replaceWith(fields);
+}
+
 export function setupGalleries() {
+  insertConsentFields($("#enrol-form"), "enrol");
+  insertConsentFields($("#bulk-form"), "bulk");
   $("#create-gallery-form").addEventListener("submit", createGallery);
   $("#enrol-form").addEventListener("submit", enrol);
   $("#bulk-form").addEventListener("submit", bulkEnrol);
