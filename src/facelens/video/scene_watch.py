@@ -139,9 +139,9 @@ class SceneWatch:
     largest face inside the top of its box); without it, sex stays unknown."""
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     counts: Counter[tuple[str, str, datetime]] = field(default_factory=Counter)
-    """(camera, class, UTC minute) -> tracks counted in that minute (by the frame's time: the
-    wall clock for live sources, `started` plus the video time for files). Whoever stores
-    them clears it (video/scene_camera.py, once a minute)."""
+    """(camera, class, UTC minute) -> tracks counted in that minute, by the wall clock as
+    events are (a file played faster than real time is counted when it is watched, not at
+    its video time). Whoever stores them clears it (video/scene_camera.py, once a minute)."""
     frames: int = 0
     detected: int = 0
 
@@ -195,7 +195,8 @@ class SceneWatch:
         else:
             desc.add(describe_vehicle(rgb, box, name, track.face.score))
         if desc.detections == MIN_HITS:
-            self.counts[(self.camera, desc.kind, now.replace(second=0, microsecond=0))] += 1
+            minute = datetime.now(UTC).replace(second=0, microsecond=0)
+            self.counts[(self.camera, desc.kind, minute)] += 1
         if desc.detections < MIN_HITS:
             return False
         self._check(track, desc, rgb, now)
