@@ -1,9 +1,95 @@
-// Street page: the plate hotlist and description rules the cameras' street layer alerts on.
-// Everyone with the events scope sees them; admin keys add and delete (each change audited).
-// Alerts they raise are on the Alerts page (kind plate or rule).
-import { api } from "./api.js";
+// Street page: the counts of people and vehicles each street camera saw, over time, and the
+// plate hotlist and description rules the cameras' street layer alerts on. Everyone with the
+// events scope sees them; admin keys add and delete (each change audited). Alerts they raise
+// are on the Alerts page (kind plate or rule).
+import { api, enc } from "./api.js";
 import { can } from "./scopes.js";
 import { $, busy, el, emptyRow, fmtDate, showNotice } from "./ui.js";
+
+// Counts: one SVG chart per camera with the street layer on, a line per class (drawn here: the
+// console loads no chart library and nothing from elsewhere).
+const CLASSES = ["person", "car", "truck", "bus", "motorcycle", "bicycle"];
+const COLOURS = { person: "#0969da", car: "#d1242f", truck: "#9a6700", bus: "#8250df",
+  motorcycle: "#1a7f37", bicycle: "#bf3989" };
+const WINDOWS = { // the last hour by minute, the last day or week by hour
+  hour: { span: 36e5, bucket: "minute", step: 6e4 },
+  day: { span: 864e5, bucket: "hour", step: 36e5 },
+  week: { span: 6048e5, bucket: "hour", step: 36e5 },
+};
+const SVG_NS = "http://www.w3.org/2000/svg";
+const W = 640, H = 180, LEFT = 40, RIGHT = 8, TOP = 10, BOTTOM = 22;
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  node.append(...children);
+  return node;
+}
+
+// Per class, the tracks in each bucket from `since` (empty buckets as 0).
+function seriesOf(counts, step) {
+  const start = Math.floor(new Date(counts.since).getTime() / step) * step;
+  const n = Math.max(1, Math.ceil((new Date(counts.until).getTime() - start) / step));
+  const series = {};
+  for (const bucket of counts.buckets) {
+    const i = Math.min(n - 1, Math.floor((new Date(bucket.at).getTime() - start) / step));
+    for (const [kind, tracks] of Object.entries(bucket.counts)) {
+      (series[kind] ??= new Array(n).fill(0))[i] += tracks;
+    }
+  }
+  const order = (k) => (CLASSES.includes(k) ? CLASSES.indexOf(k) : CLASSES.length);
+  return { start, n, kinds: Object.keys(series).sort((a, b) => order(a) - order(b)), series };
+}
+
+function chart(camera, counts, step) {
+  const { start, n, kinds, series } = seriesOf(counts, step);
+  const peak = Math.max(1, ...kinds.flatMap((k) => series[k]));
+  const x = (i) => LEFT + ((W - LEFT - RIGHT) * (i + 0.5)) / n;
+  const y = (v) => TOP + (H - TOP - BOTTOM) * (1 - v / peak);
+  const time = (ms) => new Date(ms).toLocaleString(undefined,
+    { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const total = (k) => series[k].reduce((a, b) => a + b, 0);
+  const lines = kinds.map((k) => svg("polyline", { fill: "none", stroke: COLOURS[k] ?? "gray",
+    "stroke-width": 2, points: series[k].map((v, i) => `${x(i)},${y(v)}`).join(" "),
+    "data-class": k, "data-total": total(k) }, svg("title", {}, `${k}: ${total(k)}`)));
+  const label = (text, at, anchor = "start") => svg("text", { x: at[0], y: at[1],
+    "font-size": 11, fill: "currentColor", "text-anchor": anchor }, text);
+  const drawing = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img",
+    "aria-label": `Tracks per ${counts.bucket} on ${camera}`,
+    "data-testid": `counts-chart-${camera}`, "data-buckets": counts.buckets.length },
+  svg("line", { x1: LEFT, y1: H - BOTTOM, x2: W - RIGHT, y2: H - BOTTOM, stroke: "gray" }),
+  svg("line", { x1: LEFT, y1: TOP, x2: LEFT, y2: H - BOTTOM, stroke: "gray" }),
+  label(String(peak), [LEFT - 4, TOP + 8], "end"), label("0", [LEFT - 4, H - BOTTOM], "end"),
+  label(time(start), [LEFT, H - 6]), label(time(start + n * step), [W - RIGHT, H - 6], "end"),
+  ...lines);
+  // Swatches as SVG: a fill attribute is not a style, which the console's CSP refuses inline.
+  const swatch = (k) => svg("svg", { width: 12, height: 12, "aria-hidden": "true" },
+    svg("rect", { width: 12, height: 12, fill: COLOURS[k] ?? "gray" }));
+  const legend = kinds.length === 0 ? el("p", { class: "hint" }, "Nothing counted then.")
+    : el("p", {}, ...kinds.map((k) => el("span", {
+      dataset: { testid: `counts-total-${camera}-${k}` } }, swatch(k), ` ${k} ${total(k)}  `)));
+  return el("figure", { dataset: { testid: `counts-${camera}` } },
+    el("figcaption", {}, el("strong", {}, camera), ` — tracks per ${counts.bucket}`),
+    drawing, legend);
+}
+
+async function loadCounts() {
+  const box = $("#counts-charts");
+  const cameras = (await api("/v1/cameras")).filter((c) => c.scene);
+  if (cameras.length === 0) {
+    box.replaceChildren(el("p", { class: "hint", dataset: { testid: "counts-empty" } },
+      "No camera has the street layer on."));
+    return;
+  }
+  const window_ = WINDOWS[$("#counts-window").value];
+  const until = new Date();
+  const since = new Date(until.getTime() - window_.span);
+  const query = `since=${enc(since.toISOString())}&until=${enc(until.toISOString())}` +
+    `&bucket=${window_.bucket}`;
+  const charts = await Promise.all(cameras.map(async (c) => chart(c.name,
+    await api(`/v1/cameras/${enc(c.name)}/counts?${query}`), window_.step)));
+  box.replaceChildren(...charts);
+}
 
 // An <input type="datetime-local"> value (local time) as ISO-8601 UTC; "" -> null.
 const isoOf = (local) => (local ? new Date(local).toISOString() : null);
@@ -80,10 +166,11 @@ async function addRule(event) {
 }
 
 export async function showStreet() {
-  await busy(null, () => Promise.all([loadPlates(), loadRules()]));
+  await busy(null, () => Promise.all([loadCounts(), loadPlates(), loadRules()]));
 }
 
 export function setupStreet() {
+  $("#counts-window").addEventListener("change", () => busy(null, loadCounts));
   $("#plate-form").addEventListener("submit", addPlate);
   $("#rule-form").addEventListener("submit", addRule);
 }
