@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from facelens.cli.common import (
@@ -18,6 +17,7 @@ from facelens.cli.common import (
     errors,
     out,
     progress,
+    require_folder,
     save_json,
 )
 
@@ -49,9 +49,7 @@ def eval_lfw(root: Path,
     from facelens.matching.calibration import calibration_file
     from facelens.settings import get_settings
 
-    if not root.is_dir():
-        err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
-        raise typer.Exit(2)
+    require_folder(root)
     if bands and not degrade:
         raise typer.BadParameter("quality bands are fitted on degraded copies too",
                                  param_hint="--degrade")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +9,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
+from facelens.cli.common import (
+    JsonFlag,
+    emit,
+    emit_report,
+    err,
+    errors,
+    out,
+    progress,
+    require_folder,
+)
 
 GroupOption = Annotated[list[str] | None, typer.Option(
     "--group", help="NAME=FILE: the person-folder names of a group, one a line, from the "
@@ -27,12 +35,6 @@ def _groups(items: list[str] | None) -> dict[str, set[str]]:
             raise typer.BadParameter(f"--group {item!r}: use NAME=FILE with an existing file")
         groups[name] = read_group(Path(file))
     return groups
-
-
-def _folder(root: Path) -> None:
-    if not root.is_dir():
-        err.print(f"[red]error:[/red] {escape(str(root))} is not a folder", highlight=False)
-        raise typer.Exit(2)
 
 
 def calibrate(folder: Path,
@@ -59,7 +61,7 @@ def calibrate(folder: Path,
     from facelens.models.runtime import runtime_label
     from facelens.settings import get_settings
 
-    _folder(folder)
+    require_folder(folder)
     settings = get_settings()
     groups = _groups(group)
     active = load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
@@ -119,7 +121,7 @@ def eval_demographics(root: Path,
     from facelens.models.runtime import runtime_label
     from facelens.settings import get_settings
 
-    _folder(root)
+    require_folder(root)
     groups = _groups(group)
     if not groups:
         raise typer.BadParameter("give at least one --group NAME=FILE")
@@ -129,7 +131,4 @@ def eval_demographics(root: Path,
     with errors(), progress() as start:
         report = demographic_fmr(root, groups, calibration, runtime=settings.runtime,
                                  workers=workers, cache=cache, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)

@@ -41,6 +41,13 @@ def emit(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=1, default=str) + "\n")
 
 
+def require_folder(path: Path) -> None:
+    """Exit 2 with one line unless `path` is a folder (before any work)."""
+    if not path.is_dir():
+        err.print(f"[red]error:[/red] {escape(str(path))} is not a folder", highlight=False)
+        raise typer.Exit(2)
+
+
 def save_json(report: Any, target: Path | None) -> None:
     """Write a report to the --json-out file, when one is given."""
     if target:

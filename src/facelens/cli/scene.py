@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
+from facelens.cli.common import JsonFlag, emit, emit_report, errors, out, progress, require_folder
 
 
 def objects(image: Path,
@@ -56,15 +56,10 @@ def eval_plates(folder: Path,
     vehicle detector in the loop, read_rate_given_box, ms per image, error kinds."""
     from facelens.eval.plates import evaluate_plates
 
-    if not folder.is_dir():
-        err.print(f"[red]error:[/red] {escape(str(folder))} is not a folder", highlight=False)
-        raise typer.Exit(2)
+    require_folder(folder)
     with errors(), progress() as start:
         report = evaluate_plates(folder, region=region, limit=limit, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
 
 
 def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// "
@@ -126,15 +121,10 @@ def eval_street(folder: Path,
     eye (facelens/data/street_labels.json): count error, count recall, colour accuracy."""
     from facelens.eval.street import evaluate_street
 
-    if not folder.is_dir():
-        err.print(f"[red]error:[/red] {escape(str(folder))} is not a folder", highlight=False)
-        raise typer.Exit(2)
+    require_folder(folder)
     with errors(), progress() as start:
         report = evaluate_street(folder, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
 
 
 def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips.")],
@@ -147,7 +137,4 @@ def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips."
 
     with errors():
         report = bench_scene(clips, most=frames)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)

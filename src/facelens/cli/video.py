@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli.common import emit, err, errors, out
+from facelens.cli.common import emit_report, err, errors, out
 
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
@@ -109,10 +109,7 @@ def eval_watch(video: Path,
 
     with errors(), progress() as start:
         report = run_watch_eval(get_settings(), video, people, fps=fps, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
 
 
 def eval_tracks(data: Annotated[Path, typer.Argument(help="The shared data folder the "
@@ -132,10 +129,7 @@ def eval_tracks(data: Annotated[Path, typer.Argument(help="The shared data folde
     with errors(), progress() as start:
         report = run_track_eval(get_settings(), data, load_track_truth(truth), fps=fps,
                                 progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
 
 
 def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage for bona fide "
@@ -166,10 +160,7 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
                                    clips=None if footage else [], shared=shared, plot=plot,
                                    replays_per_window=replays_per_window, progress=start,
                                    **({} if recaptures is None else {"recaptures": recaptures}))
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
 
 
 def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
@@ -196,7 +187,4 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
     with errors(), progress() as start:
         report = run_depiction_eval(get_settings(), people, real, shown, background,
                                     step=step, chromium=chromium, progress=start)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    emit(report)
+    emit_report(report, json_out)
