@@ -83,9 +83,11 @@ bench: $(STAMP) $(KERNEL)
 	$(BIN)/facelens bench search --n 1000000 --json-out out/bench-search.json
 	$(BIN)/facelens bench service --lfw ../shared/data/lfw-dev/images --json-out out/bench-service.json
 
+# What `make test` checks before the tests: ruff's rules and the import layers (the code is
+# formatted by hand, not by `ruff format`: docs/decisions.md).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out build src/*.egg-info $(KERNEL)
