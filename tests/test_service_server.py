@@ -7,82 +7,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-CLI = Path(sys.executable).with_name("facelens")
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    stdout: Path
-    data_dir: Path
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        kb = next(int(line.split()[1]) for line in status.splitlines()
-                  if line.startswith("VmRSS:"))
-        return kb / 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env["FACELENS_DATA_DIR"] = str(data_dir)
-    return env
-
-
-def start_server(data_dir: Path, log_dir: Path) -> Server:
-    port = _free_port()
-    stdout = log_dir / f"serve-{port}.out"
-    with stdout.open("wb") as out, (log_dir / f"serve-{port}.err").open("wb") as err:
-        process = subprocess.Popen([str(CLI), "serve", "--port", str(port)], stdout=out,
-                                   stderr=err, env=_env(data_dir), cwd=data_dir.parent)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {(log_dir / f'serve-{port}.err').read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, process, stdout, data_dir)
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("server did not answer /healthz within 90 s")
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-
-
-def printed_key(server: Server) -> str | None:
-    for line in server.stdout.read_text().splitlines():
-        if line.strip().startswith("fl_"):
-            return line.strip()
-    return None
+from served import CLI, Server, printed_key, serve_env, start_server, stop
 
 
 @pytest.fixture(scope="module")
@@ -171,18 +107,18 @@ def test_hostile_uploads_get_4xx_and_the_server_stays_up(server: tuple[Server, s
 def test_keys_from_the_cli_work_until_revoked(server: tuple[Server, str]) -> None:
     running, _ = server
     made = subprocess.run([str(CLI), "keys", "create", "door-reader", "--scope", "identify",
-                           "--json"], env=_env(running.data_dir), capture_output=True,
+                           "--json"], env=serve_env(running.data_dir), capture_output=True,
                           text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)
     me = httpx.get(f"{running.url}/v1/me", headers={"X-API-Key": key["key"]}).json()
     assert me == {"id": key["id"], "name": "door-reader", "scopes": ["identify"],
                   "attributes": True}  # whether the server estimates age and sex
-    listed = subprocess.run([str(CLI), "keys", "list", "--json"], env=_env(running.data_dir),
+    listed = subprocess.run([str(CLI), "keys", "list", "--json"], env=serve_env(running.data_dir),
                             capture_output=True, text=True, timeout=120)
     assert key["key"] not in listed.stdout and key["id"] in listed.stdout
     revoked = subprocess.run([str(CLI), "keys", "revoke", key["id"]],
-                             env=_env(running.data_dir), capture_output=True, text=True,
+                             env=serve_env(running.data_dir), capture_output=True, text=True,
                              timeout=120)
     assert revoked.returncode == 0, revoked.stderr
     # another process revoked it: the server's key cache forgets within KeyStore.CACHE_S
@@ -192,7 +128,8 @@ def test_keys_from_the_cli_work_until_revoked(server: tuple[Server, str]) -> Non
         time.sleep(0.5)
     assert gone.status_code == 401
     bad = subprocess.run([str(CLI), "keys", "create", "x", "--scope", "root"],
-                         env=_env(running.data_dir), capture_output=True, text=True, timeout=120)
+                         env=serve_env(running.data_dir), capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "unknown scope" in bad.stderr
 
 

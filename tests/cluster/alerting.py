@@ -1,15 +1,17 @@
 """What the alert tests share: servers' reachability, a subject without a model, the waits, a
-JetStream stream of one test, and an MQTT subscriber that collects event ids."""
+JetStream stream of one test and its backlog, an MQTT subscriber that collects event ids, and
+the reaping of the processes a test killed or left running."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import socket
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -84,6 +86,22 @@ def stored(bus: Any, name: str) -> list[tuple[str, str, dict[str, Any]]]:
         message = bus.call(bus.js.get_msg(name, seq))
         out.append((message.subject, message.headers["Nats-Msg-Id"], json.loads(message.data)))
     return out
+
+
+def backlog(bus: Any, name: str, durable: str) -> int:
+    """What the durable consumer has yet to deliver or see acked, plus what the (work-queue)
+    stream still holds: 0 once every alert went out and was acked."""
+    consumer = bus.call(bus.js.consumer_info(name, durable))
+    messages = bus.call(bus.js.stream_info(name)).state.messages
+    return int(consumer.num_pending + consumer.num_ack_pending + messages)
+
+
+def reap(processes: Iterable[subprocess.Popen[Any]]) -> None:
+    """Kill (SIGKILL) and wait for those of `processes` still running."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class Heard:

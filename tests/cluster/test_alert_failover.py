@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alerting import MQTT, NATS_URL, Heard, reachable, wait_for
+from alerting import MQTT, NATS_URL, Heard, backlog, reachable, reap, wait_for
 
 from facelens.settings import Settings
 from facelens.store.tables import AlertWindow, Camera, Event
@@ -105,10 +105,7 @@ class Run:
                                                           Event.subject_name))]
 
     def pending(self) -> int:
-        stream = f"{self.settings.nats_prefix}_events"
-        consumer = self.bus.call(self.bus.js.consumer_info(stream, "facelens-delivery"))
-        messages = self.bus.call(self.bus.js.stream_info(stream)).state.messages
-        return int(consumer.num_pending + consumer.num_ack_pending + messages)
+        return backlog(self.bus, f"{self.settings.nats_prefix}_events", "facelens-delivery")
 
     def settle(self) -> None:
         """Until every camera ended and every alert went out."""
@@ -176,9 +173,6 @@ def test_a_worker_killed_mid_stream_loses_no_alert_and_doubles_none(
               f"{len(heard.ids)} MQTT messages, {len(set(heard.ids))} distinct ids, "
               f"JetStream pending {run.pending()}")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        reap(workers)
         run.close()
         heard.close()

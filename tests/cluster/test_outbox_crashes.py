@@ -17,9 +17,11 @@ from alerting import (
     MQTT,
     NATS_URL,
     Heard,
+    backlog,
     count,
     person,
     reachable,
+    reap,
     stored,
     stream_of_one_test,
     wait_for,
@@ -92,8 +94,7 @@ def test_a_relay_killed_mid_stream_publishes_each_alert_once(
               f"{sent + left - 100}): {len(ids)} messages in the stream, {len(set(ids))} distinct "
               f"ids = {len(rows)} event rows")
     finally:
-        if first.poll() is None:
-            first.kill()
+        reap([first])
         store.close()
 
 
@@ -152,19 +153,11 @@ def test_a_delivery_consumer_killed_mid_stream_loses_no_alert(
         assert cut < len(rows)  # it really died with alerts left
         consume()
         wait_for(lambda: set(heard.ids) == rows, timeout=60)
-        def pending() -> int:
-            consumer = bus.call(bus.js.consumer_info(name, "delivery"))
-            return int(consumer.num_pending + consumer.num_ack_pending)
-
-        wait_for(lambda: pending() == 0)
-        assert bus.call(bus.js.stream_info(name)).state.messages == 0  # work queue: all acked
+        wait_for(lambda: backlog(bus, name, "delivery") == 0)  # work queue: all acked
         print(f"\n{len(rows)} alerts, consumer killed after {cut} heard: "
               f"{len(heard.ids)} MQTT messages, {len(set(heard.ids))} distinct event ids "
               f"= {len(rows)} event rows, nothing pending")
     finally:
-        for process in consumers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        reap(consumers)
         heard.close()
         store.close()

@@ -9,8 +9,6 @@ import base64
 import os
 import re
 import secrets
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -18,37 +16,29 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from alerting import NATS_URL, reachable
 
 from facelens.cluster.single_flight import NatsLock, PostgresLock, SingleFlight
 from facelens.store.tables import Gallery, Subject, Template
+from served import Server, printed_key, start_server, stop
 
-CLI = Path(sys.executable).with_name("facelens")
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-NATS_URL = "nats://127.0.0.1:4222"
 CONSENT = {"legal_basis": "consent", "consent_purpose": "door access",
            "recorded_by": "reception"}
 PER_REPLICA = 50
 
 
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def nats_url() -> str:
-    if not _reachable(4222):
-        pytest.skip(f"NATS unreachable at {NATS_URL}")
+    if (why := reachable(("127.0.0.1", 4222))) is not None:
+        pytest.skip(f"NATS unreachable at {NATS_URL}: {why}")
     return NATS_URL
 
 
@@ -81,50 +71,21 @@ def _fresh_database() -> Iterator[str]:
 
 @dataclass
 class Replica:
-    url: str
-    process: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-    auth: dict[str, str] = field(default_factory=dict)
+    """One `facelens serve` of a pair, and the Authorization header of its admin key."""
+    server: Server
+    auth: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def metric(self, name: str, gallery: str | None = None) -> float:
-        """A value of this replica's /metrics (admin key in `auth`)."""
+        """A value of this replica's /metrics."""
         text = httpx.get(f"{self.url}/metrics", headers=self.auth, timeout=10).text
         labels = f'{{gallery="{gallery}"}}' if gallery else ""
         found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
         assert found, f"{name}{labels} not in /metrics"
         return float(found.group(1))
-
-
-def _start(name: str, root: Path, env: dict[str, str]) -> Replica:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    stdout, stderr = root / f"{name}.out", root / f"{name}.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [str(CLI), "serve", "--port", str(port)], stdout=out, stderr=err, cwd=root,
-            env={**env, "FACELENS_DATA_DIR": str(root / name)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"replica {name} exited: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Replica(url, process, stdout, stderr)
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError(f"replica {name} did not answer /healthz within 120 s")
-
-
-def _stop(replica: Replica) -> None:
-    replica.process.terminate()
-    try:
-        replica.process.wait(20)
-    except subprocess.TimeoutExpired:
-        replica.process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -138,24 +99,23 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str, nats_u
 def _pair(root: Path, database_url: str, nats_url: str, **more: str
           ) -> Iterator[tuple[Replica, Replica]]:
     """A and B: own data directories, one database, one master key, one NATS prefix."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env.update(FACELENS_DATABASE_URL=database_url, FACELENS_NATS_URL=nats_url,
+    env = dict(os.environ, FACELENS_DATABASE_URL=database_url, FACELENS_NATS_URL=nats_url,
                FACELENS_NATS_PREFIX=f"t{uuid.uuid4().hex[:12]}",
                FACELENS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
                FACELENS_QUEUE="200", FACELENS_RATE_BURST="10000",
                FACELENS_PROBE_REPEATS="1000", **more)
-    a = _start("a", root, env)  # first: migrates the database and prints the admin key
-    key = next((line.strip() for line in a.stdout.read_text().splitlines()
-                if line.strip().startswith("fl_")), None)
-    assert key, "the first replica's start must print an admin key"
-    b = _start("b", root, env)
+    a = start_server(root / "a", root, env, name="a")  # first: migrates, prints the admin key
     try:
-        for replica in (a, b):
-            replica.auth = {"Authorization": f"Bearer {key}"}
-        yield a, b
+        key = printed_key(a)
+        assert key, "the first replica's start must print an admin key"
+        auth = {"Authorization": f"Bearer {key}"}
+        b = start_server(root / "b", root, env, name="b")
+        try:
+            yield Replica(a, auth), Replica(b, auth)
+        finally:
+            stop(b)
     finally:
-        _stop(a)
-        _stop(b)
+        stop(a)
 
 
 def _enrol(replica: Replica, gallery: str, name: str, image: Path) -> httpx.Response:

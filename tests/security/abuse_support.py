@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from test_service_server import Server
+from served import Server
 
 FUZZ_UPLOADS = int(os.environ.get("FUZZ_UPLOADS", "240"))
 """Fuzzed uploads per run over the four upload routes (make fuzz: 10,000)."""

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from abuse_support import CONSENT, Target
 
-from test_service_server import printed_key, start_server, stop
+from served import printed_key, start_server, stop
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from hostile import encoded  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from test_service_server import printed_key, start_server, stop  # noqa: E402
+from served import printed_key, start_server, stop  # noqa: E402
 
 CONSENT = {"legal_basis": "consent", "consent_purpose": "door", "recorded_by": "bench"}
 
