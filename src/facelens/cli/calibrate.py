@@ -69,7 +69,8 @@ def calibrate(folder: Path,
     with errors(), progress() as start:
         report = fit_folder(folder, runtime=settings.runtime, groups=groups,
                             default_weight=active.fusion_weight(settings.fusion_weight),
-                            workers=workers, cache=cache, progress=start, singles=singles)
+                            workers=workers, cache=cache, progress=start, singles=singles,
+                            keep_bands=active)
     if not dry_run:
         target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
         by_group = f"; highest of groups {', '.join(groups)}, rest" if groups else ""
@@ -83,6 +84,10 @@ def calibrate(folder: Path,
     out.print(calibration_table(report))
     for warning in report["warnings"]:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    if "quality_bands" in report:
+        err.print(f"quality bands kept from {report['quality_bands']['kept_from']} (sharp "
+                  "photos cannot fit them): refit with `facelens eval lfw ROOT --degrade "
+                  "cctv-18 --degrade cctv-12 --bands --save-to FILE`", highlight=False)
     if "saved" in report:
         err.print(f"calibration saved: {report['saved']}", highlight=False)
 

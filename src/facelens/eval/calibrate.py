@@ -29,6 +29,7 @@ from facelens.eval.lfw_report import (
     impostor_tail,
     tail_line,
 )
+from facelens.matching.calibration import Calibration
 from facelens.matching.operating_points import FARS, far_key, threshold_at_far
 from facelens.models.runtime import runtime_label
 from facelens.settings import Runtime
@@ -76,10 +77,14 @@ def fit(embeddings: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]
 def calibrate(root: Path, *, runtime: Runtime, default_weight: float,
               groups: dict[str, set[str]] | None = None, workers: int = 2,
               cache: Path = Path("out/eval"), progress: Progress | None = None,
-              max_per_person: int = 8, singles: int = 1000, seed: int = 0) -> dict[str, Any]:
+              max_per_person: int = 8, singles: int = 1000, seed: int = 0,
+              keep_bands: Calibration | None = None) -> dict[str, Any]:
     """The calibration report of `root`: the thresholds to write ("variants", in the form
     `lfw_report.write_calibration` takes), each group's own fit, and warnings. The fusion
-    weight is fitted where there are genuine pairs, else `default_weight` (the active one)."""
+    weight is fitted where there are genuine pairs, else `default_weight` (the active one).
+    Sharp photos cannot fit the low-quality cells, so those of `keep_bands` (the calibration
+    in force) are kept as they are; the best band's pairs are decided by the thresholds fitted
+    here (matching/calibration.py)."""
     proto = population(root, max_per_person=max_per_person, singles=singles, seed=seed)
     if len(proto.files) < 2:
         raise ValueError(f"{root}: at least two photos of different people are needed")
@@ -105,7 +110,12 @@ def calibrate(root: Path, *, runtime: Runtime, default_weight: float,
                 per_group[name] = fit({k: v[mask] for k, v in embeddings.items()},
                                       proto.labels[mask])
     variants = conservative(whole, list(per_group.values()))
-    return {"root": str(root), "images": len(proto.files),
+    kept = {"quality_bands": {"calibration": keep_bands.data["quality_bands"],
+                              "source": keep_bands.data.get("quality_bands_source",
+                                                            keep_bands.source),
+                              "kept_from": keep_bands.origin}
+            } if keep_bands is not None and keep_bands.quality_bands else {}
+    return kept | {"root": str(root), "images": len(proto.files),
             "identities": len(np.unique(proto.labels)),
             "faces_not_found": int(np.isnan(embeddings["sface"][:, 0]).sum()),
             "fusion_weight": weight, "fusion_weight_fitted": has_genuine,

@@ -5,7 +5,8 @@ of its faces except an image with its own degraded copy, and falls in the qualit
 worse face (matching/quality_bands.py). Per band: the fusion weight with the best TAR at FAR
 1e-4 and the thresholds at each FAR. Honesty check: identities are split in two folds (by
 label parity); what is fitted on one fold's pairs is measured on the other's, so the FAR
-reported per band is measured on pairs the thresholds never saw.
+reported per band is measured on pairs the thresholds never saw. Each band is split into
+cells by its better face's band (eval/lfw_cells.py), fitted and checked the same way.
 
 Impostor pairs with a degraded face are kept at a rate of `DEGRADED_KEEP` (seeded), enough
 for FAR 1e-5 in every band while keeping the arrays within ~1 GB; clean pairs are all kept,
@@ -21,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from facelens.eval.lfw import FUSION_GRID, build_protocol, stack, tar_at_far
+from facelens.eval.lfw_cells import (
+    MIN_CELL_GENUINE,
+    MIN_CELL_IMPOSTORS,
+    all_cells,
+    cell_entries,
+    held_out_cells,
+)
 from facelens.eval.lfw_report import cascade_bands, facelens_cached, impostor_tail
+from facelens.matching.calibration import Calibration
 from facelens.matching.operating_points import FARS, far_key
 from facelens.matching.quality_bands import DEFAULT_BANDS, QualityBand, band_indices
 from facelens.settings import Runtime
@@ -63,19 +72,22 @@ def population(levels: dict[str, dict[Path, dict[str, Any]]], files: list[Path],
 @dataclass
 class Scores:
     """Every kept pair: scores (n, 3) of plain sface, sface-flip and dlib (misses: -inf), its
-    band, fold (0, 1, or 2 across folds), genuineness and which copies it pairs (`tag`: 0 both
-    clean, k both from level k, -1 mixed)."""
+    band, fold (0, 1, or 2 across folds), genuineness, which copies it pairs (`tag`: 0 both
+    clean, k both from level k, -1 mixed) and its better face's band."""
 
     scores: np.ndarray
     band: np.ndarray
     fold: np.ndarray
     genuine: np.ndarray
     tag: np.ndarray
+    better: np.ndarray
+    """The band of the pair's better face (`band` is its worse face's)."""
 
     def get(self, genuine: bool, band: int | None = None, fold: int | None = None,
-            tag: int | None = None) -> np.ndarray:
+            better: int | None = None, tag: int | None = None) -> np.ndarray:
         sel = self.genuine == genuine
-        for values, wanted in ((self.band, band), (self.fold, fold), (self.tag, tag)):
+        for values, wanted in ((self.band, band), (self.fold, fold), (self.better, better),
+                               (self.tag, tag)):
             if wanted is not None:
                 sel &= values == wanted
         return self.scores[sel]
@@ -104,7 +116,8 @@ def pair_scores_by_band(pop: Population, seed: int = 0) -> Scores:
         parts.append((scores, np.maximum(pop.band[i], pop.band[j]),
                       np.where(parity[i] == parity[j], parity[i], 2).astype(np.int8),
                       pop.labels[i] == pop.labels[j],
-                      np.where(pop.level[i] == pop.level[j], pop.level[i], -1).astype(np.int8)))
+                      np.where(pop.level[i] == pop.level[j], pop.level[i], -1).astype(np.int8),
+                      np.minimum(pop.band[i], pop.band[j])))
     return Scores(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
@@ -145,16 +158,22 @@ def fused_thresholds(imp: np.ndarray, weight: float) -> dict[str, float]:
     return {far_key(far): threshold(f, far) for far in FARS}
 
 
-def held_out(scores: Scores, band: int, global_weight: float,
-             global_thresholds: dict[str, float]) -> dict[str, Any]:
-    """Per band: fit on one fold, measure on the other, both ways; and, for comparison, the
-    single clean calibration (`global_*`) measured on the same pairs."""
+def fold_fit(scores: Scores, band: int, fold: int) -> tuple[float, dict[str, float]]:
+    """A band's weight and thresholds fitted on one identity fold."""
+    imp = scores.get(False, band, fold)
+    w = best_weight(scores.get(True, band, fold), imp)
+    return w, fused_thresholds(imp, w)
+
+
+def held_out(scores: Scores, band: int, fold_fits: dict[tuple[int, int], tuple[float, Any]],
+             global_weight: float, global_thresholds: dict[str, float]) -> dict[str, Any]:
+    """Per band: fit on one fold (`fold_fits[(band, fold)]`), measure on the other, both ways;
+    and, for comparison, the single clean calibration (`global_*`) on the same pairs."""
     out: dict[str, Any] = {"folds": []}
     for fit, test in ((0, 1), (1, 0)):
-        g_fit, i_fit = scores.get(True, band, fit), scores.get(False, band, fit)
         g_test, i_test = scores.get(True, band, test), scores.get(False, band, test)
-        w = best_weight(g_fit, i_fit)
-        banded = measured(fused(g_test, w), fused(i_test, w), fused_thresholds(i_fit, w))
+        w, fitted = fold_fits[(band, fit)]
+        banded = measured(fused(g_test, w), fused(i_test, w), fitted)
         single = measured(fused(g_test, global_weight), fused(i_test, global_weight),
                           global_thresholds)
         out["folds"].append({"fitted_on": fit, "fusion_weight": w, "banded": banded,
@@ -182,18 +201,22 @@ def band_table(gen: np.ndarray, imp: np.ndarray, weight: float) -> dict[str, Any
     return out
 
 
-def banded_decisions(scores: Scores, tag: int, calibration: list[dict[str, Any]]
+def banded_decisions(scores: Scores, tag: int | None, calibration: list[dict[str, Any]]
                      ) -> dict[str, dict[str, float]]:
-    """TAR and FAR on the pairs of one copy (`tag`) when each pair is decided by its own
-    band's fusion weight and thresholds (in-sample: the thresholds saw these pairs)."""
+    """TAR and FAR on the pairs of one copy (`tag`; None: every pair) when each pair is
+    decided by its own cell's fusion weight and thresholds (in-sample when `calibration` was
+    fitted on these pairs)."""
+    names = [str(b["name"]) for b in calibration]
     out = {}
     for far in map(far_key, FARS):
         accepted = {True: 0, False: 0}
-        for b, band in enumerate(calibration):
-            t = band["embedders"]["fusion"]["thresholds"][far]
+        for worse, better in all_cells(len(calibration)):
+            band = calibration[worse]
+            cell = band.get("cells", {}).get(names[better], band)
+            t = cell["embedders"]["fusion"]["thresholds"][far]
             for genuine in (True, False):
-                s = scores.get(genuine, b, tag=tag)
-                accepted[genuine] += int(np.sum(fused(s, band["fusion_weight"]) > t))
+                s = scores.get(genuine, worse, better=better, tag=tag)
+                accepted[genuine] += int(np.sum(fused(s, cell["fusion_weight"]) > t))
         out[far] = {"tar": accepted[True] / max(len(scores.get(True, tag=tag)), 1),
                     "far": accepted[False] / max(len(scores.get(False, tag=tag)), 1)}
     return out
@@ -201,15 +224,19 @@ def banded_decisions(scores: Scores, tag: int, calibration: list[dict[str, Any]]
 
 def evaluate_bands(levels: dict[str, dict[Path, dict[str, Any]]], files: list[Path],
                    labels: np.ndarray, clean: dict[str, Any],
-                   bands: tuple[QualityBand, ...] = DEFAULT_BANDS) -> dict[str, Any]:
+                   bands: tuple[QualityBand, ...] = DEFAULT_BANDS,
+                   in_force: tuple[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The quality-band report and calibration for `levels` ("clean" first, then degraded
     copies; features per file); `clean` is the clean report (its single calibration is the
-    comparison)."""
+    comparison). `in_force` (origin, its "quality_bands" entries with the same bands) is
+    measured on every copy too: out of sample for copies it was not fitted on."""
     pop = population(levels, files, labels, bands)
     scores = pair_scores_by_band(pop)
     single_weight = float(clean["fusion_weight"])
     single = {k: v["threshold"] for k, v in clean["variants"]["fusion"]["tar_at_far"].items()}
     calibration, per_band = [], {}
+    fold_fits = {(b, fold): fold_fit(scores, b, fold) for b in range(len(bands))
+                 for fold in (0, 1)}
     for b, band in enumerate(bands):
         gen, imp = scores.get(True, b), scores.get(False, b)
         if not len(gen) or not len(imp):
@@ -222,21 +249,36 @@ def evaluate_bands(levels: dict[str, dict[Path, dict[str, Any]]], files: list[Pa
             "faces_per_level": dict(zip(levels, map(int, faces), strict=True)),
             "genuine_pairs": len(gen), "impostor_pairs": len(imp), "fusion_weight": weight,
             "tar": table["fusion"]["tar"],
-            "held_out": held_out(scores, b, single_weight, single)}
+            "held_out": held_out(scores, b, fold_fits, single_weight, single)}
+    for b, cells in cell_entries(scores.get, bands, best_weight, fused_thresholds,
+                                 band_table).items():
+        calibration[b]["cells"] = cells
+    per_cell = held_out_cells(scores.get, bands, fold_fits, best_weight, fused_thresholds,
+                              fused)
     by_level = {name: {"banded": banded_decisions(scores, k, calibration)}
                 for k, name in enumerate(levels)}
-    return {"bands": [b.to_dict() for b in bands], "degraded_keep": DEGRADED_KEEP,
-            "per_band": per_band, "by_level": by_level, "calibration": calibration}
+    report = {"bands": [b.to_dict() for b in bands], "degraded_keep": DEGRADED_KEEP,
+              "min_cell_pairs": {"impostor": MIN_CELL_IMPOSTORS, "genuine": MIN_CELL_GENUINE},
+              "per_band": per_band, "per_cell_held_out": per_cell, "by_level": by_level,
+              "calibration": calibration}
+    if in_force:
+        report["in_force"] = {"origin": in_force[0], "by_level": {
+            name: banded_decisions(scores, k, in_force[1]) for k, name in enumerate(levels)}}
+    return report
 
 
 def evaluate_cached(root: Path, clean: dict[str, Any], runtime: Runtime,
-                    degrade: tuple[str, ...], cache: Path, workers: int) -> dict[str, Any]:
+                    degrade: tuple[str, ...], cache: Path, workers: int,
+                    in_force: Calibration | None = None) -> dict[str, Any]:
     """`evaluate_bands` on `root`'s protocol (as `clean` was run) from the feature caches
-    `lfw_report.evaluate` filled."""
+    `lfw_report.evaluate` filled; with the calibration `in_force` measured beside it when its
+    bands are the same."""
     protocol = clean["protocol"]
     proto = build_protocol(root, max_per_person=protocol["max_per_person"],
                            singles=protocol["singles"], seed=protocol["seed"])
     levels = {name: facelens_cached(proto.files, runtime, cache, workers, None,
                                     degrade=None if name == "clean" else name)
               for name in ("clean", *degrade)}
-    return evaluate_bands(levels, proto.files, proto.labels, clean)
+    same = in_force is not None and in_force.quality_bands == DEFAULT_BANDS
+    return evaluate_bands(levels, proto.files, proto.labels, clean, in_force=(
+        in_force.origin, in_force.data["quality_bands"]) if same and in_force else None)

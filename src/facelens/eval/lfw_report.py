@@ -270,9 +270,11 @@ def write_calibration(report: dict[str, Any], source: str, target: Path) -> None
         for name, r in report["variants"].items()}
     points = {"source": source, "fusion_weight": report["fusion_weight"], "embedders": embedders}
     if "quality_bands" in report:
-        points["quality_bands"] = report["quality_bands"]["calibration"]
-        points["quality_bands_source"] = f"{source}, clean + " + " + ".join(
-            report.get("degraded", {})) + " copies, pairs in the band of their worse face"
+        bands = report["quality_bands"]
+        points["quality_bands"] = bands["calibration"]
+        points["quality_bands_source"] = bands.get("source") or (
+            f"{source}, clean + " + " + ".join(report.get("degraded", {}))
+            + " copies, pairs in the cell of their two faces' bands")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(points, indent=1) + "\n")
 

@@ -1,6 +1,6 @@
 """1:N identification: search a gallery's index, keep the results above the open-set threshold
-with their confidence band (matching/decide.py), drop those a reviewer marked "not this
-person", and record corrections."""
+of the probe's quality band with their confidence band (matching/decide.py), drop those a
+reviewer marked "not this person", and record corrections."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from facelens.gallery.errors import GalleryError, GalleryNotFound
 from facelens.gallery.expiry import lapsed
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.templates import seal_vector, unseal_vector
+from facelens.matching.calibration import probe_in_band
 from facelens.matching.decide import Hit, decide
 from facelens.store.database import Store
 from facelens.store.tables import NegativeExample, Subject, Template, utcnow
@@ -94,21 +95,27 @@ class Identifier:
             return []
         if any(f.embedding is None or f.embedder != gallery.embedder for f in faces):
             raise GalleryError(f"faces must carry {gallery.embedder} embeddings")
-        calibration = self.engine.calibration
+        # each probe searches with its quality band's weight and open-set thresholds
+        probes = [probe_in_band(self.engine.calibration, f.embedding, gallery.embedder,
+                                None if f.quality is None else
+                                (f.quality.interocular_px, f.quality.sharpness),
+                                self.engine.fusion_weight()) for f in faces]
         with self.cache.lock:
             index = self.cache.index(gallery)
             size = len(index)
-            threshold = calibration.open_set_threshold(gallery.embedder, far, size or 1)
-            scores, ids = index.search(np.stack([f.embedding for f in faces]),
+            scores, ids = index.search(np.stack([vector for _, _, vector in probes]),
                                        min(max(top_k * 4, 16), max(size, 1)))
         results = []
         with self.store.sessions.begin() as s:
-            for face, row_scores, row_ids in zip(faces, scores, ids, strict=True):
-                hits = decide(row_ids, row_scores, threshold.value, calibration,
-                              gallery.embedder, max(size, 1))
+            for face, (band, banded, _), row_scores, row_ids in zip(faces, probes, scores, ids,
+                                                                   strict=True):
+                threshold = banded.open_set_threshold(gallery.embedder, far, size or 1)
+                hits = decide(row_ids, row_scores, threshold.value, banded, gallery.embedder,
+                              max(size, 1))
+                decision = threshold.describe(gallery.embedder, size, far)
                 results.append(Identification(
                     face, self._candidates(s, face, hits, top_k),
-                    threshold.describe(gallery.embedder, size, far)))
+                    decision + (f"; {band} quality band" if band else "")))
             seen = {r.candidates[0].subject_id for r in results if r.candidates}
             # retention counts from the last time someone was recognised
             if seen and record_seen:

@@ -25,7 +25,7 @@ import numpy as np
 from facelens.errors import FacelensError, ModelMissingError
 from facelens.matching.open_set import BANDS, Threshold, per_comparison_far
 from facelens.matching.operating_points import FARS, OperatingPoint, far_key
-from facelens.matching.quality_bands import QualityBand, pair_band_index, reweighted_probe
+from facelens.matching.quality_bands import QualityBand, cell_name, pair_cell, reweighted_probe
 
 _FILES = {"openvino-bf16": "operating_points-bf16.json"}
 _F32_FILE = "operating_points.json"  # openvino-f32 and onnxruntime agree to cosine 1 - 2e-7
@@ -75,28 +75,41 @@ class Calibration:
                      for b in self.data.get("quality_bands", ()))
 
     def for_faces(self, *faces: tuple[float, float] | None) -> tuple[str, Calibration]:
-        """The band of a comparison or a probe (its worse face's; each face given as
-        (inter-ocular px, sharpness), None for an enrolled reference) and that band's
-        calibration: its fusion weight, operating points, tail and cascade. Without bands:
-        ("", self)."""
+        """The cell of a comparison or a probe (its worse face's band and its better face's;
+        each face given as (inter-ocular px, sharpness), None for an enrolled reference) and
+        that cell's calibration: its fusion weight, operating points, tail and cascade.
+        Without bands: ("", self)."""
         bands = self.quality_bands
         if not bands:
             return "", self
-        return self._band(pair_band_index(bands, *faces))
+        return self._cell(*pair_cell(bands, *faces))
 
     def band_named(self, name: str) -> Calibration:
-        """The calibration of the band a verdict names (`Verdict.quality_band`); this one
-        when the name is empty or unknown (no bands)."""
-        names = [str(entry["name"]) for entry in self.data.get("quality_bands", ())]
-        return self._band(names.index(name))[1] if name in names else self
+        """The calibration of the cell a verdict names (`Verdict.quality_band`, e.g. "fair" or
+        "fair/fair"); this one when the name is empty or unknown (no bands)."""
+        names = [b.name for b in self.quality_bands]
+        parts = name.split("/")
+        if not name or len(parts) > 2 or any(p not in names for p in parts):
+            return self
+        return self._cell(names.index(parts[0]), names.index(parts[-1]) if len(parts) > 1
+                          else 0)[1]
 
-    def _band(self, index: int) -> tuple[str, Calibration]:
-        entry = self.data["quality_bands"][index]
-        name = str(entry["name"])
+    def _cell(self, worse: int, better: int) -> tuple[str, Calibration]:
+        """A band's cell for a better face in band `better`; the band's own calibration when
+        the file has no such cell (files written before cells, or a cell with too few
+        pairs and no neighbour to borrow from). Two faces of the best band are decided by
+        the clean calibration itself (the one `facelens calibrate` refits): on lfw-dev it
+        gives the asked FAR there as closely as the band's own fit (docs/benchmarks.md)."""
+        name = cell_name(self.quality_bands, worse, better)
+        if worse == 0:
+            return name, self
+        entry = self.data["quality_bands"][worse]
+        chosen = entry.get("cells", {}).get(self.quality_bands[better].name, entry)
         return name, Calibration(
             {"source": f"{self.data.get('quality_bands_source', self.source)}, {name}-quality "
-                       "band",
-             "fusion_weight": entry["fusion_weight"], "embedders": entry["embedders"]},
+                       "band" + (f" (cell {chosen['fallback']}'s)" if "fallback" in chosen
+                                 else ""),
+             "fusion_weight": chosen["fusion_weight"], "embedders": chosen["embedders"]},
             f"{self.origin}#{name}")
 
     def operating_point(self, embedder: str, far: float) -> OperatingPoint:

@@ -5,7 +5,8 @@ dlib's embedding collapses, so one fusion weight and one set of thresholds fitte
 photos is wrong there. A face falls in the first band whose minimum inter-ocular distance and
 sharpness it meets (both as `vision.quality.assess` measures them); a pair in the band of its
 worse face. Each band carries its own fusion weight and thresholds (matching/calibration.py),
-fitted on pairs of that band, so the FAR asked is the FAR measured in every band.
+fitted on pairs of that band, and split by the better face's band into cells (a degraded face
+against a sharp one, two degraded faces), so the FAR asked is the FAR measured in each.
 """
 
 from __future__ import annotations
@@ -49,8 +50,21 @@ def band_index(bands: Sequence[QualityBand], interocular_px: float, sharpness: f
 def pair_band_index(bands: Sequence[QualityBand], *faces: tuple[float, float] | None) -> int:
     """The band of a comparison: its worse face's. A side given as None (an enrolled
     reference, whose quality was checked at enrolment) does not lower it."""
+    return pair_cell(bands, *faces)[0]
+
+
+def pair_cell(bands: Sequence[QualityBand], *faces: tuple[float, float] | None
+              ) -> tuple[int, int]:
+    """The calibration cell of a comparison: (its worse face's band, its better face's). A
+    side given as None (an enrolled reference) counts as the best band."""
     found = [band_index(bands, *f) for f in faces if f is not None]
-    return max(found, default=0)
+    return max(found, default=0), min(found) if len(found) > 1 else 0
+
+
+def cell_name(bands: Sequence[QualityBand], worse: int, better: int) -> str:
+    """A cell as verdicts name it: the worse face's band, then "/" and the better face's when
+    that is not the best band either ("good", "fair", "fair/fair", "poor/fair")."""
+    return bands[worse].name if better == 0 else f"{bands[worse].name}/{bands[better].name}"
 
 
 def band_indices(bands: Sequence[QualityBand], interocular_px: np.ndarray,
