@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -15,13 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from facelens.errors import FacelensError
 from facelens.gallery.bulk import Audit, Outcome, Person, ZipArchive, enrol_people
-from facelens.gallery.service import ConsentRecord
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import Overloaded
 from facelens.service.security import requires, service
 from facelens.service.state import ServiceState
-from facelens.service.uploads import charge_pixels, end_of
+from facelens.service.uploads import ConsentFields, ConsentForm, charge_pixels
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
 
@@ -31,12 +29,7 @@ router = APIRouter(prefix="/v1", tags=["galleries"])
              response_class=StreamingResponse,
              responses={200: {"content": {"application/x-ndjson": {}}}})
 async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, File()],
-                    legal_basis: Annotated[str, Form(max_length=100)],
-                    consent_purpose: Annotated[str, Form(min_length=1, max_length=500)],
-                    recorded_by: Annotated[str, Form(min_length=1, max_length=200)],
-                    consent_expires: Annotated[date | None, Form()] = None,
-                    watch_reason: Annotated[str | None, Form(max_length=500)] = None,
-                    watch_expires: Annotated[date | None, Form()] = None,
+                    consent: ConsentForm,
                     update: Annotated[bool, Form(description="Re-enrol people already "
                                                              "enrolled from a folder of the "
                                                              "same name")] = False,
@@ -47,9 +40,7 @@ async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, 
     state = service(request)
     galleries = state.galleries
     galleries.gallery(name)  # an unknown gallery is a 404 before the upload is read
-    consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
-                            recorded_by=recorded_by, expires_at=end_of(consent_expires))
-    consent.check()
+    consent.record.check()
     people = (await run_in_threadpool(ZipArchive, archive.file)).people()
 
     def audit(action: str, outcome: str, **fields: Any) -> None:
@@ -59,8 +50,7 @@ async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, 
         yield _line({"people": len(people)})
         totals: dict[str, int] = {}
         for done, person in enumerate(people, start=1):
-            outcome = await _enrol_one(state, name, person, consent, audit, update,
-                                       watch_reason, end_of(watch_expires))
+            outcome = await _enrol_one(state, name, person, consent, audit, update)
             totals[outcome.status] = totals.get(outcome.status, 0) + 1
             yield _line({"done": done, **outcome.payload()})
         yield _line({"summary": totals})
@@ -72,9 +62,8 @@ def _line(body: dict[str, Any]) -> bytes:
     return json.dumps(body, default=str).encode() + b"\n"
 
 
-async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent: ConsentRecord,
-                     audit: Audit, update: bool, watch_reason: str | None,
-                     watch_expires: datetime | None) -> Outcome:
+async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent: ConsentFields,
+                     audit: Audit, update: bool) -> Outcome:
     """One person of a zip: photos read and charged to the key here, enrolled in the pool
     (waiting for a free thread rather than failing the rest of the zip)."""
     try:
@@ -89,9 +78,9 @@ async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent:
     one = Person(person.name, photos, person.labels)
 
     def work() -> Outcome:
-        return next(enrol_people(state.galleries, gallery, [one], consent, audit=audit,
-                                 update=update, watch_reason=watch_reason,
-                                 watch_expires=watch_expires, decode=state.decode))
+        return next(enrol_people(state.galleries, gallery, [one], consent.record, audit=audit,
+                                 update=update, watch_reason=consent.watch_reason,
+                                 watch_expires=consent.watch_expires, decode=state.decode))
 
     while True:
         try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from facelens.errors import NoFaceError
-from facelens.gallery.service import ConsentRecord, Correction, EnrolReport, Identification
+from facelens.gallery.service import Correction, EnrolReport, Identification
 from facelens.policy.door import Door, DoorDecision
 from facelens.policy.live_face import embedded_main_face
 from facelens.service.http import ApiError
@@ -17,7 +16,7 @@ from facelens.service.keys import Principal
 from facelens.service.limits import quantised
 from facelens.service.routes_faces import failure
 from facelens.service.security import probe_limiter, requires, service
-from facelens.service.uploads import Far, end_of, read_upload, read_uploads
+from facelens.service.uploads import ConsentForm, Far, read_upload, read_uploads
 from facelens.settings import NAME_PATTERN
 from facelens.store.tables import Gallery, Subject, aware
 
@@ -95,26 +94,19 @@ def list_subjects(request: Request, name: str,
 async def enrol(request: Request, name: str,
                 subject_name: Annotated[str, Form(alias="name", min_length=1, max_length=200)],
                 images: Annotated[list[UploadFile], File()],
-                legal_basis: Annotated[str, Form(max_length=100)],
-                consent_purpose: Annotated[str, Form(min_length=1, max_length=500)],
-                recorded_by: Annotated[str, Form(min_length=1, max_length=200)],
-                consent_expires: Annotated[date | None, Form()] = None,
+                consent: ConsentForm,
                 external_id: Annotated[str | None, Form(max_length=200)] = None,
-                watch_reason: Annotated[str | None, Form(max_length=500)] = None,
-                watch_expires: Annotated[date | None, Form()] = None,
                 pin: Annotated[str | None, Form(description="4-12 digits: a second factor for "
                                                             "door decisions")] = None,
                 principal: Principal = requires("enrol")) -> dict[str, Any]:
     state = service(request)
     uploads = await read_uploads(images)
-    consent = ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
-                            recorded_by=recorded_by, expires_at=end_of(consent_expires))
 
     def work() -> EnrolReport:
         rgbs = [state.decode(data) for _, data in uploads]  # any bad file refuses them all
-        return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent,
-                                      external_id=external_id, watch_reason=watch_reason,
-                                      watch_expires=end_of(watch_expires),
+        return state.galleries.enroll(name, subject_name, list(rgbs), consent=consent.record,
+                                      external_id=external_id, watch_reason=consent.watch_reason,
+                                      watch_expires=consent.watch_expires,
                                       labels=[filename for filename, _ in uploads], pin=pin)
 
     try:
@@ -123,7 +115,7 @@ async def enrol(request: Request, name: str,
         await state.audited(principal.label, "enrol", **failure(e), gallery=name)
         raise
     await state.audited(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
-                       templates=report.templates, legal_basis=legal_basis)
+                       templates=report.templates, legal_basis=consent.record.legal_basis)
     return {"subject_id": report.subject_id, "name": report.name,
             "templates": report.templates,
             "skipped": [{"image": img, "reason": why} for img, why in report.skipped]}

@@ -1,13 +1,15 @@
 """What every route that takes a photo shares: accepted upload types, the pixel charge per key,
-the `far` form field, expiry dates."""
+the `far` form field, expiry dates, and the consent fields both enrol forms carry."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Annotated
 
-from fastapi import Form, UploadFile
+from fastapi import Depends, Form, UploadFile
 
+from facelens.gallery.service import ConsentRecord
 from facelens.service.http import ApiError
 from facelens.service.limits import HEAVY, HEAVY_PIXELS
 from facelens.service.security import CALLER, pixel_budget
@@ -20,6 +22,31 @@ Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to 
 def end_of(day: date | None) -> datetime | None:
     """A date given for an expiry: the end of that day (UTC)."""
     return datetime.combine(day, time.max, UTC) if day else None
+
+
+@dataclass(frozen=True)
+class ConsentFields:
+    """What an enrolment form says of the person's consent and, for a watchlist, why and until
+    when they are watched (one person's form and the zip's alike)."""
+
+    record: ConsentRecord
+    watch_reason: str | None
+    watch_expires: datetime | None
+
+
+def consent_fields(legal_basis: Annotated[str, Form(max_length=100)],
+                   consent_purpose: Annotated[str, Form(min_length=1, max_length=500)],
+                   recorded_by: Annotated[str, Form(min_length=1, max_length=200)],
+                   consent_expires: Annotated[date | None, Form()] = None,
+                   watch_reason: Annotated[str | None, Form(max_length=500)] = None,
+                   watch_expires: Annotated[date | None, Form()] = None) -> ConsentFields:
+    return ConsentFields(ConsentRecord(purpose=consent_purpose, legal_basis=legal_basis,
+                                       recorded_by=recorded_by,
+                                       expires_at=end_of(consent_expires)),
+                         watch_reason, end_of(watch_expires))
+
+
+ConsentForm = Annotated[ConsentFields, Depends(consent_fields)]
 
 
 async def read_upload(upload: UploadFile) -> bytes:
