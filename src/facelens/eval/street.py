@@ -10,7 +10,11 @@ labelled frame is detected on its own (no tracking) and compared:
   of labelled (a count-based recall: an upper bound, boxes are not matched);
 - colour accuracy: the k largest detected vehicles' colours against the k labelled ones, as
   multisets (the share of labelled colours found);
-- clothing accuracy: the largest person's upper and lower colours where labelled.
+- clothing accuracy: the largest person's upper and lower colours where labelled;
+- adult/child (facelens/data/street_age_labels.json, with its method): each labelled person
+  box is matched to the detected person box it overlaps most (IoU ≥ 0.5), BlazePose runs on it
+  and `age_group` answers; reported are the answers on whole bodies (right, wrong, unknown)
+  and how many of the bodies not whole were wrongly given an answer.
 """
 
 from __future__ import annotations
@@ -23,29 +27,35 @@ from typing import Any
 import av
 import numpy as np
 
-from facelens.scene.attributes import UNKNOWN, describe_person, describe_vehicle
-from facelens.scene.detect import VEHICLES, detect_objects
+from facelens.geometry import iou
+from facelens.scene.attributes import UNKNOWN, age_group, describe_person, describe_vehicle
+from facelens.scene.detect import STREET_THRESHOLDS, THRESHOLD, VEHICLES, detect_street
+from facelens.scene.pose import body_pose
 
 LABELS = Path(__file__).parent.parent / "data" / "street_labels.json"
+AGE_LABELS = LABELS.with_name("street_age_labels.json")
 CLASSES = ("person", "bicycle", "car", "bus", "truck", "motorcycle")
 Progress = Any
 
 
 def labelled_frames(folder: Path, labels: list[dict[str, Any]]
                     ) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """(label, RGB frame) for every label, decoding each clip once."""
+    """(label, RGB frame) for every label (several may share a frame), decoding each clip once."""
     out = []
     for clip in dict.fromkeys(label["clip"] for label in labels):
-        wanted = {label["frame"]: label for label in labels if label["clip"] == clip}
+        wanted: dict[int, list[dict[str, Any]]] = {}
+        for label in labels:
+            if label["clip"] == clip:
+                wanted.setdefault(label["frame"], []).append(label)
         with av.open(str(folder / clip)) as container:
             for i, frame in enumerate(container.decode(video=0)):
                 if i in wanted:
-                    out.append((wanted[i], frame.to_ndarray(format="rgb24")))
+                    rgb = frame.to_ndarray(format="rgb24")
+                    out.extend((label, rgb) for label in wanted[i])
     return out
 
 
-def evaluate_street(folder: Path, *, progress: Progress, threshold: float = 0.35
-                    ) -> dict[str, Any]:
+def evaluate_street(folder: Path, *, progress: Progress) -> dict[str, Any]:
     labels = json.loads(LABELS.read_text())["frames"]
     frames = labelled_frames(folder, labels)
     advance = progress("street frames", len(frames))
@@ -55,7 +65,7 @@ def evaluate_street(folder: Path, *, progress: Progress, threshold: float = 0.35
     colours_right = colours_total = clothes_right = clothes_total = 0
     confusions: Counter[str] = Counter()
     for label, rgb in frames:
-        objects = detect_objects(rgb, threshold)
+        objects = detect_street(rgb)
         detected = Counter(objects.names)
         for cls in CLASSES:
             want, got = label["counts"][cls], detected.get(cls, 0)
@@ -78,7 +88,8 @@ def evaluate_street(folder: Path, *, progress: Progress, threshold: float = 0.35
         advance(1)
     n = max(len(frames), 1)
     return {
-        "folder": str(folder), "frames": len(frames), "threshold": threshold,
+        "folder": str(folder), "frames": len(frames),
+        "thresholds": {c: STREET_THRESHOLDS.get(c, THRESHOLD) for c in CLASSES},
         "count_mae": {c: round(sum(e) / n, 3) for c, e in errors.items()},
         "count_mae_people": round(sum(errors["person"]) / n, 3),
         "count_mae_vehicles": round(sum(sum(errors[c]) for c in CLASSES[1:]) / n, 3),
@@ -90,7 +101,29 @@ def evaluate_street(folder: Path, *, progress: Progress, threshold: float = 0.35
         "colour_misses": dict(confusions.most_common()),
         "clothing_accuracy": round(clothes_right / max(clothes_total, 1), 3),
         "clothing_labelled": clothes_total,
+        "age_group": evaluate_ages(folder),
     }
+
+
+def evaluate_ages(folder: Path) -> dict[str, Any]:
+    """Adult/child against the labelled person boxes (see the module's doc)."""
+    people = json.loads(AGE_LABELS.read_text())["people"]
+    outcomes: Counter[str] = Counter()
+    for label, rgb in labelled_frames(folder, people):
+        boxes = detect_street(rgb).of("person").boxes
+        overlaps = iou(np.asarray([label["box"]], np.float32), boxes)[0]
+        if len(boxes) == 0 or overlaps.max() < 0.5:
+            outcomes["not detected"] += 1
+            continue
+        box = boxes[int(overlaps.argmax())]
+        answer = age_group(body_pose(rgb, box), box, (rgb.shape[1], rgb.shape[0])).value
+        if not label["whole"]:
+            outcomes["not whole, answered" if answer != UNKNOWN else "not whole, unknown"] += 1
+        elif answer == UNKNOWN:
+            outcomes[f"whole {label['age']}, unknown"] += 1
+        else:
+            outcomes[f"whole {label['age']}, {'right' if answer == label['age'] else 'wrong'}"] += 1
+    return {"labelled": len(people), "outcomes": dict(sorted(outcomes.items()))}
 
 
 def _clothes(rgb: np.ndarray, objects: Any, label: dict[str, Any], right: int, total: int

