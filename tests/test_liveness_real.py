@@ -5,6 +5,7 @@ converted from its npm carrier."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -30,15 +31,26 @@ def liveness_dir(shared_data: Path) -> Path:
 
 def test_the_annotated_turns_of_a_real_clip_answer_a_challenge_in_their_order(
         engine: Engine, liveness_dir: Path) -> None:
-    """intel_head-pose-female: turned right at the start, then left (annotated by eye)."""
-    frames, _ = load(liveness_dir / "intel_head-pose-female.gif")
-    events = annotations()["clips"]["intel_head-pose-female.gif"]["events"]
-    assert [e["action"] for e in events][:2] == ["turn_right", "turn_left"]
-    done = judge(engine, frames[:19], ["turn_right", "turn_left"])
+    """liveportrait_d12: turned left, then right, then left (annotated by eye), from rest.
+    intel_head-pose-female starts turned 42 degrees right: the action finder still sees its
+    right then left turn, and the judge refuses it as not starting facing the camera."""
+    d12, _ = load(liveness_dir / "liveportrait_d12.mp4")
+    events = annotations()["clips"]["liveportrait_d12.mp4"]["events"]
+    assert [e["action"] for e in events if e["action"].startswith("turn")][:2] == [
+        "turn_left", "turn_right"]
+    answer = d12[15:105:2]  # from rest through the left turn (27-56) and the right (75-97)
+    done = judge(engine, answer, ["turn_left", "turn_right"])
     assert done.passed, done.reasons
-    assert done.performed["turn_right"] < done.performed["turn_left"]
-    backwards = judge(engine, frames[:19], ["turn_left", "turn_right"])
-    assert not backwards.passed and backwards.performed["turn_right"] is None
+    assert done.performed["turn_left"] < done.performed["turn_right"]
+    backwards = judge(engine, answer, ["turn_right", "turn_left"])
+    assert not backwards.passed and backwards.performed["turn_left"] is None
+    frames, _ = load(liveness_dir / "intel_head-pose-female.gif")
+    assert annotations()["clips"]["intel_head-pose-female.gif"]["events"][0]["note"] == \
+        "the clip starts turned"
+    turned = judge(engine, frames[:19], ["turn_right", "turn_left"])
+    assert turned.performed["turn_right"] < turned.performed["turn_left"]
+    assert not turned.passed and turned.reasons == [
+        "the answer did not start facing the camera (turned 42 degrees)"]
 
 
 def test_a_slight_turn_from_rest_counts_and_sitting_off_axis_does_not(
@@ -110,28 +122,29 @@ def test_the_npm_antispoof_model_converts_and_passes_real_faces(
 def test_a_chromium_recapture_of_real_turns_is_refused_only_by_prompt_timing(
         engine: Engine, liveness_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ) -> None:
-    """The clip played full-screen in chromium and grabbed back (another size, frame rate and
-    codec) still shows both turns in order: no passive cue is shown to stop it. Prompt times
-    the recording could not know refuse it; the times it happens to fit do not."""
+    """d12's first 4 s played full-screen in chromium and grabbed back (another size, frame
+    rate and codec) still show its left then right turn from rest: no passive cue is shown to
+    stop it. Prompt times the recording could not know refuse it; the times it happens to fit
+    do not."""
     from facelens.eval import recapture
 
     if not recapture.available():
         pytest.skip("chromium or playwright is not installed")
     monkeypatch.setenv("FACELENS_MODEL_CACHE", str(tmp_path))
-    recipe = recapture.RECIPES[0]
-    path = recapture.recaptured(liveness_dir / "intel_head-pose-female.gif", recipe)
+    recipe = dataclasses.replace(recapture.RECIPES[0], seconds=4.2)
+    path = recapture.recaptured(liveness_dir / "liveportrait_d12.mp4", recipe)
     frames, times = [], []
     with av.open(str(path)) as container:
         for frame in container.decode(container.streams.video[0]):
             frames.append(frame.to_ndarray(format="rgb24"))
             times.append(float(frame.time or 0.0))
     assert frames[0].shape[:2] == (recipe.viewport[1], recipe.viewport[0])
-    ahead = [i for i, t in enumerate(times) if t <= 1.5]  # the turns, before the third
+    ahead = [i for i, t in enumerate(times) if t <= 4.0][::3]  # both turns (1.1-3.9 s)
     shown, at = [frames[i] for i in ahead], [times[i] for i in ahead]
-    replayed = judge(engine, shown, ["turn_right", "turn_left"])
+    asked = ["turn_left", "turn_right"]
+    replayed = judge(engine, shown, asked)
     assert replayed.passed, replayed.reasons
-    right, left = (at[replayed.performed[a]] - at[0] for a in ("turn_right", "turn_left"))
-    fitting = [right - 1.0, left - 1.0]
-    assert judge(engine, shown, ["turn_right", "turn_left"], times=at, prompts=fitting).passed
-    late = judge(engine, shown, ["turn_right", "turn_left"], times=at, prompts=[2.0, 6.0])
+    left, right = (at[replayed.performed[a]] - at[0] for a in asked)
+    assert judge(engine, shown, asked, times=at, prompts=[left - 1.0, right - 1.0]).passed
+    late = judge(engine, shown, asked, times=at, prompts=[2.0, 6.0])
     assert not late.passed and any("when prompted" in r for r in late.reasons)

@@ -25,15 +25,12 @@ TURN_DEG = 12.0
 """A turn counts once yaw moves this many degrees from the answer's starting pose (yaw > 0:
 the person turns to their left). Chosen on part of the shared clips annotated by eye
 (data/liveness_shared.json: liveportrait_d3, d6, intel_head-pose-female-and-male; the others
-held out): slight deliberate turns move 13-14 degrees from rest, 10 finds a false turn in a
-turn-free window, 11-13 none there (`facelens eval liveness`, real_footage)."""
+held out): slight deliberate turns move 13-14 degrees from rest; 10 adds a false turn_right
+in a turn-free window, 11-13 leave one false turn_left (d6 glancing 16 degrees while talking;
+`facelens eval liveness`, real_footage)."""
 REST_FRAMES = 3
 """The starting pose is the most frontal yaw of the answer's first frames: the person rests
 before the first prompt (0.5 s or more), and may start moving by the fourth frame."""
-NEUTRAL_MAX_DEG = 20.0
-"""The starting pose counts as rest up to this far off the camera's axis (someone looking at
-the prompts beside the camera; one woman of the shared clips sits 13-18 degrees off it). An
-answer starting further turned is already turned that way: its rest is held at this limit."""
 CLOSED, REOPENED = 0.75, 0.85
 """A blink: the eye aspect ratio falls below 75% of the open-eye level, then back above 85%.
 FaceMesh's lids never meet: on 25 real blinks annotated by eye (data/liveness_footage.json)
@@ -41,7 +38,11 @@ the ratio bottoms out at 0.51–0.76 (median 0.69), so the earlier 65% found 7 o
 finds 22 and sees a blink in 7 of 129 blink-free windows (chosen on that set). On 24 blinks
 annotated afterwards (held out) the whole judge passes 22, and 0 of 42 blink-free windows."""
 FRONTAL_DEG = 25.0
-"""Identity is compared on frames within this yaw (turned faces embed less reliably)."""
+"""Identity is compared on frames within this yaw (turned faces embed less reliably), and an
+answer starts within it: someone looking at the prompts beside the camera (one woman of the
+shared clips sits 13-18 degrees off its axis). A start turned further is refused: it has no
+rest to measure a turn from (a replayed clip that began turned 44 degrees answered
+turn_right at its first frame; `facelens eval liveness`, recaptures)."""
 MIN_PRESENT = 0.8
 JUMP = 1.2
 """Continuity: between kept frames the followed face moves at most this far, in face widths
@@ -87,21 +88,21 @@ class Judgement:
                 "passive": self.passive.to_dict() if self.passive else None}
 
 
-def resting_yaw(yaw: np.ndarray) -> float:
+def starting_yaw(yaw: np.ndarray) -> float:
     """The answer's starting pose: the most frontal of its first REST_FRAMES yaws (measured
-    frames only), held within NEUTRAL_MAX_DEG. Turns are measured from it, so someone sitting
-    off the camera's axis does not count as turned, and a slight turn from rest does."""
+    frames only; 0 if none). Turns are measured from it, so someone sitting off the camera's
+    axis does not count as turned, and a slight turn from rest does."""
     first = yaw[np.isfinite(yaw)][:REST_FRAMES]
-    if not first.size:
-        return 0.0
-    return float(np.clip(first[np.argmin(np.abs(first))], -NEUTRAL_MAX_DEG, NEUTRAL_MAX_DEG))
+    return float(first[np.argmin(np.abs(first))]) if first.size else 0.0
 
 
 def find_actions(ear: np.ndarray, yaw: np.ndarray, challenge: list[str]) -> dict[str, int | None]:
     """The frame where each action of `challenge` happens, each after the previous one."""
     found: dict[str, int | None] = dict.fromkeys(challenge)
     open_level = float(np.nanpercentile(ear, 75)) if np.isfinite(ear).any() else np.nan
-    turned = yaw - resting_yaw(yaw)
+    # A start turned past FRONTAL_DEG (the judge refuses it) is held there: a clip that
+    # begins turned still shows that turn to the action finder used alone (the eval's).
+    turned = yaw - np.clip(starting_yaw(yaw), -FRONTAL_DEG, FRONTAL_DEG)
     start = 0
     for action in challenge:
         at = None
@@ -232,6 +233,10 @@ def judge(engine: Engine, frames: list[np.ndarray], challenge: list[str], *,
         reasons.append(f"a face was found in {len(kept)} of {len(frames)} frames")
     if follower.jumps:
         reasons.append("the face jumped between frames (not one continuous take)")
+    start = starting_yaw(np.array(yaw, np.float32))
+    if abs(start) > FRONTAL_DEG:
+        reasons.append(f"the answer did not start facing the camera (turned {abs(start):.0f} "
+                       "degrees)")
     performed = find_actions(np.array(ear, np.float32), np.array(yaw, np.float32), challenge)
     missing = [a for a, at in performed.items() if at is None]
     if missing:
