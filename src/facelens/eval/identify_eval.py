@@ -25,6 +25,8 @@ import numpy as np
 from facelens.api import Engine
 from facelens.eval.lfw import build_protocol, fuse, stack
 from facelens.eval.lfw_report import Progress, facelens_cached, impostor_tail
+from facelens.geometry import l2_normalize
+from facelens.matching.calibration import Calibration
 from facelens.matching.open_set import cohort_stats, per_comparison_far, t_normalised
 
 FPIRS = (1e-2, 1e-3)
@@ -59,20 +61,25 @@ class OpenSetProtocol:
         self.half = np.array([hashlib.sha256(b"open-set halves:" + n.encode()).digest()[0] % 2
                               for n in names])
 
-    def searches(self, where: np.ndarray, normalise: Normalise = raw
+    def searches(self, where: np.ndarray, normalise: Normalise = raw,
+                 probes: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Per mated probe in `where`: its top score and whether rank 1 is its person; the top
-        score of every non-mated search; the gallery size."""
+        score of every non-mated search (single-image people, then the mated probes without
+        their own person); the gallery size. `probes`: the probe side's vectors (row-aligned,
+        e.g. CCTV-like copies) when they are not the gallery's."""
         e = np.nan_to_num(self.emb)
+        p_raw = self.emb if probes is None else probes
+        p = np.nan_to_num(p_raw)
         g, m = self.gallery & where, self.mated & where
         single = ~self.multi & where
         gallery_ids = self.labels[g]
-        mated = normalise(np.flatnonzero(m), e[m] @ e[g].T)
-        mated[np.isnan(self.emb[m, 0])] = -np.inf  # no face: nothing is returned
+        mated = normalise(np.flatnonzero(m), p[m] @ e[g].T)
+        mated[np.isnan(p_raw[m, 0])] = -np.inf  # no face: nothing is returned
         own = gallery_ids[None, :] == self.labels[m][:, None]
         hit = gallery_ids[mated.argmax(1)] == self.labels[m]
-        nonmated = normalise(np.flatnonzero(single), e[single] @ e[g].T)
-        nonmated[np.isnan(self.emb[single, 0])] = -np.inf
+        nonmated = normalise(np.flatnonzero(single), p[single] @ e[g].T)
+        nonmated[np.isnan(p_raw[single, 0])] = -np.inf
         non = np.r_[nonmated.max(1), np.where(own, -np.inf, mated).max(1)]
         return mated.max(1), hit, non, int(g.sum())
 
@@ -141,12 +148,81 @@ def held_out(protocol: OpenSetProtocol, measured: int) -> dict[str, Any]:
     return out | {"cohort_size": len(cohort)}
 
 
+def banded(protocol: OpenSetProtocol, rows: list[dict[str, Any]], calibration: Calibration,
+           stored_weight: float) -> dict[str, Any]:
+    """Fused searches as gallery identify runs them: each probe (features `rows`, clean or
+    CCTV-like, row-aligned with the protocol; the gallery stays clean) in its quality cell,
+    searched at that cell's fusion weight against the open-set threshold of its calibration
+    for this gallery size (matching.calibration.probe_in_band)."""
+    sface, dlib = stack(rows, "sface-flip", 128), stack(rows, "dlib", 128)
+    cells = [calibration.for_faces((r["interocular"], r["sharpness"])) if "interocular" in r
+             else ("", calibration) for r in rows]
+    weights = np.array([c.fusion_weight(stored_weight) for _, c in cells])[:, None]
+    probes = np.concatenate([sface * (weights / np.sqrt(stored_weight)),
+                             dlib * ((1 - weights) / np.sqrt(1 - stored_weight))], 1)
+    everyone = np.ones(len(rows), bool)
+    top, hit, non, size = protocol.searches(everyone, probes=probes)
+    mated_rows = np.flatnonzero(protocol.mated)
+    non_rows = np.r_[np.flatnonzero(~protocol.multi), mated_rows]
+    names = np.array([name for name, _ in cells])
+    out: dict[str, Any] = {"probes_per_cell": {str(n): int(c) for n, c in zip(
+        *np.unique(names[np.r_[mated_rows, np.flatnonzero(~protocol.multi)]],
+                   return_counts=True), strict=True)}}
+    by_cell = {name: cell for name, cell in cells}
+    for fpir in FPIRS:
+        limit = {name: cell.open_set_threshold("fusion", fpir, size).value
+                 for name, cell in by_cell.items()}
+        t = np.array([limit[name] for name in names])
+        out[f"{fpir:.0e}"] = {
+            "fnir": round(float(1 - np.mean(hit & (top > t[mated_rows]))), 4),
+            "measured_fpir": round(float(np.mean(non > t[non_rows])), 5),
+            "nonmated_above": int((non > t[non_rows]).sum()),
+            "thresholds": {name: round(v, 4) for name, v in limit.items()}}
+    return out
+
+
+def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibration,
+                     embedder: str, photos: int) -> dict[str, Any]:
+    """FNIR and measured FPIR at the open-set formula's thresholds when `photos` images of each
+    person with >= 3 are enrolled, searched as gallery identify does: one vector per subject,
+    the normalised mean of its templates (gallery/templates.centroid), N = subjects. Mated
+    probes: their images from the third on, the same for any `photos` <= 2; non-mated:
+    single-image people and the mated probes without their own person."""
+    names = np.array([ALIASES.get(f.parent.name, f.parent.name) for f in files])
+    _, labels = np.unique(names, return_inverse=True)
+    found = ~np.isnan(emb[:, 0])
+    e = np.nan_to_num(emb)
+    order = np.zeros(len(files), int)  # each image's place among its person's
+    for label in np.unique(labels):
+        order[labels == label] = np.arange(int((labels == label).sum()))
+    counts = np.bincount(labels)
+    enrolled = (counts[labels] >= 3) & (order < photos) & found
+    people = np.unique(labels[enrolled])
+    subjects = l2_normalize(np.stack([e[enrolled & (labels == p)].mean(0) for p in people]))
+    mated = (counts[labels] >= 3) & (order >= 2)
+    scores = e[mated] @ subjects.T
+    scores[~found[mated]] = -np.inf
+    own = people[None, :] == labels[mated][:, None]
+    top, hit = scores.max(1), people[scores.argmax(1)] == labels[mated]
+    single = counts[labels] == 1
+    strangers = e[single] @ subjects.T
+    strangers[~found[single]] = -np.inf
+    non = np.r_[strangers.max(1), np.where(own, -np.inf, scores).max(1)]
+    formula = {f"{f:.0e}": calibration.open_set_threshold(embedder, f, len(people)).value
+               for f in FPIRS}
+    return {"people": len(people), "templates": int(enrolled.sum()),
+            "mated_probes": len(top), "nonmated_searches": len(non),
+            "open_set_formula": fnir_at(top, hit, non, formula)}
+
+
 def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sface-flip",
                             workers: int = 2, cache: Path = Path("out/eval"),
                             max_per_person: int = 8, seed: int = 0,
-                            progress: Progress | None = None) -> dict[str, Any]:
+                            progress: Progress | None = None, degrade: tuple[str, ...] = ()
+                            ) -> dict[str, Any]:
     """Embeddings as `engine`'s runtime computes them; the predicted thresholds from its
-    calibration."""
+    calibration. For "fusion", also the searches by quality cell (`banded`), with clean
+    probes and with probes made CCTV-like at each `degrade` level (eval/degrade.py)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
     feats = facelens_cached(proto.files, engine.settings.runtime, cache, workers, progress)
     rows = [feats[f] for f in proto.files]
@@ -160,7 +236,18 @@ def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sfac
     top, hit, non, size = protocol.searches(everyone)
     formula = {f"{fpir:.0e}": engine.calibration.open_set_threshold(embedder, fpir, size).value
                for fpir in FPIRS}
+    by_cell = {}
+    if embedder == "fusion":
+        for level in ("clean", *degrade):
+            probe_feats = feats if level == "clean" else facelens_cached(
+                proto.files, engine.settings.runtime, cache, workers, progress, degrade=level)
+            by_cell[level] = banded(protocol, [probe_feats[f] for f in proto.files],
+                                    engine.calibration, engine.fusion_weight())
+    photos = {f"{k}_per_person": enrolment_photos(proto.files, emb, engine.calibration,
+                                                  embedder, k) for k in (1, 2)}
     return {"embedder": embedder, "aliases_merged": ALIASES, "gallery_size": size,
+            **({"by_quality_cell": by_cell} if by_cell else {}),
+            "enrolment_photos_people_with_3_or_more": photos,
             "mated_probes": len(top), "nonmated_searches": len(non),
             "rank1": round(float(np.mean(hit)), 4),
             "open_set_formula": fnir_at(top, hit, non, formula),

@@ -28,6 +28,7 @@ from facelens.eval.lfw_cells import (
     all_cells,
     cell_entries,
     held_out_cells,
+    measured_cells,
 )
 from facelens.eval.lfw_report import cascade_bands, facelens_cached, impostor_tail
 from facelens.matching.calibration import Calibration
@@ -263,7 +264,8 @@ def evaluate_bands(levels: dict[str, dict[Path, dict[str, Any]]], files: list[Pa
               "calibration": calibration}
     if in_force:
         report["in_force"] = {"origin": in_force[0], "by_level": {
-            name: banded_decisions(scores, k, in_force[1]) for k, name in enumerate(levels)}}
+            name: banded_decisions(scores, k, in_force[1]) for k, name in enumerate(levels)},
+            "per_cell": measured_cells(scores.get, in_force[1], fused)}
     return report
 
 

@@ -141,3 +141,28 @@ def cell_entries(get: Callable[..., np.ndarray], bands: tuple[QualityBand, ...],
         out[cell[0]][bands[cell[1]].name] = entry
     return out
 
+
+
+def measured_cells(get: Callable[..., np.ndarray], entries: list[dict[str, Any]],
+                   fused: Callable[[np.ndarray, float], np.ndarray]) -> dict[str, Any]:
+    """FAR and TAR per cell of a calibration's band `entries` (as stored) on these pairs:
+    out of sample for copies it was not fitted on. The best band's pairs are left out (the
+    clean calibration decides them)."""
+    bands = tuple(QualityBand(str(b["name"]), float(b["min_interocular_px"]),
+                              float(b["min_sharpness"])) for b in entries)
+    out = {}
+    for worse, better in all_cells(len(bands)):
+        if worse == 0:
+            continue
+        band = entries[worse]
+        cell = band.get("cells", {}).get(bands[better].name, band)
+        gen, imp = get(True, worse, None, better), get(False, worse, None, better)
+        f_gen, f_imp = fused(gen, cell["fusion_weight"]), fused(imp, cell["fusion_weight"])
+        out[cell_name(bands, worse, better)] = {
+            far_key(far): {"far": rate(int(np.sum(f_imp > t)), len(imp)),
+                           "far_over_asked": float(np.mean(f_imp > t)) / far if len(imp)
+                           else float("nan"),
+                           "tar": float(np.mean(f_gen > t)) if len(gen) else float("nan")}
+            for far in REPORTED_FARS
+            for t in (cell["embedders"]["fusion"]["thresholds"][far_key(far)],)}
+    return out
