@@ -10,7 +10,9 @@ plate. Two rates separate finding from reading:
 Times are medians per image: wall clock, and the process's CPU time (the models run on one
 thread each, so on a busy machine the CPU time is the figure an idle one would show).
 
-A reading counts when it equals the label upper-cased with separators removed.
+A reading counts when it equals the label upper-cased with separators removed. Both rates
+are also given for the first and the second half of the images (by name): a change tuned on
+one half should hold on the other.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ LOOKALIKES = {frozenset(p) for p in ("O0", "I1", "Z2", "B8", "S5", "G6", "D0", "
                                      "A4", "L1", "MN", "HM", "EF", "UV", "YV")}
 
 
+def _halves(hits: list[bool]) -> list[float]:
+    """The hit rate over the first and over the second half of `hits`."""
+    middle = len(hits) // 2
+    return [round(sum(part) / max(len(part), 1), 4) for part in (hits[:middle], hits[middle:])]
+
+
 def _shared(a: str, b: str) -> float:
     return sum((Counter(a) & Counter(b)).values()) / max(len(a), 1)
 
@@ -80,7 +88,8 @@ def evaluate_plates(folder: Path, *, region: str = "us", limit: int | None = Non
     """read_rate, read_rate_given_box, ms per image and the error kinds on `folder`."""
     labels = load_labels(folder)[:limit]
     advance = progress("plates", len(labels))
-    whole_ok = box_ok = 0
+    whole_ok: list[bool] = []
+    box_ok: list[bool] = []
     kinds: Counter[str] = Counter()
     whole_ms: list[float] = []
     whole_cpu_ms: list[float] = []
@@ -96,16 +105,18 @@ def evaluate_plates(folder: Path, *, region: str = "us", limit: int | None = Non
         given = read_plate_in_box(rgb, label.box, region=region)
         box_ms.append((time.perf_counter() - start) * 1000)
         read = whole.text if whole else ""
-        whole_ok += read == truth
-        box_ok += (given.text if given else "") == truth
+        whole_ok.append(read == truth)
+        box_ok.append((given.text if given else "") == truth)
         if read != truth:
             kinds[error_kind(truth, read)] += 1
         advance(1)
     count = max(len(labels), 1)
     return {
         "folder": str(folder), "images": len(labels), "region": region,
-        "read_rate": round(whole_ok / count, 4),
-        "read_rate_given_box": round(box_ok / count, 4),
+        "read_rate": round(sum(whole_ok) / count, 4),
+        "read_rate_given_box": round(sum(box_ok) / count, 4),
+        "read_rate_halves": _halves(whole_ok),
+        "read_rate_given_box_halves": _halves(box_ok),
         "ms_per_image": round(float(np.median(whole_ms)) if whole_ms else 0.0, 1),
         "cpu_ms_per_image": round(float(np.median(whole_cpu_ms)) if whole_cpu_ms else 0.0, 1),
         "ms_per_image_given_box": round(float(np.median(box_ms)) if box_ms else 0.0, 1),

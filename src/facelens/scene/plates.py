@@ -68,6 +68,9 @@ class PlateReading:
     """The line's height as a share of the searched box's height."""
     place: float = 0.5
     """The line's centre from the searched box's top (0) to its bottom (1)."""
+    read_digit: bool = True
+    """Whether the recogniser read a digit: before normalising, so a word whose O a region
+    writes as 0 (ARIZONA → ARIZ0NA) does not pass for a plate."""
 
 
 def normalise(raw: str, region: str = "us") -> tuple[str, bool]:
@@ -175,8 +178,9 @@ def plate_candidates(rgb: np.ndarray, box: np.ndarray | None = None, region: str
         for reading in readings[i * per_line:(i + 1) * per_line]:
             text, fitted = normalise(reading.text, region)
             if MIN_LENGTH <= len(text) <= MAX_LENGTH:
-                variants.append(PlateReading(text, reading.confidence * (1.0 if fitted else 0.8),
-                                             line_box, fitted, height, low))
+                variants.append(PlateReading(
+                    text, reading.confidence * (1.0 if fitted else 0.8), line_box, fitted,
+                    height, low, any(c.isdigit() for c in reading.text)))
         voted = vote(variants)
         if voted is not None:
             found.append(voted)
@@ -212,9 +216,9 @@ def _plate_shaped(line: TextLine) -> bool:
 
 def _rank(reading: PlateReading) -> float:
     """How plate-like a candidate is (weights chosen by eye, not fitted)."""
-    has_digit = any(c.isdigit() for c in reading.text)  # names and slogans rarely do
     usual_length = 5 <= len(reading.text) <= 8
-    return (reading.confidence + 0.3 * float(reading.fitted) + 0.3 * float(has_digit)
+    # Names and slogans rarely hold a digit.
+    return (reading.confidence + 0.3 * float(reading.fitted) + 0.3 * float(reading.read_digit)
             + 0.2 * float(usual_length) + 2.0 * reading.height + 0.1 * reading.place)
 
 
@@ -231,4 +235,4 @@ def vote(readings: list[PlateReading]) -> PlateReading | None:
     best = max((r for r in readings if r.text == text), key=lambda r: r.confidence)
     share = totals[text] / max(sum(totals.values()), 1e-9)
     return PlateReading(text, float(share * best.confidence), best.box, best.fitted,
-                        best.height, best.place)
+                        best.height, best.place, best.read_digit)
