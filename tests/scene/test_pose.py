@@ -115,3 +115,25 @@ def test_labelled_street_people(shared_data: Path) -> None:
     assert outcomes.get("whole adult, wrong", 0) == 0
     assert outcomes.get("not whole, answered", 0) <= 1
     assert outcomes.get("whole adult, right", 0) >= 16
+
+
+def test_street_pipeline_tells_adults_from_a_track(shared_data: Path) -> None:
+    """SceneWatch poses a person track a few times and votes: the one-by-one clip's first
+    people (adults, whole, from behind) come out adult; none child."""
+    from itertools import islice
+
+    from facelens.video.scene_watch import POSE_ANSWERS, POSE_TRIES, SceneWatch
+    from facelens.video.source import VideoSource
+
+    scene = SceneWatch("pose", gate=False)
+    source = VideoSource(str(shared_data / "street" / "intel_one-by-one-person-detection.mp4"),
+                         fps=5)
+    answers = []
+    for frame in islice(source.frames(), 60):
+        scene.process(frame)
+        answers += [t.state["description"] for t in scene.tracks()
+                    if t.state["description"].kind == "person"]
+    voted = {d.attributes()["age_group"][0] for d in answers}
+    assert "adult" in voted and "child" not in voted
+    assert max(d.seen["age_group"] for d in answers) <= POSE_ANSWERS
+    assert all(t.state.get("pose_tries", 0) <= POSE_TRIES for t in scene.tracks())

@@ -75,8 +75,11 @@ detections (1 s at 5 fps), from its MIN_HITS-th on..."""
 POSE_MIN_PERSON_PX = 120
 """...when its box is at least this tall (shorter, the ear span is a few pixels) and clear of
 the frame's bottom (else the feet may be cut off)..."""
-POSE_TRIES = 3
-"""...and at most this many times per track."""
+POSE_ANSWERS = 3
+"""...until it answered adult or child this many times (the answers are voted; an unknown one
+is not a vote, so a body walking in does not dilute the answer once it is whole)..."""
+POSE_TRIES = 10
+"""...or was measured this many times."""
 CROP_JPEG_QUALITY = 90
 Alert = dict[str, Any]
 
@@ -207,9 +210,12 @@ class SceneWatch:
             desc.add(describe_person(rgb, box, rgb.shape[0]))
             if (desc.detections % POSE_EVERY == MIN_HITS % POSE_EVERY
                     and box[3] - box[1] >= POSE_MIN_PERSON_PX and clear_of_bottom(box, rgb.shape[0])
-                    and desc.seen["age_group"] < POSE_TRIES):
-                pose = body_pose(rgb, box)
-                desc.add({"age_group": age_group(pose, box, (rgb.shape[1], rgb.shape[0]))})
+                    and desc.seen["age_group"] < POSE_ANSWERS
+                    and track.state.get("pose_tries", 0) < POSE_TRIES):
+                track.state["pose_tries"] = track.state.get("pose_tries", 0) + 1
+                answer = age_group(body_pose(rgb, box), box, (rgb.shape[1], rgb.shape[0]))
+                if answer.value != UNKNOWN:
+                    desc.add({"age_group": answer})
             if (self.engine is not None and desc.detections % FACE_EVERY == 1
                     and box[3] - box[1] >= FACE_MIN_PERSON_PX):
                 self._face(track, desc, rgb)
