@@ -183,11 +183,13 @@ def banded(protocol: OpenSetProtocol, rows: list[dict[str, Any]], calibration: C
 
 def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibration,
                      embedder: str, photos: int) -> dict[str, Any]:
-    """FNIR and measured FPIR at the open-set formula's thresholds when `photos` images of each
-    person with >= 3 are enrolled, searched as gallery identify does: one vector per subject,
-    the normalised mean of its templates (gallery/templates.centroid), N = subjects. Mated
-    probes: their images from the third on, the same for any `photos` <= 2; non-mated:
-    single-image people and the mated probes without their own person."""
+    """FNIR and measured FPIR when `photos` images of each person with >= 3 are enrolled and
+    each subject is searched by one vector: the normalised mean of its templates, as gallery
+    identify does (gallery/templates.centroid), and, for comparison, the plain mean (the
+    mean of the template scores), at the open-set formula's thresholds (N = subjects) and at
+    the best threshold. Mated probes: their images from the third on, the same for any
+    `photos` <= 2; non-mated: single-image people and the mated probes without their own
+    person."""
     names = np.array([ALIASES.get(f.parent.name, f.parent.name) for f in files])
     _, labels = np.unique(names, return_inverse=True)
     found = ~np.isnan(emb[:, 0])
@@ -198,21 +200,24 @@ def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibratio
     counts = np.bincount(labels)
     enrolled = (counts[labels] >= 3) & (order < photos) & found
     people = np.unique(labels[enrolled])
-    subjects = l2_normalize(np.stack([e[enrolled & (labels == p)].mean(0) for p in people]))
+    means = np.stack([e[enrolled & (labels == p)].mean(0) for p in people])
     mated = (counts[labels] >= 3) & (order >= 2)
-    scores = e[mated] @ subjects.T
-    scores[~found[mated]] = -np.inf
-    own = people[None, :] == labels[mated][:, None]
-    top, hit = scores.max(1), people[scores.argmax(1)] == labels[mated]
     single = counts[labels] == 1
-    strangers = e[single] @ subjects.T
-    strangers[~found[single]] = -np.inf
-    non = np.r_[strangers.max(1), np.where(own, -np.inf, scores).max(1)]
     formula = {f"{f:.0e}": calibration.open_set_threshold(embedder, f, len(people)).value
                for f in FPIRS}
-    return {"people": len(people), "templates": int(enrolled.sum()),
-            "mated_probes": len(top), "nonmated_searches": len(non),
-            "open_set_formula": fnir_at(top, hit, non, formula)}
+    out: dict[str, Any] = {"people": len(people), "templates": int(enrolled.sum())}
+    for kind, subjects in (("centroid", l2_normalize(means)), ("mean_of_templates", means)):
+        scores = e[mated] @ subjects.T
+        scores[~found[mated]] = -np.inf
+        own = people[None, :] == labels[mated][:, None]
+        top, hit = scores.max(1), people[scores.argmax(1)] == labels[mated]
+        strangers = e[single] @ subjects.T
+        strangers[~found[single]] = -np.inf
+        non = np.r_[strangers.max(1), np.where(own, -np.inf, scores).max(1)]
+        out |= {"mated_probes": len(top), "nonmated_searches": len(non)}
+        out[kind] = {"open_set_formula": fnir_at(top, hit, non, formula),
+                     "best_threshold": fnir_at(top, hit, non)}
+    return out
 
 
 def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sface-flip",
