@@ -8,7 +8,6 @@ expectation. Boxes are kept per class above a threshold, then suppressed per cla
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cv2
@@ -156,17 +155,9 @@ def _nms_per_class(found: Objects, iou: float = NMS_IOU) -> Objects:
     return Objects(found.boxes[keep], found.scores[keep], found.class_ids[keep])
 
 
-_detector: NanoDet | None = None
-_detector_lock = threading.Lock()
-
-
 def object_detector() -> NanoDet:
     """The process-wide NanoDet (one session, opened on first use, 1 thread)."""
-    global _detector
-    with _detector_lock:
-        if _detector is None:
-            _detector = NanoDet()
-        return _detector
+    return NanoDet.shared()
 
 
 def detect_objects(rgb: np.ndarray, threshold: float = THRESHOLD) -> Objects:

@@ -15,7 +15,6 @@ models/tfjs.py; its keypoints were within 0.005 px (of 256) of mediapipe 0.10.21
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cv2
@@ -88,17 +87,9 @@ class BlazePose(TfjsModel):
                     float(np.ravel(flag)[0]))
 
 
-_model: BlazePose | None = None
-_model_lock = threading.Lock()
-
-
 def pose_model() -> BlazePose:
     """The process-wide BlazePose (one session, opened on first use, 1 thread)."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = BlazePose()
-        return _model
+    return BlazePose.shared()
 
 
 def body_pose(rgb: np.ndarray, box: np.ndarray) -> Pose:
