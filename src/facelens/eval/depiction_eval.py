@@ -24,7 +24,7 @@ from facelens.eval.watch_eval import enrolled_gallery
 from facelens.liveness.passive import REALNESS_MIN
 from facelens.models.antispoof import AntiSpoof
 from facelens.settings import Settings
-from facelens.video.depiction import CUES
+from facelens.video.depiction import CUES, RegionFollower
 from facelens.video.source import Frame, VideoSource
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher
@@ -74,9 +74,10 @@ def recapture(shown: list[np.ndarray], street: list[np.ndarray], kind: str, seed
 
 def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
     """Every face track of at least 3 observations, and those each depiction cue (and any of
-    them: `flagged`) flags on any of up to 5 of its frames (its best, and every 4th
-    observation from the first), as many as the watch pipeline looks at per track. The
-    `antispoof` model is reported apart: tracks with a frame below the liveness threshold."""
+    them: `flagged`) flags: the per-frame cues on any of up to 5 of its frames (its best, and
+    every 4th observation from the first), as many as the watch pipeline looks at per track;
+    the rigid region on every frame, as the pipeline follows it. The `antispoof` model is
+    reported apart: tracks with a frame below the liveness threshold."""
     from facelens.api import Engine
 
     engine = Engine(settings)
@@ -84,9 +85,13 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
     best: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
     sampled: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     seen_count: dict[int, int] = {}
+    follower = RegionFollower()
     for tick, frame in enumerate(frames):
         faces, _ = engine.detect_rgb(frame.rgb)
-        for track in tracker.update(faces, tick)[0]:
+        seen = tracker.update(faces, tick)[0]
+        follower.observe(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY),
+                         [(t.id, t.box) for t in seen])
+        for track in seen:
             quality = track.face.quality.score if track.face.quality else 0.0
             n = seen_count[track.id] = seen_count.get(track.id, 0) + 1
             if track.id not in best or quality > best[track.id][0]:
@@ -95,6 +100,7 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
                 sampled[track.id].append((frame.rgb, track.face.box.copy()))
     tracks = [k for k, n in seen_count.items() if n >= 3]
     per_cue: dict[str, dict[int, str]] = {cue: {} for cue in CUES}
+    per_cue["rigid"] = {k: "moving frame" for k in tracks if follower.regions[k].rigid}
     lowest_realness = {}
     for k in tracks:
         shots = [best[k][1:], *sampled[k]]

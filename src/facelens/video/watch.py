@@ -25,7 +25,7 @@ import numpy as np
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
-from facelens.video.depiction import find_depiction
+from facelens.video.depiction import RigidRegion, find_depiction, scene_motion
 from facelens.video.source import Frame
 from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track
@@ -96,6 +96,8 @@ class _Shot:
 @dataclass
 class _TrackState:
     poster: PlanarityEvidence = field(default_factory=PlanarityEvidence)
+    region: RigidRegion = field(default_factory=RigidRegion)
+    """Is the face glued to a rigid region (a screen) moving against the scene?"""
     observations: int = 0
     first_time: float = 0.0
     last_tick: int = -1
@@ -174,8 +176,12 @@ class Watcher:
             alerts.extend(self._end(self.tracker.flush(), frame.time))
             self._previous_grey = None
         seen, ended = self.tracker.update(faces, self._tick)
+        # The scene's motion since the last frame, once for every track's rigid-region cue.
+        scene_step = scene_motion(self._previous_grey, grey) \
+            if self.depictions and seen and self._previous_grey is not None else None
         for track in seen:
-            state = self._observe(track, frame, grey, faces, chip_of[id(track.face)])
+            state = self._observe(track, frame, grey, faces, chip_of[id(track.face)],
+                                  scene_step)
             self._maybe_embed(track, state)
             if state.match and not state.alerted and self._sure(state, frame.time):
                 alerts.extend(self._alert(track, state, frame.time))
@@ -210,7 +216,7 @@ class Watcher:
         return changed < 0.002
 
     def _observe(self, track: Track, frame: Frame, grey: np.ndarray, faces: list[Face],
-                 chip: np.ndarray) -> _TrackState:
+                 chip: np.ndarray, scene_step: np.ndarray | None) -> _TrackState:
         state = track.state.setdefault("watch", _TrackState())
         if state.observations == 0:
             self.stats.tracks += 1
@@ -218,6 +224,9 @@ class Watcher:
         state.observations += 1
         consecutive = state.last_tick == self._tick - 1
         state.poster.observe(self._previous_grey if consecutive else None, grey, track.box)
+        if self.depictions:
+            state.region.observe(self._previous_grey if consecutive else None, grey,
+                                 track.box, scene_step)
         state.last_tick = self._tick
         quality = track.face.quality.score if track.face.quality else 0.0
         better_than_best = state.best is None or quality > state.best.quality
@@ -330,11 +339,14 @@ class Watcher:
         return [alert]
 
     def _depiction(self, state: _TrackState) -> tuple[str | None, str | None]:
-        """(cue, "depiction: <what>") when a cue finds the face shown by something in any of
-        the track's kept frames: the best shot, the embedded ones, the pending one (NanoDet
-        runs only here, on at most 5 frames of a track about to alert); (None, None) else."""
+        """(cue, "depiction: <what>") when the face stayed glued to a region moving against
+        the scene (followed every frame), or a cue finds it shown by something in any of the
+        track's kept frames: the best shot, the embedded ones, the pending one (NanoDet runs
+        only here, on at most 5 frames of a track about to alert); (None, None) else."""
         if not self.depictions:
             return None, None
+        if state.region.rigid:
+            return "rigid", "depiction: moving frame"
         shots = [state.best, *state.embedded, state.pending]
         unique = list({id(s): s for s in shots if s is not None}.values())
         for shot in unique:
