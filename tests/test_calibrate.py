@@ -106,3 +106,18 @@ def test_wilson_interval_brackets_the_rate() -> None:
     assert (round(low, 4), round(high, 4)) == (0.0114, 0.0149)
     assert wilson(0, 1000)[0] == 0.0 and 0.003 < wilson(0, 1000)[1] < 0.004  # ~ rule of three
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_models_names_the_population_and_its_measured_differential() -> None:
+    """The package's bf16 thresholds come with lfw-dev's per-group false-match rates (East
+    Asian pairs well over 2x the asked FAR with fusion); any other calibration says nobody
+    measured it per group."""
+    from facelens.eval.demographics import differential_note
+    from facelens.matching.calibration import load_calibration
+
+    shipped = differential_note(load_calibration("openvino-bf16"))
+    assert shipped.startswith("population: lfw-dev")
+    fusion = shipped.split("east_asian fusion ")[1].split("×")[0]
+    assert float(fusion) > 2  # the differential the docs state, not hidden
+    other = differential_note(load_calibration("onnxruntime"))  # fp32: not measured by group
+    assert "not measured per group" in other

@@ -120,6 +120,7 @@ def verify(a: Path, b: Path,
 def models(as_json: JsonFlag = False) -> None:
     """Print a model card per model (task, source package, licence, accuracy) and the
     calibration in force."""
+    from facelens.eval.demographics import differential_note
     from facelens.models.registry import CARDS, ModelMissingError, measured_accuracy, model_path
     from facelens.settings import get_settings
 
@@ -127,7 +128,8 @@ def models(as_json: JsonFlag = False) -> None:
     with errors():
         calibration = calibration_in_force()
     measured = measured_accuracy(calibration.path.parent if calibration.path else None)
-    in_force = f"calibration: {calibration.origin} ({calibration.source})"
+    in_force = f"calibration: {calibration.origin} ({calibration.source})\n" \
+        + differential_note(calibration)
     cards = []
     for card in CARDS.values():
         info = card.to_dict(settings.runtime, measured)

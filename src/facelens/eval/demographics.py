@@ -13,7 +13,9 @@ independent, so the intervals are somewhat too narrow.
 
 from __future__ import annotations
 
+import json
 import random
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,30 @@ def demographic_fmr(root: Path, groups: dict[str, set[str]], calibration: Calibr
                                    for f in FARS if supported(len(impostor), f)}}
         report["groups"][name] = entry
     return report
+
+
+SHIPPED_REPORT = "demographics-lfw-dev.json"
+"""`facelens eval demographics` on lfw-dev's labelled groups at the package's bf16 thresholds."""
+
+
+def differential_note(calibration: Calibration) -> str:
+    """One line for `facelens models`: the population the thresholds in force were fitted on
+    and, when the package measured them per group, each group's false-match rate over the
+    asked FAR at them (or that nobody measured this calibration per group)."""
+    shipped = resources.files("facelens.data").joinpath(SHIPPED_REPORT)
+    report = json.loads(shipped.read_text()) if shipped.is_file() else {}
+    head = f"population: {calibration.source}"
+    if report.get("calibration") != calibration.origin:
+        return (f"{head}; not measured per group (`facelens eval demographics ROOT --group "
+                "NAME=FILE`)")
+    over = []
+    for group, entry in report["groups"].items():
+        if group == "rest":
+            continue
+        for embedder in EMBEDDERS:
+            at = entry[embedder]["at_shipped_thresholds"]
+            ratios = " / ".join(f"{at[far_key(f)]['fmr_over_asked']:g}×" for f in SHIPPED_FARS)
+            over.append(f"{group} {embedder} {ratios}")
+    fars = " / ".join(f"{f:g}" for f in SHIPPED_FARS)
+    return (f"{head}; false matches per group over the asked FAR {fars}: {', '.join(over)} "
+            "(a population scoring higher: `facelens calibrate FOLDER --group NAME=FILE`)")
