@@ -138,3 +138,24 @@ def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips."
     with errors():
         report = bench_scene(clips, most=frames)
     emit_report(report, json_out)
+
+
+def bench_street_beside(clips: Annotated[list[Path], typer.Argument(help="Video clips.")],
+                        enrol: Annotated[list[str], typer.Option(
+                            help="NAME=PHOTO, repeatable: the watchlist the faces are "
+                                 "identified against.")],
+                        fps: Annotated[float, typer.Option(help="Frames per second.")] = 5.0,
+                        rounds: Annotated[int, typer.Option(
+                            help="Face-only / face + street pairs per clip.")] = 2,
+                        json_out: Annotated[Path | None, typer.Option(
+                            help="Write the report here.")] = None) -> None:
+    """The face pipeline alone and with the street layer beside it (as a camera runs both),
+    on the same frames: face CPU ms per frame of each, their ratio, and whether the face
+    results (detections, tracks, alerts, names) are the same."""
+    from facelens.cli.video import _people
+    from facelens.eval.scene_bench import bench_beside
+    from facelens.settings import get_settings
+
+    with errors():
+        report = bench_beside(get_settings(), clips, _people(enrol), fps=fps, rounds=rounds)
+    emit_report(report, json_out)
