@@ -75,6 +75,9 @@ def test_counts_add_up_and_are_read_per_minute_and_hour(
                         (f"{window}&bucket=day", 422)):
         assert get(bad).status_code == status, bad
     assert get("bucket=hour").json()["totals"] == {"car": 5, "person": 1, "bus": 1}
+    every = client.get(f"/v1/counts?{window}", headers={"Authorization": keys["events"]}).json()
+    assert every["camera"] is None and every["totals"] == {"car": 12, "person": 1, "bus": 1}
+    assert every["buckets"][0]["counts"] == {"car": 12, "person": 1}  # gate's 5 + lane's 7
 
     assert counts.prune(30) == 0
     assert counts.prune(0.5) == 4  # all from yesterday: older than half a day

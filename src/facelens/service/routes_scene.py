@@ -123,14 +123,31 @@ def delete_rule(request: Request, entry_id: EntryId,
     return Response(status_code=204)
 
 
+Since = Annotated[datetime | None, Query(description="Default: one span before `until`.")]
+Until = Annotated[datetime | None, Query(description="Default: now.")]
+BucketSize = Annotated[Bucket, Query()]
+
+
 @router.get("/v1/cameras/{name}/counts")
-def camera_counts(request: Request, name: str, since: datetime | None = None,
-                  until: datetime | None = None,
-                  bucket: Annotated[Bucket, Query()] = "minute",
+def camera_counts(request: Request, name: str, since: Since = None, until: Until = None,
+                  bucket: BucketSize = "minute",
                   _: Principal = requires("events")) -> dict[str, Any]:
     """Tracks the camera's street layer counted per class, in minute or hour buckets (UTC)
-    from `since` (default: one span back from `until`) up to `until` (default: now). Only
-    buckets with counts are listed; `totals` sums them per class."""
+    from `since` up to `until`. Only buckets with counts are listed; `totals` sums them per
+    class."""
+    return _counts(request, name, since, until, bucket)
+
+
+@router.get("/v1/counts")
+def all_counts(request: Request, since: Since = None, until: Until = None,
+               bucket: BucketSize = "minute",
+               _: Principal = requires("events")) -> dict[str, Any]:
+    """The same summed over every camera (removed ones too, until their counts expire)."""
+    return _counts(request, None, since, until, bucket)
+
+
+def _counts(request: Request, camera: str | None, since: datetime | None,
+            until: datetime | None, bucket: Bucket) -> dict[str, Any]:
     end = _utc(until) if until else utcnow()
     start = _utc(since) if since else end - (SPAN[bucket] - timedelta(days=1))
     if bucket == "hour":  # whole hours only: the first bucket is not a part of one
@@ -138,10 +155,10 @@ def camera_counts(request: Request, name: str, since: datetime | None = None,
     if not start < end <= start + SPAN[bucket]:
         raise FacelensError(f"since must be before until, at most {SPAN[bucket].days} days "
                             f"apart for {bucket} buckets")
-    buckets = SceneCounts(service(request).store).series(name, start, end, bucket)
+    buckets = SceneCounts(service(request).store).series(camera, start, end, bucket)
     totals: dict[str, int] = {}
     for row in buckets:
         for kind, tracks in row["counts"].items():
             totals[kind] = totals.get(kind, 0) + tracks
-    return {"camera": name, "bucket": bucket, "since": start, "until": end,
+    return {"camera": camera, "bucket": bucket, "since": start, "until": end,
             "totals": totals, "buckets": buckets}
