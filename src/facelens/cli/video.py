@@ -1,9 +1,10 @@
-"""`facelens watch SOURCE --gallery G [--out annotated.mp4]` and `facelens eval watch`."""
+"""`facelens watch SOURCE --gallery G [--scene] [--out annotated.mp4]` and `facelens eval watch`."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from facelens.cli.common import emit_report, err, errors, out
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
                                                      "or /dev/videoN.")],
-          gallery: Annotated[list[str], typer.Option(help="Gallery to match (repeatable).")],
+          gallery: Annotated[list[str] | None, typer.Option(
+              help="Gallery to match (repeatable); needed unless --scene.")] = None,
           camera: Annotated[str, typer.Option(help="Camera name on events.")] = "cli",
           fps: Annotated[float | None, typer.Option(help="Frames per second to process "
                                                          "(default: every frame).")] = None,
@@ -22,17 +24,33 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
           cooldown: Annotated[float, typer.Option(help="Seconds between alerts for one "
                                                        "person.")] = 60.0,
           motion: Annotated[bool, typer.Option(help="Skip still frames.")] = False,
+          scene: Annotated[bool, typer.Option(
+              help="Also box, track and describe people and vehicles and read plates (the "
+                   "street layer; counts printed at the end, no alerts without a hotlist: "
+                   "see watch-street). Without --gallery, only that.")] = False,
           out_video: Annotated[Path | None, typer.Option(
               "--out", help="Write an annotated video (boxes, names, track ids).")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")]
           = False) -> None:
     """Watch a video or stream for the people in GALLERY; print alerts as they happen.
     Alerts are stored as events (and sent to configured webhooks/MQTT); faces that match
-    nothing are never written anywhere."""
+    nothing are never written anywhere. With --scene, people and vehicles are described
+    beside the faces, in the same frames and the same annotated video."""
+    if not gallery:
+        if not scene:
+            raise typer.BadParameter("give --gallery (repeatable), or --scene",
+                                     param_hint="--gallery")
+        from facelens.cli.scene import watch_street
+
+        watch_street(source, camera=camera, fps=fps or 5.0, rule=None, plate=None,
+                     motion=motion, out_video=out_video, as_json=as_json)
+        return
+    from facelens.events.hotlists import Hotlists
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
     from facelens.settings import get_settings
     from facelens.video.camera import alert_recorder, sinks_from
+    from facelens.video.scene_watch import SceneWatch
     from facelens.video.source import VideoSource
     from facelens.video.watch import Alert, Watcher
     from facelens.video.writer import AnnotatedWriter
@@ -60,14 +78,19 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
 
         watcher = Watcher(camera, galleries, gallery, far=far, cooldown_s=cooldown,
                           motion=motion, on_alert=on_alert)
+        street = SceneWatch(camera, Hotlists([], []), gate=motion,
+                            engine=galleries.engine) if scene else None
         source = VideoSource(source, fps=fps)
         writer = AnnotatedWriter(out_video, fps or 30.0) if out_video else None
         started, last = time.perf_counter(), 0.0
         try:
             for frame in source.frames():
                 watcher.process(frame)
+                labels = list(watcher.labels)
+                if street is not None:
+                    labels += street.process(frame)
                 if writer:
-                    writer.write(frame.rgb, watcher.labels)
+                    writer.write(frame.rgb, labels)
                 last = frame.time
             watcher.finish(last)
         except KeyboardInterrupt:
@@ -81,6 +104,12 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
     err.print(f"{s.frames} frames, {s.detections} faces detected, {s.tracks} tracks, "
               f"{s.embeddings} embeddings; {took:.1f} s for {last:.1f} s of video"
               + (f"; annotated video: {out_video}" if out_video else ""))
+    if street is not None:
+        counted: Counter[str] = Counter()
+        for (_camera, kind, _minute), n in street.counts.items():
+            counted[kind] += n
+        err.print("street tracks: " + (", ".join(f"{k} {n}" for k, n in counted.most_common())
+                                       or "none"))
 
 
 def _people(enrol: list[str]) -> dict[str, Path]:
