@@ -58,7 +58,9 @@ class Identification:
     candidates: list[Candidate]
     """Best first; empty means unknown."""
     decision: str
-    """How the threshold was chosen (open-set formula, FPIR, gallery size)."""
+    """How the threshold was chosen (open-set formula, FPIR, gallery size, quality cell)."""
+    threshold: float
+    """The open-set threshold the candidates cleared (the probe's quality cell's)."""
 
     @property
     def unknown(self) -> bool:
@@ -115,7 +117,7 @@ class Identifier:
                 decision = threshold.describe(gallery.embedder, size, far)
                 results.append(Identification(
                     face, self._candidates(s, face, hits, top_k),
-                    decision + (f"; {band} quality band" if band else "")))
+                    decision + (f"; {band} quality band" if band else ""), threshold.value))
             seen = {r.candidates[0].subject_id for r in results if r.candidates}
             # retention counts from the last time someone was recognised
             if seen and record_seen:

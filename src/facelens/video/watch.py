@@ -112,6 +112,8 @@ class _TrackState:
     match: tuple[str, str, str, str] | None = None
     """(subject id, name, gallery, confidence band)."""
     score: float = 0.0
+    threshold: float = 0.0
+    """The open-set threshold the match cleared (its probe's quality cell's)."""
     near_miss: bool = False
     """The template would clear the threshold of NEAR_MISS_FACTOR × the FPIR."""
     alerted: bool = False
@@ -276,7 +278,7 @@ class Watcher:
 
     def _identify(self, track: Track, state: _TrackState, face: Face) -> None:
         """Match the track's template (the latest shot alone without templates)."""
-        found: list[tuple[float, tuple[str, str, str, str]]] = []
+        found: list[tuple[float, tuple[str, str, str, str], float]] = []
         state.near_miss = False
         for name in self.gallery_names:
             embedder = self.galleries.gallery(name).embedder
@@ -285,14 +287,15 @@ class Watcher:
             (result,) = self.galleries.match(name, [probe], far=self.far, top_k=1)
             if result.candidates:
                 top = result.candidates[0]
-                found.append((top.score, (top.subject_id, top.name, name, top.band)))
+                found.append((top.score, (top.subject_id, top.name, name, top.band),
+                              result.threshold))
             elif self.template and not found:
                 lax = min(self.far * NEAR_MISS_FACTOR, 0.5)
                 (near,) = self.galleries.match(name, [probe], far=lax, top_k=1,
                                                record_seen=False)
                 state.near_miss = state.near_miss or bool(near.candidates)
         if found:
-            state.score, state.match = max(found)
+            state.score, state.match, state.threshold = max(found)
             self.named[track.id] = state.match[0]
         elif state.match and not state.alerted:
             state.match = None  # a clearer shot no longer supports the earlier match
@@ -327,11 +330,8 @@ class Watcher:
             if last is not None and time - last < self.cooldown_s:
                 return []  # the same person on this camera, within the cool-down
             self._last_alert[subject_id] = time
-        threshold = self.engine.calibration.open_set_threshold(
-            self.galleries.gallery(gallery).embedder, self.far,
-            max(self._gallery_size(gallery), 1)).value
         alert = Alert(self.camera, subject_id, name, gallery, band, round(time, 2), track.id,
-                      flagged, round(state.score, 4), round(state.score - threshold, 4),
+                      flagged, round(state.score, 4), round(state.score - state.threshold, 4),
                       len(state.template), [round(float(v), 1) for v in state.best.box], cue)
         if self.on_alert:
             alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
@@ -353,9 +353,6 @@ class Watcher:
             if found := find_depiction(shot.frame, shot.box):
                 return found[0], f"depiction: {found[1]}"
         return None, None
-
-    def _gallery_size(self, name: str) -> int:
-        return next((n for g, n in self.galleries.list_galleries() if g.name == name), 1)
 
     def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
         state: _TrackState | None = track.state.get("watch")
