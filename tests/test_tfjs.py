@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,23 @@ def test_nanodet_converts_without_layout_shuffles() -> None:
                     for o in model.graph.output)
     assert shapes == sorted((1, cells, width) for cells in (2704, 676, 169)
                             for width in (80, 44))
+
+
+def test_scalable_nanodet_matches_the_fixed_graph_and_runs_at_other_sizes(
+        load_rgb: Callable[[str], np.ndarray]) -> None:
+    """`scalable`: the FPN's four Resizes become scales (×2, ×2, ×½, ×½), so the graph runs at
+    any input in multiples of 32; at its own 416² it computes what the fixed graph does."""
+    from facelens.models.registry import model_path
+    from facelens.scene.detect import letterbox
+
+    fixed = onnx_session(convert(model_path("nanodet")), 1)
+    model = convert(model_path("nanodet"), scalable=True)
+    assert not any(n.op_type in ("Shape", "Slice") for n in model.graph.node)
+    free = onnx_session(model, 1)
+    blob = letterbox(load_rgb("two_people.jpg"))[0]
+    names = [o.name for o in fixed.get_outputs()]
+    for a, b in zip(fixed.run(names, {"input_1": blob}), free.run(names, {"input_1": blob}),
+                    strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    wide = free.run(names, {"input_1": letterbox(load_rgb("two_people.jpg"), (576, 320))[0]})
+    assert sorted(o.shape[1] for o in wide) == sorted(2 * [72 * 40, 36 * 20, 18 * 10])

@@ -109,7 +109,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
     with errors():
         scene = SceneWatch(camera, Hotlists(plates, rules), on_alert=show, gate=motion,
-                           region=region, engine=Engine(get_settings()) if faces else None)
+                           region=region, engine=Engine(get_settings()) if faces else None,
+                           detect_side=get_settings().street_detect_side)
         summary = watch_scene(VideoSource(source, fps=fps).frames(), scene, out_video, fps)
     emit(summary)
 
@@ -120,10 +121,11 @@ def eval_street(folder: Path,
     """People and vehicles against the frames of FOLDER (../shared/data/street) labelled by
     eye (facelens/data/street_labels.json): count error, count recall, colour accuracy."""
     from facelens.eval.street import evaluate_street
+    from facelens.settings import get_settings
 
     require_folder(folder)
     with errors(), progress() as start:
-        report = evaluate_street(folder, progress=start)
+        report = evaluate_street(folder, side=get_settings().street_detect_side, progress=start)
     emit_report(report, json_out)
 
 
@@ -134,9 +136,10 @@ def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips."
     """720p street pipeline speed at 5 detection fps, with and without motion gating:
     CPU ms per frame and streams per machine."""
     from facelens.eval.scene_bench import bench_scene
+    from facelens.settings import get_settings
 
     with errors():
-        report = bench_scene(clips, most=frames)
+        report = bench_scene(clips, side=get_settings().street_detect_side, most=frames)
     emit_report(report, json_out)
 
 

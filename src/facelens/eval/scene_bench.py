@@ -40,19 +40,20 @@ def frames_720p(clip: Path, fps: float, most: int) -> list[Frame]:
     return out
 
 
-def bench_scene(clips: list[Path], *, fps: float = 5.0, most: int = 60,
+def bench_scene(clips: list[Path], *, side: int | None, fps: float = 5.0, most: int = 60,
                 cores: int | None = None) -> dict[str, Any]:
-    """CPU ms per frame and streams per machine, gated and ungated, per clip and overall."""
+    """CPU ms per frame and streams per machine, gated and ungated, per clip and overall, with
+    the detector's input `side` (settings.street_detect_side)."""
     cores = cores or len(os.sched_getaffinity(0))
     rows, totals = [], {True: [0.0, 0], False: [0.0, 0]}
     for clip in clips:
         frames = frames_720p(clip, fps, most)
         row: dict[str, Any] = {"clip": clip.name, "frames": len(frames)}
         for gate in (False, True):
-            scene = SceneWatch(camera=clip.stem, gate=gate)
+            scene = SceneWatch(camera=clip.stem, gate=gate, detect_side=side)
             if frames:
                 scene.process(frames[0])  # models opened and warmed outside the timing
-            scene = SceneWatch(camera=clip.stem, gate=gate)
+            scene = SceneWatch(camera=clip.stem, gate=gate, detect_side=side)
             cpu = time.process_time()
             for frame in frames:
                 scene.process(frame)
@@ -63,7 +64,8 @@ def bench_scene(clips: list[Path], *, fps: float = 5.0, most: int = 60,
             totals[gate][0] += spent
             totals[gate][1] += len(frames)
         rows.append(row)
-    out: dict[str, Any] = {"fps": fps, "cores": cores, "size": f"{WIDTH}x{HEIGHT}", "clips": rows}
+    out: dict[str, Any] = {"fps": fps, "cores": cores, "size": f"{WIDTH}x{HEIGHT}",
+                           "detect_side": side, "clips": rows}
     for gate, (spent, count) in totals.items():
         key = "gated" if gate else "ungated"
         per_frame = spent / max(count, 1)
@@ -77,7 +79,8 @@ def _face_run(galleries: Galleries, frames: list[Frame], *, beside: bool) -> dic
     `beside`, the street layer on the same frame in the same thread. CPU time of each part;
     the face results that must not change."""
     watcher = Watcher("bench", galleries, ["watch"])
-    scene = SceneWatch("bench", engine=galleries.engine) if beside else None
+    scene = SceneWatch("bench", engine=galleries.engine,
+                       detect_side=galleries.engine.settings.street_detect_side) if beside else None
     face_s = scene_s = 0.0
     alerts = []
     for frame in frames:

@@ -8,6 +8,7 @@ labelled frame is detected on its own (no tracking) and compared:
 - count error: mean absolute difference between detected and labelled counts, per class;
 - detection recall: per class, the sum over frames of min(detected, labelled) over the sum
   of labelled (a count-based recall: an upper bound, boxes are not matched);
+- extra boxes: per class, the sum over frames of detections beyond the labelled count;
 - colour accuracy: the k largest detected vehicles' colours against the k labelled ones, as
   multisets (the share of labelled colours found);
 - clothing accuracy: the largest person's upper and lower colours where labelled;
@@ -55,23 +56,27 @@ def labelled_frames(folder: Path, labels: list[dict[str, Any]]
     return out
 
 
-def evaluate_street(folder: Path, *, progress: Progress) -> dict[str, Any]:
+def evaluate_street(folder: Path, *, side: int | None, progress: Progress) -> dict[str, Any]:
+    """The report (see the module's doc) with the detector's input `side`
+    (settings.street_detect_side)."""
     labels = json.loads(LABELS.read_text())["frames"]
     frames = labelled_frames(folder, labels)
     advance = progress("street frames", len(frames))
     errors: dict[str, list[int]] = {c: [] for c in CLASSES}
     found_sum: Counter[str] = Counter()
     label_sum: Counter[str] = Counter()
+    extra_sum: Counter[str] = Counter()
     colours_right = colours_total = clothes_right = clothes_total = 0
     confusions: Counter[str] = Counter()
     for label, rgb in frames:
-        objects = detect_street(rgb)
+        objects = detect_street(rgb, side)
         detected = Counter(objects.names)
         for cls in CLASSES:
             want, got = label["counts"][cls], detected.get(cls, 0)
             errors[cls].append(abs(got - want))
             found_sum[cls] += min(got, want)
             label_sum[cls] += want
+            extra_sum[cls] += max(got - want, 0)
         vehicles = objects.of(*VEHICLES)
         areas = np.prod(vehicles.boxes[:, 2:] - vehicles.boxes[:, :2], axis=1)
         wanted = label["vehicle_colours"]
@@ -88,7 +93,7 @@ def evaluate_street(folder: Path, *, progress: Progress) -> dict[str, Any]:
         advance(1)
     n = max(len(frames), 1)
     return {
-        "folder": str(folder), "frames": len(frames),
+        "folder": str(folder), "frames": len(frames), "detect_side": side,
         "thresholds": {c: STREET_THRESHOLDS.get(c, THRESHOLD) for c in CLASSES},
         "count_mae": {c: round(sum(e) / n, 3) for c, e in errors.items()},
         "count_mae_people": round(sum(errors["person"]) / n, 3),
@@ -96,21 +101,22 @@ def evaluate_street(folder: Path, *, progress: Progress) -> dict[str, Any]:
         "labelled": dict(label_sum),
         "count_recall": {c: round(found_sum[c] / label_sum[c], 3)
                          for c in CLASSES if label_sum[c]},
+        "extra_boxes": {c: extra_sum[c] for c in CLASSES},
         "colour_accuracy": round(colours_right / max(colours_total, 1), 3),
         "colours_labelled": colours_total,
         "colour_misses": dict(confusions.most_common()),
         "clothing_accuracy": round(clothes_right / max(clothes_total, 1), 3),
         "clothing_labelled": clothes_total,
-        "age_group": evaluate_ages(folder),
+        "age_group": evaluate_ages(folder, side),
     }
 
 
-def evaluate_ages(folder: Path) -> dict[str, Any]:
+def evaluate_ages(folder: Path, side: int | None = None) -> dict[str, Any]:
     """Adult/child against the labelled person boxes (see the module's doc)."""
     people = json.loads(AGE_LABELS.read_text())["people"]
     outcomes: Counter[str] = Counter()
     for label, rgb in labelled_frames(folder, people):
-        boxes = detect_street(rgb).of("person").boxes
+        boxes = detect_street(rgb, side).of("person").boxes
         overlaps = iou(np.asarray([label["box"]], np.float32), boxes)[0]
         if len(boxes) == 0 or overlaps.max() < 0.5:
             outcomes["not detected"] += 1

@@ -104,7 +104,9 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in (
               "models/nanodet.json",
               "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
               "Apache-2.0 (NanoDet, RangiLyu); carrier npm package MIT",
-              "416×416 BGR, NanoDet mean/std; GFL head, reg_max 10, strides 8/16/32",
+              "416×416 BGR as published, any multiple of 32 as converted "
+              "(settings.street_detect_side); NanoDet mean/std; GFL head, reg_max 10, "
+              "strides 8/16/32",
               "RangiLyu/nanodet: NanoDet-m COCO val2017 mAP 20.6 (320²), 23.5 (416²); this "
               "graph's backbone (plain 3×3 convolutions, CSP-style concats, LeakyReLU 0.1) "
               "is not NanoDet-m's ShuffleNetV2, so its own figure is not established"),

@@ -18,6 +18,10 @@ the project) to 1.3e-5 at most on a photo (outputs range to ±11) and 5.7e-6 on 
 BlazePose full (6.3 MB) converts in ~0.8 s with the same ops; its keypoints came within 0.005 px
 (of 256) of MediaPipe's own `pose_landmark_full.tflite` (tests/scene/test_pose.py).
 `cached_onnx` keeps the result beside the sources' digests: one conversion per install.
+
+`scalable` frees the input's spatial size for a fully convolutional graph (NanoDet, run at
+another size when settings.street_detect_side is set, scene/detect.py): the graph's Resizes,
+which TF stores with fixed output sizes, are written as scales instead.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Self
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from facelens.models.base import LazyModel, onnx_session
 from facelens.models.registry import CARDS, model_path
@@ -75,8 +79,12 @@ def read_weights(model_json: dict[str, Any], folder: Path) -> dict[str, np.ndarr
     return weights
 
 
-def convert(model_file: Path, name: str = "tfjs") -> onnx.ModelProto:
-    """The ONNX model of the TFJS graph model `model_file` (weights read beside it)."""
+def convert(model_file: Path, name: str = "tfjs", scalable: bool = False) -> onnx.ModelProto:
+    """The ONNX model of the TFJS graph model `model_file` (weights read beside it).
+
+    `scalable`: the input's spatial size is left free (a fully convolutional network run at
+    another size): each Resize is written as scales (its fixed output size over its input's
+    size at the graph's own input size) and the outputs' inner dimensions are left free."""
     model_json = json.loads(model_file.read_text())
     if model_json.get("format") != "graph-model":
         raise UnsupportedGraphError(f"{model_file}: not a TFJS graph model")
@@ -115,7 +123,10 @@ def convert(model_file: Path, name: str = "tfjs") -> onnx.ModelProto:
                 b.values[key if i == 0 else f"{key}:{i}"] = out
         else:
             b.values[key] = result
-    outputs = _graph_outputs(model_json, b)
+    outputs = _graph_outputs(model_json, b, scalable)
+    if scalable:
+        b.nodes = _resizes_by_scale(b, graph_inputs, outputs)
+        graph_inputs = [_free_spatial(i) for i in graph_inputs]
     nodes = prune_transposes(b.nodes, {o.name for o in outputs})
     used = {i for n in nodes for i in n.input}
     initializers = [t for t in b.initializers if t.name in used]
@@ -131,19 +142,56 @@ def _attr_shape(node: dict[str, Any]) -> list[int]:
     return [int(d.get("size", -1)) for d in dims]
 
 
-def _graph_outputs(model_json: dict[str, Any], b: Builder) -> list[onnx.ValueInfoProto]:
-    """One ONNX output per signature output (named without `:0`), renamed via Identity."""
+def _graph_outputs(model_json: dict[str, Any], b: Builder,
+                   scalable: bool = False) -> list[onnx.ValueInfoProto]:
+    """One ONNX output per signature output (named without `:0`), renamed via Identity;
+    when `scalable`, only the first (batch) and last (channel) dimensions stay fixed."""
     signature = model_json.get("signature", {}).get("outputs", {}) or {
         model_json["modelTopology"]["node"][-1]["name"]: {}}
     outputs = []
     for ref, spec in signature.items():
         out = tensor_key(ref)
         dims = [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
+        if scalable:
+            dims = [d if i in (0, len(dims) - 1) else -1 for i, d in enumerate(dims)]
         tensor = tensor_key(spec.get("name", ref))  # the key may be a Keras layer's name
         b.nodes.append(helper.make_node("Identity", [b.value(tensor)], [out], name=out))
         outputs.append(helper.make_tensor_value_info(
             out, TensorProto.FLOAT, [d if d > 0 else f"{out}_{i}" for i, d in enumerate(dims)]))
     return outputs
+
+
+def _resizes_by_scale(b: Builder, inputs: list[onnx.ValueInfoProto],
+                      outputs: list[onnx.ValueInfoProto]) -> list[onnx.NodeProto]:
+    """`b.nodes` with each Resize's fixed output size (`sizes`) replaced by scales: the size
+    over its input's size, found by shape inference at the graph's own input size."""
+    fixed = helper.make_graph(b.nodes, "fixed", inputs, outputs, b.initializers)
+    inferred = onnx.shape_inference.infer_shapes(helper.make_model(
+        fixed, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8))
+    known = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+             for v in inferred.graph.value_info}
+    produced = {o: n for n in b.nodes for o in n.output}
+    written = {t.name: t for t in b.initializers}
+    nodes = []
+    for node in b.nodes:
+        if node.op_type == "Resize":
+            hw = produced[node.input[3]].input[1]  # sizes = Concat(batch and channels, hw)
+            size = numpy_helper.to_array(written[hw])
+            scales = np.array([1, 1, *(size / known[node.input[0]][2:])], np.float32)
+            rewritten = helper.make_node("Resize", [node.input[0], "", b.constant(
+                scales, "scales")], list(node.output), name=node.name)
+            rewritten.attribute.extend(node.attribute)
+            node = rewritten
+        nodes.append(node)
+    return nodes
+
+
+def _free_spatial(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """An image input with its spatial dimensions (those over 4 after the batch: colour
+    channels never are) left free."""
+    dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    return helper.make_tensor_value_info(value.name, TensorProto.FLOAT, [
+        d if i == 0 or d <= 4 else f"{value.name}_{i}" for i, d in enumerate(dims)])
 
 
 def cache_dir() -> Path:
@@ -152,12 +200,16 @@ def cache_dir() -> Path:
     return Path(configured) if configured else Path(sys.prefix) / "facelens-models"
 
 
-def cached_onnx(model_file: Path, digests: tuple[str, ...], name: str) -> onnx.ModelProto:
-    """`convert(model_file)`, stored once under `cache_dir()` by the sources' digests."""
-    target = cache_dir() / f"{name}-c{CONVERTER}-{'-'.join(d[:16] for d in digests)}.onnx"
+def cached_onnx(model_file: Path, digests: tuple[str, ...], name: str,
+                scalable: bool = False) -> onnx.ModelProto:
+    """`convert(model_file, name, scalable)`, stored once under `cache_dir()` by the sources'
+    digests (a scalable graph under its own name: it is another ONNX)."""
+    kind = "-scalable" if scalable else ""
+    target = cache_dir() / (f"{name}{kind}-c{CONVERTER}-"
+                            f"{'-'.join(d[:16] for d in digests)}.onnx")
     if target.is_file():
         return onnx.load(str(target))
-    model = convert(model_file, name)
+    model = convert(model_file, name, scalable)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     onnx.save(model, str(partial))
@@ -176,6 +228,8 @@ class TfjsModel(LazyModel[ort.InferenceSession]):
     are sha256-checked before conversion."""
 
     weights: str
+    scalable: bool = False
+    """Whether the input's spatial size is free (convert's `scalable`)."""
 
     def __init__(self, threads: int = 1) -> None:
         super().__init__()
@@ -192,4 +246,5 @@ class TfjsModel(LazyModel[ort.InferenceSession]):
     def _open(self, path: Path) -> ort.InferenceSession:
         model_path(self.weights)
         digests = (CARDS[self.name].sha256, CARDS[self.weights].sha256)
-        return onnx_session(cached_onnx(path, digests, self.name), self._threads)
+        return onnx_session(cached_onnx(path, digests, self.name, self.scalable),
+                            self._threads)

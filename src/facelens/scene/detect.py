@@ -1,6 +1,8 @@
 """People, vehicles and screens in a frame: NanoDet (COCO, 80 classes) through onnxruntime.
 
-The network sees the frame letterboxed into 416×416 (BGR, NanoDet's mean and std). Its GFL
+The network sees the frame letterboxed into its input (BGR, NanoDet's mean and std): 416×416
+as published, or any size in multiples of 32, as the graph is fully convolutional and is
+converted with its input size free (models/tfjs.py `scalable`). Its GFL
 head gives, per cell of the stride-8/16/32 grids, 80 sigmoid class scores and for each box
 side a distribution over 0…reg_max (10) strides; the side's distance is that distribution's
 expectation. Boxes are kept per class above a threshold, then suppressed per class by NMS.
@@ -15,7 +17,10 @@ import numpy as np
 
 from facelens.models.tfjs import TfjsModel
 
-INPUT_SIZE = 416
+INPUT_SIZE = (416, 416)
+"""The graph's own input (width, height)."""
+GRID = 32
+"""Input sides must be multiples of the coarsest stride."""
 REG_MAX = 10
 STRIDES = (8, 16, 32)
 MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
@@ -77,28 +82,27 @@ class NanoDet(TfjsModel):
 
     name = "nanodet"
     weights = "nanodet-weights"
-
-    def __init__(self, threads: int = 1) -> None:
-        super().__init__(threads)
-        self._outputs: list[str] | None = None
+    scalable = True
 
     def raw(self, blob: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per stride (8, 16, 32): class scores (cells, 80) and side distributions (cells, 44)."""
         session = self.session
-        if self._outputs is None:  # order outputs by grid size, scores before distributions
-            shaped = {(o.shape[1], o.shape[2]): o.name for o in session.get_outputs()}
-            cells = [(INPUT_SIZE // s) ** 2 for s in STRIDES]
-            self._outputs = [shaped[(c, 80)] for c in cells] + \
-                [shaped[(c, 4 * (REG_MAX + 1))] for c in cells]
-        outs = session.run(self._outputs, {session.get_inputs()[0].name: blob})
-        return [o[0] for o in outs[:3]], [o[0] for o in outs[3:]]
+        outs = [o[0] for o in session.run(None, {session.get_inputs()[0].name: blob})]
+        by_cells = sorted(outs, key=lambda o: -len(o))  # finest grid (stride 8) first
+        return ([o for o in by_cells if o.shape[1] == 80],
+                [o for o in by_cells if o.shape[1] == 4 * (REG_MAX + 1)])
 
     def __call__(self, rgb: np.ndarray, threshold: float = THRESHOLD,
-                 classes: tuple[int, ...] = tuple(COCO_CLASSES)) -> Objects:
-        """Objects of `classes` (COCO ids) scoring at least `threshold` in an RGB frame."""
-        blob, scale, (dx, dy) = letterbox(rgb)
+                 classes: tuple[int, ...] = tuple(COCO_CLASSES),
+                 size: tuple[int, int] = INPUT_SIZE) -> Objects:
+        """Objects of `classes` (COCO ids) scoring at least `threshold` in an RGB frame, seen
+        by the network at input `size` (width, height; multiples of 32)."""
+        if size[0] % GRID or size[1] % GRID:
+            raise ValueError(f"NanoDet input {size[0]}x{size[1]}: sides must be multiples "
+                             f"of {GRID}")
+        blob, scale, (dx, dy) = letterbox(rgb, size)
         scores, dists = self.raw(blob)
-        boxes, best, ids = decode(scores, dists, threshold, classes)
+        boxes, best, ids = decode(scores, dists, threshold, classes, size[0])
         if len(best) == 0:
             return Objects.empty()
         boxes = (boxes - [dx, dy, dx, dy]) / scale
@@ -107,13 +111,25 @@ class NanoDet(TfjsModel):
         return _nms_per_class(Objects(boxes, best.astype(np.float32), ids))
 
 
-def letterbox(rgb: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """The network input (1,3,416,416) for an RGB frame, its scale and the pad offset."""
+def fitted_input(frame_size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The network input (width, height) for a frame of `frame_size` (width, height): its
+    longer side `side`, the shorter one the frame's, scaled alike and rounded up to a multiple
+    of 32, so a 16:9 frame is not letterboxed into a square (720p at 512: 512×288)."""
+    w, h = frame_size
+    short = -(-side * min(w, h) // (max(w, h) * GRID)) * GRID
+    return (side, short) if w >= h else (short, side)
+
+
+def letterbox(rgb: np.ndarray, size: tuple[int, int] = INPUT_SIZE,
+              ) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The network input (1,3,height,width) for an RGB frame at input `size` (width, height),
+    its scale and the pad offset."""
     h, w = rgb.shape[:2]
-    scale = INPUT_SIZE / max(h, w)
-    nw, nh = round(w * scale), round(h * scale)
-    dx, dy = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
-    canvas = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    width, height = size
+    scale = min(width / w, height / h)
+    nw, nh = min(round(w * scale), width), min(round(h * scale), height)
+    dx, dy = (width - nw) // 2, (height - nh) // 2
+    canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = PAD_BGR  # the padding normalises to (about) zero
     resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
     canvas[dy:dy + nh, dx:dx + nw] = resized[:, :, ::-1]
@@ -122,16 +138,18 @@ def letterbox(rgb: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
 
 
 def decode(scores: list[np.ndarray], dists: list[np.ndarray], threshold: float,
-           classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (input pixels), scores and class ids of every (cell, class) above `threshold`."""
+           classes: tuple[int, ...], width: int = INPUT_SIZE[0],
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (input pixels), scores and class ids of every (cell, class) above `threshold`;
+    `width` is the input's (cells are numbered row by row)."""
     wanted = np.asarray(classes, np.int64)
     boxes, kept_scores, kept_ids = [], [], []
     for stride, score, dist in zip(STRIDES, scores, dists, strict=True):
         cells, ids = np.nonzero(score[:, wanted] >= threshold)
         if len(cells) == 0:
             continue
-        side = INPUT_SIZE // stride
-        centre = (np.stack([cells % side, cells // side], axis=1) + 0.5) * stride
+        columns = width // stride
+        centre = (np.stack([cells % columns, cells // columns], axis=1) + 0.5) * stride
         logits = dist[cells].reshape(-1, 4, REG_MAX + 1)
         probs = np.exp(logits - logits.max(axis=2, keepdims=True))
         probs /= probs.sum(axis=2, keepdims=True)
@@ -165,10 +183,13 @@ def detect_objects(rgb: np.ndarray, threshold: float = THRESHOLD) -> Objects:
     return object_detector()(rgb, threshold)
 
 
-def detect_street(rgb: np.ndarray) -> Objects:
+def detect_street(rgb: np.ndarray, side: int | None = None) -> Objects:
     """People, vehicles and screens in an RGB frame, each class above its street floor
-    (STREET_THRESHOLDS, else THRESHOLD), best score first."""
-    found = object_detector()(rgb, min(THRESHOLD, *STREET_THRESHOLDS.values()))
+    (STREET_THRESHOLDS, else THRESHOLD), best score first. The network sees the frame
+    letterboxed into its own 416×416, or with `side` into the input fitted to the frame
+    whose longer side is `side` (fitted_input; settings.street_detect_side)."""
+    size = INPUT_SIZE if side is None else fitted_input((rgb.shape[1], rgb.shape[0]), side)
+    found = object_detector()(rgb, min(THRESHOLD, *STREET_THRESHOLDS.values()), size=size)
     floors = np.array([STREET_THRESHOLDS.get(name, THRESHOLD) for name in found.names],
                       np.float32)
     return found.where(found.scores >= floors) if len(found) else found

@@ -115,7 +115,9 @@ class CameraRunner:
             watcher = Watcher(c.name, self.galleries, c.galleries, far=c.far,
                               cooldown_s=c.cooldown_s, motion=c.motion, on_alert=self.on_alert)
             scene = SceneCamera(c.name, self.events, self.relay, cooldown_s=c.cooldown_s,
-                                gate=c.motion, engine=self.galleries.engine) if c.scene else None
+                                gate=c.motion, engine=self.galleries.engine,
+                                detect_side=self.galleries.engine.settings.street_detect_side,
+                                ) if c.scene else None
             self.source = VideoSource(c.source, fps=c.fps, stop=self.stop_event)
             self.status = "running"
             last_time = 0.0

@@ -39,12 +39,14 @@ class SceneCamera:
     """One camera's street analysis, alerting into `events`."""
 
     def __init__(self, camera: str, events: EventStore, relay: OutboxRelay | None, *,
-                 cooldown_s: float, gate: bool = True, engine: Engine | None = None) -> None:
+                 cooldown_s: float, gate: bool = True, engine: Engine | None = None,
+                 detect_side: int | None = None) -> None:
         self.events, self.relay, self.cooldown_s = events, relay, cooldown_s
         self.hotlists = HotlistStore(events.store)
         self.loaded = Loaded(self.hotlists.load().hotlists)
         self._loaded_at = 0.0
-        self.watch = SceneWatch(camera, on_alert=self._record, gate=gate, engine=engine)
+        self.watch = SceneWatch(camera, on_alert=self._record, gate=gate, engine=engine,
+                                detect_side=detect_side)
         self.counts = SceneCounts(events.store)
         self._flushed_at = time.monotonic()
         self.alerts = 0

@@ -153,6 +153,8 @@ class SceneWatch:
     on_alert: Callable[[Alert], None] | None = None
     gate: bool = True
     region: str = "us"
+    detect_side: int | None = None
+    """The detector's input, longer side (settings.street_detect_side; None: 416×416)."""
     engine: Engine | None = None
     """The face engine: with it, a person track's perceived sex is read from its face (the
     largest face inside the top of its box); without it, sex stays unknown."""
@@ -175,7 +177,7 @@ class SceneWatch:
         if self.gate and not self._motion.moving(frame.rgb):
             return self._labels()
         self.detected += 1
-        found = detect_street(frame.rgb)
+        found = detect_street(frame.rgb, self.detect_side)
         groups: dict[str, list[Face]] = {"person": [], "vehicle": []}
         for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
             if name == "person" or name in VEHICLES:
