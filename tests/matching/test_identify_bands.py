@@ -70,8 +70,12 @@ def test_a_second_enrolment_photo_misses_fewer_people(people: Any) -> None:
     assert one["people"] == two["people"] == 8
     assert two["templates"] == 2 * one["templates"] and one["mated_probes"] == 8
     # one vector per subject: N, and so the threshold, does not grow with the photos
-    first, second = one["centroid"]["open_set_formula"], two["centroid"]["open_set_formula"]
+    first, second = (one["mean_of_templates"]["open_set_formula"],
+                     two["mean_of_templates"]["open_set_formula"])
     assert second["1e-02"]["threshold"] == first["1e-02"]["threshold"]
     assert second["1e-02"]["fnir"] <= first["1e-02"]["fnir"]
-    # one photo: the centroid is the template, its score the template's
-    assert one["mean_of_templates"] == one["centroid"]
+    # one photo: the mean is the template, renormalising it changes nothing
+    assert one["mean_of_templates"] == one["renormalised_mean"]
+    # two photos: the plain mean never scores a stranger above the renormalised mean does
+    assert (two["mean_of_templates"]["open_set_formula"]["1e-02"]["measured_fpir"]
+            <= two["renormalised_mean"]["open_set_formula"]["1e-02"]["measured_fpir"])

@@ -184,9 +184,9 @@ def banded(protocol: OpenSetProtocol, rows: list[dict[str, Any]], calibration: C
 def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibration,
                      embedder: str, photos: int) -> dict[str, Any]:
     """FNIR and measured FPIR when `photos` images of each person with >= 3 are enrolled and
-    each subject is searched by one vector: the normalised mean of its templates, as gallery
-    identify does (gallery/templates.centroid), and, for comparison, the plain mean (the
-    mean of the template scores), at the open-set formula's thresholds (N = subjects) and at
+    each subject is searched by one vector: the plain mean of its templates (the mean
+    template score), as gallery identify does (gallery/templates.centroid), and, for
+    comparison, that mean renormalised, at the open-set formula's thresholds (N = subjects) and at
     the best threshold. Mated probes: their images from the third on, the same for any
     `photos` <= 2; non-mated: single-image people and the mated probes without their own
     person."""
@@ -206,7 +206,8 @@ def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibratio
     formula = {f"{f:.0e}": calibration.open_set_threshold(embedder, f, len(people)).value
                for f in FPIRS}
     out: dict[str, Any] = {"people": len(people), "templates": int(enrolled.sum())}
-    for kind, subjects in (("centroid", l2_normalize(means)), ("mean_of_templates", means)):
+    for kind, subjects in (("mean_of_templates", means),
+                           ("renormalised_mean", l2_normalize(means))):
         scores = e[mated] @ subjects.T
         scores[~found[mated]] = -np.inf
         own = people[None, :] == labels[mated][:, None]

@@ -40,6 +40,7 @@ from typing import Any, BinaryIO, Self
 import numpy as np
 import numpy.typing as npt
 
+from facelens.geometry import l2_normalize
 from facelens.index import kernels, sign_codes
 from facelens.index.base import (
     Ids,
@@ -125,6 +126,7 @@ class SignScanIndex:
         """Mean and axes from `sample` of the gallery's faces (identity axes under `_FIT_AT`),
         and the share of faces the filter passes at each count; the next fit is due when the
         gallery has grown 4x."""
+        sample = l2_normalize(sample)  # directions, as the codes are (see `_encode`)
         if len(sample) < _FIT_AT:
             self._mean = np.zeros(self._dim, np.float32)
             self._axes = sign_codes.code_axes(np.eye(self._dim, dtype=np.float32), None)
@@ -172,7 +174,9 @@ class SignScanIndex:
         for block in np.unique(rows // sign_codes.FACES):
             faces = np.arange(block * sign_codes.FACES,
                               min((block + 1) * sign_codes.FACES, self._n))
-            vectors = self._vectors[faces].astype(np.float32)
+            # why normalised: a subject's vector is the plain mean of its templates (shorter
+            # than a single photo's); its code must depend on its direction only
+            vectors = l2_normalize(self._vectors[faces].astype(np.float32))
             sign_codes.write_block(self._blocks[block], (vectors - self._mean) @ self._axes > 0)
             sign_codes.erase(self._blocks, faces[self._labels[faces] < 0])
 
