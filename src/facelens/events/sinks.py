@@ -133,7 +133,9 @@ class MqttSink:
         if where.username:
             self._client.username_pw_set(where.username, where.password)
         self._client.will_set(self.availability, "offline", qos=1, retain=True)
+        self._online = threading.Event()
         self._client.on_connect = self._connected
+        self._client.on_disconnect = lambda *_args: self._online.clear()
         self._client.connect_async(where.hostname or "127.0.0.1", where.port or 1883)
         self._client.loop_start()  # reconnects by itself; QoS 1 messages wait in its queue
 
@@ -141,6 +143,7 @@ class MqttSink:
                    _properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
             return
+        self._online.set()
         client.publish(self.availability, "online", qos=1, retain=True)
         with self._lock:  # a broker restarted without persistence has lost the retained configs
             announced = list(self._announced.items())
@@ -174,8 +177,12 @@ class MqttSink:
         self._messages(payload)
 
     def deliver(self, payload: dict[str, Any], timeout_s: float = 5.0) -> bool:
-        """Publish and wait for the broker's QoS 1 acknowledgements (PUBACK)."""
+        """Publish and wait for the broker's QoS 1 acknowledgements (PUBACK). Not connected
+        (yet: the first connect is asynchronous) within `timeout_s`: False, nothing queued, so
+        the caller's retry is the only copy."""
         deadline = time.monotonic() + timeout_s
+        if not self._online.wait(timeout_s):
+            return False
         for sent in self._messages(payload):
             try:
                 sent.wait_for_publish(timeout=max(deadline - time.monotonic(), 0.01))
