@@ -60,6 +60,22 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def drop_nats_prefix(prefix: str) -> None:
+    """Delete what facelens processes made under one test's NATS prefix: the camera and worker
+    KV buckets and the alert stream (any never created are skipped)."""
+    from facelens.cluster.bus import Bus
+
+    bus = Bus(NATS_URL)
+    try:
+        for bucket in (f"{prefix}_cameras", f"{prefix}_workers"):
+            with contextlib.suppress(Exception):
+                bus.call(bus.js.delete_key_value(bucket))
+        with contextlib.suppress(Exception):
+            bus.call(bus.js.delete_stream(f"{prefix}_events"))
+    finally:
+        bus.close()
+
+
 @contextlib.contextmanager
 def stream_of_one_test() -> Iterator[tuple[Any, str, str]]:
     """A bus, and a stream and subject prefix of one test alone, deleted afterwards; skips the

@@ -6,7 +6,6 @@ event ids must equal the database rows, and JetStream must end with nothing pend
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -21,7 +20,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alerting import MQTT, NATS_URL, Heard, backlog, reachable, reap, wait_for
+from alerting import (
+    MQTT,
+    NATS_URL,
+    Heard,
+    backlog,
+    drop_nats_prefix,
+    reachable,
+    reap,
+    wait_for,
+)
 
 from facelens.settings import Settings
 from facelens.store.tables import AlertWindow, Camera, Event
@@ -60,15 +68,7 @@ def deployment(tmp_path: Path, shared_data: Path, postgres: Any) -> Iterator[Set
     try:
         yield settings
     finally:
-        from facelens.cluster.bus import Bus
-
-        bus = Bus(NATS_URL)
-        for bucket in (f"{run}_cameras", f"{run}_workers"):
-            with contextlib.suppress(Exception):
-                bus.call(bus.js.delete_key_value(bucket))
-        with contextlib.suppress(Exception):
-            bus.call(bus.js.delete_stream(f"{run}_events"))
-        bus.close()
+        drop_nats_prefix(run)
 
 
 def _worker(settings: Settings) -> subprocess.Popen[bytes]:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from alerting import NATS_URL, reachable
+from alerting import NATS_URL, drop_nats_prefix, reachable
 
 from facelens.cluster.single_flight import NatsLock, PostgresLock, SingleFlight
 from facelens.store.tables import Gallery, Subject, Template
@@ -99,8 +99,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, database_url: str, nats_u
 def _pair(root: Path, database_url: str, nats_url: str, **more: str
           ) -> Iterator[tuple[Replica, Replica]]:
     """A and B: own data directories, one database, one master key, one NATS prefix."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
     env = dict(os.environ, FACELENS_DATABASE_URL=database_url, FACELENS_NATS_URL=nats_url,
-               FACELENS_NATS_PREFIX=f"t{uuid.uuid4().hex[:12]}",
+               FACELENS_NATS_PREFIX=prefix,
                FACELENS_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
                FACELENS_QUEUE="200", FACELENS_RATE_BURST="10000",
                FACELENS_PROBE_REPEATS="1000", **more)
@@ -116,6 +117,7 @@ def _pair(root: Path, database_url: str, nats_url: str, **more: str
             stop(b)
     finally:
         stop(a)
+        drop_nats_prefix(prefix)
 
 
 def _enrol(replica: Replica, gallery: str, name: str, image: Path) -> httpx.Response:

@@ -5,7 +5,6 @@ takes all four; a removed or disabled camera is given up, and a clean stop relea
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alerting import drop_nats_prefix
 
 from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, fair_share
@@ -41,13 +41,7 @@ def nats_prefix() -> Iterator[str]:
         pytest.skip(f"NATS JetStream unreachable at 127.0.0.1:4222: {e}")
     prefix = f"t{uuid.uuid4().hex[:12]}"
     yield prefix
-    bus = Bus(NATS_URL)
-    for bucket in (f"{prefix}_cameras", f"{prefix}_workers"):
-        with contextlib.suppress(Exception):  # never created (a test that failed early)
-            bus.call(bus.js.delete_key_value(bucket))
-    with contextlib.suppress(Exception):
-        bus.call(bus.js.delete_stream(f"{prefix}_events"))
-    bus.close()
+    drop_nats_prefix(prefix)
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> None:
