@@ -61,6 +61,31 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def lfw_open_set_photos(shared_data: Path) -> Callable[[int, int], list[Path]]:
+    """lfw_open_set_photos(people, singles) -> 3 photos each of the first `people` lfw-dev
+    people with 3+ images, then the photos of the first `singles` single-image people (name
+    order): mated and non-mated searches for open-set 1:N. Skips when lfw-dev is absent."""
+    images = shared_data / "lfw-dev" / "images"
+    if not images.is_dir():
+        pytest.skip(f"../shared/data is absent: {images} not found")
+
+    def photos(people: int, singles: int) -> list[Path]:
+        multi: list[Path] = []
+        single: list[Path] = []
+        for person in sorted(p for p in images.iterdir() if p.is_dir()):
+            files = sorted(person.glob("*.jpg"))
+            if len(files) >= 3 and len(multi) < 3 * people:
+                multi.extend(files[:3])
+            elif len(files) == 1 and len(single) < singles:
+                single.extend(files)
+            if len(multi) >= 3 * people and len(single) >= singles:
+                break
+        return multi + single
+
+    return photos
+
+
+@pytest.fixture(scope="session")
 def load_rgb(fixtures_dir: Path) -> Callable[[str], np.ndarray]:
     """load_rgb("obama.jpg") -> the decoded RGB array (decoded once per session, read-only)."""
     from facelens.vision.decode import load_image

@@ -3,6 +3,7 @@ on one half of lfw-dev's identities holding on the other half."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,21 +61,10 @@ def test_normalised_genuine_score_stands_out_from_the_cohort(
 
 
 @pytest.fixture(scope="module")
-def lfw_subset(shared_data: Path) -> OpenSetProtocol:
+def lfw_subset(lfw_open_set_photos: Callable[[int, int], list[Path]]) -> OpenSetProtocol:
     """Fused embeddings of 40 lfw-dev people with 3+ images (3 each) and 100 single-image
     people, the first in name order."""
-    images = shared_data / "lfw-dev" / "images"
-    multi: list[Path] = []
-    singles: list[Path] = []
-    for person in sorted(p for p in images.iterdir() if p.is_dir()):
-        files = sorted(person.glob("*.jpg"))
-        if len(files) >= 3 and len(multi) < 120:
-            multi.extend(files[:3])
-        elif len(files) == 1 and len(singles) < 100:
-            singles.extend(files)
-        if len(multi) >= 120 and len(singles) >= 100:
-            break
-    files = multi + singles
+    files = lfw_open_set_photos(40, 100)
     settings = Settings()
     rows = [facelens_features(f, runtime=settings.runtime) for f in files]
     emb = fuse(stack(rows, "sface-flip", 128), stack(rows, "dlib", 128),

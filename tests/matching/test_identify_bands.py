@@ -3,6 +3,7 @@ thresholds) and with more enrolment photos per person, on real lfw-dev embedding
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,11 @@ pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def people(shared_data: Path) -> tuple[list[Path], list[dict[str, Any]], list[dict[str, Any]]]:
+def people(lfw_open_set_photos: Callable[[int, int], list[Path]]
+           ) -> tuple[list[Path], list[dict[str, Any]], list[dict[str, Any]]]:
     """8 lfw-dev people with 3+ images (3 each) and 16 single-image people, clean and made
     cctv-18."""
-    images = shared_data / "lfw-dev" / "images"
-    if not images.is_dir():
-        pytest.skip(f"../shared/data is absent: {images} not found")
-    multi: list[Path] = []
-    singles: list[Path] = []
-    for person in sorted(p for p in images.iterdir() if p.is_dir()):
-        files = sorted(person.glob("*.jpg"))
-        if len(files) >= 3 and len(multi) < 24:
-            multi.extend(files[:3])
-        elif len(files) == 1 and len(singles) < 16:
-            singles.extend(files)
-    files = multi + singles
+    files = lfw_open_set_photos(8, 16)
     runtime = Settings().runtime
     clean = [facelens_features(f, runtime=runtime) for f in files]
     cctv = [facelens_features(f, runtime=runtime, degrade="cctv-18") for f in files]
