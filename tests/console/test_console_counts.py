@@ -1,5 +1,6 @@
 """The Street page's counts chart against a real `facelens serve`: a street camera plays the
-car-park clip, and its chart shows a line per class counted with the totals the API gives;
+car-park clip while the page is open, and its chart (redrawn every 15 s) comes to show a line
+per class counted with the totals the API gives;
 the hourly window shows the same totals, and an events-only key sees the chart too."""
 
 from __future__ import annotations
@@ -51,18 +52,23 @@ def _drawn(page: Page, camera: str) -> dict[str, int]:
 def test_street_page_charts_each_street_camera_counts(page: Page, street_server: Server,
                                                       shots: Path) -> None:
     server = street_server
+    sign_in(page, server)
+    page.click("#nav-street")
+    expect(page.get_by_test_id("counts-empty")).to_be_visible()
+
+    # The page stays open while the camera runs: its redraw (every 15 s) picks up the new
+    # camera and then its final counts, with no navigation.
     api_call(server.base, "/v1/cameras", server.key, {
         "name": "carpark", "source": CLIP, "fps": 3, "scene": True, "motion": True})
     _camera_ends(server, "carpark")
     counts = api_call(server.base, "/v1/cameras/carpark/counts", server.key)
     totals: dict[str, int] = counts["totals"]
     assert sum(totals.values()) >= 2, totals  # parked and moving cars: counted
-
-    sign_in(page, server)
-    page.click("#nav-street")
     page.wait_for_function(
-        "() => document.querySelectorAll('[data-testid=counts-chart-carpark] polyline')"
-        ".length > 0")
+        "n => Array.from(document.querySelectorAll("
+        "'[data-testid=counts-chart-carpark] polyline'))"
+        ".reduce((sum, l) => sum + Number(l.dataset.total), 0) === n",
+        arg=sum(totals.values()), timeout=40_000)
     assert _drawn(page, "carpark") == totals
     for kind, n in totals.items():
         expect(page.get_by_test_id(f"counts-total-carpark-{kind}")).to_contain_text(

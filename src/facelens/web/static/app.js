@@ -6,7 +6,7 @@ import { leaveCameras, setupCameras, showCameras } from "./cameras.js";
 import { leaveGallery, setupGalleries, showGalleries, showGallery } from "./galleries.js";
 import { leaveLiveness, setupLiveness, showLiveness } from "./liveness.js";
 import { setGrant } from "./scopes.js";
-import { setupStreet, showStreet } from "./street.js";
+import { leaveStreet, setupStreet, showStreet } from "./street.js";
 import { setupTry, showTry } from "./tryit.js";
 import { $, clearMessages, labelCells, showError } from "./ui.js";
 
@@ -44,6 +44,7 @@ function signOut(message) {
 async function route() {
   leaveGallery(); // stops the webcam if it was on
   leaveCameras(); // stops the status refresh and the live preview
+  leaveStreet(); // stops the counts' redraw
   leaveLiveness(); // stops a check under way and its camera
   leaveAlerts(); // closes the live stream of new alerts
   if (me === null) {

@@ -16,6 +16,8 @@ const WINDOWS = { // the last hour by minute, the last day or week by hour
   day: { span: 864e5, bucket: "hour", step: 36e5 },
   week: { span: 6048e5, bucket: "hour", step: 36e5 },
 };
+// Cameras add their counts once a minute: redrawing every 15 s shows a new minute soon after.
+const REFRESH_MS = 15000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 640, H = 180, LEFT = 40, RIGHT = 8, TOP = 10, BOTTOM = 22;
 
@@ -165,8 +167,25 @@ async function addRule(event) {
   });
 }
 
+let refresh = null; // the timer of the counts' redraw while the page is shown
+
 export async function showStreet() {
+  leaveStreet();
   await busy(null, () => Promise.all([loadCounts(), loadPlates(), loadRules()]));
+  const current = setInterval(async () => {
+    try {
+      await loadCounts();
+    } catch (e) {
+      if (refresh === current) leaveStreet(); // signed out, or the key lost its scope
+    }
+  }, REFRESH_MS);
+  refresh = current;
+}
+
+// Leaving the page (or signing out): the counts are not redrawn any more.
+export function leaveStreet() {
+  clearInterval(refresh);
+  refresh = null;
 }
 
 export function setupStreet() {
