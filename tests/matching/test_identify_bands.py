@@ -1,16 +1,23 @@
 """Open-set 1:N by quality cell (a CCTV-like probe searched with its cell's weight and
-thresholds) and with more enrolment photos per person, on real lfw-dev embeddings."""
+thresholds, also through `facelens eval identify --degrade`) and with more enrolment photos
+per person, on real lfw-dev embeddings."""
 
 from __future__ import annotations
 
+import json
+import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from facelens.api import Engine
 from facelens.eval.identify_eval import OpenSetProtocol, banded, enrolment_photos
-from facelens.eval.lfw import facelens_features, fuse, stack
+from facelens.eval.lfw import build_protocol, facelens_features, fuse, stack
+from facelens.eval.lfw_report import features_cache_kind
 from facelens.matching.calibration import load_calibration
 from facelens.settings import Settings
 
@@ -70,3 +77,58 @@ def test_a_second_enrolment_photo_misses_fewer_people(people: Any) -> None:
     # two photos: the plain mean never scores a stranger above the renormalised mean does
     assert (two["mean_of_templates"]["open_set_formula"]["1e-02"]["measured_fpir"]
             <= two["renormalised_mean"]["open_set_formula"]["1e-02"]["measured_fpir"])
+
+
+def _identify_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cli = Path(sys.executable).with_name("facelens")
+    return subprocess.run([str(cli), "eval", "identify", str(root), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_eval_identify_degrade_searches_cctv_probes_against_the_clean_gallery(
+        people: Any, tmp_path: Path) -> None:
+    """`facelens eval identify ROOT --degrade cctv-18` reports by_quality_cell for the clean
+    and the CCTV-like probes, as banded() gives on the same features (the cache is filled
+    with the fixture's, so the CLI computes none): the gallery clean, the probes degraded."""
+    files, clean, cctv = people
+    root = tmp_path / "lfw"
+    for f in files:
+        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / f.parent.name / f.name).symlink_to(f)
+    settings = Settings()
+    kind = features_cache_kind(settings.runtime)
+    tree = {root / f.parent.name / f.name: i for i, f in enumerate(files)}
+    (tmp_path / "cache").mkdir()
+    for name, rows in ((kind, clean), (f"{kind}-cctv-18", cctv)):
+        (tmp_path / "cache" / f"{name}.pkl").write_bytes(
+            pickle.dumps({path: rows[i] for path, i in tree.items()}))
+
+    run = _identify_cli(root, "--degrade", "cctv-18", "--cache", str(tmp_path / "cache"),
+                        "--json-out", str(tmp_path / "r.json"))
+    assert run.returncode == 0, run.stderr
+    cells = json.loads((tmp_path / "r.json").read_text())["by_quality_cell"]
+    assert set(cells) == {"clean", "cctv-18"}
+
+    engine = Engine(settings)
+    order = [tree[f] for f in build_protocol(root, singles=10**9).files]
+    weight = engine.fusion_weight()
+    protocol = OpenSetProtocol([files[i] for i in order], fuse(
+        stack([clean[i] for i in order], "sface-flip", 128),
+        stack([clean[i] for i in order], "dlib", 128), weight))
+    for level, rows in (("clean", clean), ("cctv-18", cctv)):
+        expected = banded(protocol, [rows[i] for i in order], engine.calibration, weight)
+        assert cells[level] == json.loads(json.dumps(expected))
+    if engine.calibration.quality_bands:  # eyes ~18 px apart: no probe in the good cell
+        assert "good" not in cells["cctv-18"]["probes_per_cell"]
+
+
+@pytest.mark.parametrize(("args", "hint"), [
+    (("--degrade", "cctv-99"), "unknown degradation"),
+    (("--degrade", "cctv", "--embedder", "sface-flip"), "--embedder"),
+])
+def test_eval_identify_refuses_a_bad_degrade_before_any_work(
+        tmp_path: Path, args: tuple[str, ...], hint: str) -> None:
+    run = _identify_cli(tmp_path, *args, "--cache", str(tmp_path / "cache"))
+    assert run.returncode == 2
+    assert hint in run.stderr
+    assert not (tmp_path / "cache").exists()

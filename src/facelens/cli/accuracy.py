@@ -85,13 +85,30 @@ def eval_identify(root: Path,
                   cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
                   = Path("out/eval"),
                   json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
-                  = None) -> None:
+                  = None,
+                  degrade: Annotated[list[str] | None, typer.Option(
+                      help="Also search with the probes made CCTV-like (repeatable): cctv "
+                           "(= cctv-18), cctv-24, cctv-12 (see eval lfw). The gallery stays "
+                           "clean, as a watchlist enrolled from good photos would be; each "
+                           "probe is searched in its quality cell (by_quality_cell; needs "
+                           "--embedder fusion).")] = None) -> None:
     """Open-set 1:N identification on an LFW-layout folder: rank-1, FNIR at FPIR."""
+    from facelens.eval.degrade import level
     from facelens.eval.identify_eval import evaluate_identification
 
+    require_folder(root)
+    if degrade and embedder != "fusion":
+        raise typer.BadParameter("degraded probes are searched by quality cell, as fusion",
+                                 param_hint="--embedder")
+    for name in degrade or ():
+        try:
+            level(name)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--degrade") from None
     with errors(), progress() as start:
         report = evaluate_identification(environment_engine(), root, embedder=embedder,
-                                         workers=workers, cache=cache, progress=start)
+                                         workers=workers, cache=cache, progress=start,
+                                         degrade=tuple(degrade or ()))
     emit_report(report, json_out)
 
 
