@@ -444,6 +444,14 @@ def test_audit_rows_say_why_a_request_was_refused_in_plain_json(lite: Served) ->
     assert row["gallery"] == "door" and isinstance(row["detail"], dict)  # not JSON in a string
     assert row["detail"]["reason"] == r.json()["error"]["message"]
     assert "Error" not in json.dumps(row)
+    # identify and verify audit their refusals the same way
+    for action, path, data in (("identify", "/v1/galleries/absent/identify", {}),
+                               ("verify", "/v1/verify", {"subject_id": "absent"})):
+        r = c.post(path, headers=lite.auth(action), files=lite.upload("obama.jpg"), data=data)
+        assert r.status_code == 404, r.text
+        (row,) = [e for e in c.get("/v1/audit", headers=admin).json() if e["action"] == action]
+        assert row["outcome"] == "refused"
+        assert row["detail"]["reason"] == r.json()["error"]["message"]
 
 
 def test_corrections_are_listed_and_undone(lite: Served) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -15,9 +15,11 @@ from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import quantised
 from facelens.service.security import requires, service
+from facelens.service.state import ServiceState
 from facelens.service.uploads import Far, read_upload
 
 router = APIRouter(prefix="/v1", tags=["faces"])
+T = TypeVar("T")
 
 
 def faces_payload(rgb_shape: tuple[int, ...], faces: list[Face], *,
@@ -72,6 +74,19 @@ def failure(e: Exception) -> dict[str, str]:
     return {"outcome": "error", "reason": "internal error"}
 
 
+async def run_audited(state: ServiceState, actor: str, action: str, work: Callable[[], T], *,
+                      audits: type[Exception] | tuple[type[Exception], ...] = Exception,
+                      **fields: Any) -> T:
+    """`work` on the inference pool; when it raises one of `audits`, an audit row (`action`,
+    its failure() outcome and reason, `fields`) is written before the error goes on to the
+    caller. A success is the route's to audit: its outcome names what was found."""
+    try:
+        return await state.pool.run(work)
+    except audits as e:
+        await state.audited(actor, action, **failure(e), **fields)
+        raise
+
+
 def verdict_payload(verdict: Verdict, band: str, principal: Principal) -> dict[str, Any]:
     """The verdict with its confidence band; the score and thresholds for the scores scope
     only."""
@@ -122,11 +137,8 @@ async def verify(request: Request,
                                         liveness_session=liveness_session, far=far)
     else:
         raise ApiError(400, "bad_request", "send image_a and image_b, or image and subject_id")
-    try:
-        comparison = await state.pool.run(work)
-    except (FacelensError, ApiError) as e:
-        await state.audited(principal.label, "verify", **failure(e), subject=subject_id)
-        raise
+    comparison = await run_audited(state, principal.label, "verify", work,
+                                   audits=(FacelensError, ApiError), subject=subject_id)
     verdict = comparison.best
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                         subject=subject_id, far=far, liveness=liveness_session,

@@ -14,7 +14,7 @@ from facelens.policy.live_face import embedded_main_face
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import quantised
-from facelens.service.routes_faces import failure
+from facelens.service.routes_faces import run_audited
 from facelens.service.security import probe_limiter, requires, service
 from facelens.service.uploads import ConsentForm, Far, read_upload, read_uploads
 from facelens.settings import NAME_PATTERN
@@ -109,11 +109,7 @@ async def enrol(request: Request, name: str,
                                       watch_expires=consent.watch_expires,
                                       labels=[filename for filename, _ in uploads], pin=pin)
 
-    try:
-        report = await state.pool.run(work)
-    except Exception as e:
-        await state.audited(principal.label, "enrol", **failure(e), gallery=name)
-        raise
+    report = await run_audited(state, principal.label, "enrol", work, gallery=name)
     await state.audited(principal.label, "enrol", "ok", gallery=name, subject=report.subject_id,
                        templates=report.templates, legal_basis=consent.record.legal_basis)
     return {"subject_id": report.subject_id, "name": report.name,
@@ -173,11 +169,7 @@ async def identify(request: Request, name: str, image: Annotated[UploadFile, Fil
                            "from this key; vary the photos or wait")
         return state.galleries.identify(name, rgb, far=far, top_k=top_k)
 
-    try:
-        found = await state.pool.run(work)
-    except Exception as e:
-        await state.audited(principal.label, "identify", **failure(e), gallery=name)
-        raise
+    found = await run_audited(state, principal.label, "identify", work, gallery=name)
     named = [f.candidates[0].subject_id for f in found if f.candidates]
     await state.audited(principal.label, "identify", f"{len(named)}/{len(found)} known",
                        gallery=name, far=far, subjects=named)

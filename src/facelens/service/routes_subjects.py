@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from facelens.gallery.service import EnrolReport
 from facelens.service.keys import Principal
-from facelens.service.routes_faces import failure
+from facelens.service.routes_faces import run_audited
 from facelens.service.security import requires, service
 from facelens.service.uploads import read_uploads
 from facelens.store.tables import aware
@@ -63,12 +63,8 @@ async def add_photos(request: Request, subject_id: str,
         return state.galleries.add_photos(subject_id, list(rgbs),
                                           [name for name, _ in uploads])
 
-    try:
-        report = await state.pool.run(work)
-    except Exception as e:
-        await state.audited(principal.label, "subject.add_photos", **failure(e),
-                            subject=subject_id)
-        raise
+    report = await run_audited(state, principal.label, "subject.add_photos", work,
+                               subject=subject_id)
     await state.audited(principal.label, "subject.add_photos", "ok", subject=subject_id,
                         templates=report.templates)
     return {"subject_id": subject_id, "added": report.templates,
