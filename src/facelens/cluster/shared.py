@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
+from redis.client import Pipeline
 
 T = TypeVar("T")
 
@@ -88,6 +89,13 @@ class SharedState:
         seconds, micros = self.redis.time()
         return seconds + micros / 1e6
 
+    def watched(self, name: str, attempt: Callable[[Pipeline], T]) -> T:
+        """A read-modify-write of key `name` under WATCH/MULTI: `attempt(pipe)` reads, then
+        either unwatches (nothing to write) or calls pipe.multi() and queues its writes; it
+        runs again whenever another client wrote `name` before those went through. Returns
+        what the attempt that went through returned (redis-py's own transaction loop)."""
+        return cast(T, self.redis.transaction(attempt, name, value_from_callable=True))
+
     def close(self) -> None:
         self.redis.close()
 
@@ -145,25 +153,22 @@ class RedisMarks:
               decide: Callable[[list[int]], bool]) -> bool:
         """Add `mark` if `decide(marks seen within window_s)` says so; keep the newest `keep`."""
         name = self.shared.key(self.name, key)
-        with self.shared.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(name)
-                    seconds, micros = pipe.time()
-                    now = seconds + micros / 1e6
-                    seen = pipe.zrangebyscore(name, now - window_s, "+inf")
-                    if not decide([int(m.split(b":")[0], 16) for m in seen]):
-                        pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.zadd(name, {f"{mark:016x}:{uuid.uuid4().hex[:8]}": now})
-                    pipe.zremrangebyscore(name, "-inf", f"({now - window_s!r}")
-                    pipe.zremrangebyrank(name, 0, -keep - 1)
-                    pipe.pexpire(name, math.ceil(window_s * 1000) + 1000)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue  # another replica added a mark in between: look again
+
+        def attempt(pipe: Pipeline) -> bool:
+            seconds, micros = pipe.time()
+            now = seconds + micros / 1e6
+            seen = pipe.zrangebyscore(name, now - window_s, "+inf")
+            if not decide([int(m.split(b":")[0], 16) for m in seen]):
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            pipe.zadd(name, {f"{mark:016x}:{uuid.uuid4().hex[:8]}": now})
+            pipe.zremrangebyscore(name, "-inf", f"({now - window_s!r}")
+            pipe.zremrangebyrank(name, 0, -keep - 1)
+            pipe.pexpire(name, math.ceil(window_s * 1000) + 1000)
+            return True
+
+        return self.shared.watched(name, attempt)
 
 
 class RedisRecords:
@@ -186,18 +191,15 @@ class RedisRecords:
         is written only if nobody wrote the record in between, else `change` runs again on
         what they wrote. An exception from `change` writes nothing."""
         name = self.shared.key(self.name, record_id)
-        with self.shared.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(name)
-                    text = pipe.get(name)
-                    new, result = change(None if text is None else bytes(text).decode())
-                    if new is None:
-                        pipe.unwatch()
-                        return result
-                    pipe.multi()
-                    pipe.set(name, new, keepttl=True)
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+
+        def attempt(pipe: Pipeline) -> T:
+            text = pipe.get(name)
+            new, result = change(None if text is None else bytes(text).decode())
+            if new is None:
+                pipe.unwatch()
+                return result
+            pipe.multi()
+            pipe.set(name, new, keepttl=True)
+            return result
+
+        return self.shared.watched(name, attempt)
