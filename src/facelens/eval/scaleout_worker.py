@@ -22,6 +22,7 @@ from facelens.cluster.bus import Bus
 from facelens.face import Face
 from facelens.geometry import crop_with_margin
 from facelens.settings import Settings
+from facelens.vision.decode import encode_jpeg
 
 Work = Callable[[bytes], bool | None]
 """Does one job; for a job of a gallery person, whether rank 1 was that person."""
@@ -53,10 +54,7 @@ def encode_shot(rgb: np.ndarray, face: Face, chip: np.ndarray, person: int) -> b
     (alignment context) as a JPEG (a raw crop of a close-up outgrows NATS's 1 MB messages),
     the face in crop coordinates, its aligned chip; and who it is (-1: nobody in the gallery)."""
     crop, offset = crop_with_margin(rgb, face.box, 0.6)
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
+    jpeg = np.frombuffer(encode_jpeg(crop, 95), np.uint8)
     out = io.BytesIO()
     np.savez(out, crop=jpeg, chip=chip, box=face.box - np.tile(offset, 2),
              landmarks=face.landmarks - offset, score=np.float32(face.score),

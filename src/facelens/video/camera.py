@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import cv2
 import numpy as np
 
 from facelens.events.relay import OutboxRelay, to_sinks
@@ -20,6 +19,7 @@ from facelens.video.masks import FrameMask
 from facelens.video.scene_camera import SceneCamera
 from facelens.video.source import SourceError, VideoSource, redacted
 from facelens.video.watch import Alert, Watcher
+from facelens.vision.decode import encode_jpeg
 from facelens.vision.draw import draw_labels
 
 log = logging.getLogger("facelens.video")
@@ -143,10 +143,7 @@ class CameraRunner:
 
     def _show(self, rgb: np.ndarray, labels: list[tuple[np.ndarray, str, bool]]) -> None:
         drawn = draw_labels(rgb, labels)
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, 75])
-        if ok:
-            self.preview = jpeg.tobytes()  # one reference swap: readers never see half
+        self.preview = encode_jpeg(drawn, 75)  # one reference swap: readers never see half
 
     def describe(self) -> dict[str, Any]:
         source = self.source  # a live stream that dropped and has not come back yet:

@@ -42,6 +42,7 @@ from facelens.scene.pose import body_pose
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker, Track
 from facelens.video.writer import AnnotatedWriter
+from facelens.vision.decode import encode_jpeg
 
 MOTION_SIDE = 160
 """Longer side (px) of the thumbnail motion is measured on."""
@@ -271,8 +272,7 @@ class SceneWatch:
     def _alert(self, track: Track, desc: Description, key: str, reason: str, rgb: np.ndarray,
                now: datetime) -> Alert:
         x1, y1, x2, y2 = (int(v) for v in track.box)
-        crop = cv2.cvtColor(rgb[max(0, y1):y2, max(0, x1):x2], cv2.COLOR_RGB2BGR)
-        ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+        jpeg = encode_jpeg(rgb[max(0, y1):y2, max(0, x1):x2], CROP_JPEG_QUALITY)
         plate = desc.plate()
         return {"kind": "plate" if key.startswith("plate:") else desc.kind,
                 "camera": self.camera, "at": now.isoformat(), "track": track.id,
@@ -281,7 +281,7 @@ class SceneWatch:
                                for k, (v, c) in desc.attributes().items()},
                 "plate": {"text": plate.text, "confidence": round(plate.confidence, 3)}
                 if plate else None, "box": [x1, y1, x2, y2],
-                "crop_jpeg": jpeg.tobytes() if ok else None}
+                "crop_jpeg": jpeg}
 
     def _labels(self) -> list[tuple[np.ndarray, str, bool]]:
         labels = []

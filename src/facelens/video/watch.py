@@ -29,6 +29,7 @@ from facelens.video.depiction import RigidRegion, find_depiction, scene_motion
 from facelens.video.source import Frame
 from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track
+from facelens.vision.decode import encode_jpeg
 from facelens.vision.planarity import PlanarityEvidence
 
 log = logging.getLogger("facelens.video")
@@ -334,8 +335,8 @@ class Watcher:
                       flagged, round(state.score, 4), round(state.score - state.threshold, 4),
                       len(state.template), [round(float(v), 1) for v in state.best.box], cue)
         if self.on_alert:
-            alert.event_id = self.on_alert(alert, _jpeg(state.best.crop),
-                                           _jpeg(_blur_others(state.best)))
+            alert.event_id = self.on_alert(alert, encode_jpeg(state.best.crop, 90),
+                                           encode_jpeg(_blur_others(state.best), 90))
         return [alert]
 
     def _depiction(self, state: _TrackState) -> tuple[str | None, str | None]:
@@ -386,10 +387,3 @@ def _blur_others(shot: _Shot) -> np.ndarray:
                 (0, 0), 3)
     return out
 
-
-def _jpeg(rgb: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
