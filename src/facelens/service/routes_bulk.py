@@ -17,6 +17,7 @@ from facelens.gallery.bulk import Audit, Outcome, Person, ZipArchive, enrol_peop
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import Overloaded
+from facelens.service.routes_faces import failure
 from facelens.service.security import requires, service
 from facelens.service.state import ServiceState
 from facelens.service.uploads import ConsentFields, ConsentForm, charge_pixels
@@ -71,10 +72,8 @@ async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent:
         for data in photos:
             charge_pixels(data)
     except (FacelensError, ApiError) as e:
-        message = e.message if isinstance(e, ApiError) else str(e)
-        audit("enrol", "refused", reason=message[:200], gallery=gallery,
-              external_id=person.name)
-        return Outcome(person.name, "refused", reason=message)
+        audit("enrol", **failure(e), gallery=gallery, external_id=person.name)
+        return Outcome(person.name, "refused", reason=str(e))
     one = Person(person.name, photos, person.labels)
 
     def work() -> Outcome:
