@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from facelens.store.database import Store
-from facelens.store.tables import SceneCount, utcnow
+from facelens.store.tables import SceneCount, as_utc, utcnow
 
 Bucket = Literal["minute", "hour"]
 CountKey = tuple[str, str, datetime]
@@ -61,8 +61,7 @@ class SceneCounts:
         out: dict[datetime, dict[str, int]] = {}
         for moment, kind, tracks in rows:
             start = moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
-            out.setdefault(start.replace(tzinfo=UTC) if start.tzinfo is None
-                           else start.astimezone(UTC), {})[kind] = int(tracks)
+            out.setdefault(as_utc(start), {})[kind] = int(tracks)
         return [{"at": at_, "counts": counts} for at_, counts in out.items()]
 
     @staticmethod

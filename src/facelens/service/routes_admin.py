@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -21,7 +21,7 @@ from facelens.gallery.index_cache import IndexCache
 from facelens.service.http import ApiError, metrics
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
-from facelens.store.tables import Event, EventStatus, aware
+from facelens.store.tables import Event, EventStatus, as_utc, aware
 
 router = APIRouter(tags=["admin"])
 
@@ -109,7 +109,7 @@ def list_events(request: Request, response: Response,
     carries `X-Next-Cursor`: pass it as `cursor` for the next page."""
     found = service(request).events.list(
         status, limit + 1, camera=camera, subject_id=subject_id, gallery=gallery, kind=kind,
-        plate=plate, since=since and aware(since).astimezone(UTC), before=cursor)
+        plate=plate, since=since and as_utc(since), before=cursor)
     if len(found) > limit:
         found = found[:limit]
         response.headers["X-Next-Cursor"] = str(found[-1].id)

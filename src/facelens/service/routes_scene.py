@@ -7,7 +7,7 @@ the events scope like the cameras' other views."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -18,7 +18,7 @@ from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
-from facelens.store.tables import PlateHotlistEntry, SceneRule, aware, utcnow
+from facelens.store.tables import PlateHotlistEntry, SceneRule, as_utc, aware, utcnow
 
 router = APIRouter(tags=["scene"])
 EntryId = Annotated[int, Path(ge=1, lt=2**31)]
@@ -66,11 +66,6 @@ def rule_payload(row: SceneRule) -> dict[str, Any]:
             "created_at": aware(row.created_at), "live": _live(row.expires_at)}
 
 
-def _utc(moment: datetime) -> datetime:
-    """A naive time from a client is taken as UTC."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @router.get("/v1/hotlists/plates")
 def list_plates(request: Request, _: Principal = requires("events")) -> list[dict[str, Any]]:
     return [plate_payload(row) for row in _hotlists(request).plates()]
@@ -79,7 +74,7 @@ def list_plates(request: Request, _: Principal = requires("events")) -> list[dic
 @router.post("/v1/hotlists/plates", status_code=201)
 def add_plate(request: Request, body: NewPlate,
               principal: Principal = requires("admin")) -> dict[str, Any]:
-    row = _hotlists(request).add_plate(body.plate, body.reason, _utc(body.expires_at),
+    row = _hotlists(request).add_plate(body.plate, body.reason, as_utc(body.expires_at),
                                        principal.label)
     payload = plate_payload(row)
     service(request).audit.record(principal.label, "hotlist.add", "ok", hotlist_id=row.id,
@@ -105,8 +100,8 @@ def list_rules(request: Request, _: Principal = requires("events")) -> list[dict
 def add_rule(request: Request, body: NewRule,
              principal: Principal = requires("admin")) -> dict[str, Any]:
     row = _hotlists(request).add_rule(
-        body.description, body.reason, _utc(body.expires_at), principal.label, body.cameras,
-        body.active_from and _utc(body.active_from), body.active_to and _utc(body.active_to))
+        body.description, body.reason, as_utc(body.expires_at), principal.label, body.cameras,
+        body.active_from and as_utc(body.active_from), body.active_to and as_utc(body.active_to))
     payload = rule_payload(row)
     service(request).audit.record(principal.label, "rule.add", "ok", rule_id=row.id,
                                   description=row.description, reason=row.reason,
@@ -148,8 +143,8 @@ def all_counts(request: Request, since: Since = None, until: Until = None,
 
 def _counts(request: Request, camera: str | None, since: datetime | None,
             until: datetime | None, bucket: Bucket) -> dict[str, Any]:
-    end = _utc(until) if until else utcnow()
-    start = _utc(since) if since else end - (SPAN[bucket] - timedelta(days=1))
+    end = as_utc(until) if until else utcnow()
+    start = as_utc(since) if since else end - (SPAN[bucket] - timedelta(days=1))
     if bucket == "hour":  # whole hours only: the first bucket is not a part of one
         start = start.replace(minute=0, second=0, microsecond=0)
     if not start < end <= start + SPAN[bucket]:
