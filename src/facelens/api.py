@@ -67,7 +67,8 @@ class Engine:
         """Fill each face's embedding; `chips` are their aligned chips when already cut."""
         embed_faces(rgb, faces, embedder or self.settings.embedder,
                     runtime=self.settings.runtime, fusion_weight=self.fusion_weight(),
-                    threads=self.settings.threads, chips=chips)
+                    threads=self.settings.threads, chips=chips,
+                    shift_tta=self.settings.sface_shift_tta)
 
     def detect(self, image: ImageSource, *, detector: str | None = None,
                quality: bool = True) -> list[Face]:

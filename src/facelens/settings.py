@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     the package (matching/calibration.py)."""
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0)
     """Weight of the SFace score in the fused score (overwritten by calibration data)."""
+    sface_shift_tta: bool = False
+    """sface-flip (and fusion's SFace half) also averages the chip shifted 2 px four ways
+    (vision/tta.py; eval lfw / identify and calibrate measure with it): ~3.5× the fusion
+    embedder's CPU for a small TAR gain on CCTV-like faces only (docs/decisions.md,
+    "Verification"), so off."""
 
     # The REST service (facelens serve).
     host: str = "127.0.0.1"

@@ -56,7 +56,8 @@ def eval_lfw(root: Path,
     settings = get_settings()
     with errors(), progress() as start:
         report, curves = evaluate(root, runtime=settings.runtime, peer=peer, workers=workers,
-                                  cache=cache, progress=start, degrade=tuple(degrade or ()))
+                                  cache=cache, progress=start, degrade=tuple(degrade or ()),
+                                  shift_tta=settings.sface_shift_tta)
         if bands:
             from facelens.eval.lfw_bands import evaluate_cached
 

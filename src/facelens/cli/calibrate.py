@@ -70,7 +70,7 @@ def calibrate(folder: Path,
         report = fit_folder(folder, runtime=settings.runtime, groups=groups,
                             default_weight=active.fusion_weight(settings.fusion_weight),
                             workers=workers, cache=cache, progress=start, singles=singles,
-                            keep_bands=active)
+                            keep_bands=active, shift_tta=settings.sface_shift_tta)
     if not dry_run:
         target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
         by_group = f"; highest of groups {', '.join(groups)}, rest" if groups else ""

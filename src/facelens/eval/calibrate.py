@@ -78,7 +78,8 @@ def calibrate(root: Path, *, runtime: Runtime, default_weight: float,
               groups: dict[str, set[str]] | None = None, workers: int = 2,
               cache: Path = Path("out/eval"), progress: Progress | None = None,
               max_per_person: int = 8, singles: int = 1000, seed: int = 0,
-              keep_bands: Calibration | None = None) -> dict[str, Any]:
+              keep_bands: Calibration | None = None, shift_tta: bool = False
+              ) -> dict[str, Any]:
     """The calibration report of `root`: the thresholds to write ("variants", in the form
     `lfw_report.write_calibration` takes), each group's own fit, and warnings. The fusion
     weight is fitted where there are genuine pairs, else `default_weight` (the active one).
@@ -88,7 +89,7 @@ def calibrate(root: Path, *, runtime: Runtime, default_weight: float,
     proto = population(root, max_per_person=max_per_person, singles=singles, seed=seed)
     if len(proto.files) < 2:
         raise ValueError(f"{root}: at least two photos of different people are needed")
-    feats = facelens_cached(proto.files, runtime, cache, workers, progress)
+    feats = facelens_cached(proto.files, runtime, cache, workers, progress, shift_tta=shift_tta)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     has_genuine = len(proto.labels) > len(np.unique(proto.labels))

@@ -230,7 +230,9 @@ def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sfac
     calibration. For "fusion", also the searches by quality cell (`banded`), with clean
     probes and with probes made CCTV-like at each `degrade` level (eval/degrade.py)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
-    feats = facelens_cached(proto.files, engine.settings.runtime, cache, workers, progress)
+    shift_tta = engine.settings.sface_shift_tta
+    feats = facelens_cached(proto.files, engine.settings.runtime, cache, workers, progress,
+                            shift_tta=shift_tta)
     rows = [feats[f] for f in proto.files]
     if embedder == "fusion":
         emb = fuse(stack(rows, "sface-flip", 128), stack(rows, "dlib", 128),
@@ -246,7 +248,8 @@ def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sfac
     if embedder == "fusion":
         for level in ("clean", *degrade):
             probe_feats = feats if level == "clean" else facelens_cached(
-                proto.files, engine.settings.runtime, cache, workers, progress, degrade=level)
+                proto.files, engine.settings.runtime, cache, workers, progress, degrade=level,
+                shift_tta=shift_tta)
             by_cell[level] = banded(protocol, [probe_feats[f] for f in proto.files],
                                     engine.calibration, engine.fusion_weight())
     photos = {f"{k}_per_person": enrolment_photos(proto.files, emb, engine.calibration,

@@ -80,11 +80,12 @@ def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
     return int(np.argmin(np.linalg.norm(centres - np.array([shape[1], shape[0]]) / 2, axis=1)))
 
 
-def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = None
-                      ) -> dict[str, Any]:
+def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = None,
+                      shift_tta: bool = False) -> dict[str, Any]:
     """All variants' embeddings of the face nearest the centre, its inter-ocular distance and
     sharpness, with per-stage seconds; SFace runs on `runtime`. With `degrade` (a level of
-    eval/degrade.py) the image is made CCTV-like first, as an LFW-framed photo."""
+    eval/degrade.py) the image is made CCTV-like first, as an LFW-framed photo; with
+    `shift_tta`, sface-flip averages shifted chips too (vision/tta.py)."""
     from facelens.eval.degrade import degrade as degraded
     from facelens.eval.degrade import level
     from facelens.geometry import l2_normalize
@@ -113,6 +114,10 @@ def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = Non
     plain, flipped = l2_normalize(raw[:1]), l2_normalize(raw[1:])
     out["sface"] = plain[0]
     out["sface-flip"] = l2_normalize(plain + flipped)[0]
+    if shift_tta:
+        from facelens.vision.tta import embed_shifted
+
+        out["sface-flip"] = embed_shifted(model.raw, rgb, face.landmarks[None])[0]
     out["dlib"] = _dlib_model(DlibResNet)(shape5().chips(rgb, [face], 150, 0.25))[0]
     quality = assess(rgb, face, chip=chips[0])
     out.update(align=t3 - t2, embed=(t4 - t3) / 2, detector=face.detector,

@@ -279,7 +279,8 @@ def evaluate_cached(root: Path, clean: dict[str, Any], runtime: Runtime,
     proto = build_protocol(root, max_per_person=protocol["max_per_person"],
                            singles=protocol["singles"], seed=protocol["seed"])
     levels = {name: facelens_cached(proto.files, runtime, cache, workers, None,
-                                    degrade=None if name == "clean" else name)
+                                    degrade=None if name == "clean" else name,
+                                    shift_tta=clean.get("sface_shift_tta", False))
               for name in ("clean", *degrade)}
     same = in_force is not None and in_force.quality_bands == DEFAULT_BANDS
     return evaluate_bands(levels, proto.files, proto.labels, clean, in_force=(

@@ -43,13 +43,14 @@ def features_cache_kind(runtime: Runtime) -> str:
 
 
 def facelens_cached(files: list[Path], runtime: Runtime, cache: Path, workers: int,
-                    progress: Progress | None, degrade: str | None = None
-                    ) -> dict[Path, dict[str, Any]]:
+                    progress: Progress | None, degrade: str | None = None,
+                    shift_tta: bool = False) -> dict[Path, dict[str, Any]]:
     """facelens features of `files` (SFace on `runtime`, made CCTV-like at the `degrade` level
-    first if given), computed once per cache."""
-    kind = features_cache_kind(runtime) + (f"-{degrade}" if degrade else "")
-    return _cached(kind, partial(facelens_features, runtime=runtime, degrade=degrade),
-                   files, cache, workers, progress)
+    first if given, shifted chips averaged with `shift_tta`), computed once per cache."""
+    kind = (features_cache_kind(runtime) + ("-shift-tta" if shift_tta else "")
+            + (f"-{degrade}" if degrade else ""))
+    return _cached(kind, partial(facelens_features, runtime=runtime, degrade=degrade,
+                                 shift_tta=shift_tta), files, cache, workers, progress)
 
 
 def _cached(kind: str, fn: Callable[[Path], dict[str, Any]], files: list[Path], cache: Path,
@@ -131,13 +132,15 @@ def fusion_weight_for(embeddings: dict[str, np.ndarray], labels: np.ndarray) -> 
 
 def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int = 2,
              cache: Path = Path("out/eval"), max_per_person: int = 8, singles: int = 1000,
-             seed: int = 0, progress: Progress | None = None, degrade: tuple[str, ...] = ()
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
+             seed: int = 0, progress: Progress | None = None, degrade: tuple[str, ...] = (),
+             shift_tta: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns (report, curves): the JSON report and the ROC points for plotting, per panel
-    ("clean" and each `degrade` level, eval/degrade.py). SFace runs on `runtime`."""
+    ("clean" and each `degrade` level, eval/degrade.py). SFace runs on `runtime`, averaging
+    shifted chips with `shift_tta` (Settings.sface_shift_tta)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
     pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
-    feats = facelens_cached(proto.files + pair_files, runtime, cache, workers, progress)
+    feats = facelens_cached(proto.files + pair_files, runtime, cache, workers, progress,
+                            shift_tta=shift_tta)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     missing = np.isnan(embeddings["sface"][:, 0])
@@ -170,7 +173,7 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
         "median_seconds_per_stage": timing,
         "seconds_per_image_sface_flip": sum(timing.values()) + timing["embed"],
         "fusion_weight": weight, "variants": variants,
-        "sface_runtime": runtime_label(runtime),
+        "sface_runtime": runtime_label(runtime), "sface_shift_tta": shift_tta,
     }
     if peer:
         peer_feats = _cached("peer", peer_features, proto.files + pair_files, cache, workers,
@@ -194,7 +197,7 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
         report["degraded"] = {}
     for name in degrade:
         level_feats = facelens_cached(proto.files, runtime, cache, workers, progress,
-                                      degrade=name)
+                                      degrade=name, shift_tta=shift_tta)
         report["degraded"][name], panels[name] = degraded_report(
             [level_feats[f] for f in proto.files], proto.labels, weight)
     return report, panels

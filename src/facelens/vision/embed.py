@@ -133,10 +133,11 @@ def shape5() -> DlibShape5:
 
 def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str, *, runtime: Runtime,
                 fusion_weight: float = 0.5, threads: int = 2,
-                chips: np.ndarray | None = None) -> np.ndarray:
+                chips: np.ndarray | None = None, shift_tta: bool = False) -> np.ndarray:
     """Embed `faces` of one RGB image with `embedder`, SFace running on `runtime`; returns
     (N, D) and fills each face. `chips`: the faces' aligned 112×112 chips, when the caller
-    has them already."""
+    has them already. `shift_tta`: sface-flip (alone or in fusion) averages shifted chips
+    too (vision/tta.py)."""
     if embedder not in EMBEDDER_DIMS:
         raise ValueError(f"unknown embedder {embedder!r}; "
                          f"choose one of {', '.join(EMBEDDER_DIMS)}")
@@ -148,6 +149,11 @@ def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str, *, runtime: R
         # The fused vector's first half is the sface-flip embedding: reuse the one the faces
         # carry, so only dlib runs.
         parts.append(np.stack([f.embedding for f in faces if f.embedding is not None]))
+    elif embedder != "dlib" and embedder != "sface" and shift_tta:
+        from facelens.vision.tta import embed_shifted
+
+        parts.append(embed_shifted(sface(runtime, threads).raw, rgb,
+                                   np.stack([f.landmarks for f in faces])))
     elif embedder != "dlib":
         if chips is None:
             chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))

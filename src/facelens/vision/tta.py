@@ -1,0 +1,50 @@
+"""Test-time augmentation for SFace: the aligned chip and copies shifted a few pixels, each
+with its mirror, embedded and averaged (`Settings.sface_shift_tta`, off by default).
+
+Why shifts: on CCTV-like faces (eyes ~18 px apart) the five landmarks are off by a pixel or
+two, and the average over small shifts of the chip is less sensitive to that than one chip.
+Measured on lfw-dev made cctv-18 (docs/decisions.md, "Verification"); scaled copies, bicubic
+or Lanczos alignment and unsharp masking did not help there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from facelens.geometry import l2_normalize
+from facelens.vision.align import CHIP_SIZE, align_matrix
+
+SHIFTS_PX = ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
+"""Chip offsets averaged, in chip pixels (2 px on the 112-px chip: ~1 px of an 18-px-eye
+face); (0, 0) is the plain aligned chip."""
+
+
+def shifted_chips(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N,5,2) landmarks → (N·len(SHIFTS_PX),112,112,3) chips, each face's shifts together;
+    the first of each face's is the chip `align` cuts."""
+    out = []
+    for points in landmarks:
+        matrix = align_matrix(points)
+        for dx, dy in SHIFTS_PX:
+            moved = matrix.copy()
+            moved[:, 2] += (dx, dy)
+            out.append(cv2.warpAffine(rgb, moved, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT))
+    return np.stack(out) if out else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+
+
+def embed_shifted(raw: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
+                  landmarks: np.ndarray) -> np.ndarray:
+    """(N,5,2) landmarks → (N,128): the normalised mean of the normalised vectors `raw`
+    (SFace.raw, one batch) gives every shifted chip and its mirror (sface-flip is this with
+    the (0, 0) shift alone)."""
+    if len(landmarks) == 0:
+        return np.zeros((0, 128), np.float32)
+    chips = shifted_chips(rgb, landmarks)
+    mirrors = np.stack([cv2.flip(chip, 1) for chip in chips])
+    vectors = l2_normalize(raw(np.concatenate([chips, mirrors])))
+    per_face = vectors.reshape(2, len(landmarks), len(SHIFTS_PX), -1).sum(axis=(0, 2))
+    return l2_normalize(per_face).astype(np.float32)
