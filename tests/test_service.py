@@ -26,6 +26,7 @@ from facelens.events.sinks import Fanout
 from facelens.gallery.service import ConsentRecord
 from facelens.service.app import create_app
 from facelens.service.keys import SCOPES
+from facelens.service.limits import Overloaded
 from facelens.service.state import ServiceState
 from facelens.settings import Settings
 from facelens.store.tables import Consent, Event
@@ -452,6 +453,22 @@ def test_audit_rows_say_why_a_request_was_refused_in_plain_json(lite: Served) ->
         (row,) = [e for e in c.get("/v1/audit", headers=admin).json() if e["action"] == action]
         assert row["outcome"] == "refused"
         assert row["detail"]["reason"] == r.json()["error"]["message"]
+
+
+def test_a_full_inference_queue_is_audited_as_refused_not_as_a_fault(
+        lite: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def full(*_: object) -> None:
+        raise Overloaded("9 requests in progress or queued")
+
+    monkeypatch.setattr(lite.state.pool, "run", full)
+    r = lite.client.post("/v1/verify", headers=lite.auth("verify"),
+                         files={**lite.upload("obama.jpg", "image_a"),
+                                **lite.upload("obama2.jpg", "image_b")})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "overloaded"
+    (row,) = [e for e in lite.client.get("/v1/audit", headers=lite.auth("admin")).json()
+              if e["action"] == "verify"]
+    assert row["outcome"] == "refused"
+    assert row["detail"]["reason"] == "overloaded (9 requests in progress or queued)"
 
 
 def test_corrections_are_listed_and_undone(lite: Served) -> None:

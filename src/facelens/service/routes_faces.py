@@ -13,7 +13,7 @@ from facelens.face import Comparison, Face, Verdict
 from facelens.policy.verification import Verification
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
-from facelens.service.limits import quantised
+from facelens.service.limits import Overloaded, quantised
 from facelens.service.security import requires, service
 from facelens.service.state import ServiceState
 from facelens.service.uploads import Far, read_upload
@@ -68,21 +68,23 @@ async def embed(request: Request, image: Annotated[UploadFile, File()],
 
 def failure(e: Exception) -> dict[str, str]:
     """How a failed request is audited: "refused" with the message the caller saw for input or
-    a rule it broke, "error" for anything else (the server log has the details)."""
+    a rule it broke, or for a full inference queue (a 429, not a fault); "error" for anything
+    else (the server log has the details)."""
     if isinstance(e, FacelensError | ApiError):
         return {"outcome": "refused", "reason": str(e)[:200]}
+    if isinstance(e, Overloaded):
+        return {"outcome": "refused", "reason": f"overloaded ({e})"[:200]}
     return {"outcome": "error", "reason": "internal error"}
 
 
-async def run_audited(state: ServiceState, actor: str, action: str, work: Callable[[], T], *,
-                      audits: type[Exception] | tuple[type[Exception], ...] = Exception,
+async def run_audited(state: ServiceState, actor: str, action: str, work: Callable[[], T],
                       **fields: Any) -> T:
-    """`work` on the inference pool; when it raises one of `audits`, an audit row (`action`,
-    its failure() outcome and reason, `fields`) is written before the error goes on to the
-    caller. A success is the route's to audit: its outcome names what was found."""
+    """`work` on the inference pool; when it raises, an audit row (`action`, its failure()
+    outcome and reason, `fields`) is written before the error goes on to the caller. A success
+    is the route's to audit: its outcome names what was found."""
     try:
         return await state.pool.run(work)
-    except audits as e:
+    except Exception as e:
         await state.audited(actor, action, **failure(e), **fields)
         raise
 
@@ -137,8 +139,7 @@ async def verify(request: Request,
                                         liveness_session=liveness_session, far=far)
     else:
         raise ApiError(400, "bad_request", "send image_a and image_b, or image and subject_id")
-    comparison = await run_audited(state, principal.label, "verify", work,
-                                   audits=(FacelensError, ApiError), subject=subject_id)
+    comparison = await run_audited(state, principal.label, "verify", work, subject=subject_id)
     verdict = comparison.best
     await state.audited(principal.label, "verify", "match" if verdict.match else "no_match",
                         subject=subject_id, far=far, liveness=liveness_session,
