@@ -4,7 +4,7 @@ with its mirror, embedded and averaged (`Settings.sface_shift_tta`, off by defau
 Why shifts: on CCTV-like faces (eyes ~18 px apart) the five landmarks are off by a pixel or
 two, and the average over small shifts of the chip is less sensitive to that than one chip.
 Measured on lfw-dev made cctv-18 (docs/decisions.md, "Verification"); scaled copies, bicubic
-or Lanczos alignment and unsharp masking did not help there.
+upsampling in the alignment warp and unsharp masking did not help there.
 """
 
 from __future__ import annotations
