@@ -17,10 +17,20 @@ import pytest
 from facelens.eval.depiction_eval import load, recapture
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
+from facelens.scene.detect import detect_objects
 from facelens.settings import Settings
 from facelens.store.tables import Event
 from facelens.video.camera import alert_recorder
-from facelens.video.depiction import RegionFollower, bezel, find_depiction, inside_share
+from facelens.video.depiction import (
+    INSIDE,
+    LARGE_THRESHOLD,
+    MAX_FRAME_SHARE,
+    RegionFollower,
+    bezel,
+    enclosing_object,
+    find_depiction,
+    inside_share,
+)
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher
@@ -60,6 +70,26 @@ def test_a_face_on_a_made_up_screen_is_framed(shared_data: Path, engine: Any,
     made = recapture(shown, office, kind, seed=0)
     found = [bezel(rgb, face.box) for rgb in made for face in engine.detect_rgb(rgb)[0]]
     assert len(found) >= len(made) - 1 and all(found)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("background", ["street/intel_one-by-one-person-detection.mp4",
+                                        "street/facenet_video.mp4"])
+def test_a_monitor_filling_most_of_the_view_is_an_object(shared_data: Path, engine: Any,
+                                                        background: str) -> None:
+    """A monitor 75% of the frame wide: NanoDet's box holding the face covers more than
+    MAX_FRAME_SHARE of the frame, and at its score (0.4-0.5) it counts."""
+    shown = [f.rgb for f in load(shared_data / "liveness/intel_head-pose-female.gif", 10)]
+    street = [f.rgb for f in load(shared_data / background, 10, limit=len(shown))]
+    found = []
+    for rgb in recapture(shown, street, "monitor", seed=0, width=0.75):
+        for face in engine.detect_rgb(rgb)[0]:
+            objects = detect_objects(rgb, LARGE_THRESHOLD).of("tv")
+            shares = [(b[2] - b[0]) * (b[3] - b[1]) / (rgb.shape[0] * rgb.shape[1])
+                      for b in objects.boxes if inside_share(face.box, b) >= INSIDE]
+            found.append((enclosing_object(rgb, face.box), max(shares, default=0.0)))
+    assert len(found) == len(shown)
+    assert all(name == "tv" and share > MAX_FRAME_SHARE for name, share in found), found
 
 
 def _followed(engine: Any, frames: list[np.ndarray]) -> RegionFollower:

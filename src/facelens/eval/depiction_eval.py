@@ -41,11 +41,12 @@ def load(path: Path, step: int, limit: int | None = None) -> list[Frame]:
     return frames[:limit] if limit else frames
 
 
-def recapture(shown: list[np.ndarray], street: list[np.ndarray], kind: str, seed: int
-              ) -> list[np.ndarray]:
-    """`shown` re-shown on a `kind` screen held in front of moving `street` footage."""
+def recapture(shown: list[np.ndarray], street: list[np.ndarray], kind: str, seed: int,
+              width: float | None = None) -> list[np.ndarray]:
+    """`shown` re-shown on a `kind` screen held in front of moving `street` footage (the
+    screen `width` of the frame's, else the kind's own; the pose and glare drawn by `seed`)."""
     rng = np.random.default_rng(seed)
-    spec = SCREENS[kind]
+    spec = SCREENS[kind] | ({"width": width} if width else {})
     h, w = street[0].shape[:2]
     gamma = rng.uniform(0.75, 1.3)
     phase = rng.uniform(0, 6, 5)
@@ -117,12 +118,13 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
             "lowest_realness": round(min(lowest_realness.values(), default=1.0), 3)}
 
 
-def watch(settings: Settings, people: dict[str, Path], frames: list[Frame]
-          ) -> dict[str, Any]:
+def watch(settings: Settings, people: dict[str, Path], frames: list[Frame],
+          modes: tuple[str, ...] = ("with_cue", "without_cue")) -> dict[str, Any]:
     """The watch pipeline with the cue and without it: normal and flagged alerts."""
     galleries, _ = enrolled_gallery(settings, people)
     out = {}
-    for mode, depictions in (("with_cue", True), ("without_cue", False)):
+    for mode in modes:
+        depictions = mode == "with_cue"
         watcher = Watcher("eval", galleries, ["watch"], depictions=depictions)
         alerts = [a for f in frames for a in watcher.process(f)]
         alerts += watcher.finish(frames[-1].time)
@@ -164,4 +166,25 @@ def run_depiction_eval(settings: Settings, people: dict[str, Path], real: list[P
                 report["made_up"][f"{source.name} on a {kind} over {background.name}"] = \
                     flagged_tracks(settings, frames) | watch(settings, people, frames)
                 advance(1)
+    return report
+
+
+def composite_variants(settings: Settings, people: dict[str, Path], shown: Path,
+                       backgrounds: list[Path], screens: dict[str, list[float]],
+                       seeds: range, *, step: int = 3) -> dict[str, Any]:
+    """`shown` on every screen kind and width of `screens` (share of the frame's width) over
+    each background, posed by each seed: the watch pipeline's alerts with the cues (normal
+    ones are depictions missed). Shows a cue general rather than fitted to one composite."""
+    shown_frames = load(shown, step)
+    report: dict[str, Any] = {}
+    for background in backgrounds:
+        street = [f.rgb for f in load(background, step)]
+        for seed in seeds:
+            for kind, widths in screens.items():
+                for width in widths:
+                    made = recapture([f.rgb for f in shown_frames], street, kind, seed, width)
+                    frames = [Frame(f.index, f.time, rgb)
+                              for f, rgb in zip(shown_frames, made, strict=True)]
+                    report[f"{kind} {width} over {background.name}, seed {seed}"] = \
+                        watch(settings, people, frames, ("with_cue",))["with_cue"]
     return report

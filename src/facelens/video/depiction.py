@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from facelens.scene.detect import detect_objects
+from facelens.vision.planarity import follow_points
 
 DEPICTING = ("cell phone", "tv", "laptop", "book")
 INSIDE = 0.6
@@ -35,7 +36,10 @@ THRESHOLD = 0.2
 """NanoDet score for these objects (a screen seen at a slant scores low; the face must still
 lie inside its box, so a stray box costs little)."""
 MAX_FRAME_SHARE = 0.6
-"""Boxes covering more of the frame are NanoDet's low-score guesses at the whole scene."""
+"""Boxes covering more of the frame are often NanoDet's low-score guesses at the whole scene…"""
+LARGE_THRESHOLD = 0.25
+"""…so they count only from this score (a monitor filling most of the view). On the 408 real
+faces of the bezel check no box holding a face scored over 0.15, at any size."""
 
 FACE_PX = 40.0
 """The face is scaled to this size before edges are sought (lengths below are in faces)."""
@@ -68,9 +72,10 @@ def enclosing_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
     objects = detect_objects(rgb, THRESHOLD).of(*DEPICTING)
     face_area = (face_box[2] - face_box[0]) * (face_box[3] - face_box[1])
     frame_area = rgb.shape[0] * rgb.shape[1]
-    for box, name in zip(objects.boxes, objects.names, strict=True):
+    for box, score, name in zip(objects.boxes, objects.scores, objects.names, strict=True):
         area = (box[2] - box[0]) * (box[3] - box[1])
-        plausible = 1.5 * face_area < area <= MAX_FRAME_SHARE * frame_area
+        plausible = area > 1.5 * face_area and (area <= MAX_FRAME_SHARE * frame_area
+                                                or score >= LARGE_THRESHOLD)
         if plausible and inside_share(face_box, box) >= INSIDE:
             return name
     return None
@@ -231,12 +236,11 @@ def scene_motion(previous_grey: np.ndarray, grey: np.ndarray) -> np.ndarray | No
                                      minDistance=max(4, w // 80), mask=mask)
     if points is None or len(points) < MIN_RING_POINTS:
         return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous_grey, grey, points, None,
-                                                winSize=(15, 15), maxLevel=3)
-    keep = status.ravel() == 1
+    moved, keep = follow_points(previous_grey, grey, points)
     if keep.sum() < MIN_RING_POINTS:
         return None
-    homography, _ = cv2.findHomography(points[keep], moved[keep], cv2.RANSAC, 2.0 * scale)
+    homography, _ = cv2.findHomography(points.reshape(-1, 2)[keep], moved[keep], cv2.RANSAC,
+                                       2.0 * scale)
     if homography is None:
         return None
     to_small = np.diag([scale, scale, 1.0])
@@ -272,14 +276,8 @@ class RigidRegion:
                 and self.observed <= RESEED):
             # Only the face's surroundings (a face's worth of room to move): a 1080p frame
             # costs what a small one does.
-            left, top, right, bottom = _window(box, RING + 1.0, grey.shape)
-            offset = np.array([left, top], np.float32)
-            moved, status, _ = cv2.calcOpticalFlowPyrLK(
-                previous_grey[top:bottom, left:right], grey[top:bottom, left:right],
-                (self.current - offset).reshape(-1, 1, 2).astype(np.float32), None,
-                winSize=(15, 15), maxLevel=3)
-            moved = moved.reshape(-1, 2) + offset
-            keep = status.ravel() == 1
+            moved, keep = follow_points(previous_grey, grey, self.current,
+                                        _window(box, RING + 1.0, grey.shape))
             assert self.reference is not None
             self.reference, self.current = self.reference[keep], moved[keep]
             self.scene = scene_step @ self.scene
@@ -293,8 +291,8 @@ class RigidRegion:
         assert self.reference_box is not None
         ring, inliers = cv2.findHomography(self.reference, self.current, cv2.RANSAC,
                                            max(1.0, 0.03 * width))
-        if ring is None or inliers is None:
-            return
+        if ring is None or inliers is None or not inliers.any():
+            return  # points collapsed (Lucas-Kanade lost them): RANSAC keeps none
         inlying = self.reference[inliers.ravel() == 1]
         by_ring = cv2.perspectiveTransform(inlying.reshape(-1, 1, 2), ring).reshape(-1, 2)
         by_scene = cv2.perspectiveTransform(inlying.reshape(-1, 1, 2), self.scene).reshape(-1, 2)

@@ -38,6 +38,22 @@ def tracking_image(grey: np.ndarray) -> np.ndarray:
     return np.clip(128 + 48 * (image - mean) / (spread + 4), 0, 255).astype(np.uint8)
 
 
+def follow_points(previous_grey: np.ndarray, grey: np.ndarray, points: np.ndarray,
+                  window: tuple[int, int, int, int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`points` (N, 2 or N, 1, 2; frame px) followed from `previous_grey` into `grey` by
+    pyramidal Lucas-Kanade (15 px window, 3 levels): their new places (N, 2) and which were
+    followed (N,) bool. With `window` (left, top, right, bottom) only that part of both frames
+    is searched (a 1080p frame then costs what its face's surroundings do)."""
+    left, top, right, bottom = window or (0, 0, grey.shape[1], grey.shape[0])
+    offset = np.array([left, top], np.float32)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(
+        previous_grey[top:bottom, left:right], grey[top:bottom, left:right],
+        (points.reshape(-1, 2) - offset).reshape(-1, 1, 2).astype(np.float32), None,
+        winSize=(15, 15), maxLevel=3)
+    return moved.reshape(-1, 2) + offset, status.ravel() == 1
+
+
 @dataclass
 class PlanarityEvidence:
     deformed: float = DEFORMED
@@ -59,12 +75,9 @@ class PlanarityEvidence:
         width = float(box[2] - box[0])
         if (self.current is not None and previous_grey is not None
                 and previous_grey.shape == grey.shape):
-            moved, status, _ = cv2.calcOpticalFlowPyrLK(
-                previous_grey, grey, self.current.reshape(-1, 1, 2).astype(np.float32), None,
-                winSize=(15, 15), maxLevel=3)
-            keep = status.ravel() == 1
+            moved, keep = follow_points(previous_grey, grey, self.current)
             assert self.reference is not None
-            self.reference, self.current = self.reference[keep], moved.reshape(-1, 2)[keep]
+            self.reference, self.current = self.reference[keep], moved[keep]
             inside = _inside(self.current, box, margin=0.15)
             self.reference, self.current = self.reference[inside], self.current[inside]
             if len(self.current) >= MIN_POINTS:
