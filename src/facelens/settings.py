@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     sface_shift_tta: bool = False
     """sface-flip (and fusion's SFace half) also averages the chip shifted 2 px four ways
     (vision/tta.py; eval lfw / identify and calibrate measure with it): ~3.5× the fusion
-    embedder's CPU for a small TAR gain on CCTV-like faces only (docs/decisions.md,
-    "Verification"), so off."""
+    embedder's CPU for +0.007 / +0.013 TAR at FAR 1e-3 / 1e-4 on lfw-dev made cctv-18, clean
+    no worse (docs/decisions.md, "Verification"), so off."""
 
     # The REST service (facelens serve).
     host: str = "127.0.0.1"
