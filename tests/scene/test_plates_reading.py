@@ -1,9 +1,11 @@
-"""Plate reading details: the CTC decoding drops characters the recogniser is unsure of, and
-a word whose O a region writes as 0 (ARIZONA → ARIZ0NA) is not taken for the plate."""
+"""Plate reading details: the CTC decoding drops characters the recogniser is unsure of, a
+word whose O a region writes as 0 (ARIZONA → ARIZ0NA) or a number without a letter is not
+taken for the plate, and a line clipped by the first scan is read whole once re-read."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,7 +14,7 @@ import pytest
 
 from facelens.eval.plates import evaluate_plates
 from facelens.scene.ocr import MIN_CHAR_PROB, greedy_ctc
-from facelens.scene.plates import plate_candidates, read_plate
+from facelens.scene.plates import plate_candidates, read_plate, rereadings
 
 CHARS = ["", "A", "B", "1"]
 
@@ -60,6 +62,29 @@ def test_a_state_name_is_not_taken_for_the_plate() -> None:
     assert not texts["ARIZ0NA"].read_digit and texts["7KX4821"].read_digit
     found = read_plate(frame, None, "us")
     assert found is not None and found.text == "7KX4821"
+
+
+def test_a_number_without_letters_is_not_taken_for_the_plate() -> None:
+    # A dealer's phone number below the plate: as large, lower (where plates sit), all digits.
+    frame = _plate("KX4821", "5550134")
+    texts = {c.text for c in plate_candidates(frame, None, "us")}
+    assert {"KX4821", "5550134"} <= texts
+    found = read_plate(frame, None, "us")
+    assert found is not None and found.text == "KX4821"
+
+
+def test_a_clipped_line_is_read_whole_in_its_surroundings() -> None:
+    frame = _plate("7KX4821")
+    (whole,) = (c for c in plate_candidates(frame, None, "us") if c.text == "7KX4821")
+    # As a vehicle-wide scan sometimes finds a plate line: its right part only.
+    x1, y1, x2, y2 = whole.box
+    clipped = replace(whole, text="X4821", box=np.array([x1 + 0.25 * (x2 - x1), y1, x2, y2],
+                                                       np.float32))
+    (again,) = rereadings(frame, [clipped], "us")
+    assert again.text == "7KX4821"
+    assert again.box[0] < clipped.box[0]
+    # Where the line sits in its vehicle is the first scan's: the surroundings are no vehicle.
+    assert (again.height, again.place) == (clipped.height, clipped.place)
 
 
 def test_eval_reports_each_half(tmp_path: Path) -> None:
