@@ -144,15 +144,16 @@ def read_plate_in_frame(rgb: np.ndarray, region: str = "us",
 def read_plate_in_box(rgb: np.ndarray, plate_box: np.ndarray, region: str = "us"
                       ) -> PlateReading | None:
     """The plate inside (about) `plate_box`: searched in a crop PLATE_CONTEXT times its size."""
-    return read_plate(rgb, _context(plate_box), region, margin=0.0, scan_side=PLATE_SCAN)
+    return read_plate(rgb, _context(plate_box), region, margin=0.0, scan_side=PLATE_SCAN,
+                      reread=0)
 
 
 def read_plate(rgb: np.ndarray, box: np.ndarray | None = None, region: str = "us", *,
                margin: float = VEHICLE_MARGIN, scan_side: int = VEHICLE_SCAN,
-               reread: int = 0) -> PlateReading | None:
+               reread: int = REREAD_TOP) -> PlateReading | None:
     """The most plate-like text line inside `box` (None: the whole frame), its `reread` best
-    lines read again in their surroundings (off by default: the camera reads a vehicle every
-    detected frame and votes, and the re-read's cost there is not measured yet)."""
+    lines read again in their surroundings (cameras too: `bench street` measured no added CPU
+    per frame, 65.0 / 51.8 ms ungated / gated without, 63.7 / 50.3 with)."""
     candidates = plate_candidates(rgb, box, region, margin=margin, scan_side=scan_side)
     candidates += rereadings(rgb, candidates, region, reread)
     return max(candidates, key=_rank) if candidates else None
