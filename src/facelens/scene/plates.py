@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from facelens.geometry import iou
 from facelens.scene.detect import MOTOR_VEHICLES, Objects, detect_objects
 from facelens.scene.ocr import TextLine, line_crop, text_detector, text_recogniser
 
@@ -176,7 +177,7 @@ def rereadings(rgb: np.ndarray, candidates: list[PlateReading], region: str = "u
     for candidate in sorted(candidates, key=_rank, reverse=True):
         if len(lines) == top:
             break
-        if all(_iou(candidate.box, seen.box) < 0.5 for seen in lines):
+        if all(_overlap(candidate.box, seen.box) < 0.5 for seen in lines):
             lines.append(candidate)
     found = []
     for line in lines:
@@ -184,20 +185,17 @@ def rereadings(rgb: np.ndarray, candidates: list[PlateReading], region: str = "u
                                  scan_side=PLATE_SCAN)
         if not local:
             continue
-        same = max(local, key=lambda c: _iou(c.box, line.box))
-        if _iou(same.box, line.box) >= 0.2:
+        same = max(local, key=lambda c: _overlap(c.box, line.box))
+        if _overlap(same.box, line.box) >= 0.2:
             found.append(replace(line, text=same.text, confidence=same.confidence,
                                  box=same.box, fitted=same.fitted,
                                  read_digit=same.read_digit))
     return found
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two x1y1x2y2 boxes."""
-    inter = (max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-             * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two x1y1x2y2 boxes (geometry.iou, one pair)."""
+    return float(iou(np.asarray(a)[None], np.asarray(b)[None])[0, 0])
 
 
 def plate_candidates(rgb: np.ndarray, box: np.ndarray | None = None, region: str = "us", *,
