@@ -16,7 +16,8 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from nats.errors import Error as NatsError
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from facelens.cluster.bus import Bus, BusError
@@ -50,8 +51,9 @@ class Leases:
 
     def __init__(self, bus: Bus, prefix: str, ttl_s: float, me: str = "") -> None:
         self.bus, self.ttl_s, self.me = bus, ttl_s, me
-        self.cameras: KeyValue = bus.kv(f"{prefix}_cameras", ttl_s=ttl_s)
-        self.workers: KeyValue = bus.kv(f"{prefix}_workers", ttl_s=ttl_s)
+        self.cameras_bucket, self.workers_bucket = f"{prefix}_cameras", f"{prefix}_workers"
+        self.cameras: KeyValue = bus.kv(self.cameras_bucket, ttl_s=ttl_s)
+        self.workers: KeyValue = bus.kv(self.workers_bucket, ttl_s=ttl_s)
         self.held: dict[str, int] = {}
         """Camera -> the revision of the lease entry this worker last wrote."""
         for bucket in (self.cameras, self.workers):  # made by whoever came first
@@ -74,6 +76,9 @@ class Leases:
             raise BusError(f"NATS: {e}") from e
         except (NatsError, TimeoutError) as e:
             raise BusError(f"NATS: {type(e).__name__}: {e}") from e
+
+    def _listing(self, bucket: KeyValue, name: str) -> dict[str, bytes]:
+        return self._call(_entries(self.bus.js, bucket, name))
 
     def claim(self, camera: str) -> bool:
         """Take the camera's lease if nobody holds it."""
@@ -105,7 +110,7 @@ class Leases:
     def holders(self) -> dict[str, str]:
         """Camera -> worker id, for every leased camera."""
         return {_camera(key): value.decode()
-                for key, value in self._call(_entries(self.cameras)).items()}
+                for key, value in self._listing(self.cameras, self.cameras_bucket).items()}
 
     def beat(self, info: dict[str, Any]) -> None:
         """Say this worker is alive (and what it runs) for another ttl_s."""
@@ -114,7 +119,7 @@ class Leases:
     def live_workers(self) -> dict[str, dict[str, Any]]:
         """Worker id -> its latest heartbeat, for every worker heard from within ttl_s."""
         return {_camera(key): json.loads(value)
-                for key, value in self._call(_entries(self.workers)).items()}
+                for key, value in self._listing(self.workers, self.workers_bucket).items()}
 
     def leave(self) -> None:
         """A clean stop: every held lease and the heartbeat go at once."""
@@ -123,18 +128,18 @@ class Leases:
         self._call(self.workers.delete(_key(self.me)))
 
 
-async def _entries(bucket: KeyValue) -> dict[str, bytes]:
-    """Every live key's value (one watcher over the bucket, not a get per key)."""
-    watcher = await bucket.watchall(ignore_deletes=True)
+async def _entries(js: JetStreamContext, bucket: KeyValue, name: str) -> dict[str, bytes]:
+    """Every live key's value: the bucket stream's subjects, then the latest value of each.
+
+    Plain requests, each bounded by the bus timeout; a watcher (`watchall`) was not used
+    because its end-of-history marker can fail to arrive, and a listing then hangs."""
+    prefix = f"$KV.{name}."  # the KV convention: bucket B is stream KV_B, key K subject $KV.B.K
+    info = await js.stream_info(f"KV_{name}", subjects_filter=f"{prefix}>")
     found: dict[str, bytes] = {}
-    try:
-        async for entry in watcher:
-            if entry is None:  # the watcher's marker: everything stored has been seen
-                break
-            if entry.value:  # delete markers carry none
-                found[entry.key] = entry.value
-    except NoKeysError:
-        pass
-    finally:
-        await watcher.stop()
+    for subject in info.state.subjects or {}:
+        key = subject[len(prefix):]
+        with contextlib.suppress(KeyNotFoundError):  # deleted, or expired since the listing
+            entry = await bucket.get(key, validate_keys=False)
+            if entry.value:
+                found[key] = entry.value
     return found
