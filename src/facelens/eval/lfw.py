@@ -113,11 +113,13 @@ def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = Non
     t4 = time.perf_counter()
     plain, flipped = l2_normalize(raw[:1]), l2_normalize(raw[1:])
     out["sface"] = plain[0]
-    out["sface-flip"] = l2_normalize(plain + flipped)[0]
     if shift_tta:
         from facelens.vision.tta import embed_shifted
 
-        out["sface-flip"] = embed_shifted(model.raw, rgb, face.landmarks[None])[0]
+        out["sface-flip"] = embed_shifted(model.raw, rgb, face.landmarks[None], plain=plain,
+                                          mirror=flipped)[0]
+    else:
+        out["sface-flip"] = l2_normalize(plain + flipped)[0]
     out["dlib"] = _dlib_model(DlibResNet)(shape5().chips(rgb, [face], 150, 0.25))[0]
     quality = assess(rgb, face, chip=chips[0])
     out.update(align=t3 - t2, embed=(t4 - t3) / 2, detector=face.detector,

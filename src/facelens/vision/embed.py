@@ -149,20 +149,22 @@ def embed_faces(rgb: np.ndarray, faces: list[Face], embedder: str, *, runtime: R
         # The fused vector's first half is the sface-flip embedding: reuse the one the faces
         # carry, so only dlib runs.
         parts.append(np.stack([f.embedding for f in faces if f.embedding is not None]))
-    elif embedder != "dlib" and embedder != "sface" and shift_tta:
-        from facelens.vision.tta import embed_shifted
-
-        parts.append(embed_shifted(sface(runtime, threads).raw, rgb,
-                                   np.stack([f.landmarks for f in faces])))
     elif embedder != "dlib":
-        if chips is None:
-            chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
-        if embedder != "sface" and carried == {"sface"}:
-            # verify's cascade already ran the plain pass: only the mirror is new.
-            plain = np.stack([f.embedding for f in faces if f.embedding is not None])
-            parts.append(l2_normalize(plain + sface(runtime, threads)(mirrored(chips))))
+        flip = embedder != "sface"
+        # verify's cascade already ran the plain pass: reuse it, so only the rest is new.
+        plain = (np.stack([f.embedding for f in faces if f.embedding is not None])
+                 if flip and carried == {"sface"} else None)
+        model = sface(runtime, threads)
+        if flip and shift_tta:
+            from facelens.vision.tta import embed_shifted
+
+            parts.append(embed_shifted(model.raw, rgb, np.stack([f.landmarks for f in faces]),
+                                       plain=plain))
         else:
-            parts.append(sface(runtime, threads)(chips, flip=embedder != "sface"))
+            if chips is None:
+                chips = align_batch(rgb, np.stack([f.landmarks for f in faces]))
+            parts.append(model(chips, flip=flip) if plain is None
+                         else l2_normalize(plain + model(mirrored(chips))))
     if embedder in ("dlib", "fusion"):
         parts.append(_dlib(_shape5.chips(rgb, faces, 150, 0.25)))
     if embedder == "fusion":

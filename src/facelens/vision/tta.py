@@ -16,6 +16,7 @@ import numpy as np
 
 from facelens.geometry import l2_normalize
 from facelens.vision.align import CHIP_SIZE, align_matrix
+from facelens.vision.embed import mirrored
 
 SHIFTS_PX = ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
 """Chip offsets averaged, in chip pixels (2 px on the 112-px chip: ~1 px of an 18-px-eye
@@ -37,14 +38,21 @@ def shifted_chips(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def embed_shifted(raw: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
-                  landmarks: np.ndarray) -> np.ndarray:
+                  landmarks: np.ndarray, *, plain: np.ndarray | None = None,
+                  mirror: np.ndarray | None = None) -> np.ndarray:
     """(N,5,2) landmarks → (N,128): the normalised mean of the normalised vectors `raw`
     (SFace.raw, one batch) gives every shifted chip and its mirror (sface-flip is this with
-    the (0, 0) shift alone)."""
-    if len(landmarks) == 0:
+    the (0, 0) shift alone). `plain`, `mirror`: the (N,128) vectors of the (0, 0) chip and
+    of its mirror, when the caller has them; those passes are not run again."""
+    n = len(landmarks)
+    if n == 0:
         return np.zeros((0, 128), np.float32)
-    chips = shifted_chips(rgb, landmarks)
-    mirrors = np.stack([cv2.flip(chip, 1) for chip in chips])
-    vectors = l2_normalize(raw(np.concatenate([chips, mirrors])))
-    per_face = vectors.reshape(2, len(landmarks), len(SHIFTS_PX), -1).sum(axis=(0, 2))
-    return l2_normalize(per_face).astype(np.float32)
+    chips = shifted_chips(rgb, landmarks).reshape(n, len(SHIFTS_PX), CHIP_SIZE, CHIP_SIZE, 3)
+    upright = (chips if plain is None else chips[:, 1:]).reshape(-1, CHIP_SIZE, CHIP_SIZE, 3)
+    flipped = (chips if mirror is None else chips[:, 1:]).reshape(-1, CHIP_SIZE, CHIP_SIZE, 3)
+    vectors = l2_normalize(raw(np.concatenate([upright, mirrored(flipped)])))
+    known = [l2_normalize(v)[:, None] for v in (plain, mirror) if v is not None]
+    per_face = np.concatenate([vectors[:len(upright)].reshape(n, -1, vectors.shape[1]),
+                               vectors[len(upright):].reshape(n, -1, vectors.shape[1]),
+                               *known], axis=1)
+    return l2_normalize(per_face.sum(axis=1)).astype(np.float32)
