@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +56,20 @@ def test_the_degraded_fixture_face_has_the_named_eye_distance(
     assert _eyes(found[0]) == pytest.approx(chosen.interocular_px, rel=0.15)
     assert found[0].quality is not None and found[0].quality.sharpness < \
         face.quality.sharpness
+
+
+@pytest.mark.parametrize("command", ["lfw", "identify"])
+def test_both_eval_commands_refuse_an_unknown_level_alike_before_any_work(
+        command: str, fixtures_dir: Path, tmp_path: Path) -> None:
+    """One rule (`level`) checks --degrade while the command line is parsed: a usage error,
+    exit 2, naming the valid levels; no feature is computed or cached."""
+    cli = Path(sys.executable).with_name("facelens")
+    env = dict(os.environ, COLUMNS="200")  # the message on one line of rich's error box
+    run = subprocess.run([str(cli), "eval", command, str(fixtures_dir), "--degrade", "cctv",
+                          "--degrade", "cctv-7", "--cache", str(tmp_path / "cache")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert (f"Invalid value for '--degrade': unknown degradation 'cctv-7'; one of "
+            f"{', '.join(LEVELS)}") in run.stderr
+    assert not (tmp_path / "cache").exists()

@@ -22,6 +22,19 @@ from facelens.cli.common import (
 )
 
 
+def known_levels(names: list[str] | None) -> list[str] | None:
+    """--degrade's check, at parsing, in every command that takes it: a name eval/degrade.py
+    does not know is a bad parameter (exit 2, the valid names listed) before any work."""
+    from facelens.eval.degrade import level
+
+    for name in names or ():
+        try:
+            level(name)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    return names
+
+
 def eval_lfw(root: Path,
              plot: Annotated[Path | None, typer.Option(help="Write the ROC curves here.")] = None,
              peer: Annotated[bool, typer.Option(help="Also run face_recognition.")] = False,
@@ -37,6 +50,7 @@ def eval_lfw(root: Path,
              = Path("out/eval"),
              json_out: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
              degrade: Annotated[list[str] | None, typer.Option(
+                 callback=known_levels,
                  help="Also measure a CCTV-like copy (repeatable): cctv (= cctv-18: eyes ~18 "
                       "px apart, blur σ 0.8, JPEG 35), cctv-24, cctv-12; made from each "
                       "image as an LFW-framed photo before detection.")] = None,
@@ -88,24 +102,19 @@ def eval_identify(root: Path,
                   json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
                   = None,
                   degrade: Annotated[list[str] | None, typer.Option(
+                      callback=known_levels,
                       help="Also search with the probes made CCTV-like (repeatable): cctv "
                            "(= cctv-18), cctv-24, cctv-12 (see eval lfw). The gallery stays "
                            "clean, as a watchlist enrolled from good photos would be; each "
                            "probe is searched in its quality cell (by_quality_cell; needs "
                            "--embedder fusion).")] = None) -> None:
     """Open-set 1:N identification on an LFW-layout folder: rank-1, FNIR at FPIR."""
-    from facelens.eval.degrade import level
     from facelens.eval.identify_eval import evaluate_identification
 
     require_folder(root)
     if degrade and embedder != "fusion":
         raise typer.BadParameter("degraded probes are searched by quality cell, as fusion",
                                  param_hint="--embedder")
-    for name in degrade or ():
-        try:
-            level(name)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--degrade") from None
     with errors(), progress() as start:
         report = evaluate_identification(environment_engine(), root, embedder=embedder,
                                          workers=workers, cache=cache, progress=start,
