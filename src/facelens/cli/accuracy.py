@@ -109,9 +109,9 @@ def eval_identify(root: Path,
                            "probe is searched in its quality cell (by_quality_cell; needs "
                            "--embedder fusion).")] = None) -> None:
     """Open-set 1:N identification on an LFW-layout folder: rank-1, FNIR at FPIR."""
+    require_folder(root)  # before the imports: a wrong path is told at once
     from facelens.eval.identify_eval import evaluate_identification
 
-    require_folder(root)
     if degrade and embedder != "fusion":
         raise typer.BadParameter("degraded probes are searched by quality cell, as fusion",
                                  param_hint="--embedder")

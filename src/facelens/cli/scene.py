@@ -54,9 +54,9 @@ def eval_plates(folder: Path,
                 = None) -> None:
     """Plate reading on an openalpr-layout folder (<id>.jpg + <id>.txt): read_rate with the
     vehicle detector in the loop, read_rate_given_box, ms per image, error kinds."""
+    require_folder(folder)  # before the imports: a wrong path is told at once
     from facelens.eval.plates import evaluate_plates
 
-    require_folder(folder)
     with errors(), progress() as start:
         report = evaluate_plates(folder, region=region, limit=limit, progress=start)
     emit_report(report, json_out)
@@ -120,10 +120,10 @@ def eval_street(folder: Path,
                 = None) -> None:
     """People and vehicles against the frames of FOLDER (../shared/data/street) labelled by
     eye (facelens/data/street_labels.json): count error, count recall, colour accuracy."""
+    require_folder(folder)  # before the imports: a wrong path is told at once
     from facelens.eval.street import evaluate_street
     from facelens.settings import get_settings
 
-    require_folder(folder)
     with errors(), progress() as start:
         report = evaluate_street(folder, side=get_settings().street_detect_side, progress=start)
     emit_report(report, json_out)

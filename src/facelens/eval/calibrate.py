@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from facelens.eval.lfw import Protocol, build_protocol, fuse, pair_scores, stack
+from facelens.eval.lfw import (
+    Protocol,
+    build_protocol,
+    fuse,
+    pair_scores,
+    require_pairs,
+    stack,
+)
 from facelens.eval.lfw_report import (
     Progress,
     cascade_bands,
@@ -87,11 +94,12 @@ def calibrate(root: Path, *, runtime: Runtime, default_weight: float,
     in force) are kept as they are; the best band's pairs are decided by the thresholds fitted
     here (matching/calibration.py)."""
     proto = population(root, max_per_person=max_per_person, singles=singles, seed=seed)
-    if len(proto.files) < 2:
-        raise ValueError(f"{root}: at least two photos of different people are needed")
+    proto.require(root, genuine=False)
     feats = facelens_cached(proto.files, runtime, cache, workers, progress, shift_tta=shift_tta)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
+    require_pairs(root, proto.labels[~np.isnan(embeddings["sface"][:, 0])], genuine=False,
+                  what="faces found")
     has_genuine = len(proto.labels) > len(np.unique(proto.labels))
     weight = fusion_weight_for(embeddings, proto.labels) if has_genuine else default_weight
     embeddings["fusion"] = fuse(embeddings["sface-flip"], embeddings["dlib"], weight)
@@ -186,5 +194,6 @@ def _group_summary(fitted: dict[str, Any]) -> dict[str, Any]:
 
 def read_group(path: Path) -> set[str]:
     """Person-folder names, one a line; '#' starts a comment."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    lines = (line.split("#", 1)[0].strip()
+             for line in path.read_text(errors="replace").splitlines())
     return {line for line in lines if line}

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.errors import FacelensError
 from facelens.eval.calibrate import supported
 from facelens.eval.lfw import build_protocol, fuse, pair_scores, stack
 from facelens.eval.lfw_report import Progress, facelens_cached
@@ -59,10 +60,15 @@ def demographic_fmr(root: Path, groups: dict[str, set[str]], calibration: Calibr
     """Per group and embedder: FMR (with pairs and 95% interval) and FNMR at the calibrated
     FAR 1e-3 and 1e-4 thresholds, and the group's own thresholds where its pairs support them."""
     proto = build_protocol(root, max_per_person=max_per_person, seed=seed)
+    proto.require(root, genuine=False)
     labelled = set().union(*groups.values())
     sets = {name: group_files(root, people, max_per_person, seed)
             for name, people in groups.items()}
     sets["rest"] = [f for f in proto.files if f.parent.name not in labelled]
+    for name, files in sets.items():
+        if (people := len({f.parent.name for f in files})) < 2:
+            raise FacelensError(f"{root}: photos of {people} people in group {name!r}; its "
+                                "impostor pairs need 2")
     feats = facelens_cached([f for files in sets.values() for f in files], runtime, cache,
                             workers, progress)
     weight = calibration.fusion_weight(0.35)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facelens.api import Engine
+from facelens.errors import FacelensError
 from facelens.eval.lfw import build_protocol, fuse, stack
 from facelens.eval.lfw_report import Progress, facelens_cached, impostor_tail
 from facelens.geometry import l2_normalize
@@ -43,11 +44,46 @@ def raw(_rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return scores
 
 
+TAIL_PAIRS = 50
+"""Impostor pairs a half needs to fit the other's thresholds: impostor_scores holds each pair
+both ways, and impostor_tail's first point (FAR 1e-1) wants 10 of those 100 scores above it."""
+
+
+def person_names(files: list[Path]) -> np.ndarray:
+    """Each photo's person (its folder), aliases merged."""
+    return np.array([ALIASES.get(f.parent.name, f.parent.name) for f in files])
+
+
+def half_of(name: str) -> int:
+    """The held-out half (0 or 1) a person falls in, by a hash of the name."""
+    return hashlib.sha256(b"open-set halves:" + name.encode()).digest()[0] % 2
+
+
+def require_open_set(root: Path, files: list[Path]) -> None:
+    """Bad input (exit 2) unless someone has 3 photos (enrolment_photos) and each half holds
+    TAIL_PAIRS impostor pairs among its people with 2+ photos and a single-photo person (the
+    other half's cohort): checked before any feature is computed."""
+    names, counts = np.unique(person_names(files), return_counts=True)
+    if not (counts >= 3).any():
+        raise FacelensError(f"{root}: nobody has 3 photos; searches after enrolling 2 need "
+                            "one person who has")
+    for half in (0, 1):
+        mine = np.array([half_of(n) == half for n in names])
+        multi = counts[mine & (counts >= 2)]
+        pairs = int((multi.sum() ** 2 - (multi ** 2).sum()) // 2)
+        singles = int((mine & (counts == 1)).sum())
+        if pairs < TAIL_PAIRS or not singles:
+            raise FacelensError(
+                f"{root}: too few people for held-out half {half} (people split by a hash "
+                f"of the name): {pairs} impostor pairs among people with 2+ photos (needs "
+                f"{TAIL_PAIRS}), {singles} people with one photo (needs 1)")
+
+
 class OpenSetProtocol:
     """Identities (aliases merged), the gallery / mated / non-mated masks, and the halves."""
 
     def __init__(self, files: list[Path], emb: np.ndarray) -> None:
-        names = np.array([ALIASES.get(f.parent.name, f.parent.name) for f in files])
+        names = person_names(files)
         _, self.labels = np.unique(names, return_inverse=True)
         self.emb = emb
         found = ~np.isnan(emb[:, 0])
@@ -58,8 +94,7 @@ class OpenSetProtocol:
         self.gallery = first & self.multi & found
         self.enrol_missed = int((first & self.multi & ~found).sum())
         self.mated = self.multi & ~first
-        self.half = np.array([hashlib.sha256(b"open-set halves:" + n.encode()).digest()[0] % 2
-                              for n in names])
+        self.half = np.array([half_of(n) for n in names])
 
     def searches(self, where: np.ndarray, normalise: Normalise = raw,
                  probes: np.ndarray | None = None
@@ -190,8 +225,7 @@ def enrolment_photos(files: list[Path], emb: np.ndarray, calibration: Calibratio
     the best threshold. Mated probes: their images from the third on, the same for any
     `photos` <= 2; non-mated: single-image people and the mated probes without their own
     person."""
-    names = np.array([ALIASES.get(f.parent.name, f.parent.name) for f in files])
-    _, labels = np.unique(names, return_inverse=True)
+    _, labels = np.unique(person_names(files), return_inverse=True)
     found = ~np.isnan(emb[:, 0])
     e = np.nan_to_num(emb)
     order = np.zeros(len(files), int)  # each image's place among its person's
@@ -230,6 +264,8 @@ def evaluate_identification(engine: Engine, root: Path, *, embedder: str = "sfac
     calibration. For "fusion", also the searches by quality cell (`banded`), with clean
     probes and with probes made CCTV-like at each `degrade` level (eval/degrade.py)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=10**9, seed=seed)
+    proto.require(root, genuine=True)
+    require_open_set(root, proto.files)
     shift_tta = engine.settings.sface_shift_tta
     feats = facelens_cached(proto.files, engine.settings.runtime, cache, workers, progress,
                             shift_tta=shift_tta)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from facelens.errors import BadImageError, FacelensError
 from facelens.matching.operating_points import FARS, far_key, threshold_at_far
 from facelens.settings import Runtime
 
@@ -35,6 +36,26 @@ class Protocol:
     """Identity index per file."""
     pairs: list[tuple[Path, Path, bool]] = field(default_factory=list)
     """The folder's pairs.txt (same-person flag), if present."""
+
+    def require(self, root: Path, *, genuine: bool) -> None:
+        """Bad input (exit 2) unless `root` gives impostor pairs and, with `genuine`, genuine
+        ones: checked before any feature is computed."""
+        require_pairs(root, self.labels, genuine=genuine, what="photos")
+
+
+def require_pairs(root: Path, labels: np.ndarray, *, genuine: bool, what: str) -> None:
+    """Bad input (exit 2) unless `labels` (per photo or per face found: `what`) hold 2 people
+    and, with `genuine`, someone twice."""
+    people = len(np.unique(labels))
+    if people == 0:
+        raise FacelensError(f"{root}: no {what} (expected a folder per person holding .jpg "
+                            "photos)")
+    if people == 1:
+        raise FacelensError(f"{root}: {what} of only 1 person; impostor pairs need at least 2 "
+                            "people")
+    if genuine and people == len(labels):
+        raise FacelensError(f"{root}: nobody has 2 {what}; genuine pairs need at least one "
+                            "person who has")
 
 
 def build_protocol(root: Path, *, max_per_person: int = 8, singles: int = 1000,
@@ -75,6 +96,16 @@ def _read_pairs(root: Path, images: Path) -> list[tuple[Path, Path, bool]]:
 
 # ---------------------------------------------------------------- per-image extraction
 
+def load_photo(path: Path) -> np.ndarray:
+    """load_image, its error naming the file: one bad photo among thousands must be findable."""
+    from facelens.vision.decode import load_image
+
+    try:
+        return load_image(path)
+    except BadImageError as e:
+        raise BadImageError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
 def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     return int(np.argmin(np.linalg.norm(centres - np.array([shape[1], shape[0]]) / 2, axis=1)))
@@ -90,13 +121,12 @@ def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = Non
     from facelens.eval.degrade import level
     from facelens.geometry import l2_normalize
     from facelens.vision.align import align_batch
-    from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
     from facelens.vision.embed import DlibResNet, mirrored, sface, shape5
     from facelens.vision.quality import assess
 
     t0 = time.perf_counter()
-    rgb = load_image(path)
+    rgb = load_photo(path)
     if degrade:
         rgb = degraded(rgb, level(degrade))
     t1 = time.perf_counter()

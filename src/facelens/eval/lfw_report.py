@@ -21,6 +21,7 @@ from facelens.eval.lfw import (
     pair_scores,
     pairs_accuracy,
     peer_features,
+    require_pairs,
     roc,
     run_all,
     stack,
@@ -138,12 +139,14 @@ def evaluate(root: Path, *, runtime: Runtime, peer: bool = False, workers: int =
     ("clean" and each `degrade` level, eval/degrade.py). SFace runs on `runtime`, averaging
     shifted chips with `shift_tta` (Settings.sface_shift_tta)."""
     proto = build_protocol(root, max_per_person=max_per_person, singles=singles, seed=seed)
+    proto.require(root, genuine=True)
     pair_files = [p for a, b, _ in proto.pairs for p in (a, b)]
     feats = facelens_cached(proto.files + pair_files, runtime, cache, workers, progress,
                             shift_tta=shift_tta)
     rows = [feats[f] for f in proto.files]
     embeddings = {k: stack(rows, k, 128) for k in ("sface", "sface-flip", "dlib")}
     missing = np.isnan(embeddings["sface"][:, 0])
+    require_pairs(root, proto.labels[~missing], genuine=True, what="faces found")
 
     weight = fusion_weight_for(embeddings, proto.labels)
     embeddings["fusion"] = fuse(embeddings["sface-flip"], embeddings["dlib"], weight)

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from facelens.errors import FacelensError
+from facelens.eval.lfw import load_photo
 from facelens.scene.plates import read_plate_in_box, read_plate_in_frame
-from facelens.vision.decode import load_image
 
 Progress = Any
 
@@ -40,16 +41,28 @@ class PlateLabel:
     text: str
 
 
+LABEL_FORMAT = "<image> <x> <y> <w> <h> <text>"
+
+
 def load_labels(folder: Path) -> list[PlateLabel]:
-    """The labelled images of an openalpr-layout folder, sorted by name."""
+    """The labelled images of an openalpr-layout folder, sorted by name; bad input (exit 2)
+    when there are none, a label is not `LABEL_FORMAT` or its image is missing, before any
+    image is read."""
     labels = []
     for label_file in sorted(folder.glob("*.txt")):
-        fields = label_file.read_text().split()
-        if len(fields) < 6:
-            continue
-        x, y, w, h = (float(v) for v in fields[1:5])
-        labels.append(PlateLabel(folder / fields[0], np.array([x, y, x + w, y + h],
-                                                                np.float32), fields[5]))
+        fields = label_file.read_text(errors="replace").split()
+        try:
+            x, y, w, h = (float(v) for v in fields[1:5])
+            image, text = folder / fields[0], fields[5]
+        except (ValueError, IndexError):
+            raise FacelensError(f"{label_file}: not a plate label ({LABEL_FORMAT})") from None
+        if not image.is_file():
+            raise FacelensError(f"{label_file}: its image {fields[0]} is not a file in "
+                                f"{folder}")
+        labels.append(PlateLabel(image, np.array([x, y, x + w, y + h], np.float32), text))
+    if not labels:
+        raise FacelensError(f"{folder}: no plate labels (<id>.jpg with <id>.txt holding "
+                            f"{LABEL_FORMAT})")
     return labels
 
 
@@ -95,7 +108,7 @@ def evaluate_plates(folder: Path, *, region: str = "us", limit: int | None = Non
     whole_cpu_ms: list[float] = []
     box_ms: list[float] = []
     for label in labels:
-        rgb = load_image(label.image)
+        rgb = load_photo(label.image)
         truth = re.sub(r"[^A-Z0-9]", "", label.text.upper())
         start, cpu = time.perf_counter(), time.process_time()
         whole = read_plate_in_frame(rgb, region=region)

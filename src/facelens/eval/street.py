@@ -28,6 +28,7 @@ from typing import Any
 import av
 import numpy as np
 
+from facelens.errors import FacelensError
 from facelens.geometry import iou
 from facelens.scene.attributes import UNKNOWN, age_group, describe_person, describe_vehicle
 from facelens.scene.detect import STREET_THRESHOLDS, THRESHOLD, VEHICLES, detect_street
@@ -48,7 +49,11 @@ def labelled_frames(folder: Path, labels: list[dict[str, Any]]
         for label in labels:
             if label["clip"] == clip:
                 wanted.setdefault(label["frame"], []).append(label)
-        with av.open(str(folder / clip)) as container:
+        try:
+            container = av.open(str(folder / clip))
+        except av.FFmpegError as e:
+            raise FacelensError(f"{folder / clip}: not a video ({e.strerror})") from None
+        with container:
             for i, frame in enumerate(container.decode(video=0)):
                 if i in wanted:
                     rgb = frame.to_ndarray(format="rgb24")
@@ -60,6 +65,10 @@ def evaluate_street(folder: Path, *, side: int | None, progress: Progress) -> di
     """The report (see the module's doc) with the detector's input `side`
     (settings.street_detect_side)."""
     labels = json.loads(LABELS.read_text())["frames"]
+    clips = {label["clip"] for label in labels}
+    if missing := sorted(c for c in clips if not (folder / c).is_file()):
+        raise FacelensError(f"{folder}: {len(missing)} of the {len(clips)} labelled clips are "
+                            f"not in it ({', '.join(missing)}): give ../shared/data/street")
     frames = labelled_frames(folder, labels)
     advance = progress("street frames", len(frames))
     errors: dict[str, list[int]] = {c: [] for c in CLASSES}
