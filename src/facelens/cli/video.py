@@ -192,28 +192,70 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
     emit_report(report, json_out)
 
 
+VARIANT_SCREENS = ("phone=0.22,0.35", "monitor=0.35,0.55,0.75")
+
+
+def _screens(items: list[str]) -> dict[str, list[float]]:
+    """KIND=W1,W2,… items as {kind: widths}."""
+    from facelens.eval.depiction_eval import SCREENS
+
+    screens = {}
+    for item in items:
+        kind, _, widths = item.partition("=")
+        try:
+            screens[kind] = [float(w) for w in widths.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: use KIND=W1,W2 (widths such as 0.35)",
+                                     param_hint="--screen") from None
+        if kind not in SCREENS or not all(0 < w <= 1 for w in screens[kind]):
+            raise typer.BadParameter(f"{item!r}: KIND is one of {', '.join(SCREENS)}, widths "
+                                     "in (0, 1]", param_hint="--screen")
+    return screens
+
+
 def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
                    shown: Annotated[Path, typer.Option(help="A clip of enrolled people to "
                                                             "re-show on screens.")],
-                   real: Annotated[list[Path], typer.Option(help="Real clip (repeatable): no "
-                                                                 "track may be flagged.")],
                    background: Annotated[list[Path], typer.Option(
                        help="Street footage the screens are held in front of "
                             "(repeatable).")],
+                   real: Annotated[list[Path] | None, typer.Option(
+                       help="Real clip (repeatable): no track may be flagged. Needed "
+                            "unless --variants.")] = None,
                    step: Annotated[int, typer.Option(help="Process every STEP-th frame.")] = 3,
                    chromium: Annotated[bool, typer.Option(
-                       help="Also SHOWN recaptured through headless chromium.")] = True,
+                       help="Also SHOWN recaptured through headless chromium (not with "
+                            "--variants).")] = True,
+                   variants: Annotated[bool, typer.Option(
+                       help="Instead: SHOWN on every --screen width over each background, "
+                            "posed by each of --seeds; normal alerts per composite and "
+                            "tallied per background.")] = False,
+                   screen: Annotated[list[str] | None, typer.Option(
+                       help="With --variants: KIND=W1,W2,… a screen kind (phone or monitor) "
+                            "and its widths as shares of the frame's (repeatable; default: "
+                            f"{' '.join(VARIANT_SCREENS)}).")] = None,
+                   seeds: Annotated[int, typer.Option(
+                       help="With --variants: poses and glare drawn by seeds 0 to "
+                            "SEEDS-1.")] = 3,
                    json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
                    = None) -> None:
     """Faces on phones and monitors vs real people: real tracks flagged as depictions (goal
     0), and alerts on made-up recaptures (SHOWN on a screen over street footage; goal: every
-    one flagged, none normal)."""
+    one flagged, none normal). With --variants, only made-up ones, over a range of screen
+    widths and poses."""
     from facelens.cli.common import progress
-    from facelens.eval.depiction_eval import run_depiction_eval
+    from facelens.eval.depiction_eval import composite_variants, run_depiction_eval
     from facelens.settings import get_settings
 
     people = _people(enrol)
+    if variants and real:
+        raise typer.BadParameter("--variants uses no real clip", param_hint="--real")
+    if not variants and not real:
+        raise typer.BadParameter("give --real (repeatable), or --variants", param_hint="--real")
+    screens = _screens(screen or list(VARIANT_SCREENS))
     with errors(), progress() as start:
-        report = run_depiction_eval(get_settings(), people, real, shown, background,
+        report = composite_variants(get_settings(), people, shown, background, screens,
+                                    range(seeds), step=step, progress=start) if variants \
+            else run_depiction_eval(get_settings(), people, real or [], shown, background,
                                     step=step, chromium=chromium, progress=start)
     emit_report(report, json_out)

@@ -5,7 +5,8 @@ each depiction cue on up to 5 of its frames: a real track flagged is a lost aler
 material: a clip of enrolled people (and its recaptures through headless chromium) re-shown
 on a phone held sideways or a monitor (dark bezel, perspective from a hand-held pose, a glare
 band, the screen's gamma) composited into moving street footage; the watch pipeline runs on
-it with the people enrolled, and every alert must be flagged as a depiction.
+it with the people enrolled, and every alert must be flagged as a depiction. `--variants`
+(`composite_variants`): the made-up composites alone over a range of screen widths and poses.
 """
 
 from __future__ import annotations
@@ -171,12 +172,16 @@ def run_depiction_eval(settings: Settings, people: dict[str, Path], real: list[P
 
 def composite_variants(settings: Settings, people: dict[str, Path], shown: Path,
                        backgrounds: list[Path], screens: dict[str, list[float]],
-                       seeds: range, *, step: int = 3) -> dict[str, Any]:
+                       seeds: range, *, step: int = 3, progress: Progress) -> dict[str, Any]:
     """`shown` on every screen kind and width of `screens` (share of the frame's width) over
     each background, posed by each seed: the watch pipeline's alerts with the cues (normal
-    ones are depictions missed). Shows a cue general rather than fitted to one composite."""
+    ones are depictions missed), and per background their tally, overall and per screen.
+    Shows a cue general rather than fitted to one composite."""
     shown_frames = load(shown, step)
-    report: dict[str, Any] = {}
+    composites: dict[str, dict[str, Any]] = {}
+    by_screen: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    advance = progress("composites", len(backgrounds) * len(seeds)
+                       * sum(len(widths) for widths in screens.values()))
     for background in backgrounds:
         street = [f.rgb for f in load(background, step)]
         for seed in seeds:
@@ -185,6 +190,22 @@ def composite_variants(settings: Settings, people: dict[str, Path], shown: Path,
                     made = recapture([f.rgb for f in shown_frames], street, kind, seed, width)
                     frames = [Frame(f.index, f.time, rgb)
                               for f, rgb in zip(shown_frames, made, strict=True)]
-                    report[f"{kind} {width} over {background.name}, seed {seed}"] = \
-                        watch(settings, people, frames, ("with_cue",))["with_cue"]
-    return report
+                    result = watch(settings, people, frames, ("with_cue",))["with_cue"]
+                    composites[f"{kind} {width} over {background.name}, seed {seed}"] = result
+                    by_screen.setdefault(background.name, {}).setdefault(
+                        f"{kind} {width}", []).append(result)
+                    advance(1)
+    summary = {name: tally([r for rs in per_screen.values() for r in rs])
+               | {"by_screen": {screen: tally(rs) for screen, rs in per_screen.items()}}
+               for name, per_screen in by_screen.items()}
+    return {"sampled_every": step, "seeds": list(seeds), "screens": screens,
+            "summary": summary, "composites": composites}
+
+
+def tally(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Alerts of watch runs with the cues: all, normal (depictions missed), and the runs
+    keeping at least one normal alert."""
+    return {"composites": len(results),
+            "alerts": sum(r["normal_alerts"] + len(r["flagged"]) for r in results),
+            "normal_alerts": sum(r["normal_alerts"] for r in results),
+            "composites_keeping_a_normal_alert": sum(r["normal_alerts"] > 0 for r in results)}
