@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def _bad_input(kind: str, tmp_path: Path, fixtures_dir: Path) -> Path:
         path = tmp_path / "no-such-photo.jpg"
     elif kind == "brackets":  # Rich markup in a file name must be shown, not interpreted
         path = tmp_path / "odd[/b]name[bold].jpg"
+    elif kind == "line break":  # named, yet the error stays one line
+        path = tmp_path / "two\nlines.jpg"
+        path.write_text("this is not an image either\n")
     else:
         raise AssertionError(kind)
     return path
@@ -150,17 +154,30 @@ def _bad_input(kind: str, tmp_path: Path, fixtures_dir: Path) -> Path:
     ("huge", "over the 40 MP limit"),
     ("missing", "no such file"),
     ("brackets", "no such file"),
+    ("line break", "not an image"),
 ])
 def test_bad_input_exits_2_with_one_line(repo_root: Path, fixtures_dir: Path, tmp_path: Path,
                                          kind: str, reason: str) -> None:
     path = _bad_input(kind, tmp_path, fixtures_dir)
+    start = time.perf_counter()
     run = facelens("detect", path, cwd=repo_root)
+    assert time.perf_counter() - start < 30
     assert run.returncode == 2, (run.returncode, run.stderr)
     line = one_line_error(run)
     assert reason in line
+    # A script's log must show which input was bad: its name verbatim, control characters
+    # escaped.
+    assert str(path).replace("\n", "\\n") in line, line
     if kind in ("missing", "brackets"):
-        assert line.endswith(str(path)), line  # the path, verbatim
+        assert line.endswith(str(path)), line
     assert run.stdout == ""
+
+
+def test_verify_names_its_bad_image(repo_root: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    bad = _bad_input("text", tmp_path, fixtures_dir)
+    run = facelens("verify", fixtures_dir / "obama.jpg", bad, cwd=repo_root)
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert one_line_error(run) == f"error: {bad}: not an image (or an unsupported format)"
 
 
 # --- a fast start --------------------------------------------------------------------------------

@@ -33,8 +33,14 @@ def errors() -> Iterator[None]:
     try:
         yield
     except FacelensError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(_one_line(str(e)))}", highlight=False)
         raise typer.Exit(e.exit_code) from None
+
+
+def _one_line(message: str) -> str:
+    """`message` with its control characters escaped: a file name it quotes may hold a line
+    break, and the error must stay one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def emit(payload: Any) -> None:

@@ -31,10 +31,11 @@ class DetectorName(StrEnum):
 
 
 def _decoded(image: Path) -> np.ndarray:
-    """The image decoded once: detection, quality, attributes and drawing all read it."""
-    from facelens.vision.decode import load_image
+    """The image decoded once: detection, quality, attributes and drawing all read it. Its
+    errors name the file, so a script's log shows which of its inputs was bad."""
+    from facelens.eval.lfw import load_photo
 
-    return load_image(image)
+    return load_photo(image)
 
 
 def _face_table(faces: list[Face], title: str) -> Table:
@@ -100,7 +101,8 @@ def verify(a: Path, b: Path,
     """Are A and B the same person? A's largest face against every face of B; exit 0 if one
     matches, 1 if not (or no face)."""
     with errors():
-        comparison = environment_engine().compare(a, b, far=far, embedder=embedder)
+        comparison = environment_engine().compare(_decoded(a), _decoded(b), far=far,
+                                                  embedder=embedder)
     verdict, several = comparison.best, len(comparison.verdicts) > 1
     if as_json:
         emit({**verdict.to_dict(), **({"faces_of_b": [v.to_dict() for v in comparison.verdicts]}
