@@ -1,6 +1,6 @@
-"""`facelens eval …` and `facelens calibrate` on bad folders: exit 2, stderr ending in one
-line that names what is wrong (after any progress bar), no traceback, and no features
-computed for minutes first."""
+"""`facelens eval …` and `facelens calibrate` on bad folders, photos and videos: exit 2,
+stderr ending in one line that names what is wrong (after any progress bar), no traceback,
+and no features computed for minutes first."""
 
 from __future__ import annotations
 
@@ -125,13 +125,66 @@ def test_bad_folder_exits_2_with_one_line(tmp_path: Path, fixtures_dir: Path,
     args = [f"g={group}" if a == "GROUP" else a for a in command]
     if FEATURES & set(command):
         args += ["--workers", "1", "--cache", str(tmp_path / "cache")]
+    _refused_fast([*args, str(folder)], says)
+
+
+def _refused_fast(args: list[str], says: str, exit_code: int = 2) -> None:
+    """`facelens ARGS` exits `exit_code` within 30 s, stderr's last line an error saying
+    `says`, no traceback."""
     start = time.perf_counter()
-    result = CliRunner().invoke(app, [*args, str(folder)])
+    result = CliRunner().invoke(app, args)
     seconds = time.perf_counter() - start
 
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output
     *progress_bars, last = result.stderr.strip().splitlines()
     assert last.startswith("error: ") and says in last, last
     assert not any("error" in line for line in progress_bars), result.stderr
-    assert seconds < 30, f"{seconds:.0f} s before saying the folder is bad"
+    assert seconds < 30, f"{seconds:.0f} s before saying the input is bad"
+
+
+def _clip(path: Path) -> Path:
+    """A real (faceless) 2 s video: were the inputs not checked first, the evaluation would
+    run on it."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (120, 160, 3), np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize(("photo", "says", "exit_code"), [
+    ("missing.jpg", "missing.jpg: no such file", 2),
+    ("text.jpg", "text.jpg: not an image", 2),
+    ("noise.jpg", "noise.jpg: no face found", 1),  # a readable photo without a face: no face
+])
+def test_eval_watch_refuses_a_bad_enrolment_photo(tmp_path: Path, photo: str, says: str,
+                                                  exit_code: int) -> None:
+    (tmp_path / "text.jpg").write_text("not a photo\n")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), np.uint8)).save(
+        tmp_path / "noise.jpg")
+    _refused_fast(["eval", "watch", str(_clip(tmp_path / "clip.mp4")),
+                   "--enrol", f"ann={tmp_path / photo}"], says, exit_code)
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (_missing, "is not a folder"),
+    (_a_file, "is not a folder"),
+    (_files({"bob/notes.txt": "hi\n"}), "no .jpg photos to print attacks from"),
+])
+def test_eval_liveness_checks_its_photos_before_the_video(
+        tmp_path: Path, fixtures_dir: Path, make: Callable[[Path, Path], Path], says: str
+) -> None:
+    folder = make(tmp_path / "input", fixtures_dir)
+    _refused_fast(["eval", "liveness", "--video", str(_clip(tmp_path / "clip.mp4")),
+                   "--lfw", str(folder), "--recaptures", "0"], says)
+
+
+def test_eval_liveness_checks_its_videos_first(tmp_path: Path, fixtures_dir: Path) -> None:
+    folder = _photos({"obama": ["obama.jpg"]})(tmp_path / "input", fixtures_dir)
+    _refused_fast(["eval", "liveness", "--video", str(_clip(tmp_path / "clip.mp4")),
+                   "--video", str(tmp_path / "gone.mp4"), "--lfw", str(folder)],
+                  "gone.mp4: no such video file")

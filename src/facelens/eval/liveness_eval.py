@@ -33,8 +33,10 @@ import cv2
 import numpy as np
 
 from facelens.api import Engine, main_face
+from facelens.errors import FacelensError
 from facelens.eval import footage, recapture
 from facelens.eval.attacks import print_attack, replay_attack
+from facelens.eval.lfw import load_photo
 from facelens.eval.liveness_actions import real_actions
 from facelens.eval.liveness_det import apcer_at_bpcer, det_plot, det_points
 from facelens.eval.liveness_real import run_real
@@ -43,7 +45,6 @@ from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, jud
 from facelens.liveness.passive import REALNESS_MIN, PassiveCues, passive_cues
 from facelens.video.source import VideoSource, evenly_spaced
 from facelens.video.tracker import IouTracker
-from facelens.vision.decode import load_image
 from facelens.vision.quality import head_pose_from_landmarks
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -169,10 +170,25 @@ class _Tally:
 
 
 def _sources(videos: list[Path], clips: list[str]) -> list[tuple[str, Path]]:
+    """(name, file) per clip; bad input (exit 2) unless every video given is a file."""
+    for video in videos:
+        if not video.is_file():
+            raise FacelensError(f"{video}: no such video file")
     named = [(v.stem, v) for v in videos] + [(name, footage.clip_path(name)) for name in clips]
     if not named:
-        raise FileNotFoundError("no footage: give --video or run `make footage`")
+        raise FacelensError("no footage: give --video or run `make footage`")
     return named
+
+
+def _print_photos(lfw_root: Path, prints: int) -> list[Path]:
+    """The .jpg photos under `lfw_root`; bad input (exit 2) unless it is a folder holding one
+    when prints are asked for: checked before minutes of video are worked on."""
+    if not lfw_root.is_dir():
+        raise FacelensError(f"{lfw_root} is not a folder")
+    photos = sorted(lfw_root.rglob("*.jpg"))
+    if prints and not photos:
+        raise FacelensError(f"{lfw_root}: no .jpg photos to print attacks from")
+    return photos
 
 
 def _recaptures(engine: Engine, sources: list[Path], per_clip: int, challenges: random.Random,
@@ -212,6 +228,7 @@ def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, pri
     as bona fide, recaptured, and measured by eval/liveness_real.py. `plot`: where to draw
     the passive detector's DET curves (PNG). `recaptures`: windows per recaptured clip and
     recipe (0: no recaptures)."""
+    photos = _print_photos(lfw_root, prints)
     clips = footage.available() if clips is None else clips
     rng = np.random.default_rng(seed)
     challenges = random.Random(seed + 1)
@@ -237,13 +254,12 @@ def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, pri
             advance(1)
         tally.clip(name, str(path), cues)
 
-    photos = sorted(lfw_root.rglob("*.jpg"))
     chosen = random.Random(seed).sample(photos, min(prints, len(photos)))
     advance = progress("print attacks", len(chosen))
     printed, printed_full = [], []
     for photo in chosen:
         sequence = print_attack(backgrounds[int(rng.integers(len(backgrounds)))],
-                                load_image(photo), frames=WINDOW, rng=rng,
+                                load_photo(photo), frames=WINDOW, rng=rng,
                                 face_px=float(rng.uniform(90, 160)))
         printed.append(judge_sequence(engine, sequence))
         printed_full.append(judge(engine, sequence, challenges.sample(ACTIONS, k=3)).passed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facelens.api import Engine
-from facelens.errors import FacelensError, NoFaceError
+from facelens.errors import BadImageError, FacelensError, NoFaceError
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryError
 from facelens.gallery.expiry import refuse_past
@@ -62,6 +62,8 @@ class _Usable:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chips: list[np.ndarray] = field(default_factory=list)
     """Each usable face's aligned chip (the best one becomes the subject's reference)."""
+    unreadable: bool = False
+    """Some image was bad input (missing, not an image…), not merely without a good face."""
 
     def reference(self) -> bytes | None:
         """The best face's chip as JPEG, or None without a usable face."""
@@ -100,7 +102,10 @@ class Enrolment:
         usable = self.embed_images(gallery, images, labels)
         if not usable.vectors:
             reasons = "; ".join(f"{img}: {why}" for img, why in usable.skipped) or "no images"
-            raise NoFaceError(f"nothing to enrol for {name}: {reasons}")
+            # No image or an unreadable one is the caller's to fix (exit 2), as the service's
+            # upload check (any bad file refuses them all) already answers it.
+            refusal = BadImageError if usable.unreadable or not images else NoFaceError
+            raise refusal(f"nothing to enrol for {name}: {reasons}")
 
         # The index is held and current before the commit, so the add below is a delta to it.
         self.cache.checked(gallery)
@@ -145,6 +150,7 @@ class Enrolment:
                     self.engine.embed_rgb(rgb, faces, embedder=gallery.embedder, chips=chips)
             except FacelensError as e:
                 usable.skipped.append((label, str(e)))
+                usable.unreadable |= isinstance(e, BadImageError)
                 continue
             good = [f for f in faces if f.quality and f.quality.acceptable]
             if not faces:
