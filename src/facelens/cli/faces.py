@@ -33,9 +33,9 @@ class DetectorName(StrEnum):
 def _decoded(image: Path) -> np.ndarray:
     """The image decoded once: detection, quality, attributes and drawing all read it. Its
     errors name the file, so a script's log shows which of its inputs was bad."""
-    from facelens.eval.lfw import load_photo
+    from facelens.vision.decode import load_image
 
-    return load_photo(image)
+    return load_image(image)
 
 
 def _face_table(faces: list[Face], title: str) -> Table:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facelens.errors import BadImageError, FacelensError
+from facelens.errors import FacelensError
 from facelens.matching.operating_points import FARS, far_key, threshold_at_far
 from facelens.settings import Runtime
 
@@ -96,16 +96,6 @@ def _read_pairs(root: Path, images: Path) -> list[tuple[Path, Path, bool]]:
 
 # ---------------------------------------------------------------- per-image extraction
 
-def load_photo(path: Path) -> np.ndarray:
-    """load_image, its error naming the file: one bad photo among thousands must be findable."""
-    from facelens.vision.decode import load_image
-
-    try:
-        return load_image(path)
-    except BadImageError as e:
-        raise BadImageError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
-
-
 def _nearest_centre(boxes: np.ndarray, shape: tuple[int, ...]) -> int:
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     return int(np.argmin(np.linalg.norm(centres - np.array([shape[1], shape[0]]) / 2, axis=1)))
@@ -121,12 +111,13 @@ def facelens_features(path: Path, *, runtime: Runtime, degrade: str | None = Non
     from facelens.eval.degrade import level
     from facelens.geometry import l2_normalize
     from facelens.vision.align import align_batch
+    from facelens.vision.decode import load_image
     from facelens.vision.detect import detect_faces
     from facelens.vision.embed import DlibResNet, mirrored, sface, shape5
     from facelens.vision.quality import assess
 
     t0 = time.perf_counter()
-    rgb = load_photo(path)
+    rgb = load_image(path)
     if degrade:
         rgb = degraded(rgb, level(degrade))
     t1 = time.perf_counter()

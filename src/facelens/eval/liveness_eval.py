@@ -36,7 +36,6 @@ from facelens.api import Engine, main_face
 from facelens.errors import FacelensError
 from facelens.eval import footage, recapture
 from facelens.eval.attacks import print_attack, replay_attack
-from facelens.eval.lfw import load_photo
 from facelens.eval.liveness_actions import real_actions
 from facelens.eval.liveness_det import apcer_at_bpcer, det_plot, det_points
 from facelens.eval.liveness_real import run_real
@@ -45,6 +44,7 @@ from facelens.liveness.judge import ACTIONS, MOIRE_THRESHOLD, NOT_PERFORMED, jud
 from facelens.liveness.passive import REALNESS_MIN, PassiveCues, passive_cues
 from facelens.video.source import VideoSource, evenly_spaced
 from facelens.video.tracker import IouTracker
+from facelens.vision.decode import load_image
 from facelens.vision.quality import head_pose_from_landmarks
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -259,7 +259,7 @@ def run_liveness_eval(engine: Engine, videos: list[Path], lfw_root: Path, *, pri
     printed, printed_full = [], []
     for photo in chosen:
         sequence = print_attack(backgrounds[int(rng.integers(len(backgrounds)))],
-                                load_photo(photo), frames=WINDOW, rng=rng,
+                                load_image(photo), frames=WINDOW, rng=rng,
                                 face_px=float(rng.uniform(90, 160)))
         printed.append(judge_sequence(engine, sequence))
         printed_full.append(judge(engine, sequence, challenges.sample(ACTIONS, k=3)).passed)

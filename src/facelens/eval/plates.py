@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from facelens.errors import FacelensError
-from facelens.eval.lfw import load_photo
 from facelens.scene.plates import read_plate_in_box, read_plate_in_frame
+from facelens.vision.decode import load_image
 
 Progress = Any
 
@@ -108,7 +108,7 @@ def evaluate_plates(folder: Path, *, region: str = "us", limit: int | None = Non
     whole_cpu_ms: list[float] = []
     box_ms: list[float] = []
     for label in labels:
-        rgb = load_photo(label.image)
+        rgb = load_image(label.image)
         truth = re.sub(r"[^A-Z0-9]", "", label.text.upper())
         start, cpu = time.perf_counter(), time.process_time()
         whole = read_plate_in_frame(rgb, region=region)

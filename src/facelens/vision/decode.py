@@ -51,7 +51,12 @@ def load_image(
         data = bytes(source)
         _check_bytes(len(data), max_bytes)
     elif isinstance(source, str | os.PathLike):
-        data = _read_file(source, max_bytes)
+        try:
+            return _decode(_read_file(source, max_bytes), max_pixels, formats, max_side)
+        except BadImageError as e:  # one bad photo among thousands must be findable
+            if _shown(source) in str(e):
+                raise
+            raise type(e)(f"{_shown(source)}: {e}") from None
     else:
         raise BadImageError(f"cannot read an image from a {type(source).__name__}")
     return _decode(data, max_pixels, formats, max_side)
@@ -79,9 +84,13 @@ def image_size(data: bytes, formats: frozenset[str] = ALLOWED_FORMATS) -> tuple[
         return None
 
 
-def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+def _shown(path: str | os.PathLike) -> str:
     name = os.fsdecode(path)
-    shown = name if name.isprintable() else repr(name)  # keep the message on one line
+    return name if name.isprintable() else repr(name)  # keep the message on one line
+
+
+def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    shown = _shown(path)
     try:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
