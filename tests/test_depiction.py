@@ -22,11 +22,16 @@ from facelens.settings import Settings
 from facelens.store.tables import Event
 from facelens.video.camera import alert_recorder
 from facelens.video.depiction import (
+    DEPICTING,
     INSIDE,
     LARGE_THRESHOLD,
     MAX_FRAME_SHARE,
+    SCREEN_MEMORY_S,
+    SCREEN_SCAN_S,
     RegionFollower,
+    ScreenMemory,
     bezel,
+    encloses,
     enclosing_object,
     find_depiction,
     inside_share,
@@ -90,6 +95,50 @@ def test_a_monitor_filling_most_of_the_view_is_an_object(shared_data: Path, engi
             found.append((enclosing_object(rgb, face.box), max(shares, default=0.0)))
     assert len(found) == len(shown)
     assert all(name == "tv" and share > MAX_FRAME_SHARE for name, share in found), found
+
+
+@pytest.mark.shared_data
+def test_a_screen_seen_a_moment_ago_still_holds_the_face(shared_data: Path, engine: Any) -> None:
+    """A monitor over the facenet crowd, looked for twice a second: a face shown on it is
+    held by a screen found earlier, for SCREEN_MEMORY_S and not after, nor after a cut; a
+    box hugging the head (NanoDet taking a head for a phone) is not remembered as a screen."""
+    shown = [f.rgb for f in load(shared_data / "video/short_hamilton_clip.mp4", 3, limit=40)]
+    crowd = [f.rgb for f in load(shared_data / "street/facenet_video.mp4", 3, limit=40)]
+    made = recapture(shown, crowd, "monitor", seed=2, width=0.35)
+    memory = ScreenMemory()
+    for i, rgb in enumerate(made):
+        memory.observe(i * SCREEN_SCAN_S / 2, rgb)  # every other frame is due
+    assert memory.scans == len(made) // 2
+    assert memory.seen and {name for _, _, name in memory.seen} <= set(DEPICTING)
+    end = (len(made) - 1) * SCREEN_SCAN_S / 2
+    faces = [f.box for f in engine.detect_rgb(made[-1])[0]]
+    held = [memory.holding(box, end) for box in faces]
+    assert any(held), faces
+    assert not any(memory.holding(box, end + SCREEN_MEMORY_S + 1) for box in faces)
+    hugging = np.array([100, 100, 166, 225], np.float32)  # 1.8x the face below
+    face = np.array([105, 110, 158, 199], np.float32)
+    assert encloses(hugging, face) and not encloses(hugging, face, 3.0)
+    memory.seen.append((end, hugging, "cell phone"))
+    assert memory.holding(face, end) is None
+    memory.forget()
+    assert not any(memory.holding(box, end) for box in faces)
+
+
+@pytest.mark.shared_data
+def test_real_faces_are_not_held_by_a_remembered_screen(shared_data: Path, engine: Any) -> None:
+    """Every frame of a stretch of the stage, the crowd and the office clip searched for
+    screens: no real face lies in one seen within SCREEN_MEMORY_S."""
+    clips = {"video/short_hamilton_clip.mp4": 3, "street/facenet_video.mp4": 9,
+             "street/intel_one-by-one-person-detection.mp4": 20}
+    faces = 0
+    for clip, step in clips.items():
+        memory = ScreenMemory()
+        for i, frame in enumerate(load(shared_data / clip, step, limit=40)):
+            memory.observe(i * SCREEN_SCAN_S, frame.rgb)
+            for face in engine.detect_rgb(frame.rgb)[0]:
+                faces += 1
+                assert memory.holding(face.box, i * SCREEN_SCAN_S) is None, (clip, i)
+    assert faces >= 100
 
 
 def _followed(engine: Any, frames: list[np.ndarray]) -> RegionFollower:

@@ -25,7 +25,7 @@ from facelens.eval.watch_eval import enrolled_gallery
 from facelens.liveness.passive import REALNESS_MIN
 from facelens.models.antispoof import AntiSpoof
 from facelens.settings import Settings
-from facelens.video.depiction import CUES, RegionFollower
+from facelens.video.depiction import CUES, RegionFollower, ScreenMemory
 from facelens.video.source import Frame, VideoSource
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher
@@ -78,8 +78,9 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
     """Every face track of at least 3 observations, and those each depiction cue (and any of
     them: `flagged`) flags: the per-frame cues on any of up to 5 of its frames (its best, and
     every 4th observation from the first), as many as the watch pipeline looks at per track;
-    the rigid region on every frame, as the pipeline follows it. The `antispoof` model is
-    reported apart: tracks with a frame below the liveness threshold."""
+    the rigid region on every frame, as the pipeline follows it; a remembered screen
+    (`ScreenMemory`, looked for as the pipeline does) holding it in any frame. The
+    `antispoof` model is reported apart: tracks with a frame below the liveness threshold."""
     from facelens.api import Engine
 
     engine = Engine(settings)
@@ -87,13 +88,18 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
     best: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
     sampled: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     seen_count: dict[int, int] = {}
-    follower = RegionFollower()
+    follower, memory = RegionFollower(), ScreenMemory()
+    held: dict[int, str] = {}
     for tick, frame in enumerate(frames):
         faces, _ = engine.detect_rgb(frame.rgb)
         seen = tracker.update(faces, tick)[0]
         follower.observe(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY),
                          [(t.id, t.box) for t in seen])
+        if seen:
+            memory.observe(frame.time, frame.rgb)
         for track in seen:
+            if track.id not in held and (name := memory.holding(track.face.box, frame.time)):
+                held[track.id] = name
             quality = track.face.quality.score if track.face.quality else 0.0
             n = seen_count[track.id] = seen_count.get(track.id, 0) + 1
             if track.id not in best or quality > best[track.id][0]:
@@ -103,6 +109,7 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
     tracks = [k for k, n in seen_count.items() if n >= 3]
     per_cue: dict[str, dict[int, str]] = {cue: {} for cue in CUES}
     per_cue["rigid"] = {k: "moving frame" for k in tracks if follower.regions[k].rigid}
+    per_cue["remembered screen"] = {k: held[k] for k in tracks if k in held}
     lowest_realness = {}
     for k in tracks:
         shots = [best[k][1:], *sampled[k]]

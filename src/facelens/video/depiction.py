@@ -3,7 +3,8 @@ page) are depictions, not people. Three cues (any one flags the face); the first
 the kept frames of a track about to alert, the third on every frame of every track:
 
 - object: NanoDet (scene/detect.py) finds the phone/TV/laptop/book and the face box lies
-  inside it;
+  inside it, in a kept frame or in a frame of the last seconds (`ScreenMemory`: the camera
+  looks for screens twice a second while faces are in view);
 - bezel: a closed frame around the face: four straight edges, one on each side, clear of the
   face and meeting at corners, each unbroken from corner to corner (a screen's or a picture's
   border; a doorway behind a head is not closed, the body hides its foot);
@@ -67,25 +68,82 @@ def inside_share(face: np.ndarray, box: np.ndarray) -> float:
     return float(w * h / area)
 
 
-def enclosing_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
-    """The name of the NanoDet phone/TV/laptop/book box the face lies inside, if any: in the
-    frame, else in its mirror image (a second look: NanoDet's score for a screen changes by
-    up to ~0.1 between the two, and only frames of a track about to alert get here)."""
+def screens(rgb: np.ndarray, *, mirrored: bool = False) -> list[tuple[np.ndarray, str]]:
+    """(box, name) of every NanoDet phone/TV/laptop/book in the frame that may be a screen
+    or a print: score at least THRESHOLD, LARGE_THRESHOLD for a box over MAX_FRAME_SHARE of
+    the frame. `mirrored`: found in the mirror image, boxes given in the frame's coordinates
+    (NanoDet's score for a screen changes by up to ~0.1 between the two)."""
+    view = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
+    objects = detect_objects(view, THRESHOLD).of(*DEPICTING)
+    frame_area, width = rgb.shape[0] * rgb.shape[1], rgb.shape[1]
+    found = []
+    for box, score, name in zip(objects.boxes, objects.scores, objects.names, strict=True):
+        if mirrored:
+            box = np.array([width - box[2], box[1], width - box[0], box[3]])
+        if (box[2] - box[0]) * (box[3] - box[1]) <= MAX_FRAME_SHARE * frame_area \
+                or score >= LARGE_THRESHOLD:
+            found.append((box, str(name)))
+    return found
+
+
+def encloses(box: np.ndarray, face_box: np.ndarray, min_area: float = 1.5) -> bool:
+    """The face lies inside `box` (INSIDE of it), which is at least `min_area` × its size."""
     face_area = (face_box[2] - face_box[0]) * (face_box[3] - face_box[1])
-    frame_area = rgb.shape[0] * rgb.shape[1]
-    width = rgb.shape[1]
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return bool(area > min_area * face_area and inside_share(face_box, box) >= INSIDE)
+
+
+def enclosing_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
+    """The name of the screen (`screens`) the face lies inside, if any: in the frame, else in
+    its mirror image (a second look; only frames of a track about to alert get here)."""
     for mirrored in (False, True):
-        view = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
-        objects = detect_objects(view, THRESHOLD).of(*DEPICTING)
-        for box, score, name in zip(objects.boxes, objects.scores, objects.names, strict=True):
-            if mirrored:
-                box = np.array([width - box[2], box[1], width - box[0], box[3]])
-            area = (box[2] - box[0]) * (box[3] - box[1])
-            plausible = area > 1.5 * face_area and (area <= MAX_FRAME_SHARE * frame_area
-                                                    or score >= LARGE_THRESHOLD)
-            if plausible and inside_share(face_box, box) >= INSIDE:
+        for box, name in screens(rgb, mirrored=mirrored):
+            if encloses(box, face_box):
                 return name
     return None
+
+
+SCREEN_SCAN_S = 0.5
+"""While faces are in view, the camera's frame is searched for screens at most this often
+(video seconds)…"""
+SCREEN_MEMORY_S = 10.0
+"""…and a screen found counts for this long. NanoDet finds a screen over a busy scene in a
+few frames only (a monitor 35% of the frame wide over the facenet crowd: 12 of 92), rarely
+the ones a track keeps, so a face inside a screen seen a moment ago is a depiction too."""
+SCREEN_MIN_AREA = 3.0
+"""A remembered screen is at least this many times the face's area: a box hugging a head
+is NanoDet taking the head for a phone (once on the Hamilton clip: 1.8×, score 0.23)."""
+
+
+@dataclass
+class ScreenMemory:
+    """The screens one camera's recent frames showed (`screens`), found at most every
+    SCREEN_SCAN_S and kept SCREEN_MEMORY_S; forgotten at a scene cut."""
+
+    seen: list[tuple[float, np.ndarray, str]] = field(default_factory=list)
+    """(video time, box, name) of each screen found."""
+    scanned_at: float = -math.inf
+    scans: int = 0
+
+    def observe(self, time: float, rgb: np.ndarray) -> None:
+        if time < self.scanned_at:  # the source started again (a file looped)
+            self.forget()
+        if time - self.scanned_at < SCREEN_SCAN_S:
+            return
+        self.scanned_at, self.scans = time, self.scans + 1
+        self.seen = [s for s in self.seen if time - s[0] <= SCREEN_MEMORY_S]
+        self.seen += [(time, box, name) for box, name in screens(rgb)]
+
+    def holding(self, face_box: np.ndarray, time: float) -> str | None:
+        """The name of a screen seen within SCREEN_MEMORY_S that holds the face."""
+        for seen_at, box, name in self.seen:
+            if 0 <= time - seen_at <= SCREEN_MEMORY_S and encloses(box, face_box,
+                                                                     SCREEN_MIN_AREA):
+                return name
+        return None
+
+    def forget(self) -> None:
+        self.seen, self.scanned_at = [], -math.inf
 
 
 def _edge_lines(rgb: np.ndarray, face_box: np.ndarray

@@ -25,7 +25,7 @@ import numpy as np
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
-from facelens.video.depiction import RigidRegion, find_depiction, scene_motion
+from facelens.video.depiction import RigidRegion, ScreenMemory, find_depiction, scene_motion
 from facelens.video.source import Frame
 from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track
@@ -157,6 +157,7 @@ class Watcher:
         self.named: dict[int, str] = {}
         """Track id -> the subject id it was last matched to (ids only, for evaluation)."""
         self._last_alert: dict[str, float] = {}
+        self.screens = ScreenMemory()
         self._previous_grey: np.ndarray | None = None
         self._previous_small: np.ndarray | None = None
         self._previous_histogram: np.ndarray | None = None
@@ -178,7 +179,10 @@ class Watcher:
         if self._cut(frame.rgb):  # a new shot: nobody in it continues a track of the last one
             alerts.extend(self._end(self.tracker.flush(), frame.time))
             self._previous_grey = None
+            self.screens.forget()
         seen, ended = self.tracker.update(faces, self._tick)
+        if self.depictions and seen:  # NanoDet twice a second while faces are in view
+            self.screens.observe(frame.time, frame.rgb)
         # The scene's motion since the last frame, once for every track's rigid-region cue.
         scene_step = scene_motion(self._previous_grey, grey) \
             if self.depictions and seen and self._previous_grey is not None else None
@@ -325,7 +329,8 @@ class Watcher:
         assert state.match is not None and state.best is not None
         state.alerted = True
         subject_id, name, gallery, band = state.match
-        cue, flagged = (None, "poster") if state.poster.planar else self._depiction(state)
+        cue, flagged = (None, "poster") if state.poster.planar else self._depiction(state,
+                                                                                  time)
         if flagged is None:
             last = self._last_alert.get(subject_id)
             if last is not None and time - last < self.cooldown_s:
@@ -339,11 +344,12 @@ class Watcher:
                                            encode_jpeg(_blur_others(state.best), 90))
         return [alert]
 
-    def _depiction(self, state: _TrackState) -> tuple[str | None, str | None]:
+    def _depiction(self, state: _TrackState, time: float) -> tuple[str | None, str | None]:
         """(cue, "depiction: <what>") when the face stayed glued to a region moving against
         the scene (followed every frame), or a cue finds it shown by something in any of the
         track's kept frames: the best shot, the embedded ones, the pending one (NanoDet runs
-        only here, on at most 5 frames of a track about to alert); (None, None) else."""
+        on at most 5 frames of a track about to alert), or a screen seen in the last seconds
+        holds it (`ScreenMemory`); (None, None) else."""
         if not self.depictions:
             return None, None
         if state.region.rigid:
@@ -353,6 +359,9 @@ class Watcher:
         for shot in unique:
             if found := find_depiction(shot.frame, shot.box):
                 return found[0], f"depiction: {found[1]}"
+        for shot in unique:
+            if name := self.screens.holding(shot.box, time):
+                return "object", f"depiction: {name}"
         return None, None
 
     def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
