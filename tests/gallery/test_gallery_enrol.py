@@ -117,6 +117,25 @@ def test_unusable_images_are_skipped_with_the_reason(opened: Callable[..., Galle
     assert [s.display_name for s in g.subjects("door")] == ["obama"]
 
 
+def test_a_missing_model_is_not_a_skipped_photo(opened: Callable[..., Galleries],
+                                                tmp_path: Path, fixtures_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every photo would fail alike: the model's error (exit 3, naming what to install)
+    reaches the caller instead of "nothing to enrol" (exit 1)."""
+    from facelens.errors import ModelMissingError
+
+    g = opened(tmp_path / "data")
+    g.create_gallery("door", "staff-door", embedder="sface-flip")
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise ModelMissingError("yunet.onnx is missing: run make setup")
+
+    monkeypatch.setattr(g.engine, "detect_rgb", missing)
+    with pytest.raises(ModelMissingError, match="make setup"):
+        g.enroll("door", "obama", [fixtures_dir / "obama2.jpg"], consent=CONSENT)
+    assert subject_count(g) == 0
+
+
 # --------------------------------------------------------------------------- encryption at rest
 def test_no_plaintext_embedding_in_any_file(enrolled: Enrolled, fixtures_dir: Path,
                                             tmp_path: Path) -> None:

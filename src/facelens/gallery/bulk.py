@@ -17,7 +17,7 @@ from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from facelens.errors import BadImageError, FacelensError, ImageTooLargeError
+from facelens.errors import BadImageError, FacelensError, ImageTooLargeError, ModelMissingError
 from facelens.gallery.service import ConsentRecord, Galleries
 from facelens.vision.decode import ImageSource
 
@@ -154,6 +154,8 @@ def enrol_people(galleries: Galleries, gallery: str, people: list[Person],
             report = galleries.enroll(gallery, person.name, images, consent=consent,
                                       external_id=person.name, labels=person.labels,
                                       watch_reason=watch_reason, watch_expires=watch_expires)
+        except ModelMissingError:
+            raise  # every person would be refused alike: stop, naming what to install
         except FacelensError as e:  # one bad person must not stop the rest
             audit("enrol", "refused", reason=str(e)[:200], gallery=gallery,
                   external_id=person.name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facelens.api import Engine
-from facelens.errors import BadImageError, FacelensError, NoFaceError
+from facelens.errors import BadImageError, FacelensError, ModelMissingError, NoFaceError
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryError
 from facelens.gallery.expiry import refuse_past
@@ -148,6 +148,8 @@ class Enrolment:
                 faces, chips = self.engine.detect_rgb(rgb, second_chance=True)
                 if faces:
                     self.engine.embed_rgb(rgb, faces, embedder=gallery.embedder, chips=chips)
+            except ModelMissingError:
+                raise  # not this photo's fault: every photo would fail alike (exit 3, not 1)
             except FacelensError as e:
                 usable.skipped.append((label, str(e)))
                 usable.unreadable |= isinstance(e, BadImageError)
