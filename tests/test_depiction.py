@@ -17,7 +17,7 @@ import pytest
 from facelens.eval.depiction_eval import load, recapture
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
-from facelens.scene.detect import detect_objects
+from facelens.scene.detect import detect_objects, detect_street
 from facelens.settings import Settings
 from facelens.store.tables import Event
 from facelens.video.camera import alert_recorder
@@ -122,6 +122,30 @@ def test_a_screen_seen_a_moment_ago_still_holds_the_face(shared_data: Path, engi
     assert memory.holding(face, end) is None
     memory.forget()
     assert not any(memory.holding(box, end) for box in faces)
+
+
+@pytest.mark.shared_data
+def test_the_street_layers_detections_stand_in_for_the_memorys_own_pass(
+        shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera with the street layer on hands its NanoDet objects to the face watcher: the
+    memory then keeps the very screens its own pass would find (same network, same score
+    floor), on every frame they come, and runs no pass of its own."""
+    shown = [f.rgb for f in load(shared_data / "video/short_hamilton_clip.mp4", 3, limit=12)]
+    crowd = [f.rgb for f in load(shared_data / "street/facenet_video.mp4", 3, limit=12)]
+    made = recapture(shown, crowd, "monitor", seed=2, width=0.35)
+    own, fed = ScreenMemory(), ScreenMemory()
+    for i, rgb in enumerate(made):
+        own.observe(i * SCREEN_SCAN_S, rgb)  # every frame is due
+    detected = [detect_street(rgb) for rgb in made]
+    passes = []
+    monkeypatch.setattr("facelens.video.depiction.detect_objects",
+                        lambda *a, **k: passes.append(1))
+    for i, (rgb, objects) in enumerate(zip(made, detected, strict=True)):
+        fed.observe(i * SCREEN_SCAN_S / 4, rgb, objects)  # within SCREEN_SCAN_S: taken still
+    assert own.seen, "NanoDet found no screen: the check below would prove nothing"
+    assert fed.scans == 0 and not passes
+    assert [(name, box.round(1).tolist()) for _, box, name in fed.seen] == \
+        [(name, box.round(1).tolist()) for _, box, name in own.seen]
 
 
 @pytest.mark.shared_data

@@ -85,12 +85,11 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
         started, last = time.perf_counter(), 0.0
         try:
             for frame in source.frames():
-                watcher.process(frame)
-                labels = list(watcher.labels)
-                if street is not None:
-                    labels += street.process(frame)
+                # The street layer first: its NanoDet pass serves the watcher's screens too.
+                street_labels = street.process(frame) if street is not None else []
+                watcher.process(frame, street.latest if street is not None else None)
                 if writer:
-                    writer.write(frame.rgb, labels)
+                    writer.write(frame.rgb, list(watcher.labels) + street_labels)
                 last = frame.time
             watcher.finish(last)
         except KeyboardInterrupt:

@@ -75,22 +75,22 @@ def bench_scene(clips: list[Path], *, side: int | None, fps: float = 5.0, most: 
 
 
 def _face_run(galleries: Galleries, frames: list[Frame], *, beside: bool) -> dict[str, Any]:
-    """One pass as a camera makes it (video/camera.py): the face Watcher on each frame, then,
-    `beside`, the street layer on the same frame in the same thread. CPU time of each part;
-    the face results that must not change."""
+    """One pass as a camera makes it (video/camera.py): `beside`, the street layer on each
+    frame, then the face Watcher on it in the same thread (taking the screens the street
+    layer found). CPU time of each part; the face results that must not change."""
     watcher = Watcher("bench", galleries, ["watch"])
     scene = SceneWatch("bench", engine=galleries.engine,
                        detect_side=galleries.engine.settings.street_detect_side) if beside else None
     face_s = scene_s = 0.0
     alerts = []
     for frame in frames:
-        start = time.process_time()
-        alerts += watcher.process(frame)
-        face_s += time.process_time() - start
         if scene is not None:
             start = time.process_time()
             scene.process(frame)
             scene_s += time.process_time() - start
+        start = time.process_time()
+        alerts += watcher.process(frame, scene.latest if scene is not None else None)
+        face_s += time.process_time() - start
     alerts += watcher.finish(frames[-1].time)
     stats = watcher.stats
     return {"face_s": face_s, "scene_s": scene_s, "result": {

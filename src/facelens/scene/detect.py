@@ -42,8 +42,12 @@ COCO_CLASSES: dict[int, str] = {
 }
 VEHICLES = ("bicycle", "car", "motorcycle", "bus", "truck")
 MOTOR_VEHICLES = ("car", "motorcycle", "bus", "truck")
-SCREENS = ("tv", "laptop", "cell phone")
-"""Objects a face may be shown on (a later check flags faces seen inside one)."""
+DEPICTING = ("cell phone", "tv", "laptop", "book")
+"""Objects that show pictures: a face inside one is a depiction (video/depiction.py)…"""
+DEPICTING_THRESHOLD = 0.2
+"""…from this score (a screen seen at a slant scores low; the face must still lie inside its
+box, so a stray box costs little). The street layer keeps them from this score too, so its
+detections can stand in for the depiction check's own."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +189,13 @@ def detect_objects(rgb: np.ndarray, threshold: float = THRESHOLD) -> Objects:
 
 def detect_street(rgb: np.ndarray, side: int | None = None) -> Objects:
     """People, vehicles and screens in an RGB frame, each class above its street floor
-    (STREET_THRESHOLDS, else THRESHOLD), best score first. The network sees the frame
-    letterboxed into its own 416×416, or with `side` into the input fitted to the frame
-    whose longer side is `side` (fitted_input; settings.street_detect_side)."""
+    (STREET_THRESHOLDS, DEPICTING_THRESHOLD for screens, else THRESHOLD), best score first.
+    The network sees the frame letterboxed into its own 416×416, or with `side` into the
+    input fitted to the frame whose longer side is `side` (fitted_input;
+    settings.street_detect_side)."""
     size = INPUT_SIZE if side is None else fitted_input((rgb.shape[1], rgb.shape[0]), side)
-    found = object_detector()(rgb, min(THRESHOLD, *STREET_THRESHOLDS.values()), size=size)
-    floors = np.array([STREET_THRESHOLDS.get(name, THRESHOLD) for name in found.names],
+    floors_by_name = STREET_THRESHOLDS | dict.fromkeys(DEPICTING, DEPICTING_THRESHOLD)
+    found = object_detector()(rgb, min(THRESHOLD, *floors_by_name.values()), size=size)
+    floors = np.array([floors_by_name.get(name, THRESHOLD) for name in found.names],
                       np.float32)
     return found.where(found.scores >= floors) if len(found) else found

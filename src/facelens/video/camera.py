@@ -125,13 +125,14 @@ class CameraRunner:
             for frame in self.source.frames():
                 if looked_at.active:
                     frame = replace(frame, rgb=looked_at.apply(frame.rgb))
-                self.alerts += len(watcher.process(frame))
-                labels = list(watcher.labels)
-                if scene is not None:
+                street: list[tuple[np.ndarray, str, bool]] = []
+                if scene is not None:  # first: its NanoDet pass serves the watcher too
                     earlier = scene.alerts
-                    labels += scene.process(frame)
+                    street = scene.process(frame)
                     self.alerts += scene.alerts - earlier
-                self._show(frame.rgb, labels)
+                detected = scene.watch.latest if scene is not None else None
+                self.alerts += len(watcher.process(frame, detected))
+                self._show(frame.rgb, list(watcher.labels) + street)
                 last_time = frame.time
             self.alerts += len(watcher.finish(last_time))
             if scene is not None:

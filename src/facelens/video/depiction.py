@@ -27,15 +27,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facelens.scene.detect import detect_objects
+from facelens.scene.detect import DEPICTING, DEPICTING_THRESHOLD, Objects, detect_objects
 from facelens.vision.planarity import follow_points
 
-DEPICTING = ("cell phone", "tv", "laptop", "book")
 INSIDE = 0.6
 """Share of the face box inside the object's box that makes the face part of the object."""
-THRESHOLD = 0.2
-"""NanoDet score for these objects (a screen seen at a slant scores low; the face must still
-lie inside its box, so a stray box costs little)."""
 MAX_FRAME_SHARE = 0.6
 """Boxes covering more of the frame are often NanoDet's low-score guesses at the whole scene…"""
 LARGE_THRESHOLD = 0.25
@@ -70,20 +66,30 @@ def inside_share(face: np.ndarray, box: np.ndarray) -> float:
 
 def screens(rgb: np.ndarray, *, mirrored: bool = False) -> list[tuple[np.ndarray, str]]:
     """(box, name) of every NanoDet phone/TV/laptop/book in the frame that may be a screen
-    or a print: score at least THRESHOLD, LARGE_THRESHOLD for a box over MAX_FRAME_SHARE of
-    the frame. `mirrored`: found in the mirror image, boxes given in the frame's coordinates
-    (NanoDet's score for a screen changes by up to ~0.1 between the two)."""
+    or a print (`screen_boxes`). `mirrored`: found in the mirror image, boxes given in the
+    frame's coordinates (NanoDet's score for a screen changes by up to ~0.1 between the two)."""
     view = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
-    objects = detect_objects(view, THRESHOLD).of(*DEPICTING)
-    frame_area, width = rgb.shape[0] * rgb.shape[1], rgb.shape[1]
-    found = []
-    for box, score, name in zip(objects.boxes, objects.scores, objects.names, strict=True):
-        if mirrored:
-            box = np.array([width - box[2], box[1], width - box[0], box[3]])
-        if (box[2] - box[0]) * (box[3] - box[1]) <= MAX_FRAME_SHARE * frame_area \
-                or score >= LARGE_THRESHOLD:
-            found.append((box, str(name)))
-    return found
+    objects = detect_objects(view, DEPICTING_THRESHOLD)
+    if mirrored and len(objects):
+        width = rgb.shape[1]
+        objects = Objects(np.stack([width - objects.boxes[:, 2], objects.boxes[:, 1],
+                                    width - objects.boxes[:, 0], objects.boxes[:, 3]], 1),
+                          objects.scores, objects.class_ids)
+    return screen_boxes(objects, rgb.shape)
+
+
+def screen_boxes(objects: Objects, frame_shape: tuple[int, ...]
+                 ) -> list[tuple[np.ndarray, str]]:
+    """(box, name) of the detected `objects` that may be a screen or a print: a phone, TV,
+    laptop or book scoring at least DEPICTING_THRESHOLD, LARGE_THRESHOLD for a box over
+    MAX_FRAME_SHARE of the frame."""
+    objects = objects.of(*DEPICTING)
+    frame_area = frame_shape[0] * frame_shape[1]
+    return [(box, str(name)) for box, score, name in zip(objects.boxes, objects.scores,
+                                                          objects.names, strict=True)
+            if score >= DEPICTING_THRESHOLD and (
+                (box[2] - box[0]) * (box[3] - box[1]) <= MAX_FRAME_SHARE * frame_area
+                or score >= LARGE_THRESHOLD)]
 
 
 def encloses(box: np.ndarray, face_box: np.ndarray, min_area: float = 1.5) -> bool:
@@ -124,15 +130,20 @@ class ScreenMemory:
     """(video time, box, name) of each screen found."""
     scanned_at: float = -math.inf
     scans: int = 0
+    """NanoDet passes run here (objects detected by the caller are not counted)."""
 
-    def observe(self, time: float, rgb: np.ndarray) -> None:
+    def observe(self, time: float, rgb: np.ndarray, detected: Objects | None = None) -> None:
+        """Look for screens in the frame if due; `detected`: this frame's objects, already
+        found by the street layer (same network, screens kept from the same score), which
+        are taken instead of a pass of its own whenever they come."""
         if time < self.scanned_at:  # the source started again (a file looped)
             self.forget()
-        if time - self.scanned_at < SCREEN_SCAN_S:
+        if detected is None and time - self.scanned_at < SCREEN_SCAN_S:
             return
-        self.scanned_at, self.scans = time, self.scans + 1
+        found = screens(rgb) if detected is None else screen_boxes(detected, rgb.shape)
+        self.scanned_at, self.scans = time, self.scans + (detected is None)
         self.seen = [s for s in self.seen if time - s[0] <= SCREEN_MEMORY_S]
-        self.seen += [(time, box, name) for box, name in screens(rgb)]
+        self.seen += [(time, box, name) for box, name in found]
 
     def holding(self, face_box: np.ndarray, time: float) -> str | None:
         """The name of a screen seen within SCREEN_MEMORY_S that holds the face."""

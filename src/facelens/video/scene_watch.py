@@ -36,7 +36,7 @@ from facelens.scene.attributes import (
     describe_person,
     describe_vehicle,
 )
-from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, detect_street
+from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, Objects, detect_street
 from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
 from facelens.scene.pose import body_pose
 from facelens.video.source import Frame
@@ -166,6 +166,9 @@ class SceneWatch:
     its video time). Whoever stores them clears it (video/scene_camera.py, once a minute)."""
     frames: int = 0
     detected: int = 0
+    latest: Objects | None = None
+    """The last processed frame's objects, None when the motion gate skipped it: a face
+    watcher on the same frames takes the screens among them (video/depiction.py)."""
 
     def __post_init__(self) -> None:
         # People and vehicles tracked apart: a cyclist's person box never takes over the bike's.
@@ -175,10 +178,11 @@ class SceneWatch:
     def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
         """Analyse one frame; returns its labels (box, text, alerted) for drawing."""
         self.frames += 1
+        self.latest = None
         if self.gate and not self._motion.moving(frame.rgb):
             return self._labels()
         self.detected += 1
-        found = detect_street(frame.rgb, self.detect_side)
+        found = self.latest = detect_street(frame.rgb, self.detect_side)
         groups: dict[str, list[Face]] = {"person": [], "vehicle": []}
         for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
             if name == "person" or name in VEHICLES:

@@ -25,6 +25,7 @@ import numpy as np
 from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
+from facelens.scene.detect import Objects
 from facelens.video.depiction import RigidRegion, ScreenMemory, find_depiction, scene_motion
 from facelens.video.source import Frame
 from facelens.video.template import Template
@@ -164,7 +165,9 @@ class Watcher:
         self._tick = 0
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> list[Alert]:
+    def process(self, frame: Frame, detected: Objects | None = None) -> list[Alert]:
+        """One frame's alerts. `detected`: the frame's objects when the street layer already
+        ran NanoDet on it (the screens among them stand in for the depiction check's pass)."""
         self.stats.frames += 1
         grey = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
         if self.motion and self._still(grey) and not self.tracker.tracks:
@@ -182,7 +185,7 @@ class Watcher:
             self.screens.forget()
         seen, ended = self.tracker.update(faces, self._tick)
         if self.depictions and seen:  # NanoDet twice a second while faces are in view
-            self.screens.observe(frame.time, frame.rgb)
+            self.screens.observe(frame.time, frame.rgb, detected)
         # The scene's motion since the last frame, once for every track's rigid-region cue.
         scene_step = scene_motion(self._previous_grey, grey) \
             if self.depictions and seen and self._previous_grey is not None else None
@@ -346,22 +349,22 @@ class Watcher:
 
     def _depiction(self, state: _TrackState, time: float) -> tuple[str | None, str | None]:
         """(cue, "depiction: <what>") when the face stayed glued to a region moving against
-        the scene (followed every frame), or a cue finds it shown by something in any of the
-        track's kept frames: the best shot, the embedded ones, the pending one (NanoDet runs
-        on at most 5 frames of a track about to alert), or a screen seen in the last seconds
-        holds it (`ScreenMemory`); (None, None) else."""
+        the scene (followed every frame), a screen seen in the last seconds holds it in any
+        of the track's kept frames (`ScreenMemory`): the best shot, the embedded ones, the
+        pending one, or a cue finds it shown by something in one of them (NanoDet runs on at
+        most 5 frames of a track about to alert); (None, None) else."""
         if not self.depictions:
             return None, None
         if state.region.rigid:
             return "rigid", "depiction: moving frame"
         shots = [state.best, *state.embedded, state.pending]
         unique = list({id(s): s for s in shots if s is not None}.values())
+        for shot in unique:  # the memory first: it costs no NanoDet pass
+            if name := self.screens.holding(shot.box, time):
+                return "object", f"depiction: {name}"
         for shot in unique:
             if found := find_depiction(shot.frame, shot.box):
                 return found[0], f"depiction: {found[1]}"
-        for shot in unique:
-            if name := self.screens.holding(shot.box, time):
-                return "object", f"depiction: {name}"
         return None, None
 
     def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
