@@ -17,25 +17,24 @@ import pytest
 from facelens.eval.depiction_eval import load, recapture
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
-from facelens.scene.detect import detect_objects, detect_street
+from facelens.scene.detect import DEPICTING, detect_objects, detect_street
 from facelens.settings import Settings
 from facelens.store.tables import Event
+from facelens.video.bezel import bezel
 from facelens.video.camera import alert_recorder
 from facelens.video.depiction import (
-    DEPICTING,
     INSIDE,
     LARGE_THRESHOLD,
     MAX_FRAME_SHARE,
     SCREEN_MEMORY_S,
     SCREEN_SCAN_S,
-    RegionFollower,
     ScreenMemory,
-    bezel,
     encloses,
     enclosing_object,
     find_depiction,
     inside_share,
 )
+from facelens.video.rigid_region import RegionFollower
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher

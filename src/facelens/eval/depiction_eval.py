@@ -25,7 +25,8 @@ from facelens.eval.watch_eval import enrolled_gallery
 from facelens.liveness.passive import REALNESS_MIN
 from facelens.models.antispoof import AntiSpoof
 from facelens.settings import Settings
-from facelens.video.depiction import CUES, RegionFollower, ScreenMemory
+from facelens.video.depiction import CUES, ScreenMemory
+from facelens.video.rigid_region import RegionFollower
 from facelens.video.source import Frame, VideoSource
 from facelens.video.tracker import IouTracker
 from facelens.video.watch import Watcher

@@ -26,7 +26,8 @@ from facelens.face import Face
 from facelens.gallery.service import Galleries
 from facelens.geometry import crop_with_margin
 from facelens.scene.detect import Objects
-from facelens.video.depiction import RigidRegion, ScreenMemory, find_depiction, scene_motion
+from facelens.video.depiction import ScreenMemory, find_depiction
+from facelens.video.rigid_region import RigidRegion, scene_motion
 from facelens.video.source import Frame
 from facelens.video.template import Template
 from facelens.video.tracker import IouTracker, Track

@@ -54,9 +54,9 @@ def load_image(
         try:
             return _decode(_read_file(source, max_bytes), max_pixels, formats, max_side)
         except BadImageError as e:  # one bad photo among thousands must be findable
-            if _shown(source) in str(e):
+            if (shown := _shown(source)) in str(e):
                 raise
-            raise type(e)(f"{_shown(source)}: {e}") from None
+            raise type(e)(f"{shown}: {e}") from None
     else:
         raise BadImageError(f"cannot read an image from a {type(source).__name__}")
     return _decode(data, max_pixels, formats, max_side)
