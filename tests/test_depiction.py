@@ -33,6 +33,7 @@ from facelens.video.depiction import (
     enclosing_object,
     find_depiction,
     inside_share,
+    screens,
 )
 from facelens.video.rigid_region import RegionFollower
 from facelens.video.source import Frame
@@ -145,6 +146,34 @@ def test_the_street_layers_detections_stand_in_for_the_memorys_own_pass(
     assert fed.scans == 0 and not passes
     assert [(name, box.round(1).tolist()) for _, box, name in fed.seen] == \
         [(name, box.round(1).tolist()) for _, box, name in own.seen]
+
+
+@pytest.mark.shared_data
+def test_screens_the_object_cue_finds_are_remembered(shared_data: Path, engine: Any) -> None:
+    """The object cue's looks at a track's kept frames feed the camera's memory: every screen
+    they see (the frame's, then the mirror's when the frame's holds no face), as of the
+    frame's time, so another track's face inside one is held by it."""
+    shown = [f.rgb for f in load(shared_data / "video/short_hamilton_clip.mp4", 3, limit=16)]
+    crowd = [f.rgb for f in load(shared_data / "street/facenet_video.mp4", 3, limit=16)]
+    memory, looked = ScreenMemory(), 0
+    for i, rgb in enumerate(recapture(shown, crowd, "monitor", seed=2, width=0.35)):
+        faces = engine.detect_rgb(rgb)[0]
+        if not faces:
+            continue
+        looked += 1
+        found = find_depiction(rgb, faces[0].box, memory, float(i))
+        seen = [(name, box.round(1).tolist()) for t, box, name in memory.seen if t == i]
+        plain = [(name, box.round(1).tolist()) for box, name in screens(rgb)]
+        assert seen[:len(plain)] == plain
+        if found is None or found[0] != "object" or len(seen) > len(plain):
+            mirrored = [(name, box.round(1).tolist()) for box, name in screens(rgb,
+                                                                             mirrored=True)]
+            assert seen[len(plain):] == mirrored
+    assert looked >= 8 and memory.seen and memory.scans == 0
+    at, box, name = memory.seen[0]
+    inside = np.array([box[0], box[1], box[0] + (box[2] - box[0]) / 3,
+                       box[1] + (box[3] - box[1]) / 3])  # a ninth of the screen
+    assert memory.holding(inside, at + SCREEN_MEMORY_S / 2) == name
 
 
 @pytest.mark.shared_data

@@ -79,11 +79,17 @@ def encloses(box: np.ndarray, face_box: np.ndarray, min_area: float = 1.5) -> bo
     return bool(area > min_area * face_area and inside_share(face_box, box) >= INSIDE)
 
 
-def enclosing_object(rgb: np.ndarray, face_box: np.ndarray) -> str | None:
+def enclosing_object(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory | None = None,
+                     time: float = 0.0) -> str | None:
     """The name of the screen (`screens`) the face lies inside, if any: in the frame, else in
-    its mirror image (a second look; only frames of a track about to alert get here)."""
+    its mirror image (a second look; only frames of a track about to alert get here).
+    `memory`: the screens seen are remembered there too, as of the frame's video `time` (the
+    face of another track may lie inside one)."""
     for mirrored in (False, True):
-        for box, name in screens(rgb, mirrored=mirrored):
+        found = screens(rgb, mirrored=mirrored)
+        if memory is not None:
+            memory.remember(time, found)
+        for box, name in found:
             if encloses(box, face_box):
                 return name
     return None
@@ -123,6 +129,11 @@ class ScreenMemory:
         found = screens(rgb) if detected is None else screen_boxes(detected, rgb.shape)
         self.scanned_at, self.scans = time, self.scans + (detected is None)
         self.seen = [s for s in self.seen if time - s[0] <= SCREEN_MEMORY_S]
+        self.remember(time, found)
+
+    def remember(self, time: float, found: list[tuple[np.ndarray, str]]) -> None:
+        """Screens (`screens`) found in the frame of video `time`, by this memory's scans or
+        by the object cue's looks at the kept frames of a track about to alert."""
         self.seen += [(time, box, name) for box, name in found]
 
     def holding(self, face_box: np.ndarray, time: float) -> str | None:
@@ -142,10 +153,13 @@ CUES: dict[str, Callable[[np.ndarray, np.ndarray], str | None]] = {
 """Each cue names what shows the face (or None); cheapest-to-trust first."""
 
 
-def find_depiction(rgb: np.ndarray, face_box: np.ndarray) -> tuple[str, str] | None:
+def find_depiction(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory | None = None,
+                   time: float = 0.0) -> tuple[str, str] | None:
     """(the cue, what shows the face) in this frame, if it is a depiction: ("object", a
-    NanoDet object's name) or ("bezel", "framed"); None for a person."""
-    for cue, check in CUES.items():
-        if found := check(rgb, face_box):
-            return cue, found
+    NanoDet object's name) or ("bezel", "framed"); None for a person. The cues in CUES' order;
+    `memory`, `time`: the object cue's screens are remembered (`enclosing_object`)."""
+    if name := enclosing_object(rgb, face_box, memory, time):
+        return "object", name
+    if found := framed(rgb, face_box):
+        return "bezel", found
     return None

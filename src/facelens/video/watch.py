@@ -94,6 +94,8 @@ class _Shot:
     frame: np.ndarray
     others: list[np.ndarray]
     """The boxes of every other face in `frame`: blurred in the stored frame."""
+    time: float
+    """The frame's video time."""
 
 
 @dataclass
@@ -249,7 +251,7 @@ class Watcher:
             crop, face = _crop(frame.rgb, track.face)
             others = [f.box for f in faces if f is not track.face]
             shot = _Shot(quality, self._tick, track.face.box.copy(), crop, face, chip,
-                         frame.rgb, others)
+                         frame.rgb, others, frame.time)
             if better_pending:
                 state.pending = shot
             if better_than_best:
@@ -363,8 +365,8 @@ class Watcher:
         for shot in unique:  # the memory first: it costs no NanoDet pass
             if name := self.screens.holding(shot.box, time):
                 return "object", f"depiction: {name}"
-        for shot in unique:
-            if found := find_depiction(shot.frame, shot.box):
+        for shot in unique:  # the screens these looks find are remembered for other tracks
+            if found := find_depiction(shot.frame, shot.box, self.screens, shot.time):
                 return found[0], f"depiction: {found[1]}"
         return None, None
 
