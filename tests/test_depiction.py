@@ -38,7 +38,7 @@ from facelens.video.depiction import (
 from facelens.video.rigid_region import RegionFollower
 from facelens.video.source import Frame
 from facelens.video.tracker import IouTracker
-from facelens.video.watch import Watcher
+from facelens.video.watch import Watcher, _Shot, _TrackState
 from facelens.vision.decode import load_image
 
 
@@ -174,6 +174,32 @@ def test_screens_the_object_cue_finds_are_remembered(shared_data: Path, engine: 
     inside = np.array([box[0], box[1], box[0] + (box[2] - box[0]) / 3,
                        box[1] + (box[3] - box[1]) / 3])  # a ninth of the screen
     assert memory.holding(inside, at + SCREEN_MEMORY_S / 2) == name
+
+
+def test_a_screen_one_kept_frame_shows_holds_the_face_in_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A track about to alert: the object cue's look at its best shot finds a TV that does
+    not hold that shot's face but holds where the face was in the next kept frame, so the
+    alert is a depiction (the memory is asked again after each look, not only before)."""
+    galleries = Galleries(Settings(data_dir=tmp_path / "data"))
+    galleries.create_gallery("watch", "watchlist-stage")
+    watcher = Watcher("street", galleries, ["watch"])
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    faces = [np.array([100, 100, 160, 170], np.float32),  # walked out of the screen's view…
+             np.array([700, 300, 760, 370], np.float32)]  # …from inside it
+    state = _TrackState()
+    state.best, state.pending = (_Shot(1.0, 0, box, frame, None, frame, frame, [], 0.0)
+                                 for box in faces)  # type: ignore[arg-type]
+    tv = np.array([600, 200, 1000, 500], np.float32)
+    looked = []
+
+    def look(rgb: np.ndarray, box: np.ndarray, memory: ScreenMemory, time: float) -> None:
+        looked.append(box)
+        memory.remember(time, [(tv, "tv")])  # what the real cue does with the screens it sees
+
+    monkeypatch.setattr("facelens.video.watch.find_depiction", look)
+    assert watcher._depiction(state, 1.0) == ("object", "depiction: tv")
+    assert len(looked) == 1  # the second shot needed no NanoDet pass of its own
 
 
 @pytest.mark.shared_data

@@ -362,13 +362,23 @@ class Watcher:
             return "rigid", "depiction: moving frame"
         shots = [state.best, *state.embedded, state.pending]
         unique = list({id(s): s for s in shots if s is not None}.values())
-        for shot in unique:  # the memory first: it costs no NanoDet pass
-            if name := self.screens.holding(shot.box, time):
-                return "object", f"depiction: {name}"
+        if name := self._held(unique, time):  # the memory first: it costs no NanoDet pass
+            return "object", f"depiction: {name}"
         for shot in unique:  # the screens these looks find are remembered for other tracks
             if found := find_depiction(shot.frame, shot.box, self.screens, shot.time):
                 return found[0], f"depiction: {found[1]}"
+            # ...and for this track's other kept frames: a screen NanoDet saw only here may
+            # hold the face where another shot caught it
+            if name := self._held(unique, time):
+                return "object", f"depiction: {name}"
         return None, None
+
+    def _held(self, shots: list[_Shot], time: float) -> str | None:
+        """The name of a remembered screen holding the face of one of `shots`."""
+        for shot in shots:
+            if name := self.screens.holding(shot.box, time):
+                return name
+        return None
 
     def _label(self, track: Track) -> tuple[np.ndarray, str, bool]:
         state: _TrackState | None = track.state.get("watch")
