@@ -176,6 +176,31 @@ def test_screens_the_object_cue_finds_are_remembered(shared_data: Path, engine: 
     assert memory.holding(inside, at + SCREEN_MEMORY_S / 2) == name
 
 
+@pytest.mark.shared_data
+def test_a_frame_the_memory_scanned_is_not_scanned_again(shared_data: Path, engine: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object cue on a kept frame the camera's memory already searched for screens takes
+    the memory's screens for its plain look (only the mirror look runs NanoDet), and finds
+    what it finds without the memory."""
+    shown = [f.rgb for f in load(shared_data / "video/short_hamilton_clip.mp4", 3, limit=16)]
+    crowd = [f.rgb for f in load(shared_data / "street/facenet_video.mp4", 3, limit=16)]
+    made = recapture(shown, crowd, "phone", seed=0)
+    faced = [(i, rgb, faces[0].box) for i, rgb in enumerate(made)
+             if (faces := engine.detect_rgb(rgb)[0])]
+    alone = [enclosing_object(rgb, box) for _, rgb, box in faced]
+    assert any(alone), "no face found inside a screen: the check below would prove nothing"
+    memory, passes = ScreenMemory(), []
+    for i, rgb, _ in faced:
+        memory.observe(i * SCREEN_SCAN_S, rgb)  # every frame is due, all kept
+    real = detect_objects
+    monkeypatch.setattr("facelens.video.depiction.detect_objects",
+                        lambda rgb, *a: passes.append(rgb) or real(rgb, *a))
+    assert [enclosing_object(rgb, box, memory, i * SCREEN_SCAN_S)
+            for i, rgb, box in faced] == alone
+    assert 0 < len(passes) <= len(faced)  # one look at most per frame: the mirror's
+    assert all(any(np.array_equal(p, rgb[:, ::-1]) for _, rgb, _ in faced) for p in passes)
+
+
 def test_a_screen_one_kept_frame_shows_holds_the_face_in_another(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A track about to alert: the object cue's look at its best shot finds a TV that does

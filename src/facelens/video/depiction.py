@@ -84,10 +84,12 @@ def enclosing_object(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory
     """The name of the screen (`screens`) the face lies inside, if any: in the frame, else in
     its mirror image (a second look; only frames of a track about to alert get here).
     `memory`: the screens seen are remembered there too, as of the frame's video `time` (the
-    face of another track may lie inside one)."""
+    face of another track may lie inside one); a frame it scanned is not scanned again."""
     for mirrored in (False, True):
-        found = screens(rgb, mirrored=mirrored)
-        if memory is not None:
+        # The memory may have scanned this very frame: its screens stand for the plain look.
+        known = None if mirrored or memory is None else memory.scanned.get(time)
+        found = screens(rgb, mirrored=mirrored) if known is None else known
+        if memory is not None and known is None:
             memory.remember(time, found)
         for box, name in found:
             if encloses(box, face_box):
@@ -117,6 +119,8 @@ class ScreenMemory:
     scanned_at: float = -math.inf
     scans: int = 0
     """NanoDet passes run here (objects detected by the caller are not counted)."""
+    scanned: dict[float, list[tuple[np.ndarray, str]]] = field(default_factory=dict)
+    """Video time -> the screens found in that frame (maybe none), kept SCREEN_MEMORY_S."""
 
     def observe(self, time: float, rgb: np.ndarray, detected: Objects | None = None) -> None:
         """Look for screens in the frame if due; `detected`: this frame's objects, already
@@ -129,6 +133,8 @@ class ScreenMemory:
         found = screens(rgb) if detected is None else screen_boxes(detected, rgb.shape)
         self.scanned_at, self.scans = time, self.scans + (detected is None)
         self.seen = [s for s in self.seen if time - s[0] <= SCREEN_MEMORY_S]
+        self.scanned = {t: f for t, f in self.scanned.items() if time - t <= SCREEN_MEMORY_S}
+        self.scanned[time] = found
         self.remember(time, found)
 
     def remember(self, time: float, found: list[tuple[np.ndarray, str]]) -> None:
@@ -145,7 +151,7 @@ class ScreenMemory:
         return None
 
     def forget(self) -> None:
-        self.seen, self.scanned_at = [], -math.inf
+        self.seen, self.scanned, self.scanned_at = [], {}, -math.inf
 
 
 CUES: dict[str, Callable[[np.ndarray, np.ndarray], str | None]] = {
