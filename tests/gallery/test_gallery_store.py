@@ -4,8 +4,10 @@ wrong or missing key, the key file's mode."""
 from __future__ import annotations
 
 import base64
+import os
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from gallery_helpers import (
     snapshot,
 )
 
+from facelens.events.hotlist_store import HotlistStore
 from facelens.gallery import index_store
 from facelens.gallery.identify import Identification
 from facelens.gallery.service import Galleries
@@ -35,7 +38,7 @@ from facelens.store.crypto import (
 )
 from facelens.store.database import Store
 from facelens.store.db import MIGRATIONS
-from facelens.store.tables import Gallery, Subject, Template
+from facelens.store.tables import Gallery, PlateHotlistEntry, Subject, Template
 
 
 # --------------------------------------------------------------------------- key rotation
@@ -147,6 +150,62 @@ def test_missing_key_file_for_existing_data_is_refused(copy_dir: Path) -> None:
     with pytest.raises(MasterKeyError):
         open_galleries(copy_dir).store.close()
     assert not (copy_dir / "master.key").exists()
+
+
+def _store_with_a_plate(data_dir: Path) -> MasterKey:
+    """A data directory holding no subject, only a plate hotlist entry; its master key."""
+    store = Store(Settings(data_dir=data_dir))
+    HotlistStore(store).add_plate("7ABC123", "stolen", datetime.now(UTC) + timedelta(days=1),
+                                  "test")
+    key = store.master
+    store.close()
+    return key
+
+
+def test_a_store_holding_only_hotlist_entries_refuses_a_lost_or_wrong_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries' data keys (their alerts' crops) are wrapped with the master key too: a
+    deleted key file is not silently replaced by a new one, nor a wrong key taken."""
+    data_dir = tmp_path / "data"
+    key = _store_with_a_plate(data_dir)
+    monkeypatch.setenv(ENV_KEY, base64.b64encode(new_data_key()).decode())
+    with pytest.raises(MasterKeyError, match="does not match"):
+        Store(Settings(data_dir=data_dir))
+    monkeypatch.delenv(ENV_KEY)
+    (data_dir / "master.key").unlink()
+    with pytest.raises(MasterKeyError):
+        Store(Settings(data_dir=data_dir))
+    assert not (data_dir / "master.key").exists()
+    write_key_file(data_dir / "master.key", key.key)
+    Store(Settings(data_dir=data_dir)).close()
+
+
+def test_a_rotation_that_crashed_after_rewrapping_hotlist_entries_keeps_their_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No subject, one plate entry: the database was re-wrapped, the new key file never
+    renamed into place. Opening adopts the new key (the entry's data key still unwraps)."""
+    data_dir = tmp_path / "data"
+    _store_with_a_plate(data_dir)
+    store = Store(Settings(data_dir=data_dir))
+    rename = os.replace
+
+    def crash_before_the_last_rename(source: Path, target: Path) -> None:
+        if Path(target).name == "master.key":
+            raise OSError("crash")
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_before_the_last_rename)
+    with pytest.raises(OSError, match="crash"):
+        store.rotate_master_key()
+    store.close()
+    monkeypatch.undo()
+    assert (data_dir / "master.key.next").exists()
+    reopened = Store(Settings(data_dir=data_dir))
+    assert not (data_dir / "master.key.next").exists()
+    with reopened.sessions() as s:
+        entry = s.scalars(sa.select(PlateHotlistEntry)).one()
+    reopened.master.unwrap(entry.wrapped_key, f"plate:{entry.id}")
+    reopened.close()
 
 
 # --------------------------------------------------------------------------- key file mode

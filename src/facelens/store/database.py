@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from facelens.settings import Settings
 from facelens.store.crypto import (
@@ -23,6 +24,9 @@ from facelens.store.db import checkpoint, database_url, open_engine, session_fac
 from facelens.store.tables import PlateHotlistEntry, SceneRule, Subject
 
 DATABASE_FILES = ("facelens.db", "facelens.db-wal", "facelens.db-shm")
+ENTRY_TABLES: tuple[tuple[str, type[PlateHotlistEntry] | type[SceneRule]], ...] = (
+    ("plate", PlateHotlistEntry), ("rule", SceneRule))
+"""Rows besides subjects whose data key the master key wraps (owner "<kind>:<id>")."""
 
 
 def private_files(data_dir: Path) -> None:
@@ -43,8 +47,9 @@ def private_files(data_dir: Path) -> None:
 class Store:
     """The database and master key of one facelens data directory (or database URL).
 
-    Opening refuses (MasterKeyError) a master key other than the one the stored subjects are
-    wrapped with, and finishes a key rotation a crash interrupted."""
+    Opening refuses (MasterKeyError) a master key other than the one the stored subjects,
+    plate hotlist entries and rules are wrapped with, and finishes a key rotation a crash
+    interrupted."""
 
     def __init__(self, settings: Settings) -> None:
         data_dir = settings.data_dir
@@ -57,14 +62,15 @@ class Store:
         """Where older versions kept the audit chain's head: it seeds the database's head
         row once (store/audit.py)."""
         with self.sessions() as s:
-            used = set(s.scalars(sa.select(Subject.key_id).distinct()))
+            wrapped = _wraps(s, None)
         # A new key only for an empty store: a lost key file must not silently fork the data.
         try:
-            self.master: MasterKey = load_master_key(self.key_file, create=not used)
+            self.master: MasterKey = load_master_key(self.key_file, create=not wrapped)
             self._finish_rotation()
-            if used and used != {self.master.id}:
-                raise MasterKeyError(f"wrong master key: the key from {self.master.source} does "
-                                     "not match the one the templates were wrapped with")
+            with self.sessions() as s:
+                if wrapped and not _wraps(s, self.master):
+                    raise MasterKeyError(f"wrong master key: the key from {self.master.source} "
+                                         "does not match the one the data keys were wrapped with")
         except MasterKeyError:
             self.database.dispose()
             raise
@@ -92,7 +98,7 @@ class Store:
                 subject.wrapped_key = new.wrap(data_key, subject.id)
                 subject.key_id = new.id
             # Plate hotlist entries and rules hold their alerts' crop keys the same way.
-            for kind, table in (("plate", PlateHotlistEntry), ("rule", SceneRule)):
+            for kind, table in ENTRY_TABLES:
                 for entry in s.scalars(sa.select(table)):
                     owner = f"{kind}:{entry.id}"
                     entry.wrapped_key = new.wrap(self.master.unwrap(entry.wrapped_key, owner),
@@ -109,8 +115,8 @@ class Store:
             return
         candidate = MasterKey(read_key_file(pending), str(self.key_file))
         with self.sessions() as s:
-            used = s.scalar(sa.select(Subject.key_id).limit(1))
-        if used == candidate.id:
+            rewrapped = _wraps(s, None) and _wraps(s, candidate)
+        if rewrapped:
             os.replace(pending, self.key_file)
             self.master = candidate
         else:
@@ -122,3 +128,24 @@ class Store:
 
     def close(self) -> None:
         self.database.dispose()
+
+
+def _wraps(s: Session, key: MasterKey | None) -> bool:
+    """Whether the stored data keys are wrapped with `key` (None: whether any is stored).
+
+    Subjects name their key's id; plate hotlist entries and rules do not, so the first of
+    each is unwrapped on trial (a store may hold only those: a lost or wrong key file must
+    be refused for them too)."""
+    ids = set(s.scalars(sa.select(Subject.key_id).distinct()))
+    entries = [(kind, entry) for kind, table in ENTRY_TABLES
+               if (entry := s.scalar(sa.select(table).limit(1))) is not None]
+    if key is None:
+        return bool(ids or entries)
+    if ids and ids != {key.id}:
+        return False
+    try:
+        for kind, entry in entries:
+            key.unwrap(entry.wrapped_key, f"{kind}:{entry.id}")
+    except MasterKeyError:
+        return False
+    return True
