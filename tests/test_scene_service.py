@@ -32,6 +32,7 @@ from facelens.store.tables import (
     PlateHotlistEntry,
     SceneAlertWindow,
     SceneCount,
+    SceneRule,
 )
 
 COUNTED = {"person", *VEHICLES}
@@ -150,6 +151,36 @@ def test_scene_alerts_share_cooldown_and_outbox_and_go_with_their_entry(
         == "confirmed"  # reviewed like a face alert
     assert c.call("DELETE", f"/v1/hotlists/plates/{entry.id}").status_code == 204
     assert c.call("GET", f"/v1/events/{event.id}", "events").status_code == 404
+
+
+def test_the_purge_deletes_lapsed_entries_with_their_alerts(tmp_path: Path) -> None:
+    """A plate entry and a rule past their expiry go, with their alerts and crops, at the
+    service's purge (as an expired watchlist subject does); a live entry and its alert stay;
+    the purge's audit record counts them."""
+    settings = Settings(data_dir=tmp_path / "data")
+    state = ServiceState.open(settings)
+    hotlists, later = HotlistStore(state.store), datetime.now(UTC) + timedelta(days=1)
+    lapsing = hotlists.add_plate("AB12O3", "stolen", later, "tester")
+    kept = hotlists.add_plate("XY98Z7", "stolen", later, "tester")
+    rule = hotlists.add_rule("red car", "search", later, "tester")
+    for kind, entry_id in (("plate", lapsing.id), ("plate", kept.id), ("rule", rule.id)):
+        assert state.events.record_scene_alert("gate", kind, entry_id, "0.9",
+                                               snapshot_jpeg=b"crop")
+    past = datetime.now(UTC) - timedelta(minutes=1)  # adding refuses past dates
+    with state.store.sessions.begin() as s:
+        for table, entry_id in ((PlateHotlistEntry, lapsing.id), (SceneRule, rule.id)):
+            s.execute(sa.update(table).where(table.id == entry_id).values(expires_at=past))
+    state.close()
+    with _serve(settings) as c:
+        _wait(lambda: "purge" in _actions(c), 30)  # it runs in the background at start
+        (purge,) = [e for e in c.call("GET", "/v1/audit").json() if e["action"] == "purge"]
+        assert (purge["detail"]["expired_plates"], purge["detail"]["expired_rules"]) == (1, 1)
+        assert [p["id"] for p in c.call("GET", "/v1/hotlists/plates").json()] == [kept.id]
+        assert c.call("GET", "/v1/rules").json() == []
+        alerts = c.call("GET", "/v1/events", "events").json()
+        assert [(e["kind"], e["hotlist_id"]) for e in alerts] == [("plate", kept.id)]
+        with c.state.store.sessions() as s:
+            assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 1
 
 
 def _wait(done: Callable[[], bool], timeout: float) -> None:

@@ -143,6 +143,17 @@ class HotlistStore:
             if not s.execute(sa.delete(table).where(table.id == entry_id)).rowcount:
                 raise NotFoundError(f"no {kind} entry {entry_id}")
 
+    def purge_expired(self, now: datetime | None = None) -> tuple[int, int]:
+        """Delete the plate entries and rules past their expiry, with their alerts and the
+        keys their crops were sealed under, as an expired watchlist subject goes: a lapsed
+        search leaves nothing behind. Returns how many (plates, rules) went."""
+        now = now or utcnow()
+        with self.sessions.begin() as s:
+            plates, rules = (int(s.execute(sa.delete(table).where(
+                table.expires_at <= now)).rowcount) for table in (PlateHotlistEntry, SceneRule))
+        self.store.checkpoint()  # secure_delete: the freed pages are overwritten now
+        return plates, rules
+
     def load(self, now: datetime | None = None) -> Loaded:
         """The live (unexpired) entries as a snapshot to match against."""
         now = now or utcnow()

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
 from facelens.events.counts import SceneCounts
+from facelens.events.hotlist_store import HotlistStore
 from facelens.service import (
     routes_admin,
     routes_bulk,
@@ -45,8 +46,8 @@ STATIC = resources.files("facelens.web") / "static"
 
 
 async def _purge_daily(state: ServiceState) -> None:
-    """The retention rules (subjects; unconfirmed alerts; street counts), applied at start
-    and then every purge_interval_h hours."""
+    """The retention rules (subjects; unconfirmed alerts; street counts; expired plate
+    hotlist entries and rules), applied at start and then every purge_interval_h hours."""
     while True:
         try:
             loop = asyncio.get_running_loop()
@@ -55,8 +56,11 @@ async def _purge_daily(state: ServiceState) -> None:
                                                  state.settings.event_retention_days)
             counts = await loop.run_in_executor(None, SceneCounts(state.store).prune,
                                                 state.settings.counts_retention_days)
+            plates, rules = await loop.run_in_executor(
+                None, HotlistStore(state.store).purge_expired)
             state.audit.record("service", "purge", "ok", deleted=len(deleted),
-                               expired_events=expired, expired_counts=counts)
+                               expired_events=expired, expired_counts=counts,
+                               expired_plates=plates, expired_rules=rules)
         except Exception:  # keep the loop alive; the next run retries
             log.exception("retention purge failed")
         await asyncio.sleep(state.settings.purge_interval_h * 3600)
