@@ -26,12 +26,13 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def margin_box(box: np.ndarray, shape: tuple[int, ...], margin: float) -> tuple[int, int, int, int]:
     """`box` grown by `margin` × its longer side on every side, clipped to an image of
-    `shape`: (left, top, right, bottom) in whole pixels."""
+    `shape` (both ends: a box beyond the edge gives an empty region, never a reversed one):
+    (left, top, right, bottom) in whole pixels."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    pad = margin * max(x2 - x1, y2 - y1)
+    pad = margin * max(x2 - x1, y2 - y1, 1.0)
     h, w = shape[:2]
-    return (int(max(x1 - pad, 0)), int(max(y1 - pad, 0)),
-            int(min(x2 + pad, w)), int(min(y2 + pad, h)))
+    return (int(min(max(x1 - pad, 0), w)), int(min(max(y1 - pad, 0), h)),
+            int(min(max(x2 + pad, 0), w)), int(min(max(y2 + pad, 0), h)))
 
 
 def crop_with_margin(rgb: np.ndarray, box: np.ndarray, margin: float

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from facelens.geometry import margin_box
 from facelens.vision.planarity import follow_points
 
 BORDER = 0.12
@@ -94,7 +95,7 @@ class RigidRegion:
             # Only the face's surroundings (a face's worth of room to move): a 1080p frame
             # costs what a small one does.
             moved, keep = follow_points(previous_grey, grey, self.current,
-                                        _window(box, RING + 1.0, grey.shape))
+                                        margin_box(box, grey.shape, RING + 1.0))
             assert self.reference is not None
             self.reference, self.current = self.reference[keep], moved[keep]
             self.scene = scene_step @ self.scene
@@ -130,7 +131,7 @@ class RigidRegion:
         self.observed, self.scene = 1, np.eye(3)
         x1, y1, x2, y2 = (float(v) for v in box)
         size = max(x2 - x1, y2 - y1, 1.0)
-        left, top, right, bottom = _window(box, RING, grey.shape)
+        left, top, right, bottom = margin_box(box, grey.shape, RING)
         mask = np.zeros((bottom - top, right - left), np.uint8)
         outer = [x1 - RING * size, y1 - RING * size, x2 + RING * size, y2]
         inner = [x1 - RING_CLEAR * size, y1 - RING_CLEAR * size, x2 + RING_CLEAR * size, y2]
@@ -155,15 +156,6 @@ class RigidRegion:
     def rigid(self) -> bool:
         glued = self.glued_fits()
         return sum(glued) >= MIN_GLUED and sum(glued) >= GLUED_SHARE * len(glued)
-
-
-def _window(box: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """The face box grown by `reach` face sizes on every side, within the frame (px)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    size = max(x2 - x1, y2 - y1, 1.0)
-    h, w = shape[:2]
-    return (int(min(max(x1 - reach * size, 0), w)), int(min(max(y1 - reach * size, 0), h)),
-            int(min(max(x2 + reach * size, 0), w)), int(min(max(y2 + reach * size, 0), h)))
 
 
 class RegionFollower:
