@@ -30,6 +30,9 @@ clip; the shared liveness clips, held out, measure its BPCER (`facelens eval liv
 MODEL_EVERY = 3
 """The model scores every MODEL_EVERY-th frame (its median barely moves; it costs ~2 ms)."""
 _model = AntiSpoof()
+FULL_RANSAC = 2000
+"""OpenCV's default: the passive cues' figures were measured with it (a camera caps it,
+vision/planarity.py); a 20-frame window is too short for the cap's saving to matter."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def passive_cues(frames: list[np.ndarray], boxes: list[np.ndarray],
                  model: FaceRealness | None = _model) -> PassiveCues:
     """Cues over frames (RGB) of one face, with its box in each (`model`: None, no
     realness)."""
-    evidence = PlanarityEvidence(DEFORMED, PLANE_RATIO, MIN_FITS)
+    evidence = PlanarityEvidence(DEFORMED, PLANE_RATIO, MIN_FITS, iterations=FULL_RANSAC)
     previous = None
     scores, realness = [], []
     for index, (rgb, box) in enumerate(zip(frames, boxes, strict=True)):
