@@ -151,6 +151,8 @@ def test_scene_alerts_share_cooldown_and_outbox_and_go_with_their_entry(
         == "confirmed"  # reviewed like a face alert
     assert c.call("DELETE", f"/v1/hotlists/plates/{entry.id}").status_code == 204
     assert c.call("GET", f"/v1/events/{event.id}", "events").status_code == 404
+    with c.state.store.sessions() as s:  # nor when it last alerted where
+        assert s.scalar(sa.select(sa.func.count()).select_from(SceneAlertWindow)) == 0
 
 
 def test_the_purge_deletes_lapsed_entries_with_their_alerts(tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_the_purge_deletes_lapsed_entries_with_their_alerts(tmp_path: Path) -> N
     kept = hotlists.add_plate("XY98Z7", "stolen", later, "tester")
     rule = hotlists.add_rule("red car", "search", later, "tester")
     for kind, entry_id in (("plate", lapsing.id), ("plate", kept.id), ("rule", rule.id)):
-        assert state.events.record_scene_alert("gate", kind, entry_id, "0.9",
+        assert state.events.record_scene_alert("gate", kind, entry_id, "0.9", cooldown_s=60,
                                                snapshot_jpeg=b"crop")
     past = datetime.now(UTC) - timedelta(minutes=1)  # adding refuses past dates
     with state.store.sessions.begin() as s:
@@ -181,6 +183,7 @@ def test_the_purge_deletes_lapsed_entries_with_their_alerts(tmp_path: Path) -> N
         assert [(e["kind"], e["hotlist_id"]) for e in alerts] == [("plate", kept.id)]
         with c.state.store.sessions() as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 1
+            assert list(s.scalars(sa.select(SceneAlertWindow.target))) == [f"plate:{kept.id}"]
 
 
 def _wait(done: Callable[[], bool], timeout: float) -> None:

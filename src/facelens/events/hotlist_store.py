@@ -19,7 +19,13 @@ from facelens.events.hotlists import DescriptionRule, Hotlists, PlateEntry, pars
 from facelens.events.hotlists import plate_key as key_of
 from facelens.store.crypto import new_data_key
 from facelens.store.database import Store
-from facelens.store.tables import PlateHotlistEntry, SceneRule, aware, utcnow
+from facelens.store.tables import (
+    PlateHotlistEntry,
+    SceneAlertWindow,
+    SceneRule,
+    aware,
+    utcnow,
+)
 
 MAX_PLATE_DAYS = 365
 """The longest a plate entry may run before someone renews it."""
@@ -137,11 +143,13 @@ class HotlistStore:
             return list(s.scalars(sa.select(SceneRule).order_by(SceneRule.id)))
 
     def delete(self, kind: str, entry_id: int) -> None:
-        """Delete an entry, its alerts and the key their crops were sealed under."""
+        """Delete an entry, its alerts, the key their crops were sealed under and its cameras'
+        cool-downs (which would still say when it last alerted where)."""
         table = PlateHotlistEntry if kind == "plate" else SceneRule
         with self.sessions.begin() as s:
             if not s.execute(sa.delete(table).where(table.id == entry_id)).rowcount:
                 raise NotFoundError(f"no {kind} entry {entry_id}")
+            _forget_windows(s, [owner(kind, entry_id)])
 
     def purge_expired(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete the plate entries and rules past their expiry, with their alerts and the
@@ -149,10 +157,12 @@ class HotlistStore:
         search leaves nothing behind. Returns how many (plates, rules) went."""
         now = now or utcnow()
         with self.sessions.begin() as s:
-            plates, rules = (int(s.execute(sa.delete(table).where(
-                table.expires_at <= now)).rowcount) for table in (PlateHotlistEntry, SceneRule))
+            gone = {kind: list(s.scalars(sa.delete(table).where(table.expires_at <= now)
+                                         .returning(table.id)))
+                    for kind, table in (("plate", PlateHotlistEntry), ("rule", SceneRule))}
+            _forget_windows(s, [owner(kind, i) for kind, ids in gone.items() for i in ids])
         self.store.checkpoint()  # secure_delete: the freed pages are overwritten now
-        return plates, rules
+        return len(gone["plate"]), len(gone["rule"])
 
     def load(self, now: datetime | None = None) -> Loaded:
         """The live (unexpired) entries as a snapshot to match against."""
@@ -166,3 +176,9 @@ class HotlistStore:
              for p in plates], [to_rule(r) for r in rules]))
         loaded.plate_ids = {p.plate_key: p.id for p in plates}
         return loaded
+
+
+def _forget_windows(s: Session, owners: list[str]) -> None:
+    """Drop the cameras' cool-down windows of deleted entries (`owner` names)."""
+    if owners:
+        s.execute(sa.delete(SceneAlertWindow).where(SceneAlertWindow.target.in_(owners)))
