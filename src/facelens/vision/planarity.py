@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from facelens.geometry import margin_box
+
 MIN_POINTS = 12
 MIN_FITS = 5
 DEFORMED = 0.03
@@ -28,6 +30,11 @@ error / similarity error). Measured: synthetic posters 0.15–0.26, real faces i
 clip 0.36–1.4 (tests/test_video.py keeps both sides checked)."""
 STILL_FITS, STILL = 90, 0.01
 """Static: this many observations without any point moving 1% of the face width."""
+FOLLOW_REACH = 2.0
+"""Points are followed within the face box grown by this many face sizes (a face moves less
+between processed frames; LK's coarsest level reads ~60 px round a point), not the frame."""
+SEED_RIM = 4
+"""Pixels round the box that the corner measure (3×3 Sobel, 3×3 block, 3×3 maximum) reads."""
 HOMOGRAPHY_ITERATIONS = 200
 """RANSAC's cap for cameras (OpenCV's default, 2000, is what liveness keeps: its figures were
 measured with it). A real head's points fit no plane well, so RANSAC ran all 2000 rounds: 8 ms
@@ -85,7 +92,8 @@ class PlanarityEvidence:
         width = float(box[2] - box[0])
         if (self.current is not None and previous_grey is not None
                 and previous_grey.shape == grey.shape):
-            moved, keep = follow_points(previous_grey, grey, self.current)
+            moved, keep = follow_points(previous_grey, grey, self.current,
+                                        margin_box(box, grey.shape, FOLLOW_REACH))
             assert self.reference is not None
             self.reference, self.current = self.reference[keep], moved[keep]
             inside = _inside(self.current, box, margin=0.15)
@@ -99,15 +107,20 @@ class PlanarityEvidence:
         self._seed(grey, box)
 
     def _seed(self, grey: np.ndarray, box: np.ndarray) -> None:
-        mask = np.zeros(grey.shape, np.uint8)
         x1, y1, x2, y2 = np.round(box).astype(int).tolist()
-        mask[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 255
-        points = cv2.goodFeaturesToTrack(grey, maxCorners=80, qualityLevel=0.01,
-                                         minDistance=max(2, int((x2 - x1) / 25)), mask=mask)
+        # Corners inside the box, found in the box and a rim as wide as the corner measure's
+        # reach: the same corners as in the whole frame (a 1080p frame cost 19 ms a seed).
+        left, top = max(x1 - SEED_RIM, 0), max(y1 - SEED_RIM, 0)
+        region = grey[top:max(y2 + SEED_RIM, 0), left:max(x2 + SEED_RIM, 0)]
+        mask = np.zeros(region.shape, np.uint8)
+        mask[max(y1, 0) - top:max(y2, 0) - top, max(x1, 0) - left:max(x2, 0) - left] = 255
+        points = None if not mask.any() else cv2.goodFeaturesToTrack(
+            region, maxCorners=80, qualityLevel=0.01, minDistance=max(2, int((x2 - x1) / 25)),
+            mask=mask)
         if points is None or len(points) < MIN_POINTS:
             self.reference = self.current = None
             return
-        self.reference = self.current = points.reshape(-1, 2)
+        self.reference = self.current = points.reshape(-1, 2) + np.float32([left, top])
 
     @property
     def informative(self) -> list[tuple[float, float, float]]:
