@@ -40,8 +40,8 @@ HOMOGRAPHY_ITERATIONS = 200
 measured with it). A real head's points fit no plane well, so RANSAC ran all 2000 rounds: 8 ms
 per fit, a third of the watch loop's CPU on the Hamilton clip. On the watch loop's 4,471 fits
 of 56 tracks (16 synthetic posters; the Hamilton clip, liveness and street clips) every track's
-ratio under 0.5 is unchanged to 3 digits (posters 0.106–0.290, the nearest real face 0.383);
-above it real faces move by up to ±0.22, as likely up as down."""
+ratio under 0.5 was unchanged to 3 digits by the cap (posters 0.106–0.290, the nearest real
+face 0.383); above it real faces moved by up to ±0.22, as likely up as down."""
 
 
 def tracking_image(grey: np.ndarray) -> np.ndarray:
@@ -109,7 +109,7 @@ class PlanarityEvidence:
     def _seed(self, grey: np.ndarray, box: np.ndarray) -> None:
         x1, y1, x2, y2 = np.round(box).astype(int).tolist()
         # Corners inside the box, found in the box and a rim as wide as the corner measure's
-        # reach: the same corners as in the whole frame (a 1080p frame cost 19 ms a seed).
+        # reach: the whole frame's corners up to float rounding (a 1080p frame: 19 ms a seed).
         left, top = max(x1 - SEED_RIM, 0), max(y1 - SEED_RIM, 0)
         region = grey[top:max(y2 + SEED_RIM, 0), left:max(x2 + SEED_RIM, 0)]
         mask = np.zeros(region.shape, np.uint8)
