@@ -20,10 +20,12 @@ from facelens.events.hotlists import plate_key as key_of
 from facelens.store.crypto import new_data_key
 from facelens.store.database import Store
 from facelens.store.tables import (
+    SCENE_ENTRIES,
     PlateHotlistEntry,
     SceneAlertWindow,
     SceneRule,
     aware,
+    entry_owner,
     utcnow,
 )
 
@@ -33,11 +35,6 @@ MAX_RULE_DAYS = 30
 """Description rules are for a search (a missing child), not standing surveillance."""
 PLATE_KEY_CHARS = range(2, 13)
 """Plate keys (letters and digits) this long are plates; anything else is refused."""
-
-
-def owner(kind: str, entry_id: int) -> str:
-    """Names the entry its data key is wrapped and its crops sealed for: "plate:3", "rule:5"."""
-    return f"{kind}:{entry_id}"
 
 
 def _expiry(expires_at: datetime, max_days: int, now: datetime) -> datetime:
@@ -132,7 +129,7 @@ class HotlistStore:
                   kind: str) -> None:
         s.add(row)
         s.flush()  # the id the key is wrapped for
-        row.wrapped_key = self.store.master.wrap(new_data_key(), owner(kind, row.id))
+        row.wrapped_key = self.store.master.wrap(new_data_key(), entry_owner(kind, row.id))
 
     def plates(self) -> list[PlateHotlistEntry]:
         with self.sessions() as s:
@@ -145,11 +142,11 @@ class HotlistStore:
     def delete(self, kind: str, entry_id: int) -> None:
         """Delete an entry, its alerts, the key their crops were sealed under and its cameras'
         cool-downs (which would still say when it last alerted where)."""
-        table = PlateHotlistEntry if kind == "plate" else SceneRule
+        table = SCENE_ENTRIES[kind]
         with self.sessions.begin() as s:
             if not s.execute(sa.delete(table).where(table.id == entry_id)).rowcount:
                 raise NotFoundError(f"no {kind} entry {entry_id}")
-            _forget_windows(s, [owner(kind, entry_id)])
+            _forget_windows(s, [entry_owner(kind, entry_id)])
 
     def purge_expired(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete the plate entries and rules past their expiry, with their alerts and the
@@ -159,8 +156,8 @@ class HotlistStore:
         with self.sessions.begin() as s:
             gone = {kind: list(s.scalars(sa.delete(table).where(table.expires_at <= now)
                                          .returning(table.id)))
-                    for kind, table in (("plate", PlateHotlistEntry), ("rule", SceneRule))}
-            _forget_windows(s, [owner(kind, i) for kind, ids in gone.items() for i in ids])
+                    for kind, table in SCENE_ENTRIES.items()}
+            _forget_windows(s, [entry_owner(kind, i) for kind, ids in gone.items() for i in ids])
         self.store.checkpoint()  # secure_delete: the freed pages are overwritten now
         return len(gone["plate"]), len(gone["rule"])
 
@@ -179,6 +176,6 @@ class HotlistStore:
 
 
 def _forget_windows(s: Session, owners: list[str]) -> None:
-    """Drop the cameras' cool-down windows of deleted entries (`owner` names)."""
+    """Drop the cameras' cool-down windows of deleted entries (`entry_owner` names)."""
     if owners:
         s.execute(sa.delete(SceneAlertWindow).where(SceneAlertWindow.target.in_(owners)))

@@ -18,6 +18,7 @@ from facelens.events.hotlists import plate_key
 from facelens.store.crypto import context, seal, unseal
 from facelens.store.database import Store
 from facelens.store.tables import (
+    SCENE_ENTRIES,
     STATUSES,
     UNREVIEWED,
     AlertWindow,
@@ -25,13 +26,10 @@ from facelens.store.tables import (
     OutboxEntry,
     PlateHotlistEntry,
     SceneAlertWindow,
-    SceneRule,
     Subject,
+    entry_owner,
     utcnow,
 )
-
-SCENE_KINDS = {"plate": PlateHotlistEntry, "rule": SceneRule}
-"""Scene event kinds and the table of the entry each goes with."""
 
 IDS = range(1, 2**31)
 """Event ids the database can hold: PostgreSQL's INTEGER is 32-bit. An id outside names no
@@ -87,8 +85,8 @@ class EventStore:
         "plate" or "rule"), as record_alert does a face's: the same cool-down (per camera and
         entry) and outbox. The crop is sealed under the entry's data key, and the event goes
         with the entry. NotFoundError when the entry was deleted meanwhile."""
-        table = SCENE_KINDS[kind]
-        owner = f"{kind}:{entry_id}"
+        table = SCENE_ENTRIES[kind]
+        owner = entry_owner(kind, entry_id)
         with self.sessions.begin() as s:
             entry = s.get(table, entry_id)
             if entry is None:
@@ -196,9 +194,9 @@ class EventStore:
     def _key(self, s: Session, event: Event) -> tuple[bytes, str]:
         """The data key the event's pictures are sealed under, and whose it is."""
         entry_id = event.hotlist_id if event.kind == "plate" else event.rule_id
-        if event.kind in SCENE_KINDS and entry_id is not None:
-            owner = f"{event.kind}:{entry_id}"
-            entry = s.get(SCENE_KINDS[event.kind], entry_id)
+        if event.kind in SCENE_ENTRIES and entry_id is not None:
+            owner = entry_owner(event.kind, entry_id)
+            entry = s.get(SCENE_ENTRIES[event.kind], entry_id)
             assert entry is not None  # the foreign key cascades
             return self.store.master.unwrap(entry.wrapped_key, owner), owner
         subject = s.get(Subject, event.subject_id)

@@ -21,12 +21,9 @@ from facelens.store.crypto import (
     write_key_file,
 )
 from facelens.store.db import checkpoint, database_url, open_engine, session_factory
-from facelens.store.tables import PlateHotlistEntry, SceneRule, Subject
+from facelens.store.tables import SCENE_ENTRIES, Subject, entry_owner
 
 DATABASE_FILES = ("facelens.db", "facelens.db-wal", "facelens.db-shm")
-ENTRY_TABLES: tuple[tuple[str, type[PlateHotlistEntry] | type[SceneRule]], ...] = (
-    ("plate", PlateHotlistEntry), ("rule", SceneRule))
-"""Rows besides subjects whose data key the master key wraps (owner "<kind>:<id>")."""
 
 
 def private_files(data_dir: Path) -> None:
@@ -98,9 +95,9 @@ class Store:
                 subject.wrapped_key = new.wrap(data_key, subject.id)
                 subject.key_id = new.id
             # Plate hotlist entries and rules hold their alerts' crop keys the same way.
-            for kind, table in ENTRY_TABLES:
+            for kind, table in SCENE_ENTRIES.items():
                 for entry in s.scalars(sa.select(table)):
-                    owner = f"{kind}:{entry.id}"
+                    owner = entry_owner(kind, entry.id)
                     entry.wrapped_key = new.wrap(self.master.unwrap(entry.wrapped_key, owner),
                                                  owner)
         os.replace(pending, self.key_file)
@@ -137,7 +134,7 @@ def _wraps(s: Session, key: MasterKey | None) -> bool:
     each is unwrapped on trial (a store may hold only those: a lost or wrong key file must
     be refused for them too)."""
     ids = set(s.scalars(sa.select(Subject.key_id).distinct()))
-    entries = [(kind, entry) for kind, table in ENTRY_TABLES
+    entries = [(kind, entry) for kind, table in SCENE_ENTRIES.items()
                if (entry := s.scalar(sa.select(table).limit(1))) is not None]
     if key is None:
         return bool(ids or entries)
@@ -145,7 +142,7 @@ def _wraps(s: Session, key: MasterKey | None) -> bool:
         return False
     try:
         for kind, entry in entries:
-            key.unwrap(entry.wrapped_key, f"{kind}:{entry.id}")
+            key.unwrap(entry.wrapped_key, entry_owner(kind, entry.id))
     except MasterKeyError:
         return False
     return True

@@ -243,6 +243,18 @@ class SceneRule(Base):
     """As PlateHotlistEntry.wrapped_key."""
 
 
+SCENE_ENTRIES: dict[str, type[PlateHotlistEntry] | type[SceneRule]] = {
+    "plate": PlateHotlistEntry, "rule": SceneRule}
+"""The stored entries besides subjects whose data key the master key wraps, by the kind of
+scene event that goes with them."""
+
+
+def entry_owner(kind: str, entry_id: int) -> str:
+    """Names the entry its data key is wrapped and its crops sealed for: "plate:3", "rule:5"
+    (also its cameras' cool-down target)."""
+    return f"{kind}:{entry_id}"
+
+
 class SceneCount(Base):
     """The only thing the street layer keeps about passers-by: per camera, minute (UTC) and
     class, how many tracks were confirmed (their second detection) in that minute. No track
