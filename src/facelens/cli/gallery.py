@@ -122,12 +122,24 @@ def remove(name: str, subject: Annotated[str | None, typer.Option(
 
 @gallery_app.command("purge")
 def purge(as_json: JsonFlag = False) -> None:
-    """Delete subjects whose consent expired or who were not seen within the retention."""
+    """Apply every retention rule once, as the service does each purge_interval_h: subjects
+    whose consent or watchlist entry lapsed or who were not seen within the retention,
+    unreviewed alerts and street counts past theirs, lapsed plate entries and rules (with
+    their alerts), ended cool-down windows."""
+    from facelens.policy.retention import apply_retention
+
     with errors():
         galleries = _galleries()
-        removed = galleries.purge()
-        _audit(galleries, "purge", "ok", deleted=len(removed))
-    emit({"removed": removed}) if as_json else out.print(f"purged {len(removed)} subject(s)")
+        purged = apply_retention(galleries, galleries.settings)
+        counts = purged.audit_fields()
+        _audit(galleries, "purge", "ok", **counts)
+    if as_json:
+        emit({"removed": purged.subjects, **counts})
+        return
+    out.print(f"purged {len(purged.subjects)} subject(s), {purged.expired_events} unreviewed "
+              f"alert(s), {purged.expired_counts} street count row(s), "
+              f"{purged.expired_plates} hotlisted plate(s), {purged.expired_rules} rule(s), "
+              f"{purged.expired_windows} cool-down window(s)")
 
 
 def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "consent",

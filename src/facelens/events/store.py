@@ -133,6 +133,17 @@ class EventStore:
             return int(s.execute(sa.delete(Event).where(
                 Event.status.in_(UNREVIEWED), Event.at < cutoff)).rowcount)
 
+    def forget_ended_cooldowns(self) -> int:
+        """Delete the cameras' cool-down windows (faces' and scene entries') that have ended:
+        the next claim overwrites them anyway (_claim_window takes a window whose `until` has
+        passed), so until then they only say when and where someone or an entry last alerted.
+        `until` is the claim time plus the cool-down it served, so none still suppresses an
+        alert; a window claimed meanwhile ends later and stays. Returns how many went."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            return sum(int(s.execute(sa.delete(table).where(table.until <= now)).rowcount)
+                       for table in (AlertWindow, SceneAlertWindow))
+
     def list(self, status: str | None = None, limit: int = 100, *, camera: str | None = None,
              subject_id: str | None = None, gallery: str | None = None,
              since: datetime | None = None, before: int | None = None,

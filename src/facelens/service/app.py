@@ -17,8 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from facelens import __version__
-from facelens.events.counts import SceneCounts
-from facelens.events.hotlist_store import HotlistStore
+from facelens.policy.retention import apply_retention
 from facelens.service import (
     routes_admin,
     routes_bulk,
@@ -46,21 +45,13 @@ STATIC = resources.files("facelens.web") / "static"
 
 
 async def _purge_daily(state: ServiceState) -> None:
-    """The retention rules (subjects; unconfirmed alerts; street counts; expired plate
-    hotlist entries and rules), applied at start and then every purge_interval_h hours."""
+    """The retention pass (policy/retention.py), applied at start and then every
+    purge_interval_h hours."""
     while True:
         try:
-            loop = asyncio.get_running_loop()
-            deleted = await loop.run_in_executor(None, state.galleries.purge)
-            expired = await loop.run_in_executor(None, state.events.expire_unconfirmed,
-                                                 state.settings.event_retention_days)
-            counts = await loop.run_in_executor(None, SceneCounts(state.store).prune,
-                                                state.settings.counts_retention_days)
-            plates, rules = await loop.run_in_executor(
-                None, HotlistStore(state.store).purge_expired)
-            state.audit.record("service", "purge", "ok", deleted=len(deleted),
-                               expired_events=expired, expired_counts=counts,
-                               expired_plates=plates, expired_rules=rules)
+            purged = await asyncio.get_running_loop().run_in_executor(
+                None, apply_retention, state.galleries, state.settings)
+            state.audit.record("service", "purge", "ok", **purged.audit_fields())
         except Exception:  # keep the loop alive; the next run retries
             log.exception("retention purge failed")
         await asyncio.sleep(state.settings.purge_interval_h * 3600)
