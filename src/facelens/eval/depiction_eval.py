@@ -116,7 +116,7 @@ def flagged_tracks(settings: Settings, frames: list[Frame]) -> dict[str, Any]:
         shots = [best[k][1:], *sampled[k]]
         for rgb, box in shots:
             for cue, check in CUES.items():
-                if k not in per_cue[cue] and (found := check(rgb, box)):
+                if k not in per_cue[cue] and (found := check(rgb, box, None, 0.0)):
                     per_cue[cue][k] = found
         lowest_realness[k] = min(float(_antispoof.score(rgb, [box])[0]) for rgb, box in shots)
     fused = set().union(*per_cue.values())

@@ -154,8 +154,17 @@ class ScreenMemory:
         self.seen, self.scanned, self.scanned_at = [], {}, -math.inf
 
 
-CUES: dict[str, Callable[[np.ndarray, np.ndarray], str | None]] = {
-    "object": enclosing_object, "bezel": framed}
+Cue = Callable[[np.ndarray, np.ndarray, ScreenMemory | None, float], str | None]
+"""A cue: (frame, face box, the camera's screen memory, video time) -> what shows the face."""
+
+
+def _framed(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory | None = None,
+            time: float = 0.0) -> str | None:
+    """The bezel cue (video/bezel.py) looks at the frame alone."""
+    return framed(rgb, face_box)
+
+
+CUES: dict[str, Cue] = {"object": enclosing_object, "bezel": _framed}
 """Each cue names what shows the face (or None); cheapest-to-trust first."""
 
 
@@ -164,8 +173,7 @@ def find_depiction(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory |
     """(the cue, what shows the face) in this frame, if it is a depiction: ("object", a
     NanoDet object's name) or ("bezel", "framed"); None for a person. The cues in CUES' order;
     `memory`, `time`: the object cue's screens are remembered (`enclosing_object`)."""
-    if name := enclosing_object(rgb, face_box, memory, time):
-        return "object", name
-    if found := framed(rgb, face_box):
-        return "bezel", found
+    for cue, check in CUES.items():
+        if found := check(rgb, face_box, memory, time):
+            return cue, found
     return None
