@@ -138,6 +138,14 @@ def test_pixel_limit_argument() -> None:
     assert load_image(data, max_pixels=60_000).shape == (200, 300, 3)
 
 
+def test_a_strip_thinner_than_one_hundredth_is_refused() -> None:
+    # 16000x1 reached the detector, which shrank its 1 px side to 0 (a 500 from the service).
+    refused(encode(Image.new("RGB", (16_000, 1)), "PNG"), r"^image is 16000x1: its sides are "
+            r"over 100:1 apart$")
+    refused(np.zeros((2001, 20, 3), np.uint8), r"^image is 20x2001: ")
+    assert load_image(encode(Image.new("L", (2000, 20)), "PNG")).shape == (20, 2000, 3)
+
+
 def test_file_over_byte_limit(tmp_path: Path) -> None:
     data = encode(Image.fromarray(noise(64, 64)), "PNG")
     path = write(tmp_path, "big.png", data)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hostile import SDP, face_on_wide_canvas, palette_png_without_plte, png_claiming
+from hostile import SDP, encoded, face_on_wide_canvas, palette_png_without_plte, png_claiming
 from PIL import Image
 
 from facelens.errors import ImageTooLargeError, UnsupportedImageError
@@ -100,6 +100,14 @@ def test_the_four_inputs_that_gave_500_answer_4xx(app: App) -> None:
     assert (r.status_code, r.json()["error"]["code"]) == (413, "image_too_large")
     r = c.get("/v1/events/9223372036854775808", headers=app.auth("events"))
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+
+
+def test_a_thin_strip_answers_422_not_500(app: App) -> None:
+    # QA: 16000x1 and 1x16000 PNGs reached the detector, whose resize then failed (500).
+    for size in ((16_000, 1), (1, 16_000)):
+        r = app.client.post("/v1/detect", headers=app.auth("detect"), files={
+            "image": ("strip.png", encoded(Image.new("RGB", size), "PNG"), "image/png")})
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "bad_image"), size
 
 
 def test_content_types_are_case_insensitive(app: App) -> None:

@@ -22,6 +22,10 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 16_384
 """Longest side accepted: OpenCV's warps stop at 32,767 px and no camera makes wider frames."""
+MAX_ASPECT = 100
+"""Longest side over shortest accepted (panoramas stay under ~12:1): a thinner strip holds no
+face, and the detector, shrinking the longest side to its `detect_max_side`, would shrink the
+other to 0 px (a 16000x1 PNG answered 500)."""
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO"})
 
 # What PIL raises on malformed data (its plugins are not consistent about it).
@@ -254,6 +258,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
     if max(w, h) > MAX_SIDE:
         raise ImageTooLargeError(f"image is {w}x{h}, over the {MAX_SIDE:,} px side limit")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise BadImageError(f"image is {w}x{h}: its sides are over {MAX_ASPECT}:1 apart")
 
 
 def _unsupported(fmt: str, formats: frozenset[str]) -> BadImageError:
