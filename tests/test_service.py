@@ -327,6 +327,23 @@ def test_failed_verifications_lock_the_pair_out(tmp_path: Path, fixtures_dir: Pa
         assert other.status_code == 200 and other.json()["match"]
 
 
+def test_text_postgresql_cannot_hold_answers_422(tmp_path: Path, fixtures_dir: Path,
+                                                postgres: Any) -> None:
+    # QA: a NUL (U+0000) in a JSON field, a query or a path answered 500 on PostgreSQL.
+    expires = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    with _serve(_settings(tmp_path / "data", database_url=postgres.url), fixtures_dir) as s:
+        admin = s.auth("admin")
+        for method, path, body in (
+                ("POST", "/v1/galleries", {"name": "door", "purpose": "front\0door"}),
+                ("POST", "/v1/hotlists/plates", {"plate": "AB\x00C1", "reason": "stolen car",
+                                                 "expires_at": expires}),
+                ("GET", "/v1/events?camera=door%00", None),
+                ("GET", "/v1/subjects/%00", None)):
+            r = s.client.request(method, path, headers=admin, json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error"), path
+            assert "NUL" in r.json()["error"]["message"]
+
+
 def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path, db_url: str | None) -> None:
     settings = Settings(data_dir=tmp_path / "data", rate_burst=3, rate_per_minute=1,
                         database_url=db_url)

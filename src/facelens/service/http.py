@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -83,6 +84,14 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(422, "validation_error",
                               f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _unstorable(_: Request, e: sa.exc.DataError) -> JSONResponse:
+        # A value the database refuses (PostgreSQL: a NUL in text, an integer out of range)
+        # came from the request: any field, query or path may carry it, so it is answered here.
+        why = (str(e.orig).strip().splitlines() or ["a value the database cannot store"])[0]
+        log.warning("refused a value the database cannot store: %s", why)
+        return error_response(422, "validation_error", f"a value cannot be stored: {why}")
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
