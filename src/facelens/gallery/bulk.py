@@ -27,7 +27,8 @@ ZIP_MAX_FILES = 20_000
 ZIP_MAX_IMAGE_BYTES = 20_000_000
 """Largest photo inside a zip, as stored after inflating (a phone photo is a few MB)."""
 ZIP_MAX_TOTAL_BYTES = 2_000_000_000
-"""All photos of a zip after inflating: a zip bomb stops here, whatever its headers claim."""
+"""All photos of a zip after inflating, as its directory declares them: refused before any is
+inflated, and no more can come out (zipfile stops each entry at its declared size)."""
 
 Audit = Callable[..., None]
 """`audit(action, outcome, **fields)`: one row in the audit chain per person."""
@@ -91,7 +92,6 @@ class ZipArchive:
             raise ImageTooLargeError(f"the zip holds {len(self.entries)} entries, over "
                                      f"{ZIP_MAX_FILES}")
         self.max_image_bytes, self.max_total_bytes = max_image_bytes, max_total_bytes
-        self.inflated = 0
         self._lock = threading.Lock()
 
     def read(self, entry: zipfile.ZipInfo) -> bytes:
@@ -103,14 +103,12 @@ class ZipArchive:
         if len(blob) > self.max_image_bytes:
             raise ImageTooLargeError(f"{entry.filename} inflates to over "
                                      f"{self.max_image_bytes} bytes")
-        self.inflated += len(blob)
-        if self.inflated > self.max_total_bytes:
-            raise ImageTooLargeError(f"the zip inflates to over {self.max_total_bytes} bytes")
         return blob
 
     def people(self) -> list[Person]:
         """One person per top folder (or per folder under the zip's one root folder), with
-        its photos (ZipPhoto, read on use); hidden files and deeper folders are ignored."""
+        its photos (ZipPhoto, read on use); hidden files and deeper folders are ignored.
+        Photos declared to inflate to over `max_total_bytes` in all refuse the whole zip."""
         paths = [(PurePosixPath(e.filename), e) for e in self.entries if not e.is_dir()]
         paths = [(p, e) for p, e in paths if p.suffix.lower() in IMAGE_SUFFIXES
                  and not any(part.startswith((".", "__MACOSX")) for part in p.parts)]
@@ -120,6 +118,11 @@ class ZipArchive:
         for path, entry in paths:
             if len(path.parts) == depth + 2:  # <root/>person/photo
                 grouped.setdefault(path.parts[depth], []).append((path, entry))
+        declared = sum(e.file_size for photos in grouped.values() for _, e in photos)
+        if declared > self.max_total_bytes:  # before any person is enrolled (a 413, not a
+            # stream that refuses everyone after the limit)
+            raise ImageTooLargeError(f"the zip's photos inflate to {declared:,} bytes, over "
+                                     f"{self.max_total_bytes:,}")
         people = []
         for name in sorted(grouped):
             photos = sorted(grouped[name], key=lambda item: str(item[0]))
