@@ -115,3 +115,25 @@ def test_a_zip_of_people_is_enrolled_person_by_person_and_audited(
                           headers={"Authorization": keys["enrol"]}, data=CONSENT,
                           files={"archive": ("team.zip", archive, "application/zip")})
     assert nowhere.status_code == 404
+
+
+def test_a_value_postgresql_cannot_store_refuses_each_person_and_ends_the_report(
+        tmp_path: Path, fixtures_dir: Path, postgres: Any) -> None:
+    # QA: a NUL in recorded_by made the first enrolment raise inside the stream, which then
+    # stopped after the lines already sent, with no summary.
+    from facelens.service.app import create_app
+    from facelens.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=postgres.url))
+    photo = (fixtures_dir / "obama.jpg").read_bytes()
+    with TestClient(app) as client:
+        key = f"Bearer {app.state.facelens.keys.create('admin', ['admin'])[1]}"
+        client.post("/v1/galleries", headers={"Authorization": key},
+                    json={"name": "staff", "purpose": "staff-door"})
+        lines = _lines(client.post(
+            "/v1/galleries/staff/subjects/zip", headers={"Authorization": key},
+            data={**CONSENT, "recorded_by": "h\0r"},
+            files={"archive": ("t.zip", _zip({"ann/1.jpg": photo, "bob/1.jpg": photo}),
+                               "application/zip")}))
+    assert lines[-1] == {"summary": {"refused": 2}}
+    assert all("NUL" in line["reason"] for line in lines[1:-1])

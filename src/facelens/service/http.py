@@ -87,11 +87,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.DataError)
     async def _unstorable(_: Request, e: sa.exc.DataError) -> JSONResponse:
-        # A value the database refuses (PostgreSQL: a NUL in text, an integer out of range)
-        # came from the request: any field, query or path may carry it, so it is answered here.
-        why = (str(e.orig).strip().splitlines() or ["a value the database cannot store"])[0]
-        log.warning("refused a value the database cannot store: %s", why)
-        return error_response(422, "validation_error", f"a value cannot be stored: {why}")
+        # Any field, query or path may carry such a value, so it is answered here.
+        return error_response(422, "validation_error", unstorable(e))
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
@@ -107,6 +104,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, e: HTTPException) -> JSONResponse:
         return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"),
                               str(e.detail), getattr(e, "headers", None))
+
+
+def unstorable(e: sa.exc.DataError) -> str:
+    """Why the database refused a value of the request (PostgreSQL: a NUL in text, an integer
+    out of range): the caller's to fix, not a fault."""
+    why = (str(e.orig).strip().splitlines() or ["a value the database cannot store"])[0]
+    log.warning("refused a value the database cannot store: %s", why)
+    return f"a value cannot be stored: {why}"
 
 
 class BodyLimit:

@@ -8,13 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from facelens.errors import FacelensError
 from facelens.gallery.bulk import Audit, Outcome, Person, ZipArchive, enrol_people
-from facelens.service.http import ApiError
+from facelens.service.http import ApiError, unstorable
 from facelens.service.keys import Principal
 from facelens.service.limits import Overloaded
 from facelens.service.routes_faces import failure
@@ -86,3 +87,8 @@ async def _enrol_one(state: ServiceState, gallery: str, person: Person, consent:
             return await state.pool.run(work)
         except Overloaded:
             await asyncio.sleep(0.5)
+        except sa.exc.DataError as e:  # a form value PostgreSQL cannot store (a NUL): the
+            # answer has begun, so the person is refused rather than the stream cut short
+            reason = unstorable(e)
+            audit("enrol", "refused", reason=reason, gallery=gallery, external_id=person.name)
+            return Outcome(person.name, "refused", reason=reason)
