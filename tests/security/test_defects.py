@@ -110,6 +110,21 @@ def test_a_thin_strip_answers_422_not_500(app: App) -> None:
         assert (r.status_code, r.json()["error"]["code"]) == (422, "bad_image"), size
 
 
+def test_dates_at_the_ends_of_the_calendar_answer_422_not_500(app: App) -> None:
+    # QA: each overflowed Python's datetime (in the UTC conversion, or a span added) -> 500.
+    edge = "9999-12-31T23:59:59-12:00"
+    for path in (f"/v1/events?since={edge}", "/v1/events?since=0001-01-01T00:00:00%2B14:00",
+                 "/v1/counts?until=0001-01-01", "/v1/counts?until=9999-12-31"):
+        r = app.client.get(path, headers=app.auth("events"))
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error"), path
+    for path, body in (("/v1/hotlists/plates", {"plate": "AB123", "reason": "stolen car",
+                                                "expires_at": edge}),
+                       ("/v1/rules", {"description": "red car", "reason": "robbery",
+                                      "expires_at": edge})):
+        r = app.client.post(path, headers=app.auth("admin"), json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error"), path
+
+
 def test_content_types_are_case_insensitive(app: App) -> None:
     r = app.client.post("/v1/detect", headers=app.auth("detect"),
                         files=app.photo("obama.jpg", kind="IMAGE/JPEG"))
