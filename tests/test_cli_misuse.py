@@ -1,0 +1,62 @@
+"""The CLI misused as a demanding user would (subprocesses, a scratch data directory): out of
+range options, unwritable outputs, dead streams. Each answer is one line on stderr with exit
+2, never a traceback, a silent default or a hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+CLI = Path(sys.executable).with_name("facelens")
+
+
+def facelens(*args: object, data_dir: Path, timeout: float = 300
+             ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FACELENS_DATA_DIR=str(data_dir))
+    env.pop("FACELENS_MASTER_KEY", None)
+    env.pop("COLUMNS", None)
+    run = subprocess.run([str(CLI), *map(str, args)], cwd=data_dir.parent, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in run.stderr, run.stderr
+    return run
+
+
+def one_line_error(run: subprocess.CompletedProcess[str]) -> str:
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, f"stderr is not one line: {run.stderr!r}"
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One second of grey frames: enough to start every video command."""
+    path = tmp_path_factory.mktemp("clip") / "grey.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("target", ["folder", "notes.txt"])
+def test_an_unwritable_annotated_video_is_one_line_before_any_frame(clip: Path, tmp_path: Path,
+                                                                    target: str) -> None:
+    (tmp_path / "folder").mkdir()
+    run = facelens("watch-street", clip, "--no-faces", "--out", tmp_path / target,
+                   data_dir=tmp_path / "data")
+    assert run.returncode == 2
+    assert "cannot write the annotated video" in one_line_error(run)
+    assert not (tmp_path / "notes.txt").exists()
