@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facelens.errors import BadImageError
+from facelens.errors import BadImageError, UnsupportedImageError
 from facelens.vision.decode import ALLOWED_FORMATS, MAX_FILE_BYTES, load_image
 
 
@@ -167,6 +167,13 @@ def test_unsupported_format_refused(tmp_path: Path, fmt: str) -> None:
     path = write(tmp_path, f"img.{fmt.lower()}", encode(Image.new("RGB", (16, 16)), fmt))
     message = refused(path, rf"^unsupported format {fmt} \(accepted: ")
     assert message.endswith("(accepted: " + ", ".join(sorted(ALLOWED_FORMATS)) + ")")
+
+
+def test_an_iphone_heic_is_named_unsupported() -> None:
+    # QA: no plugin reads HEIF, so a HEIC upload was "not an image" (422), not a 415.
+    box = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic"
+    with pytest.raises(UnsupportedImageError, match=r"^unsupported format HEIF \(accepted: "):
+        load_image(box + bytes(200))
 
 
 def test_formats_argument_narrows_what_is_accepted() -> None:

@@ -227,8 +227,14 @@ def _over_white(rgba: np.ndarray) -> np.ndarray:
     return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+"""Major brands of HEIF files (iPhone photos), which no installed plugin reads."""
+
+
 def _sniff(data: bytes) -> str | None:
     """Name a format from its magic number alone (no plugin parses the data): for messages only."""
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "HEIF"
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
         try:
