@@ -60,3 +60,34 @@ def test_an_unwritable_annotated_video_is_one_line_before_any_frame(clip: Path, 
     assert run.returncode == 2
     assert "cannot write the annotated video" in one_line_error(run)
     assert not (tmp_path / "notes.txt").exists()
+
+
+OUT_OF_RANGE = [
+    (["verify", "{photo}", "{photo}", "--far", "2"], "--far"),
+    (["identify", "G", "{photo}", "--far", "5"], "--far"),
+    (["identify", "G", "{photo}", "--far", "0"], "--far"),
+    (["identify", "G", "{photo}", "--top-k", "0"], "--top-k"),
+    (["watch", "{clip}", "--gallery", "G", "--far", "1"], "--far"),
+    (["watch", "{clip}", "--gallery", "G", "--fps", "0"], "--fps"),
+    (["watch-street", "{clip}", "--fps", "-1"], "--fps"),
+    (["gallery", "create", "G", "--purpose", "p", "--retention-days", "-5"],
+     "--retention-days"),
+    (["enroll", "G", "Ada", "{photo}", "--recorded-by", "HR", "--consent-days", "0"],
+     "--consent-days"),
+    (["enroll", "G", "Ada", "{photo}", "--recorded-by", "HR", "--watch-reason", "r",
+      "--watch-days", "0"], "--watch-days"),
+]
+
+
+@pytest.mark.parametrize(("args", "option"), OUT_OF_RANGE,
+                         ids=[" ".join(a[:1] + a[-2:]) for a, _ in OUT_OF_RANGE])
+def test_an_option_out_of_its_range_is_refused_before_any_work(
+        args: list[str], option: str, clip: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    """Before: a FAR of 5 was a traceback, of 2 the 1e-2 point; --top-k 0 answered "unknown"
+    for an enrolled face; --fps 0 watched every frame; --consent-days 0 meant "never expires";
+    a negative retention purged everyone at the next purge."""
+    filled = [a.format(photo=fixtures_dir / "obama.jpg", clip=clip) for a in args]
+    run = facelens(*filled, data_dir=tmp_path / "data")
+    assert run.returncode == 2, run.stdout
+    assert f"Invalid value for '{option}'" in run.stderr, run.stderr
+    assert not (tmp_path / "data").exists()  # refused while parsing: no store was opened

@@ -25,6 +25,12 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pipe
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+FAR_MIN, FAR_MAX = 1e-5, 1e-1
+"""The FAR / FPIR a command may ask for: the REST API's range (service/uploads.py), beyond
+which no calibrated point or fitted tail answers."""
+FPS_MIN, FPS_MAX = 0.01, 60.0
+"""Frames per second a video command may process: at most a camera's (CameraConfig), at
+least one frame in 100 s (0 would mean "every frame" to the source)."""
 
 
 @contextmanager

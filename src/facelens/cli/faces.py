@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from facelens.cli.common import (
+    FAR_MAX,
+    FAR_MIN,
     JsonFlag,
     calibration_in_force,
     emit,
@@ -94,7 +96,8 @@ def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
 
 
 def verify(a: Path, b: Path,
-           far: Annotated[float, typer.Option(help="False-accept rate of the decision.")] = 1e-3,
+           far: Annotated[float, typer.Option(help="False-accept rate of the decision.",
+                                              min=FAR_MIN, max=FAR_MAX)] = 1e-3,
            embedder: Annotated[str | None, typer.Option(
                help="sface, sface-flip, dlib or fusion (default: settings)")] = None,
            as_json: JsonFlag = False) -> None:

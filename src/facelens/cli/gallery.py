@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from facelens.cli.common import JsonFlag, emit, err, errors, out, progress
+from facelens.cli.common import FAR_MAX, FAR_MIN, JsonFlag, emit, err, errors, out, progress
 
 if TYPE_CHECKING:
     from facelens.gallery.service import ConsentRecord, Galleries
@@ -23,7 +23,7 @@ Consent = Annotated[str, typer.Option(
     help="Lawful basis: consent, contract, legal-obligation, vital-interest, public-task, "
          "legitimate-interest.")]
 RecordedBy = Annotated[str, typer.Option(help="Who recorded the consent.")]
-ConsentDays = Annotated[int | None, typer.Option(help="Consent expires after N days.")]
+ConsentDays = Annotated[int | None, typer.Option(help="Consent expires after N days.", min=1)]
 
 
 def _galleries() -> Galleries:
@@ -61,7 +61,9 @@ def _consent(basis: str, purpose: str, recorded_by: str, days: int | None) -> Co
 @gallery_app.command("create")
 def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door")],
            embedder: Annotated[str | None, typer.Option(help="Default: settings.")] = None,
-           retention_days: int = 3 * 365, as_json: JsonFlag = False) -> None:
+           retention_days: Annotated[int, typer.Option(
+               help="Subjects not seen for this long are purged.", min=1, max=36_500)] = 3 * 365,
+           as_json: JsonFlag = False) -> None:
     """Create a gallery."""
     with errors():
         galleries = _galleries()
@@ -147,7 +149,8 @@ def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "cons
            recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
            external_id: str | None = None,
            watch_reason: Annotated[str | None, typer.Option(help="Watchlists only.")] = None,
-           watch_days: Annotated[int | None, typer.Option(help="Watchlists only.")] = None,
+           watch_days: Annotated[int | None, typer.Option(help="Watchlists only.", min=1)]
+           = None,
            as_json: JsonFlag = False) -> None:
     """Enrol one person from one or more photos (refused without a lawful basis)."""
     with errors():
@@ -217,8 +220,11 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
 
 def identify(gallery: str, image: Path,
              far: Annotated[float, typer.Option(
-                 help="Chance per searched face that someone not enrolled is named.")] = 1e-3,
-             top_k: int = 5, as_json: JsonFlag = False) -> None:
+                 help="Chance per searched face that someone not enrolled is named.",
+                 min=FAR_MIN, max=FAR_MAX)] = 1e-3,
+             top_k: Annotated[int, typer.Option(help="Candidates shown per face.", min=1,
+                                                max=50)] = 5,
+             as_json: JsonFlag = False) -> None:
     """Who is in IMAGE? Each face's best candidate above the open-set threshold with its
     confidence band and score, or unknown. Exit 1 if no face is identified."""
     with errors():

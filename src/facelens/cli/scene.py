@@ -10,7 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens.cli.common import JsonFlag, emit, emit_report, errors, out, progress, require_folder
+from facelens.cli.common import (
+    FPS_MAX,
+    FPS_MIN,
+    JsonFlag,
+    emit,
+    emit_report,
+    errors,
+    out,
+    progress,
+    require_folder,
+)
 
 
 def objects(image: Path,
@@ -66,7 +76,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                                                              "URL, or /dev/videoN.")],
                  camera: Annotated[str, typer.Option(help="Camera name on alerts and counts.")]
                  = "cli",
-                 fps: Annotated[float, typer.Option(help="Detection frames per second.")] = 5.0,
+                 fps: Annotated[float, typer.Option(help="Detection frames per second.",
+                                                    min=FPS_MIN, max=FPS_MAX)] = 5.0,
                  rule: Annotated[list[str] | None, typer.Option(
                      help='Description to alert on for the run, e.g. "red car" or "child, red '
                           'top" (repeatable).')] = None,

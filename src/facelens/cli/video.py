@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli.common import emit_report, err, errors, out
+from facelens.cli.common import FAR_MAX, FAR_MIN, FPS_MAX, FPS_MIN, emit_report, err, errors, out
 
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
@@ -18,9 +18,11 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
           gallery: Annotated[list[str] | None, typer.Option(
               help="Gallery to match (repeatable); needed unless --scene.")] = None,
           camera: Annotated[str, typer.Option(help="Camera name on events.")] = "cli",
-          fps: Annotated[float | None, typer.Option(help="Frames per second to process "
-                                                         "(default: every frame).")] = None,
-          far: Annotated[float, typer.Option(help="FPIR per searched face.")] = 1e-3,
+          fps: Annotated[float | None, typer.Option(
+              help="Frames per second to process (default: every frame).", min=FPS_MIN,
+              max=FPS_MAX)] = None,
+          far: Annotated[float, typer.Option(help="FPIR per searched face.", min=FAR_MIN,
+                                             max=FAR_MAX)] = 1e-3,
           cooldown: Annotated[float, typer.Option(help="Seconds between alerts for one "
                                                        "person.")] = 60.0,
           motion: Annotated[bool, typer.Option(help="Skip still frames.")] = False,
