@@ -118,7 +118,7 @@ def test_a_screen_seen_a_moment_ago_still_holds_the_face(shared_data: Path, engi
     hugging = np.array([100, 100, 166, 225], np.float32)  # 1.8x the face below
     face = np.array([105, 110, 158, 199], np.float32)
     assert encloses(hugging, face) and not encloses(hugging, face, 3.0)
-    memory.seen.append((end, hugging, "cell phone"))
+    memory.remember(end, [(hugging, "cell phone")])
     assert memory.holding(face, end) is None
     memory.forget()
     assert not any(memory.holding(box, end) for box in faces)

@@ -83,14 +83,14 @@ def enclosing_object(rgb: np.ndarray, face_box: np.ndarray, memory: ScreenMemory
                      time: float = 0.0) -> str | None:
     """The name of the screen (`screens`) the face lies inside, if any: in the frame, else in
     its mirror image (a second look; only frames of a track about to alert get here).
-    `memory`: the screens seen are remembered there too, as of the frame's video `time` (the
-    face of another track may lie inside one); a frame it scanned is not scanned again."""
+    `memory`: the screens each look finds are remembered there, as of the frame's video
+    `time` (the face of another track may lie inside one), and a look the memory holds for
+    this frame (its own scan, or another track's look) is not taken again."""
     for mirrored in (False, True):
-        # The memory may have scanned this very frame: its screens stand for the plain look.
-        known = None if mirrored or memory is None else memory.scanned.get(time)
+        known = None if memory is None else memory.looks.get((time, mirrored))
         found = screens(rgb, mirrored=mirrored) if known is None else known
         if memory is not None and known is None:
-            memory.remember(time, found)
+            memory.remember(time, found, mirrored=mirrored)
         for box, name in found:
             if encloses(box, face_box):
                 return name
@@ -114,13 +114,12 @@ class ScreenMemory:
     """The screens one camera's recent frames showed (`screens`), found at most every
     SCREEN_SCAN_S and kept SCREEN_MEMORY_S; forgotten at a scene cut."""
 
-    seen: list[tuple[float, np.ndarray, str]] = field(default_factory=list)
-    """(video time, box, name) of each screen found."""
+    looks: dict[tuple[float, bool], list[tuple[np.ndarray, str]]] = field(default_factory=dict)
+    """(video time, mirrored) -> the screens one look at that frame found (maybe none): the
+    memory's scans and the object cue's looks at kept frames, kept SCREEN_MEMORY_S."""
     scanned_at: float = -math.inf
     scans: int = 0
     """NanoDet passes run here (objects detected by the caller are not counted)."""
-    scanned: dict[float, list[tuple[np.ndarray, str]]] = field(default_factory=dict)
-    """Video time -> the screens found in that frame (maybe none), kept SCREEN_MEMORY_S."""
 
     def observe(self, time: float, rgb: np.ndarray, detected: Objects | None = None) -> None:
         """Look for screens in the frame if due; `detected`: this frame's objects, already
@@ -132,15 +131,19 @@ class ScreenMemory:
             return
         found = screens(rgb) if detected is None else screen_boxes(detected, rgb.shape)
         self.scanned_at, self.scans = time, self.scans + (detected is None)
-        self.seen = [s for s in self.seen if time - s[0] <= SCREEN_MEMORY_S]
-        self.scanned = {t: f for t, f in self.scanned.items() if time - t <= SCREEN_MEMORY_S}
-        self.scanned[time] = found
+        self.looks = {k: f for k, f in self.looks.items() if time - k[0] <= SCREEN_MEMORY_S}
         self.remember(time, found)
 
-    def remember(self, time: float, found: list[tuple[np.ndarray, str]]) -> None:
-        """Screens (`screens`) found in the frame of video `time`, by this memory's scans or
-        by the object cue's looks at the kept frames of a track about to alert."""
-        self.seen += [(time, box, name) for box, name in found]
+    def remember(self, time: float, found: list[tuple[np.ndarray, str]], *,
+                 mirrored: bool = False) -> None:
+        """Screens (`screens`) one look at the frame of video `time` found."""
+        self.looks.setdefault((time, mirrored), []).extend(found)
+
+    @property
+    def seen(self) -> list[tuple[float, np.ndarray, str]]:
+        """(video time, box, name) of every screen remembered, in the order looked."""
+        return [(time, box, name) for (time, _), found in self.looks.items()
+                for box, name in found]
 
     def holding(self, face_box: np.ndarray, time: float) -> str | None:
         """The name of a screen seen within SCREEN_MEMORY_S that holds the face."""
@@ -151,7 +154,7 @@ class ScreenMemory:
         return None
 
     def forget(self) -> None:
-        self.seen, self.scanned, self.scanned_at = [], {}, -math.inf
+        self.looks, self.scanned_at = {}, -math.inf
 
 
 Cue = Callable[[np.ndarray, np.ndarray, ScreenMemory | None, float], str | None]
