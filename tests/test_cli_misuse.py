@@ -91,3 +91,36 @@ def test_an_option_out_of_its_range_is_refused_before_any_work(
     assert run.returncode == 2, run.stdout
     assert f"Invalid value for '{option}'" in run.stderr, run.stderr
     assert not (tmp_path / "data").exists()  # refused while parsing: no store was opened
+
+
+UNKNOWN_NAMES = [
+    (["verify", "{photo}", "{photo}", "--embedder", "facenet"], "--embedder"),
+    (["objects", "{photo}", "--region", "fr"], "--region"),
+    (["watch-street", "{clip}", "--region", "fr"], "--region"),
+    (["eval", "plates", "{folder}", "--region", "fr"], "--region"),
+]
+
+
+@pytest.mark.parametrize(("args", "option"), UNKNOWN_NAMES,
+                         ids=[" ".join(a[:1] + a[-2:]) for a, _ in UNKNOWN_NAMES])
+def test_an_unknown_name_is_refused_with_the_choices(
+        args: list[str], option: str, clip: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    """Before: an unknown embedder was exit 3 ("no calibrated thresholds", as for a missing
+    model file); an unknown plate region was read as "any", silently."""
+    filled = [a.format(photo=fixtures_dir / "obama.jpg", clip=clip, folder=tmp_path)
+              for a in args]
+    run = facelens(*filled, data_dir=tmp_path / "data")
+    assert run.returncode == 2, run.stdout
+    assert f"Invalid value for '{option}'" in run.stderr, run.stderr
+
+
+def test_the_choices_are_the_library_s_names() -> None:
+    from typing import get_args
+
+    from facelens.cli.faces import EmbedderName
+    from facelens.cli.scene import PlateRegion
+    from facelens.scene.plates import FORMATS
+    from facelens.settings import Embedder
+
+    assert [e.value for e in EmbedderName] == list(get_args(Embedder))
+    assert [r.value for r in PlateRegion] == list(FORMATS)

@@ -32,6 +32,11 @@ class DetectorName(StrEnum):
     centerface = "centerface"
 
 
+EmbedderName = StrEnum("EmbedderName", [(e, e) for e in ("sface", "sface-flip", "dlib", "fusion")])
+"""settings.Embedder's names (a test keeps them equal): another one was exit 3, "no
+calibrated thresholds", as if a model file were missing."""
+
+
 def _decoded(image: Path) -> np.ndarray:
     """The image decoded once: detection, quality, attributes and drawing all read it. Its
     errors name the file, so a script's log shows which of its inputs was bad."""
@@ -98,14 +103,14 @@ def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
 def verify(a: Path, b: Path,
            far: Annotated[float, typer.Option(help="False-accept rate of the decision.",
                                               min=FAR_MIN, max=FAR_MAX)] = 1e-3,
-           embedder: Annotated[str | None, typer.Option(
-               help="sface, sface-flip, dlib or fusion (default: settings)")] = None,
+           embedder: Annotated[EmbedderName | None, typer.Option(
+               help="Default: settings.")] = None,
            as_json: JsonFlag = False) -> None:
     """Are A and B the same person? A's largest face against every face of B; exit 0 if one
     matches, 1 if not (or no face)."""
     with errors():
         comparison = environment_engine().compare(_decoded(a), _decoded(b), far=far,
-                                                  embedder=embedder)
+                                                  embedder=embedder and embedder.value)
     verdict, several = comparison.best, len(comparison.verdicts) > 1
     if as_json:
         emit({**verdict.to_dict(), **({"faces_of_b": [v.to_dict() for v in comparison.verdicts]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,10 +23,14 @@ from facelens.cli.common import (
     require_folder,
 )
 
+PlateRegion = StrEnum("PlateRegion", [(r, r) for r in ("us", "eu", "uk", "br", "in", "any")])
+"""The plate format tables of scene/plates.py (FORMATS; a test keeps them equal): another
+name was read as "any", silently."""
+Region = Annotated[PlateRegion, typer.Option(help="Plate formats.")]
+
 
 def objects(image: Path,
-            region: Annotated[str, typer.Option(help="Plate formats: us, eu, uk, br, in or "
-                                                     "any.")] = "us",
+            region: Region = PlateRegion.us,
             as_json: JsonFlag = False) -> None:
     """People, vehicles and screens in IMAGE, with the plate read on each motor vehicle."""
     from facelens.scene.detect import MOTOR_VEHICLES, detect_objects
@@ -37,7 +42,7 @@ def objects(image: Path,
         found = detect_objects(rgb)
         rows = []
         for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
-            plate = read_plate(rgb, box, region) if name in MOTOR_VEHICLES else None
+            plate = read_plate(rgb, box, region.value) if name in MOTOR_VEHICLES else None
             rows.append({"class": name, "score": round(float(score), 3),
                          "box": [round(float(v), 1) for v in box],
                          "plate": plate.text if plate else None,
@@ -56,8 +61,7 @@ def objects(image: Path,
 
 
 def eval_plates(folder: Path,
-                region: Annotated[str, typer.Option(help="Plate formats: us, eu, uk, br, in "
-                                                         "or any.")] = "us",
+                region: Region = PlateRegion.us,
                 limit: Annotated[int | None, typer.Option(help="Only the first N images.")]
                 = None,
                 json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
@@ -68,7 +72,7 @@ def eval_plates(folder: Path,
     from facelens.eval.plates import evaluate_plates
 
     with errors(), progress() as start:
-        report = evaluate_plates(folder, region=region, limit=limit, progress=start)
+        report = evaluate_plates(folder, region=region.value, limit=limit, progress=start)
     emit_report(report, json_out)
 
 
@@ -83,8 +87,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                           'top" (repeatable).')] = None,
                  plate: Annotated[list[str] | None, typer.Option(
                      help="Plate to alert on for the run (repeatable).")] = None,
-                 region: Annotated[str, typer.Option(help="Plate formats: us, eu, uk, br, in "
-                                                          "or any.")] = "us",
+                 region: Region = PlateRegion.us,
                  motion: Annotated[bool, typer.Option(help="Detect only when something "
                                                            "moves.")] = True,
                  faces: Annotated[bool, typer.Option(help="Perceived sex from faces large "
@@ -120,7 +123,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
     with errors():
         scene = SceneWatch(camera, Hotlists(plates, rules), on_alert=show, gate=motion,
-                           region=region, engine=Engine(get_settings()) if faces else None,
+                           region=region.value, engine=Engine(get_settings()) if faces else None,
                            detect_side=get_settings().street_detect_side)
         summary = watch_scene(VideoSource(source, fps=fps).frames(), scene, out_video, fps)
     emit(summary)
