@@ -4,6 +4,7 @@ range options, unwritable outputs, dead streams. Each answer is one line on stde
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,17 @@ def test_the_choices_are_the_library_s_names() -> None:
 
     assert [e.value for e in EmbedderName] == list(get_args(Embedder))
     assert [r.value for r in PlateRegion] == list(FORMATS)
+
+
+def test_watch_street_json_is_one_line_per_alert_and_the_counts_on_stderr(
+        shared_data: Path, tmp_path: Path) -> None:
+    """Before: each alert was pretty-printed over many lines and the summary followed on
+    stdout, so no JSON or JSON Lines reader could parse it."""
+    run = facelens("watch-street", shared_data / "street" / "bgslibrary_video02.avi",
+                   "--fps", "2", "--rule", "car", "--no-faces", "--json",
+                   data_dir=tmp_path / "data")
+    assert run.returncode == 0, run.stderr
+    alerts = [json.loads(line) for line in run.stdout.splitlines()]
+    assert alerts and {a["matched"] for a in alerts} == {"rule:car"}
+    summary = json.loads(run.stderr[run.stderr.index("{"):])
+    assert summary["frames"] > 0 and summary["tracks_per_class"]["car"] > 0

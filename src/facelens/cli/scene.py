@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -95,7 +96,9 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                  out_video: Annotated[Path | None, typer.Option(
                      "--out", help="Write an annotated video (boxes and descriptions).")]
                  = None,
-                 as_json: JsonFlag = False) -> None:
+                 as_json: Annotated[bool, typer.Option(
+                     "--json", help="One JSON line per alert as it happens; the counts at "
+                                    "the end on stderr.")] = False) -> None:
     """People and vehicles in a video or stream: tracked, described, plates read; alerts for
     the --rule descriptions and --plate plates only. Passers-by that match nothing leave only
     the counts printed at the end."""
@@ -115,8 +118,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
     def show(alert: dict[str, object]) -> None:
         shown = {k: v for k, v in alert.items() if k != "crop_jpeg"}
-        if as_json:
-            out.print_json(json.dumps(shown))
+        if as_json:  # JSON Lines, as `watch --json`: a stream's alerts readable as they come
+            print(json.dumps(shown), flush=True)
         else:
             out.print(f"[bold]alert[/bold] {escape(str(shown['matched']))} track "
                       f"{shown['track']} {shown['class']} {escape(str(shown['attributes']))}")
@@ -126,7 +129,10 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                            region=region.value, engine=Engine(get_settings()) if faces else None,
                            detect_side=get_settings().street_detect_side)
         summary = watch_scene(VideoSource(source, fps=fps).frames(), scene, out_video, fps)
-    emit(summary)
+    if as_json:  # stdout holds only the alert lines
+        print(json.dumps(summary, indent=1), file=sys.stderr)
+    else:
+        emit(summary)
 
 
 def eval_street(folder: Path,
