@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,3 +141,25 @@ def test_watch_street_json_is_one_line_per_alert_and_the_counts_on_stderr(
     assert alerts and {a["matched"] for a in alerts} == {"rule:car"}
     summary = json.loads(run.stderr[run.stderr.index("{"):])
     assert summary["frames"] > 0 and summary["tracks_per_class"]["car"] > 0
+
+
+def test_ctrl_c_ends_watch_street_with_its_counts_and_a_playable_video(
+        shared_data: Path, tmp_path: Path) -> None:
+    """Ctrl-C is how a live stream's watch ends. Before: exit 130 and no counts at all."""
+    out = tmp_path / "annotated.mp4"
+    env = dict(os.environ, FACELENS_DATA_DIR=str(tmp_path / "data"))
+    watching = subprocess.Popen(
+        [str(CLI), "watch-street", shared_data / "street" / "intel_one-by-one-person-detection.mp4",
+         "--no-faces", "--out", out], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.2)  # frames are being written: the loop runs
+    watching.send_signal(signal.SIGINT)
+    stdout, stderr = watching.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert watching.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and 0 < summary["frames"] < 139 * 5
+    with av.open(str(out)) as played:
+        assert sum(1 for _ in played.decode(video=0)) > 0

@@ -314,15 +314,19 @@ class SceneWatch:
 
 def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = None,
                 fps: float = 5.0) -> dict[str, Any]:
-    """Run `scene` over `frames` (optionally writing an annotated video); a summary back:
-    frames, detected frames, counts per class, CPU and wall ms per frame."""
+    """Run `scene` over `frames` (optionally writing an annotated video) until they end or
+    Ctrl-C; a summary back: frames, detected frames, counts per class, CPU and wall ms per
+    frame, and whether it was interrupted."""
     writer = AnnotatedWriter(out, fps) if out is not None else None
     start, cpu = time.perf_counter(), time.process_time()
+    interrupted = False
     try:
         for frame in frames:
             labels = scene.process(frame)
             if writer is not None:
                 writer.write(frame.rgb, labels)
+    except KeyboardInterrupt:  # how a live stream ends: its counts are still the answer
+        interrupted = True
     finally:
         if writer is not None:
             writer.close()
@@ -333,4 +337,5 @@ def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = N
     return {"camera": scene.camera, "frames": scene.frames, "detected_frames": scene.detected,
             "tracks_per_class": dict(per_class),
             "wall_ms_per_frame": round((time.perf_counter() - start) * 1000 / frames, 1),
-            "cpu_ms_per_frame": round((time.process_time() - cpu) * 1000 / frames, 1)}
+            "cpu_ms_per_frame": round((time.process_time() - cpu) * 1000 / frames, 1),
+            "interrupted": interrupted}
