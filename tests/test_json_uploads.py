@@ -77,6 +77,9 @@ def test_json_bodies_with_base64_images_answer_as_multipart_does(
     broken = client.post("/v1/detect", headers={**auth, "Content-Type": "application/json"},
                          content=b'{"image": ')
     assert broken.status_code == 422 and broken.json()["error"]["code"] == "bad_json"
+    deep = client.post("/v1/detect", headers={**auth, "Content-Type": "application/json"},
+                       content=b"[" * 100_000)  # QA: Python's parser recursed out: a 500
+    assert (deep.status_code, deep.json()["error"]["code"]) == (422, "bad_json")
     missing = client.post("/v1/detect", headers=auth, json={})
     assert missing.status_code == 422  # the route's own check: no image given
     big = client.post("/v1/detect", headers=auth, json={"image": "A" * 2_000_000})

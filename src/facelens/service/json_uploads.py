@@ -56,6 +56,8 @@ def as_multipart(body: bytes, files: frozenset[str]) -> tuple[bytes, str]:
         fields = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise JsonError(f"not JSON: {e}") from None
+    except RecursionError:  # "[[[[…": Python's parser recurses once per level
+        raise JsonError("not JSON: nested too deeply") from None
     if not isinstance(fields, dict):
         raise JsonError("the body must be a JSON object")
     boundary = "facelens-" + secrets.token_hex(16)
