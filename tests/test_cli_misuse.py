@@ -163,3 +163,15 @@ def test_ctrl_c_ends_watch_street_with_its_counts_and_a_playable_video(
     assert summary["interrupted"] and 0 < summary["frames"] < 139 * 5
     with av.open(str(out)) as played:
         assert sum(1 for _ in played.decode(video=0)) > 0
+
+
+@pytest.mark.parametrize("reconnects", [[], ["--reconnects", "1"]], ids=["default", "one"])
+def test_a_dead_stream_is_given_up_with_exit_2(reconnects: list[str], tmp_path: Path) -> None:
+    """Nothing listens on port 1. Before: reconnected for ever, a warning every 10 s."""
+    started = time.monotonic()
+    run = facelens("watch-street", "rtsp://127.0.0.1:1/x", "--no-faces", *reconnects,
+                   data_dir=tmp_path / "data", timeout=120)
+    assert run.returncode == 2
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rtsp://127.0.0.1:1/x: gave up after"), run.stderr
+    assert time.monotonic() - started < 60

@@ -28,6 +28,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 FAR_MIN, FAR_MAX = 1e-5, 1e-1
 """The FAR / FPIR a command may ask for: the REST API's range (service/uploads.py), beyond
 which no calibrated point or fitted tail answers."""
+Reconnects = Annotated[int, typer.Option(
+    help="Live sources: reconnections in a row (backing off 0.5 s to 10 s) before giving up "
+         "with exit 2. `facelens serve` runs cameras that never give up.", min=0)]
+RECONNECTS = 5
+"""A CLI watch gives up on a dead stream after ~15 s of reconnecting: a wrong URL is said,
+not retried for ever."""
 FPS_MIN, FPS_MAX = 0.01, 60.0
 """Frames per second a video command may process: at most a camera's (CameraConfig), at
 least one frame in 100 s (0 would mean "every frame" to the source)."""

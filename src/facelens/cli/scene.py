@@ -15,7 +15,9 @@ from rich.table import Table
 from facelens.cli.common import (
     FPS_MAX,
     FPS_MIN,
+    RECONNECTS,
     JsonFlag,
+    Reconnects,
     emit,
     emit_report,
     errors,
@@ -96,6 +98,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                  out_video: Annotated[Path | None, typer.Option(
                      "--out", help="Write an annotated video (boxes and descriptions).")]
                  = None,
+                 reconnects: Reconnects = RECONNECTS,
                  as_json: Annotated[bool, typer.Option(
                      "--json", help="One JSON line per alert as it happens; the counts at "
                                     "the end on stderr.")] = False) -> None:
@@ -128,7 +131,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
         scene = SceneWatch(camera, Hotlists(plates, rules), on_alert=show, gate=motion,
                            region=region.value, engine=Engine(get_settings()) if faces else None,
                            detect_side=get_settings().street_detect_side)
-        summary = watch_scene(VideoSource(source, fps=fps).frames(), scene, out_video, fps)
+        frames = VideoSource(source, fps=fps, max_retries=reconnects).frames()
+        summary = watch_scene(frames, scene, out_video, fps)
     if as_json:  # stdout holds only the alert lines
         print(json.dumps(summary, indent=1), file=sys.stderr)
     else:

@@ -10,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from facelens.cli.common import FAR_MAX, FAR_MIN, FPS_MAX, FPS_MIN, emit_report, err, errors, out
+from facelens.cli.common import (
+    FAR_MAX,
+    FAR_MIN,
+    FPS_MAX,
+    FPS_MIN,
+    RECONNECTS,
+    Reconnects,
+    emit_report,
+    err,
+    errors,
+    out,
+)
 
 
 def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// URL, "
@@ -32,6 +43,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                    "see watch-street). Without --gallery, only that.")] = False,
           out_video: Annotated[Path | None, typer.Option(
               "--out", help="Write an annotated video (boxes, names, track ids).")] = None,
+          reconnects: Reconnects = RECONNECTS,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")]
           = False) -> None:
     """Watch a video or stream for the people in GALLERY; print alerts as they happen.
@@ -45,7 +57,8 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
         from facelens.cli.scene import watch_street
 
         watch_street(source, camera=camera, fps=fps or 5.0, rule=None, plate=None,
-                     motion=motion, out_video=out_video, as_json=as_json)
+                     motion=motion, out_video=out_video, reconnects=reconnects,
+                     as_json=as_json)
         return
     from facelens.events.hotlists import Hotlists
     from facelens.events.store import EventStore
@@ -82,7 +95,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                           motion=motion, on_alert=on_alert)
         street = SceneWatch(camera, Hotlists([], []), gate=motion,
                             engine=galleries.engine) if scene else None
-        source = VideoSource(source, fps=fps)
+        source = VideoSource(source, fps=fps, max_retries=reconnects)
         writer = AnnotatedWriter(out_video, fps or 30.0) if out_video else None
         started, last = time.perf_counter(), 0.0
         try:
