@@ -201,6 +201,23 @@ def test_camera_sources_are_allow_listed(tmp_path: Path, fixtures_dir: Path) -> 
         assert absent.status_code == 400 and "no such video file" in absent.text
 
 
+def test_a_gallery_a_camera_watches_is_not_deleted_under_it(app: App) -> None:
+    # QA: the gallery went (204) and its camera stopped with "error: no gallery named …",
+    # and could not be changed (PATCH answered 404) until its galleries were.
+    admin = app.auth("admin")
+    app.client.post("/v1/galleries", headers=admin, json={"name": "watched", "purpose": "door"})
+    assert app.client.post("/v1/cameras", headers=admin, json={
+        "name": "porch", "source": "/dev/video7", "galleries": ["watched"],
+        "enabled": False}).status_code == 201
+    r = app.client.delete("/v1/galleries/watched", headers=admin)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "conflict")
+    assert "porch" in r.json()["error"]["message"]
+    assert app.client.get("/v1/galleries/watched", headers=admin).status_code == 200
+    assert app.client.patch("/v1/cameras/porch", headers=admin,
+                            json={"galleries": []}).status_code == 200
+    assert app.client.delete("/v1/galleries/watched", headers=admin).status_code == 204
+
+
 def test_camera_credentials_never_leave_the_server(tmp_path: Path, fixtures_dir: Path) -> None:
     with served(tmp_path / "data", fixtures_dir) as app:
         admin = app.auth("admin")

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import sqlalchemy as sa
 
+from facelens.errors import ConflictError
 from facelens.gallery.catalogue import Catalogue
 from facelens.gallery.errors import GalleryNotFound
 from facelens.gallery.expiry import lapsed
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.templates import bump_version
 from facelens.store.database import Store
-from facelens.store.tables import Consent, Gallery, Subject, aware
+from facelens.store.tables import Camera, Consent, Gallery, Subject, aware
 
 
 class Retention:
@@ -57,8 +58,14 @@ class Retention:
 
     def remove_gallery(self, name: str) -> None:
         """Delete every subject of the gallery (crypto-shredded), then the gallery and its
-        index."""
+        index. Refused while a camera watches it: the camera would stop, and could not be
+        changed until its galleries were."""
         gallery = self.catalogue.gallery(name)
+        with self.store.sessions() as s:
+            watching = sorted(c.name for c in s.scalars(sa.select(Camera)) if name in c.galleries)
+        if watching:
+            raise ConflictError(f"gallery {name!r} is watched by camera(s) {', '.join(watching)}:"
+                                " take it off them first")
         for subject in self.catalogue.subjects(name):
             self.delete_subject(subject.id)
         with self.store.sessions.begin() as s:
