@@ -394,6 +394,18 @@ def test_names_and_field_lengths(app: App, tmp_path: Path) -> None:
         assert r.status_code in (413, 422), field
 
 
+def test_a_pin_is_ascii_digits(app: App) -> None:
+    # QA: str.isdigit() took Arabic-Indic, superscript and full-width digits, which no door
+    # keypad types, so the enrolled PIN could never be given.
+    app.client.post("/v1/galleries", headers=app.auth("admin"),
+                    json={"name": "pins", "purpose": "door"})
+    for pin in ("\u0661\u0662\u0663\u0664", "12\u00b3\u00b9", "\uff11\uff12\uff13\uff14"):
+        r = app.client.post("/v1/galleries/pins/subjects", headers=app.auth("enrol"),
+                            data={"name": "p", "pin": pin, **CONSENT},
+                            files=app.photo("obama.jpg", "images"))
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "rule_violation"), pin
+
+
 def test_data_files_are_private(app: App) -> None:
     data_dir = app.state.settings.data_dir
     for name in ("facelens.db", "master.key"):

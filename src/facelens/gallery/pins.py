@@ -10,8 +10,9 @@ from facelens.gallery.errors import GalleryError
 
 
 def check_format(pin: str) -> None:
-    """Refuse (GalleryError) anything but 4 to 12 digits."""
-    if not (pin.isdigit() and 4 <= len(pin) <= 12):
+    """Refuse (GalleryError) anything but 4 to 12 digits 0-9 (isdigit alone takes "١٢٣٤" or
+    "12³¹", which no keypad types)."""
+    if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
         raise GalleryError("a PIN is 4 to 12 digits")
 
 
