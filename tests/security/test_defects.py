@@ -201,6 +201,24 @@ def test_camera_sources_are_allow_listed(tmp_path: Path, fixtures_dir: Path) -> 
         assert absent.status_code == 400 and "no such video file" in absent.text
 
 
+def test_revoking_a_key_ends_its_open_streams(tmp_path: Path, fixtures_dir: Path) -> None:
+    # QA: the alert stream went on to its max_s (up to an hour), and a camera's MJPEG preview
+    # as long as the camera ran, after the key that opened them was revoked.
+    with served(tmp_path / "data", fixtures_dir) as app:
+        app.client.post("/v1/cameras", headers=app.auth("admin"),  # reconnects: runs on
+                        json={"name": "porch", "source": "/dev/video7"})
+        for path in ("/v1/events/stream?max_s=15", "/v1/cameras/porch/preview.mjpeg"):
+            principal, key = app.state.keys.create("viewer", ["events"])
+            threading.Timer(1.0, app.state.keys.revoke, [principal.id]).start()
+            stop = threading.Timer(15.0, app.state.cameras.remove, ["porch"])  # else forever
+            stop.start()
+            started = time.monotonic()
+            r = app.client.get(path, headers={"Authorization": f"Bearer {key}"})
+            took = time.monotonic() - started
+            stop.cancel()
+            assert r.status_code == 200 and took < 5, (path, took)
+
+
 def test_a_gallery_a_camera_watches_is_not_deleted_under_it(app: App) -> None:
     # QA: the gallery went (204) and its camera stopped with "error: no gallery named …",
     # and could not be changed (PATCH answered 404) until its galleries were.

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from facelens.gallery.index_cache import IndexCache
 from facelens.service.http import ApiError, metrics
 from facelens.service.keys import Principal
-from facelens.service.security import requires, service
+from facelens.service.security import requires, service, still_allowed
 from facelens.store.tables import Event, EventStatus, as_utc, aware
 
 router = APIRouter(tags=["admin"])
@@ -136,7 +136,8 @@ async def stream_events(request: Request,
         last = after if after is not None else await run_in_threadpool(newest)
         started = quiet = time.monotonic()
         yield "retry: 2000\n\n"
-        while time.monotonic() - started < max_s and not await request.is_disconnected():
+        while (time.monotonic() - started < max_s and not await request.is_disconnected()
+               and await run_in_threadpool(still_allowed, request, "events")):
             fresh = await run_in_threadpool(events.list, None, 100, after=last)
             for event in fresh:
                 last = event.id

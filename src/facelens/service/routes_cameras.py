@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facelens.errors import NotFoundError
 from facelens.service.keys import Principal
-from facelens.service.security import requires, service
+from facelens.service.security import requires, service, still_allowed
 from facelens.settings import CameraConfig, Polygon
 from facelens.video.source import redacted
 
@@ -97,7 +97,8 @@ async def preview_stream(request: Request, name: str,
     async def frames() -> AsyncIterator[bytes]:
         nonlocal jpeg, running
         last = None
-        while running and not await request.is_disconnected():
+        while (running and not await request.is_disconnected()
+               and await run_in_threadpool(still_allowed, request, "events")):
             if jpeg is not None and jpeg != last:
                 last = jpeg
                 yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"

@@ -48,11 +48,19 @@ def requires(*scopes: str) -> Any:
         if wait:
             raise ApiError(429, "rate_limited", "too many requests for this key",
                            {"Retry-After": str(max(1, round(wait)))})
-        request.state.principal = found
+        request.state.principal, request.state.api_key = found, key
         CALLER.set((request, found))  # the route runs in this task: uploads see it
         return found
 
     return Depends(principal)
+
+
+def still_allowed(request: Request, *scopes: str) -> bool:
+    """For an answer that streams: whether the key that opened it still holds `scopes`, so
+    revoking a key ends its open streams (at once in this process, within the key cache's
+    5 s in others) instead of at the stream's end, an hour later or never."""
+    found = service(request).keys.authenticate(request.state.api_key)
+    return found is not None and found.allows(*scopes)
 
 
 def pixel_budget(request: Request) -> RateLimiter:
