@@ -124,7 +124,7 @@ def unstorable(e: sa.exc.DataError) -> str:
 class BodyLimit:
     """Refuse bodies over `limit` bytes with 413: by Content-Length before reading, and by
     counting as it streams (chunked uploads carry no length). Paths ending in one of
-    `archive_paths` (zip uploads) may carry `archive_limit` bytes instead."""
+    `archive_paths` (zip uploads) may carry `archive_limit` bytes instead, unless JSON."""
 
     def __init__(self, app: ASGIApp, limit: int, archive_limit: int = 0,
                  archive_paths: tuple[str, ...] = ()) -> None:
@@ -135,9 +135,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = (self.archive_limit if str(scope.get("path", "")).endswith(self.archive_paths)
-                 else self.default_limit)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        # Only a multipart archive (spooled to disk) may be large: a JSON one is read whole
+        # and re-encoded in memory (json_uploads), ~6x its size (228 MB took 1.4 GB).
+        archive = (kind != b"application/json"
+                   and str(scope.get("path", "")).endswith(self.archive_paths))
+        limit = self.archive_limit if archive else self.default_limit
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._refuse(scope, receive, send, limit)
             return
