@@ -175,3 +175,13 @@ def test_a_dead_stream_is_given_up_with_exit_2(reconnects: list[str], tmp_path: 
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: rtsp://127.0.0.1:1/x: gave up after"), run.stderr
     assert time.monotonic() - started < 60
+
+
+def test_enroll_folder_names_a_missing_folder(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Before: "has no sub-folders (one per person)" for a path that does not exist."""
+    for folder in (tmp_path / "absent", fixtures_dir / "obama.jpg"):
+        run = facelens("enroll-folder", "G", folder, "--recorded-by", "HR",
+                       data_dir=tmp_path / "data")
+        assert run.returncode == 2
+        assert one_line_error(run) == f"error: {folder} is not a folder"
+

@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from facelens.cli.common import FAR_MAX, FAR_MIN, JsonFlag, emit, err, errors, out, progress
+from facelens.cli.common import (
+    FAR_MAX,
+    FAR_MIN,
+    JsonFlag,
+    emit,
+    err,
+    errors,
+    out,
+    progress,
+    require_folder,
+)
 
 if TYPE_CHECKING:
     from facelens.gallery.service import ConsentRecord, Galleries
@@ -185,6 +195,7 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
     bad consent record or folder."""
     from facelens.gallery.bulk import enrol_people, people_in_folder
 
+    require_folder(folder)  # a missing path or a file is not "a folder without sub-folders"
     people = people_in_folder(folder)
     if not people:
         err.print(f"error: {folder} has no sub-folders (one per person)")
