@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -185,3 +186,14 @@ def test_enroll_folder_names_a_missing_folder(tmp_path: Path, fixtures_dir: Path
         assert run.returncode == 2
         assert one_line_error(run) == f"error: {folder} is not a folder"
 
+
+def test_serve_on_a_taken_port_is_exit_2_not_model_missing(tmp_path: Path) -> None:
+    """Before: uvicorn's exit 3, this CLI's "a model file is missing"; --port 0 served on the
+    default port."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        run = facelens("serve", "--port", port, data_dir=tmp_path / "data", timeout=60)
+    assert run.returncode == 2
+    assert one_line_error(run).startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    run = facelens("serve", "--port", 0, data_dir=tmp_path / "data", timeout=60)
+    assert run.returncode == 2 and "Invalid value for '--port'" in run.stderr

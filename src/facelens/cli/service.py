@@ -96,8 +96,24 @@ def audit_verify(as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Exit 2 with one line unless `host:port` can be listened on (taken, or no such address):
+    uvicorn's own exit for it, 3, is this CLI's "model missing"."""
+    import socket
+
+    try:
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                  else socket.AF_INET):
+            pass
+    except OSError as e:
+        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {e.strerror or e}",
+                  highlight=False)
+        raise typer.Exit(2) from None
+
+
 def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.0.0.1).")] = None,
-          port: Annotated[int | None, typer.Option(help="Default: settings (8000).")] = None
+          port: Annotated[int | None, typer.Option(help="Default: settings (8000).", min=1,
+                                                   max=65535)] = None
           ) -> None:
     """Run the REST API and the web console. The first start prints a new admin key once."""
     import uvicorn
@@ -106,6 +122,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
     from facelens.settings import get_settings
 
     settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    _check_listen(host, port)
     with errors():
         state = _state()
         if not state.keys.any_active():
@@ -115,7 +133,6 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
             print(f"\nfacelens: no API key existed, so an admin key was made. Store it now; "
                   f"it is not shown again:\n\n    {key}\n", flush=True)
         state.close()
-    host, port = host or settings.host, port or settings.port
     err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
     if settings.nats_url:
         err.print(f"facelens: cameras run in `facelens worker` processes ({settings.nats_url})")
