@@ -90,13 +90,22 @@ class CameraManager:
             if old:
                 old.stop()
             if config and config.enabled:
-                for gallery in config.galleries:
-                    self.galleries.gallery(gallery)  # unknown gallery: refuse, loudly
                 runner = CameraRunner(config, self.galleries, self.events,
                                       self.delivery.relay if self.delivery else self.sink)
                 self.runners[config.name] = runner
                 runner.start()
-                announce_camera(self.sink, config, self.galleries)
+                # add and update refuse an unknown gallery; at start one may name a gallery
+                # not created yet (a settings file's camera): its runner says "error: no
+                # gallery named …" and the other cameras and the service run on.
+                if all(self._known(gallery) for gallery in config.galleries):
+                    announce_camera(self.sink, config, self.galleries)
+
+    def _known(self, gallery: str) -> bool:
+        try:
+            self.galleries.gallery(gallery)
+        except NotFoundError:
+            return False
+        return True
 
     def add(self, config: CameraConfig) -> None:
         config = config.model_copy(update={

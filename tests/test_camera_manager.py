@@ -1,0 +1,31 @@
+"""The service's camera manager at start: one camera's bad settings stop that camera only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from facelens.events.store import EventStore
+from facelens.gallery.service import Galleries
+from facelens.settings import CameraConfig, Settings
+from facelens.video.manager import CameraManager
+
+
+def test_a_camera_naming_a_gallery_not_created_yet_does_not_stop_the_start(
+        tmp_path: Path) -> None:
+    """A settings file's camera may name a gallery created later: the manager starts, that
+    camera reports the missing gallery as its error."""
+    settings = Settings(data_dir=tmp_path / "data", media_dir=tmp_path, cameras=[
+        CameraConfig(name="door", source="door.mp4", galleries=["staff"])])
+    galleries = Galleries(settings)
+    manager = CameraManager(settings, galleries.store, galleries, EventStore(galleries.store))
+    try:
+        manager.start()  # raised GalleryNotFound before, so the service never came up
+        deadline = time.monotonic() + 30
+        while (status := manager.describe("door")[0]["status"]) in ("starting", "running") \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status.startswith("error") and "staff" in status, status
+    finally:
+        manager.close()
+        galleries.close()
