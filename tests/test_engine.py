@@ -18,6 +18,7 @@ from facelens.errors import FacelensError, NoFaceError
 from facelens.face import Attributes, Face
 from facelens.settings import EMBEDDER_DIMS, get_settings
 from facelens.vision.align import TEMPLATE, align, align_matrix, similarity_transform
+from facelens.vision.detect import detect_faces
 
 Detected = Callable[..., list[Face]]
 LoadRgb = Callable[[str], np.ndarray]
@@ -128,6 +129,15 @@ def _variant(upright: Image.Image, kind: str) -> bytes:
         exif[0x0112] = 6  # "rotate 90° clockwise to display": store it turned counter-clockwise
         return encode(up.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
     raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("shape", [(1, 4000), (4000, 1), (8, 1920), (20, 640), (30, 777)])
+def test_a_thin_strip_holds_no_face(shape: tuple[int, int]) -> None:
+    """Noise in a short, wide frame: YuNet answered 20x640 with a face of score 1.0 at 1e30 /
+    inf / NaN px, and a strip thinner than the shrink to max_side made cv2.resize assert."""
+    noise = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for name in ("yunet", "centerface"):
+        assert detect_faces(noise, name=name, max_side=1920) == [], name
 
 
 @pytest.mark.parametrize("kind", ["grey", "rgba", "grey16", "cmyk", "exif6"])

@@ -58,6 +58,11 @@ class Detections:
         return Detections(self.boxes[keep], self.landmarks[keep], self.scores[keep])
 
 
+YUNET_MIN_SIDE = 64
+"""OpenCV's FaceDetectorYN answers a short, wide input (20x640, 8x1920, 30x777) with a face of
+score 1.0 at 1e30 / inf / NaN px; padded to 64 px on each side it finds none there."""
+
+
 class YuNet(LazyModel[cv2.FaceDetectorYN]):
     """YuNet through OpenCV's FaceDetectorYN (decoding and NMS in C++). Input: BGR."""
 
@@ -71,6 +76,11 @@ class YuNet(LazyModel[cv2.FaceDetectorYN]):
         return cv2.FaceDetectorYN.create(str(path), "", (320, 320), 0.5, NMS_IOU, 5000)
 
     def __call__(self, rgb: np.ndarray, threshold: float) -> Detections:
+        h, w = rgb.shape[:2]
+        if min(h, w) < YUNET_MIN_SIDE:  # black below and right: boxes keep their place
+            canvas = np.zeros((max(h, YUNET_MIN_SIDE), max(w, YUNET_MIN_SIDE), 3), np.uint8)
+            canvas[:h, :w] = rgb
+            rgb = canvas
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # 40x faster than a numpy [..., ::-1] copy
         session = self.session
         with self._run_lock:
@@ -168,7 +178,8 @@ def _detect_once(rgb: np.ndarray, name: str, threshold: float, max_side: int,
     else:
         # Whole image shrunk to max_side (big faces) + native tiles (small faces).
         scale = max_side / max(h, w)
-        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)  # a thin strip keeps 1 px
         parts = [model(small, threshold).shifted(0, 0, scale)]
         overlap = max_side // 8
         for y in _tiles(h, max_side, overlap):
