@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
 
 from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
@@ -29,3 +33,12 @@ def test_a_camera_naming_a_gallery_not_created_yet_does_not_stop_the_start(
     finally:
         manager.close()
         galleries.close()
+
+
+@pytest.mark.parametrize("cooldown", [math.inf, 1e308, 86_401.0])
+def test_a_cooldown_beyond_a_day_is_refused(cooldown: float) -> None:
+    """The window's end is stored as a date: an endless cool-down stopped the camera on its
+    first alert ("date value out of range", "cannot convert float infinity to integer")."""
+    with pytest.raises(ValidationError, match="cooldown_s"):
+        CameraConfig(name="door", source="door.mp4", cooldown_s=cooldown)
+    assert CameraConfig(name="door", source="door.mp4", cooldown_s=86_400).cooldown_s == 86_400

@@ -51,7 +51,9 @@ class CameraConfig(BaseModel):
     fps: float = Field(10.0, gt=0, le=60)
     motion: bool = False
     """Skip detection while nothing moves and no face is being tracked."""
-    cooldown_s: float = Field(60.0, ge=0)
+    cooldown_s: float = Field(60.0, ge=0, le=86_400)
+    """Seconds during which the camera does not alert again on the same person or entry; at
+    most a day (the window's end is stored as a date: 1e308 or inf stopped the camera)."""
     far: float = Field(1e-3, ge=1e-5, le=1e-1)
     zones: list[Polygon] = Field(default_factory=list, max_length=20)
     """Where faces are watched (the whole frame when empty): polygons of (x, y) as fractions of
