@@ -197,3 +197,24 @@ def test_serve_on_a_taken_port_is_exit_2_not_model_missing(tmp_path: Path) -> No
     assert one_line_error(run).startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
     run = facelens("serve", "--port", 0, data_dir=tmp_path / "data", timeout=60)
     assert run.returncode == 2 and "Invalid value for '--port'" in run.stderr
+
+
+UNWRITABLE_REPORTS = [
+    ["eval", "plates", "{folder}", "--json-out", "{target}"],
+    ["eval", "lfw", "{folder}", "--plot", "{target}"],
+    ["eval", "lfw", "{folder}", "--save-to", "{target}"],
+    ["calibrate", "{folder}", "--save-to", "{target}"],
+    ["bench", "street", "{clip}", "--json-out", "{target}"],
+]
+
+
+@pytest.mark.parametrize("args", UNWRITABLE_REPORTS, ids=[" ".join(a[:2] + a[-2:-1])
+                                                          for a in UNWRITABLE_REPORTS])
+def test_an_unwritable_report_is_refused_before_the_evaluation(
+        args: list[str], clip: Path, tmp_path: Path) -> None:
+    """Before: the evaluation ran (minutes, for eval lfw) and ended in a traceback."""
+    (tmp_path / "a folder").mkdir()
+    filled = [a.format(folder=tmp_path, clip=clip, target=tmp_path / "a folder") for a in args]
+    run = facelens(*filled, data_dir=tmp_path / "data")
+    assert run.returncode == 2
+    assert f"Invalid value for '{args[-2]}': cannot write" in run.stderr, run.stderr

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from facelens.cli.common import (
     JsonFlag,
+    JsonOut,
     emit,
     emit_report,
     environment_engine,
@@ -19,6 +20,7 @@ from facelens.cli.common import (
     progress,
     require_folder,
     save_json,
+    writable,
 )
 
 
@@ -36,7 +38,8 @@ def known_levels(names: list[str] | None) -> list[str] | None:
 
 
 def eval_lfw(root: Path,
-             plot: Annotated[Path | None, typer.Option(help="Write the ROC curves here.")] = None,
+             plot: Annotated[Path | None, typer.Option(help="Write the ROC curves here.",
+                                                       callback=writable)] = None,
              peer: Annotated[bool, typer.Option(help="Also run face_recognition.")] = False,
              save: Annotated[bool, typer.Option(
                  help="Store the thresholds (and measured accuracy beside them) in the data "
@@ -44,11 +47,11 @@ def eval_lfw(root: Path,
                       "read them.")] = False,
              save_to: Annotated[Path | None, typer.Option(
                  help="Store the thresholds in this file instead (measured.json beside it); "
-                      "use it with FACELENS_CALIBRATION_FILE.")] = None,
+                      "use it with FACELENS_CALIBRATION_FILE.", callback=writable)] = None,
              workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
              cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
              = Path("out/eval"),
-             json_out: Annotated[Path | None, typer.Option(help="Write the report here.")] = None,
+             json_out: JsonOut = None,
              degrade: Annotated[list[str] | None, typer.Option(
                  callback=known_levels,
                  help="Also measure a CCTV-like copy (repeatable): cctv (= cctv-18: eyes ~18 "
@@ -99,8 +102,7 @@ def eval_identify(root: Path,
                   workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
                   cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
                   = Path("out/eval"),
-                  json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
-                  = None,
+                  json_out: JsonOut = None,
                   degrade: Annotated[list[str] | None, typer.Option(
                       callback=known_levels,
                       help="Also search with the probes made CCTV-like (repeatable): cctv "

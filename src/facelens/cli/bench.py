@@ -9,14 +9,13 @@ from typing import Annotated
 import typer
 
 from facelens.cli.common import (
+    JsonOut,
     calibration_in_force,
     emit_report,
     environment_engine,
     errors,
     progress,
 )
-
-JsonOut = Annotated[Path | None, typer.Option(help="Write the JSON here.")]
 
 
 class SearchEmbedder(StrEnum):

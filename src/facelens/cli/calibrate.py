@@ -11,6 +11,7 @@ from rich.table import Table
 
 from facelens.cli.common import (
     JsonFlag,
+    JsonOut,
     emit,
     emit_report,
     err,
@@ -18,6 +19,7 @@ from facelens.cli.common import (
     out,
     progress,
     require_folder,
+    writable,
 )
 
 GroupOption = Annotated[list[str] | None, typer.Option(
@@ -41,7 +43,8 @@ def calibrate(folder: Path,
               group: GroupOption = None,
               save_to: Annotated[Path | None, typer.Option(
                   help="Write the calibration here instead of the data directory's "
-                       "calibration/ folder (use it with FACELENS_CALIBRATION_FILE).")] = None,
+                       "calibration/ folder (use it with FACELENS_CALIBRATION_FILE).",
+                  callback=writable)] = None,
               dry_run: Annotated[bool, typer.Option(help="Print, write nothing.")] = False,
               singles: Annotated[int, typer.Option(
                   help="People with one photo in a folder each: how many to sample (the "
@@ -116,8 +119,7 @@ def eval_demographics(root: Path,
                       = 2,
                       cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
                       = Path("out/eval"),
-                      json_out: Annotated[Path | None, typer.Option(help="Write the JSON "
-                                                                          "here.")] = None
+                      json_out: JsonOut = None
                       ) -> None:
     """False-match rate per labelled group at the calibrated FAR 1e-3 and 1e-4 thresholds
     (NIST FRVT Part 3 style), with pair counts and 95% intervals."""

@@ -66,6 +66,27 @@ def require_folder(path: Path) -> None:
         raise typer.Exit(2)
 
 
+def writable(target: Path | None) -> Path | None:
+    """An output file option's check while parsing (a Typer callback): exit 2 at once unless
+    `target` can be written, so an evaluation of many minutes does not end in a traceback."""
+    if target is None:
+        return None
+    existed = target.exists()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("ab"):  # append: nothing is lost yet
+            pass
+    except OSError as e:
+        raise typer.BadParameter(f"cannot write {target}: {e.strerror or e}") from None
+    if not existed:
+        target.unlink()
+    return target
+
+
+JsonOut = Annotated[Path | None, typer.Option(help="Write the JSON report here.",
+                                              callback=writable)]
+
+
 def save_json(report: Any, target: Path | None) -> None:
     """Write a report to the --json-out file, when one is given."""
     if target:

@@ -17,6 +17,7 @@ from facelens.cli.common import (
     FPS_MIN,
     RECONNECTS,
     JsonFlag,
+    JsonOut,
     Reconnects,
     emit,
     emit_report,
@@ -67,8 +68,7 @@ def eval_plates(folder: Path,
                 region: Region = PlateRegion.us,
                 limit: Annotated[int | None, typer.Option(help="Only the first N images.")]
                 = None,
-                json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
-                = None) -> None:
+                json_out: JsonOut = None) -> None:
     """Plate reading on an openalpr-layout folder (<id>.jpg + <id>.txt): read_rate with the
     vehicle detector in the loop, read_rate_given_box, ms per image, error kinds."""
     require_folder(folder)  # before the imports: a wrong path is told at once
@@ -140,8 +140,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
 
 def eval_street(folder: Path,
-                json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
-                = None) -> None:
+                json_out: JsonOut = None) -> None:
     """People and vehicles against the frames of FOLDER (../shared/data/street) labelled by
     eye (facelens/data/street_labels.json): count error, count recall, colour accuracy."""
     require_folder(folder)  # before the imports: a wrong path is told at once
@@ -155,8 +154,7 @@ def eval_street(folder: Path,
 
 def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips.")],
                  frames: Annotated[int, typer.Option(help="Frames per clip.")] = 60,
-                 json_out: Annotated[Path | None, typer.Option(help="Write the report here.")]
-                 = None) -> None:
+                 json_out: JsonOut = None) -> None:
     """720p street pipeline speed at 5 detection fps, with and without motion gating:
     CPU ms per frame and streams per machine."""
     from facelens.eval.scene_bench import bench_scene
@@ -174,8 +172,7 @@ def bench_street_beside(clips: Annotated[list[Path], typer.Argument(help="Video 
                         fps: Annotated[float, typer.Option(help="Frames per second.")] = 5.0,
                         rounds: Annotated[int, typer.Option(
                             help="Face-only / face + street pairs per clip.")] = 2,
-                        json_out: Annotated[Path | None, typer.Option(
-                            help="Write the report here.")] = None) -> None:
+                        json_out: JsonOut = None) -> None:
     """The face pipeline alone and with the street layer beside it (as a camera runs both),
     on the same frames: face CPU ms per frame of each, their ratio, and whether the face
     results (detections, tracks, alerts, names) are the same."""

@@ -16,11 +16,13 @@ from facelens.cli.common import (
     FPS_MAX,
     FPS_MIN,
     RECONNECTS,
+    JsonOut,
     Reconnects,
     emit_report,
     err,
     errors,
     out,
+    writable,
 )
 
 
@@ -140,8 +142,7 @@ def eval_watch(video: Path,
                enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, repeatable.")],
                fps: Annotated[float | None, typer.Option(help="Pipeline frame rate (default: "
                                                               "every frame).")] = None,
-               json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
-               = None) -> None:
+               json_out: JsonOut = None) -> None:
     """The camera pipeline vs identifying every face in every frame: alerts, embeddings per
     detection, identity recall of both, speed against real time."""
     from facelens.cli.common import progress
@@ -161,8 +162,7 @@ def eval_tracks(data: Annotated[Path, typer.Argument(help="The shared data folde
                                                                 "the packaged one).")] = None,
                 fps: Annotated[float | None, typer.Option(help="Pipeline frame rate "
                                                                "(default: every frame).")] = None,
-                json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
-                = None) -> None:
+                json_out: JsonOut = None) -> None:
     """Per-track identity recall against annotated identities: track templates vs the single
     best shot at the same FPIR, with embedder calls per detection."""
     from facelens.cli.common import progress
@@ -188,9 +188,9 @@ def eval_liveness(video: Annotated[list[Path], typer.Option(help="Real footage f
                       help="The annotated close-up clips (default: the liveness/ folder "
                            "beside the LFW folder).")] = None,
                   plot: Annotated[Path | None, typer.Option(
-                      help="Draw the passive detector's DET curves here (PNG).")] = None,
-                  json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
-                  = None) -> None:
+                      help="Draw the passive detector's DET curves here (PNG).",
+                      callback=writable)] = None,
+                  json_out: JsonOut = None) -> None:
     """The liveness judge vs synthetic print and replay attacks, chromium recaptures and real
     actions: APCER per attack type, BPCER and APCER at fixed BPCER (ISO/IEC 30107-3 terms),
     with counts and what the set cannot show, and a DET plot."""
@@ -251,8 +251,7 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
                    seeds: Annotated[int, typer.Option(
                        help="With --variants: poses and glare drawn by seeds 0 to "
                             "SEEDS-1.")] = 3,
-                   json_out: Annotated[Path | None, typer.Option(help="Write the JSON here.")]
-                   = None) -> None:
+                   json_out: JsonOut = None) -> None:
     """Faces on phones and monitors vs real people: real tracks flagged as depictions (goal
     0), and alerts on made-up recaptures (SHOWN on a screen over street footage; goal: every
     one flagged, none normal). With --variants, only made-up ones, over a range of screen
