@@ -205,16 +205,20 @@ UNWRITABLE_REPORTS = [
     ["eval", "lfw", "{folder}", "--save-to", "{target}"],
     ["calibrate", "{folder}", "--save-to", "{target}"],
     ["bench", "street", "{clip}", "--json-out", "{target}"],
+    ["detect", "{photo}", "--draw", "{target}"],
+    ["analyze", "{photo}", "--draw", "{target}"],
 ]
 
 
 @pytest.mark.parametrize("args", UNWRITABLE_REPORTS, ids=[" ".join(a[:2] + a[-2:-1])
                                                           for a in UNWRITABLE_REPORTS])
 def test_an_unwritable_report_is_refused_before_the_evaluation(
-        args: list[str], clip: Path, tmp_path: Path) -> None:
-    """Before: the evaluation ran (minutes, for eval lfw) and ended in a traceback."""
-    (tmp_path / "a folder").mkdir()
-    filled = [a.format(folder=tmp_path, clip=clip, target=tmp_path / "a folder") for a in args]
+        args: list[str], clip: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    """Before: the evaluation ran (minutes, for eval lfw) and ended in a traceback; so did
+    detect --draw."""
+    (tmp_path / "a file").write_text("not a folder")
+    filled = [a.format(folder=tmp_path, clip=clip, photo=fixtures_dir / "obama.jpg",
+                       target=tmp_path / "a file" / "out.png") for a in args]
     run = facelens(*filled, data_dir=tmp_path / "data")
     assert run.returncode == 2
     assert f"Invalid value for '{args[-2]}': cannot write" in run.stderr, run.stderr

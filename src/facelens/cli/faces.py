@@ -19,6 +19,7 @@ from facelens.cli.common import (
     err,
     errors,
     out,
+    writable,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def _faces_command(image: Path, rgb: np.ndarray, faces: list[Face], as_json: boo
 
 
 def detect(image: Path, draw: Annotated[Path | None, typer.Option(
-               help="Write a copy with boxes, landmarks and quality.")] = None,
+               help="Write a copy with boxes, landmarks and quality.", callback=writable)]
+           = None,
            detector: Annotated[DetectorName, typer.Option(help="Which detector.")]
            = DetectorName.yunet,
            as_json: JsonFlag = False) -> None:
@@ -91,7 +93,8 @@ def detect(image: Path, draw: Annotated[Path | None, typer.Option(
 
 
 def analyze(image: Path, draw: Annotated[Path | None, typer.Option(
-                help="Write a copy with boxes, landmarks, quality and attributes.")] = None,
+                help="Write a copy with boxes, landmarks, quality and attributes.",
+                callback=writable)] = None,
             as_json: JsonFlag = False) -> None:
     """Detect faces with quality, age (with its typical error) and perceived sex."""
     with errors():
