@@ -73,6 +73,7 @@ OUT_OF_RANGE = [
     (["identify", "G", "{photo}", "--top-k", "0"], "--top-k"),
     (["watch", "{clip}", "--gallery", "G", "--far", "1"], "--far"),
     (["watch", "{clip}", "--gallery", "G", "--fps", "0"], "--fps"),
+    (["watch", "{clip}", "--gallery", "G", "--cooldown", "-5"], "--cooldown"),
     (["watch-street", "{clip}", "--fps", "-1"], "--fps"),
     (["gallery", "create", "G", "--purpose", "p", "--retention-days", "-5"],
      "--retention-days"),

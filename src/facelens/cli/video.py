@@ -37,7 +37,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
           far: Annotated[float, typer.Option(help="FPIR per searched face.", min=FAR_MIN,
                                              max=FAR_MAX)] = 1e-3,
           cooldown: Annotated[float, typer.Option(help="Seconds between alerts for one "
-                                                       "person.")] = 60.0,
+                                                       "person.", min=0)] = 60.0,
           motion: Annotated[bool, typer.Option(help="Skip still frames.")] = False,
           scene: Annotated[bool, typer.Option(
               help="Also box, track and describe people and vehicles and read plates (the "
