@@ -123,6 +123,19 @@ def answer_frames(video: bytes | None, images: list[bytes], *, limit_pixels: int
     return timed_answer(video, images, None, limit_pixels=limit_pixels, formats=formats)[0]
 
 
+class BadTimesError(FacelensError):
+    """The times sent with an answer's frames are not one per frame, in recording order."""
+
+
+def check_times(times: list[float] | None, frames: int) -> None:
+    """Refuse `times` (seconds into the recording, None: not sent) unless they give one time
+    per frame of `frames`, in recording order: checked before a session is spent on them."""
+    if times is not None and (len(times) != frames or any(
+            later < earlier for earlier, later in itertools.pairwise(times))):
+        raise BadTimesError(f"times must give one time per frame ({len(times)} for {frames} "
+                            f"frames), in recording order")
+
+
 def timed_answer(video: bytes | None, images: list[bytes], times: list[float] | None, *,
                  limit_pixels: int, formats: frozenset[str]
                  ) -> tuple[list[np.ndarray], list[float] | None]:
@@ -132,12 +145,9 @@ def timed_answer(video: bytes | None, images: list[bytes], times: list[float] | 
     per image, in order) or None. Any unreadable frame refuses the answer."""
     if video is not None:
         return timed_video_frames(video, limit_pixels)
+    check_times(times, len(images))
     images = images[:MAX_STILLS]
-    if times is not None:
-        times = times[:len(images)]
-        if len(times) != len(images) or any(
-                later < earlier for earlier, later in itertools.pairwise(times)):
-            raise FacelensError("times must give one time per frame, in recording order")
+    times = times[:MAX_STILLS] if times is not None else None
     # Summed from the headers before any frame is decoded: the decoding time is bounded too.
     announced = sum(w * h for w, h in filter(None, (image_size(d, formats) for d in images)))
     if announced > DECODED_PIXELS:

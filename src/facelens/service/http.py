@@ -26,6 +26,7 @@ from facelens.errors import (
     NotFoundError,
     UnsupportedImageError,
 )
+from facelens.liveness.answer import BadTimesError
 from facelens.liveness.sessions import SessionExpired, SessionRefused
 from facelens.policy.live_face import LivenessRequired
 from facelens.service.limits import InferencePool, Overloaded
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (BadImageError, 422, "bad_image"),
     (NoFaceError, 422, "no_face"),
     (NotFoundError, 404, "not_found"),
+    (BadTimesError, 422, "bad_times"),
     (SessionExpired, 410, "liveness_expired"),
     (SessionRefused, 403, "liveness_refused"),
     (LivenessRequired, 403, "liveness_required"),

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from facelens.liveness.answer import MAX_ANSWER_S, timed_answer
+from facelens.liveness.answer import MAX_ANSWER_S, check_times, timed_answer
 from facelens.liveness.judge import Judgement, judge
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
@@ -55,6 +55,8 @@ async def answer(request: Request, session_id: str, nonce: Annotated[str, Form()
                  principal: Principal = requires("verify")) -> dict[str, Any]:
     state = service(request)
     frame_times = _seconds(times)
+    if video is None:
+        check_times(frame_times, len(frames or []))
     session = state.liveness.begin_answer(session_id, principal.id, nonce)
     judgement: Judgement | None = None
     try:
