@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 CLI = Path(sys.executable).with_name("facelens")
 
@@ -223,3 +224,17 @@ def test_an_unwritable_report_is_refused_before_the_evaluation(
     run = facelens(*filled, data_dir=tmp_path / "data")
     assert run.returncode == 2
     assert f"Invalid value for '{args[-2]}': cannot write" in run.stderr, run.stderr
+
+
+def test_enroll_says_what_it_did_in_words(fixtures_dir: Path, tmp_path: Path) -> None:
+    """Before: a Python dict's repr ({'subject_id': …, 'skipped': [...]})."""
+    data_dir = tmp_path / "data"
+    assert facelens("gallery", "create", "G", "--purpose", "door",
+                    data_dir=data_dir).returncode == 0
+    Image.new("RGB", (200, 200), (120, 130, 140)).save(tmp_path / "grey.png")
+    run = facelens("enroll", "G", "Ada", fixtures_dir / "obama.jpg", tmp_path / "grey.png",
+                   "--recorded-by", "HR", data_dir=data_dir)
+    assert run.returncode == 0, run.stderr
+    enrolled, skipped = run.stdout.splitlines()
+    assert enrolled.startswith("enrolled Ada: subject ") and enrolled.endswith(", 1 template(s)")
+    assert skipped == f"  skipped {tmp_path / 'grey.png'}: no face found"

@@ -180,7 +180,14 @@ def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "cons
                templates=report.templates, legal_basis=consent)
     result = {"subject_id": report.subject_id, "name": name, "templates": report.templates,
               "skipped": [{"image": i, "reason": r} for i, r in report.skipped]}
-    emit(result) if as_json else out.print(result)
+    if as_json:
+        emit(result)
+        return
+    # One line each, however long the path; a name or path is printed as it is, not as markup.
+    out.print(f"enrolled {name}: subject {report.subject_id}, {report.templates} template(s)",
+              markup=False, highlight=False, soft_wrap=True)
+    for image, reason in report.skipped:
+        out.print(f"  skipped {image}: {reason}", markup=False, highlight=False, soft_wrap=True)
 
 
 def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
