@@ -225,6 +225,7 @@ def test_every_route_but_health_needs_a_key_with_the_right_scope(lite: Served) -
     calls = list(_calls(spec))
     assert len(calls) >= 25, "the walk should see the whole API"
     assert ("GET", "/healthz") in calls and c.get("/healthz").status_code == 200
+    assert c.head("/healthz").status_code == 200  # a load balancer's probe
     revoked = lite.state.keys.create("gone", ["admin"])
     lite.state.keys.revoke(revoked[0].id)
     for method, path in calls:

@@ -105,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # HEAD too (load balancers' and uptime checkers' probes often send it), outside the
+    # schema: one operation per route there.
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+
     # The console is a static shell (no data in it); every call it makes carries the key.
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
