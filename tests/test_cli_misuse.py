@@ -75,6 +75,8 @@ OUT_OF_RANGE = [
     (["watch", "{clip}", "--gallery", "G", "--far", "1"], "--far"),
     (["watch", "{clip}", "--gallery", "G", "--fps", "0"], "--fps"),
     (["watch", "{clip}", "--gallery", "G", "--cooldown", "-5"], "--cooldown"),
+    (["watch", "{clip}", "--gallery", "G", "--camera", "../door"], "--camera"),
+    (["watch-street", "{clip}", "--camera", "door/#"], "--camera"),
     (["watch-street", "{clip}", "--fps", "-1"], "--fps"),
     (["gallery", "create", "G", "--purpose", "p", "--retention-days", "-5"],
      "--retention-days"),
@@ -91,7 +93,8 @@ def test_an_option_out_of_its_range_is_refused_before_any_work(
         args: list[str], option: str, clip: Path, fixtures_dir: Path, tmp_path: Path) -> None:
     """Before: a FAR of 5 was a traceback, of 2 the 1e-2 point; --top-k 0 answered "unknown"
     for an enrolled face; --fps 0 watched every frame; --consent-days 0 meant "never expires";
-    a negative retention purged everyone at the next purge."""
+    a negative retention purged everyone at the next purge; a camera named "../door" or
+    "door/#" went into events and MQTT topics."""
     filled = [a.format(photo=fixtures_dir / "obama.jpg", clip=clip) for a in args]
     run = facelens(*filled, data_dir=tmp_path / "data")
     assert run.returncode == 2, run.stdout

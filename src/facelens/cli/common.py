@@ -4,6 +4,7 @@ engine and calibration the environment's settings name (the CLI is an entry poin
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +86,21 @@ def writable(target: Path | None) -> Path | None:
 
 JsonOut = Annotated[Path | None, typer.Option(help="Write the JSON report here.",
                                               callback=writable)]
+
+
+def camera_name(name: str) -> str:
+    """--camera's check while parsing: a camera's name as the service's (settings.NAME_PATTERN);
+    it goes into events, MQTT topics and logs, where "../x" or "a/#" must not."""
+    from facelens.settings import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise typer.BadParameter(f"{name!r}: ASCII letters, digits, _ . - only, not starting "
+                                 "with a dot, at most 100 characters")
+    return name
+
+
+CameraName = Annotated[str, typer.Option(help="Camera name on alerts and counts.",
+                                         callback=camera_name)]
 
 
 def save_json(report: Any, target: Path | None) -> None:

@@ -16,6 +16,7 @@ from facelens.cli.common import (
     FPS_MAX,
     FPS_MIN,
     RECONNECTS,
+    CameraName,
     JsonFlag,
     JsonOut,
     Reconnects,
@@ -81,8 +82,7 @@ def eval_plates(folder: Path,
 
 def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or http(s):// "
                                                              "URL, or /dev/videoN.")],
-                 camera: Annotated[str, typer.Option(help="Camera name on alerts and counts.")]
-                 = "cli",
+                 camera: CameraName = "cli",
                  fps: Annotated[float, typer.Option(help="Detection frames per second.",
                                                     min=FPS_MIN, max=FPS_MAX)] = 5.0,
                  rule: Annotated[list[str] | None, typer.Option(

@@ -16,6 +16,7 @@ from facelens.cli.common import (
     FPS_MAX,
     FPS_MIN,
     RECONNECTS,
+    CameraName,
     JsonOut,
     Reconnects,
     emit_report,
@@ -30,7 +31,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                                                      "or /dev/videoN.")],
           gallery: Annotated[list[str] | None, typer.Option(
               help="Gallery to match (repeatable); needed unless --scene.")] = None,
-          camera: Annotated[str, typer.Option(help="Camera name on events.")] = "cli",
+          camera: CameraName = "cli",
           fps: Annotated[float | None, typer.Option(
               help="Frames per second to process (default: every frame).", min=FPS_MIN,
               max=FPS_MAX)] = None,
