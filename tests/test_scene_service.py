@@ -119,6 +119,16 @@ def test_hotlists_and_rules_are_scoped_validated_audited_and_expire(served: Clie
     for action in ("hotlist.add", "hotlist.delete", "rule.add", "rule.delete"):
         assert actions.count(action) == 1, (action, actions)
     assert c.call("GET", "/v1/audit/verify").json()["ok"] is True
+    # A date alone means the end of that day (UTC), as an enrolment's expiry dates do.
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    dated = c.call("POST", "/v1/hotlists/plates", json={**plate, "plate": "DAY 1",
+                                                         "expires_at": tomorrow}).json()
+    assert dated["expires_at"].startswith(f"{tomorrow}T23:59:59"), dated
+    dated_rule = c.call("POST", "/v1/rules", json={**rule, "expires_at": tomorrow,
+                                                   "active_to": tomorrow}).json()
+    assert dated_rule["expires_at"].startswith(f"{tomorrow}T23:59:59"), dated_rule
+    assert c.call("DELETE", f"/v1/hotlists/plates/{dated['id']}").status_code == 204
+    assert c.call("DELETE", f"/v1/rules/{dated_rule['id']}").status_code == 204
 
 
 def test_scene_alerts_share_cooldown_and_outbox_and_go_with_their_entry(

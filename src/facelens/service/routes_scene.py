@@ -18,6 +18,7 @@ from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
+from facelens.service.uploads import EndTime
 from facelens.store.tables import PlateHotlistEntry, SceneRule, as_utc, aware, utcnow
 
 router = APIRouter(tags=["scene"])
@@ -30,18 +31,18 @@ less a day, its default: the last day by minute, the last 92 days by hour."""
 class NewPlate(BaseModel):
     plate: str = Field(min_length=2, max_length=40)
     reason: str = Field(min_length=3, max_length=500)
-    expires_at: datetime
+    expires_at: EndTime
 
 
 class NewRule(BaseModel):
     description: str = Field(min_length=2, max_length=200,
                              examples=["red car", "child, red top"])
     reason: str = Field(min_length=3, max_length=500)
-    expires_at: datetime
+    expires_at: EndTime
     cameras: list[str] = Field(default_factory=list, max_length=100)
     """Cameras it applies to; empty: every camera."""
     active_from: datetime | None = None
-    active_to: datetime | None = None
+    active_to: EndTime | None = None
 
 
 def _hotlists(request: Request) -> HotlistStore:

@@ -3,11 +3,13 @@ the `far` form field, expiry dates, and the consent fields both enrol forms carr
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Annotated
 
 from fastapi import Depends, Form, UploadFile
+from pydantic import BeforeValidator
 
 from facelens.gallery.service import ConsentRecord
 from facelens.service.http import ApiError
@@ -22,6 +24,18 @@ Far = Annotated[float, Form(ge=1e-5, le=1e-1, description="False-accept rate to 
 def end_of(day: date | None) -> datetime | None:
     """A date given for an expiry: the end of that day (UTC)."""
     return datetime.combine(day, time.max, UTC) if day else None
+
+
+def _day_means_its_end(value: object) -> object:
+    if isinstance(value, str) and len(value) == len("YYYY-MM-DD"):
+        with contextlib.suppress(ValueError):
+            return end_of(date.fromisoformat(value))
+    return value
+
+
+EndTime = Annotated[datetime, BeforeValidator(_day_means_its_end)]
+"""An end time in a JSON body: a date alone means the end of that day (UTC), as the enrol forms'
+expiry dates do (pydantic read it as the day's first instant)."""
 
 
 @dataclass(frozen=True)
