@@ -80,6 +80,7 @@ OUT_OF_RANGE = [
     (["watch-street", "{clip}", "--fps", "-1"], "--fps"),
     (["gallery", "create", "G", "--purpose", "p", "--retention-days", "-5"],
      "--retention-days"),
+    (["enroll", "G", " ", "{photo}", "--recorded-by", "HR"], "name"),
     (["enroll", "G", "Ada", "{photo}", "--recorded-by", "HR", "--consent-days", "0"],
      "--consent-days"),
     (["enroll", "G", "Ada", "{photo}", "--recorded-by", "HR", "--watch-reason", "r",
@@ -94,7 +95,7 @@ def test_an_option_out_of_its_range_is_refused_before_any_work(
     """Before: a FAR of 5 was a traceback, of 2 the 1e-2 point; --top-k 0 answered "unknown"
     for an enrolled face; --fps 0 watched every frame; --consent-days 0 meant "never expires";
     a negative retention purged everyone at the next purge; a camera named "../door" or
-    "door/#" went into events and MQTT topics."""
+    "door/#" went into events and MQTT topics; a blank name enrolled a nameless subject."""
     filled = [a.format(photo=fixtures_dir / "obama.jpg", clip=clip) for a in args]
     run = facelens(*filled, data_dir=tmp_path / "data")
     assert run.returncode == 2, run.stdout

@@ -154,7 +154,17 @@ def purge(as_json: JsonFlag = False) -> None:
               f"{purged.expired_windows} cool-down window(s)")
 
 
-def enroll(gallery: str, name: str, images: list[Path], consent: Consent = "consent",
+def _subject_name(name: str) -> str:
+    """NAME's check while parsing, as the REST API's: 1 to 200 characters, not only spaces
+    (an empty name enrolled a nameless subject)."""
+    if not name.strip() or len(name) > 200:
+        raise typer.BadParameter("a person's name is 1 to 200 characters")
+    return name
+
+
+def enroll(gallery: str,
+           name: Annotated[str, typer.Argument(callback=_subject_name)],
+           images: list[Path], consent: Consent = "consent",
            purpose: Annotated[str, typer.Option(help="Purpose the consent covers.")] = "",
            recorded_by: RecordedBy = "", consent_days: ConsentDays = None,
            external_id: str | None = None,
