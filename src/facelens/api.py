@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from facelens.errors import NoFaceError
+from facelens.errors import FacelensError, NoFaceError
 from facelens.face import Comparison, Face, Reference, Verdict
 from facelens.geometry import l2_normalize
 from facelens.matching.calibration import load_calibration
@@ -28,6 +28,10 @@ from facelens.vision.decode import ImageSource, load_image
 from facelens.vision.detect import detect_faces
 from facelens.vision.embed import embed_faces
 from facelens.vision.quality import assess
+
+MAX_FAR = 0.1
+"""The most lenient false-accept rate a 1:1 check takes, as the CLI's and the REST API's; above
+it (0.6, face_recognition's tolerance) the caller meant a threshold."""
 
 
 class Engine:
@@ -117,6 +121,9 @@ class Engine:
                 embedder: str | None = None) -> Comparison:
         """See `facelens.api.compare`."""
         name = embedder or self.settings.embedder
+        if not 0 < far <= MAX_FAR:  # NaN too
+            raise FacelensError(f"far must be a false-accept rate in (0, {MAX_FAR:g}] such as "
+                                f"1e-3, not {far:g} (a similarity threshold?)")
         self.calibration.operating_point(name, far)  # an impossible FAR fails before any work
         (first,), note = self._sides(source, "first image", every=False)
         targets, _ = self._sides(target, "second image", every=True)
@@ -243,7 +250,8 @@ def _vector(face: Face | Reference, embedder: str) -> np.ndarray | None:
 
 def verify(a: ImageSource | Face | Reference, b: ImageSource | Face | Reference, *,
            far: float = 1e-3, embedder: str | None = None) -> Verdict:
-    """Are `a` and `b` the same person? Decided at a calibrated false-accept rate `far`.
+    """Are `a` and `b` the same person? Decided at the largest calibrated false-accept rate
+    not above `far` (0 < far ≤ 0.1; above, FacelensError: a threshold was meant).
 
     `a` and `b` are images, Faces from an earlier call, or an enrolled subject's `Reference`
     (`Galleries.subject_reference`). Of `a` the largest face is used; of `b` the face that

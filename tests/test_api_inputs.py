@@ -1,0 +1,21 @@
+"""The Python API (`import facelens`) on a user's slips: wrong argument values and oddly typed
+images fail with a facelens error that says what to pass, before any model runs, never with
+an internal error or a silent wrong answer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import facelens
+from facelens.errors import FacelensError
+
+
+@pytest.mark.parametrize("far", [0.6, 2.0, math.inf, math.nan, 0.0, -1e-3])
+def test_verify_refuses_a_far_that_is_no_false_accept_rate(fixtures_dir: Path, far: float
+                                                           ) -> None:
+    # 0.6 is face_recognition's tolerance: it was decided at FAR 1e-2 without a word.
+    with pytest.raises(FacelensError, match=r"far must be a false-accept rate in \(0, 0.1\]"):
+        facelens.verify(fixtures_dir / "obama.jpg", fixtures_dir / "obama2.jpg", far=far)
