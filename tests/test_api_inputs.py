@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import facelens
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, ModelMissingError
 
 
 @pytest.mark.parametrize("far", [0.6, 2.0, math.inf, math.nan, 0.0, -1e-3])
@@ -19,3 +19,21 @@ def test_verify_refuses_a_far_that_is_no_false_accept_rate(fixtures_dir: Path, f
     # 0.6 is face_recognition's tolerance: it was decided at FAR 1e-2 without a word.
     with pytest.raises(FacelensError, match=r"far must be a false-accept rate in \(0, 0.1\]"):
         facelens.verify(fixtures_dir / "obama.jpg", fixtures_dir / "obama2.jpg", far=far)
+
+
+@pytest.mark.parametrize("verb", ["detect", "analyze"])
+def test_an_unknown_detector_is_a_facelens_error_naming_the_choices(fixtures_dir: Path, verb: str
+                                                                    ) -> None:
+    with pytest.raises(FacelensError, match=r"unknown detector 'mtcnn' \(yunet, centerface\)"):
+        getattr(facelens, verb)(fixtures_dir / "obama.jpg", detector="mtcnn")
+
+
+@pytest.mark.parametrize("verb", ["embed", "verify", "compare"])
+def test_an_unknown_embedder_is_a_facelens_error_naming_the_choices(fixtures_dir: Path, verb: str
+                                                                    ) -> None:
+    # verify said "has no calibrated thresholds; run `facelens eval lfw`" (exit code 3, a
+    # missing model), embed raised a bare ValueError.
+    images = [fixtures_dir / "obama.jpg"] * (1 if verb == "embed" else 2)
+    with pytest.raises(FacelensError, match=r"unknown embedder 'arcface' \(sface, ") as raised:
+        getattr(facelens, verb)(*images, embedder="arcface")
+    assert not isinstance(raised.value, ModelMissingError)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import get_args
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from facelens.geometry import l2_normalize
 from facelens.matching.calibration import load_calibration
 from facelens.matching.quality_bands import fused_score
 from facelens.models.runtime import runtime_label
-from facelens.settings import Settings, get_settings
+from facelens.settings import EMBEDDER_DIMS, Detector, Settings, get_settings
 from facelens.vision.align import align_batch
 from facelens.vision.attributes import estimate_attributes
 from facelens.vision.decode import ImageSource, load_image
@@ -54,8 +55,9 @@ class Engine:
         """Faces of a decoded image, and with `quality` their aligned chips too: quality
         judges the chip SFace embeds, so it is cut once and handed on."""
         s = self.settings
-        faces = detect_faces(rgb, name=detector or s.detector, threshold=s.detect_threshold,
-                             max_side=s.detect_max_side, threads=s.threads,
+        faces = detect_faces(rgb, name=_known("detector", detector or s.detector),
+                             threshold=s.detect_threshold, max_side=s.detect_max_side,
+                             threads=s.threads,
                              second_chance=second_chance)
         if not quality or not faces:
             return faces, None
@@ -69,7 +71,7 @@ class Engine:
     def embed_rgb(self, rgb: np.ndarray, faces: list[Face], *, embedder: str | None = None,
                   chips: np.ndarray | None = None) -> None:
         """Fill each face's embedding; `chips` are their aligned chips when already cut."""
-        embed_faces(rgb, faces, embedder or self.settings.embedder,
+        embed_faces(rgb, faces, _known("embedder", embedder or self.settings.embedder),
                     runtime=self.settings.runtime, fusion_weight=self.fusion_weight(),
                     threads=self.settings.threads, chips=chips,
                     shift_tta=self.settings.sface_shift_tta)
@@ -120,7 +122,7 @@ class Engine:
                 target: ImageSource | Face | Reference, *, far: float = 1e-3,
                 embedder: str | None = None) -> Comparison:
         """See `facelens.api.compare`."""
-        name = embedder or self.settings.embedder
+        name = _known("embedder", embedder or self.settings.embedder)
         if not 0 < far <= MAX_FAR:  # NaN too
             raise FacelensError(f"far must be a false-accept rate in (0, {MAX_FAR:g}] such as "
                                 f"1e-3, not {far:g} (a similarity threshold?)")
@@ -177,6 +179,17 @@ class Engine:
 
 _Side = tuple["Face | Reference", "np.ndarray | None", "np.ndarray | None"]
 """One side of a 1:1 check: the face, and for a face found here its image and aligned chip."""
+
+
+_CHOICES = {"detector": get_args(Detector), "embedder": tuple(EMBEDDER_DIMS)}
+
+
+def _known(kind: str, name: str) -> str:
+    """`name` if it is a `kind` facelens has; a typo ("arcface") is bad input, not a missing
+    model's calibration."""
+    if name not in _CHOICES[kind]:
+        raise FacelensError(f"unknown {kind} {name!r} ({', '.join(_CHOICES[kind])})")
+    return name
 
 
 def _box(face: Face) -> str:
