@@ -103,6 +103,25 @@ def test_an_option_out_of_its_range_is_refused_before_any_work(
     assert not (tmp_path / "data").exists()  # refused while parsing: no store was opened
 
 
+NO_COUNTS = [
+    (["bench", "search", "--n", "0"], "--n"),
+    (["bench", "search", "--n", "100", "--queries", "0"], "--queries"),
+    (["bench", "--images", "{folder}", "--count", "0"], "--count"),
+    (["bench", "street", "{clip}", "--frames", "0"], "--frames"),
+    (["eval", "lfw", "{folder}", "--workers", "0"], "--workers"),
+    (["eval", "plates", "{folder}", "--limit", "0"], "--limit"),
+]
+
+
+@pytest.mark.parametrize(("args", "option"), NO_COUNTS,
+                         ids=[" ".join(a[:2] + a[-2:-1]) for a, _ in NO_COUNTS])
+def test_a_count_below_one_is_refused_while_parsing(args: list[str], option: str, clip: Path,
+                                                     tmp_path: Path) -> None:
+    """Before: bench search --n 0, --queries 0 and bench --count 0 were tracebacks."""
+    filled = [a.format(folder=tmp_path, clip=clip) for a in args]
+    run = facelens(*filled, data_dir=tmp_path / "data")
+    assert run.returncode == 2, run.stdout
+    assert f"Invalid value for '{option}'" in run.stderr, run.stderr
 UNKNOWN_NAMES = [
     (["verify", "{photo}", "{photo}", "--embedder", "facenet"], "--embedder"),
     (["objects", "{photo}", "--region", "fr"], "--region"),

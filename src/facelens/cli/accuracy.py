@@ -11,6 +11,7 @@ from rich.table import Table
 from facelens.cli.common import (
     JsonFlag,
     JsonOut,
+    Workers,
     emit,
     emit_report,
     environment_engine,
@@ -48,7 +49,7 @@ def eval_lfw(root: Path,
              save_to: Annotated[Path | None, typer.Option(
                  help="Store the thresholds in this file instead (measured.json beside it); "
                       "use it with FACELENS_CALIBRATION_FILE.", callback=writable)] = None,
-             workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
+             workers: Workers = 2,
              cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
              = Path("out/eval"),
              json_out: JsonOut = None,
@@ -99,7 +100,7 @@ def eval_lfw(root: Path,
 def eval_identify(root: Path,
                   embedder: Annotated[str, typer.Option(help="Which embedding to search.")]
                   = "fusion",
-                  workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
+                  workers: Workers = 2,
                   cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
                   = Path("out/eval"),
                   json_out: JsonOut = None,

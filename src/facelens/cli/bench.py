@@ -33,9 +33,9 @@ def bench(ctx: typer.Context,
           images: Annotated[Path | None, typer.Option(
               help="Folder of images, one sub-folder per person (e.g. lfw-dev). Required "
                    "unless a sub-command is given.")] = None,
-          count: Annotated[int, typer.Option(help="Images to time stage by stage.")] = 60,
+          count: Annotated[int, typer.Option(help="Images to time stage by stage.", min=1)] = 60,
           pairs: Annotated[int, typer.Option(
-              help="Verify pairs to time (half one person, half two).")] = 100,
+              help="Verify pairs to time (half one person, half two).", min=1)] = 100,
           peer: Annotated[bool, typer.Option(help="Time face_recognition too.")] = True,
           json_out: JsonOut = None) -> None:
     """Engine: median ms per stage, overhead over raw model time, verify throughput vs peer."""
@@ -51,11 +51,13 @@ def bench(ctx: typer.Context,
     emit_report(report, json_out)
 
 
-def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.")] = 1_000_000,
+def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.", min=1)]
+                 = 1_000_000,
                  embedder: Annotated[SearchEmbedder, typer.Option(
                      help="Whose vectors to imitate: fusion (256-d, the default galleries') "
                           "or sface-flip (128-d).")] = SearchEmbedder.fusion,
-                 queries: int = 1000,
+                 queries: Annotated[int, typer.Option(help="Searches timed.", min=1)]
+                 = 1000,
                  index: Annotated[SearchIndex, typer.Option(
                      help="The ANN index: auto (what large galleries use on this CPU), sign "
                           "(AVX-512 or AVX2) or ivf.")]
@@ -73,13 +75,14 @@ def bench_search(n: Annotated[int, typer.Option("--n", help="Faces in the index.
 
 
 def bench_milvus(uri: Annotated[str, typer.Option(help="A running Milvus server.")],
-                 n: Annotated[int, typer.Option("--n", help="Faces per collection.")]
+                 n: Annotated[int, typer.Option("--n", help="Faces per collection.", min=1)]
                  = 1_000_000,
                  kinds: Annotated[str, typer.Option(
                      help="Index kinds, comma-separated (DISKANN needs a build that has "
                           "it and queryNode.enableDisk; the PyPI 2.3.5 server has not).")]
                  = "IVF_SQ8,HNSW",
-                 queries: int = 1000,
+                 queries: Annotated[int, typer.Option(help="Searches timed.", min=1)]
+                 = 1000,
                  server_pid: Annotated[int | None, typer.Option(
                      help="The server's process, to measure its memory per face.")] = None,
                  json_out: JsonOut = None) -> None:
@@ -93,7 +96,7 @@ def bench_milvus(uri: Annotated[str, typer.Option(help="A running Milvus server.
 
 
 def bench_service(lfw: Annotated[Path, typer.Option(help="lfw-style folder of people.")],
-                  people: Annotated[int, typer.Option(help="Gallery size.")] = 40,
+                  people: Annotated[int, typer.Option(help="Gallery size.", min=1)] = 40,
                   overload_s: Annotated[float, typer.Option(help="Overload duration.")] = 20.0,
                   json_out: JsonOut = None) -> None:
     """HTTP identify throughput vs the library in-process; 429s, /healthz p99 and recovery
@@ -110,7 +113,7 @@ def bench_scaleout(lfw: Annotated[Path | None, typer.Option(
                    = None,
                    clip: Annotated[list[Path] | None, typer.Option(
                        help="Video clip whose faces are jobs too (repeatable).")] = None,
-                   rounds: Annotated[int, typer.Option(help="k=1 / k=2 pairs (ABAB…).")] = 5,
+                   rounds: Annotated[int, typer.Option(help="k=1 / k=2 pairs (ABAB…).", min=1)] = 5,
                    jobs_per_worker: Annotated[int | None, typer.Option(
                        help="Jobs per worker; default one pass over the distinct jobs.")]
                    = None,

@@ -12,6 +12,7 @@ from rich.table import Table
 from facelens.cli.common import (
     JsonFlag,
     JsonOut,
+    Workers,
     emit,
     emit_report,
     err,
@@ -49,7 +50,7 @@ def calibrate(folder: Path,
               singles: Annotated[int, typer.Option(
                   help="People with one photo in a folder each: how many to sample (the "
                        "`eval lfw` protocol's 1000 by default).")] = 1000,
-              workers: Annotated[int, typer.Option(help="Processes (1 thread each).")] = 2,
+              workers: Workers = 2,
               cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
               = Path("out/eval"),
               as_json: JsonFlag = False) -> None:
@@ -115,8 +116,7 @@ def calibration_table(report: dict[str, Any]) -> Table:
 
 def eval_demographics(root: Path,
                       group: GroupOption = None,
-                      workers: Annotated[int, typer.Option(help="Processes (1 thread each).")]
-                      = 2,
+                      workers: Workers = 2,
                       cache: Annotated[Path, typer.Option(help="Per-image feature cache.")]
                       = Path("out/eval"),
                       json_out: JsonOut = None

@@ -99,6 +99,7 @@ def camera_name(name: str) -> str:
     return name
 
 
+Workers = Annotated[int, typer.Option(help="Processes (1 thread each).", min=1)]
 CameraName = Annotated[str, typer.Option(help="Camera name on alerts and counts.",
                                          callback=camera_name)]
 

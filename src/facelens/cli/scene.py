@@ -67,7 +67,7 @@ def objects(image: Path,
 
 def eval_plates(folder: Path,
                 region: Region = PlateRegion.us,
-                limit: Annotated[int | None, typer.Option(help="Only the first N images.")]
+                limit: Annotated[int | None, typer.Option(help="Only the first N images.", min=1)]
                 = None,
                 json_out: JsonOut = None) -> None:
     """Plate reading on an openalpr-layout folder (<id>.jpg + <id>.txt): read_rate with the
@@ -153,7 +153,7 @@ def eval_street(folder: Path,
 
 
 def bench_street(clips: Annotated[list[Path], typer.Argument(help="Video clips.")],
-                 frames: Annotated[int, typer.Option(help="Frames per clip.")] = 60,
+                 frames: Annotated[int, typer.Option(help="Frames per clip.", min=1)] = 60,
                  json_out: JsonOut = None) -> None:
     """720p street pipeline speed at 5 detection fps, with and without motion gating:
     CPU ms per frame and streams per machine."""
@@ -171,7 +171,7 @@ def bench_street_beside(clips: Annotated[list[Path], typer.Argument(help="Video 
                                  "identified against.")],
                         fps: Annotated[float, typer.Option(help="Frames per second.")] = 5.0,
                         rounds: Annotated[int, typer.Option(
-                            help="Face-only / face + street pairs per clip.")] = 2,
+                            help="Face-only / face + street pairs per clip.", min=1)] = 2,
                         json_out: JsonOut = None) -> None:
     """The face pipeline alone and with the street layer beside it (as a camera runs both),
     on the same frames: face CPU ms per frame of each, their ratio, and whether the face

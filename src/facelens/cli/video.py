@@ -237,7 +237,8 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
                    real: Annotated[list[Path] | None, typer.Option(
                        help="Real clip (repeatable): no track may be flagged. Needed "
                             "unless --variants.")] = None,
-                   step: Annotated[int, typer.Option(help="Process every STEP-th frame.")] = 3,
+                   step: Annotated[int, typer.Option(help="Process every STEP-th frame.",
+                                                     min=1)] = 3,
                    chromium: Annotated[bool, typer.Option(
                        help="Also SHOWN recaptured through headless chromium (not with "
                             "--variants).")] = True,
@@ -251,7 +252,7 @@ def eval_depiction(enrol: Annotated[list[str], typer.Option(help="NAME=PHOTO, re
                             f"{' '.join(VARIANT_SCREENS)}).")] = None,
                    seeds: Annotated[int, typer.Option(
                        help="With --variants: poses and glare drawn by seeds 0 to "
-                            "SEEDS-1.")] = 3,
+                            "SEEDS-1.", min=1)] = 3,
                    json_out: JsonOut = None) -> None:
     """Faces on phones and monitors vs real people: real tracks flagged as depictions (goal
     0), and alerts on made-up recaptures (SHOWN on a screen over street footage; goal: every
