@@ -5,12 +5,17 @@ an internal error or a silent wrong answer."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import facelens
-from facelens.errors import FacelensError, ModelMissingError
+from facelens.errors import BadImageError, FacelensError, ModelMissingError
+
+LoadRgb = Callable[[str], np.ndarray]
 
 
 @pytest.mark.parametrize("far", [0.6, 2.0, math.inf, math.nan, 0.0, -1e-3])
@@ -37,3 +42,24 @@ def test_an_unknown_embedder_is_a_facelens_error_naming_the_choices(fixtures_dir
     with pytest.raises(FacelensError, match=r"unknown embedder 'arcface' \(sface, ") as raised:
         getattr(facelens, verb)(*images, embedder="arcface")
     assert not isinstance(raised.value, ModelMissingError)
+
+
+def _8bit_in_16bit(rgb: np.ndarray) -> list[np.ndarray | Image.Image]:
+    """8-bit pixels in 16-bit containers: cast up (after "unsupported dtype int64, accepted:
+    uint8, uint16, float"), or a PIL image converted to mode I or I;16."""
+    grey = Image.fromarray(rgb).convert("L")
+    return [rgb.astype(np.uint16), grey.convert("I"), grey.convert("I;16")]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_8bit_pixels_in_16_bits_are_refused_not_seen_black(load_rgb: LoadRgb, index: int) -> None:
+    # Shifted down by 8 bits they turned black: no face, without a word.
+    image = _8bit_in_16bit(load_rgb("obama.jpg"))[index]
+    with pytest.raises(BadImageError, match=r"values only reach 255 of 65535: 8-bit pixels"):
+        facelens.detect(image)
+
+
+def test_16bit_images_and_black_frames_still_load(load_rgb: LoadRgb) -> None:
+    rgb = load_rgb("obama.jpg")
+    assert len(facelens.detect(rgb.astype(np.uint16) * 257)) == 1
+    assert facelens.detect(np.zeros((64, 64), np.uint16)) == []

@@ -180,7 +180,7 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     if img.mode == "I" or img.mode.startswith("I;16"):
         # PIL's convert("L") clips 16-bit grey at 255 (32768 -> 255), so scale it ourselves.
         grey16 = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
-        return _to_rgb((grey16 >> 8).astype(np.uint8))
+        return _to_rgb(_from_16bit(grey16, f"mode {img.mode} image", "convert it to L"))
     if img.has_transparency_data:  # RGBA, LA, PA, or a P/L/RGB image with a tRNS colour
         return _over_white(np.asarray(img.convert("RGBA")))
     if img.mode == "RGB":
@@ -198,7 +198,7 @@ def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
     if kind == "u" and size == 1:
         pixels = arr
     elif kind == "u" and size == 2:
-        pixels = (arr >> 8).astype(np.uint8)
+        pixels = _from_16bit(arr, "uint16 image", "pass them as uint8")
     elif kind == "f":
         lo, hi = float(arr.min()), float(arr.max())
         # 0..255 floats (a common slip) would all turn white; NaN fails this test too.
@@ -208,6 +208,16 @@ def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
     else:
         raise BadImageError(f"unsupported array dtype {arr.dtype} (accepted: uint8, uint16, float)")
     return _to_rgb(pixels)
+
+
+def _from_16bit(values: np.ndarray, what: str, advice: str) -> np.ndarray:
+    """16-bit pixels as 8-bit ones. Values that never pass 255 are 8-bit pixels cast up
+    (`astype(np.uint16)`, PIL's convert("I")), which the shift would turn black: refused, as
+    0..255 floats are. All zero is a black frame either way."""
+    top = int(values.max())
+    if 0 < top <= 255:
+        raise BadImageError(f"{what} values only reach {top} of 65535: 8-bit pixels? {advice}")
+    return (values >> 8).astype(np.uint8)
 
 
 def _to_rgb(pixels: np.ndarray) -> np.ndarray:
