@@ -63,3 +63,11 @@ def test_16bit_images_and_black_frames_still_load(load_rgb: LoadRgb) -> None:
     rgb = load_rgb("obama.jpg")
     assert len(facelens.detect(rgb.astype(np.uint16) * 257)) == 1
     assert facelens.detect(np.zeros((64, 64), np.uint16)) == []
+
+
+def test_verify_on_faces_without_the_embedding_is_a_facelens_error(fixtures_dir: Path) -> None:
+    # detect's faces carry no embedding: a bare ValueError came out of the API.
+    detected = [facelens.detect(fixtures_dir / name)[0] for name in ("obama.jpg", "obama2.jpg")]
+    with pytest.raises(FacelensError, match=r"carries no fusion embedding \(it has none\): pass "
+                                            r"the image, or embed it with embedder='fusion'"):
+        facelens.verify(*detected, embedder="fusion")

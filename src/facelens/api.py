@@ -168,8 +168,11 @@ class Engine:
                                quality_band=band)
         final = vectors(name)
         if final is None:
-            raise ValueError(f"a Face or Reference passed to verify carries no {name} "
-                             "embedding; pass the image")
+            has = next(face.embedder or "none" for face, _, _ in probes
+                       if _vector(face, name) is None)
+            raise FacelensError(f"a Face or Reference passed to verify carries no {name} "
+                                f"embedding (it has {has}): pass the image, or embed it with "
+                                f"embedder={name!r}")
         score = (fused_score(final[0], final[1], stored, weight)
                  if name == "fusion" and weight != stored else float(final[0] @ final[1]))
         return Verdict(score > point.threshold, score, point.threshold, point.far, name,
