@@ -5,6 +5,8 @@ an internal error or a silent wrong answer."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -86,3 +88,12 @@ def test_a_float64_image_costs_less_than_its_own_size_to_convert() -> None:
         tracemalloc.stop()
     assert peak < 0.75 * floats.nbytes, f"{peak / 2**20:.0f} MB for {floats.nbytes / 2**20:.0f}"
     assert np.array_equal(rgb[:, :, 0], np.rint(floats[:, :, 0] * 255).astype(np.uint8))
+
+
+def test_the_readme_engine_line_works_right_after_import() -> None:
+    # `import facelens` then facelens.api.Engine(...) raised AttributeError unless a verb had
+    # already imported facelens.api.
+    line = "import facelens; facelens.api.Engine(facelens.settings.Settings(detector='centerface'))"
+    done = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

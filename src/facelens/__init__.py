@@ -30,10 +30,14 @@ __all__ = [
     "verify",
 ]
 assert set(__all__) == set(_HOMES)
+_SUBMODULES = frozenset({"api", "settings"})
+"""Reached as attributes too: `facelens.api.Engine(facelens.settings.Settings(...))` (README)."""
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"facelens.{name}")  # the import binds it here as well
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'facelens' has no attribute {name!r}")
@@ -43,4 +47,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+    return sorted([*globals(), *_HOMES, *_SUBMODULES])
