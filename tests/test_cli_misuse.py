@@ -261,3 +261,23 @@ def test_enroll_says_what_it_did_in_words(fixtures_dir: Path, tmp_path: Path) ->
     enrolled, skipped = run.stdout.splitlines()
     assert enrolled.startswith("enrolled Ada: subject ") and enrolled.endswith(", 1 template(s)")
     assert skipped == f"  skipped {tmp_path / 'grey.png'}: no face found"
+
+
+def test_names_and_paths_are_printed_as_they_are_not_as_markup(fixtures_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """A name is anyone's text (REST enrolment too). Before: a subject named "[/x]" made
+    identify and gallery show tracebacks, and a photo named "[red]a.jpg" was shown as a.jpg."""
+    data_dir = tmp_path / "data"
+    assert facelens("gallery", "create", "G", "--purpose", "[/door]",
+                    data_dir=data_dir).returncode == 0
+    assert facelens("enroll", "G", "[/x]", fixtures_dir / "obama.jpg", "--recorded-by", "HR",
+                    data_dir=data_dir).returncode == 0
+    named = facelens("identify", "G", fixtures_dir / "obama2.jpg", data_dir=data_dir)
+    assert named.returncode == 0 and ": [/x] (high" in named.stdout, named.stdout
+    for listing in (("gallery", "show", "G"), ("gallery", "list")):
+        shown = facelens(*listing, data_dir=data_dir)
+        assert shown.returncode == 0 and ("[/x]" in shown.stdout or "[/door]" in shown.stdout)
+    photo = tmp_path / "[red]a.jpg"
+    photo.write_bytes((fixtures_dir / "obama.jpg").read_bytes())
+    detected = facelens("detect", photo.name, data_dir=data_dir)
+    assert detected.returncode == 0 and "[red]a.jpg: 1 face(s)" in detected.stdout

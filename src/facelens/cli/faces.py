@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facelens.cli.common import (
@@ -74,7 +75,7 @@ def _faces_command(image: Path, rgb: np.ndarray, faces: list[Face], as_json: boo
     if as_json:
         emit({"image": str(image), "faces": [f.to_dict() for f in faces]})
     else:
-        out.print(_face_table(faces, f"{image}: {len(faces)} face(s)"))
+        out.print(_face_table(faces, f"{escape(str(image))}: {len(faces)} face(s)"))
     if not faces:
         raise typer.Exit(1)
 

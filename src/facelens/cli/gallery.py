@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facelens.cli.common import (
@@ -81,7 +82,7 @@ def create(name: str, purpose: Annotated[str, typer.Option(help="e.g. staff-door
                                      retention_days=retention_days)
         _audit(galleries, "gallery.create", "ok", gallery=g.name, purpose=purpose)
     emit({"name": g.name, "purpose": g.purpose, "embedder": g.embedder}) if as_json else \
-        out.print(f"created gallery {g.name} ({g.purpose}, {g.embedder})")
+        out.print(f"created gallery {g.name} ({escape(g.purpose)}, {g.embedder})")
 
 
 @gallery_app.command("list")
@@ -95,7 +96,7 @@ def list_(as_json: JsonFlag = False) -> None:
         return
     table = Table("gallery", "purpose", "embedder", "subjects", "retention (days)")
     for g, n in rows:
-        table.add_row(g.name, g.purpose, g.embedder, str(n), str(g.retention_days))
+        table.add_row(g.name, escape(g.purpose), g.embedder, str(n), str(g.retention_days))
     out.print(table)
 
 
@@ -113,7 +114,7 @@ def show(name: str, as_json: JsonFlag = False) -> None:
         return
     table = Table(*rows[0].keys()) if rows else Table("no subjects")
     for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
+        table.add_row(*(escape(str(v)) for v in r.values()))  # names are anyone's text
     out.print(table)
 
 
@@ -241,7 +242,8 @@ def enroll_folder(gallery: str, folder: Path, consent: Consent = "consent",
         out.print(f"enrolled {len(enrolled)} of {len(people)} people"
                   + (f" ({len(kept)} already enrolled; --update re-enrols them)" if kept else ""))
         for s in skipped:
-            out.print(f"  skipped {s['image']}: {s['reason']}", highlight=False)
+            out.print(f"  skipped {s['image']}: {s['reason']}", markup=False,
+                      highlight=False)
     if len(enrolled) + len(kept) < len(people):
         raise typer.Exit(1)
 
@@ -277,7 +279,7 @@ def identify(gallery: str, image: Path,
         for r in rows:
             best = r["candidates"][0] if r["candidates"] else None
             shown = f" ({best['confidence']}, score {best['score']:.4f})" if best else ""
-            out.print(f"{r['box']}: [bold]{r['result']}[/bold]{shown}  {r['decision']}",
+            out.print(f"{r['box']}: [bold]{escape(r['result'])}[/bold]{shown}  {r['decision']}",
                       highlight=False)
         if not rows:
             out.print("no face found")

@@ -55,7 +55,7 @@ def objects(image: Path,
     if as_json:
         emit({"image": str(image), "objects": rows})
         return
-    table = Table(title=f"{image}: {len(rows)} object(s)")
+    table = Table(title=f"{escape(str(image))}: {len(rows)} object(s)")
     for col in ("class", "score", "box", "plate"):
         table.add_column(col)
     for row in rows:

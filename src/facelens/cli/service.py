@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facelens.cli.common import JsonFlag, emit, err, errors, out
@@ -55,7 +56,7 @@ def list_keys(as_json: JsonFlag = False) -> None:
         return
     table = Table("id", "name", "scopes", "created", "revoked")
     for k in rows:
-        table.add_row(k.id, k.name, ", ".join(k.scopes), str(k.created_at)[:19],
+        table.add_row(k.id, escape(k.name), ", ".join(k.scopes), str(k.created_at)[:19],
                       str(k.revoked_at or "")[:19])
     out.print(table)
 

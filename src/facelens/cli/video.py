@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from facelens.cli.common import (
     FAR_MAX,
@@ -88,7 +89,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
             else:
                 flag = f"  [yellow]{alert.flagged}: stored, not alerted[/yellow]" \
                     if alert.flagged else ""
-                out.print(f"{alert.time:8.2f}s  {alert.camera}  [bold]{alert.name}[/bold] "
+                out.print(f"{alert.time:8.2f}s  {alert.camera}  [bold]{escape(alert.name)}[/bold] "
                           f"({alert.confidence}, {alert.margin:+.3f} above the threshold "
                           f"over {alert.frames} frames)  track #{alert.track_id}  event "
                           f"{event_id}{flag}")
