@@ -279,5 +279,6 @@ def test_names_and_paths_are_printed_as_they_are_not_as_markup(fixtures_dir: Pat
         assert shown.returncode == 0 and ("[/x]" in shown.stdout or "[/door]" in shown.stdout)
     photo = tmp_path / "[red]a.jpg"
     photo.write_bytes((fixtures_dir / "obama.jpg").read_bytes())
-    detected = facelens("detect", photo.name, data_dir=data_dir)
+    detected = facelens("detect", photo.name, "--draw", "[red]drawn.png", data_dir=data_dir)
     assert detected.returncode == 0 and "[red]a.jpg: 1 face(s)" in detected.stdout
+    assert "drawn: [red]drawn.png" in detected.stderr

@@ -86,7 +86,7 @@ def eval_lfw(root: Path,
     if save or save_to:
         target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
         save_calibration(report, target)
-        err.print(f"calibration saved: {target}", highlight=False)
+        err.print(f"calibration saved: {target}", markup=False, highlight=False)
     save_json(report, json_out)
     if as_json:
         emit(report)

@@ -93,7 +93,7 @@ def calibrate(folder: Path,
                   "photos cannot fit them): refit with `facelens eval lfw ROOT --degrade "
                   "cctv-18 --degrade cctv-12 --bands --save-to FILE`", highlight=False)
     if "saved" in report:
-        err.print(f"calibration saved: {report['saved']}", highlight=False)
+        err.print(f"calibration saved: {report['saved']}", markup=False, highlight=False)
 
 
 def calibration_table(report: dict[str, Any]) -> Table:

@@ -64,7 +64,7 @@ def _draw(rgb: np.ndarray, faces: list[Face], target: Path) -> None:
     from facelens.vision.draw import draw_faces, save_rgb
 
     save_rgb(target, draw_faces(rgb, faces))
-    err.print(f"drawn: {target}")
+    err.print(f"drawn: {target}", markup=False, highlight=False)
 
 
 def _faces_command(image: Path, rgb: np.ndarray, faces: list[Face], as_json: bool,

@@ -130,7 +130,7 @@ def remove(name: str, subject: Annotated[str | None, typer.Option(
         else:
             galleries.remove_gallery(name)
             _audit(galleries, "gallery.delete", "ok", gallery=name)
-    err.print(f"removed {subject or name}")
+    err.print(f"removed {subject or name}", markup=False)
 
 
 @gallery_app.command("purge")

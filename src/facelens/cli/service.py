@@ -107,7 +107,7 @@ def _check_listen(host: str, port: int) -> None:
                                   else socket.AF_INET):
             pass
     except OSError as e:
-        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {e.strerror or e}",
+        err.print(f"[red]error:[/red] cannot listen on {escape(host)}:{port}: {e.strerror or e}",
                   highlight=False)
         raise typer.Exit(2) from None
 

@@ -121,7 +121,7 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
     took = time.perf_counter() - started
     err.print(f"{s.frames} frames, {s.detections} faces detected, {s.tracks} tracks, "
               f"{s.embeddings} embeddings; {took:.1f} s for {last:.1f} s of video"
-              + (f"; annotated video: {out_video}" if out_video else ""))
+              + (f"; annotated video: {out_video}" if out_video else ""), markup=False)
     if street is not None:
         counted: Counter[str] = Counter()
         for (_camera, kind, _minute), n in street.counts.items():
