@@ -117,6 +117,28 @@ def test_unusable_images_are_skipped_with_the_reason(opened: Callable[..., Galle
     assert [s.display_name for s in g.subjects("door")] == ["obama"]
 
 
+@pytest.mark.parametrize("embedder", ["fusion", "sface-flip"])
+def test_one_subject_holds_one_person(opened: Callable[..., Galleries], tmp_path: Path,
+                                      fixtures_dir: Path, embedder: str) -> None:
+    """Photos of two people given as one subject: the one that does not match the others is
+    skipped with the reason, at enrolment and when photos are added; before, the subject held
+    both faces and named Biden as Obama."""
+    g = opened(tmp_path / "data")
+    g.create_gallery("door", "staff-door", embedder=embedder)
+    obama, obama2, biden = (fixtures_dir / f for f in ("obama.jpg", "obama2.jpg", "biden.jpg"))
+    report = g.enroll("door", "obama", [obama, biden, obama2], consent=CONSENT)
+    assert report.templates == 2
+    assert [label for label, _ in report.skipped] == [str(biden)]
+    assert report.skipped[0][1].startswith("not the person of the other photos")
+    assert g.identify("door", biden)[0].unknown
+    assert not g.identify("door", obama2)[0].unknown
+    with pytest.raises(NoFaceError, match="not the person"):
+        g.add_photos(report.subject_id, [biden])
+    assert g.add_photos(report.subject_id, [obama]).templates == 1
+    pair = g.enroll("door", "pair", [obama2, biden], consent=CONSENT)  # who is it? the best
+    assert pair.templates == 1 and len(pair.skipped) == 1
+
+
 def test_a_missing_model_is_not_a_skipped_photo(opened: Callable[..., Galleries],
                                                 tmp_path: Path, fixtures_dir: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,8 @@ from facelens.store.database import Store
 from facelens.store.tables import Consent, Gallery, Subject, Template, utcnow
 from facelens.vision.decode import ImageSource, encode_jpeg, load_image
 
+SAME_PERSON_FAR = 1e-2
+"""Photos of one enrolment must match each other at this FAR (`_Usable.keep_one_person`)."""
 LEGAL_BASES = frozenset({"consent", "contract", "legal-obligation", "vital-interest",
                          "public-task", "legitimate-interest"})
 
@@ -62,8 +64,33 @@ class _Usable:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chips: list[np.ndarray] = field(default_factory=list)
     """Each usable face's aligned chip (the best one becomes the subject's reference)."""
+    labels: list[str] = field(default_factory=list)
+    """Each usable face's image, named as in `skipped`."""
     unreadable: bool = False
     """Some image was bad input (missing, not an image…), not merely without a good face."""
+
+    def keep_one_person(self, threshold: float, known: np.ndarray | None = None) -> None:
+        """Skip the faces that are not the subject's person: those under `threshold` against
+        `known` (the subject's centroid, adding photos), else against the face that matches
+        most of the others (ties: the best quality). One subject holding two people's faces
+        would name either as the other (`facelens enroll G X a.jpg b.jpg`)."""
+        if not self.vectors or (known is None and len(self.vectors) == 1):
+            return
+        vectors = np.stack(self.vectors)
+        if known is None:
+            pairs = vectors @ vectors.T
+            np.fill_diagonal(pairs, np.inf)
+            agreeing = (pairs > threshold).sum(axis=1)
+            anchor = max(range(len(vectors)), key=lambda i: (agreeing[i], self.qualities[i]))
+            scores = pairs[anchor]
+        else:
+            scores = vectors @ known
+        kept = [i for i, score in enumerate(scores) if score > threshold]
+        self.skipped += [(self.labels[i], f"not the person of the other photos (similarity "
+                                          f"{scores[i]:.3f}, under {threshold:.3f})")
+                         for i in range(len(vectors)) if i not in kept]
+        for name in ("vectors", "qualities", "chips", "labels"):
+            setattr(self, name, [getattr(self, name)[i] for i in kept])
 
     def reference(self) -> bytes | None:
         """The best face's chip as JPEG, or None without a usable face."""
@@ -100,6 +127,7 @@ class Enrolment:
         refuse_past("the consent expiry", consent.expires_at)
         refuse_past("the watchlist expiry", watch_expires)
         usable = self.embed_images(gallery, images, labels)
+        usable.keep_one_person(self.same_person(gallery))
         if not usable.vectors:
             reasons = "; ".join(f"{img}: {why}" for img, why in usable.skipped) or "no images"
             # No image or an unreadable one is the caller's to fix (exit 2), as the service's
@@ -136,6 +164,13 @@ class Enrolment:
                          centroid(usable.vectors)[None])
         return EnrolReport(subject_id, name, len(usable.vectors), usable.skipped)
 
+    def same_person(self, gallery: Gallery) -> float:
+        """The score over which two photos of one enrolment are one person: the gallery
+        embedder's clean threshold at FAR SAME_PERSON_FAR, lenient, so a genuine photo is
+        rarely skipped."""
+        return self.engine.calibration.operating_point(gallery.embedder,
+                                                       SAME_PERSON_FAR).threshold
+
     def embed_images(self, gallery: Gallery, images: list[ImageSource],
                      labels: list[str] | None) -> _Usable:
         """One template per image that shows one good face, by the gallery's embedder."""
@@ -170,6 +205,7 @@ class Enrolment:
                 assert chips is not None  # quality was judged on them
                 usable.vectors.append(face.embedding)
                 usable.qualities.append(face.quality.score)
+                usable.labels.append(label)
                 # by identity: faces.index() compares Face records, arrays and all (ValueError)
                 usable.chips.append(chips[next(i for i, f in enumerate(faces) if f is face)])
         return usable

@@ -23,6 +23,7 @@ from facelens.gallery.templates import (
     centroid,
     seal_reference,
     seal_vector,
+    subject_vectors,
     unseal_reference,
     unseal_vector,
 )
@@ -85,7 +86,10 @@ class SubjectEditor:
         with self.store.sessions() as s:
             subject = self._subject(s, subject_id)
             gallery, name = subject.gallery, subject.display_name
+            stored = subject_vectors(self.store.master, subject, gallery.embedder)
         usable = self.enrolment.embed_images(gallery, images, labels)
+        usable.keep_one_person(self.enrolment.same_person(gallery),
+                               centroid(stored) if stored else None)
         if not usable.vectors:
             reasons = "; ".join(f"{i}: {why}" for i, why in usable.skipped) or "no images"
             raise NoFaceError(f"nothing to add for {name}: {reasons}")
