@@ -23,7 +23,7 @@ async function revoke(key, button) {
   if (!confirm(`Revoke key ${key.name}? Every client using it is refused from now on.`)) return;
   await busy(button, async () => {
     await api(`/v1/keys/${enc(key.id)}`, { method: "DELETE" });
-    await loadKeys();
+    await Promise.all([loadKeys(), loadAudit()]); // the revocation is an audit row too
     showNotice(`Key ${key.name} revoked.`);
   });
 }
@@ -39,7 +39,7 @@ async function createKey(event) {
     shown.replaceChildren(`Key ${made.name} (${made.scopes.join(", ")}) — copy it now, it is ` +
       "not shown again: ", el("code", { dataset: { testid: "key-secret" } }, made.key));
     shown.hidden = false;
-    await loadKeys();
+    await Promise.all([loadKeys(), loadAudit()]); // the new key is an audit row too
   });
 }
 

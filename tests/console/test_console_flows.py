@@ -1,0 +1,33 @@
+"""Console flows a new operator walks through, each once found broken in QA: the audit log after
+a key change, the cameras page after the service was unreachable, the alerts filters, errors
+said once and in words, and long names on a phone."""
+
+from __future__ import annotations
+
+import pytest
+from console_support import (
+    Server,
+    accept_next_dialog,
+    needs_chromium,
+    sign_in,
+)
+from playwright.sync_api import Page, expect
+
+pytestmark = [pytest.mark.slow, needs_chromium]
+
+
+def test_audit_log_shows_the_key_changes_made_on_the_page(page: Page, server: Server) -> None:
+    sign_in(page, server)
+    page.click("#nav-admin")
+    audited = page.locator("#audit-table tbody tr")
+    expect(audited.filter(has_text="key.create")).to_have_count(1)  # the sign-in key's
+    page.fill("#key-name", "kiosk")
+    page.get_by_test_id("scope-identify").check()
+    page.click("#key-create")
+    key_id = page.get_by_test_id("key-secret").inner_text().split("_")[1]
+    expect(audited.filter(has_text="key.create")).to_have_count(2)
+
+    accept_next_dialog(page)
+    page.get_by_test_id(f"key-revoke-{key_id}").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Key kiosk revoked.")
+    expect(audited.filter(has_text="key.revoke")).to_have_count(1)
