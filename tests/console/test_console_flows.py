@@ -31,3 +31,11 @@ def test_audit_log_shows_the_key_changes_made_on_the_page(page: Page, server: Se
     page.get_by_test_id(f"key-revoke-{key_id}").click()
     expect(page.get_by_test_id("notice")).to_have_text("Key kiosk revoked.")
     expect(audited.filter(has_text="key.revoke")).to_have_count(1)
+
+
+def test_a_key_needs_a_scope_said_in_words(page: Page, server: Server) -> None:
+    sign_in(page, server)
+    page.click("#nav-admin")
+    page.fill("#key-name", "no-scope")
+    page.click("#key-create")
+    expect(page.get_by_test_id("alert")).to_have_text("Choose at least one scope for the key.")

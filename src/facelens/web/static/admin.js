@@ -32,6 +32,7 @@ async function createKey(event) {
   event.preventDefault();
   const scopes = [...document.querySelectorAll("#key-scopes input:checked")].map((i) => i.value);
   await busy($("#key-create"), async () => {
+    if (scopes.length === 0) throw new Error("Choose at least one scope for the key.");
     const made = await api("/v1/keys", { method: "POST",
       json: { name: $("#key-name").value.trim(), scopes } });
     $("#key-form").reset();
