@@ -4,6 +4,8 @@ said once and in words, and long names on a phone."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from console_support import (
     Server,
@@ -11,7 +13,7 @@ from console_support import (
     needs_chromium,
     sign_in,
 )
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -39,3 +41,20 @@ def test_a_key_needs_a_scope_said_in_words(page: Page, server: Server) -> None:
     page.fill("#key-name", "no-scope")
     page.click("#key-create")
     expect(page.get_by_test_id("alert")).to_have_text("Choose at least one scope for the key.")
+
+
+def test_cameras_page_takes_its_error_back_when_the_service_answers_again(
+        page: Page, server: Server) -> None:
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    expect(page.get_by_test_id("cameras-empty")).to_be_visible()
+    list_cameras = re.compile(r".*/v1/cameras$")
+
+    def unreachable(route: Route) -> None:
+        route.abort()
+
+    page.route(list_cameras, unreachable)  # the next 2-second refresh cannot reach the service
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_contain_text("cannot reach the service")
+    page.unroute(list_cameras, unreachable)
+    expect(alert).to_be_hidden()

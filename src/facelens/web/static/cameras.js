@@ -3,7 +3,7 @@
 // as JPEG with the key.
 import { api, enc, raw } from "./api.js";
 import { can } from "./scopes.js";
-import { $, busy, el, emptyRow, showError, showNotice } from "./ui.js";
+import { $, busy, clearError, el, emptyRow, showError, showNotice } from "./ui.js";
 import { closeZones, openZones, setupZones } from "./zones.js";
 
 const REFRESH_MS = 2000;
@@ -15,6 +15,7 @@ let version = 0; // bumped by every change made here: a list fetched before it i
 let galleryNames = []; // for the add form and the gallery editors
 const rows = new Map(); // camera name -> {camera, row, cells, toggle, editor}
 let preview = null; // {name, url, frames, timer} of the preview on show
+let refreshError = null; // the message a failed refresh showed, until one works again
 
 // ------------------------------------------------------------------ the table
 const galleriesText = (camera) => (camera.galleries.length ? camera.galleries.join(", ") : "—");
@@ -123,11 +124,14 @@ async function load() {
     cameras = await api("/v1/cameras");
   } catch (e) {
     if (e.status === 401) return false; // signed out already
+    refreshError = e.message;
     showError(e.message);
     if (rows.size === 0) $("#cameras-table tbody").replaceChildren();
     return e.status !== 403;
   }
   if (seen === version) render(cameras); // else a change made meanwhile: the next one is fresh
+  if (refreshError !== null) clearError(refreshError); // the service answers again
+  refreshError = null;
   return true;
 }
 

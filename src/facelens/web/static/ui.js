@@ -35,6 +35,13 @@ export function showNotice(message) {
   $("#alert").hidden = true;
 }
 
+// Takes down the alert box if it still shows `message` (and nothing else): a refresh that
+// failed and then worked again takes its own error back, not one an action put up since.
+export function clearError(message) {
+  const box = $("#alert");
+  if (!box.hidden && box.textContent === message) clearMessages();
+}
+
 export function clearMessages() {
   $("#alert").hidden = true;
   $("#alert").replaceChildren();
