@@ -58,3 +58,15 @@ def test_cameras_page_takes_its_error_back_when_the_service_answers_again(
     expect(alert).to_contain_text("cannot reach the service")
     page.unroute(list_cameras, unreachable)
     expect(alert).to_be_hidden()
+
+
+def test_camera_name_refused_in_words(page: Page, server: Server) -> None:
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    form = page.locator("#add-camera-form")
+    form.get_by_label("Name").fill("front door")
+    form.get_by_label("Source").fill("clip.mp4")
+    page.click("#add-camera")
+    expect(page.get_by_test_id("alert")).to_contain_text(
+        "“front door” cannot be a camera name: use letters, digits")
+    expect(page.get_by_test_id("alert")).to_contain_text("“front_door”")

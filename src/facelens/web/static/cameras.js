@@ -3,7 +3,7 @@
 // as JPEG with the key.
 import { api, enc, raw } from "./api.js";
 import { can } from "./scopes.js";
-import { $, busy, clearError, el, emptyRow, showError, showNotice } from "./ui.js";
+import { $, busy, clearError, el, emptyRow, explainName, showError, showNotice } from "./ui.js";
 import { closeZones, openZones, setupZones } from "./zones.js";
 
 const REFRESH_MS = 2000;
@@ -177,7 +177,8 @@ async function addCamera(event) {
   const fps = $("#camera-fps").value.trim();
   if (fps) body.fps = Number(fps);
   await busy($("#add-camera"), async () => {
-    const camera = await api("/v1/cameras", { method: "POST", json: body });
+    const camera = await api("/v1/cameras", { method: "POST", json: body })
+      .catch(explainName("camera", body.name));
     version += 1;
     $("#add-camera-form").reset();
     render([...Array.from(rows.values(), (e) => e.camera), camera]

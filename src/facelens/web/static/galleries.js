@@ -1,7 +1,7 @@
 // Galleries page (list, create) and one gallery's page (subjects, delete, enrol, bulk enrol).
 import { api, enc, raw } from "./api.js";
 import { can } from "./scopes.js";
-import { $, busy, el, emptyRow, fmtDate, fmtDay, showError, showNotice } from "./ui.js";
+import { $, busy, el, emptyRow, explainName, fmtDate, fmtDay, showError, showNotice } from "./ui.js";
 import { capturedImages, clearCaptures, setupWebcam, stopWebcam } from "./webcam.js";
 
 let current = null; // name of the gallery on show
@@ -37,12 +37,8 @@ async function createGallery(event) {
     purpose: $("#gallery-purpose").value.trim(),
   };
   await busy($("#create-gallery"), async () => {
-    const gallery = await api("/v1/galleries", { method: "POST", json: body }).catch((e) => {
-      if (e.code !== "validation_error" || !/\bname\b/.test(e.message)) throw e;
-      const suggestion = body.name.replace(/[^\w.-]+/g, "_");
-      throw new Error(`“${body.name}” cannot be a gallery name: use letters, digits, “_”, “.” ` +
-        `and “-”, without spaces (for example “${suggestion}”).`);
-    });
+    const gallery = await api("/v1/galleries", { method: "POST", json: body })
+      .catch(explainName("gallery", body.name));
     form.reset();
     await showGalleries();
     showNotice(`Gallery ${gallery.name} created.`);

@@ -64,6 +64,15 @@ export async function busy(button, action) {
   }
 }
 
+// A name the API refused (422 about the field "name", e.g. of a gallery or a camera) as the
+// rule it broke and a name that fits; any other error is rethrown as it came.
+export const explainName = (what, name) => (e) => {
+  if (e.code !== "validation_error" || !/^name:/.test(e.message)) throw e;
+  const suggestion = name.replace(/[^\w.-]+/g, "_");
+  throw new Error(`“${name}” cannot be a ${what} name: use letters, digits, “_”, “.” ` +
+    `and “-”, without spaces (for example “${suggestion}”).`);
+};
+
 // The service keeps moments in UTC, but some come back without an offset (SQLite drops it,
 // e.g. an event's "at"): a date-time with no Z or ±hh:mm is read as UTC, not as local time.
 function parseMoment(iso) {
