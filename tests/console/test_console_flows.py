@@ -5,12 +5,14 @@ said once and in words, and long names on a phone."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from console_support import (
     Server,
     accept_next_dialog,
     needs_chromium,
+    record_alert,
     sign_in,
 )
 from playwright.sync_api import Page, Route, expect
@@ -70,3 +72,19 @@ def test_camera_name_refused_in_words(page: Page, server: Server) -> None:
     expect(page.get_by_test_id("alert")).to_contain_text(
         "“front door” cannot be a camera name: use letters, digits")
     expect(page.get_by_test_id("alert")).to_contain_text("“front_door”")
+
+
+def test_alerts_kind_filter_applies_at_once_and_select_all_follows_the_list(
+        page: Page, server: Server, fixtures_dir: Path) -> None:
+    event_id = record_alert(server, fixtures_dir / "biden.jpg", "gate", gallery="flows",
+                            name="Joe")
+    sign_in(page, server)
+    page.click("#nav-alerts")
+    expect(page.get_by_test_id(f"event-{event_id}")).to_be_visible()
+    page.check("#events-all")
+    expect(page.locator("#events-confirm-selected")).to_be_enabled()
+
+    page.select_option("#events-kind", "plate")  # no Search click: as Status does
+    expect(page.get_by_test_id("events-empty")).to_be_visible()
+    expect(page.locator("#events-all")).not_to_be_checked()
+    expect(page.locator("#events-confirm-selected")).to_be_disabled()

@@ -266,13 +266,10 @@ export async function showAlerts() {
   lastId = newest.length ? newest[0].id : 0;
   live = new AbortController();
   follow(live);
-  if (events.length === 0) {
-    const status = query.get("status");
-    const text = status ? `No ${status} events.` : "No events.";
-    tbody.replaceChildren(emptyRow(10, "events-empty", text));
-    return;
-  }
-  tbody.replaceChildren(...events.map(eventRow));
+  const status = query.get("status");
+  tbody.replaceChildren(...(events.length ? events.map(eventRow)
+    : [emptyRow(10, "events-empty", status ? `No ${status} events.` : "No events.")]));
+  $("#events-all").checked = false; // the rows it picked are gone
   picked();
 }
 
@@ -284,6 +281,7 @@ export function setupAlerts() {
   };
   $("#events-filter").addEventListener("submit", reload);
   $("#events-status").addEventListener("change", reload);
+  $("#events-kind").addEventListener("change", reload);
   $("#events-all").addEventListener("change", (e) => {
     for (const box of document.querySelectorAll("#events-table .pick")) box.checked = e.target.checked;
     picked();
