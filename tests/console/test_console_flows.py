@@ -11,6 +11,7 @@ import pytest
 from console_support import (
     Server,
     accept_next_dialog,
+    api_call,
     needs_chromium,
     record_alert,
     sign_in,
@@ -88,3 +89,16 @@ def test_alerts_kind_filter_applies_at_once_and_select_all_follows_the_list(
     expect(page.get_by_test_id("events-empty")).to_be_visible()
     expect(page.locator("#events-all")).not_to_be_checked()
     expect(page.locator("#events-confirm-selected")).to_be_disabled()
+
+
+def test_try_it_says_a_photo_error_once(page: Page, server: Server) -> None:
+    api_call(server.base, "/v1/galleries", server.key, {"name": "try-once", "purpose": "staff"})
+    sign_in(page, server)
+    page.click("#nav-try")
+    page.select_option("#try-gallery", "try-once")
+    page.set_input_files("#try-image", {"name": "note.jpg", "mimeType": "image/jpeg",
+                                        "buffer": b"not a photo"})
+    page.click("#try-submit")
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_contain_text("not an image")
+    expect(alert.locator("p")).to_have_count(1)

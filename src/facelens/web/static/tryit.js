@@ -121,8 +121,9 @@ async function analyse(event) {
       imageB ? post("/v1/verify", { image_a: image, image_b: imageB }) : null,
     ];
     const [detected, identified, verified] = await Promise.allSettled(calls);
-    const errors = [detected, identified, verified]
-      .filter((r) => r.status === "rejected" && r.reason.message).map((r) => r.reason.message);
+    // A bad photo fails detect and identify alike: its message is shown once.
+    const errors = [...new Set([detected, identified, verified]
+      .filter((r) => r.status === "rejected" && r.reason.message).map((r) => r.reason.message))];
 
     const idFaces = identified.status === "fulfilled" && identified.value
       ? identified.value.faces : [];
