@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from console_support import (
@@ -13,6 +14,7 @@ from console_support import (
     accept_next_dialog,
     api_call,
     needs_chromium,
+    open_page,
     record_alert,
     sign_in,
 )
@@ -102,3 +104,17 @@ def test_try_it_says_a_photo_error_once(page: Page, server: Server) -> None:
     alert = page.get_by_test_id("alert")
     expect(alert).to_contain_text("not an image")
     expect(alert.locator("p")).to_have_count(1)
+
+
+def test_a_long_name_stays_on_a_phone_screen(browser: Any, server: Server) -> None:
+    long_name = "NightShiftReceptionTablet" * 3  # no hyphen or space to break at
+    made = server.new_key(long_name, "identify")
+    with open_page(browser) as phone:
+        phone.set_viewport_size({"width": 360, "height": 740})
+        sign_in(phone, server)
+        phone.click("#nav-admin")
+        row = phone.get_by_test_id(f"key-{made['id']}")
+        expect(row).to_contain_text(long_name)
+        name_cell = row.locator("td").nth(1)
+        assert name_cell.evaluate("(td) => td.scrollWidth <= td.clientWidth")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 360
