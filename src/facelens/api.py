@@ -1,7 +1,9 @@
 """The facelens Python API: a few flat verbs, each documented, nothing hidden.
 
-Images may be a path, bytes, a numpy array (RGB) or a PIL image. Every verb returns `Face`
-records (see facelens.face) or a `Verdict`; bad input raises BadImageError, no face NoFaceError.
+Images may be a path, bytes, a numpy array (RGB: uint8, uint16, or float in [0, 1]) or a PIL
+image. Every verb returns `Face` records (see facelens.face) or a `Verdict`; a bad image raises
+BadImageError, no face NoFaceError, any other bad argument (far, a detector's or embedder's
+name) FacelensError, their base class.
 
     >>> import facelens
     >>> faces = facelens.detect("group.jpg")
