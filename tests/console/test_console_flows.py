@@ -1,6 +1,6 @@
 """Console flows a new operator walks through, each once found broken in QA: the audit log after
 a key change, the cameras page after the service was unreachable, the alerts filters, errors
-said once and in words, and long names on a phone."""
+said once and in words, long names on a phone, and the edit panel of a deleted person."""
 
 from __future__ import annotations
 
@@ -118,3 +118,16 @@ def test_a_long_name_stays_on_a_phone_screen(browser: Any, server: Server) -> No
         name_cell = row.locator("td").nth(1)
         assert name_cell.evaluate("(td) => td.scrollWidth <= td.clientWidth")
         assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+
+
+def test_deleting_the_person_being_edited_closes_their_panel(page: Page, server: Server,
+                                                             fixtures_dir: Path) -> None:
+    record_alert(server, fixtures_dir / "obama.jpg", "gate", gallery="flows-edit", name="Barack")
+    sign_in(page, server)
+    page.goto(server.base + "/console/#/galleries/flows-edit")
+    page.get_by_test_id("edit-Barack").click()
+    expect(page.get_by_test_id("subject-panel")).to_be_visible()
+    accept_next_dialog(page)
+    page.get_by_test_id("delete-Barack").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Barack deleted.")
+    expect(page.get_by_test_id("subject-panel")).to_be_hidden()

@@ -119,6 +119,7 @@ async function deleteSubject(subject, button) {
     "This cannot be undone.")) return;
   await busy(button, async () => {
     await api(`/v1/subjects/${enc(subject.id)}`, { method: "DELETE" });
+    if (editing && editing.id === subject.id) closeSubject(); // nobody left to edit
     await loadSubjects();
     showNotice(`${subject.name} deleted.`);
   });
