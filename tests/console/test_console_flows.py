@@ -1,6 +1,7 @@
 """Console flows a new operator walks through, each once found broken in QA: the audit log after
 a key change, the cameras page after the service was unreachable, the alerts filters, errors
-said once and in words, long names on a phone, and the edit panel of a deleted person."""
+said once and in words, long names on a phone, the edit panel of a deleted person, and
+live alerts after quick filter changes."""
 
 from __future__ import annotations
 
@@ -131,3 +132,32 @@ def test_deleting_the_person_being_edited_closes_their_panel(page: Page, server:
     page.get_by_test_id("delete-Barack").click()
     expect(page.get_by_test_id("notice")).to_have_text("Barack deleted.")
     expect(page.get_by_test_id("subject-panel")).to_be_hidden()
+
+
+# Each list of alerts answers a second late, as on a slow network.
+SLOW_EVENT_LISTS = """
+const fetchNow = window.fetch;
+window.fetch = async (url, options) => {
+  if (String(url).includes("/v1/events?")) await new Promise((done) => setTimeout(done, 1000));
+  return fetchNow(url, options);
+};
+"""
+
+
+def test_a_new_alert_is_listed_once_after_quick_filter_changes(page: Page, server: Server,
+                                                                fixtures_dir: Path) -> None:
+    record_alert(server, fixtures_dir / "biden.jpg", "gate", gallery="flows", name="Joe")
+    page.add_init_script(SLOW_EVENT_LISTS)
+    sign_in(page, server)
+    page.click("#nav-alerts")
+    expect(page.get_by_test_id("events-live")).to_contain_text("Live")
+    page.select_option("#events-status", "unconfirmed")
+    page.select_option("#events-status", "")  # while the first list is still loading
+    expect(page.locator("#events-table tbody tr").first).to_be_visible()
+    page.wait_for_timeout(2500)  # both lists answered, and their streams opened
+
+    event_id = record_alert(server, fixtures_dir / "biden.jpg", "gate", gallery="flows",
+                            name="Joe")
+    expect(page.get_by_test_id(f"event-{event_id}").first).to_be_visible()
+    page.wait_for_timeout(2000)  # a second stream would have added its copy by now
+    expect(page.get_by_test_id(f"event-{event_id}")).to_have_count(1)

@@ -196,8 +196,10 @@ function wanted(event, query) {
 // ------------------------------------------------------------------ live
 let live = null; // AbortController of the open stream
 let lastId = 0;
+let shown = 0; // bumped on leaving: a showAlerts still loading then opens no stream
 
 export function leaveAlerts() {
+  shown += 1;
   if (live) live.abort();
   live = null;
 }
@@ -247,8 +249,11 @@ function arrived(event) {
   }
 }
 
+// Filters changed twice in a row (or the page left) while a list was loading: only the last
+// call renders and follows the stream, else each new alert arrived once per call.
 export async function showAlerts() {
   leaveAlerts();
+  const mine = shown;
   const tbody = $("#events-table tbody");
   const query = filters();
   query.set("limit", "100");
@@ -256,13 +261,15 @@ export async function showAlerts() {
   try {
     events = await api(`/v1/events?${query}`);
   } catch (e) {
+    if (mine !== shown) return;
     forgetSnapshots();
     tbody.replaceChildren();
     showError(e.message);
     return;
   }
-  forgetSnapshots();
   const newest = await api("/v1/events?limit=1").catch(() => []);
+  if (mine !== shown) return;
+  forgetSnapshots();
   lastId = newest.length ? newest[0].id : 0;
   live = new AbortController();
   follow(live);
