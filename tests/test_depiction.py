@@ -17,6 +17,7 @@ import pytest
 from facelens.eval.depiction_eval import load, recapture
 from facelens.events.store import EventStore
 from facelens.gallery.service import ConsentRecord, Galleries
+from facelens.geometry import inside_share
 from facelens.scene.detect import DEPICTING, detect_objects, detect_street
 from facelens.settings import Settings
 from facelens.store.tables import Event
@@ -32,7 +33,6 @@ from facelens.video.depiction import (
     encloses,
     enclosing_object,
     find_depiction,
-    inside_share,
     screens,
 )
 from facelens.video.rigid_region import RegionFollower

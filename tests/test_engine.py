@@ -131,6 +131,14 @@ def _variant(upright: Image.Image, kind: str) -> bytes:
     raise AssertionError(kind)
 
 
+@pytest.mark.parametrize("max_side", [320, 480, 640])
+def test_a_face_a_tile_cuts_is_one_face(load_rgb: LoadRgb, max_side: int) -> None:
+    """Tiling obama.jpg (910x1137) at 320 px found his face whole and, cut by a tile's edge,
+    its lower half again (score 0.65): a second face inside the first."""
+    faces = detect_faces(load_rgb("obama.jpg"), max_side=max_side)
+    assert len(faces) == 1, [f.box.round().tolist() for f in faces]
+
+
 @pytest.mark.parametrize("shape", [(1, 4000), (4000, 1), (8, 1920), (20, 640), (30, 777)])
 def test_a_thin_strip_holds_no_face(shape: tuple[int, int]) -> None:
     """Noise in a short, wide frame: YuNet answered 20x640 with a face of score 1.0 at 1e30 /

@@ -18,6 +18,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def inside_share(box: np.ndarray, outer: np.ndarray) -> float:
+    """The share of `box`'s area (x1y1x2y2) that lies inside `outer`."""
+    w = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
+    h = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
+    return float(w * h / area)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows (or one vector) scaled to unit length, as float32; zero vectors stay zero."""
     x = np.asarray(x, np.float32)

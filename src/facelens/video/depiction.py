@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facelens.geometry import inside_share
 from facelens.scene.detect import DEPICTING, DEPICTING_THRESHOLD, Objects, detect_objects
 from facelens.video.bezel import framed
 
@@ -34,14 +35,6 @@ MAX_FRAME_SHARE = 0.6
 LARGE_THRESHOLD = 0.25
 """…so they count only from this score (a monitor filling most of the view). On the 408 real
 faces of the bezel check no box holding a face scored over 0.15 (0.17 mirrored), at any size."""
-
-
-def inside_share(face: np.ndarray, box: np.ndarray) -> float:
-    """The share of `face`'s area (x1y1x2y2) that lies inside `box`."""
-    w = max(0.0, min(face[2], box[2]) - max(face[0], box[0]))
-    h = max(0.0, min(face[3], box[3]) - max(face[1], box[1]))
-    area = max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)
-    return float(w * h / area)
 
 
 def screens(rgb: np.ndarray, *, mirrored: bool = False) -> list[tuple[np.ndarray, str]]:

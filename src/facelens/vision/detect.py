@@ -16,9 +16,12 @@ import numpy as np
 import onnx
 
 from facelens.face import Face
+from facelens.geometry import inside_share
 from facelens.models.base import LazyModel, make_batch_dynamic, onnx_session
 
 NMS_IOU = 0.3
+PART_SHARE = 0.6
+"""A detection this much inside a better one is a part of it (`Detections.without_parts`)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class Detections:
         offset = np.array([dx, dy], np.float32)
         return Detections(self.boxes / scale + np.tile(offset, 2), self.landmarks / scale + offset,
                           self.scores)
+
+    def without_parts(self, share: float = PART_SHARE) -> Detections:
+        """Without the detections lying mostly (`share` of their area) inside a better one,
+        best first (after `nms`): a face a tile's edge cuts is found there as a part of
+        itself, which overlaps the whole face too little for NMS."""
+        keep: list[int] = []
+        for i in range(len(self.scores)):
+            if all(inside_share(self.boxes[i], self.boxes[k]) < share for k in keep):
+                keep.append(i)
+        return Detections(self.boxes[keep], self.landmarks[keep], self.scores[keep])
 
     def nms(self, iou: float = NMS_IOU) -> Detections:
         if len(self.scores) < 2:
@@ -185,6 +198,6 @@ def _detect_once(rgb: np.ndarray, name: str, threshold: float, max_side: int,
         for y in _tiles(h, max_side, overlap):
             for x in _tiles(w, max_side, overlap):
                 parts.append(model(rgb[y:y + max_side, x:x + max_side], threshold).shifted(x, y))
-        found = Detections.concat(parts).nms()
+        found = Detections.concat(parts).nms().without_parts()
     return [Face(box=found.boxes[i], landmarks=found.landmarks[i], score=float(found.scores[i]),
                  detector=name) for i in range(len(found.scores))]
