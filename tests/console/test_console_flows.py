@@ -1,7 +1,7 @@
 """Console flows a new operator walks through, each once found broken in QA: the audit log after
 a key change, the cameras page after the service was unreachable, the alerts filters, errors
 said once and in words, long names on a phone, the edit panel of a deleted person, and
-live alerts after quick filter changes."""
+live alerts after quick filter changes or recorded while the list loads."""
 
 from __future__ import annotations
 
@@ -161,3 +161,29 @@ def test_a_new_alert_is_listed_once_after_quick_filter_changes(page: Page, serve
     expect(page.get_by_test_id(f"event-{event_id}").first).to_be_visible()
     page.wait_for_timeout(2000)  # a second stream would have added its copy by now
     expect(page.get_by_test_id(f"event-{event_id}")).to_have_count(1)
+
+
+# The console's "newest alert" request waits until the test lets it go.
+HELD_NEWEST = """
+const fetchNow = window.fetch;
+window.fetch = async (url, options) => {
+  if (String(url).endsWith("/v1/events?limit=1")) {
+    while (!window.releaseNewest) await new Promise((done) => setTimeout(done, 100));
+  }
+  return fetchNow(url, options);
+};
+"""
+
+
+def test_an_alert_recorded_while_the_list_loads_is_shown(page: Page, server: Server,
+                                                         fixtures_dir: Path) -> None:
+    record_alert(server, fixtures_dir / "biden.jpg", "gate", gallery="flows", name="Joe")
+    page.add_init_script(HELD_NEWEST)
+    sign_in(page, server)
+    page.click("#nav-alerts")
+    page.wait_for_timeout(1000)  # the page is loading its list
+    event_id = record_alert(server, fixtures_dir / "biden.jpg", "gate", gallery="flows",
+                            name="Joe")
+    page.evaluate("window.releaseNewest = true")
+    expect(page.get_by_test_id("events-live")).to_contain_text("Live")
+    expect(page.get_by_test_id(f"event-{event_id}")).to_have_count(1, timeout=10_000)

@@ -240,6 +240,7 @@ function arrived(event) {
   if (quiet && query.get("status") !== event.status) return; // listed when asked for
   if (!wanted(event, query)) return;
   const tbody = $("#events-table tbody");
+  if (tbody.querySelector(`tr[data-id="${event.id}"]`)) return; // listed already
   const empty = tbody.querySelector("[data-testid=events-empty]");
   if (empty) tbody.replaceChildren();
   tbody.prepend(eventRow(event));
@@ -257,6 +258,9 @@ export async function showAlerts() {
   const tbody = $("#events-table tbody");
   const query = filters();
   query.set("limit", "100");
+  // The newest id first, then the list: an alert recorded in between is in the list, and the
+  // stream (from that id) skips it; the other way round it was in neither.
+  const newest = await api("/v1/events?limit=1").catch(() => []);
   let events;
   try {
     events = await api(`/v1/events?${query}`);
@@ -267,7 +271,6 @@ export async function showAlerts() {
     showError(e.message);
     return;
   }
-  const newest = await api("/v1/events?limit=1").catch(() => []);
   if (mine !== shown) return;
   forgetSnapshots();
   lastId = newest.length ? newest[0].id : 0;
