@@ -4,6 +4,7 @@ an internal error or a silent wrong answer."""
 
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 import facelens
-from facelens.errors import BadImageError, FacelensError, ModelMissingError
+from facelens.errors import BadImageError, FacelensError, ImageTooLargeError, ModelMissingError
 from facelens.vision.decode import load_image
 
 LoadRgb = Callable[[str], np.ndarray]
@@ -97,3 +98,20 @@ def test_the_readme_engine_line_works_right_after_import() -> None:
     done = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_open_binary_file_is_an_image_source(fixtures_dir: Path, tmp_path: Path) -> None:
+    """face_recognition's users pass open files and BytesIO: read (at most the byte limit)
+    from where the file stands; a text-mode file or an over-long stream is refused."""
+    photo = fixtures_dir / "obama.jpg"
+    expected = load_image(photo)
+    with photo.open("rb") as opened:
+        assert np.array_equal(load_image(opened), expected)
+    assert np.array_equal(load_image(io.BytesIO(photo.read_bytes())), expected)
+    assert len(facelens.detect(io.BytesIO(photo.read_bytes()))) == 1
+    with photo.open("r", encoding="latin-1") as text, pytest.raises(BadImageError, match="'rb'"):
+        load_image(text)  # type: ignore[arg-type]
+    with pytest.raises(ImageTooLargeError):
+        load_image(io.BytesIO(photo.read_bytes()), max_bytes=1000)
+    with pytest.raises(BadImageError, match="empty file"):
+        load_image(io.BytesIO(b""))

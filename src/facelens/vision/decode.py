@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import struct
+import typing
 
 import cv2
 import numpy as np
@@ -16,7 +17,8 @@ from PIL import ExifTags, Image, ImageOps
 
 from facelens.errors import BadImageError, ImageTooLargeError, UnsupportedImageError
 
-ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image
+ImageSource = str | os.PathLike | bytes | np.ndarray | Image.Image | typing.BinaryIO
+"""A path, encoded bytes, an open binary file (read from where it stands), pixels, a PIL image."""
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -53,6 +55,11 @@ def load_image(
         return _from_pil(source)
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
+        _check_bytes(len(data), max_bytes)
+    elif isinstance(source, io.IOBase) or callable(getattr(source, "read", None)):
+        data = source.read(max_bytes + 1)  # type: ignore[union-attr]  # bounded: a pipe may not end
+        if not isinstance(data, bytes):
+            raise BadImageError("an open file must be opened in binary mode ('rb')")
         _check_bytes(len(data), max_bytes)
     elif isinstance(source, str | os.PathLike):
         try:
