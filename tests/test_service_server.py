@@ -153,3 +153,20 @@ def test_a_second_start_prints_no_key(tmp_path: Path) -> None:
         stop(second)
     logs = "".join(p.read_text() for p in tmp_path.glob("serve-*.err"))
     assert key not in logs  # the key goes to stdout once, never to the log
+
+
+def test_a_stop_does_not_wait_for_open_live_streams(tmp_path: Path) -> None:
+    """The console's alert stream never ends by itself: SIGTERM waited for it (minutes)."""
+    running = start_server(tmp_path / "data", tmp_path)
+    key = printed_key(running)
+    with httpx.Client(timeout=30) as client, client.stream(
+            "GET", f"{running.url}/v1/events/stream",
+            headers={"Authorization": f"Bearer {key}"}) as stream:
+        assert stream.status_code == 200
+        started = time.monotonic()
+        running.process.terminate()
+        try:
+            running.process.wait(20)
+        finally:
+            stop(running)
+        assert time.monotonic() - started < 15

@@ -13,6 +13,9 @@ from facelens.cli.common import JsonFlag, emit, err, errors, out
 if TYPE_CHECKING:
     from facelens.service.state import ServiceState
 
+SHUTDOWN_GRACE_S = 5
+"""On SIGTERM, how long `serve` lets open requests finish before it closes them."""
+
 keys_app = typer.Typer(no_args_is_help=True,
                        help="API keys (create, list, revoke) and the master key (rotate).")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
@@ -137,7 +140,10 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
     err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
     if settings.nats_url:
         err.print(f"facelens: cameras run in `facelens worker` processes ({settings.nats_url})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    # Live streams (the console's alerts, camera previews) never end by themselves: without a
+    # bound, SIGTERM waited for every open one (minutes) while the console still said "Live".
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 def worker() -> None:
