@@ -4,6 +4,7 @@ runtime where the CPU's flags tell (so `facelens models` starts fast)."""
 from __future__ import annotations
 
 import platform
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +15,23 @@ Precision = Literal["bf16", "f32"]
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-@lru_cache(maxsize=1)
-def openvino_core() -> Any:
-    import openvino as ov
+_core: list[Any] = []
+_core_lock = threading.Lock()
 
-    return ov.Core()
+
+def openvino_core() -> Any:
+    """The process's OpenVINO Core, made once. Before any model runs, its numpy bridge is
+    initialised here, in one thread: pybind11 does it on first use, and two threads first using
+    it at once deadlock (one holds the GIL waiting for the static the other initialises, which
+    waits for the GIL; 1 in ~35 cold runs of 8 threads calling `verify` hung for good)."""
+    with _core_lock:
+        if not _core:
+            import numpy as np
+            import openvino as ov
+
+            _ = ov.Tensor(np.zeros(1, np.float32)).data  # numpy bridge initialised now
+            _core.append(ov.Core())
+        return _core[0]
 
 
 def _cpu_flags() -> frozenset[str] | None:
