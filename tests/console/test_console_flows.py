@@ -134,14 +134,21 @@ def test_deleting_the_person_being_edited_closes_their_panel(page: Page, server:
     expect(page.get_by_test_id("subject-panel")).to_be_hidden()
 
 
-# Each list of alerts answers a second late, as on a slow network.
-SLOW_EVENT_LISTS = """
+def delayed_fetch(matches: str, wait: str) -> str:
+    """An init script: the console's requests whose `url` the JS test `matches` run the JS
+    statement `wait` (awaiting something) before they are sent."""
+    return f"""
 const fetchNow = window.fetch;
-window.fetch = async (url, options) => {
-  if (String(url).includes("/v1/events?")) await new Promise((done) => setTimeout(done, 1000));
+window.fetch = async (url, options) => {{
+  if ({matches}) {{ {wait} }}
   return fetchNow(url, options);
-};
+}};
 """
+
+
+# Each list of alerts answers a second late, as on a slow network.
+SLOW_EVENT_LISTS = delayed_fetch('String(url).includes("/v1/events?")',
+                                 "await new Promise((done) => setTimeout(done, 1000));")
 
 
 def test_a_new_alert_is_listed_once_after_quick_filter_changes(page: Page, server: Server,
@@ -164,15 +171,9 @@ def test_a_new_alert_is_listed_once_after_quick_filter_changes(page: Page, serve
 
 
 # The console's "newest alert" request waits until the test lets it go.
-HELD_NEWEST = """
-const fetchNow = window.fetch;
-window.fetch = async (url, options) => {
-  if (String(url).endsWith("/v1/events?limit=1")) {
-    while (!window.releaseNewest) await new Promise((done) => setTimeout(done, 100));
-  }
-  return fetchNow(url, options);
-};
-"""
+HELD_NEWEST = delayed_fetch(
+    'String(url).endsWith("/v1/events?limit=1")',
+    "while (!window.releaseNewest) await new Promise((done) => setTimeout(done, 100));")
 
 
 def test_an_alert_recorded_while_the_list_loads_is_shown(page: Page, server: Server,
