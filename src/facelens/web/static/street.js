@@ -167,25 +167,35 @@ async function addRule(event) {
   });
 }
 
-let refresh = null; // the timer of the counts' redraw while the page is shown
+let loop = null; // the counts' redraw while the page is shown ({timer}); null when it is not
 
-export async function showStreet() {
-  leaveStreet();
-  await busy(null, () => Promise.all([loadCounts(), loadPlates(), loadRules()]));
-  const current = setInterval(async () => {
+// The next redraw is set once this one has answered: a slow service never has two running.
+function schedule(current) {
+  current.timer = setTimeout(async () => {
+    if (loop !== current) return;
     try {
       await loadCounts();
     } catch (e) {
-      if (refresh === current) leaveStreet(); // signed out, or the key lost its scope
+      if (loop === current) leaveStreet(); // signed out, or the key lost its scope
+      return;
     }
+    if (loop === current) schedule(current);
   }, REFRESH_MS);
-  refresh = current;
+}
+
+// The loop is claimed before the first load: leaving (or coming back) while it loads ends it.
+export async function showStreet() {
+  leaveStreet();
+  const current = { timer: null };
+  loop = current;
+  await busy(null, () => Promise.all([loadCounts(), loadPlates(), loadRules()]));
+  if (loop === current) schedule(current);
 }
 
 // Leaving the page (or signing out): the counts are not redrawn any more.
 export function leaveStreet() {
-  clearInterval(refresh);
-  refresh = null;
+  if (loop) clearTimeout(loop.timer);
+  loop = null;
 }
 
 export function setupStreet() {
