@@ -1,0 +1,50 @@
+"""The console's layout on a phone (390 px, dark theme) and a desktop (1280 px, light), once
+found broken in console QA: filter labels apart from their fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_support import Server, needs_chromium, open_page, sign_in
+from playwright.sync_api import Page, expect
+
+pytestmark = [pytest.mark.slow, needs_chromium]
+
+
+@pytest.fixture
+def phone(browser: Any) -> Iterator[Page]:
+    """A 390-px wide page in the dark theme."""
+    with open_page(browser) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.emulate_media(color_scheme="dark")
+        yield page
+
+
+# Each <label for> of `form` with its field's box and its own: [{for, label, field}].
+LABEL_BOXES = """form => [...form.querySelectorAll("label[for]")].map((label) => {
+  const box = (node) => { const r = node.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  return {for: label.htmlFor, label: box(label), field: box(document.getElementById(label.htmlFor))};
+})"""
+
+
+def _labels_beside_their_fields(page: Page, form: str) -> None:
+    pairs: list[dict[str, Any]] = page.locator(form).evaluate(LABEL_BOXES)
+    assert pairs
+    for pair in pairs:
+        label, field = pair["label"], pair["field"]
+        same_line = label["top"] < field["bottom"] and field["top"] < label["bottom"]
+        assert same_line and label["right"] <= field["left"], pair
+
+
+def test_alerts_filter_labels_stay_with_their_fields_on_a_phone(
+        phone: Page, server: Server, shots: Path) -> None:
+    sign_in(phone, server)
+    phone.click("#nav-alerts")
+    expect(phone.locator("#events-filter")).to_be_visible()
+    _labels_beside_their_fields(phone, "#events-filter")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=shots / "alerts-phone-dark.png", full_page=True)
