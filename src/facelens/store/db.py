@@ -11,6 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.orm import Session, sessionmaker
 
+from facelens.errors import FacelensError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -31,11 +33,30 @@ def database_url(data_dir: Path, url: str | None) -> str:
     return f"sqlite:///{(data_dir / 'facelens.db').resolve()}"
 
 
+class DatabaseUnavailableError(FacelensError):
+    """The database URL cannot be parsed, its driver is not installed, or the server refused
+    (wrong credentials, no such database) or cannot be reached."""
+
+    exit_code = 1
+
+
 def open_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, future=True)
+    """The migrated database; DatabaseUnavailableError (one line, password hidden) if it
+    cannot be opened."""
+    try:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        engine = sa.create_engine(url, future=True)
+    except (sa.exc.ArgumentError, ImportError) as e:  # malformed, or a driver not installed
+        raise DatabaseUnavailableError(f"database_url: {e}") from None
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    with engine.begin() as connection:
+    try:
+        connection = engine.connect()
+    except sa.exc.DBAPIError as e:  # refused, unreachable, no such database
+        engine.dispose()
+        raise DatabaseUnavailableError(f"cannot open the database {shown}: "
+                                       f"{' '.join(str(e.orig).split())}") from None
+    with connection, connection.begin():
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
