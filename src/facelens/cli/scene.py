@@ -108,16 +108,24 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
     from datetime import UTC, datetime, timedelta
 
     from facelens.api import Engine
-    from facelens.events.hotlists import DescriptionRule, Hotlists, PlateEntry, parse_description
+    from facelens.events.hotlists import (
+        DescriptionRule,
+        Hotlists,
+        PlateEntry,
+        check_description,
+        listed_plate,
+    )
     from facelens.settings import get_settings
     from facelens.video.scene_watch import SceneWatch, watch_scene
     from facelens.video.source import VideoSource
 
     now = datetime.now(UTC)
     until = now + timedelta(days=1)  # a CLI run's lists live as long as the run
-    rules = [DescriptionRule(text, *parse_description(text), reason="command line",
-                             added_by="cli", start=now, expires=until) for text in rule or []]
-    plates = [PlateEntry(text, "command line", "cli", until) for text in plate or []]
+    with errors():  # checked as the stored lists are: "" or "car red" would alert on everyone
+        rules = [DescriptionRule(text, *check_description(text), reason="command line",
+                                 added_by="cli", start=now, expires=until) for text in rule or []]
+        plates = [PlateEntry(listed_plate(text), "command line", "cli", until)
+                  for text in plate or []]
 
     def show(alert: dict[str, object]) -> None:
         shown = {k: v for k, v in alert.items() if k != "crop_jpeg"}

@@ -8,6 +8,7 @@ Expired entries stay listed (for review) but are never in a snapshot, so never m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,8 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from facelens.errors import FacelensError, NotFoundError
-from facelens.events.hotlists import DescriptionRule, Hotlists, PlateEntry, parse_description
+from facelens.events.hotlists import (
+    DescriptionRule,
+    Hotlists,
+    PlateEntry,
+    check_description,
+    listed_plate,
+    parse_description,
+)
 from facelens.events.hotlists import plate_key as key_of
+from facelens.settings import NAME_PATTERN
 from facelens.store.crypto import new_data_key
 from facelens.store.database import Store
 from facelens.store.tables import (
@@ -33,8 +42,6 @@ MAX_PLATE_DAYS = 365
 """The longest a plate entry may run before someone renews it."""
 MAX_RULE_DAYS = 30
 """Description rules are for a search (a missing child), not standing surveillance."""
-PLATE_KEY_CHARS = range(2, 13)
-"""Plate keys (letters and digits) this long are plates; anything else is refused."""
 
 
 def _expiry(expires_at: datetime, max_days: int, now: datetime) -> datetime:
@@ -47,9 +54,14 @@ def _expiry(expires_at: datetime, max_days: int, now: datetime) -> datetime:
     return expires
 
 
-def to_rule(row: SceneRule) -> DescriptionRule:
-    """The rule as matched: live from active_from until active_to or expiry, whichever first."""
-    kind, wanted = parse_description(row.description)
+def to_rule(row: SceneRule) -> DescriptionRule | None:
+    """The rule as matched: live from active_from until active_to or expiry, whichever first.
+    None for a description stored before every word had to be understood ("car red"): what it
+    would match is not what it says."""
+    try:
+        kind, wanted = parse_description(row.description)
+    except FacelensError:
+        return None
     expires = aware(row.expires_at)
     until = aware(row.active_to)
     assert expires is not None
@@ -57,17 +69,6 @@ def to_rule(row: SceneRule) -> DescriptionRule:
                            added_by=row.added_by, start=aware(row.active_from) or expires,
                            expires=min(expires, until) if until else expires,
                            cameras=frozenset(row.cameras))
-
-
-def check_description(description: str) -> None:
-    """Refuse a description that names nothing, or everyone: a rule says what it looks for."""
-    kind, wanted = parse_description(description)
-    words = description.lower().replace(",", " ").split()
-    if kind not in words and not wanted:
-        raise FacelensError(f"no class or attribute understood in {description!r}")
-    if kind == "person" and not wanted:
-        raise FacelensError("a rule about people must describe someone (e.g. 'child, red "
-                            "top'), not match every passer-by")
 
 
 @dataclass
@@ -93,16 +94,15 @@ class HotlistStore:
 
     def add_plate(self, plate: str, reason: str, expires_at: datetime,
                   added_by: str) -> PlateHotlistEntry:
+        plate = listed_plate(plate)
         key = key_of(plate)
-        if len(key) not in PLATE_KEY_CHARS:
-            raise FacelensError(f"{plate!r} is not a plate (2-12 letters and digits)")
         now = utcnow()
         expires = _expiry(expires_at, MAX_PLATE_DAYS, now)
         with self.sessions.begin() as s:
             if s.scalar(sa.select(PlateHotlistEntry.id).where(
                     PlateHotlistEntry.plate_key == key, PlateHotlistEntry.expires_at > now)):
                 raise FacelensError(f"{plate!r} is on the hotlist already")
-            row = PlateHotlistEntry(plate_key=key, plate=plate.strip().upper(),
+            row = PlateHotlistEntry(plate_key=key, plate=plate,
                                     reason=reason, expires_at=expires, added_by=added_by,
                                     created_at=now, wrapped_key=b"")
             self._with_key(s, row, "plate")
@@ -112,11 +112,16 @@ class HotlistStore:
                  cameras: list[str] | None = None, active_from: datetime | None = None,
                  active_to: datetime | None = None) -> SceneRule:
         check_description(description)
+        odd = [c for c in cameras or [] if not re.fullmatch(NAME_PATTERN, c)]
+        if odd:  # a rule for no camera that can exist would never match
+            raise FacelensError(f"{odd[0][:100]!r} is not a camera name")
         now = utcnow()
         expires = _expiry(expires_at, MAX_RULE_DAYS, now)
         start = aware(active_from) or now
         if active_to is not None and aware(active_to) <= start:  # type: ignore[operator]
             raise FacelensError("active_to must be after active_from")
+        if start >= expires:  # it would never be live
+            raise FacelensError("active_from must be before expires_at")
         with self.sessions.begin() as s:
             row = SceneRule(description=description.strip(), cameras=sorted(set(cameras or [])),
                             active_from=start, active_to=aware(active_to), reason=reason,
@@ -170,7 +175,7 @@ class HotlistStore:
             rules = list(s.scalars(sa.select(SceneRule).where(SceneRule.expires_at > now)))
         loaded = Loaded(Hotlists(
             [PlateEntry(p.plate, p.reason, p.added_by, aware(p.expires_at) or now)
-             for p in plates], [to_rule(r) for r in rules]))
+             for p in plates], [rule for r in rules if (rule := to_rule(r)) is not None]))
         loaded.plate_ids = {p.plate_key: p.id for p in plates}
         return loaded
 

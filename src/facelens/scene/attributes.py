@@ -23,11 +23,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facelens.events.hotlists import PALETTE
 from facelens.scene.pose import Pose
 
-PALETTE = ("black", "white", "grey", "red", "orange", "yellow", "green", "blue", "purple",
-           "brown")
-"""The one fixed palette every colour attribute names."""
 UNKNOWN = "unknown"
 # Hue bands (OpenCV hue, 0..180) of the chromatic palette entries.
 HUE_BANDS = (("red", 0, 8), ("orange", 8, 20), ("yellow", 20, 34), ("green", 34, 85),

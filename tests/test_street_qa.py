@@ -1,0 +1,137 @@
+"""Street layer QA (#28), as a demanding user drives it: descriptions and plate texts that
+must be understood exactly or refused (a rule or entry that silently matches everyone, no one
+or another plate is worse than an error), from the store, the REST routes and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from facelens.errors import FacelensError
+from facelens.events.hotlist_store import HotlistStore, check_description
+from facelens.events.hotlists import parse_description
+from facelens.settings import Settings
+from facelens.store.database import Store
+from facelens.store.tables import PlateHotlistEntry, SceneRule
+
+CLI = Path(sys.executable).with_name("facelens")
+
+
+@pytest.fixture
+def hotlists(tmp_path: Path) -> Iterator[HotlistStore]:
+    store = Store(Settings(data_dir=tmp_path / "data"))
+    try:
+        yield HotlistStore(store)
+    finally:
+        store.close()
+
+
+def _later(days: float = 1) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def test_every_word_of_a_description_is_understood_or_it_is_refused() -> None:
+    """"car red" was parsed as "car" (every car alerted), "pink car" and "fast car" asked for
+    colours never named (no car ever alerted), "man, woman" and "red car blue car" quietly
+    kept one of two contradicting values, "car truck" made "car" a colour."""
+    assert parse_description("gray car") == ("car", {"colour": "grey"})
+    assert check_description("woman in a red coat, blue trousers") == (
+        "person", {"sex": "female", "upper": "red", "lower": "blue"})
+    assert check_description("child with red top") == (
+        "person", {"age_group": "child", "upper": "red"})
+    for text, said in (("car red", "'red' must come right before"),
+                       ("pink car", "'pink' is not a colour"),
+                       ("fast car", "'fast' is not a colour"),
+                       ("unknown car", "'unknown' is not a colour"),
+                       ("man, woman", "sex male and female"),
+                       ("child adult", "age_group child and adult"),
+                       ("red car blue car", "colour red and blue"),
+                       ("car truck", "more than one kind"),
+                       ("child, red car", "more than one kind"),
+                       ("red top hat", "'hat' is not understood"),
+                       ("top", "'top' needs a colour"),
+                       (" , ", "names no class")):
+        with pytest.raises(FacelensError, match=said):
+            check_description(text)
+
+
+def test_a_rule_stored_before_words_were_checked_matches_nothing(
+        hotlists: HotlistStore) -> None:
+    """A row holding "car red" (stored by the lax parser) is left out of the snapshot rather
+    than alerting on every car; a valid rule beside it still loads."""
+    hotlists.add_rule("red car", "search", _later(), "tester")
+    now = datetime.now(UTC)
+    with hotlists.sessions.begin() as s:
+        s.add(SceneRule(description="car red", cameras=[], active_from=now, active_to=None,
+                        reason="old", expires_at=_later(), added_by="tester", created_at=now,
+                        wrapped_key=b""))
+    rules = hotlists.load().hotlists.rules
+    assert [(r.kind, dict(r.wanted)) for r in rules] == [("car", {"colour": "red"})]
+
+
+def test_rules_that_could_never_be_live_or_name_no_camera_are_refused(
+        hotlists: HotlistStore) -> None:
+    with pytest.raises(FacelensError, match="active_from must be before expires_at"):
+        hotlists.add_rule("red car", "search", _later(1), "tester", active_from=_later(2))
+    for camera in ("", "gate/1", "x" * 101):
+        with pytest.raises(FacelensError, match="is not a camera name"):
+            hotlists.add_rule("red car", "search", _later(), "tester", cameras=[camera])
+    # Overlapping windows of two rules for one description are two searches: both kept.
+    first = hotlists.add_rule("red car", "a", _later(), "tester", active_to=_later(0.5))
+    second = hotlists.add_rule("red car", "b", _later(), "tester", active_from=_later(0.25))
+    assert [r.id for r in hotlists.rules()] == [first.id, second.id]
+
+
+def test_plate_texts_with_look_alikes_or_control_characters_are_refused(
+        hotlists: HotlistStore) -> None:
+    """A Cyrillic С in "ABС123" was dropped from the key: the entry listed AB123, another
+    car's plate, and never ABC123. Full-width forms fold to the plate they show."""
+    for text in ("ABС123", "АВС123", "ΑΒ-123", "STRAßE1", "XY\x00 12"):
+        with pytest.raises(FacelensError, match="a plate is Latin letters"):
+            hotlists.add_plate(text, "stolen", _later(), "tester")
+    for text in ("", "-", "A" * 13, "A" * 40):
+        with pytest.raises(FacelensError, match="is not a plate"):
+            hotlists.add_plate(text, "stolen", _later(), "tester")
+    wide = hotlists.add_plate("ａｂｃ １２３", "stolen", _later(), "tester")
+    assert (wide.plate, wide.plate_key) == ("ABC 123", "ABC123")
+    spaced = hotlists.add_plate(" xy\t-\n 99 ", "stolen", _later(), "tester")
+    assert (spaced.plate, spaced.plate_key) == ("XY - 99", "XY99")
+    loaded = hotlists.load()
+    now = datetime.now(UTC)
+    assert loaded.hotlists.plate_hit("ABC123", now) is not None
+    assert loaded.hotlists.plate_hit("XY99", now) is not None
+    with hotlists.sessions() as s:
+        assert s.query(PlateHotlistEntry).count() == 2
+
+
+def _watch_street(*args: object, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FACELENS_DATA_DIR=str(tmp_path / "data"))
+    run = subprocess.run([str(CLI), "watch-street", *map(str, args)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in run.stderr, run.stderr
+    return run
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--rule", "", "names no class"),
+    ("--rule", "car red", "'red' must come right before"),
+    ("--rule", "person", "must describe someone"),
+    ("--plate", "ABС123", "a plate is Latin letters"),
+    ("--plate", "-", "is not a plate"),
+])
+def test_watch_street_refuses_what_the_stored_lists_refuse(
+        tmp_path: Path, option: str, value: str, said: str) -> None:
+    """--rule "" matched every passer-by (the run alerted on each person with a crop), and
+    "car red" every car: the command line's lists are checked as the stored ones, before any
+    frame is read."""
+    clip = tmp_path / "never-read.mp4"
+    clip.write_bytes(b"")
+    run = _watch_street(clip, option, value, tmp_path=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert said in run.stderr and "never-read" not in run.stderr, run.stderr
