@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from facelens.gallery.index_cache import IndexCache
 from facelens.service.http import ApiError, metrics
 from facelens.service.keys import Principal
+from facelens.service.params import Moment
 from facelens.service.security import requires, service, still_allowed
 from facelens.store.tables import Event, EventStatus, as_utc, aware
 
@@ -99,7 +99,7 @@ def list_events(request: Request, response: Response,
                     description="face, plate or rule")] = None,
                 plate: Annotated[str | None, Query(
                     description="Alerts of the hotlist entries for this plate")] = None,
-                since: Annotated[datetime | None, Query(
+                since: Annotated[Moment | None, Query(
                     description="ISO-8601; events at or after it")] = None,
                 cursor: Annotated[int | None, Query(
                     description="The X-Next-Cursor header of the previous page")] = None,

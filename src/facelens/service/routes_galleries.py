@@ -14,6 +14,7 @@ from facelens.policy.live_face import embedded_main_face
 from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import quantised
+from facelens.service.params import RowId
 from facelens.service.routes_faces import run_audited
 from facelens.service.security import probe_limiter, requires, service
 from facelens.service.uploads import ConsentForm, Far, read_upload, read_uploads
@@ -213,7 +214,7 @@ def list_corrections(request: Request, subject_id: str,
 
 @router.delete("/subjects/{subject_id}/corrections/{correction_id}", status_code=204,
                summary="Undo a correction: the picture may match the subject again")
-def undo_correction(request: Request, subject_id: str, correction_id: int,
+def undo_correction(request: Request, subject_id: str, correction_id: RowId,
                     principal: Principal = requires("identify")) -> Response:
     state = service(request)
     state.galleries.undo_correction(subject_id, correction_id)

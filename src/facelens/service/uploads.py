@@ -14,6 +14,7 @@ from pydantic import BeforeValidator
 from facelens.gallery.service import ConsentRecord
 from facelens.service.http import ApiError
 from facelens.service.limits import HEAVY, HEAVY_PIXELS
+from facelens.service.params import Moment
 from facelens.service.security import CALLER, pixel_budget
 from facelens.vision.decode import image_size
 
@@ -33,7 +34,7 @@ def _day_means_its_end(value: object) -> object:
     return value
 
 
-EndTime = Annotated[datetime, BeforeValidator(_day_means_its_end)]
+EndTime = Annotated[Moment, BeforeValidator(_day_means_its_end)]
 """An end time in a JSON body: a date alone means the end of that day (UTC), as the enrol forms'
 expiry dates do (pydantic read it as the day's first instant)."""
 
