@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from facelens.errors import BadImageError
 from facelens.service.app import create_app
 from facelens.service.state import ServiceState
 from facelens.settings import Settings
+from facelens.vision.decode import load_image
 
 CONSENT = {"legal_basis": "consent", "consent_purpose": "door access", "recorded_by": "desk"}
 SCOPES = ("admin", "detect", "identify", "events", "enrol")
@@ -75,3 +78,23 @@ def test_a_correction_id_past_64_bits_is_refused_naming_it(app: App) -> None:
             f"/v1/subjects/nobody/corrections/{correction}", headers=app.auth("identify")))
         assert (status, code) == (422, "validation_error"), correction
         assert message.startswith("path.correction_id: "), message
+
+
+# ------------------------------------------------------------------ the Python API's images
+def test_a_closed_pil_image_is_said_to_be_closed_not_corrupt(fixtures_dir: Path) -> None:
+    # face_recognition's users pass PIL images; closed ones read "truncated or corrupt image:
+    # AssertionError" (the `with` block left) or "... Operation on closed image" (close()).
+    photo = fixtures_dir / "obama.jpg"
+    with Image.open(photo) as left_block:
+        pass
+    closed = Image.open(photo)
+    closed.close()
+    with photo.open("rb") as file:
+        file_closed = Image.open(file)
+    for image in (left_block, closed, file_closed):
+        with pytest.raises(BadImageError, match=r"^the PIL image was closed before its pixels "
+                                                r"were read: load\(\) it before closing it"):
+            load_image(image)
+    with Image.open(photo) as loaded:
+        loaded.load()
+    assert load_image(loaded).shape == (1137, 910, 3)  # loaded, then closed: still usable

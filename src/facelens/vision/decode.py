@@ -159,6 +159,13 @@ def _from_pil(img: Image.Image, max_side: int | None = None) -> np.ndarray:
         if max_side and max(img.size) > max_side and img.format == "JPEG":
             img.draft(img.mode, (max_side, max_side))  # decodes at 1/2, 1/4 or 1/8 scale
         img.load()  # truncated files raise here, as long as LOAD_TRUNCATED_IMAGES stays False
+    except _PIL_ERRORS as e:
+        if _closed(img):
+            raise BadImageError("the PIL image was closed before its pixels were read: load() "
+                                "it before closing it or its file (or leaving its `with "
+                                "Image.open(...)` block), or pass the path") from e
+        raise BadImageError(f"truncated or corrupt image: {_why(e)}") from e
+    try:
         # exif_transpose returns a new image (the caller's is never modified); skipped when
         # there is nothing to turn, as it copies every pixel even then.
         turned = img.getexif().get(ExifTags.Base.Orientation, 1) not in (0, 1)
@@ -171,6 +178,14 @@ def _from_pil(img: Image.Image, max_side: int | None = None) -> np.ndarray:
         return _pil_to_rgb(upright)
     except _PIL_ERRORS as e:
         raise BadImageError(f"cannot convert {img.mode} image to RGB: {_why(e)}") from e
+
+
+def _closed(img: Image.Image) -> bool:
+    """Whether the image's pixels can no longer be read: close() was called (PIL then fails
+    with "Operation on closed image"), or its file was closed before load() (AssertionError,
+    "seek of closed file"). Only asked once load() failed: a loaded image needs no file."""
+    fp = getattr(img, "fp", None)  # Image.new's images have none; close() sets it to None
+    return fp is None or bool(getattr(fp, "closed", False))
 
 
 def _shrunk(img: Image.Image, max_side: int) -> Image.Image:
