@@ -288,11 +288,14 @@ class SceneWatch:
                 "crop_jpeg": jpeg}
 
     def _labels(self) -> list[tuple[np.ndarray, str, bool]]:
+        """The counted tracks seen in the last detected frame. A track missed there is kept
+        for a few frames in case it reappears, but drawn at its old place it is a ghost: on a
+        road, a box on empty tarmac where the car was up to 1.6 s ago."""
         labels = []
         for tracker in self._trackers.values():
             for track in tracker.tracks:
                 desc: Description | None = track.state.get("description")
-                if desc is None or desc.detections < MIN_HITS:
+                if desc is None or desc.detections < MIN_HITS or track.misses:
                     continue
                 attributes = desc.attributes()
                 words = [desc.kind, str(track.id)]
