@@ -369,6 +369,21 @@ def test_quality_flags_a_small_face(load_rgb: LoadRgb, detected: Detected) -> No
     assert 0.0 <= q.score < original.quality.score
 
 
+
+def test_quality_flags_a_face_cut_by_the_image_edge(load_rgb: LoadRgb,
+                                                     detected: Detected) -> None:
+    """Half a face is found and even verifies; enrolling it would keep a poor template, so
+    quality names the cut (enrolment skips a face with a reason). A cheek cut off is fine."""
+    rgb = load_rgb("obama.jpg")
+    left, _, right, _ = detected("obama.jpg")[0].box
+    for share, cut in ((0.2, False), (0.5, True)):
+        part = np.ascontiguousarray(rgb[:, int(left + (right - left) * share):])
+        faces = facelens.detect(part)
+        assert len(faces) == 1 and faces[0].quality is not None
+        flagged = [r for r in faces[0].quality.reasons if r.startswith("cut by the image edge")]
+        assert bool(flagged) is cut, (share, faces[0].quality.reasons)
+
+
 # --- attributes -------------------------------------------------------------------------------
 
 
