@@ -86,6 +86,23 @@ def test_leases_are_claimed_renewed_and_lost_when_not_renewed(nats_prefix: str) 
         2, 3, 2, 3)
 
 
+def test_leases_come_back_after_nats_lost_its_buckets(nats_prefix: str) -> None:
+    """NATS restarted without its JetStream store (a container recreated, /tmp wiped) has no
+    lease buckets: workers kept failing every call on them, and every camera stayed down."""
+    bus = Bus(NATS_URL)
+    try:
+        worker, api = Leases(bus, nats_prefix, 3.0, "worker-a"), Leases(bus, nats_prefix, 3.0)
+        assert worker.claim("gate")
+        drop_nats_prefix(nats_prefix)  # what such a restart leaves: no buckets at all
+        with pytest.raises(BusError):  # the call that finds them gone fails...
+            worker.renew("gate")
+        assert worker.renew("gate")  # ...and the next one runs on buckets made again
+        worker.beat({"cameras": {"gate": {"status": "running"}}})
+        assert api.holders() == {"gate": "worker-a"} and set(api.live_workers()) == {"worker-a"}
+    finally:
+        bus.close()
+
+
 def test_a_worker_without_nats_says_so(tmp_path: Path) -> None:
     run = subprocess.run([str(CLI), "worker"], env={**os.environ,
                          "FACELENS_DATA_DIR": str(tmp_path)}, capture_output=True, text=True,

@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+)
 from nats.js.kv import KeyValue
 
 from facelens.cluster.bus import Bus, BusError
@@ -25,6 +30,7 @@ from facelens.cluster.bus import Bus, BusError
 T = TypeVar("T")
 WRONG_LAST_SEQUENCE = (10071, 10164)
 """JetStream's error codes for a compare-and-set that found another revision."""
+STREAM_NOT_FOUND = 10059
 
 
 def changes_subject(prefix: str) -> str:
@@ -52,28 +58,39 @@ class Leases:
     def __init__(self, bus: Bus, prefix: str, ttl_s: float, me: str = "") -> None:
         self.bus, self.ttl_s, self.me = bus, ttl_s, me
         self.cameras_bucket, self.workers_bucket = f"{prefix}_cameras", f"{prefix}_workers"
-        self.cameras: KeyValue = bus.kv(self.cameras_bucket, ttl_s=ttl_s)
-        self.workers: KeyValue = bus.kv(self.workers_bucket, ttl_s=ttl_s)
         self.held: dict[str, int] = {}
         """Camera -> the revision of the lease entry this worker last wrote."""
-        for bucket in (self.cameras, self.workers):  # made by whoever came first
-            status = self._call(bucket.status())
-            if status.ttl is None or abs(status.ttl - ttl_s) > 1e-3:
-                raise BusError(f"KV bucket {status.bucket} keeps entries {status.ttl} s, not "
-                               f"lease_ttl_s = {ttl_s} s: every API and worker must use one "
-                               "lease_ttl_s (delete the bucket to change it)")
+        self._open()
 
-    def _call(self, coro: Awaitable[T]) -> T:
+    def _open(self) -> None:
+        """The two buckets, made by whoever comes first, and made again when they vanished."""
+        self.cameras: KeyValue = self.bus.kv(self.cameras_bucket, ttl_s=self.ttl_s)
+        self.workers: KeyValue = self.bus.kv(self.workers_bucket, ttl_s=self.ttl_s)
+        for bucket in (self.cameras, self.workers):
+            status = self._call(bucket.status(), reopen=False)
+            if status.ttl is None or abs(status.ttl - self.ttl_s) > 1e-3:
+                raise BusError(f"KV bucket {status.bucket} keeps entries {status.ttl} s, not "
+                               f"lease_ttl_s = {self.ttl_s} s: every API and worker must use "
+                               "one lease_ttl_s (delete the bucket to change it)")
+
+    def _call(self, coro: Awaitable[T], reopen: bool = True) -> T:
         """bus.call, with NATS failures (timeouts, no connection) raised as BusError; a lost
-        compare-and-set stays KeyWrongLastSequenceError."""
+        compare-and-set stays KeyWrongLastSequenceError. A bucket found missing is made again
+        (`reopen`) for the next call."""
         try:
             return self.bus.call(coro)
         except KeyWrongLastSequenceError:
             raise
-        except APIError as e:
-            if e.err_code in WRONG_LAST_SEQUENCE:  # kv.delete(last=…) reports it raw
-                raise KeyWrongLastSequenceError(description=e.description) from e
-            raise BusError(f"NATS: {e}") from e
+        except (NoStreamResponseError, APIError) as e:
+            if isinstance(e, APIError) and e.err_code in WRONG_LAST_SEQUENCE:
+                raise KeyWrongLastSequenceError(description=e.description) from e  # kv.delete
+            if reopen and (isinstance(e, NoStreamResponseError)
+                           or e.err_code == STREAM_NOT_FOUND):
+                # The buckets are gone (NATS restarted without its JetStream store): without
+                # them again no lease is ever renewed or claimed, and every camera stays down.
+                with contextlib.suppress(BusError, NatsError, TimeoutError):
+                    self._open()
+            raise BusError(f"NATS: {type(e).__name__}: {e}") from e
         except (NatsError, TimeoutError) as e:
             raise BusError(f"NATS: {type(e).__name__}: {e}") from e
 
