@@ -112,8 +112,8 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
         DescriptionRule,
         Hotlists,
         PlateEntry,
-        check_description,
         listed_plate,
+        parse_description,
     )
     from facelens.settings import get_settings
     from facelens.video.scene_watch import SceneWatch, watch_scene
@@ -121,8 +121,10 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
 
     now = datetime.now(UTC)
     until = now + timedelta(days=1)  # a CLI run's lists live as long as the run
-    with errors():  # checked as the stored lists are: "" or "car red" would alert on everyone
-        rules = [DescriptionRule(text, *check_description(text), reason="command line",
+    # Parsed as the stored lists are ("" or "car red" alerted on every passer-by or car), but
+    # a run on one's own video may ask for every person ("person"): its alerts are printed.
+    with errors():
+        rules = [DescriptionRule(text, *parse_description(text), reason="command line",
                                  added_by="cli", start=now, expires=until) for text in rule or []]
         plates = [PlateEntry(listed_plate(text), "command line", "cli", until)
                   for text in plate or []]
