@@ -5,6 +5,7 @@ or another plate is worse than an error), from the store, the REST routes and th
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
 import pytest
 
 from facelens.errors import FacelensError
@@ -156,3 +158,25 @@ def test_the_annotated_video_draws_no_ghost_boxes(shared_data: Path) -> None:
         drawn += len(labels)
     assert drawn > 40  # the motorway's cars are drawn
 
+
+def test_watch_street_on_a_cut_off_file_reports_what_it_read(shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    """A recording cut off mid-file: the counts and annotated video of the frames before the
+    cut, then the decoder's error and exit 2. Everything read was thrown away with the error;
+    a file that is no video at all still fails at once."""
+    whole = (shared_data / "street" / "intel_car-detection.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[:len(whole) // 6])
+    out = tmp_path / "annotated.mp4"
+    run = _watch_street(cut, "--fps", 5, "--out", out, tmp_path=tmp_path)
+    assert run.returncode == 2, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["frames"] > 5 and summary["error"], summary
+    assert summary["error"] in " ".join(run.stderr.split()), run.stderr
+    video = cv2.VideoCapture(str(out))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == summary["frames"]
+    video.release()
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    run = _watch_street(empty, tmp_path=tmp_path)
+    assert (run.returncode, run.stdout) == (2, ""), run.stderr

@@ -117,7 +117,7 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
     )
     from facelens.settings import get_settings
     from facelens.video.scene_watch import SceneWatch, watch_scene
-    from facelens.video.source import VideoSource
+    from facelens.video.source import SourceError, VideoSource
 
     now = datetime.now(UTC)
     until = now + timedelta(days=1)  # a CLI run's lists live as long as the run
@@ -143,10 +143,12 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                            detect_side=get_settings().street_detect_side)
         frames = VideoSource(source, fps=fps, max_retries=reconnects).frames()
         summary = watch_scene(frames, scene, out_video, fps)
-    if as_json:  # stdout holds only the alert lines
-        print(json.dumps(summary, indent=1), file=sys.stderr)
-    else:
-        emit(summary)
+        if as_json:  # stdout holds only the alert lines
+            print(json.dumps(summary, indent=1), file=sys.stderr)
+        else:
+            emit(summary)
+        if summary["error"]:  # the counts above are of the frames before it
+            raise SourceError(summary["error"])
 
 
 def eval_street(folder: Path,

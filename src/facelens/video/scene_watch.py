@@ -39,7 +39,7 @@ from facelens.scene.attributes import (
 from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, Objects, detect_street
 from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
 from facelens.scene.pose import body_pose
-from facelens.video.source import Frame
+from facelens.video.source import Frame, SourceError
 from facelens.video.tracker import IouTracker, Track
 from facelens.video.writer import AnnotatedWriter
 from facelens.vision.decode import encode_jpeg
@@ -319,10 +319,11 @@ def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = N
                 fps: float = 5.0) -> dict[str, Any]:
     """Run `scene` over `frames` (optionally writing an annotated video) until they end or
     Ctrl-C; a summary back: frames, detected frames, counts per class, CPU and wall ms per
-    frame, and whether it was interrupted."""
+    frame, whether it was interrupted, and the source's error when it failed after some
+    frames (a file cut short: what came before still counts; one failing at once raises)."""
     writer = AnnotatedWriter(out, fps) if out is not None else None
     start, cpu = time.perf_counter(), time.process_time()
-    interrupted = False
+    interrupted, error = False, None
     try:
         for frame in frames:
             labels = scene.process(frame)
@@ -330,6 +331,10 @@ def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = N
                 writer.write(frame.rgb, labels)
     except KeyboardInterrupt:  # how a live stream ends: its counts are still the answer
         interrupted = True
+    except SourceError as e:
+        if not scene.frames:
+            raise
+        error = str(e)
     finally:
         if writer is not None:
             writer.close()
@@ -341,4 +346,4 @@ def watch_scene(frames: Iterable[Frame], scene: SceneWatch, out: Path | None = N
             "tracks_per_class": dict(per_class),
             "wall_ms_per_frame": round((time.perf_counter() - start) * 1000 / frames, 1),
             "cpu_ms_per_frame": round((time.process_time() - cpu) * 1000 / frames, 1),
-            "interrupted": interrupted}
+            "interrupted": interrupted, "error": error}
