@@ -21,8 +21,9 @@ PALETTE = ("black", "white", "grey", "red", "orange", "yellow", "green", "blue",
            "brown")
 """The one fixed palette every colour attribute names (scene/attributes.py) and a
 description may ask for."""
-PLATE_KEY_CHARS = range(2, 13)
-"""Plate keys (letters and digits) this long are plates; anything else is refused."""
+PLATE_KEY_CHARS = range(4, 11)
+"""Plates of this many letters and digits are read (scene/plates.py); a hotlist entry of
+another length could never match, so it is refused."""
 MIN_ATTRIBUTE_CONFIDENCE = 0.4
 """An attribute below this confidence never satisfies a rule: a guess does not raise an
 alert."""
@@ -35,7 +36,7 @@ def plate_key(text: str) -> str:
 
 def listed_plate(plate: str) -> str:
     """`plate` as a hotlist lists it (full-width forms folded, spaces collapsed, upper case),
-    refused unless its letters and digits are Latin A-Z and 0-9, 2-12 of them, and it holds no
+    refused unless its letters and digits are Latin A-Z and 0-9, 4-10 of them, and it holds no
     control character: plates are read over those alone, so a look-alike from another script
     (Cyrillic А, Greek Ο) was dropped from the key and the entry silently listed another,
     shorter plate."""
@@ -46,7 +47,8 @@ def listed_plate(plate: str) -> str:
         raise FacelensError(f"{plate!r} holds {foreign!r}: a plate is Latin letters A-Z and "
                             "digits 0-9 (spaces and dashes aside)")
     if len(plate_key(text)) not in PLATE_KEY_CHARS:
-        raise FacelensError(f"{plate!r} is not a plate (2-12 letters and digits)")
+        raise FacelensError(f"{plate!r} is not a plate that is read ({PLATE_KEY_CHARS[0]}-"
+                            f"{PLATE_KEY_CHARS[-1]} letters and digits)")
     return text.upper()
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from facelens.events.hotlists import PLATE_KEY_CHARS
 from facelens.geometry import iou
 from facelens.scene.detect import MOTOR_VEHICLES, Objects, detect_objects
 from facelens.scene.ocr import TextLine, line_crop, text_detector, text_recogniser
@@ -47,7 +48,7 @@ MAX_FIXES = 2
 TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "B": "8", "S": "5",
             "G": "6", "T": "7", "A": "4"}
 TO_LETTER = {"0": "O", "1": "I", "2": "Z", "8": "B", "5": "S", "6": "G", "7": "T", "4": "A"}
-MIN_LENGTH, MAX_LENGTH = 4, 10
+MIN_LENGTH, MAX_LENGTH = PLATE_KEY_CHARS[0], PLATE_KEY_CHARS[-1]
 VEHICLE_MARGIN = 0.08
 """Part of the box's size added on each side: detector boxes often clip the bumper."""
 PLATE_CONTEXT = (0.5, 0.8)
