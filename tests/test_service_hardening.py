@@ -4,7 +4,8 @@ naming the field; refused writes leave an audit row; and the Python API's image 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ class App:
         return [(field, (name, (self.fixtures / name).read_bytes(), "image/jpeg"))]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Iterator[App]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("hardening") / "data",
-                        rate_burst=10_000, rate_per_minute=1e6)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest, tmp_path: Path, fixtures_dir: Path) -> Iterator[App]:
+    """The service on the embedded store and on PostgreSQL (whose columns hold their lengths)."""
+    url = request.getfixturevalue("postgres").url if request.param == "postgresql" else None
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, rate_burst=10_000,
+                        rate_per_minute=1e6)
     with TestClient(create_app(settings)) as client:
         state: ServiceState = client.app.state.facelens  # type: ignore[attr-defined]
         keys = {scope: state.keys.create(f"only-{scope}", [scope])[1] for scope in SCOPES}
@@ -78,6 +81,71 @@ def test_a_correction_id_past_64_bits_is_refused_naming_it(app: App) -> None:
             f"/v1/subjects/nobody/corrections/{correction}", headers=app.auth("identify")))
         assert (status, code) == (422, "validation_error"), correction
         assert message.startswith("path.correction_id: "), message
+
+
+# --------------------------------------------------------------------- refused writes audited
+def new_rows(app: App, request: Callable[[], Any]) -> tuple[Any, list[tuple[str, str, str, Any]]]:
+    """The response to `request` and the audit rows it added (actor, action, outcome, detail)."""
+    before = app.state.audit.entries(1)[0].id
+    response = request()
+    rows = [(e.actor, e.action, e.outcome, json.loads(e.detail))
+            for e in reversed(app.state.audit.entries(100)) if e.id > before]
+    return response, rows
+
+
+def test_a_refused_write_leaves_one_audit_row_naming_who_tried_what(app: App) -> None:
+    # Only enrol, identify and verify audited their refusals (inside the inference pool): a
+    # write refused for its fields (422), its scope (403), an unknown id (404) or a conflict
+    # (409) left no trace of who tried it.
+    c, admin = app.client, app.auth("admin")
+    c.post("/v1/galleries", headers=admin, json={"name": "audited", "purpose": "door"})
+    label = {scope: app.state.keys.authenticate(key).label  # type: ignore[union-attr]
+             for scope, key in app.keys.items()}
+    refused = [
+        (lambda: c.post("/v1/keys", headers=admin, json={"name": "ci", "scopes": []}),
+         "admin", "create_key", 422, "scopes: List should have at least 1 item"),
+        (lambda: c.post("/v1/keys", headers=app.auth("detect"),
+                        json={"name": "ci", "scopes": ["admin"]}),
+         "detect", "create_key", 403, "this key lacks the admin scope"),
+        (lambda: c.post("/v1/galleries/audited/subjects", headers=app.auth("enrol"),
+                        data={"name": "obama"}, files=app.photo("obama.jpg")),
+         "enrol", "enrol", 422, "legal_basis: Field required"),
+        (lambda: c.delete("/v1/subjects/nobody", headers=app.auth("enrol")),
+         "enrol", "delete_subject", 404, "no subject nobody"),
+        (lambda: c.post("/v1/galleries", headers=admin,
+                        json={"name": "audited", "purpose": "door"}),
+         "admin", "create_gallery", 409, "gallery 'audited' already exists"),
+        (lambda: c.patch("/v1/cameras/gate", headers=admin, json={"fps": 100}),
+         "admin", "change_camera", 422, "fps: Input should be less than"),
+        (lambda: c.post("/v1/hotlists/plates", headers=admin,
+                        json={"plate": "AB123", "reason": "no"}),
+         "admin", "add_plate", 422, "reason: String should have at least"),
+    ]
+    for request, scope, action, status, reason in refused:
+        response, rows = new_rows(app, request)
+        assert response.status_code == status, response.text
+        ((actor, logged, outcome, detail),) = rows
+        assert (actor, logged, outcome, detail["status"]) == (label[scope], action, "refused",
+                                                              status)
+        assert detail["reason"].startswith(reason), detail
+        assert detail["request"] == f"{response.request.method} {response.url.path}"
+    assert c.get("/v1/audit/verify", headers=admin).json()["ok"]
+
+
+def test_reads_unknown_keys_and_self_audited_refusals_add_no_row(app: App) -> None:
+    c = app.client
+    for request in (lambda: c.get("/v1/subjects/nobody", headers=app.auth("enrol")),
+                    lambda: c.post("/v1/keys", json={"name": "x", "scopes": ["admin"]}),
+                    lambda: c.post("/v1/detect", headers=app.auth("detect"),
+                                   files={"image": ("x.jpg", b"junk", "image/jpeg")})):
+        response, rows = new_rows(app, request)
+        assert response.status_code in (401, 404, 422) and rows == [], rows
+    # enrol audits its own refusals (a bad photo): one row, not a second from the handler
+    c.post("/v1/galleries", headers=app.auth("admin"), json={"name": "own", "purpose": "door"})
+    response, rows = new_rows(app, lambda: c.post(
+        "/v1/galleries/own/subjects", headers=app.auth("enrol"), data={"name": "x", **CONSENT},
+        files=[("images", ("x.jpg", b"junk", "image/jpeg"))]))
+    assert response.status_code == 422 and [row[1:3] for row in rows] == [("enrol", "refused")]
 
 
 # ------------------------------------------------------------------ the Python API's images

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,14 +65,41 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
+REQUEST_AUDITED: ContextVar[bool] = ContextVar("facelens_request_audited", default=False)
+"""Whether the request being served wrote an audit row already (enrol, identify, verify, the
+liveness answer and the door audit their own refusals): a refusal then adds none."""
+UNAUDITED = frozenset({("POST", "/v1/detect"), ("POST", "/v1/analyze"), ("POST", "/v1/embed"),
+                       ("POST", "/v1/liveness/sessions")})
+"""Routes that change nothing and whose answers are not audited, though POSTed."""
+
+
+async def audit_refusal(request: Request, status: int, message: str) -> None:
+    """A write refused to a known key (its scope, the body's fields, an unknown id, a conflict)
+    leaves an audit row: who tried what, and why it was refused; as the routes auditing their
+    own refusals do. Not reads; not 401 (no key known: an anonymous caller must not grow the
+    chain); not 429 (a refused flood must not write a row a request)."""
+    principal = getattr(request.state, "principal", None)
+    route = request.scope.get("route")
+    if (principal is None or route is None or status == 429 or REQUEST_AUDITED.get()
+            or request.method in ("GET", "HEAD", "OPTIONS")
+            or (request.method, route.path) in UNAUDITED):
+        return
+    # The action is the route's name, as enrol, identify, verify and door name theirs.
+    await request.app.state.facelens.audited(
+        principal.label, route.name, "refused", status=status, reason=message[:200],
+        request=f"{request.method} {request.url.path}"[:300])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api(_: Request, e: ApiError) -> JSONResponse:
+    async def _api(request: Request, e: ApiError) -> JSONResponse:
+        await audit_refusal(request, e.status, e.message)
         return error_response(e.status, e.code, e.message, e.headers)
 
     @app.exception_handler(FacelensError)
-    async def _facelens(_: Request, e: FacelensError) -> JSONResponse:
+    async def _facelens(request: Request, e: FacelensError) -> JSONResponse:
         status, code = next((s, c) for cls, s, c in _STATUS if isinstance(e, cls))
+        await audit_refusal(request, status, str(e))
         return error_response(status, code, str(e))
 
     @app.exception_handler(Overloaded)
@@ -81,16 +109,19 @@ def install_error_handlers(app: FastAPI) -> None:
                               {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_response(422, "validation_error",
-                              f"{where}: {first.get('msg', 'invalid request')}")
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        await audit_refusal(request, 422, message)
+        return error_response(422, "validation_error", message)
 
     @app.exception_handler(sa.exc.DataError)
-    async def _unstorable(_: Request, e: sa.exc.DataError) -> JSONResponse:
+    async def _unstorable(request: Request, e: sa.exc.DataError) -> JSONResponse:
         # Any field, query or path may carry such a value, so it is answered here.
-        return error_response(422, "validation_error", unstorable(e))
+        message = unstorable(e)
+        await audit_refusal(request, 422, message)
+        return error_response(422, "validation_error", message)
 
     @app.exception_handler(OverflowError)
     async def _out_of_range(_: Request, e: OverflowError) -> JSONResponse:
@@ -110,7 +141,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal", "internal error; the server log has details")
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, e: HTTPException) -> JSONResponse:
+    async def _http(request: Request, e: HTTPException) -> JSONResponse:
+        await audit_refusal(request, e.status_code, str(e.detail))
         return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"),
                               str(e.detail), getattr(e, "headers", None))
 

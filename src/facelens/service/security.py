@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from facelens.service.http import ApiError
+from facelens.service.http import REQUEST_AUDITED, ApiError
 from facelens.service.keys import Principal
 from facelens.service.limits import ProbeLimiter, RateLimiter
 from facelens.service.state import ServiceState
@@ -32,6 +32,7 @@ def requires(*scopes: str) -> Any:
                         bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
                         header: str | None = Security(_header)) -> Principal:
         state = service(request)
+        REQUEST_AUDITED.set(False)
         key = bearer.credentials if bearer else header
         if not key:
             raise ApiError(401, "unauthorized", "an API key is required "
@@ -41,6 +42,7 @@ def requires(*scopes: str) -> Any:
         if found is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key",
                            {"WWW-Authenticate": "Bearer"})
+        request.state.principal = found  # a refusal from here on is audited as the key's
         if scopes and not found.allows(*scopes):
             raise ApiError(403, "forbidden",
                            f"this key lacks the {' or '.join(scopes)} scope")
@@ -48,7 +50,7 @@ def requires(*scopes: str) -> Any:
         if wait:
             raise ApiError(429, "rate_limited", "too many requests for this key",
                            {"Retry-After": str(max(1, round(wait)))})
-        request.state.principal, request.state.api_key = found, key
+        request.state.api_key = key
         CALLER.set((request, found))  # the route runs in this task: uploads see it
         return found
 

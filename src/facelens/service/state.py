@@ -20,6 +20,7 @@ from facelens.events.store import EventStore
 from facelens.gallery.service import Galleries
 from facelens.liveness.sessions import SessionStore, SharedSessions
 from facelens.policy.lockout import Lockout
+from facelens.service.http import REQUEST_AUDITED
 from facelens.service.keys import KeyStore
 from facelens.service.limits import InferencePool, ProbeLimiter, RateLimiter
 from facelens.settings import Settings
@@ -85,6 +86,7 @@ class ServiceState:
 
     async def audited(self, actor: str, action: str, outcome: str, **fields: Any) -> None:
         """audit.record off the event loop (a database commit waits for the disk)."""
+        REQUEST_AUDITED.set(True)
         await run_in_threadpool(self.audit.record, actor, action, outcome, **fields)
 
     def close(self) -> None:
