@@ -15,10 +15,12 @@ from pathlib import Path
 
 import cv2
 import pytest
+from fastapi.testclient import TestClient
 
 from facelens.errors import FacelensError
 from facelens.events.hotlist_store import HotlistStore, check_description
 from facelens.events.hotlists import parse_description
+from facelens.service.app import create_app
 from facelens.settings import Settings
 from facelens.store.database import Store
 from facelens.store.tables import PlateHotlistEntry, SceneRule
@@ -181,3 +183,31 @@ def test_watch_street_on_a_cut_off_file_reports_what_it_read(shared_data: Path,
     empty.write_bytes(b"")
     run = _watch_street(empty, tmp_path=tmp_path)
     assert (run.returncode, run.stdout) == (2, ""), run.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """The service on SQLite or PostgreSQL and a key with the admin and events scopes."""
+    url = request.getfixturevalue("postgres").url if request.param == "postgresql" else None
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=url))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        key = app.state.facelens.keys.create("qa", ["admin", "events"])[1]
+        yield client, f"Bearer {key}"
+
+
+def test_street_routes_answer_odd_input_with_4xx(served: tuple[TestClient, str]) -> None:
+    """Camera names no camera can have (a NUL: PostgreSQL refused the string, a 500) and
+    times past the calendar are refused where they are parsed, naming what is wrong."""
+    client, key = served
+    for name in ("%00", "x%0Ay", "a" * 101, "%C3%A9"):
+        got = client.get(f"/v1/cameras/{name}/counts", headers={"Authorization": key})
+        assert got.status_code == 422 and "name" in got.text, (name, got.text)
+    for query in ("since=0001-01-01T00:00:00%2B05:00", "until=9999-12-31T23:59:59-12:00"):
+        got = client.get(f"/v1/counts?{query}", headers={"Authorization": key})
+        assert got.status_code == 422 and ("since" in got.text or "until" in got.text), got.text
+    rule = {"description": "red car", "reason": "search", "expires_at": _later().isoformat(),
+            "active_from": "9999-12-31T23:59:59-12:00"}
+    got = client.post("/v1/rules", json=rule, headers={"Authorization": key})
+    assert got.status_code == 422 and "active_from" in got.text, got.text
+    assert client.get("/v1/cameras/gate-1.a_b/counts",
+                      headers={"Authorization": key}).status_code == 200

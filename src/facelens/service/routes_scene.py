@@ -17,12 +17,16 @@ from facelens.errors import FacelensError
 from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
+from facelens.service.params import Moment
 from facelens.service.security import requires, service
 from facelens.service.uploads import EndTime
+from facelens.settings import NAME_PATTERN
 from facelens.store.tables import PlateHotlistEntry, SceneRule, as_utc, aware, utcnow
 
 router = APIRouter(tags=["scene"])
 EntryId = Annotated[int, Path(ge=1, lt=2**31)]
+CameraName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=100)]
+"""A camera's name as cameras are named: another can have no counts."""
 SPAN = {"minute": timedelta(days=2), "hour": timedelta(days=93)}
 """The longest window one request may ask for per bucket size (at most ~3,000 buckets), and,
 less a day, its default: the last day by minute, the last 92 days by hour."""
@@ -41,7 +45,7 @@ class NewRule(BaseModel):
     expires_at: EndTime
     cameras: list[str] = Field(default_factory=list, max_length=100)
     """Cameras it applies to; empty: every camera."""
-    active_from: datetime | None = None
+    active_from: Moment | None = None
     active_to: EndTime | None = None
 
 
@@ -119,13 +123,13 @@ def delete_rule(request: Request, entry_id: EntryId,
     return Response(status_code=204)
 
 
-Since = Annotated[datetime | None, Query(description="Default: one span before `until`.")]
-Until = Annotated[datetime | None, Query(description="Default: now.")]
+Since = Annotated[Moment | None, Query(description="Default: one span before `until`.")]
+Until = Annotated[Moment | None, Query(description="Default: now.")]
 BucketSize = Annotated[Bucket, Query()]
 
 
 @router.get("/v1/cameras/{name}/counts")
-def camera_counts(request: Request, name: str, since: Since = None, until: Until = None,
+def camera_counts(request: Request, name: CameraName, since: Since = None, until: Until = None,
                   bucket: BucketSize = "minute",
                   _: Principal = requires("events")) -> dict[str, Any]:
     """Tracks the camera's street layer counted per class, in minute or hour buckets (UTC)
