@@ -1,11 +1,12 @@
 """A deployment's mistakes at start: a database URL that is malformed, names a driver not
 installed, a server that is down, a role or database that does not exist. Every command that
 opens the store (serve, worker, keys) exits 1 with one line naming the database (password
-hidden), never a traceback."""
+hidden), never a traceback; nor a Redis that cannot be reached."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ import pytest
 from alerting import reachable
 
 CLI = Path(sys.executable).with_name("facelens")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _keys_list(tmp_path: Path, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -44,3 +51,14 @@ def test_a_role_postgresql_refuses_is_one_line(tmp_path: Path) -> None:
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert 'role "no_such_role" does not exist' in run.stderr
     assert "\n" not in run.stderr.strip() and ":pw@" not in run.stderr
+
+
+def test_an_unreachable_redis_stops_serve_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "FACELENS_DATA_DIR": str(tmp_path),
+           "FACELENS_REDIS_URL": "redis://facelens:s3cret@127.0.0.1:9/0"}  # nothing listens
+    run = subprocess.run([str(CLI), "serve", "--port", str(free_port())], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    line = run.stderr.strip()
+    assert line.startswith("error: Redis at 127.0.0.1:9 is unreachable: ") and "\n" not in line
+    assert "s3cret" not in line

@@ -19,6 +19,8 @@ from typing import TypeVar, cast
 import redis
 from redis.client import Pipeline
 
+from facelens.errors import FacelensError
+
 T = TypeVar("T")
 
 _TAKE = """
@@ -61,8 +63,10 @@ return redis.call('ZCARD', KEYS[1])
 """Record one failure at the server's time, forget those before the window: the count."""
 
 
-class SharedStateError(RuntimeError):
-    """Redis could not be reached."""
+class SharedStateError(FacelensError):
+    """Redis could not be reached (or refused the credentials) at start: one line, exit 1."""
+
+    exit_code = 1
 
 
 class SharedState:
