@@ -31,6 +31,7 @@ from facelens.service import (
 from facelens.service.http import (
     Admission,
     BodyLimit,
+    Methods,
     SecurityHeaders,
     install_error_handlers,
     install_metrics,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        archive_limit=int(settings.max_archive_mb * 2**20),
                        archive_paths=("/subjects/zip",))
     app.add_middleware(Admission, pool=lambda: _pool(app))
+    app.add_middleware(Methods)
     app.add_middleware(SecurityHeaders)
     app.include_router(routes_faces.router)
     app.include_router(routes_galleries.router)
@@ -104,10 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", tags=["admin"], summary="Liveness: answers without a key")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    # HEAD too (load balancers' and uptime checkers' probes often send it), outside the
-    # schema: one operation per route there.
-    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     # The console is a static shell (no data in it); every call it makes carries the key.
     @app.get("/", include_in_schema=False)

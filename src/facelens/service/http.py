@@ -12,9 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facelens.errors import (
@@ -143,8 +144,55 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException) -> JSONResponse:
         await audit_refusal(request, e.status_code, str(e.detail))
+        headers = getattr(e, "headers", None)
+        if e.status_code == 405 and (allowed := allowed_methods(request.scope)):
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}  # every route's
         return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"),
-                              str(e.detail), getattr(e, "headers", None))
+                              str(e.detail), headers)
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """The methods the app answers at the scope's path: those of every route there (Starlette's
+    405 named the first route's only, so GET /v1/galleries hid its POST), HEAD wherever GET is
+    and OPTIONS (Methods answers both). None for a path no route holds, or only a static
+    mount (StaticFiles answers for itself)."""
+    allowed = {method for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+               for route in scope["app"].router.routes if not isinstance(route, Mount)
+               and route.matches({**scope, "method": method})[0] is Match.FULL}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed | {"OPTIONS"}) if allowed else []
+
+
+class Methods:
+    """HEAD wherever GET is, and OPTIONS saying which methods a path takes (RFC 9110 9.3.2,
+    9.3.7): FastAPI's routes answered both with 405. A HEAD runs as the GET, its body
+    dropped and, once the headers are out, the GET stopped (a stream would run for minutes)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = (allowed_methods(scope) if scope["type"] == "http"
+                   and scope["method"] in ("HEAD", "OPTIONS") else [])
+        if not allowed:
+            await self.app(scope, receive, send)
+        elif scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers={"Allow": ", ".join(allowed)})(
+                scope, receive, send)
+        else:
+            async def headers_only(message: Message) -> None:
+                if message["type"] == "http.response.body":
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    raise _HeadersSent
+                await send(message)
+
+            with contextlib.suppress(_HeadersSent):
+                await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class _HeadersSent(Exception):
+    pass
 
 
 def unstorable(e: sa.exc.DataError) -> str:
