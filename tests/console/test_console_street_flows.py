@@ -5,49 +5,54 @@ The page's clock is Playwright's: the redraws are counted by moving it on, not b
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from console_support import Server, needs_chromium, sign_in
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
 REFRESH_MS = 15_000  # street.js: the counts' redraw
 
 # The console's requests, seen from the page: `window.cameraLists` counts the camera lists
-# (each counts redraw starts with one); while `window.holdPlates` is set, the hotlist requests
-# wait until `window.releasePlates()` (the page is still loading).
+# (each counts redraw starts with one); while `window.holdStreet` is set, the Street page's
+# loads (cameras, plates, rules) wait until `window.release(n)` lets the first n held go.
 WATCH_REQUESTS = """
 window.cameraLists = 0;
-let heldPlates = [];
-window.heldPlates = () => heldPlates.length;
-window.releasePlates = () => { heldPlates.forEach((go) => go()); heldPlates = []; };
+const held = [];
+window.held = () => held.length;
+window.release = (n) => held.splice(0, n).forEach((go) => go());
 const fetchNow = window.fetch;
 window.fetch = async (url, options) => {
   const path = String(url);
   if (path.endsWith("/v1/cameras")) window.cameraLists += 1;
-  if (window.holdPlates && path.endsWith("/v1/hotlists/plates")) {
-    await new Promise((go) => heldPlates.push(go));
+  if (window.holdStreet && /[/]v1[/](cameras|hotlists[/]plates|rules)$/.test(path)) {
+    await new Promise((go) => held.push(go));
   }
   return fetchNow(url, options);
 };
 """
+STREET_EMPTY = ("counts-empty", "plates-empty", "rules-empty")
 
 
 def _open_street_held(page: Page, server: Server) -> None:
-    """Signed in, the Street page opened with its hotlist request held."""
+    """Signed in, the Street page opened with its three loads held."""
     page.clock.install()
     page.add_init_script(WATCH_REQUESTS)
     sign_in(page, server)
     expect(page.locator("#nav")).to_be_visible()
-    page.evaluate("window.holdPlates = true")
+    page.evaluate("window.holdStreet = true")
     page.click("#nav-street")
-    page.wait_for_function("window.heldPlates() === 1")
+    page.wait_for_function("window.held() === 3")
 
 
-def _street_loaded(page: Page) -> None:
-    """Every load of the Street page has answered (it may be hidden)."""
-    page.evaluate("window.holdPlates = false; window.releasePlates()")
-    for testid in ("counts-empty", "plates-empty", "rules-empty"):
+def _visit_loaded(page: Page) -> None:
+    """The oldest held visit of the Street page answered and drawn (the page may be hidden)."""
+    page.evaluate("""ids => ids.forEach((id) =>
+      document.querySelector(`[data-testid=${id}]`)?.remove())""", list(STREET_EMPTY))
+    page.evaluate("window.release(3)")
+    for testid in STREET_EMPTY:
         expect(page.get_by_test_id(testid)).to_be_attached()
 
 
@@ -60,7 +65,8 @@ def _redraws_in(page: Page, ms: int) -> int:
 
 
 def _pause_clock(page: Page) -> None:
-    page.clock.pause_at(page.evaluate("Date.now()") + 1)
+    """The page's clock stops (a millisecond on): from now on only run_for moves it."""
+    page.clock.pause_at((page.evaluate("Date.now()") + 1) / 1000)  # Playwright takes seconds
 
 
 def test_leaving_the_street_page_while_it_loads_stops_the_counts_redraw(
@@ -68,7 +74,7 @@ def test_leaving_the_street_page_while_it_loads_stops_the_counts_redraw(
     _open_street_held(page, server)
     page.click("#nav-admin")  # before the Street page has loaded
     expect(page.locator("#page-admin")).to_be_visible()
-    _street_loaded(page)
+    _visit_loaded(page)
     _pause_clock(page)
     assert _redraws_in(page, 4 * REFRESH_MS) == 0
 
@@ -78,8 +84,31 @@ def test_coming_back_to_the_street_page_runs_one_counts_redraw(
     _open_street_held(page, server)
     page.click("#nav-admin")
     page.click("#nav-street")  # back before the first visit's load answered
-    page.wait_for_function("window.heldPlates() === 2")
-    _street_loaded(page)
+    page.wait_for_function("window.held() === 6")
+    page.evaluate("window.holdStreet = false")
+    _visit_loaded(page)  # the first visit's loads answer first
+    _visit_loaded(page)
     expect(page.locator("#page-street")).to_be_visible()
     _pause_clock(page)
     assert _redraws_in(page, REFRESH_MS) == 1
+
+
+def test_a_failed_counts_redraw_is_said_and_taken_back_when_the_service_answers(
+        page: Page, server: Server) -> None:
+    page.clock.install()
+    sign_in(page, server)
+    page.click("#nav-street")
+    expect(page.get_by_test_id("counts-empty")).to_be_visible()
+    _pause_clock(page)
+    list_cameras = re.compile(r".*/v1/cameras$")
+
+    def unreachable(route: Route) -> None:
+        route.abort()
+
+    page.route(list_cameras, unreachable)
+    page.clock.run_for(REFRESH_MS)
+    alert = page.get_by_test_id("alert")
+    expect(alert).to_contain_text("cannot reach the service")
+    page.unroute(list_cameras, unreachable)
+    page.clock.run_for(REFRESH_MS)  # the redraw goes on after a failure
+    expect(alert).to_be_hidden()

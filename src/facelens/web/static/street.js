@@ -4,7 +4,7 @@
 // are on the Alerts page (kind plate or rule).
 import { api, enc } from "./api.js";
 import { can } from "./scopes.js";
-import { $, busy, el, emptyRow, fmtDate, showNotice } from "./ui.js";
+import { $, busy, clearError, el, emptyRow, fmtDate, showError, showNotice } from "./ui.js";
 
 // Counts: one SVG chart per camera with the street layer on, a line per class (drawn here: the
 // console loads no chart library and nothing from elsewhere).
@@ -168,16 +168,28 @@ async function addRule(event) {
 }
 
 let loop = null; // the counts' redraw while the page is shown ({timer}); null when it is not
+let refreshError = null; // the message a failed redraw showed, until one works again
 
 // The next redraw is set once this one has answered: a slow service never has two running.
+// A failed one says why and tries again (the charts stay as last drawn), unless the key was
+// signed out (401, already said) or lost its scope (403).
 function schedule(current) {
   current.timer = setTimeout(async () => {
     if (loop !== current) return;
     try {
       await loadCounts();
+      if (refreshError !== null) clearError(refreshError); // the service answers again
+      refreshError = null;
     } catch (e) {
-      if (loop === current) leaveStreet(); // signed out, or the key lost its scope
-      return;
+      if (loop !== current) return;
+      if (e.status !== 401) {
+        refreshError = e.message;
+        showError(e.message);
+      }
+      if (e.status === 401 || e.status === 403) {
+        leaveStreet();
+        return;
+      }
     }
     if (loop === current) schedule(current);
   }, REFRESH_MS);
@@ -188,6 +200,7 @@ export async function showStreet() {
   leaveStreet();
   const current = { timer: null };
   loop = current;
+  refreshError = null;
   await busy(null, () => Promise.all([loadCounts(), loadPlates(), loadRules()]));
   if (loop === current) schedule(current);
 }
