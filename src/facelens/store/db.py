@@ -45,7 +45,10 @@ def open_engine(url: str) -> sa.Engine:
     cannot be opened."""
     try:
         shown = sa.make_url(url).render_as_string(hide_password=True)
-        engine = sa.create_engine(url, future=True)
+        # A server restarted (or a proxy's idle cut) leaves the pool's connections dead; each
+        # is tested as it is checked out, else the next alert's commit failed on one.
+        engine = sa.create_engine(url, future=True,
+                                  pool_pre_ping=not url.startswith("sqlite"))
     except (sa.exc.ArgumentError, ImportError) as e:  # malformed, or a driver not installed
         raise DatabaseUnavailableError(f"database_url: {e}") from None
     if engine.dialect.name == "sqlite":
