@@ -12,20 +12,22 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from facelens.errors import FacelensError
 from facelens.events.hotlist_store import HotlistStore, check_description
-from facelens.events.hotlists import parse_description
+from facelens.events.hotlists import Hotlists, PlateEntry, parse_description
 from facelens.service.app import create_app
 from facelens.settings import Settings
 from facelens.store.database import Store
 from facelens.store.tables import PlateHotlistEntry, SceneRule
 from facelens.video.scene_watch import SceneWatch
-from facelens.video.source import VideoSource
+from facelens.video.source import Frame, VideoSource
 
 CLI = Path(sys.executable).with_name("facelens")
 
@@ -211,3 +213,39 @@ def test_street_routes_answer_odd_input_with_4xx(served: tuple[TestClient, str])
     assert got.status_code == 422 and "active_from" in got.text, got.text
     assert client.get("/v1/cameras/gate-1.a_b/counts",
                       headers={"Authorization": key}).status_code == 200
+
+
+def test_an_unreadable_parked_car_neither_keeps_the_reader_nor_is_read_for_ever(
+        shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A car seen from above (its plate out of sight) beside a hotlisted car, both standing:
+    the plate reader's one read per frame went to the larger car with no reading, on every
+    frame, so the hotlisted plate next to it was never read and never alerted."""
+    from facelens.eval.plates import load_labels
+    from facelens.video import scene_watch
+
+    read_boxes: list[float] = []
+    real_read = scene_watch.read_plate
+
+    def counted(rgb: np.ndarray, box: np.ndarray, *args: Any, **kw: Any) -> Any:
+        read_boxes.append(float(box[0]))
+        return real_read(rgb, box, *args, **kw)
+
+    monkeypatch.setattr(scene_watch, "read_plate", counted)  # counts the calls, reads as is
+    parked = next(itertools.islice(VideoSource(
+        str(shared_data / "street" / "intel_car-detection.mp4"), fps=5).frames(), 30, 31)).rgb
+    label = load_labels(shared_data / "plates" / "us")[0]
+    photo = cv2.cvtColor(cv2.imread(str(label.image)), cv2.COLOR_BGR2RGB)
+    height = parked.shape[0]
+    photo = cv2.resize(photo, (photo.shape[1] * height // photo.shape[0], height))
+    frame = np.ascontiguousarray(np.concatenate([parked, photo], axis=1))
+    alerts: list[dict[str, Any]] = []
+    later = datetime.now(UTC) + timedelta(days=1)
+    scene = SceneWatch("qa", Hotlists([PlateEntry(label.text, "stolen", "qa", later)]),
+                       on_alert=alerts.append, gate=False)
+    frames = 2 * scene_watch.PLATE_TRIES
+    for i in range(frames):
+        scene.process(Frame(i, i / 5, frame))
+    assert [a["matched"] for a in alerts] == [f"plate:{label.text}"]
+    on_parked = [x for x in read_boxes if x < parked.shape[1]]
+    assert 0 < len(on_parked) <= scene_watch.PLATE_TRIES  # then left alone
+    assert len(read_boxes) < frames

@@ -57,9 +57,13 @@ PLATE_MIN_HEIGHT = 60
 """Vehicle box height (px) below which no plate is looked for: too small to read."""
 PLATE_READS = 3
 """A vehicle's plate is no longer read once this many readings agree."""
+PLATE_TRIES = 25
+"""...or it was read this many times (5 s at 5 fps): a parked car whose plate cannot be read
+(seen from above, turned away) was read on every detected frame for as long as it stood."""
 PLATES_PER_FRAME = 1
-"""Plate reads per detected frame (a read costs about two detections): the vehicles with the
-fewest readings first, the largest among them, so a busy road is read in turn."""
+"""Plate reads per detected frame (a read costs about two detections): the vehicles read the
+fewest times first, the largest among them, so a busy road is read in turn (by readings, not
+tries, an unreadable car kept the turn of every other)."""
 PLATE_SCAN_MIN = 320
 """A vehicle box is scanned for text at twice its size, between this and VEHICLE_SCAN px:
 upscaling a small box further costs time and finds no more characters."""
@@ -196,8 +200,9 @@ class SceneWatch:
             for track in seen:
                 if track.misses == 0 and self._describe(track, frame.rgb, now):
                     readable.append(track)
-        readable.sort(key=lambda t: (len(t.state["description"].plates), t.box[1] - t.box[3]))
+        readable.sort(key=lambda t: (t.state.get("plate_tries", 0), t.box[1] - t.box[3]))
         for track in readable[:PLATES_PER_FRAME]:
+            track.state["plate_tries"] = track.state.get("plate_tries", 0) + 1
             longer = float(max(track.box[2] - track.box[0], track.box[3] - track.box[1]))
             reading = read_plate(frame.rgb, track.box, self.region,
                                  scan_side=int(min(VEHICLE_SCAN, max(PLATE_SCAN_MIN, 2 * longer))))
@@ -237,7 +242,7 @@ class SceneWatch:
         best = desc.plate()
         agreeing = sum(p.text == best.text for p in desc.plates) if best else 0
         return (name in MOTOR_VEHICLES and box[3] - box[1] >= PLATE_MIN_HEIGHT
-                and agreeing < PLATE_READS)
+                and agreeing < PLATE_READS and track.state.get("plate_tries", 0) < PLATE_TRIES)
 
     def _face(self, track: Track, desc: Description, rgb: np.ndarray) -> None:
         """The face belonging to this person box (the largest in its top third), matched to the
