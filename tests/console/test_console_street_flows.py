@@ -6,9 +6,10 @@ The page's clock is Playwright's: the redraws are counted by moving it on, not b
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from console_support import Server, needs_chromium, sign_in
+from console_support import Server, accept_next_dialog, api_call, needs_chromium, sign_in
 from playwright.sync_api import Page, Route, expect
 
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -34,6 +35,10 @@ window.fetch = async (url, options) => {
 };
 """
 STREET_EMPTY = ("counts-empty", "plates-empty", "rules-empty")
+
+
+def _days_ahead(days: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
 
 
 def _open_street_held(page: Page, server: Server) -> None:
@@ -112,3 +117,19 @@ def test_a_failed_counts_redraw_is_said_and_taken_back_when_the_service_answers(
     page.unroute(list_cameras, unreachable)
     page.clock.run_for(REFRESH_MS)  # the redraw goes on after a failure
     expect(alert).to_be_hidden()
+
+
+def test_deleting_a_plate_deleted_elsewhere_takes_its_stale_row_away(
+        page: Page, server: Server) -> None:
+    plate = api_call(server.base, "/v1/hotlists/plates", server.key, {
+        "plate": "GONE123", "reason": "stolen, case 9", "expires_at": _days_ahead(7)})
+    sign_in(page, server)
+    page.click("#nav-street")
+    row = page.get_by_test_id(f"plate-{plate['id']}")
+    expect(row).to_be_visible()
+    api_call(server.base, f"/v1/hotlists/plates/{plate['id']}", server.key, method="DELETE")
+    accept_next_dialog(page)
+    page.get_by_test_id(f"plate-delete-{plate['id']}").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Plate GONE123 deleted already.")
+    expect(row).to_have_count(0)
+    expect(page.get_by_test_id("alert")).to_be_hidden()

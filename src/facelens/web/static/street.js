@@ -96,11 +96,22 @@ async function loadCounts() {
 // An <input type="datetime-local"> value (local time) as ISO-8601 UTC; "" -> null.
 const isoOf = (local) => (local ? new Date(local).toISOString() : null);
 
-function deleteButton(label, testid, action) {
+// Deletes `what` (e.g. "plate AB12CDE") at `path` on confirm, then lists `reload` again. One
+// deleted meanwhile elsewhere (404) is what was asked for: the stale row goes, without an error.
+function deleteButton(what, testid, path, reload) {
   if (!can("admin")) return "";
+  const done = `${what[0].toUpperCase()}${what.slice(1)} deleted`;
   return el("button", { type: "button", class: "danger", dataset: { testid },
-    "aria-label": `Delete ${label}`, onclick: (e) => {
-      if (confirm(`Delete ${label}? Its alerts are deleted with it.`)) busy(e.currentTarget, action);
+    "aria-label": `Delete ${what}`, onclick: (e) => {
+      if (!confirm(`Delete ${what}? Its alerts are deleted with it.`)) return;
+      busy(e.currentTarget, async () => {
+        const outcome = await api(path, { method: "DELETE" }).then(() => `${done}.`, (error) => {
+          if (error.status !== 404) throw error;
+          return `${done} already.`;
+        });
+        await reload();
+        showNotice(outcome);
+      });
     } }, "Delete");
 }
 
@@ -116,11 +127,8 @@ async function loadPlates() {
   tbody.replaceChildren(...plates.map((p) => el("tr", { dataset: { testid: `plate-${p.id}` } },
     el("td", {}, p.plate), el("td", {}, p.reason), el("td", {}, p.added_by),
     el("td", {}, fmtDate(p.expires_at)), el("td", {}, state(p)),
-    el("td", {}, deleteButton(`plate ${p.plate}`, `plate-delete-${p.id}`, async () => {
-      await api(`/v1/hotlists/plates/${p.id}`, { method: "DELETE" });
-      await loadPlates();
-      showNotice(`Plate ${p.plate} deleted.`);
-    })))));
+    el("td", {}, deleteButton(`plate ${p.plate}`, `plate-delete-${p.id}`,
+      `/v1/hotlists/plates/${p.id}`, loadPlates)))));
 }
 
 async function loadRules() {
@@ -134,11 +142,8 @@ async function loadRules() {
     el("td", {}, r.description), el("td", {}, r.cameras.length ? r.cameras.join(", ") : "all"),
     el("td", {}, `${fmtDate(r.active_from)} – ${r.active_to ? fmtDate(r.active_to) : "expiry"}`),
     el("td", {}, r.reason), el("td", {}, fmtDate(r.expires_at)), el("td", {}, state(r)),
-    el("td", {}, deleteButton(`rule “${r.description}”`, `rule-delete-${r.id}`, async () => {
-      await api(`/v1/rules/${r.id}`, { method: "DELETE" });
-      await loadRules();
-      showNotice(`Rule “${r.description}” deleted.`);
-    })))));
+    el("td", {}, deleteButton(`rule “${r.description}”`, `rule-delete-${r.id}`,
+      `/v1/rules/${r.id}`, loadRules)))));
 }
 
 async function addPlate(event) {
