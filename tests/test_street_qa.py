@@ -249,3 +249,14 @@ def test_an_unreadable_parked_car_neither_keeps_the_reader_nor_is_read_for_ever(
     on_parked = [x for x in read_boxes if x < parked.shape[1]]
     assert 0 < len(on_parked) <= scene_watch.PLATE_TRIES  # then left alone
     assert len(read_boxes) < frames
+
+
+@pytest.mark.parametrize("shape", [(2, 4096, 3), (4096, 2, 3), (1, 1, 3), (16, 16, 3)])
+def test_frames_of_any_shape_a_video_can_have_are_looked_at(shape: tuple[int, int, int]) -> None:
+    """A 4096×2 video (FFmpeg decodes one) stopped watch-street with OpenCV's assertion and
+    a traceback: the letterbox scaled its short side to 0 pixels."""
+    scene = SceneWatch("qa")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        assert scene.process(Frame(i, i / 5, rng.integers(0, 255, shape, np.uint8))) == []
+    assert scene.frames == 3

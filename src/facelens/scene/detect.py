@@ -131,7 +131,8 @@ def letterbox(rgb: np.ndarray, size: tuple[int, int] = INPUT_SIZE,
     h, w = rgb.shape[:2]
     width, height = size
     scale = min(width / w, height / h)
-    nw, nh = min(round(w * scale), width), min(round(h * scale), height)
+    # At least a pixel: a 4096×2 strip (a video can be one) scales its short side to 0.
+    nw, nh = (max(1, min(round(w * scale), width)), max(1, min(round(h * scale), height)))
     dx, dy = (width - nw) // 2, (height - nh) // 2
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = PAD_BGR  # the padding normalises to (about) zero
