@@ -103,6 +103,44 @@ def test_leases_come_back_after_nats_lost_its_buckets(nats_prefix: str) -> None:
         bus.close()
 
 
+def test_a_camera_that_failed_is_started_again(nats_prefix: str, tmp_path: Path,
+                                               shared_data: Path) -> None:
+    """A camera whose thread died (the database away as it alerted, a gallery named before it
+    was made) stayed dead under its worker, lease held, until the worker was restarted."""
+    import threading
+
+    from facelens.events.store import EventStore
+    from facelens.gallery.service import Galleries
+    from facelens.store.tables import Camera
+    from facelens.video.worker import CameraWorker
+
+    settings = Settings(data_dir=tmp_path, media_dir=shared_data / "video", nats_url=NATS_URL,
+                        nats_prefix=nats_prefix, camera_rescan_s=0.5)
+    galleries = Galleries(settings)
+    clip = str(shared_data / "video" / "short_hamilton_clip.mp4")
+    with galleries.store.sessions.begin() as s:
+        s.add(Camera(name="gate", source=clip, galleries=["door"], fps=1.0))
+    bus = Bus(NATS_URL)
+    worker = CameraWorker(settings, bus, galleries, EventStore(galleries.store), None)
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,))
+    running.start()
+    try:
+        def status() -> str:
+            runner = worker.runners.get("gate")
+            return runner.status if runner else ""
+
+        _wait_for(lambda: status() == "error: no gallery named 'door'", timeout=60)
+        galleries.create_gallery("door", "watchlist-stage")
+        _wait_for(lambda: status() in ("running", "ended"), timeout=60)
+        assert worker.leases.holders() == {"gate": worker.me}
+    finally:
+        stop.set()
+        running.join(30)
+        bus.close()
+        galleries.store.close()
+
+
 def test_a_worker_without_nats_says_so(tmp_path: Path) -> None:
     run = subprocess.run([str(CLI), "worker"], env={**os.environ,
                          "FACELENS_DATA_DIR": str(tmp_path)}, capture_output=True, text=True,

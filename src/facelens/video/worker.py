@@ -95,6 +95,7 @@ class CameraWorker:
                                         if c.enabled}
                     except sa.exc.OperationalError as e:  # keep the cameras it knows
                         log.warning("worker %s: cannot read the cameras: %s", self.me, e)
+                    self._forget_failed()
                 try:
                     self.tick()
                 except (BusError, TimeoutError, OSError) as e:  # NATS away: retry next tick
@@ -133,6 +134,16 @@ class CameraWorker:
             if name not in holders and self.leases.claim(name):
                 log.info("worker %s runs camera %s", self.me, name)
                 self._start(config)
+
+    def _forget_failed(self) -> None:
+        """A camera whose thread died on an error (the database away as it alerted, a gallery
+        not made yet) is started again by the next tick, at most once a rescan; an ended file
+        is not."""
+        for name, runner in list(self.runners.items()):
+            if not runner.alive and runner.status.startswith("error"):
+                log.warning("worker %s: camera %s failed (%s); starting it again", self.me,
+                            name, runner.status)
+                del self.runners[name]
 
     def _give_up_if_stale(self) -> None:
         """Cut off from NATS for a whole TTL, this worker's leases may be someone else's now:
