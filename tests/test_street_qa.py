@@ -260,3 +260,35 @@ def test_frames_of_any_shape_a_video_can_have_are_looked_at(shape: tuple[int, in
     for i in range(3):
         assert scene.process(Frame(i, i / 5, rng.integers(0, 255, shape, np.uint8))) == []
     assert scene.frames == 3
+
+
+def test_a_street_camera_rides_out_a_database_it_cannot_read(
+        shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hotlists are reloaded every few seconds; a database that could not be read then
+    (moved away here; a PostgreSQL restart in the field) raised out of the camera's loop and
+    stopped it, faces and all. The last entries are kept until it reads again."""
+    from facelens.events.store import EventStore
+    from facelens.video import scene_camera
+
+    monkeypatch.setattr(scene_camera, "REFRESH_S", 0.0)  # reload on every frame
+    data = tmp_path / "data"
+    store = Store(Settings(data_dir=data))
+    try:
+        rule = HotlistStore(store).add_rule("red car", "search", _later(), "tester")
+        camera = scene_camera.SceneCamera("gate", EventStore(store), None, cooldown_s=60)
+        frames = VideoSource(str(shared_data / "street" / "intel_car-detection.mp4"),
+                             fps=5).frames()
+        camera.process(next(frames))
+        assert [r.name for r in camera.loaded.hotlists.rules] == [str(rule.id)]
+        store.database.dispose()
+        (data / "facelens.db").rename(tmp_path / "away.db")
+        for frame in itertools.islice(frames, 3):
+            camera.process(frame)
+        assert [r.name for r in camera.watch.hotlists.rules] == [str(rule.id)]
+        store.database.dispose()
+        (tmp_path / "away.db").replace(data / "facelens.db")
+        HotlistStore(store).delete("rule", rule.id)
+        camera.process(next(frames))
+        assert camera.watch.hotlists.rules == []  # read again once it can be
+    finally:
+        store.close()

@@ -54,13 +54,24 @@ class SceneCamera:
     def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
         """Analyse one frame (reloading the entries when due); its labels for the preview."""
         if time.monotonic() - self._loaded_at >= REFRESH_S:
-            self.loaded = self.hotlists.load()
-            self.watch.hotlists = self.loaded.hotlists
-            self._loaded_at = time.monotonic()
+            self._reload()
         labels = self.watch.process(frame)
         if time.monotonic() - self._flushed_at >= FLUSH_S:
             self.flush()
         return labels
+
+    def _reload(self) -> None:
+        """The stored entries, read again. While the database cannot be read, the last ones
+        are kept (each still checked against its expiry per frame), as counts are kept:
+        a database restart stopped the camera, faces and all."""
+        self._loaded_at = time.monotonic()
+        try:
+            self.loaded = self.hotlists.load()
+        except SQLAlchemyError as e:
+            log.warning("camera %s: hotlists not reloaded (%s)", self.watch.camera,
+                        type(e).__name__)
+            return
+        self.watch.hotlists = self.loaded.hotlists
 
     def flush(self) -> None:
         """Add the counts gathered since the last flush to the database; kept in memory for
