@@ -19,7 +19,8 @@ const WINDOWS = { // the last hour by minute, the last day or week by hour
 // Cameras add their counts once a minute: redrawing every 15 s shows a new minute soon after.
 const REFRESH_MS = 15000;
 const SVG_NS = "http://www.w3.org/2000/svg";
-const W = 640, H = 180, LEFT = 40, RIGHT = 8, TOP = 10, BOTTOM = 22;
+// BOTTOM leaves room for the time labels drawn twice as big on a phone (style.css).
+const W = 640, H = 180, LEFT = 40, RIGHT = 8, TOP = 10, BOTTOM = 30;
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -62,7 +63,7 @@ function chart(camera, counts, step) {
   svg("line", { x1: LEFT, y1: H - BOTTOM, x2: W - RIGHT, y2: H - BOTTOM, stroke: "gray" }),
   svg("line", { x1: LEFT, y1: TOP, x2: LEFT, y2: H - BOTTOM, stroke: "gray" }),
   label(String(peak), [LEFT - 4, TOP + 8], "end"), label("0", [LEFT - 4, H - BOTTOM], "end"),
-  label(time(start), [LEFT, H - 6]), label(time(start + n * step), [W - RIGHT, H - 6], "end"),
+  label(time(start), [LEFT, H - 4]), label(time(start + n * step), [W - RIGHT, H - 4], "end"),
   ...lines);
   // Swatches as SVG: a fill attribute is not a style, which the console's CSP refuses inline.
   const swatch = (k) => svg("svg", { width: 12, height: 12, "aria-hidden": "true" },
