@@ -150,6 +150,24 @@ def test_reads_unknown_keys_and_self_audited_refusals_add_no_row(app: App) -> No
     assert response.status_code == 422 and [row[1:3] for row in rows] == [("enrol", "refused")]
 
 
+# ---------------------------------------------------------------- several files for one field
+def test_two_files_in_a_one_file_field_are_refused_not_one_dropped(app: App) -> None:
+    # The last file of the field was answered alone: obama and biden sent to /v1/detect
+    # answered biden's face, with nothing saying obama's photo was never looked at.
+    c = app.client
+    c.post("/v1/galleries", headers=app.auth("admin"), json={"name": "zips", "purpose": "door"})
+    for path, scope, field, extra in (("/v1/detect", "detect", "image", []),
+                                      ("/v1/verify", "admin", "image_a",
+                                       app.photo("obama2.jpg", "image_b")),
+                                      ("/v1/galleries/zips/subjects/zip", "enrol", "archive",
+                                       [])):
+        files = [*app.photo("obama.jpg", field), *app.photo("biden.jpg", field), *extra]
+        r = c.post(path, headers=app.auth(scope), files=files, data=CONSENT)
+        assert refusal(r) == (422, "validation_error", f"{field}: one file expected, 2 sent")
+    one = c.post("/v1/detect", headers=app.auth("detect"), files=app.photo("obama.jpg", "image"))
+    assert one.status_code == 200 and len(one.json()["faces"]) == 1
+
+
 # ------------------------------------------------------------------------- HEAD and OPTIONS
 def test_every_get_route_answers_head_and_options_name_every_method(app: App) -> None:
     # FastAPI's routes answered HEAD and OPTIONS with 405, and a 405's Allow named the first

@@ -64,7 +64,25 @@ def consent_fields(legal_basis: Annotated[str, Form(max_length=100)],
 ConsentForm = Annotated[ConsentFields, Depends(consent_fields)]
 
 
+async def sent_once(upload: UploadFile) -> UploadFile:
+    """`upload`, refused when its form field carried several files: the route takes one, and
+    the last sent was answered alone (two photos to /v1/detect: the second's faces only)."""
+    caller = CALLER.get(None)
+    if caller is not None:
+        form = await caller[0].form()  # parsed already, for the route's own fields
+        for field, value in form.multi_items():
+            if value is upload and (sent := len(form.getlist(field))) > 1:
+                raise ApiError(422, "validation_error",
+                               f"{field}: one file expected, {sent} sent")
+    return upload
+
+
 async def read_upload(upload: UploadFile) -> bytes:
+    """The bytes of an uploaded image sent alone in its field (sent_once)."""
+    return await _read_image(await sent_once(upload))
+
+
+async def _read_image(upload: UploadFile) -> bytes:
     """The bytes of an uploaded image whose declared type (if any) is one we accept; what
     the bytes really are is checked again when they are decoded."""
     # Media types are case-insensitive (RFC 9110): IMAGE/JPEG is image/jpeg.
@@ -79,7 +97,7 @@ async def read_upload(upload: UploadFile) -> bytes:
 
 async def read_uploads(images: list[UploadFile]) -> list[tuple[str, bytes]]:
     """Each uploaded image's name (its file name, else "image N") and bytes, read in order."""
-    return [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
+    return [(u.filename or f"image {i}", await _read_image(u)) for i, u in enumerate(images)]
 
 
 def charge_pixels(data: bytes) -> None:
