@@ -1,6 +1,6 @@
 """What the alert tests share: servers' reachability, a subject without a model, the waits, a
 JetStream stream of one test and its backlog, an MQTT subscriber that collects event ids, and
-the reaping of the processes a test killed or left running."""
+the reaping of the processes a test killed or left running, a TCP relay to cut a server away."""
 
 from __future__ import annotations
 
@@ -140,3 +140,48 @@ class Heard:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class Relay:
+    """Forwards 127.0.0.1:<port> to `upstream` (a server) until cut; `cut` drops every
+    connection, `restore` listens on the same port again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.upstream, timeout=3)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.sockets = []
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()

@@ -4,14 +4,13 @@ Redis is reached through a TCP relay of the test's own, cut and restored mid-run
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alerting import Relay
 from fastapi.testclient import TestClient
 
 from facelens.service.app import create_app
@@ -21,56 +20,13 @@ from facelens.settings import Settings
 REDIS = ("127.0.0.1", 6379)
 
 
-class Relay:
-    """Forwards 127.0.0.1:<port> to Redis until cut; `cut` drops every connection."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-                upstream = socket.create_connection(REDIS, timeout=3)
-            except OSError:
-                return
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for s in self.sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        self.sockets = []
-
-    def restore(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-
 @pytest.fixture
 def relay() -> Iterator[Relay]:
     try:
         socket.create_connection(REDIS, timeout=2).close()
     except OSError as e:
         pytest.skip(f"Redis at {REDIS[0]}:{REDIS[1]} is unreachable ({e})")
-    relay = Relay()
+    relay = Relay(REDIS)
     yield relay
     relay.cut()
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.js import JetStreamContext
@@ -15,6 +17,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 T = TypeVar("T")
+log = logging.getLogger("facelens.bus")
 
 
 class BusError(RuntimeError):
@@ -29,18 +32,36 @@ class Bus:
 
     def __init__(self, url: str, name: str = "facelens", timeout_s: float = 5.0) -> None:
         self.url, self.timeout_s = url, timeout_s
+        self.shown = shown_url(url)
+        """The URL without its credentials: what messages and logs name."""
+        self.closing = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"nats-{name}",
                                         daemon=True)
         self._thread.start()
+
+        # One line when the connection goes and one when it is back: nats-py's own logging
+        # wrote a traceback for every reconnect attempt (one per 2 s per connection).
+        async def disconnected() -> None:
+            if not self.closing:
+                log.warning("NATS at %s: connection lost, reconnecting", self.shown)
+
+        async def reconnected() -> None:
+            log.warning("NATS at %s: reconnected", self.shown)
+
+        async def failed(e: Exception) -> None:
+            log.debug("NATS at %s: %s: %s", self.shown, type(e).__name__, e)
+
         try:
             self.nc = self.call(nats.connect(servers=[url], name=name,
                                              connect_timeout=timeout_s,
                                              max_reconnect_attempts=-1,
-                                             allow_reconnect=True))
+                                             allow_reconnect=True, error_cb=failed,
+                                             disconnected_cb=disconnected,
+                                             reconnected_cb=reconnected))
         except Exception as e:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            raise BusError(f"NATS at {url} is unreachable: {e}") from e
+            raise BusError(f"NATS at {self.shown} is unreachable: {e}") from e
         self.js: JetStreamContext = self.nc.jetstream()
 
     def call(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
@@ -68,10 +89,17 @@ class Bus:
         self.call(self.nc.publish(subject, data))
 
     def close(self) -> None:
+        self.closing = True
         with contextlib.suppress(Exception):  # a connection that broke has nothing to flush
             self.call(self.nc.drain())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(2.0)
+
+
+def shown_url(url: str) -> str:
+    """`url` without the user and password it may carry (nats://user:pass@host)."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 async def _awaited(coro: Awaitable[T]) -> T:

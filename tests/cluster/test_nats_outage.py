@@ -1,0 +1,55 @@
+"""NATS going away under a running process and coming back: the log says so once each way
+(nats-py's own logging wrote a traceback for every reconnect attempt, every 2 s, for as long
+as the outage lasted), the connection works again, and no message or log names the password
+the URL carries. NATS is reached through a TCP relay of the test's own, cut and restored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from alerting import Relay, reachable, wait_for
+
+from facelens.cluster.bus import Bus, BusError
+
+NATS = ("127.0.0.1", 4222)
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    if (why := reachable(NATS)) is not None:
+        pytest.skip(f"NATS unreachable at {NATS[0]}:{NATS[1]}: {why}")
+    relay = Relay(NATS)
+    yield relay
+    relay.cut()
+
+
+def test_a_lost_connection_is_one_line_each_way(relay: Relay,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # nats-server without authorisation ignores the credentials; they must never be shown
+    bus = Bus(f"nats://facelens:s3cret@127.0.0.1:{relay.port}", timeout_s=2.0)
+    try:
+        relay.cut()
+        attempts = lambda: [r for r in caplog.records  # noqa: E731
+                            if r.name == "facelens.bus" and r.levelno == logging.DEBUG]
+        wait_for(lambda: len(attempts()) >= 2)  # two reconnect attempts refused
+        relay.restore()
+        wait_for(lambda: bus.nc.is_connected)
+        bus.call(bus.nc.flush())
+    finally:
+        bus.close()
+    logged = [r for r in caplog.records if r.name.startswith(("nats", "facelens.bus"))]
+    shown = f"nats://127.0.0.1:{relay.port}"
+    assert [r.getMessage() for r in logged if r.levelno >= logging.WARNING] == [
+        f"NATS at {shown}: connection lost, reconnecting", f"NATS at {shown}: reconnected"]
+    assert not [r for r in logged if r.exc_info]
+    assert not [r for r in logged if "s3cret" in r.getMessage()]
+
+
+def test_an_unreachable_url_is_refused_without_its_password() -> None:
+    with pytest.raises(BusError) as refused:
+        Bus("nats://facelens:s3cret@127.0.0.1:9", timeout_s=1.0)  # nothing listens there
+    assert str(refused.value).startswith("NATS at nats://127.0.0.1:9 is unreachable")
+    assert "s3cret" not in str(refused.value)
