@@ -133,3 +133,15 @@ def test_deleting_a_plate_deleted_elsewhere_takes_its_stale_row_away(
     expect(page.get_by_test_id("notice")).to_have_text("Plate GONE123 deleted already.")
     expect(row).to_have_count(0)
     expect(page.get_by_test_id("alert")).to_be_hidden()
+
+
+def test_street_forms_are_named_for_a_screen_reader(page: Page, server: Server) -> None:
+    """Both forms ask for a "Reason" and an expiry: each form is named, and says its limit."""
+    sign_in(page, server)
+    page.click("#nav-street")
+    for form, fields in (("Add a plate", ("Plate", "Reason", "Expires (≤ 365 days)")),
+                         ("Add a rule", ("Description", "Reason", "Cameras", "Active from",
+                                         "Active until", "Expires (≤ 30 days)"))):
+        named = page.get_by_role("form", name=form)
+        for field in fields:
+            expect(named.get_by_label(field, exact=True)).to_be_visible()
