@@ -193,6 +193,26 @@ def test_every_get_route_answers_head_and_options_name_every_method(app: App) ->
     assert c.options("/v1/absent").status_code == 404
 
 
+# ------------------------------------------------------------------------------ /openapi.json
+def test_the_documented_error_body_is_the_one_sent(app: App) -> None:
+    # /openapi.json documented FastAPI's 422 body ({"detail": [...]}), never sent: a client
+    # generated from it failed to read every refusal ({"error": {"code", "message"}}).
+    c = app.client
+    spec = c.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            refused = operation["responses"]["4XX"]["content"]["application/json"]["schema"]
+            assert refused == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    detail = spec["components"]["schemas"]["ErrorDetail"]
+    for r in (c.post("/v1/keys", headers=app.auth("admin"), json={}),
+              c.get("/v1/galleries/absent", headers=app.auth("admin")), c.get("/v1/me")):
+        assert list(r.json()) == ["error"] and sorted(r.json()["error"]) == sorted(
+            detail["required"]), r.text
+    cursor = spec["paths"]["/v1/events"]["get"]["responses"]["200"]["headers"]
+    assert list(cursor) == ["X-Next-Cursor"]
+
+
 # ------------------------------------------------------------------ the Python API's images
 def test_a_closed_pil_image_is_said_to_be_closed_not_corrupt(fixtures_dir: Path) -> None:
     # face_recognition's users pass PIL images; closed ones read "truncated or corrupt image:

@@ -29,6 +29,7 @@ from facelens.service import (
     routes_subjects,
 )
 from facelens.service.http import (
+    ERROR_RESPONSES,
     Admission,
     BodyLimit,
     Methods,
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /docs from the Swagger UI 5 files the pinned fastapi-offline wheel carries (it reads
     # OpenAPI 3.1), never a CDN; no /redoc.
     app = FastAPI(title="facelens", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, responses=ERROR_RESPONSES,
                   description="Open, self-hosted face recognition. Every route but /healthz "
                               "needs an API key (Authorization: Bearer fl_…).")
     install_error_handlers(app)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,6 +53,21 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, for programs: validation_error, not_found, …")
+    message: str = Field(description="For people: what was wrong (a field first: `name: …`)")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Refused: `error.code` says why"}}
+"""What every route's refusals carry, for /openapi.json: FastAPI documented its own 422 body
+({"detail": [...]}), which the error handlers never send."""
 
 
 class ApiError(Exception):

@@ -89,7 +89,9 @@ def event_payload(event: Event) -> dict[str, Any]:
             "reviewed_at": aware(event.reviewed_at), "details": event.details}
 
 
-@router.get("/v1/events", tags=["events"])
+@router.get("/v1/events", tags=["events"], responses={200: {"headers": {"X-Next-Cursor": {
+    "description": "When more events match: the `cursor` of the next page",
+    "schema": {"type": "string"}}}}})
 def list_events(request: Request, response: Response,
                 status: EventStatus | None = None,
                 camera: str | None = None,
