@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from facelens.cluster.bus import Bus
+from facelens.cluster.bus import Bus, BusError
 from facelens.cluster.leases import Leases, changes_subject
 from facelens.cluster.previews import Preview, ask_preview
 from facelens.errors import ConflictError, NotFoundError
@@ -143,9 +143,17 @@ class CameraManager:
     def describe(self, name: str | None = None) -> list[dict[str, Any]]:
         """Each camera's settings and state; with workers, also which one runs it (`worker`,
         None while unassigned), its state as that worker's last heartbeat said, and whether
-        the worker runs these settings yet (`applied`: False for a moment after a change)."""
-        holders = self.leases.holders() if self.leases else {}
-        workers = self.leases.live_workers() if self.leases else {}
+        the worker runs these settings yet (`applied`: False for a moment after a change).
+        NATS unreachable: status "unknown", worker None (the cameras table still answers)."""
+        holders: dict[str, str] = {}
+        workers: dict[str, dict[str, Any]] = {}
+        seen = True  # whether the leases could be read
+        if self.leases:
+            try:
+                holders, workers = self.leases.holders(), self.leases.live_workers()
+            except BusError as e:  # the table still answers; a change just made stays told
+                log.warning("cameras: cannot read the workers' leases: %s", e)
+                seen = False
         out = []
         for config in self.configs():
             if name and config.name != name:
@@ -159,7 +167,9 @@ class CameraManager:
             if self.leases:
                 holder = holders.get(config.name)
                 state = {**state, "worker": holder}
-                if config.enabled:
+                if config.enabled and not seen:
+                    state.update(status="unknown", applied=False)
+                elif config.enabled:
                     beat = dict(workers.get(holder or "", {}).get("cameras", {}).get(
                         config.name, {}))
                     runs = beat.pop("config", None)
