@@ -145,3 +145,27 @@ def test_street_forms_are_named_for_a_screen_reader(page: Page, server: Server) 
         named = page.get_by_role("form", name=form)
         for field in fields:
             expect(named.get_by_label(field, exact=True)).to_be_visible()
+
+
+def test_cameras_page_shows_and_switches_the_street_layer(page: Page, server: Server) -> None:
+    api_call(server.base, "/v1/cameras", server.key, {"name": "lane-3", "source": "/dev/video9"})
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    street = page.get_by_role("checkbox", name="Street layer of lane-3")
+    expect(street).not_to_be_checked()
+    street.check()
+    expect(page.get_by_test_id("notice")).to_have_text(
+        "Camera lane-3: street layer on (see the Street page).")
+    (camera,) = [c for c in api_call(server.base, "/v1/cameras", server.key)
+                 if c["name"] == "lane-3"]
+    assert camera["scene"] is True
+    page.click("#nav-street")
+    expect(page.get_by_test_id("counts-chart-lane-3")).to_be_visible()
+
+    viewer = server.new_key("cameras-viewer", "events")
+    page.click("#signout")
+    sign_in(page, server, viewer["key"])
+    page.click("#nav-cameras")
+    expect(page.get_by_test_id("camera-street-lane-3")).to_have_text("on")
+    expect(page.get_by_role("checkbox", name="Street layer of lane-3")).to_have_count(0)
+    api_call(server.base, "/v1/cameras/lane-3", server.key, method="DELETE")

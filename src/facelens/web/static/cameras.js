@@ -8,7 +8,7 @@ import { closeZones, openZones, setupZones } from "./zones.js";
 
 const REFRESH_MS = 2000;
 const PREVIEW_MS = 300;
-const COLUMNS = 8;
+const COLUMNS = 9;
 
 let loop = null; // the status refresh on show ({timer}); null when the page is not shown
 let version = 0; // bumped by every change made here: a list fetched before it is stale
@@ -31,11 +31,19 @@ function makeEntry(camera) {
     name: el("td", { class: "camera-name" }, name),
     source: td(null, "source"),
     galleries: td(`camera-galleries-${name}`),
+    street: td(`camera-street-${name}`),
     fps: td(`camera-fps-${name}`, "num"),
     status: td(`camera-status-${name}`, "camera-status"),
     alerts: td(`camera-alerts-${name}`, "num"),
     reconnects: td(`camera-reconnects-${name}`, "num"),
   };
+  // The street layer: a checkbox for admins, "on" or "off" for the others.
+  entry.street = can("admin") ? el("input", {
+    type: "checkbox", "aria-label": `Street layer of ${name}`,
+    dataset: { testid: `camera-street-toggle-${name}` },
+    onchange: (e) => setStreet(entry, e.currentTarget),
+  }) : null;
+  entry.cells.street.append(entry.street ?? "");
   entry.toggle = el("button", {
     type: "button", dataset: { testid: `camera-toggle-${name}` }, hidden: !can("admin"),
     onclick: (e) => toggle(entry, e.currentTarget),
@@ -71,6 +79,8 @@ function updateEntry(entry, camera) {
   set(cells.source, camera.source);
   cells.source.title = camera.source;
   set(cells.galleries, galleriesText(camera));
+  if (entry.street) entry.street.checked = camera.scene;
+  else set(cells.street, camera.scene ? "on" : "off");
   set(cells.fps, String(camera.fps));
   set(cells.status, camera.status);
   cells.status.dataset.state = statusKind(camera.status);
@@ -196,6 +206,19 @@ async function toggle(entry, button) {
     updateEntry(entry, camera);
     showNotice(`Camera ${name} ${camera.enabled ? "enabled" : "disabled"}.`);
   });
+}
+
+async function setStreet(entry, box) {
+  const { name } = entry.camera;
+  await busy(box, async () => {
+    const camera = await api(`/v1/cameras/${enc(name)}`,
+      { method: "PATCH", json: { scene: box.checked } });
+    version += 1;
+    updateEntry(entry, camera);
+    showNotice(`Camera ${name}: street layer ${camera.scene ? "on (see the Street page)"
+      : "off"}.`);
+  });
+  box.checked = entry.camera.scene; // a refused change leaves it as it was
 }
 
 async function remove(entry, button) {
