@@ -1,9 +1,14 @@
 """The scale-out bench's machinery: every job is done and acknowledged exactly once by worker
-processes pulling from a JetStream work queue, and the USL fit recovers known parameters."""
+processes pulling from a JetStream work queue, and the USL fit recovers known parameters;
+`facelens bench scaleout` given no gallery, too few people or no NATS says so in one line
+before any model work."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +42,35 @@ def _lfw_style(fixtures_dir: Path, root: Path) -> Path:
     for name in ("obama.jpg", "obama2.jpg"):
         (person / name).symlink_to(fixtures_dir / name)
     return root
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ([], "error: the gallery comes from --lfw"),
+    (["--lfw", "{lfw}/Barack_Obama/obama.jpg"], "is not a folder"),
+    (["--lfw", "{lfw}", "--people", "2"], "1 people with 2+ photos; --people must be 1"),
+    (["--lfw", "{lfw}", "--clip", "{lfw}/no.mp4"], "no.mp4: no such video file"),
+    (["--lfw", "{lfw}", "--nats", "nats://facelens:s3cret@127.0.0.1:9"],
+     "error: NATS at nats://127.0.0.1:9 is unreachable"),
+])
+def test_bench_scaleout_refuses_what_it_cannot_run_in_one_line(
+        fixtures_dir: Path, tmp_path: Path, args: list[str], said: str) -> None:
+    lfw = _lfw_style(fixtures_dir, tmp_path / "lfw")
+    env = {**os.environ, "FACELENS_DATA_DIR": str(tmp_path / "data"),
+           "FACELENS_NATS_URL": NATS_URL}
+    if "--nats" in args:  # NATS comes from the settings; nothing listens on the discard port
+        env["FACELENS_NATS_URL"] = args[-1]
+        args = args[:-2]
+    if "--people" in args:  # the people are counted after connecting: NATS must answer
+        try:
+            socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+        except OSError:
+            pytest.skip("NATS JetStream is not reachable at 127.0.0.1:4222")
+    run = subprocess.run([str(Path(sys.executable).with_name("facelens")), "bench", "scaleout",
+                          *(a.format(lfw=lfw) for a in args), "--idle-wait-s", "0"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert said in run.stderr and "s3cret" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_engine_worker_does_each_job_once_and_finds_the_person(

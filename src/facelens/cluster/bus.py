@@ -60,7 +60,7 @@ class Bus:
                                              disconnected_cb=disconnected,
                                              reconnected_cb=reconnected))
         except Exception as e:
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._stop_loop()
             raise BusError(f"NATS at {self.shown} is unreachable: {e}") from e
         self.js: JetStreamContext = self.nc.jetstream()
 
@@ -92,6 +92,20 @@ class Bus:
         self.closing = True
         with contextlib.suppress(Exception):  # a connection that broke has nothing to flush
             self.call(self.nc.drain())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        """Cancel what still runs on the loop (a connect or reconnect attempt), then stop it:
+        left pending, each printed "Task was destroyed but it is pending!" at exit."""
+
+        async def cancel_the_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        with contextlib.suppress(Exception):  # a task that will not end: stop regardless
+            self.call(cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(2.0)
 

@@ -29,8 +29,8 @@ import numpy as np
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from facelens.api import Engine, main_face
-from facelens.cluster.bus import Bus
-from facelens.errors import NoFaceError
+from facelens.cluster.bus import Bus, BusError
+from facelens.errors import FacelensError, NoFaceError
 from facelens.eval.scaleout_worker import WorkerPlan, encode_shot, run_worker
 from facelens.settings import Settings
 from facelens.video.source import VideoSource
@@ -52,6 +52,9 @@ def best_shot_jobs(engine: Engine, lfw: Path | None, clips: list[Path], *, peopl
     ids, vectors, jobs = [], [], []
     if lfw is not None:
         folders = sorted(d for d in lfw.iterdir() if d.is_dir() and len(list(d.iterdir())) > 1)
+        if not 1 <= people <= len(folders):
+            raise FacelensError(f"{lfw}: {len(folders)} people with 2+ photos; --people must "
+                                f"be 1 to that, not {people}")
         for person, folder in enumerate(random.Random(seed).sample(folders, people)):
             first, *rest = sorted(folder.iterdir())
             try:
@@ -66,7 +69,7 @@ def best_shot_jobs(engine: Engine, lfw: Path | None, clips: list[Path], *, peopl
         for frame in VideoSource(str(clip), fps=fps).frames():
             jobs.extend((-1, shot) for shot in _shots(engine, frame.rgb, -1))
     if not ids or not jobs:
-        raise ValueError("no gallery or no jobs: give --lfw with faces (and/or clips)")
+        raise FacelensError("no gallery or no jobs: give --lfw with faces (and/or clips)")
     return np.asarray(ids, np.int64), np.stack(vectors).astype(np.float32), jobs
 
 
@@ -237,23 +240,33 @@ def run_scaleout(settings: Settings, lfw: Path | None, clips: list[Path], *, rou
     the sleep-job model over `model_ks` and its USL fit (see the module docstring). Each real
     worker gets `jobs_per_worker` jobs, by default one pass over the distinct jobs (shuffled
     once), so k=1 and k=2 runs do the same mix."""
+    # What can be wrong is told before minutes of model work: the gallery, the clips, NATS.
+    if lfw is None or not lfw.is_dir():
+        raise FacelensError(f"{lfw} is not a folder" if lfw else "the gallery comes from "
+                            "--lfw: give an lfw-style folder (a folder of photos per person)")
+    for clip in clips:
+        if not clip.is_file():
+            raise FacelensError(f"{clip}: no such video file")
     nats_url = settings.nats_url or "nats://127.0.0.1:4222"
-    engine = Engine(settings)
-    ids, vectors, jobs = best_shot_jobs(engine, lfw, clips, people=people)
-    random.Random(0).shuffle(jobs)  # LFW and clip jobs mixed along the queue
-    payloads = [payload for _, payload in jobs]
-    per_worker = jobs_per_worker or len(payloads)
-    bus = Bus(nats_url, name="scaleout-bench")
-    with tempfile.TemporaryDirectory(prefix="facelens-scaleout-") as tmp:
-        gallery = Path(tmp) / "gallery.npz"
-        np.savez(gallery, ids=ids, vectors=vectors)
-        engine_plan = WorkerPlan(nats_url=nats_url, work="engine", gallery=str(gallery),
-                                 settings=settings.model_copy(update={"threads": 1}),
-                                 warmup=payloads[0])
-        sleep_plan = WorkerPlan(nats_url=nats_url, work="sleep", sleep_s=sleep_ms / 1000)
-        real: list[dict[str, Any]] = []
-        modelled: list[dict[str, Any]] = []
-        try:
+    try:
+        bus = Bus(nats_url, name="scaleout-bench")
+    except BusError as e:
+        raise FacelensError(str(e).rstrip(": ")) from None
+    try:
+        engine = Engine(settings)
+        ids, vectors, jobs = best_shot_jobs(engine, lfw, clips, people=people)
+        random.Random(0).shuffle(jobs)  # LFW and clip jobs mixed along the queue
+        payloads = [payload for _, payload in jobs]
+        per_worker = jobs_per_worker or len(payloads)
+        with tempfile.TemporaryDirectory(prefix="facelens-scaleout-") as tmp:
+            gallery = Path(tmp) / "gallery.npz"
+            np.savez(gallery, ids=ids, vectors=vectors)
+            engine_plan = WorkerPlan(nats_url=nats_url, work="engine", gallery=str(gallery),
+                                     settings=settings.model_copy(update={"threads": 1}),
+                                     warmup=payloads[0])
+            sleep_plan = WorkerPlan(nats_url=nats_url, work="sleep", sleep_s=sleep_ms / 1000)
+            real: list[dict[str, Any]] = []
+            modelled: list[dict[str, Any]] = []
             advance = progress("interleaved k=1 / k=2", 2 * rounds) if progress else None
             for k in (1, 2) * rounds:
                 real.append(run_once(bus, engine_plan, payloads, k, pin=True,
@@ -267,8 +280,8 @@ def run_scaleout(settings: Settings, lfw: Path | None, clips: list[Path], *, rou
                                          jobs=k * model_jobs))
                 if advance:
                     advance(1)
-        finally:
-            bus.close()
+    finally:
+        bus.close()
     return {"real": _p6(real), "model": _model(modelled, sleep_ms),
             "gallery_faces": len(ids), "distinct_jobs": len(jobs),
             "lfw_jobs": sum(person >= 0 for person, _ in jobs),
