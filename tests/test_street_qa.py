@@ -292,3 +292,21 @@ def test_a_street_camera_rides_out_a_database_it_cannot_read(
         assert camera.watch.hotlists.rules == []  # read again once it can be
     finally:
         store.close()
+
+
+def test_a_vehicle_boxed_as_two_classes_is_one_track(shared_data: Path) -> None:
+    """NanoDet boxes many motorway vehicles as a car and a truck (or bus) at once, and NMS is
+    per class: each became two tracks, drawn twice and counted twice."""
+    from facelens.geometry import iou
+    from facelens.scene.detect import VEHICLE_NMS_IOU
+
+    scene = SceneWatch("qa", gate=False)
+    frames = VideoSource(str(shared_data / "street" / "bgslibrary_video02.avi"), fps=5).frames()
+    seen = 0
+    for frame in itertools.islice(frames, 40):
+        boxes = np.array([box for box, text, _ in scene.process(frame)
+                          if not text.startswith("person")]).reshape(-1, 4)
+        overlaps = iou(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+        assert (overlaps <= VEHICLE_NMS_IOU).all(), frame.index
+        seen += len(boxes)
+    assert seen > 40

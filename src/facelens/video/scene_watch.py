@@ -36,7 +36,13 @@ from facelens.scene.attributes import (
     describe_person,
     describe_vehicle,
 )
-from facelens.scene.detect import MOTOR_VEHICLES, VEHICLES, Objects, detect_street
+from facelens.scene.detect import (
+    MOTOR_VEHICLES,
+    VEHICLES,
+    Objects,
+    detect_street,
+    one_box_per_vehicle,
+)
 from facelens.scene.plates import VEHICLE_SCAN, PlateReading, read_plate, vote
 from facelens.scene.pose import body_pose
 from facelens.video.source import Frame, SourceError
@@ -188,7 +194,9 @@ class SceneWatch:
         self.detected += 1
         found = self.latest = detect_street(frame.rgb, self.detect_side)
         groups: dict[str, list[Face]] = {"person": [], "vehicle": []}
-        for name, score, box in zip(found.names, found.scores, found.boxes, strict=True):
+        # One box per vehicle: its car box and truck box became two tracks, counted twice.
+        tracked = one_box_per_vehicle(found)
+        for name, score, box in zip(tracked.names, tracked.scores, tracked.boxes, strict=True):
             if name == "person" or name in VEHICLES:
                 group = "person" if name == "person" else "vehicle"
                 # The tracker tracks anything with a box; a Face holds the box, class, score.
