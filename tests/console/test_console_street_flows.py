@@ -169,3 +169,23 @@ def test_cameras_page_shows_and_switches_the_street_layer(page: Page, server: Se
     expect(page.get_by_test_id("camera-street-lane-3")).to_have_text("on")
     expect(page.get_by_role("checkbox", name="Street layer of lane-3")).to_have_count(0)
     api_call(server.base, "/v1/cameras/lane-3", server.key, method="DELETE")
+
+
+def test_deleting_with_the_keyboard_keeps_the_focus_in_the_list(page: Page,
+                                                                server: Server) -> None:
+    plates = [api_call(server.base, "/v1/hotlists/plates", server.key, {
+        "plate": text, "reason": "stolen, case 11", "expires_at": _days_ahead(3)})
+        for text in ("KEY111", "KEY222")]
+    sign_in(page, server)
+    page.click("#nav-street")
+    first, second = (page.get_by_role("button", name=f"Delete plate {p['plate']}")
+                     for p in plates)
+    first.focus()
+    accept_next_dialog(page)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("notice")).to_have_text("Plate KEY111 deleted.")
+    expect(second).to_be_focused()  # the next row's Delete, now in its place
+    accept_next_dialog(page)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("notice")).to_have_text("Plate KEY222 deleted.")
+    expect(page.get_by_role("form", name="Add a plate").get_by_label("Plate")).to_be_focused()

@@ -99,18 +99,25 @@ const isoOf = (local) => (local ? new Date(local).toISOString() : null);
 
 // Deletes `what` (e.g. "plate AB12CDE") at `path` on confirm, then lists `reload` again. One
 // deleted meanwhile elsewhere (404) is what was asked for: the stale row goes, without an error.
-function deleteButton(what, testid, path, reload) {
+// The focus then goes to the Delete button now in the row's place, or to the add form's first
+// `field` when none is left: a keyboard user keeps their place.
+function deleteButton(what, testid, path, reload, field) {
   if (!can("admin")) return "";
   const done = `${what[0].toUpperCase()}${what.slice(1)} deleted`;
   return el("button", { type: "button", class: "danger", dataset: { testid },
     "aria-label": `Delete ${what}`, onclick: (e) => {
       if (!confirm(`Delete ${what}? Its alerts are deleted with it.`)) return;
-      busy(e.currentTarget, async () => {
+      const button = e.currentTarget;
+      const body = button.closest("tbody");
+      const place = [...body.rows].indexOf(button.closest("tr"));
+      busy(button, async () => {
         const outcome = await api(path, { method: "DELETE" }).then(() => `${done}.`, (error) => {
           if (error.status !== 404) throw error;
           return `${done} already.`;
         });
         await reload();
+        const left = body.querySelectorAll("button.danger");
+        (left[Math.min(place, left.length - 1)] ?? $(field)).focus();
         showNotice(outcome);
       });
     } }, "Delete");
@@ -129,7 +136,7 @@ async function loadPlates() {
     el("td", {}, p.plate), el("td", {}, p.reason), el("td", {}, p.added_by),
     el("td", {}, fmtDate(p.expires_at)), el("td", {}, state(p)),
     el("td", {}, deleteButton(`plate ${p.plate}`, `plate-delete-${p.id}`,
-      `/v1/hotlists/plates/${p.id}`, loadPlates)))));
+      `/v1/hotlists/plates/${p.id}`, loadPlates, "#plate-text")))));
 }
 
 async function loadRules() {
@@ -144,7 +151,7 @@ async function loadRules() {
     el("td", {}, `${fmtDate(r.active_from)} – ${r.active_to ? fmtDate(r.active_to) : "expiry"}`),
     el("td", {}, r.reason), el("td", {}, fmtDate(r.expires_at)), el("td", {}, state(r)),
     el("td", {}, deleteButton(`rule “${r.description}”`, `rule-delete-${r.id}`,
-      `/v1/rules/${r.id}`, loadRules)))));
+      `/v1/rules/${r.id}`, loadRules, "#rule-description")))));
 }
 
 async function addPlate(event) {
