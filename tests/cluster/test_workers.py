@@ -149,6 +149,21 @@ def test_a_worker_without_nats_says_so(tmp_path: Path) -> None:
     assert "needs nats_url" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_a_worker_with_another_lease_ttl_says_so(nats_prefix: str, tmp_path: Path) -> None:
+    bus = Bus(NATS_URL)
+    try:
+        Leases(bus, nats_prefix, 3.0)  # the buckets as the API made them
+    finally:
+        bus.close()
+    run = subprocess.run([str(CLI), "worker"], env={
+        **os.environ, "FACELENS_DATA_DIR": str(tmp_path), "FACELENS_NATS_URL": NATS_URL,
+        "FACELENS_NATS_PREFIX": nats_prefix, "FACELENS_LEASE_TTL_S": "1.5"},
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        f"error: KV bucket {nats_prefix}_cameras keeps entries 3.0 s, not lease_ttl_s = 1.5 s")
+
+
 def test_key_commands_need_no_nats(tmp_path: Path) -> None:
     """An operator locked out by a broker outage could not even list keys."""
     env = {**os.environ, "FACELENS_DATA_DIR": str(tmp_path),

@@ -26,11 +26,17 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from facelens.cluster.bus import Bus, BusError
+from facelens.errors import FacelensError
 
 T = TypeVar("T")
 WRONG_LAST_SEQUENCE = (10071, 10164)
 """JetStream's error codes for a compare-and-set that found another revision."""
 STREAM_NOT_FOUND = 10059
+
+
+class LeaseSettingsError(BusError, FacelensError):
+    """This process's lease_ttl_s is not the one the buckets were made with (one line, exit 2
+    at start, as any other setting refused)."""
 
 
 def changes_subject(prefix: str) -> str:
@@ -69,9 +75,10 @@ class Leases:
         for bucket in (self.cameras, self.workers):
             status = self._call(bucket.status(), reopen=False)
             if status.ttl is None or abs(status.ttl - self.ttl_s) > 1e-3:
-                raise BusError(f"KV bucket {status.bucket} keeps entries {status.ttl} s, not "
-                               f"lease_ttl_s = {self.ttl_s} s: every API and worker must use "
-                               "one lease_ttl_s (delete the bucket to change it)")
+                raise LeaseSettingsError(
+                    f"KV bucket {status.bucket} keeps entries {status.ttl} s, not lease_ttl_s = "
+                    f"{self.ttl_s} s: every API and worker must use one lease_ttl_s (delete the "
+                    "bucket to change it)")
 
     def _call(self, coro: Awaitable[T], reopen: bool = True) -> T:
         """bus.call, with NATS failures (timeouts, no connection) raised as BusError; a lost
