@@ -310,3 +310,39 @@ def test_a_vehicle_boxed_as_two_classes_is_one_track(shared_data: Path) -> None:
         assert (overlaps <= VEHICLE_NMS_IOU).all(), frame.index
         seen += len(boxes)
     assert seen > 40
+
+
+def test_a_street_alert_waits_for_a_database_it_cannot_write(
+        shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule alert raised while the database cannot be written went out of the camera's
+    loop, stopping it, and was lost; it waits in memory and is stored with its crop once
+    the database reads again."""
+    from facelens.events.store import EventStore
+    from facelens.store.tables import Event
+    from facelens.video import scene_camera
+
+    monkeypatch.setattr(scene_camera, "REFRESH_S", 0.0)  # reload (and retry) on every frame
+    data = tmp_path / "data"
+    store = Store(Settings(data_dir=data))
+    try:
+        rule = HotlistStore(store).add_rule("vehicle", "search", _later(), "tester")
+        events = EventStore(store)
+        camera = scene_camera.SceneCamera("lot", events, None, cooldown_s=60, gate=False)
+        frames = itertools.islice(VideoSource(
+            str(shared_data / "street" / "intel_car-detection.mp4"), fps=5).frames(), 25, None)
+        camera.process(next(frames))
+        store.database.dispose()
+        (data / "facelens.db").rename(tmp_path / "away.db")
+        for frame in itertools.islice(frames, 6):  # the parked car's track alerts
+            camera.process(frame)
+        assert camera.alerts == 0
+        store.database.dispose()
+        (tmp_path / "away.db").replace(data / "facelens.db")
+        camera.process(next(frames))
+        assert camera.alerts == 1
+        with store.sessions() as s:
+            (event,) = s.query(Event).all()
+            assert (event.kind, event.rule_id, event.camera) == ("rule", rule.id, "lot")
+        assert events.image(event.id)[:3] == b"\xff\xd8\xff"  # the crop, sealed and back
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ deleted over the API takes effect within this; an expired one never matches (che
 frame against its expiry)."""
 FLUSH_S = 60.0
 """How often (wall seconds) the counts in memory are added to the database."""
+PENDING_ALERTS = 100
+"""Alerts (a crop each) held in memory while the database cannot store them."""
 log = logging.getLogger("facelens.video")
 
 
@@ -49,6 +52,7 @@ class SceneCamera:
                                 detect_side=detect_side)
         self.counts = SceneCounts(events.store)
         self._flushed_at = time.monotonic()
+        self._pending: deque[tuple[str, int, str, Alert]] = deque(maxlen=PENDING_ALERTS)
         self.alerts = 0
 
     def process(self, frame: Frame) -> list[tuple[np.ndarray, str, bool]]:
@@ -72,6 +76,7 @@ class SceneCamera:
                         type(e).__name__)
             return
         self.watch.hotlists = self.loaded.hotlists
+        self._store_pending()
 
     def flush(self) -> None:
         """Add the counts gathered since the last flush to the database; kept in memory for
@@ -87,25 +92,44 @@ class SceneCamera:
                         type(e).__name__)
 
     def close(self) -> None:
-        """The camera stops: store what was counted since the last flush."""
+        """The camera stops: store what was counted since the last flush, and the alerts
+        still waiting."""
         self.flush()
+        self._store_pending()
 
     def _record(self, alert: Alert) -> None:
         target = self.loaded.target(str(alert["matched"]))
         if target is None:
             return
         kind, entry_id = target
-        crop = alert.pop("crop_jpeg", None)
         plate = alert.get("plate")
         score = plate["confidence"] if kind == "plate" and plate else self._confidence(
             str(entry_id), alert)
-        announce = {**alert, "kind": kind, "hotlist_id" if kind == "plate" else "rule_id":
-                    entry_id}
+        self._pending.append((kind, entry_id, f"{score:.2f}", alert))
+        self._store_pending()
+
+    def _store_pending(self) -> None:
+        """Store the alerts not stored yet, oldest first. Those the database cannot take now
+        wait in memory (at most PENDING_ALERTS, the oldest dropped) for the next reload that
+        reads it: the error went out of the camera's loop, stopping it and losing the alert."""
+        while self._pending:
+            try:
+                self._store(*self._pending[0])
+            except SQLAlchemyError as e:
+                log.warning("camera %s: %d alert(s) not stored yet (%s)", self.watch.camera,
+                            len(self._pending), type(e).__name__)
+                return
+            self._pending.popleft()
+
+    def _store(self, kind: str, entry_id: int, confidence: str, alert: Alert) -> None:
+        details = {k: v for k, v in alert.items() if k not in ("camera", "kind", "crop_jpeg")}
+        announce = {**details, "camera": alert["camera"], "kind": kind,
+                    "hotlist_id" if kind == "plate" else "rule_id": entry_id}
         try:
             event = self.events.record_scene_alert(
-                alert["camera"], kind, entry_id, f"{score:.2f}", cooldown_s=self.cooldown_s,
-                announce=announce if self.relay is not None else None, snapshot_jpeg=crop,
-                **{k: v for k, v in alert.items() if k not in ("camera", "kind")})
+                alert["camera"], kind, entry_id, confidence, cooldown_s=self.cooldown_s,
+                announce=announce if self.relay is not None else None,
+                snapshot_jpeg=alert.get("crop_jpeg"), **details)
         except NotFoundError:
             return  # the entry was deleted since the last reload: it no longer alerts
         if event is None:
