@@ -84,6 +84,21 @@ def test_a_rule_stored_before_words_were_checked_matches_nothing(
     assert [(r.kind, dict(r.wanted)) for r in rules] == [("car", {"colour": "red"})]
 
 
+def test_a_plate_stored_before_texts_were_checked_matches_nothing(
+        hotlists: HotlistStore) -> None:
+    """A row holding "ABС123" (Cyrillic С, stored when the check let it through as AB123)
+    alerted on the car AB123; it is left out of the snapshot, a valid entry beside it not."""
+    hotlists.add_plate("XYZ 789", "stolen", _later(), "tester")
+    now = datetime.now(UTC)
+    with hotlists.sessions.begin() as s:
+        for text, key in (("ABС123", "AB123"), ("Q7", "Q7")):
+            s.add(PlateHotlistEntry(plate_key=key, plate=text, reason="old", expires_at=_later(),
+                                    added_by="tester", created_at=now, wrapped_key=b""))
+    loaded = hotlists.load()
+    assert [p.plate for p in loaded.hotlists.plates] == ["XYZ 789"]
+    assert loaded.hotlists.plate_hit("AB123", now) is None
+
+
 def test_rules_that_could_never_be_live_or_name_no_camera_are_refused(
         hotlists: HotlistStore) -> None:
     with pytest.raises(FacelensError, match="active_from must be before expires_at"):

@@ -167,17 +167,27 @@ class HotlistStore:
         return len(gone["plate"]), len(gone["rule"])
 
     def load(self, now: datetime | None = None) -> Loaded:
-        """The live (unexpired) entries as a snapshot to match against."""
+        """The live (unexpired) entries as a snapshot to match against, without those stored
+        before their text was checked that a reading can never match, or can match as another
+        plate (a Cyrillic С was dropped from the key: "ABС123" matched AB123)."""
         now = now or utcnow()
         with self.sessions() as s:
-            plates = list(s.scalars(sa.select(PlateHotlistEntry).where(
-                PlateHotlistEntry.expires_at > now)))
+            plates = [p for p in s.scalars(sa.select(PlateHotlistEntry).where(
+                PlateHotlistEntry.expires_at > now)) if _readable(p.plate)]
             rules = list(s.scalars(sa.select(SceneRule).where(SceneRule.expires_at > now)))
         loaded = Loaded(Hotlists(
             [PlateEntry(p.plate, p.reason, p.added_by, aware(p.expires_at) or now)
              for p in plates], [rule for r in rules if (rule := to_rule(r)) is not None]))
         loaded.plate_ids = {p.plate_key: p.id for p in plates}
         return loaded
+
+
+def _readable(plate: str) -> bool:
+    try:
+        listed_plate(plate)
+    except FacelensError:
+        return False
+    return True
 
 
 def _forget_windows(s: Session, owners: list[str]) -> None:
