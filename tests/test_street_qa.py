@@ -361,3 +361,16 @@ def test_a_street_alert_waits_for_a_database_it_cannot_write(
         assert events.image(event.id)[:3] == b"\xff\xd8\xff"  # the crop, sealed and back
     finally:
         store.close()
+
+
+def test_a_stream_that_changes_shape_is_watched_on(shared_data: Path) -> None:
+    """A camera's stream back at another aspect ratio (reconfigured, or a reconnect to its
+    substream): the motion gate compared the new thumbnail with the old background and the
+    camera stopped on a numpy broadcast error."""
+    scene = SceneWatch("qa")
+    street = shared_data / "street"
+    wide = VideoSource(str(street / "intel_car-detection.mp4"), fps=5).frames()
+    square = VideoSource(str(street / "bgslibrary_video02.avi"), fps=5).frames()
+    for i, frame in enumerate([*itertools.islice(wide, 3), *itertools.islice(square, 3)]):
+        scene.process(Frame(i, i / 5, frame.rgb))
+    assert scene.frames == 6 and scene.latest is not None  # the new shape is looked at

@@ -106,7 +106,9 @@ class MotionGate:
         grey = cv2.cvtColor(cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                                        interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         grey = cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
-        if self._background is None:
+        # A stream back at another shape (a camera reconfigured, a reconnect to its substream)
+        # starts a new background: compared with the old one, it stopped the camera.
+        if self._background is None or self._background.shape != grey.shape:
             self._background = grey
             return True
         changed = float((np.abs(grey - self._background) > MOTION_DELTA).mean())
