@@ -193,6 +193,19 @@ def test_every_get_route_answers_head_and_options_name_every_method(app: App) ->
     assert c.options("/v1/absent").status_code == 404
 
 
+# ---------------------------------------------------------------------------- bodies not JSON
+def test_a_body_that_is_no_json_object_is_said_so(app: App) -> None:
+    # They read "1: JSON decode error" and ": Field required" (no field, a bare colon).
+    for body, said in ((b"{not json", "body: not valid JSON at character 1: Expecting "),
+                       (b'{"name": "ci",}', "body: not valid JSON at character 14: "),
+                       (b"", "body: Field required"),
+                       (b"[1, 2]", "body: Input should be a valid dictionary")):
+        r = app.client.post("/v1/keys", content=body, headers={
+            **app.auth("admin"), "Content-Type": "application/json"})
+        status, code, message = refusal(r)
+        assert (status, code) == (422, "validation_error") and message.startswith(said), message
+
+
 # ------------------------------------------------------------------------------ /openapi.json
 def test_the_documented_error_body_is_the_one_sent(app: App) -> None:
     # /openapi.json documented FastAPI's 422 body ({"detail": [...]}), never sent: a client

@@ -128,8 +128,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}"
+        loc = first.get("loc", ())
+        if first.get("type") == "json_invalid":  # loc: ("body", the character it failed at)
+            where, why = "body", (f"not valid JSON at character {loc[-1]}: "
+                                  f"{first.get('ctx', {}).get('error', 'malformed')}")
+        else:  # the body as a whole (absent, a list) is "body", not ""
+            where = ".".join(str(p) for p in loc if p != "body") or "body"
+            why = first.get("msg", "invalid request")
+        message = f"{where}: {why}"
         await audit_refusal(request, 422, message)
         return error_response(422, "validation_error", message)
 
