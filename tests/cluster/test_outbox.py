@@ -203,3 +203,21 @@ def test_start_delivery_hands_recorded_alerts_to_the_sinks(tmp_path: Path, broke
     finally:
         delivery.close()
         store.close()
+
+
+def test_an_idle_delivery_logs_no_error(stream: tuple[Any, str, str],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing to deliver is the usual state: each empty fetch ends in a timeout, which nats-py
+    raises as its own TimeoutError or as the plain one; neither is a failure to log."""
+    from facelens.events.delivery import StreamDelivery
+
+    bus, name, subjects = stream
+    delivery = StreamDelivery(bus, Fanout([Receiver()]), name, subjects,
+                              durable=f"{name}-idle").start()
+    try:
+        with caplog.at_level("WARNING", logger="facelens.events"):
+            threading.Event().wait(8.0)  # ~8 empty fetches of 1 s
+        assert not [r.getMessage() for r in caplog.records if r.levelname in ("ERROR",
+                                                                               "WARNING")]
+    finally:
+        delivery.close()

@@ -51,14 +51,12 @@ class StreamDelivery:
         return self
 
     def _run(self) -> None:
-        import nats.errors
-
         while not self._stop.is_set():
             try:
                 messages = self.bus.call(self._sub.fetch(self.batch, timeout=1.0),
                                          timeout_s=10.0)
-            except nats.errors.TimeoutError:
-                continue  # nothing to deliver
+            except TimeoutError:  # nothing to deliver (nats-py raises its own or the plain one)
+                continue
             except Exception:  # the broker went away: the client reconnects by itself
                 log.exception("alert delivery: fetch failed")
                 self._stop.wait(1.0)
