@@ -41,6 +41,12 @@ def fingerprint(config: CameraConfig) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
+def failed(runner: CameraRunner) -> bool:
+    """Whether the camera's thread died on an error (the database away as it alerted, a
+    gallery named before it was made): to be started again, unlike a file that ended."""
+    return not runner.alive and runner.status.startswith("error")
+
+
 def stored_configs(sessions: sessionmaker[Session]) -> list[CameraConfig]:
     """Every camera in the database, by name."""
     with sessions() as s:
@@ -59,6 +65,9 @@ class CameraManager:
         self.leases = (Leases(bus, settings.nats_prefix, settings.lease_ttl_s) if bus else None)
         """Read only: which worker holds each camera, and their heartbeats."""
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._retrier = threading.Thread(target=self._retry_failed, name="facelens-cameras",
+                                         daemon=True)
         with self.sessions.begin() as s:
             known = set(s.scalars(sa.select(Camera.name)))
             for seed in settings.cameras:
@@ -75,6 +84,21 @@ class CameraManager:
             return
         for config in self.configs():
             self._restart(config)
+        self._retrier.start()
+
+    def _retry_failed(self) -> None:
+        """Each camera_rescan_s, start failed cameras again with their stored settings."""
+        while not self._closing.wait(self.settings.camera_rescan_s):
+            try:
+                configs = self.configs()
+            except sa.exc.OperationalError:  # the database away: the next round
+                continue
+            for config in configs:
+                runner = self.runners.get(config.name)
+                if runner is not None and failed(runner) and not self._closing.is_set():
+                    log.warning("camera %s failed (%s); starting it again", config.name,
+                                runner.status)
+                    self._restart(config)
 
     def _restart(self, config: CameraConfig | None, name: str | None = None) -> None:
         if self.bus:  # tell the workers (after the commit, so they read the change)
@@ -191,6 +215,9 @@ class CameraManager:
         return found
 
     def close(self) -> None:
+        self._closing.set()
+        if self._retrier.is_alive():
+            self._retrier.join()
         for name in list(self.runners):
             self._restart(None, name)
         if self.delivery:

@@ -30,7 +30,7 @@ from facelens.gallery.service import Galleries
 from facelens.scene.detect import detect_objects
 from facelens.settings import CameraConfig, Settings
 from facelens.video.camera import CameraRunner, announce_camera
-from facelens.video.manager import fingerprint, stored_configs
+from facelens.video.manager import failed, fingerprint, stored_configs
 from facelens.vision.align import CHIP_SIZE, TEMPLATE
 
 log = logging.getLogger("facelens.worker")
@@ -136,11 +136,9 @@ class CameraWorker:
                 self._start(config)
 
     def _forget_failed(self) -> None:
-        """A camera whose thread died on an error (the database away as it alerted, a gallery
-        not made yet) is started again by the next tick, at most once a rescan; an ended file
-        is not."""
+        """A failed camera is started again by the next tick (at most once a rescan)."""
         for name, runner in list(self.runners.items()):
-            if not runner.alive and runner.status.startswith("error"):
+            if failed(runner):
                 log.warning("worker %s: camera %s failed (%s); starting it again", self.me,
                             name, runner.status)
                 del self.runners[name]
