@@ -193,6 +193,19 @@ def test_every_get_route_answers_head_and_options_name_every_method(app: App) ->
     assert c.options("/v1/absent").status_code == 404
 
 
+# ---------------------------------------------------------------------------- event filters
+def test_an_event_kind_that_names_no_kind_is_refused(app: App) -> None:
+    # kind=faces (or Face) answered an empty list, as if no alert had been recorded.
+    for kind in ("faces", "Face", ""):
+        status, code, message = refusal(
+            app.client.get(f"/v1/events?kind={kind}", headers=app.auth("events")))
+        assert (status, code) == (422, "validation_error"), kind
+        assert message == "query.kind: Input should be 'face', 'plate' or 'rule'", message
+    for kind in ("face", "plate", "rule"):
+        assert app.client.get(f"/v1/events?kind={kind}",
+                              headers=app.auth("events")).status_code == 200
+
+
 # ---------------------------------------------------------------------------- bodies not JSON
 def test_a_body_that_is_no_json_object_is_said_so(app: App) -> None:
     # They read "1: JSON decode error" and ": Field required" (no field, a bare colon).

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -79,6 +79,10 @@ def audit_verify(request: Request, _: Principal = requires("admin")) -> dict[str
             "reason": check.reason}
 
 
+EventKind = Literal["face", "plate", "rule"]
+"""What an event is of (Event.kind): a filter naming no kind matched nothing, silently."""
+
+
 def event_payload(event: Event) -> dict[str, Any]:
     return {"id": event.id, "kind": event.kind, "camera": event.camera, "at": aware(event.at),
             "gallery": event.gallery, "hotlist_id": event.hotlist_id, "rule_id": event.rule_id,
@@ -97,8 +101,7 @@ def list_events(request: Request, response: Response,
                 camera: str | None = None,
                 subject_id: str | None = None,
                 gallery: str | None = None,
-                kind: Annotated[str | None, Query(
-                    description="face, plate or rule")] = None,
+                kind: Annotated[EventKind | None, Query()] = None,
                 plate: Annotated[str | None, Query(
                     description="Alerts of the hotlist entries for this plate")] = None,
                 since: Annotated[Moment | None, Query(
