@@ -193,6 +193,22 @@ def test_every_get_route_answers_head_and_options_name_every_method(app: App) ->
     assert c.options("/v1/absent").status_code == 404
 
 
+# ------------------------------------------------------------------------------------- keys
+def test_the_last_admin_key_cannot_be_revoked(app: App) -> None:
+    # Revoking it answered 204 and left no key to make keys with; with other keys active, a
+    # restart made no new admin key either.
+    c, admin = app.client, app.auth("admin")
+    admin_id = app.keys["admin"].split("_")[1]
+    status, code, message = refusal(c.delete(f"/v1/keys/{admin_id}", headers=admin))
+    assert (status, code) == (409, "conflict")
+    assert message.startswith(f"key {admin_id} is the last active admin key: make another")
+    assert c.get("/v1/me", headers=admin).status_code == 200
+    second = c.post("/v1/keys", headers=admin, json={"name": "second", "scopes": ["admin"]})
+    assert c.delete(f"/v1/keys/{second.json()['id']}", headers=admin).status_code == 204
+    assert c.delete(f"/v1/keys/{app.keys['detect'].split('_')[1]}",
+                    headers=admin).status_code == 204  # no admin scope: revoked as before
+
+
 # ---------------------------------------------------------------------------- event filters
 def test_an_event_kind_that_names_no_kind_is_refused(app: App) -> None:
     # kind=faces (or Face) answered an empty list, as if no alert had been recorded.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from facelens.errors import FacelensError, NotFoundError
+from facelens.errors import ConflictError, FacelensError, NotFoundError
 from facelens.policy.payment import PAYMENT_MARKER
 from facelens.store.tables import ApiKey, utcnow
 
@@ -116,10 +116,19 @@ class KeyStore:
                             .where(ApiKey.revoked_at.is_(None))) > 0
 
     def revoke(self, key_id: str) -> None:
+        """Revoke a key, unless it is the last active admin key: then no one could make or
+        revoke keys, read the audit log or add galleries over the API, and a restart makes
+        no new admin key while other keys are active."""
         with self.sessions.begin() as s:
             row = s.get(ApiKey, key_id)
             if row is None or row.revoked_at is not None:
                 raise NotFoundError(f"no active key {key_id}")
+            others = s.scalars(sa.select(ApiKey.scopes).where(ApiKey.revoked_at.is_(None),
+                                                              ApiKey.id != key_id))
+            if "admin" in row.scopes and not any("admin" in scopes for scopes in others):
+                raise ConflictError(f"key {key_id} is the last active admin key: make another "
+                                    "admin key first (POST /v1/keys, or `facelens keys create "
+                                    "NAME --scope admin`)")
             row.revoked_at = utcnow()
         with self._lock:
             self._cache.clear()
