@@ -7,6 +7,9 @@ the test's own, cut and restored."""
 from __future__ import annotations
 
 import logging
+import shutil
+import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +60,26 @@ def test_an_unreachable_url_is_refused_without_its_password() -> None:
         Bus("nats://facelens:s3cret@127.0.0.1:9", timeout_s=1.0)  # nothing listens there
     assert str(refused.value).startswith("NATS at nats://127.0.0.1:9 is unreachable")
     assert "s3cret" not in str(refused.value)
+
+
+def test_a_nats_without_jetstream_is_refused_at_connect() -> None:
+    """nats-server started without -js: every process failed later, each with a traceback
+    ending in "ServiceUnavailableError: code=None err_code=None description='None'"."""
+    if shutil.which("nats-server") is None:
+        pytest.skip("nats-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: reachable(("127.0.0.1", port)) is None)
+        with pytest.raises(BusError, match=f"NATS at nats://127.0.0.1:{port} has no "
+                                           "JetStream: start nats-server with -js"):
+            Bus(f"nats://127.0.0.1:{port}", timeout_s=2.0)
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def test_cameras_answer_while_nats_is_away(relay: Relay, tmp_path: Path,

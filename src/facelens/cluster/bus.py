@@ -63,6 +63,12 @@ class Bus:
             self._stop_loop()
             raise BusError(f"NATS at {self.shown} is unreachable: {e}") from e
         self.js: JetStreamContext = self.nc.jetstream()
+        try:  # leases, the alert stream and locks need it: say so now, not as each is used
+            self.call(self.js.account_info())
+        except Exception as e:
+            self.close()
+            raise BusError(f"NATS at {self.shown} has no JetStream: start nats-server with "
+                           "-js") from e
 
     def call(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
         future = asyncio.run_coroutine_threadsafe(_awaited(coro), self.loop)
