@@ -76,9 +76,13 @@ function chart(camera, counts, step) {
     drawing, legend);
 }
 
+let draws = 0; // counts draws begun: one answering after a later one began is dropped
+
 async function loadCounts() {
+  const draw = (draws += 1);
   const box = $("#counts-charts");
   const cameras = (await api("/v1/cameras")).filter((c) => c.scene);
+  if (draw !== draws) return; // the window changed, or a redraw began, meanwhile
   if (cameras.length === 0) {
     box.replaceChildren(el("p", { class: "hint", dataset: { testid: "counts-empty" } },
       "No camera has the street layer on."));
@@ -91,7 +95,7 @@ async function loadCounts() {
     `&bucket=${window_.bucket}`;
   const charts = await Promise.all(cameras.map(async (c) => chart(c.name,
     await api(`/v1/cameras/${enc(c.name)}/counts?${query}`), window_.step)));
-  box.replaceChildren(...charts);
+  if (draw === draws) box.replaceChildren(...charts);
 }
 
 // An <input type="datetime-local"> value (local time) as ISO-8601 UTC; "" -> null.
