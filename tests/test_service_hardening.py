@@ -4,7 +4,11 @@ naming the field; refused writes leave an audit row; and the Python API's image 
 
 from __future__ import annotations
 
+import io
 import json
+import threading
+import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +211,34 @@ def test_the_last_admin_key_cannot_be_revoked(app: App) -> None:
     assert c.delete(f"/v1/keys/{second.json()['id']}", headers=admin).status_code == 204
     assert c.delete(f"/v1/keys/{app.keys['detect'].split('_')[1]}",
                     headers=admin).status_code == 204  # no admin scope: revoked as before
+
+
+def test_revoking_a_key_stops_its_zip_enrolment_before_the_next_person(app: App) -> None:
+    # The zip went on enrolling every person (minutes for a large one) for a key revoked after
+    # the first, while the alert and preview streams already stopped for one.
+    c = app.client
+    c.post("/v1/galleries", headers=app.auth("admin"), json={"name": "bulk", "purpose": "door"})
+    principal, key = app.state.keys.create("bulk-loader", ["enrol"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(8):
+            archive.writestr(f"person{i}/1.jpg", (app.fixtures / "obama.jpg").read_bytes())
+    answer: list[Any] = []
+    upload = threading.Thread(target=lambda: answer.append(c.post(
+        "/v1/galleries/bulk/subjects/zip", headers={"Authorization": f"Bearer {key}"},
+        data=CONSENT, files={"archive": ("people.zip", buffer.getvalue(), "application/zip")})))
+    upload.start()
+    while upload.is_alive() and not any(e.actor == principal.label and e.action == "enrol"
+                                        for e in app.state.audit.entries(20)):
+        time.sleep(0.05)  # the first person is enrolled: now revoke
+    app.state.keys.revoke(principal.id)
+    upload.join()
+    lines = [json.loads(line) for line in answer[0].text.splitlines()]
+    last = lines[-1]
+    enrolled = [line for line in lines if line.get("status") == "enrolled"]
+    assert 1 <= len(enrolled) < 8 and last["summary"]["not_reached"] == 8 - len(enrolled)
+    assert last["stopped"].startswith("the key was revoked")
+    assert len(app.state.galleries.subjects("bulk")) == len(enrolled)
 
 
 # ---------------------------------------------------------------------------- event filters

@@ -19,7 +19,7 @@ from facelens.service.http import ApiError, unstorable
 from facelens.service.keys import Principal
 from facelens.service.limits import Overloaded
 from facelens.service.routes_faces import failure
-from facelens.service.security import requires, service
+from facelens.service.security import requires, service, still_allowed
 from facelens.service.state import ServiceState
 from facelens.service.uploads import ConsentFields, ConsentForm, charge_pixels, sent_once
 
@@ -38,7 +38,9 @@ async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, 
                     principal: Principal = requires("enrol")) -> StreamingResponse:
     """The first line says how many people the zip holds ({"people": n}); then one line per
     person as it is done: {"done": i, "name", "status": enrolled|kept|refused, "subject_id",
-    "templates", "reason", "skipped"}; the last line totals them ({"summary": {...}})."""
+    "templates", "reason", "skipped"}; the last line totals them ({"summary": {...}}). Revoking
+    the key stops it before the next person: the summary then counts them as `not_reached`
+    and `stopped` says why."""
     state = service(request)
     galleries = state.galleries
     galleries.gallery(name)  # an unknown gallery is a 404 before the upload is read
@@ -52,6 +54,13 @@ async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, 
         yield _line({"people": len(people)})
         totals: dict[str, int] = {}
         for done, person in enumerate(people, start=1):
+            if not await run_in_threadpool(still_allowed, request, "enrol"):
+                left = len(people) - done + 1
+                audit("enrol.zip", "stopped", gallery=name, reason="key revoked",
+                      not_reached=left)
+                yield _line({"summary": {**totals, "not_reached": left},
+                             "stopped": f"the key was revoked: {left} people not enrolled"})
+                return
             outcome = await _enrol_one(state, name, person, consent, audit, update)
             totals[outcome.status] = totals.get(outcome.status, 0) + 1
             yield _line({"done": done, **outcome.payload()})
