@@ -3,7 +3,12 @@ run on ../shared/data/lfw-dev."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -175,7 +180,7 @@ def _report(runtime_label: str, threshold: float) -> dict[str, Any]:
     return {"variants": {name: variant(name == "fusion")
                          for name in ("sface", "sface-flip", "dlib", "fusion")},
             "fusion_weight": 0.4, "sface_runtime": runtime_label, "faces_not_found": 1,
-            "images": 10, "second_chance_detections": 0}
+            "images": 10, "second_chance_detections": 0, "root": "/photos/lfw-dev"}
 
 
 def test_saved_calibration_goes_to_the_data_directory_and_is_read_from_there(
@@ -224,3 +229,28 @@ def test_a_calibration_file_the_user_names_wins(tmp_path: Path) -> None:
     calibration = Engine(settings.model_copy(update={"calibration_file": named})).calibration
     assert calibration.path == named
     assert calibration.operating_point("sface", 1e-2).threshold == pytest.approx(0.71)
+
+
+def test_eval_lfw_save_names_the_folder_and_warns_below_what_it_can_measure(
+        tmp_path: Path, fixtures_dir: Path) -> None:
+    """`eval lfw ROOT --save-to` on a folder of a few people: the operating points and the
+    model cards' figures name that folder (they said lfw-dev whatever it was), and the FARs its
+    impostor pairs cannot measure are warned about, as `facelens calibrate` does."""
+    people = tmp_path / "my-staff"
+    for person, photos in (("obama", ("obama.jpg", "obama2.jpg")), ("biden", ("biden.jpg",)),
+                           ("kit", ("kit_with_rose.jpg",))):
+        (people / person).mkdir(parents=True)
+        for photo in photos:
+            shutil.copy(fixtures_dir / photo, people / person / photo)
+    target = tmp_path / "points.json"
+    cli = str(Path(sys.executable).with_name("facelens"))
+    done = subprocess.run([cli, "eval", "lfw", str(people), "--save-to", str(target),
+                           "--cache", str(tmp_path / "cache"), "--workers", "1"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FACELENS_DATA_DIR": str(tmp_path / "data")})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(target.read_text())["source"].startswith("my-staff all-vs-all")
+    measured = json.loads((target.parent / "measured.json").read_text())["models"]
+    assert measured["sface"].startswith("my-staff all-vs-all"), measured["sface"]
+    assert "of 4 my-staff images without a face" in measured["yunet"], measured["yunet"]
+    assert "warning: fusion @ FAR 1e-02, 1e-03, 1e-04, 1e-05: 5 impostor pairs" in done.stderr

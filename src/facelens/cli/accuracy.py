@@ -63,6 +63,7 @@ def eval_lfw(root: Path,
                       "degraded images (needs --degrade; --save stores them).")] = False,
              as_json: JsonFlag = False) -> None:
     """Verification accuracy, all-vs-all, on an LFW-layout folder (see docs/evaluation.md)."""
+    from facelens.eval.calibrate import warnings
     from facelens.eval.lfw_report import evaluate, plot_roc, save_calibration
     from facelens.matching.calibration import calibration_file
     from facelens.settings import get_settings
@@ -82,11 +83,13 @@ def eval_lfw(root: Path,
             report["quality_bands"] = evaluate_cached(root, report, settings.runtime,
                                                       tuple(degrade or ()), cache, workers)
     if plot:
-        plot_roc(curves, plot)
+        plot_roc(curves, plot, root.name)
     if save or save_to:
         target = save_to or settings.calibration_dir / calibration_file(report["sface_runtime"])
         save_calibration(report, target)
         err.print(f"calibration saved: {target}", markup=False, highlight=False)
+        for warning in warnings(report["variants"]):  # as `facelens calibrate` warns
+            err.print(f"warning: {warning}", markup=False, highlight=False)
     save_json(report, json_out)
     if as_json:
         emit(report)

@@ -172,11 +172,12 @@ def conservative(whole: dict[str, Any], groups: list[dict[str, Any]]) -> dict[st
 
 
 def warnings(variants: dict[str, Any]) -> list[str]:
-    """One line per embedder whose impostor pairs cannot measure some FARS."""
+    """One line per embedder whose impostor pairs cannot measure some FARS (variants of a
+    `calibrate` or an `eval lfw` report)."""
     out = []
     for name, variant in variants.items():
         n = variant["impostor_pairs"]
-        short = [key for key, ok in variant["supported"].items() if not ok]
+        short = [far_key(f) for f in FARS if not supported(n, f)]
         if short:
             needs = ", ".join(f"{round(MIN_IMPOSTORS_ABOVE / float(k)):,}" for k in short)
             out.append(f"{name} @ FAR {', '.join(short)}: {n:,} impostor pairs cannot measure "

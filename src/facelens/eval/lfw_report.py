@@ -238,7 +238,8 @@ def _vec(feature: dict[str, Any], name: str, weight: float) -> np.ndarray:
     return np.asarray(feature.get(name, np.full(128, np.nan)), np.float32)
 
 
-def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], out: Path) -> None:
+def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], out: Path,
+             folder: str) -> None:
     """ROC curves, one panel per image set (clean, then each degraded copy) side by side."""
     import matplotlib
 
@@ -255,7 +256,7 @@ def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], out: P
         for far in FARS:
             ax.axvline(far, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="false accept rate", ylim=(min(0.8, floor), 1.0),
-               title=f"lfw-dev {title}, all-vs-all")
+               title=f"{folder} {title}, all-vs-all")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     axes[0][0].set_ylabel("true accept rate")
@@ -289,15 +290,16 @@ def save_calibration(report: dict[str, Any], target: Path) -> None:
     """Write the operating points to `target` and, beside it, the measured accuracy the model
     cards show (measured.json)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    write_calibration(report, f"lfw-dev all-vs-all, {stamp}, {report['sface_runtime']}",
+    folder = Path(report["root"]).name  # what the points were fitted on, e.g. lfw-dev
+    write_calibration(report, f"{folder} all-vs-all, {stamp}, {report['sface_runtime']}",
                       target)
 
     def line(name: str) -> str:
         t = report["variants"][name]["tar_at_far"]
-        return (f"lfw-dev all-vs-all ({stamp}, {report['sface_runtime']}): TAR " + " / ".join(
+        return (f"{folder} all-vs-all ({stamp}, {report['sface_runtime']}): TAR " + " / ".join(
             f"{t[far_key(f)]['tar']:.3f}" for f in FARS[1:]) + " at FAR 1e-3 / 1e-4 / 1e-5")
 
-    fta = f"{report['faces_not_found']} of {report['images']} lfw-dev images without a face"
+    fta = f"{report['faces_not_found']} of {report['images']} {folder} images without a face"
     measured_file = target.parent / MEASURED_FILE
     # Other harnesses measured other models (e.g. FaceMesh): keep what LFW does not own, from
     # an earlier save here or else from the package.
