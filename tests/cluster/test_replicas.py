@@ -282,6 +282,35 @@ def test_nats_lock_lets_one_replica_rebuild_at_a_time(nats_url: str) -> None:
             bus.close()
 
 
+def test_a_nats_lock_held_past_its_ttl_is_not_released_from_its_next_holder(
+        nats_url: str) -> None:
+    """A rebuild outlasting the TTL lost the key to a second replica; its release then
+    deleted the second's key, and a third replica could rebuild beside the second."""
+    from facelens.cluster.bus import Bus
+
+    bus = Bus(nats_url, name="lock")
+    bucket = f"t{uuid.uuid4().hex[:12]}_index_locks"
+    slow, second = NatsLock(bus, bucket, ttl_s=1.0), NatsLock(bus, bucket, ttl_s=1.0)
+    second_in, second_may_leave = threading.Event(), threading.Event()
+
+    def second_replica() -> None:
+        with second.hold(7):
+            second_in.set()
+            second_may_leave.wait(30)
+
+    taking_over = threading.Thread(target=second_replica)
+    try:
+        with slow.hold(7):
+            taking_over.start()
+            assert second_in.wait(30)  # the slow holder's key expired: the second took it
+        assert bus.call(second.kv.get("index.7")).value == b"1"  # still the second's
+    finally:
+        second_may_leave.set()
+        taking_over.join(30)
+        bus.call(bus.js.delete_key_value(bucket))
+        bus.close()
+
+
 # --------------------------------------------------------------------------- gaps
 def test_a_change_nobody_announced_is_found_after_the_grace_by_a_rebuild(
         tmp_path: Path, postgres: Any, nats_url: str, fixtures_dir: Path,

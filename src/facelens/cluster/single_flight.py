@@ -15,9 +15,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import sqlalchemy as sa
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 
 from facelens.cluster.bus import Bus
+from facelens.cluster.leases import WRONG_LAST_SEQUENCE
 
 INDEX_LOCK_SPACE = 0x464C4958
 """The first key of PostgreSQL's two-key advisory locks ("FLIX"): keeps facelens's index locks
@@ -87,7 +88,7 @@ class NatsLock:
         waited = False
         while True:
             try:
-                self.bus.call(self.kv.create(name, b"1"))
+                revision = self.bus.call(self.kv.create(name, b"1"))
                 break
             except KeyWrongLastSequenceError:
                 if not waited:
@@ -96,4 +97,9 @@ class NatsLock:
         try:
             yield
         finally:
-            self.bus.call(self.kv.delete(name))
+            # Only its own key: held past the TTL, the key may be the next holder's by now.
+            try:
+                self.bus.call(self.kv.delete(name, last=revision))
+            except APIError as e:
+                if e.err_code not in WRONG_LAST_SEQUENCE:
+                    raise
