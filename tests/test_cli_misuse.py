@@ -155,6 +155,18 @@ def test_the_choices_are_the_library_s_names() -> None:
     assert [r.value for r in PlateRegion] == list(FORMATS)
 
 
+def test_keys_create_names_every_scope() -> None:
+    """The help lists the scopes by hand (importing the service's key table costs the CLI
+    ~0.8 s at start): it left out payment."""
+    from typer.testing import CliRunner
+
+    from facelens.cli import app
+    from facelens.service.keys import SCOPES
+
+    shown = " ".join(CliRunner().invoke(app, ["keys", "create", "--help"]).output.split())
+    assert f"Repeat for several scopes: {', '.join(SCOPES)}." in shown.replace("│ ", "")
+
+
 def test_watch_street_json_is_one_line_per_alert_and_the_counts_on_stderr(
         shared_data: Path, tmp_path: Path) -> None:
     """Before: each alert was pretty-printed over many lines and the summary followed on

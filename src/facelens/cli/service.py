@@ -34,7 +34,7 @@ def _state() -> ServiceState:
 def create_key(name: str,
                scope: Annotated[list[str], typer.Option(help="Repeat for several scopes: "
                                 "admin, detect, enrol, identify, verify, events, metrics, "
-                                "export, scores.")],
+                                "export, scores, payment.")],
                as_json: JsonFlag = False) -> None:
     """Make an API key. It is printed once and never stored in the clear."""
     with errors():
