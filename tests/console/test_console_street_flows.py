@@ -241,3 +241,22 @@ def test_counts_chart_shows_the_window_chosen_last(page: Page, server: Server) -
     assert chart.get_attribute("aria-label") == "Tracks per hour on kerb-2"
     assert page.input_value("#counts-window") == "week"
     api_call(server.base, "/v1/cameras/kerb-2", server.key, method="DELETE")
+
+
+def test_a_rule_naming_no_street_camera_says_so(page: Page, server: Server) -> None:
+    api_call(server.base, "/v1/cameras", server.key,
+             {"name": "gate-5", "source": "/dev/video9", "scene": True})
+    api_call(server.base, "/v1/cameras", server.key, {"name": "door-5", "source": "/dev/video9"})
+    sign_in(page, server)
+    page.click("#nav-street")
+    form = page.get_by_role("form", name="Add a rule")
+    form.get_by_label("Description").fill("red car")
+    form.get_by_label("Reason").fill("robbery, case 4")
+    form.get_by_label("Cameras").fill("gate-5, door-5, gate-6")  # a typo, and no street layer
+    form.get_by_label("Expires (≤ 30 days)").fill(
+        (datetime.now() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.click("#rule-add")
+    expect(page.get_by_test_id("notice")).to_contain_text(
+        "No camera with the street layer on is named door-5, gate-6 (yet).")
+    for name in ("gate-5", "door-5"):
+        api_call(server.base, f"/v1/cameras/{name}", server.key, method="DELETE")

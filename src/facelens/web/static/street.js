@@ -180,7 +180,12 @@ async function addRule(event) {
       active_from: isoOf($("#rule-from").value), active_to: isoOf($("#rule-to").value) } });
     $("#rule-form").reset();
     await loadRules();
-    showNotice(`Rule “${made.description}” alerts until ${fmtDate(made.expires_at)}.`);
+    // A camera named here may come later, but until then the rule watches nothing there.
+    const street = new Set((await api("/v1/cameras")).filter((c) => c.scene).map((c) => c.name));
+    const idle = made.cameras.filter((c) => !street.has(c));
+    showNotice(`Rule “${made.description}” alerts until ${fmtDate(made.expires_at)}.` +
+      (idle.length ? ` No camera with the street layer on is named ${idle.join(", ")} (yet).`
+        : ""));
   });
 }
 
