@@ -197,6 +197,24 @@ def test_every_get_route_answers_head_and_options_name_every_method(app: App) ->
     assert c.options("/v1/absent").status_code == 404
 
 
+# ---------------------------------------------------------------------------------- cameras
+def test_a_gallery_listed_twice_for_a_camera_is_refused(app: App) -> None:
+    # 300,000 copies of one gallery's name were each looked up (a PATCH took 3 minutes) and
+    # stored, to be searched for every face the camera saw.
+    c, admin = app.client, app.auth("admin")
+    c.post("/v1/galleries", headers=admin, json={"name": "lobby", "purpose": "door"})
+    twice = ["lobby", "lobby"]
+    added = c.post("/v1/cameras", headers=admin, json={
+        "name": "hall", "source": "/dev/video7", "enabled": False, "galleries": twice})
+    assert refusal(added) == (422, "validation_error", "galleries: 'lobby' is listed twice")
+    assert c.post("/v1/cameras", headers=admin, json={
+        "name": "hall", "source": "/dev/video7", "enabled": False,
+        "galleries": ["lobby"]}).status_code == 201
+    changed = c.patch("/v1/cameras/hall", headers=admin, json={"galleries": twice * 1000})
+    assert refusal(changed) == (422, "validation_error", "galleries: 'lobby' is listed twice")
+    assert c.get("/v1/cameras", headers=admin).json()[0]["galleries"] == ["lobby"]
+
+
 # ------------------------------------------------------------------------------------- keys
 def test_the_last_admin_key_cannot_be_revoked(app: App) -> None:
     # Revoking it answered 204 and left no key to make keys with; with other keys active, a
