@@ -116,6 +116,9 @@ async function start() {
   setupAdmin();
   setupStreet();
   for (const table of document.querySelectorAll("main table")) labelCells(table);
+  // A form the browser refuses (a field out of range) is not sent: an error of the last try
+  // would stand beside the browser's own message as if it were about this one.
+  document.addEventListener("invalid", clearMessages, true);
   window.addEventListener("hashchange", () => {
     clearMessages();
     route();
