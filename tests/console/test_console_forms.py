@@ -25,3 +25,20 @@ def test_a_form_the_browser_refuses_takes_the_last_error_down(page: Page,
     page.click("#add-camera")
     assert form.get_by_label("Frames per second").evaluate("f => !f.validity.valid")
     expect(alert).to_be_hidden()
+
+
+def test_every_form_is_named_for_a_screen_reader(page: Page, server: Server) -> None:
+    """A form has the role "form" (a landmark a screen reader lists and jumps to) only when it
+    is named: each one shown is."""
+
+    def all_named(section: str) -> None:
+        shown = page.locator(f"{section} form:visible")
+        expect(shown.first).to_be_visible()
+        assert page.locator(section).get_by_role("form").count() == shown.count(), section
+
+    page.goto(server.base + "/")
+    all_named("#page-signin")
+    sign_in(page, server)
+    for name in ("galleries", "try", "cameras", "alerts", "street", "admin"):
+        page.click(f"#nav-{name}")
+        all_named(f"#page-{name}")

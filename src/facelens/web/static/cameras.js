@@ -248,10 +248,11 @@ function openEditor(entry) {
   const save = el("button", {
     type: "submit", dataset: { testid: `camera-editor-save-${name}` },
   }, "Save galleries");
-  const form = el("form", { class: "inline", onsubmit: (e) => {
-    e.preventDefault();
-    assign(entry, selected(select), save);
-  } },
+  const form = el("form", { class: "inline", "aria-label": `Galleries for ${name}`,
+    onsubmit: (e) => {
+      e.preventDefault();
+      assign(entry, selected(select), save);
+    } },
   el("label", { for: id }, `Galleries for ${name}`), select, save,
   el("button", { type: "button", onclick: () => closeEditor(entry) }, "Cancel"));
   entry.editor = el("tr", { class: "editor", dataset: { testid: `camera-editor-${name}` } },
