@@ -215,6 +215,18 @@ def test_a_gallery_listed_twice_for_a_camera_is_refused(app: App) -> None:
     assert c.get("/v1/cameras", headers=admin).json()[0]["galleries"] == ["lobby"]
 
 
+def test_a_camera_change_past_a_bound_of_its_settings_answers_422(app: App) -> None:
+    # A PATCH checked its own bounds, not the camera's: cooldown_s 1e9 (a camera's is at most
+    # a day) failed only as the changed settings were made, answering 500.
+    c, admin = app.client, app.auth("admin")
+    c.post("/v1/cameras", headers=admin, json={"name": "yard", "source": "/dev/video7",
+                                               "enabled": False})
+    r = c.patch("/v1/cameras/yard", headers=admin, json={"cooldown_s": 1e9})
+    assert refusal(r) == (422, "validation_error",
+                          "cooldown_s: Input should be less than or equal to 86400")
+    assert c.get("/v1/cameras", headers=admin).json()[0]["cooldown_s"] == 60
+
+
 # ------------------------------------------------------------------------------------- keys
 def test_the_last_admin_key_cannot_be_revoked(app: App) -> None:
     # Revoking it answered 204 and left no key to make keys with; with other keys active, a

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
@@ -75,7 +76,10 @@ def change_camera(request: Request, name: str, body: CameraChange,
                   principal: Principal = requires("admin")) -> dict[str, Any]:
     state = service(request)
     changes = body.model_dump(exclude_none=True)
-    state.cameras.update(name, changes)
+    try:
+        state.cameras.update(name, changes)
+    except ValidationError as e:  # the camera's settings with the changes break a bound of
+        raise RequestValidationError(e.errors()) from e  # CameraConfig's (cooldown_s: a day)
     if "source" in changes:  # the audit chain keeps no stream passwords
         changes["source"] = redacted(changes["source"])
     for regions in ("zones", "masks"):  # the chain keeps how many, not every corner
