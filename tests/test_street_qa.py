@@ -374,3 +374,24 @@ def test_a_stream_that_changes_shape_is_watched_on(shared_data: Path) -> None:
     for i, frame in enumerate([*itertools.islice(wide, 3), *itertools.islice(square, 3)]):
         scene.process(Frame(i, i / 5, frame.rgb))
     assert scene.frames == 6 and scene.latest is not None  # the new shape is looked at
+
+
+def test_a_new_scene_ends_the_tracks_before_it(shared_data: Path) -> None:
+    """Parked cars one after another (cuts between photos, as a PTZ camera's presets): the
+    first car's track went on in the second car where their boxes overlapped, its plate
+    already read three times, so the second car's hotlisted plate was never read."""
+    from facelens.eval.plates import load_labels
+
+    labels = load_labels(shared_data / "plates" / "us")[:3]
+    later = datetime.now(UTC) + timedelta(days=1)
+    alerts: list[dict[str, Any]] = []
+    scene = SceneWatch("qa", Hotlists([PlateEntry(labels[1].text, "stolen", "qa", later)]),
+                       on_alert=alerts.append, gate=False)
+    index = 0
+    for label in labels:
+        photo = cv2.cvtColor(cv2.imread(str(label.image)), cv2.COLOR_BGR2RGB)
+        rgb = cv2.resize(photo, (1280, 720), interpolation=cv2.INTER_AREA)
+        for _ in range(8):
+            scene.process(Frame(index, index / 5, rgb))
+            index += 1
+    assert [a["matched"] for a in alerts] == [f"plate:{labels[1].text}"]
