@@ -395,3 +395,21 @@ def test_a_new_scene_ends_the_tracks_before_it(shared_data: Path) -> None:
             scene.process(Frame(index, index / 5, rgb))
             index += 1
     assert [a["matched"] for a in alerts] == [f"plate:{labels[1].text}"]
+
+
+def test_a_rule_past_its_active_to_is_listed_as_ended(served: tuple[TestClient, str]) -> None:
+    """A rule whose window (active_to) has passed never matches again, but was listed "live"
+    until its expiry days later, and the console showed it live."""
+    client, key = served
+    rule = {"description": "red car", "reason": "search", "expires_at": _later(20).isoformat(),
+            "active_to": _later(1).isoformat()}
+    made = client.post("/v1/rules", json=rule, headers={"Authorization": key}).json()
+    later = client.post("/v1/rules", json={**rule, "active_from": _later(2).isoformat(),
+                                           "active_to": _later(3).isoformat()},
+                        headers={"Authorization": key}).json()
+    assert made["live"] and later["live"]  # a window still to come is not over
+    state = client.app.state.facelens  # type: ignore[attr-defined]
+    with state.store.sessions.begin() as s:
+        s.get(SceneRule, made["id"]).active_to = datetime.now(UTC) - timedelta(minutes=1)
+    listed = client.get("/v1/rules", headers={"Authorization": key}).json()
+    assert [(r["id"], r["live"]) for r in listed] == [(made["id"], False), (later["id"], True)]

@@ -65,10 +65,14 @@ def plate_payload(row: PlateHotlistEntry) -> dict[str, Any]:
 
 
 def rule_payload(row: SceneRule) -> dict[str, Any]:
+    """`live` until it can match no more: a past active_to ends it as its expiry does."""
+    expires, until = aware(row.expires_at), aware(row.active_to)
+    assert expires is not None
     return {"id": row.id, "description": row.description, "cameras": row.cameras,
-            "active_from": aware(row.active_from), "active_to": aware(row.active_to),
-            "reason": row.reason, "expires_at": aware(row.expires_at), "added_by": row.added_by,
-            "created_at": aware(row.created_at), "live": _live(row.expires_at)}
+            "active_from": aware(row.active_from), "active_to": until,
+            "reason": row.reason, "expires_at": expires, "added_by": row.added_by,
+            "created_at": aware(row.created_at),
+            "live": _live(min(expires, until) if until else expires)}
 
 
 @router.get("/v1/hotlists/plates")
