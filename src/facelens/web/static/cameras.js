@@ -52,8 +52,8 @@ function makeEntry(camera) {
     entry.toggle, " ",
     el("button", {
       type: "button", dataset: { testid: `camera-assign-${name}` }, hidden: !can("admin"),
-      "aria-label": `Assign galleries to ${name}`, onclick: () => openEditor(entry),
-    }, "Galleries…"), " ",
+      "aria-label": `Edit ${name}`, onclick: () => openEditor(entry),
+    }, "Edit…"), " ",
     el("button", {
       type: "button", dataset: { testid: `camera-zones-${name}` }, hidden: !can("admin"),
       "aria-label": `Zones and masks of ${name}`,
@@ -233,32 +233,46 @@ async function remove(entry, button) {
   });
 }
 
-// The gallery editor: a row under the camera's, with a multi-select and Save / Cancel.
+// The editor: a row under the camera's with its source, frame rate and galleries, and Save /
+// Cancel. Only what was changed is sent (a new source or rate restarts the camera).
 function openEditor(entry) {
   if (entry.editor) {
-    entry.editor.querySelector("select").focus();
+    entry.editor.querySelector("input").focus();
     return;
   }
-  const { name, galleries } = entry.camera;
+  const { name, galleries, source, fps } = entry.camera;
   const options = [...new Set([...galleryNames, ...galleries])]
     .map((g) => el("option", { value: g, selected: galleries.includes(g) }, g));
   const id = `camera-editor-select-${name}`;
   const select = el("select", { id, multiple: true, size: Math.min(6, Math.max(2, options.length)),
-    dataset: { testid: id } }, options);
+    dataset: { testid: id }, disabled: options.length === 0 },
+  options.length ? options : el("option", { value: "", disabled: true }, "(no galleries yet)"));
+  const sourceInput = el("input", { id: `camera-editor-source-${name}`, value: source,
+    required: true, size: 30 });
+  const fpsInput = el("input", { id: `camera-editor-fps-${name}`, type: "number", min: "0.1",
+    max: "60", step: "any", required: true, value: String(fps) });
   const save = el("button", {
     type: "submit", dataset: { testid: `camera-editor-save-${name}` },
-  }, "Save galleries");
-  const form = el("form", { class: "inline", "aria-label": `Galleries for ${name}`,
+  }, "Save");
+  const field = (input, text) => el("span", { class: "field" },
+    el("label", { for: input.id }, text), input);
+  const form = el("form", { class: "inline", "aria-label": `Edit ${name}`,
     onsubmit: (e) => {
       e.preventDefault();
-      assign(entry, selected(select), save);
+      const change = {};
+      const chosen = selected(select);
+      if (chosen.join() !== galleries.join()) change.galleries = chosen;
+      if (sourceInput.value.trim() !== source) change.source = sourceInput.value.trim();
+      if (Number(fpsInput.value) !== fps) change.fps = Number(fpsInput.value);
+      edit(entry, change, save);
     } },
-  el("label", { for: id }, `Galleries for ${name}`), select, save,
+  field(sourceInput, "Source"), field(fpsInput, "Frames per second"),
+  field(select, `Galleries for ${name}`), save,
   el("button", { type: "button", onclick: () => closeEditor(entry) }, "Cancel"));
   entry.editor = el("tr", { class: "editor", dataset: { testid: `camera-editor-${name}` } },
     el("td", { colSpan: COLUMNS }, form));
   entry.row.after(entry.editor);
-  select.focus();
+  sourceInput.focus();
 }
 
 function closeEditor(entry) {
@@ -266,15 +280,25 @@ function closeEditor(entry) {
   entry.editor = null;
 }
 
-async function assign(entry, galleries, button) {
+async function edit(entry, change, button) {
   const { name } = entry.camera;
+  if (Object.keys(change).length === 0) {
+    closeEditor(entry);
+    showNotice(`Camera ${name}: nothing changed.`);
+    return;
+  }
   await busy(button, async () => {
-    const camera = await api(`/v1/cameras/${enc(name)}`, { method: "PATCH", json: { galleries } });
+    const camera = await api(`/v1/cameras/${enc(name)}`, { method: "PATCH", json: change });
     version += 1;
     closeEditor(entry);
     updateEntry(entry, camera);
-    showNotice(`Camera ${name} now watches ${galleries.length ? galleries.join(", ")
-      : "no gallery"}.`);
+    const said = [];
+    if (change.source !== undefined) said.push(`reads ${camera.source}`);
+    if (change.fps !== undefined) said.push(`at ${camera.fps} fps`);
+    if (change.galleries) {
+      said.push(`watches ${camera.galleries.length ? camera.galleries.join(", ") : "no gallery"}`);
+    }
+    showNotice(`Camera ${name} now ${said.join(", ")}.`);
   });
 }
 
