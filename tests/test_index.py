@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -460,3 +463,30 @@ def test_sign_scan_fills_k_when_threads_keep_more_than_they_hold(scan_unit: str)
     found = index.search(noisy(gallery[::50]), 300)[1]
     assert (found >= 0).all() and all(len(set(row)) == 300 for row in found)
     np.testing.assert_array_equal(found[:, 0], np.arange(0, 1_037, 50))
+
+
+def test_a_milvus_lite_file_is_searched_by_the_next_process(tmp_path: Path) -> None:
+    """milvus-lite keeps a file that the next process (the next CLI command, a restarted
+    serve) reopens: its collection came back released, and each search failed with
+    'collection ... is in state released'."""
+    (tmp_path / "probe").mkdir()
+    _milvus(tmp_path / "probe")  # skips where milvus-lite cannot start
+    here = tmp_path / "kept"
+    here.mkdir()
+    np.save(here / "g.npy", unit(50))
+    prelude = ("import json, sys; from pathlib import Path; import numpy as np; "
+               "from facelens.index.milvus import MilvusIndex; ")
+    steps = {  # each its own process, as two CLI commands are
+        "build": "index = MilvusIndex(int(sys.argv[3]), sys.argv[1] + '/m.db'); "
+                 "index.add(np.arange(50), np.load(sys.argv[2])); "
+                 "index.save(Path(sys.argv[1]) / 'index.json'); index.close()",
+        "search": "index = MilvusIndex.load(Path(sys.argv[1]) / 'index.json'); "
+                  "_, ids = index.search(np.load(sys.argv[2])[:5], 1); "
+                  "print(json.dumps(ids.tolist()))",
+    }
+    for step in steps.values():
+        done = subprocess.run([sys.executable, "-c", prelude + step, str(here),
+                               str(here / "g.npy"), str(DIM)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[0], [1], [2], [3], [4]]

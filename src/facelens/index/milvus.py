@@ -87,7 +87,8 @@ class MilvusIndex:
         self._check_schema()
         self.kind = str(self._client.describe_index(collection, "vector")["index_type"])
         self.effort = effort if effort is not None else DEFAULT_EFFORT.get(self.kind, 0)
-        if not self._lite and "NotLoad" in str(self._client.get_load_state(collection)):
+        # A server's collection, and a lite file another process wrote, come back released.
+        if "NotLoad" in str(self._client.get_load_state(collection)):
             self._client.load_collection(collection)
 
     def _create(self, name: str, kind: str) -> None:
