@@ -40,3 +40,23 @@ def test_a_camera_s_source_and_frame_rate_are_edited_in_place(page: Page,
     form.get_by_role("button", name="Save").click()  # nothing changed: nothing sent
     expect(page.get_by_test_id("notice")).to_have_text("Camera yard: nothing changed.")
     expect(form).to_have_count(0)
+
+
+def test_a_zone_is_drawn_from_the_keyboard(page: Page, server: Server) -> None:
+    api_call(server.base, "/v1/cameras", server.key, {"name": "porch", "source": "/dev/video9"})
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    page.get_by_role("button", name="Zones and masks of porch").focus()
+    page.keyboard.press("Enter")
+    editor = page.get_by_test_id("zone-editor")
+    expect(editor.get_by_label("The camera's frame")).to_be_focused()  # cross in the middle
+    for keys in ([], ["Shift+ArrowRight"] * 2, ["Shift+ArrowDown"] * 2 + ["ArrowLeft"]):
+        for key in keys:
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+    expect(page.locator("#zones-state")).to_have_text("Corner 3 placed.")
+    editor.get_by_role("button", name="Close polygon").press("Enter")
+    editor.get_by_role("button", name="Save").press("Enter")
+    expect(page.get_by_test_id("notice")).to_have_text(
+        "Zones of porch saved: 1 zone(s), 0 mask(s).")
+    assert _camera(server, "porch")["zones"] == [[[0.5, 0.5], [0.7, 0.5], [0.68, 0.7]]]

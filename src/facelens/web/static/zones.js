@@ -8,11 +8,16 @@ import { $, busy, showNotice } from "./ui.js";
 const COLOURS = { zone: "rgba(26, 127, 55, 0.30)", mask: "rgba(40, 40, 40, 0.60)" };
 const EDGES = { zone: "#1a7f37", mask: "#222" };
 
-let editing = null; // {name, zones, masks, drawing: [[x, y]], image, onSaved}
+// From the keyboard: the arrow keys move a cross (Shift: 5 times as far), Enter or Space places
+// a corner under it.
+const STEP = 0.02;
+
+let editing = null; // {name, zones, masks, drawing: [[x, y]], cursor: [x, y], image, onSaved}
 
 export async function openZones(camera, onSaved) {
   editing = { name: camera.name, zones: structuredClone(camera.zones || []),
-    masks: structuredClone(camera.masks || []), drawing: [], image: null, onSaved };
+    masks: structuredClone(camera.masks || []), drawing: [], cursor: [0.5, 0.5], image: null,
+    onSaved };
   $("#zones-title").textContent = `Zones and masks: ${camera.name}`;
   $("#zone-editor").hidden = false;
   const current = editing;
@@ -30,8 +35,8 @@ export async function openZones(camera, onSaved) {
     canvas.height = editing.image.height;
   }
   $("#zones-state").textContent = editing.image ? "" : "No preview yet: drawing on a blank frame.";
-  redraw();
   $("#zone-editor").scrollIntoView({ block: "nearest" });
+  canvas.focus(); // redraws, with the keyboard's cross
 }
 
 export function closeZones() {
@@ -58,19 +63,48 @@ function redraw() {
   for (const mask of editing.masks) path(mask, "mask", true);
   if (editing.drawing.length) path(editing.drawing, kindChosen(), false);
   for (const [x, y] of editing.drawing) g.fillRect(x * width - 3, y * height - 3, 6, 6);
+  if (document.activeElement === canvas) { // the keyboard's cross
+    const [x, y] = [editing.cursor[0] * width, editing.cursor[1] * height];
+    g.strokeStyle = "#fff";
+    g.lineWidth = 2;
+    g.strokeRect(x - 8, y - 8, 16, 16);
+    g.beginPath();
+    g.moveTo(x - 14, y); g.lineTo(x + 14, y); g.moveTo(x, y - 14); g.lineTo(x, y + 14);
+    g.stroke();
+  }
   $("#zones-count").textContent = `${editing.zones.length} zone(s), ${editing.masks.length} ` +
     `mask(s)${editing.drawing.length ? `; drawing ${editing.drawing.length} corner(s)` : ""}`;
 }
 
 const kindChosen = () => $('#zone-editor input[name="zone-kind"]:checked').value;
 
+const fraction = (v) => Math.min(1, Math.max(0, Math.round(v * 1000) / 1000));
+
 function addCorner(event) {
   if (!editing) return;
-  const canvas = event.currentTarget;
-  const box = canvas.getBoundingClientRect();
-  const fraction = (v, size) => Math.min(1, Math.max(0, Math.round((v / size) * 1000) / 1000));
-  editing.drawing.push([fraction(event.clientX - box.left, box.width),
-    fraction(event.clientY - box.top, box.height)]);
+  const box = event.currentTarget.getBoundingClientRect();
+  editing.drawing.push([fraction((event.clientX - box.left) / box.width),
+    fraction((event.clientY - box.top) / box.height)]);
+  redraw();
+}
+
+const MOVES = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+
+function keyboardCorner(event) {
+  if (!editing) return;
+  const move = MOVES[event.key];
+  if (move) {
+    const step = event.shiftKey ? 5 * STEP : STEP;
+    editing.cursor = editing.cursor.map((v, i) => fraction(v + move[i] * step));
+    const [x, y] = editing.cursor.map((v) => Math.round(v * 100));
+    $("#zones-state").textContent = `Cross at ${x}% across, ${y}% down.`;
+  } else if (event.key === "Enter" || event.key === " ") {
+    editing.drawing.push([...editing.cursor]);
+    $("#zones-state").textContent = `Corner ${editing.drawing.length} placed.`;
+  } else {
+    return;
+  }
+  event.preventDefault(); // no scrolling, no click
   redraw();
 }
 
@@ -103,7 +137,12 @@ async function save() {
 }
 
 export function setupZones() {
-  $("#zones-canvas").addEventListener("click", addCorner);
+  const canvas = $("#zones-canvas");
+  canvas.addEventListener("click", addCorner);
+  canvas.addEventListener("keydown", keyboardCorner);
+  for (const change of ["focus", "blur"]) {
+    canvas.addEventListener(change, () => { if (editing) redraw(); });
+  }
   $("#zones-close-polygon").addEventListener("click", closePolygon);
   $("#zones-undo").addEventListener("click", () => { editing.drawing.pop(); redraw(); });
   $("#zones-clear").addEventListener("click", clearAll);
