@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,29 @@ def test_racing_workers_claim_each_cool_down_window_once(database: Settings) -> 
         assert events.record_alert("hall", ada, "high", cooldown_s=3600) is not None
         assert events.record_alert("gate", person(workers[1], "bo"), "high",
                                    cooldown_s=3600) is not None
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_a_worker_whose_clock_runs_ahead_keeps_the_cool_down(
+        postgres: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers on several machines share PostgreSQL's clock for cool-downs: one whose own clock
+    ran an hour ahead found the window another had just claimed over and alerted again, and
+    its retention pass deleted windows still running."""
+    import facelens.events.store as event_store
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres.url)
+    workers = [Store(settings), Store(settings)]
+    try:
+        ada = person(workers[0])
+        assert EventStore(workers[0]).record_alert("gate", ada, "high", cooldown_s=600)
+        ahead = utcnow() + timedelta(hours=1)
+        monkeypatch.setattr(event_store, "utcnow", lambda: ahead)
+        running_ahead = EventStore(workers[1])
+        assert running_ahead.forget_ended_cooldowns() == 0
+        assert running_ahead.record_alert("gate", ada, "high", cooldown_s=600) is None
+        assert count(workers[0], Event) == 1
     finally:
         for w in workers:
             w.close()

@@ -139,8 +139,8 @@ class EventStore:
         passed), so until then they only say when and where someone or an entry last alerted.
         `until` is the claim time plus the cool-down it served, so none still suppresses an
         alert; a window claimed meanwhile ends later and stays. Returns how many went."""
-        now = utcnow()
         with self.sessions.begin() as s:
+            now = _window_clock(s)
             return sum(int(s.execute(sa.delete(table).where(table.until <= now)).rowcount)
                        for table in (AlertWindow, SceneAlertWindow))
 
@@ -244,13 +244,19 @@ def _announce(s: Session, event: Event, announce: dict[str, Any] | None) -> None
         **announce, "event_id": event.id, "at": event.at.isoformat(), "status": event.status}))
 
 
+def _window_clock(s: Session) -> Any:
+    """Now, for cool-down windows: on PostgreSQL the server's clock, which workers on several
+    machines share (each one's own clock let one running ahead alert again early)."""
+    return sa.func.now() if s.get_bind().dialect.name == "postgresql" else utcnow()
+
+
 def _claim_window(s: Session, table: type[AlertWindow] | type[SceneAlertWindow], camera: str,
                   target: str, cooldown_s: float) -> bool:
     """One atomic statement: insert the (camera, subject or scene target) window, or move it
     on only if it has ended. Of two workers racing, the second waits on the row and then
     finds it current (PostgreSQL re-checks the WHERE on the committed row; SQLite serialises
     writers)."""
-    now = utcnow()
+    now = _window_clock(s)
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     column = "subject_id" if table is AlertWindow else "target"
     insert = dialect.insert(table).values(camera=camera, **{column: target},
