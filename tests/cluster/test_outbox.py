@@ -245,3 +245,34 @@ def test_an_idle_delivery_logs_no_error(stream: tuple[Any, str, str],
                                                                                "WARNING")]
     finally:
         delivery.close()
+
+
+def test_alerts_flow_again_after_nats_lost_its_stream(tmp_path: Path,
+                                                      stream: tuple[Any, str, str]) -> None:
+    """A NATS restarted without its JetStream store has neither the alert stream nor the
+    consumer: the relay's publish failed on every alert (kept in the outbox, retried for ever)
+    and a fetch from the vanished consumer only timed out, so nothing was delivered until the
+    processes restarted. Both are made again and the alert goes out."""
+    from facelens.events.delivery import start_delivery
+
+    bus, name, _ = stream
+    settings = Settings(data_dir=tmp_path / "data", nats_url=NATS_URL,
+                        nats_prefix=name.removesuffix("_events"))
+    store, receiver = Store(settings), Receiver()
+    events = EventStore(store)
+    delivery = start_delivery(settings, events, Fanout([receiver]))
+    try:
+        ada = person(store)
+        events.record_alert("gate", ada, "high", announce={})
+        delivery.relay.poke()
+        wait_for(lambda: len(receiver.taken) == 1)
+        bus.call(bus.js.delete_stream(name))  # its consumer goes with it
+        later = events.record_alert("hall", ada, "high", announce={})
+        assert later is not None
+        delivery.relay.poke()
+        wait_for(lambda: len(receiver.taken) == 2, timeout=60)
+        assert receiver.taken[-1]["event_id"] == later.id
+        wait_for(lambda: count(store, OutboxEntry) == 0)
+    finally:
+        delivery.close()
+        store.close()

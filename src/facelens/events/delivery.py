@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # nats-py is the optional `cluster` extra: the embedded defau
 log = logging.getLogger("facelens.events")
 
 DURABLE = "facelens-delivery"
+CHECK_EVERY = 10
+"""Empty fetches (of 1 s) between checks that the consumer still exists."""
 
 
 class StreamDelivery:
@@ -37,30 +39,52 @@ class StreamDelivery:
         from nats.js.api import ConsumerConfig
 
         self.bus, self.sink, self.stream, self.durable = bus, sink, stream, durable
-        self.retry_s, self.batch = retry_s, batch
+        self.subjects, self.retry_s, self.batch = subjects, retry_s, batch
+        self._config = ConsumerConfig(ack_wait=ack_wait_s, max_deliver=-1)
         self.delivered = 0
-        ensure_stream(bus, stream, subjects)
-        self._sub = bus.call(bus.js.pull_subscribe(
-            f"{subjects}.>", durable=durable, stream=stream,
-            config=ConsumerConfig(ack_wait=ack_wait_s, max_deliver=-1)))
+        self._sub = self._subscribe()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="facelens-delivery", daemon=True)
+
+    def _subscribe(self) -> Any:
+        ensure_stream(self.bus, self.stream, self.subjects)
+        return self.bus.call(self.bus.js.pull_subscribe(
+            f"{self.subjects}.>", durable=self.durable, stream=self.stream,
+            config=self._config))
+
+    def _still_subscribed(self) -> None:
+        """A NATS that lost its JetStream store (restarted without it) has neither the stream
+        nor this consumer, and a fetch from a consumer that is gone only times out: alerts
+        then waited in the stream the relay made again, undelivered until a restart."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            self.bus.call(self.bus.js.consumer_info(self.stream, self.durable))
+        except NotFoundError:
+            log.warning("alert delivery: the stream or its consumer was gone; made again")
+            self._sub = self._subscribe()
 
     def start(self) -> StreamDelivery:
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        idle = 0
         while not self._stop.is_set():
             try:
+                if idle >= CHECK_EVERY:
+                    idle = 0
+                    self._still_subscribed()
                 messages = self.bus.call(self._sub.fetch(self.batch, timeout=1.0),
                                          timeout_s=10.0)
             except TimeoutError:  # nothing to deliver (nats-py raises its own or the plain one)
+                idle += 1
                 continue
             except Exception:  # the broker went away: the client reconnects by itself
                 log.exception("alert delivery: fetch failed")
                 self._stop.wait(1.0)
                 continue
+            idle = 0
             for message in messages:
                 self._deliver(message)
 

@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -129,12 +130,20 @@ def ensure_stream(bus: Bus, stream: str, subjects: str) -> None:
 def to_jetstream(bus: Bus, stream: str, subjects: str) -> Publish:
     """Publish a row to the stream with `Nats-Msg-Id: <event id>`; taken once JetStream
     acknowledged it (stored, or recognised as a duplicate)."""
+    from nats.js.errors import NoStreamResponseError
+
     ensure_stream(bus, stream, subjects)
 
     def publish(row: OutboxEntry) -> bool:
         body = json.dumps(row.payload, sort_keys=True, default=str).encode()
-        bus.call(bus.js.publish(subject_of(row.camera, subjects), body, stream=stream,
-                                headers={"Nats-Msg-Id": str(row.event_id)}))
+        send = partial(bus.js.publish, subject_of(row.camera, subjects), body, stream=stream,
+                       headers={"Nats-Msg-Id": str(row.event_id)})
+        try:
+            bus.call(send())
+        except NoStreamResponseError:  # a NATS that lost its JetStream store: make it again
+            log.warning("alert stream %s was gone; made again", stream)
+            ensure_stream(bus, stream, subjects)
+            bus.call(send())
         return True
 
     return publish
