@@ -42,3 +42,38 @@ def test_a_cooldown_beyond_a_day_is_refused(cooldown: float) -> None:
     with pytest.raises(ValidationError, match="cooldown_s"):
         CameraConfig(name="door", source="door.mp4", cooldown_s=cooldown)
     assert CameraConfig(name="door", source="door.mp4", cooldown_s=86_400).cooldown_s == 86_400
+
+
+@pytest.mark.slow
+def test_a_street_camera_that_fails_keeps_what_it_counted(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that breaks after 13 s of cars (bytes overwritten mid-file) stops the camera with
+    an error; the cars its street layer counted before are stored all the same (they stayed in
+    memory until the next once-a-minute flush, lost with the camera)."""
+    import sqlalchemy as sa
+
+    from facelens.store.tables import SceneCount
+    from facelens.video import scene_camera
+    from facelens.video.camera import CameraRunner
+
+    monkeypatch.setattr(scene_camera, "FLUSH_S", math.inf)  # only close() stores the counts
+    clip = bytearray((shared_data / "street" / "intel_car-detection.mp4").read_bytes())
+    middle = len(clip) // 2
+    clip[middle:middle + 20_000] = b"\xff" * 20_000
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(clip))
+    galleries = Galleries(Settings(data_dir=tmp_path / "data", media_dir=tmp_path))
+    runner = CameraRunner(CameraConfig(name="lane", source=str(broken), fps=5, scene=True),
+                          galleries, EventStore(galleries.store), None)
+    try:
+        runner.start()
+        deadline = time.monotonic() + 300  # the file ends it, never stop()
+        while runner.alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runner.status.startswith("error") and "Invalid data" in runner.status, \
+            runner.status
+        with galleries.store.sessions() as s:
+            stored = s.scalar(sa.select(sa.func.sum(SceneCount.tracks)))
+        assert stored and stored >= 1, "the counts went with the failed camera"
+    finally:
+        galleries.close()

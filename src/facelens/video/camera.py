@@ -111,6 +111,7 @@ class CameraRunner:
 
     def _run(self) -> None:
         c = self.config
+        scene: SceneCamera | None = None
         try:
             watcher = Watcher(c.name, self.galleries, c.galleries, far=c.far,
                               cooldown_s=c.cooldown_s, motion=c.motion, on_alert=self.on_alert)
@@ -135,12 +136,25 @@ class CameraRunner:
                 self._show(frame.rgb, list(watcher.labels) + street)
                 last_time = frame.time
             self.alerts += len(watcher.finish(last_time))
-            if scene is not None:
-                scene.close()  # what it counted since its last flush
             self.status = "stopped" if self.stop_event.is_set() else "ended"
         except (SourceError, Exception) as e:  # a camera's failure must not take others down
             self.status = f"error: {e}"
             log.error("camera %s stopped: %s", c.name, type(e).__name__)
+        finally:
+            if scene is not None:
+                self._close_scene(scene)
+
+    def _close_scene(self, scene: SceneCamera) -> None:
+        """Store what the street layer counted since its last flush, however the camera
+        stopped (a truncated file, a database error lost up to a minute of counts). Its
+        own failure is logged; it does not replace the error that stopped the camera."""
+        try:
+            scene.close()
+        except Exception as e:
+            log.error("camera %s: street counts not stored: %s", self.config.name,
+                      type(e).__name__)
+            if not self.status.startswith("error"):
+                self.status = f"error: {e}"
 
     def _show(self, rgb: np.ndarray, labels: list[tuple[np.ndarray, str, bool]]) -> None:
         drawn = draw_labels(rgb, labels)
