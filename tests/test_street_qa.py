@@ -25,7 +25,7 @@ from facelens.events.hotlists import Hotlists, PlateEntry, parse_description
 from facelens.service.app import create_app
 from facelens.settings import Settings
 from facelens.store.database import Store
-from facelens.store.tables import PlateHotlistEntry, SceneRule
+from facelens.store.tables import PlateHotlistEntry, SceneRule, utcnow
 from facelens.video.scene_watch import SceneWatch
 from facelens.video.source import Frame, VideoSource
 
@@ -227,7 +227,25 @@ def test_street_routes_answer_odd_input_with_4xx(served: tuple[TestClient, str])
     got = client.post("/v1/rules", json=rule, headers={"Authorization": key})
     assert got.status_code == 422 and "active_from" in got.text, got.text
     assert client.get("/v1/cameras/gate-1.a_b/counts",
-                      headers={"Authorization": key}).status_code == 200
+                      headers={"Authorization": key}).status_code == 404  # a name, no camera
+
+
+def test_counts_of_a_camera_never_seen_answer_404(served: tuple[TestClient, str]) -> None:
+    """A typo in a camera's name answered 200 with no counts, like a quiet street. A camera
+    that exists, or one removed whose counts are still kept, answers its counts."""
+    from facelens.events.counts import SceneCounts
+
+    client, key = served
+    headers = {"Authorization": key}
+    got = client.get("/v1/cameras/gate-6/counts", headers=headers)
+    assert got.status_code == 404 and "gate-6" in got.json()["error"]["message"], got.text
+    SceneCounts(client.app.state.facelens.store).add({("gate-6", "car", utcnow()): 2})
+    got = client.get("/v1/cameras/gate-6/counts", headers=headers)
+    assert got.status_code == 200 and got.json()["totals"] == {"car": 2}, got.text
+    made = client.post("/v1/cameras", headers=headers, json={"name": "gate-7", "source":
+                       "rtsp://cam.example/stream", "enabled": False})
+    assert made.status_code in (200, 201), made.text
+    assert client.get("/v1/cameras/gate-7/counts", headers=headers).status_code == 200
 
 
 def test_an_unreadable_parked_car_neither_keeps_the_reader_nor_is_read_for_ever(

@@ -64,6 +64,12 @@ class SceneCounts:
             out.setdefault(as_utc(start), {})[kind] = int(tracks)
         return [{"at": at_, "counts": counts} for at_, counts in out.items()]
 
+    def kept_for(self, camera: str) -> bool:
+        """Whether any counts of `camera` are kept (a removed camera's, until they expire)."""
+        with self.sessions() as s:
+            return s.scalars(sa.select(SceneCount.camera).where(SceneCount.camera == camera)
+                             .limit(1)).first() is not None
+
     @staticmethod
     def _bucket(dialect: str, bucket: Bucket) -> Any:
         """The SQL expression of a row's bucket start (UTC)."""

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from facelens.errors import FacelensError
+from facelens.errors import FacelensError, NotFoundError
 from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
@@ -159,7 +159,11 @@ def _counts(request: Request, camera: str | None, since: datetime | None,
     if not start < end <= start + SPAN[bucket]:
         raise FacelensError(f"since must be before until, at most {SPAN[bucket].days} days "
                             f"apart for {bucket} buckets")
-    buckets = SceneCounts(service(request).store).series(camera, start, end, bucket)
+    counts = SceneCounts(service(request).store)
+    if camera is not None and not counts.kept_for(camera) and camera not in {
+            c.name for c in service(request).cameras.configs()}:
+        raise NotFoundError(f"no camera {camera!r}, and no counts kept of one of that name")
+    buckets = counts.series(camera, start, end, bucket)
     totals: dict[str, int] = {}
     for row in buckets:
         for kind, tracks in row["counts"].items():
