@@ -64,6 +64,7 @@ def test_every_word_of_a_description_is_understood_or_it_is_refused() -> None:
                        ("car truck", "more than one kind"),
                        ("child, red car", "more than one kind"),
                        ("red top hat", "'hat' is not understood"),
+                       ("purple unicorn", "'unicorn' is not understood"),  # not the colour
                        ("top", "'top' needs a colour"),
                        (" , ", "names no class")):
         with pytest.raises(FacelensError, match=said):

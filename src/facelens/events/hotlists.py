@@ -143,11 +143,14 @@ def parse_description(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _not_understood(word: str, after: str, things: set[str]) -> str:
-    if word in PALETTE:
+    known = {*PALETTE, *things, *KINDS, *PEOPLE, *FILLERS}
+    if word in PALETTE and after and after not in known:  # "purple unicorn": the noun is new
+        word = after
+    elif word in PALETTE:
         return f"the colour {word!r} must come right before what it colours (a top, a car …)"
-    if word in things:
+    elif word in things:
         return f"{word!r} needs a colour right before it"
-    if after in things:
+    elif after in things:
         return f"{word!r} is not a colour the street layer names ({', '.join(PALETTE)})"
     return (f"{word!r} is not understood (classes: {', '.join(KINDS)}; people: "
             f"{', '.join(PEOPLE)}; a colour before top, trousers or a vehicle)")
