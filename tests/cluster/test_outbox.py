@@ -276,3 +276,31 @@ def test_alerts_flow_again_after_nats_lost_its_stream(tmp_path: Path,
     finally:
         delivery.close()
         store.close()
+
+
+def test_a_database_outage_is_one_error_in_the_relay_log(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    """While the database is away the relay retries every second or so; each try logged a
+    traceback. Now one when it goes and one line when it is back."""
+    store = Store(Settings(data_dir=tmp_path / "data"))
+    events, receiver = EventStore(store), Receiver()
+    working = events.sessions
+
+    class Away:
+        def begin(self) -> Any:
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+
+    relay = OutboxRelay(events, to_sinks(Fanout([receiver])), poll_s=0.02, max_backoff_s=0.05)
+    events.sessions = Away()  # type: ignore[assignment]
+    try:
+        with caplog.at_level("DEBUG", logger="facelens.events"):
+            relay.start()
+            wait_for(lambda: len(caplog.records) >= 10)  # ten tries at least
+            events.sessions = working
+            wait_for(lambda: any("answers again" in r.getMessage() for r in caplog.records))
+        loud = [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+        assert [r.levelname for r in loud] == ["ERROR", "WARNING"], loud
+    finally:
+        relay.close()
+        store.close()

@@ -76,15 +76,22 @@ class OutboxRelay:
                     s.execute(sa.delete(OutboxEntry).where(OutboxEntry.id == row.id))
 
     def _run(self) -> None:
-        backoff = 0.0
+        backoff, failing = 0.0, False
         while not self._stop.is_set():
             self._wake.wait(backoff or self.poll_s)
             self._wake.clear()
             try:
                 done = self.drain()
             except Exception:  # the database went away: keep trying, never die
-                log.exception("outbox relay")
-                done = False
+                # One traceback per outage, not one per try (each second while it lasts).
+                log.log(logging.DEBUG if failing else logging.ERROR,
+                        "outbox relay: the database cannot be read; retrying", exc_info=True)
+                failing = True
+                backoff = min(max(backoff * 2, 1.0), self.max_backoff_s)
+                continue
+            if failing:
+                log.warning("outbox relay: the database answers again")
+                failing = False
             backoff = 0.0 if done else min(max(backoff * 2, 1.0), self.max_backoff_s)
 
     def close(self) -> None:
