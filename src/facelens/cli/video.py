@@ -97,8 +97,8 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
 
         watcher = Watcher(camera, galleries, gallery, far=far, cooldown_s=cooldown,
                           motion=motion, on_alert=on_alert)
-        street = SceneWatch(camera, Hotlists([], []), gate=motion,
-                            engine=galleries.engine) if scene else None
+        street = SceneWatch(camera, Hotlists([], []), gate=motion, engine=galleries.engine,
+                            detect_side=settings.street_detect_side) if scene else None
         source = VideoSource(source, fps=fps, max_retries=reconnects)
         writer = AnnotatedWriter(out_video, fps or 30.0) if out_video else None
         started, last = time.perf_counter(), 0.0
