@@ -4,6 +4,7 @@ naming the field; refused writes leave an audit row; and the Python API's image 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -170,6 +171,16 @@ def test_two_files_in_a_one_file_field_are_refused_not_one_dropped(app: App) -> 
         assert refusal(r) == (422, "validation_error", f"{field}: one file expected, 2 sent")
     one = c.post("/v1/detect", headers=app.auth("detect"), files=app.photo("obama.jpg", "image"))
     assert one.status_code == 200 and len(one.json()["faces"]) == 1
+    # and a value: name=a&name=b enrolled "b"; JSON {"top_k": [1, 2]} asked for 2
+    r = c.post("/v1/galleries/zips/subjects", headers=app.auth("enrol"),
+               files=[*app.photo("obama.jpg"), ("name", (None, "a")), ("name", (None, "b"))],
+               data=CONSENT)
+    assert refusal(r) == (422, "validation_error", "name: one value expected, 2 sent")
+    r = c.post("/v1/galleries/zips/identify", headers=app.auth("identify"), json={
+        "image": base64.b64encode((app.fixtures / "obama.jpg").read_bytes()).decode(),
+        "top_k": [1, 2]})
+    assert refusal(r) == (422, "validation_error", "top_k: one value expected, 2 sent")
+    assert app.state.galleries.subjects("zips") == []
 
 
 # ------------------------------------------------------------------------- HEAD and OPTIONS

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -40,6 +40,7 @@ from facelens.service.http import (
 from facelens.service.json_uploads import JsonUploads
 from facelens.service.limits import InferencePool
 from facelens.service.state import ServiceState
+from facelens.service.uploads import one_value_per_field
 from facelens.settings import Settings, get_settings
 
 log = logging.getLogger("facelens.service")
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # OpenAPI 3.1), never a CDN; no /redoc.
     app = FastAPI(title="facelens", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, responses=ERROR_RESPONSES,
+                  dependencies=[Depends(one_value_per_field)],
                   description="Open, self-hosted face recognition. Every route but /healthz "
                               "needs an API key (Authorization: Bearer fl_…).")
     install_error_handlers(app)

@@ -21,7 +21,7 @@ from facelens.service.limits import Overloaded
 from facelens.service.routes_faces import failure
 from facelens.service.security import requires, service, still_allowed
 from facelens.service.state import ServiceState
-from facelens.service.uploads import ConsentFields, ConsentForm, charge_pixels, sent_once
+from facelens.service.uploads import ConsentFields, ConsentForm, charge_pixels
 
 router = APIRouter(prefix="/v1", tags=["galleries"])
 
@@ -45,7 +45,7 @@ async def enrol_zip(request: Request, name: str, archive: Annotated[UploadFile, 
     galleries = state.galleries
     galleries.gallery(name)  # an unknown gallery is a 404 before the upload is read
     consent.record.check()
-    people = (await run_in_threadpool(ZipArchive, (await sent_once(archive)).file)).people()
+    people = (await run_in_threadpool(ZipArchive, archive.file)).people()
 
     def audit(action: str, outcome: str, **fields: Any) -> None:
         state.audit.record(principal.label, action, outcome, **fields)

@@ -12,7 +12,7 @@ from facelens.service.http import ApiError
 from facelens.service.keys import Principal
 from facelens.service.security import requires, service
 from facelens.service.state import API_FORMATS
-from facelens.service.uploads import read_uploads, sent_once
+from facelens.service.uploads import read_uploads
 
 router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
 
@@ -60,7 +60,7 @@ async def answer(request: Request, session_id: str, nonce: Annotated[str, Form()
     session = state.liveness.begin_answer(session_id, principal.id, nonce)
     judgement: Judgement | None = None
     try:
-        recorded = await (await sent_once(video)).read() if video is not None else None
+        recorded = await video.read() if video is not None else None
         stills = [] if video is not None else [
             data for _, data in await read_uploads(frames or [])]
         pixels = int(state.settings.max_image_mp * 1e6)

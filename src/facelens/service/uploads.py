@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Form, UploadFile
+from fastapi import Depends, Form, Request, UploadFile
 from pydantic import BeforeValidator
 
 from facelens.gallery.service import ConsentRecord
@@ -64,25 +64,40 @@ def consent_fields(legal_basis: Annotated[str, Form(max_length=100)],
 ConsentForm = Annotated[ConsentFields, Depends(consent_fields)]
 
 
-async def sent_once(upload: UploadFile) -> UploadFile:
-    """`upload`, refused when its form field carried several files: the route takes one, and
-    the last sent was answered alone (two photos to /v1/detect: the second's faces only)."""
-    caller = CALLER.get(None)
-    if caller is not None:
-        form = await caller[0].form()  # parsed already, for the route's own fields
-        for field, value in form.multi_items():
-            if value is upload and (sent := len(form.getlist(field))) > 1:
-                raise ApiError(422, "validation_error",
-                               f"{field}: one file expected, {sent} sent")
-    return upload
+async def one_value_per_field(request: Request) -> None:
+    """A form field the route reads as one value (all but its lists) is refused when sent
+    several times: the last was taken alone, so obama and biden sent to /v1/detect answered
+    biden's face with no word of obama's photo, name=a&name=b enrolled "b", and JSON's
+    {"top_k": [1, 2]} (json_uploads: a list is several fields) asked for 2."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    route = request.scope.get("route")
+    if kind not in FORMS or route is None:
+        return
+    form = await request.form()  # parsed already, for the route's own fields
+    lists = _list_fields(request.app.openapi(), route.path)
+    for field in form.keys() - lists:
+        if (sent := form.getlist(field))[1:]:
+            what = "value" if isinstance(sent[0], str) else "file"
+            raise ApiError(422, "validation_error",
+                           f"{field}: one {what} expected, {len(sent)} sent")
+
+
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _list_fields(spec: dict[str, Any], path: str) -> frozenset[str]:
+    """The form fields of `path`'s POST that its OpenAPI schema says are arrays."""
+    content = spec["paths"].get(path, {}).get("post", {}).get("requestBody", {}).get(
+        "content", {})
+    schema = next((content[kind]["schema"] for kind in FORMS if kind in content), {})
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return frozenset(name for name, field in schema.get("properties", {}).items()
+                     if "array" in (field.get("type"), *(f.get("type") for f in
+                                                          field.get("anyOf", ()))))
 
 
 async def read_upload(upload: UploadFile) -> bytes:
-    """The bytes of an uploaded image sent alone in its field (sent_once)."""
-    return await _read_image(await sent_once(upload))
-
-
-async def _read_image(upload: UploadFile) -> bytes:
     """The bytes of an uploaded image whose declared type (if any) is one we accept; what
     the bytes really are is checked again when they are decoded."""
     # Media types are case-insensitive (RFC 9110): IMAGE/JPEG is image/jpeg.
@@ -97,7 +112,7 @@ async def _read_image(upload: UploadFile) -> bytes:
 
 async def read_uploads(images: list[UploadFile]) -> list[tuple[str, bytes]]:
     """Each uploaded image's name (its file name, else "image N") and bytes, read in order."""
-    return [(u.filename or f"image {i}", await _read_image(u)) for i, u in enumerate(images)]
+    return [(u.filename or f"image {i}", await read_upload(u)) for i, u in enumerate(images)]
 
 
 def charge_pixels(data: bytes) -> None:
