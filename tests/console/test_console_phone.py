@@ -89,3 +89,16 @@ def test_counts_chart_labels_are_not_oversized_on_a_desktop(page: Page, server: 
     sizes = _chart_text_px(page, server)
     assert min(sizes) >= 11 and max(sizes) <= 16, sizes
     page.screenshot(path=shots / "street-desktop-light.png", full_page=True)
+
+
+def test_a_camera_source_has_room_on_a_desktop(page: Page, server: Server, shots: Path) -> None:
+    source = "rtsp://192.0.2.10:554/Streaming/Channels/101?transportmode=unicast"
+    api_call(server.base, "/v1/cameras", server.key, {"name": "dock", "source": source})
+    sign_in(page, server)
+    page.click("#nav-cameras")
+    cell = page.get_by_test_id("camera-dock").locator("td.source")
+    expect(cell).to_have_text(source)
+    box = cell.bounding_box()
+    assert box is not None and box["width"] >= 190, box  # it was 88 px: 6 lines of a path
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    page.screenshot(path=shots / "cameras-desktop-light.png")
