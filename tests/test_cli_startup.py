@@ -1,5 +1,5 @@
-"""The CLI's start-up and its settings, as users run it (a subprocess): `watch --scene` detects
-as `watch-street` does."""
+"""The CLI's start-up and its settings, as users run it (a subprocess): a wrong source is
+refused before anything heavy loads, `watch --scene` detects as `watch-street` does."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from facelens.gallery.service import Galleries
 from facelens.settings import Settings
@@ -21,6 +23,33 @@ def _facelens(*args: object, data_dir: Path, **env: str) -> subprocess.Completed
                          timeout=600)
     assert "Traceback" not in run.stderr, run.stderr
     return run
+
+
+ENGINE = ("facelens.api", "onnxruntime", "cv2", "sqlalchemy")
+"""What a video command loads for its work (the face engine, model runtimes, the database):
+none of it is needed to refuse a source."""
+
+
+@pytest.mark.parametrize("command", [["watch-street"], ["watch", "--gallery", "staff"]])
+def test_a_missing_source_is_refused_before_the_engine_loads(tmp_path: Path,
+                                                             command: list[str]) -> None:
+    """watch-street loaded the face engine (and watch the galleries' database) before opening
+    its source, so a mistyped path was refused only seconds later."""
+    missing = tmp_path / "no-such-clip.mp4"
+    script = ("import json, sys\nimport facelens.cli\n"
+              "try:\n"
+              f"    facelens.cli.app({[command[0], str(missing), *command[1:]]!r}, "
+              "prog_name='facelens')\n"
+              "except SystemExit as e:\n"
+              "    print(e.code, file=sys.stderr)\n"
+              f"print(json.dumps([m for m in {ENGINE!r} if m in sys.modules]), file=sys.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=dict(os.environ, FACELENS_DATA_DIR=str(tmp_path / "data")),
+                         timeout=120)
+    *said, code, loaded = run.stderr.strip().splitlines()
+    assert code == "2" and "no-such-clip.mp4" in " ".join(said), run.stderr
+    assert "Traceback" not in run.stderr
+    assert json.loads(loaded) == []
 
 
 def test_watch_scene_detects_at_the_street_detect_side_as_watch_street(

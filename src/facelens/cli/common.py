@@ -3,6 +3,7 @@ engine and calibration the environment's settings name (the CLI is an entry poin
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -21,6 +22,7 @@ from facelens.errors import FacelensError
 if TYPE_CHECKING:
     from facelens.api import Engine
     from facelens.matching.calibration import Calibration
+    from facelens.video.source import Frame
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, even in a pipe
@@ -65,6 +67,21 @@ def require_folder(path: Path) -> None:
     if not path.is_dir():
         err.print(f"[red]error:[/red] {escape(str(path))} is not a folder", highlight=False)
         raise typer.Exit(2)
+
+
+def opened_frames(source: str, *, fps: float | None, reconnects: int) -> Iterator[Frame]:
+    """A video command's frames, its source opened first (its first frame read): a missing
+    file or a dead stream is refused (SourceError, exit 2 under `errors()`) before the
+    models, the engine and the database load, not seconds later. Ctrl-C while a stream
+    connects ends with no frames, as it would during them."""
+    from facelens.video.source import VideoSource
+
+    frames = VideoSource(source, fps=fps, max_retries=reconnects).frames()
+    try:
+        first = next(frames, None)
+    except KeyboardInterrupt:
+        return iter(())
+    return frames if first is None else itertools.chain([first], frames)
 
 
 def writable(target: Path | None) -> Path | None:

@@ -23,6 +23,7 @@ from facelens.cli.common import (
     emit,
     emit_report,
     errors,
+    opened_frames,
     out,
     progress,
     require_folder,
@@ -107,7 +108,6 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
     the counts printed at the end."""
     from datetime import UTC, datetime, timedelta
 
-    from facelens.api import Engine
     from facelens.events.hotlists import (
         DescriptionRule,
         Hotlists,
@@ -115,9 +115,6 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
         listed_plate,
         parse_description,
     )
-    from facelens.settings import get_settings
-    from facelens.video.scene_watch import SceneWatch, watch_scene
-    from facelens.video.source import SourceError, VideoSource
 
     now = datetime.now(UTC)
     until = now + timedelta(days=1)  # a CLI run's lists live as long as the run
@@ -138,10 +135,15 @@ def watch_street(source: Annotated[str, typer.Argument(help="Video file, rtsp://
                       f"{shown['track']} {shown['class']} {escape(str(shown['attributes']))}")
 
     with errors():
+        frames = opened_frames(source, fps=fps, reconnects=reconnects)
+        from facelens.api import Engine  # after the source: a wrong one is told at once
+        from facelens.settings import get_settings
+        from facelens.video.scene_watch import SceneWatch, watch_scene
+        from facelens.video.source import SourceError
+
         scene = SceneWatch(camera, Hotlists(plates, rules), on_alert=show, gate=motion,
                            region=region.value, engine=Engine(get_settings()) if faces else None,
                            detect_side=get_settings().street_detect_side)
-        frames = VideoSource(source, fps=fps, max_retries=reconnects).frames()
         summary = watch_scene(frames, scene, out_video, fps)
         if as_json:  # stdout holds only the alert lines
             print(json.dumps(summary, indent=1), file=sys.stderr)

@@ -23,6 +23,7 @@ from facelens.cli.common import (
     emit_report,
     err,
     errors,
+    opened_frames,
     out,
     writable,
 )
@@ -64,13 +65,15 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                      motion=motion, out_video=out_video, reconnects=reconnects,
                      as_json=as_json)
         return
+    with errors():
+        frames = opened_frames(source, fps=fps, reconnects=reconnects)
+    # After the source: a wrong one is told at once, not after the engine and database load.
     from facelens.events.hotlists import Hotlists
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
     from facelens.settings import get_settings
     from facelens.video.camera import alert_recorder, sinks_from
     from facelens.video.scene_watch import SceneWatch
-    from facelens.video.source import VideoSource
     from facelens.video.watch import Alert, Watcher
     from facelens.video.writer import AnnotatedWriter
 
@@ -99,11 +102,10 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
                           motion=motion, on_alert=on_alert)
         street = SceneWatch(camera, Hotlists([], []), gate=motion, engine=galleries.engine,
                             detect_side=settings.street_detect_side) if scene else None
-        source = VideoSource(source, fps=fps, max_retries=reconnects)
         writer = AnnotatedWriter(out_video, fps or 30.0) if out_video else None
         started, last = time.perf_counter(), 0.0
         try:
-            for frame in source.frames():
+            for frame in frames:
                 # The street layer first: its NanoDet pass serves the watcher's screens too.
                 street_labels = street.process(frame) if street is not None else []
                 watcher.process(frame, street.latest if street is not None else None)
