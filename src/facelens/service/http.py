@@ -146,13 +146,6 @@ def install_error_handlers(app: FastAPI) -> None:
         await audit_refusal(request, 422, message)
         return error_response(422, "validation_error", message)
 
-    @app.exception_handler(OverflowError)
-    async def _out_of_range(_: Request, e: OverflowError) -> JSONResponse:
-        # A date of the request at the calendar's ends (9999-12-31 at -12:00 in UTC, a span
-        # added to 9999-12-31): any query or field may carry one, so it is answered here.
-        log.warning("refused a value out of range: %s", e)
-        return error_response(422, "validation_error", f"a date or number is out of range: {e}")
-
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
         if type(e).__module__.startswith("redis."):  # the replicas' shared state is away:
