@@ -2,6 +2,7 @@
 // while recording ~10 frames a second, post the frames with the session's nonce, show the
 // verdict. The camera is off once the frames are taken, and whenever the page is left.
 import { api, enc } from "./api.js";
+import { can } from "./scopes.js";
 import { $, clearMessages, el, showError, showNotice } from "./ui.js";
 import { closeCamera, openCamera } from "./webcam.js";
 
@@ -198,6 +199,8 @@ async function startCheck() {
   setRunning(true);
   let session = null;
   try {
+    // Said before the camera goes on (the service answers the same): it was switched on first.
+    if (!can("verify")) throw new Error("this key lacks the verify scope");
     instruct("Opening the camera…");
     const opened = await openCamera({ width: { ideal: 640 }, height: { ideal: 480 },
       facingMode: "user" });
