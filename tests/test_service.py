@@ -336,13 +336,18 @@ def test_text_postgresql_cannot_hold_answers_422(tmp_path: Path, fixtures_dir: P
         admin = s.auth("admin")
         for method, path, body in (
                 ("POST", "/v1/galleries", {"name": "door", "purpose": "front\0door"}),
-                ("POST", "/v1/hotlists/plates", {"plate": "AB\x00C1", "reason": "stolen car",
+                ("POST", "/v1/hotlists/plates", {"plate": "AB1C1", "reason": "stolen\0car",
                                                  "expires_at": expires}),
                 ("GET", "/v1/events?camera=door%00", None),
                 ("GET", "/v1/subjects/%00", None)):
             r = s.client.request(method, path, headers=admin, json=body)
             assert (r.status_code, r.json()["error"]["code"]) == (422, "validation_error"), path
             assert "NUL" in r.json()["error"]["message"]
+        # A plate's own text is the hotlist's to judge: Latin letters and digits only.
+        r = s.client.post("/v1/hotlists/plates", headers=admin,
+                          json={"plate": "AB\x00C1", "reason": "stolen car",
+                                "expires_at": expires})
+        assert r.status_code == 400 and "a plate is Latin letters" in r.text, r.text
 
 
 def test_rate_limit_per_key(tmp_path: Path, fixtures_dir: Path, db_url: str | None) -> None:
