@@ -1,12 +1,16 @@
 """The CLI's start-up and its settings, as users run it (a subprocess): a wrong source is
-refused before anything heavy loads, `watch --scene` detects as `watch-street` does."""
+refused before anything heavy loads, `watch --scene` detects as `watch-street` does, `serve`
+and `worker` name NATS without its password and refuse it unreachable in one line, `keys`
+needs no Redis."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -74,3 +78,65 @@ def test_watch_scene_detects_at_the_street_detect_side_as_watch_street(
     counted = {kind: int(n) for kind, n in
                (item.rsplit(" ", 1) for item in line.removeprefix("street tracks: ").split(", "))}
     assert counted == expected
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_keys_are_managed_while_redis_is_down(tmp_path: Path) -> None:
+    """API keys live in the database: `keys create/list` failed on an unreachable Redis."""
+    down = {"FACELENS_REDIS_URL": f"redis://127.0.0.1:{_free_port()}"}
+    made = _facelens("keys", "create", "ops", "--scope", "admin", "--json",
+                     data_dir=tmp_path / "data", **down)
+    assert made.returncode == 0, made.stderr
+    listed = _facelens("keys", "list", "--json", data_dir=tmp_path / "data", **down)
+    assert listed.returncode == 0, listed.stderr
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["ops"]
+
+
+def test_serve_refuses_an_unreachable_nats_in_one_line(tmp_path: Path) -> None:
+    """It ended in a traceback with exit 3 (this CLI's "model missing"), from the app's
+    start inside uvicorn."""
+    run = _facelens("serve", "--port", _free_port(), data_dir=tmp_path / "data",
+                    FACELENS_NATS_URL=f"nats://ops:s3cret@127.0.0.1:{_free_port()}")
+    assert run.returncode == 1, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "NATS at nats://127.0.0.1:" in run.stderr and "s3cret" not in run.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_name_nats_without_its_password(tmp_path: Path, command: str) -> None:
+    """Both printed the NATS URL as set, password and all, to a terminal or a log."""
+    if not _reachable("127.0.0.1", 4222):
+        pytest.skip("NATS unreachable at 127.0.0.1:4222")
+    args = [str(CLI), command, *(["--port", str(_free_port())] if command == "serve" else [])]
+    env = dict(os.environ, FACELENS_DATA_DIR=str(tmp_path / "data"),
+               FACELENS_NATS_URL="nats://ops:s3cret@127.0.0.1:4222")
+    said: list[str] = []
+    with subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          text=True) as running:
+        watchdog = threading.Timer(300, running.kill)  # a hang fails the test, not the run
+        watchdog.start()
+        try:
+            assert running.stderr is not None
+            for line in running.stderr:
+                said.append(line)
+                if "nats://" in line:
+                    break
+        finally:
+            watchdog.cancel()
+            running.terminate()
+    named = [line for line in said if "nats://" in line]
+    assert named and "nats://127.0.0.1:4222" in named[0], said
+    assert not [line for line in said if "s3cret" in line], said

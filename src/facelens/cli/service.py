@@ -11,6 +11,7 @@ from rich.table import Table
 from facelens.cli.common import JsonFlag, emit, err, errors, out
 
 if TYPE_CHECKING:
+    from facelens.cluster.bus import Bus
     from facelens.service.state import ServiceState
 
 SHUTDOWN_GRACE_S = 5
@@ -26,8 +27,10 @@ def _state() -> ServiceState:
     from facelens.service.state import ServiceState
     from facelens.settings import get_settings
 
-    # Keys, audit and rotation need no broker: a NATS outage must not lock the operator out.
-    return ServiceState.open(get_settings().model_copy(update={"nats_url": None}))
+    # Keys, audit and rotation live in the database: a NATS or Redis outage must not lock
+    # the operator out.
+    return ServiceState.open(get_settings().model_copy(update={"nats_url": None,
+                                                               "redis_url": None}))
 
 
 @keys_app.command("create")
@@ -115,6 +118,27 @@ def _check_listen(host: str, port: int) -> None:
         raise typer.Exit(2) from None
 
 
+def _bus(url: str, name: str) -> Bus:
+    """The NATS connection at `url`, or exit 1 with one line naming it without credentials
+    (nats-py logged a traceback per refused attempt; uvicorn's exit 3 is "model missing")."""
+    import logging
+
+    from facelens.cluster.bus import Bus, BusError
+
+    nats_log = logging.getLogger("nats")
+    nats_log.setLevel(logging.CRITICAL)  # a refused first connection: one line, not tracebacks
+    try:
+        bus = Bus(url, name=name)
+    except BusError as e:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned connect task
+        cause = type(e.__cause__).__name__ if e.__cause__ else ""
+        err.print(f"[red]error:[/red] {escape(str(e).rstrip())} {cause}".rstrip(),
+                  highlight=False)
+        raise typer.Exit(1) from None
+    nats_log.setLevel(logging.NOTSET)  # later disconnections are worth their warnings
+    return bus
+
+
 def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.0.0.1).")] = None,
           port: Annotated[int | None, typer.Option(help="Default: settings (8000).", min=1,
                                                    max=65535)] = None
@@ -128,6 +152,18 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     _check_listen(host, port)
+    # Redis and NATS checked here: the app connects again as it starts, refused there with
+    # a traceback and uvicorn's exit 3.
+    if settings.redis_url:
+        from facelens.cluster.shared import SharedState
+
+        with errors():
+            SharedState(settings.redis_url, settings.redis_prefix).close()
+    nats = None
+    if settings.nats_url:
+        bus = _bus(settings.nats_url, "facelens-check")
+        nats = bus.shown
+        bus.close()
     with errors():
         state = _state()
         if not state.keys.any_active():
@@ -138,8 +174,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
                   f"it is not shown again:\n\n    {key}\n", flush=True)
         state.close()
     err.print(f"facelens: API and console on http://{host}:{port}/ (docs at /docs)")
-    if settings.nats_url:
-        err.print(f"facelens: cameras run in `facelens worker` processes ({settings.nats_url})")
+    if nats:
+        err.print(f"facelens: cameras run in `facelens worker` processes ({nats})")
     # Live streams (the console's alerts, camera previews) never end by themselves: without a
     # bound, SIGTERM waited for every open one (minutes) while the console still said "Live".
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
@@ -161,7 +197,6 @@ def worker() -> None:
     import signal
     import threading
 
-    from facelens.cluster.bus import Bus, BusError
     from facelens.events.delivery import start_delivery
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
@@ -173,16 +208,7 @@ def worker() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    nats_log = logging.getLogger("nats")
-    nats_log.setLevel(logging.CRITICAL)  # a refused first connection: one line, not tracebacks
-    try:
-        bus = Bus(settings.nats_url, name="facelens-worker")
-    except BusError as e:
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the abandoned connect task
-        cause = type(e.__cause__).__name__ if e.__cause__ else ""
-        err.print(f"[red]error:[/red] {str(e).rstrip()} {cause}".rstrip())
-        raise typer.Exit(1) from None
-    nats_log.setLevel(logging.NOTSET)  # later disconnections are worth their warnings
+    bus = _bus(settings.nats_url, "facelens-worker")
     with errors():
         galleries = Galleries(settings)
         warm_up(galleries)
@@ -191,7 +217,7 @@ def worker() -> None:
         delivery = start_delivery(settings, events, sink, bus)  # outbox → stream → sinks
         camera_worker = CameraWorker(settings, bus, galleries, events, delivery.relay,
                                      announcer=sink)
-        err.print(f"facelens: worker {camera_worker.me} on {settings.nats_url}")
+        err.print(f"facelens: worker {camera_worker.me} on {bus.shown}")
         try:
             camera_worker.run(stop)
         finally:
