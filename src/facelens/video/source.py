@@ -84,11 +84,15 @@ def check_source(uri: str, media_dir: Path | None) -> str:
     if media_dir is None or ":" in uri or "\0" in uri:
         raise refused
     folder = media_dir.resolve()
-    path = (folder / uri).resolve()
-    if not path.is_relative_to(folder):
-        raise refused
-    if not path.is_file():  # inside the media folder: saying so reveals nothing else
-        raise SourceError(f"{uri}: no such video file in the media folder")
+    missing = SourceError(f"{uri}: no such video file in the media folder")
+    try:  # a name the file system cannot hold (over 255 bytes) raises: no such file either
+        path = (folder / uri).resolve()
+        if not path.is_relative_to(folder):
+            raise refused
+        if not path.is_file():  # inside the media folder: saying so reveals nothing else
+            raise missing
+    except OSError as e:
+        raise missing from e
     return str(path)
 
 
