@@ -84,6 +84,24 @@ def test_watchlist_entry_needs_reason_and_expiry(opened: Callable[..., Galleries
         g.enroll("absent", "obama", image, consent=CONSENT)
 
 
+def test_a_name_hiding_characters_is_refused(opened: Callable[..., Galleries],
+                                             tmp_path: Path, fixtures_dir: Path) -> None:
+    """A right-to-left override or a zero-width space made a name read as someone else's in
+    the console and on alerts ("\u202enamaboa" shows as "aobaman"); Persian and emoji names
+    keep their joiners. Renaming is held to the same rule."""
+    g = opened(tmp_path / "data")
+    g.create_gallery("staff", "door-access", embedder="sface-flip")
+    photo = [fixtures_dir / "obama2.jpg"]
+    for name in ("\u202ekcab", "ob\u200bama", "ob\x07ama", "a\u2028b", "\u2066x\u2069"):
+        with pytest.raises(GalleryError, match="control or invisible"):
+            g.enroll("staff", name, photo, consent=CONSENT)
+    assert subject_count(g) == 0
+    made = g.enroll("staff", " \u0645\u06cc\u200c\u0631\u0627 ", photo, consent=CONSENT)
+    assert made.name == "\u0645\u06cc\u200c\u0631\u0627"  # trimmed, its ZWNJ kept
+    with pytest.raises(GalleryError, match="U\\+202E"):
+        g.rename_subject(made.subject_id, "\u202eamabo")
+
+
 def test_unusable_images_are_skipped_with_the_reason(opened: Callable[..., Galleries],
                                                       tmp_path: Path, fixtures_dir: Path) -> None:
     # Real photo pixels: the suit below obama's face (no face at all, for either detector) and

@@ -156,11 +156,14 @@ def purge(as_json: JsonFlag = False) -> None:
 
 
 def _subject_name(name: str) -> str:
-    """NAME's check while parsing, as the REST API's: 1 to 200 characters, not only spaces
-    (an empty name enrolled a nameless subject)."""
-    if not name.strip() or len(name) > 200:
-        raise typer.BadParameter("a person's name is 1 to 200 characters")
-    return name
+    """NAME checked while parsing, before any photo is read (gallery/enrol.subject_name)."""
+    from facelens.gallery.enrol import subject_name
+    from facelens.gallery.errors import GalleryError
+
+    try:
+        return subject_name(name)
+    except GalleryError as e:
+        raise typer.BadParameter(str(e)) from e
 
 
 def enroll(gallery: str,

@@ -3,6 +3,7 @@ once, and the subject with its consent and sealed templates is written in one tr
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,6 +100,26 @@ class _Usable:
         return encode_jpeg(self.chips[int(np.argmax(self.qualities))])
 
 
+JOINERS = {"\u200c", "\u200d"}
+"""Zero-width (non-)joiners: invisible, but part of how Persian, Indic and emoji names are
+spelt."""
+
+
+def subject_name(name: str) -> str:
+    """A person's name as stored: trimmed, 1 to 200 characters, and no control or invisible
+    formatting character (a right-to-left override or a zero-width space makes a name read as
+    another's in the console and on alerts), joiners aside."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise GalleryError("a person's name has 1 to 200 characters")
+    hidden = sorted({f"U+{ord(c):04X}" for c in name
+                     if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in JOINERS})
+    if hidden:
+        raise GalleryError(f"a person's name cannot hold control or invisible formatting "
+                           f"characters ({', '.join(hidden)})")
+    return name
+
+
 class Enrolment:
     def __init__(self, store: Store, engine: Engine, catalogue: Catalogue,
                  cache: IndexCache) -> None:
@@ -117,6 +138,7 @@ class Enrolment:
         is not created. A `pin` (4–12 digits) becomes a second factor for door decisions; only
         its scrypt hash is stored.
         """
+        name = subject_name(name)
         gallery = self.catalogue.gallery(gallery_name)
         consent.check()
         if pin is not None:

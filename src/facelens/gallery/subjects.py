@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from facelens.errors import NoFaceError
-from facelens.gallery.enrol import Enrolment, EnrolReport
+from facelens.gallery.enrol import Enrolment, EnrolReport, subject_name
 from facelens.gallery.errors import GalleryError, GalleryNotFound
 from facelens.gallery.index_cache import IndexCache
 from facelens.gallery.templates import (
@@ -57,9 +57,7 @@ class SubjectEditor:
         self.store, self.enrolment, self.cache = store, enrolment, cache
 
     def rename(self, subject_id: str, name: str) -> None:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise GalleryError("a name has 1 to 200 characters")
+        name = subject_name(name)
         with self.store.sessions.begin() as s:
             self._subject(s, subject_id).display_name = name
 
