@@ -17,14 +17,13 @@ from facelens.errors import FacelensError, NotFoundError
 from facelens.events.counts import Bucket, SceneCounts
 from facelens.events.hotlist_store import HotlistStore
 from facelens.service.keys import Principal
-from facelens.service.params import Moment
+from facelens.service.params import Moment, RowId
 from facelens.service.security import requires, service
 from facelens.service.uploads import EndTime
 from facelens.settings import NAME_PATTERN
 from facelens.store.tables import PlateHotlistEntry, SceneRule, as_utc, aware, utcnow
 
 router = APIRouter(tags=["scene"])
-EntryId = Annotated[int, Path(ge=1, lt=2**31)]
 CameraName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=100)]
 """A camera's name as cameras are named: another can have no counts."""
 SPAN = {"minute": timedelta(days=2), "hour": timedelta(days=93)}
@@ -93,7 +92,7 @@ def add_plate(request: Request, body: NewPlate,
 
 
 @router.delete("/v1/hotlists/plates/{entry_id}", status_code=204)
-def delete_plate(request: Request, entry_id: EntryId,
+def delete_plate(request: Request, entry_id: RowId,
                  principal: Principal = requires("admin")) -> Response:
     _hotlists(request).delete("plate", entry_id)
     service(request).audit.record(principal.label, "hotlist.delete", "ok", hotlist_id=entry_id)
@@ -120,7 +119,7 @@ def add_rule(request: Request, body: NewRule,
 
 
 @router.delete("/v1/rules/{entry_id}", status_code=204)
-def delete_rule(request: Request, entry_id: EntryId,
+def delete_rule(request: Request, entry_id: RowId,
                 principal: Principal = requires("admin")) -> Response:
     _hotlists(request).delete("rule", entry_id)
     service(request).audit.record(principal.label, "rule.delete", "ok", rule_id=entry_id)
