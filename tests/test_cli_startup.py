@@ -1,7 +1,7 @@
 """The CLI's start-up and its settings, as users run it (a subprocess): a wrong source is
 refused before anything heavy loads, `watch --scene` detects as `watch-street` does, `serve`
 and `worker` name NATS without its password and refuse it unreachable in one line, `keys`
-needs no Redis."""
+needs no Redis, a refused FACELENS_* value is one line naming it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from facelens.gallery.service import Galleries
@@ -140,3 +142,60 @@ def test_serve_and_worker_name_nats_without_its_password(tmp_path: Path, command
     named = [line for line in said if "nats://" in line]
     assert named and "nats://127.0.0.1:4222" in named[0], said
     assert not [line for line in said if "s3cret" in line], said
+
+
+def _tiny_clip(path: Path) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("command", [["gallery", "list"], ["keys", "list"], ["serve"],
+                                     ["worker"], ["watch", "{clip}", "--gallery", "staff"],
+                                     ["watch-street", "{clip}", "--no-faces"]])
+def test_a_refused_setting_is_one_line_naming_its_variable(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    """A bad FACELENS_* value ended every command in pydantic's traceback (watch, serve and
+    worker read the settings outside the error guard; the rest as its many-line report)."""
+    clip = str(_tiny_clip(tmp_path / "clip.mp4"))
+    run = _facelens(*[clip if arg == "{clip}" else arg for arg in command],
+                    data_dir=tmp_path / "data", FACELENS_RUNTIME="nope")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == ("error: FACELENS_RUNTIME: Input should be 'openvino', "
+                                  "'openvino-bf16' or 'onnxruntime'"), run.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("FACELENS_PORT", "s3cret", "FACELENS_PORT: Input should be a valid integer"),
+    ("FACELENS_STREET_DETECT_SIDE", "100", "FACELENS_STREET_DETECT_SIDE: Input should be a "
+                                           "multiple of 32"),
+    ("FACELENS_CAMERAS", "s3cret", "FACELENS_CAMERAS: not valid JSON for this setting"),
+    ("FACELENS_CAMERAS", '[{"name": "door"}]', "FACELENS_CAMERAS[0].source: Field required"),
+])
+def test_a_refused_value_is_named_not_shown(tmp_path: Path, variable: str, value: str,
+                                            said: str) -> None:
+    """The line names the variable (and the entry inside a JSON one), never the value: it
+    may be a password."""
+    run = _facelens("keys", "list", data_dir=tmp_path / "data", **{variable: value})
+    assert run.returncode == 2, run.stderr
+    line = run.stderr.strip()
+    assert line.startswith(f"error: {said}") and "\n" not in line, run.stderr
+    assert "s3cret" not in line
+
+
+def test_a_refused_value_from_the_config_file_names_its_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FACELENS_RUNTIME is set: the line names the file's key instead."""
+    from facelens.settings import SettingRefused, get_settings
+
+    config = tmp_path / "facelens.toml"
+    config.write_text('runtime = "nope"\n')
+    monkeypatch.setenv("FACELENS_CONFIG", str(config))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingRefused, match=f"^runtime in {config}: Input should be"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

@@ -4,17 +4,19 @@ TOML file (path in `FACELENS_CONFIG`, default ./facelens.toml), then the default
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as UnparsedSetting
 
 Detector = Literal["yunet", "centerface"]
 Embedder = Literal["sface", "sface-flip", "dlib", "fusion"]
@@ -202,6 +204,40 @@ class Settings(BaseSettings):
                 TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
 
 
+class SettingRefused(ValueError):
+    """A setting's value is refused: the message is one line naming the variable (or the
+    config file's key) and what is allowed, never the value (it may be a password)."""
+
+    exit_code = 2
+
+
+def _named(field: str) -> str:
+    """Where `field`'s value came from: its FACELENS_* variable when set (the environment
+    wins over the file), else its key in the config file."""
+    variable = f"FACELENS_{field.upper()}"
+    if any(name.upper() == variable for name in os.environ):
+        return variable
+    return f"{field} in {os.environ.get('FACELENS_CONFIG', 'facelens.toml')}"
+
+
+def _refused(e: ValidationError | UnparsedSetting) -> SettingRefused:
+    """pydantic's many-line report as one line: the first refused setting, and how many more
+    there are."""
+    if isinstance(e, UnparsedSetting):  # a JSON value (cameras, webhooks) that does not parse
+        field = found.group(1) if (found := re.search(r'field "(\w+)"', str(e))) else "?"
+        return SettingRefused(f"{_named(field)}: not valid JSON for this setting")
+    first = e.errors()[0]
+    field, *inside = (str(part) for part in first["loc"])
+    where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in inside)
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return SettingRefused(f"{_named(field)}{where}: {first['msg']}{more}")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of the environment and the config file; SettingRefused (one line) when a
+    value is not allowed."""
+    try:
+        return Settings()
+    except (ValidationError, UnparsedSetting) as e:
+        raise _refused(e) from None

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ from facelens.errors import FacelensError
 if TYPE_CHECKING:
     from facelens.api import Engine
     from facelens.matching.calibration import Calibration
+    from facelens.settings import Settings
     from facelens.video.source import Frame
 
 out = Console()
@@ -44,12 +45,23 @@ least one frame in 100 s (0 would mean "every frame" to the source)."""
 
 @contextmanager
 def errors() -> Iterator[None]:
-    """Turn facelens errors into one stderr line and their exit code; never a traceback."""
+    """Turn facelens errors, and a setting's refused value, into one stderr line and their
+    exit code; never a traceback."""
     try:
         yield
     except FacelensError as e:
-        err.print(f"[red]error:[/red] {escape(_one_line(str(e)))}", highlight=False)
-        raise typer.Exit(e.exit_code) from None
+        _refuse(str(e), e.exit_code)
+    except ValueError as e:
+        from facelens.settings import SettingRefused  # imported by whatever raised it
+
+        if not isinstance(e, SettingRefused):
+            raise
+        _refuse(str(e), e.exit_code)
+
+
+def _refuse(message: str, exit_code: int) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(_one_line(message))}", highlight=False)
+    raise typer.Exit(exit_code) from None
 
 
 def _one_line(message: str) -> str:
@@ -132,6 +144,15 @@ def emit_report(report: Any, target: Path | None) -> None:
     """A report on stdout, and in the --json-out file when one is given."""
     save_json(report, target)
     emit(report)
+
+
+def environment_settings() -> Settings:
+    """The environment's settings, or exit 2 with one line naming the refused variable (a
+    command reading them outside `errors()` ended in pydantic's traceback)."""
+    from facelens.settings import get_settings
+
+    with errors():
+        return get_settings()
 
 
 def environment_engine() -> Engine:

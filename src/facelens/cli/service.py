@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facelens.cli.common import JsonFlag, emit, err, errors, out
+from facelens.cli.common import JsonFlag, emit, environment_settings, err, errors, out
 
 if TYPE_CHECKING:
     from facelens.cluster.bus import Bus
@@ -25,11 +25,10 @@ audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log."
 def _state() -> ServiceState:
     """Imported on use: the engine's commands need not load the web stack."""
     from facelens.service.state import ServiceState
-    from facelens.settings import get_settings
 
     # Keys, audit and rotation live in the database: a NATS or Redis outage must not lock
     # the operator out.
-    return ServiceState.open(get_settings().model_copy(update={"nats_url": None,
+    return ServiceState.open(environment_settings().model_copy(update={"nats_url": None,
                                                                "redis_url": None}))
 
 
@@ -147,9 +146,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: settings (127.
     import uvicorn
 
     from facelens.service.app import create_app
-    from facelens.settings import get_settings
 
-    settings = get_settings()
+    settings = environment_settings()
     host, port = host or settings.host, port or settings.port
     _check_listen(host, port)
     # Redis and NATS checked here: the app connects again as it starts, refused there with
@@ -186,9 +184,7 @@ def worker() -> None:
     """Run cameras, no HTTP: with nats_url set, as many `facelens worker`s as you like share the
     cameras of one database by leases on NATS (a dead worker's cameras move within seconds).
     Stops cleanly on SIGTERM or Ctrl-C, handing its cameras on at once."""
-    from facelens.settings import get_settings
-
-    settings = get_settings()
+    settings = environment_settings()
     if not settings.nats_url:
         err.print("facelens worker needs nats_url (FACELENS_NATS_URL); without it `facelens "
                   "serve` runs the cameras itself")

@@ -21,6 +21,7 @@ from facelens.cli.common import (
     JsonOut,
     Reconnects,
     emit_report,
+    environment_settings,
     err,
     errors,
     opened_frames,
@@ -71,13 +72,12 @@ def watch(source: Annotated[str, typer.Argument(help="Video file, rtsp:// or htt
     from facelens.events.hotlists import Hotlists
     from facelens.events.store import EventStore
     from facelens.gallery.service import Galleries
-    from facelens.settings import get_settings
     from facelens.video.camera import alert_recorder, sinks_from
     from facelens.video.scene_watch import SceneWatch
     from facelens.video.watch import Alert, Watcher
     from facelens.video.writer import AnnotatedWriter
 
-    settings = get_settings()
+    settings = environment_settings()
     with errors():
         galleries = Galleries(settings)
         events = EventStore(galleries.store)
