@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -154,13 +155,19 @@ def _tiny_clip(path: Path) -> Path:
 
 @pytest.mark.parametrize("command", [["gallery", "list"], ["keys", "list"], ["serve"],
                                      ["worker"], ["watch", "{clip}", "--gallery", "staff"],
-                                     ["watch-street", "{clip}", "--no-faces"]])
+                                     ["watch-street", "{clip}", "--no-faces"], ["models"],
+                                     ["eval", "lfw", "{folder}"], ["calibrate", "{folder}"],
+                                     ["eval", "demographics", "{folder}", "--group", "a={group}"]])
 def test_a_refused_setting_is_one_line_naming_its_variable(tmp_path: Path,
                                                            command: list[str]) -> None:
     """A bad FACELENS_* value ended every command in pydantic's traceback (watch, serve and
     worker read the settings outside the error guard; the rest as its many-line report)."""
     clip = str(_tiny_clip(tmp_path / "clip.mp4"))
-    run = _facelens(*[clip if arg == "{clip}" else arg for arg in command],
+    (folder := tmp_path / "people" / "ada").mkdir(parents=True)
+    shutil.copy(clip, folder / "ada.jpg")  # never read: the settings are refused first
+    (group := tmp_path / "group.txt").write_text("ada\n")
+    given = {"{clip}": clip, "{folder}": str(folder.parent), "a={group}": f"a={group}"}
+    run = _facelens(*[given.get(arg, arg) for arg in command],
                     data_dir=tmp_path / "data", FACELENS_RUNTIME="nope")
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip() == ("error: FACELENS_RUNTIME: Input should be 'openvino', "

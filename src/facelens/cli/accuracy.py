@@ -15,6 +15,7 @@ from facelens.cli.common import (
     emit,
     emit_report,
     environment_engine,
+    environment_settings,
     err,
     errors,
     out,
@@ -66,13 +67,12 @@ def eval_lfw(root: Path,
     from facelens.eval.calibrate import warnings
     from facelens.eval.lfw_report import evaluate, plot_roc, save_calibration
     from facelens.matching.calibration import calibration_file
-    from facelens.settings import get_settings
 
     require_folder(root)
     if bands and not degrade:
         raise typer.BadParameter("quality bands are fitted on degraded copies too",
                                  param_hint="--degrade")
-    settings = get_settings()
+    settings = environment_settings()
     with errors(), progress() as start:
         report, curves = evaluate(root, runtime=settings.runtime, peer=peer, workers=workers,
                                   cache=cache, progress=start, degrade=tuple(degrade or ()),

@@ -15,6 +15,7 @@ from facelens.cli.common import (
     Workers,
     emit,
     emit_report,
+    environment_settings,
     err,
     errors,
     out,
@@ -63,10 +64,9 @@ def calibrate(folder: Path,
     from facelens.eval.lfw_report import write_calibration
     from facelens.matching.calibration import calibration_file, load_calibration
     from facelens.models.runtime import runtime_label
-    from facelens.settings import get_settings
 
     require_folder(folder)
-    settings = get_settings()
+    settings = environment_settings()
     groups = _groups(group)
     active = load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
                               settings.calibration_file)
@@ -126,13 +126,12 @@ def eval_demographics(root: Path,
     from facelens.eval.demographics import demographic_fmr
     from facelens.matching.calibration import load_calibration
     from facelens.models.runtime import runtime_label
-    from facelens.settings import get_settings
 
     require_folder(root)
     groups = _groups(group)
     if not groups:
         raise typer.BadParameter("give at least one --group NAME=FILE")
-    settings = get_settings()
+    settings = environment_settings()
     calibration = load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
                                    settings.calibration_file)
     with errors(), progress() as start:

@@ -166,9 +166,8 @@ def calibration_in_force() -> Calibration:
     """The calibration in force under the environment's settings, without loading a model."""
     from facelens.matching.calibration import load_calibration
     from facelens.models.runtime import runtime_label
-    from facelens.settings import get_settings
 
-    settings = get_settings()
+    settings = environment_settings()
     return load_calibration(runtime_label(settings.runtime), settings.calibration_dir,
                             settings.calibration_file)
 

@@ -17,6 +17,7 @@ from facelens.cli.common import (
     calibration_in_force,
     emit,
     environment_engine,
+    environment_settings,
     err,
     errors,
     out,
@@ -136,9 +137,8 @@ def models(as_json: JsonFlag = False) -> None:
     calibration in force."""
     from facelens.eval.demographics import differential_note
     from facelens.models.registry import CARDS, ModelMissingError, measured_accuracy, model_path
-    from facelens.settings import get_settings
 
-    settings = get_settings()
+    settings = environment_settings()
     with errors():
         calibration = calibration_in_force()
     measured = measured_accuracy(calibration.path.parent if calibration.path else None)
