@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +27,7 @@ from facelens.settings import CameraConfig, Settings
 from facelens.store.database import Store
 from facelens.store.tables import Camera
 from facelens.video.camera import CameraRunner, announce_camera, sinks_from
-from facelens.video.source import check_source, redacted
+from facelens.video.source import SourceError, check_source, redacted
 
 FIELDS = tuple(CameraConfig.model_fields)
 log = logging.getLogger("facelens.video")
@@ -72,7 +73,8 @@ class CameraManager:
             known = set(s.scalars(sa.select(Camera.name)))
             for seed in settings.cameras:
                 if seed.name not in known:
-                    s.add(Camera(**seed.model_dump()))
+                    s.add(Camera(**seed.model_dump() | {
+                        "source": _seed_source(seed.source, settings.media_dir)}))
 
     def configs(self) -> list[CameraConfig]:
         return stored_configs(self.sessions)
@@ -224,3 +226,14 @@ class CameraManager:
             self.delivery.close()
         if self.sink:
             self.sink.close()
+
+
+def _seed_source(source: str, media_dir: Path | None) -> str:
+    """A settings file's camera source as the API would store it: a file named inside the
+    media folder becomes its path there (it was opened relative to wherever the service was
+    started, and failed). What the API refuses is kept as written: the file's author may name
+    a local restreamer, and a missing file is the camera runner's to report."""
+    try:
+        return check_source(source, media_dir)
+    except SourceError:
+        return source
