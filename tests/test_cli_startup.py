@@ -206,3 +206,13 @@ def test_a_refused_value_from_the_config_file_names_its_key(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_config_file_that_is_not_toml_is_one_line(tmp_path: Path) -> None:
+    """It ended every command in tomllib's traceback."""
+    config = tmp_path / "facelens.toml"
+    config.write_text('port = 80\nruntime = [\n')
+    run = _facelens("gallery", "list", data_dir=tmp_path / "data", FACELENS_CONFIG=str(config))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().startswith(f"error: {config} is not valid TOML: "), run.stderr
+    assert "Traceback" not in run.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -241,3 +242,6 @@ def get_settings() -> Settings:
         return Settings()
     except (ValidationError, UnparsedSetting) as e:
         raise _refused(e) from None
+    except tomllib.TOMLDecodeError as e:  # its message says where, never a value
+        config = os.environ.get("FACELENS_CONFIG", "facelens.toml")
+        raise SettingRefused(f"{config} is not valid TOML: {e}") from None
