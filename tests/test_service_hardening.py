@@ -346,3 +346,21 @@ def test_a_closed_pil_image_is_said_to_be_closed_not_corrupt(fixtures_dir: Path)
     with Image.open(photo) as loaded:
         loaded.load()
     assert load_image(loaded).shape == (1137, 910, 3)  # loaded, then closed: still usable
+
+
+def test_a_number_is_not_taken_for_a_time(app: App) -> None:
+    """pydantic reads a number as seconds since 1970: since=0.5 listed every event, and an
+    expiry of 1 expired the entry in 1970 (refused as past, for the wrong reason)."""
+    for since in ("0.5", "1733650000", "-1", "1e9"):
+        status, code, message = refusal(
+            app.client.get(f"/v1/events?since={since}", headers=app.auth("events")))
+        assert (status, code) == (422, "validation_error"), since
+        assert message.startswith("query.since: an ISO-8601 date"), message
+    for expires in (1893456000, "1893456000", 2.5):
+        status, code, message = refusal(app.client.post(
+            "/v1/hotlists/plates", headers=app.auth("admin"),
+            json={"plate": "AB123", "reason": "stolen car", "expires_at": expires}))
+        assert (status, code) == (422, "validation_error"), expires
+        assert message.startswith("expires_at: an ISO-8601 date"), message
+    ok = app.client.get("/v1/events?since=2026-12-08", headers=app.auth("events"))
+    assert ok.status_code == 200, ok.text
